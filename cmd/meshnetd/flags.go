@@ -1,0 +1,71 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/meshnet/meshnet/daemon"
+)
+
+// parseFlags maps the command line and MESHNET_* environment variables onto
+// a Config. A flag given on the command line wins over its variable.
+func parseFlags(args []string, env func(string) string, stderr io.Writer) (daemon.Config, error) {
+	cfg := daemon.DefaultConfig()
+	fs := flag.NewFlagSet("meshnetd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var join string
+	fs.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "this node's unique name in the mesh (default: the hostname)")
+	fs.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "underlay address other hosts reach this one at (default: the address of the interface holding the default route, else the first non-loopback IPv4 outside Docker's and meshnet's bridges)")
+	fs.StringVar(&cfg.BindAddr, "bind-addr", "", "address the gossip port listens on (default: the advertise address; never 0.0.0.0 unless given)")
+	fs.IntVar(&cfg.BindPort, "bind-port", cfg.BindPort, "gossip port, TCP and UDP")
+	fs.StringVar(&join, "join", "", "comma-separated seeds, host[:port]; a host name may resolve to several seeds. Retried until one answers")
+	fs.StringVar(&cfg.KeyFile, "key-file", "", "file holding the base64 32-byte gossip key (make one: meshctl keygen > /etc/meshnet/key). Or set MESHNET_KEY")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "allow running without a gossip key (unencrypted, unauthenticated gossip): trusted test networks only")
+	fs.StringVar(&cfg.Cluster, "cluster", cfg.Cluster, "cluster name: gossip from another cluster name is dropped")
+	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "directory for state that must survive restarts (records, allocations, keys)")
+	fs.StringVar(&cfg.PluginDir, "plugin-dir", cfg.PluginDir, "directory of the Docker plugin socket meshnet.sock (NetworkDriver and IpamDriver)")
+	fs.StringVar(&cfg.ControlSocket, "control-socket", cfg.ControlSocket, "unix socket of the local control API used by meshctl (root only)")
+	fs.StringVar(&cfg.DockerHost, "docker-host", cfg.DockerHost, "Docker engine API socket, for container names, labels and aliases")
+	fs.StringVar(&cfg.Dataplane, "dataplane", cfg.Dataplane, "default dataplane of new networks: vxlan or wireguard (per network: -o dataplane=)")
+	fs.IntVar(&cfg.VXLANPort, "vxlan-port", cfg.VXLANPort, "UDP port of VXLAN tunnels")
+	fs.IntVar(&cfg.WireGuardPort, "wireguard-port", cfg.WireGuardPort, "UDP port of WireGuard tunnels")
+	fs.StringVar(&cfg.DNSAddr, "dns-addr", cfg.DNSAddr, "address of the embedded DNS server, held on the host's lo; containers use it with --dns")
+	fs.StringVar(&cfg.DNSDomain, "dns-domain", cfg.DNSDomain, "DNS zone answered for services and containers")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: meshnetd [flags]\n\nmeshnetd joins this host to the meshnet overlay and serves Docker's network and IPAM\nplugin. Every flag can also be set as MESHNET_<FLAG> (upper case, - as _).\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q (meshnetd takes flags only)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []string
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		name := "MESHNET_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := env(name); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Sprintf("%s=%q: %v", name, v, err))
+			}
+		}
+	})
+	if len(errs) > 0 {
+		return cfg, fmt.Errorf("bad environment: %s", strings.Join(errs, "; "))
+	}
+	cfg.Key = env("MESHNET_KEY")
+	for _, s := range strings.Split(join, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			cfg.Join = append(cfg.Join, s)
+		}
+	}
+	return cfg, nil
+}

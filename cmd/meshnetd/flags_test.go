@@ -1,0 +1,83 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+)
+
+func envMap(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestParseFlagsDefaults(t *testing.T) {
+	cfg, err := parseFlags(nil, envMap(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.BindPort != 7946 || cfg.VXLANPort != 4789 || cfg.WireGuardPort != 51820 ||
+		cfg.DNSAddr != "169.254.53.53" || cfg.DNSDomain != "meshnet" || cfg.Dataplane != "vxlan" ||
+		cfg.StateDir != "/var/lib/meshnet" || cfg.PluginDir != "/run/docker/plugins" ||
+		cfg.ControlSocket != "/run/meshnet/meshnet.sock" || cfg.LogLevel != "info" ||
+		cfg.DockerHost != "unix:///var/run/docker.sock" {
+		t.Fatalf("defaults differ from DESIGN.md's contract: %+v", cfg)
+	}
+}
+
+func TestParseFlagsEnvironmentTwins(t *testing.T) {
+	env := envMap(map[string]string{
+		"MESHNET_NODE_NAME":      "h1",
+		"MESHNET_ADVERTISE_ADDR": "198.18.0.11",
+		"MESHNET_BIND_PORT":      "8000",
+		"MESHNET_JOIN":           "198.18.0.12, seed.example:7946",
+		"MESHNET_KEY":            "c2VjcmV0",
+		"MESHNET_INSECURE":       "true",
+		"MESHNET_VXLAN_PORT":     "4790",
+		"MESHNET_LOG_LEVEL":      "debug",
+		"MESHNET_DNS_DOMAIN":     "mesh",
+	})
+	// The command line wins over the environment.
+	cfg, err := parseFlags([]string{"--vxlan-port", "4800"}, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NodeName != "h1" || cfg.AdvertiseAddr != "198.18.0.11" || cfg.BindPort != 8000 ||
+		!cfg.Insecure || cfg.Key != "c2VjcmV0" || cfg.LogLevel != "debug" || cfg.DNSDomain != "mesh" {
+		t.Fatalf("environment not applied: %+v", cfg)
+	}
+	if cfg.VXLANPort != 4800 {
+		t.Fatalf("command line should win over MESHNET_VXLAN_PORT: got %d", cfg.VXLANPort)
+	}
+	if strings.Join(cfg.Join, "|") != "198.18.0.12|seed.example:7946" {
+		t.Fatalf("join list: %q", cfg.Join)
+	}
+}
+
+func TestParseFlagsErrors(t *testing.T) {
+	if _, err := parseFlags(nil, envMap(map[string]string{"MESHNET_BIND_PORT": "x"}), io.Discard); err == nil || !strings.Contains(err.Error(), "MESHNET_BIND_PORT") {
+		t.Fatalf("bad env value should name the variable, got %v", err)
+	}
+	if _, err := parseFlags([]string{"stray"}, envMap(nil), io.Discard); err == nil {
+		t.Fatal("a stray argument should be refused")
+	}
+	cfg, err := parseFlags([]string{"--dataplane", "gre", "--log-level", "loud"}, envMap(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cfg.Validate()
+	if err == nil || !strings.Contains(err.Error(), "--dataplane") || !strings.Contains(err.Error(), "--log-level") {
+		t.Fatalf("Validate should name both bad flags, got %v", err)
+	}
+}
+
+func TestHelpListsEveryContractFlag(t *testing.T) {
+	var out strings.Builder
+	_, _ = parseFlags([]string{"--help"}, envMap(nil), &out)
+	for _, f := range []string{"node-name", "advertise-addr", "bind-port", "join", "key-file", "insecure",
+		"state-dir", "plugin-dir", "control-socket", "docker-host", "dataplane", "vxlan-port",
+		"wireguard-port", "dns-addr", "dns-domain", "log-level", "MESHNET_"} {
+		if !strings.Contains(out.String(), f) {
+			t.Errorf("--help does not mention %s", f)
+		}
+	}
+}

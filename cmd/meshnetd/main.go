@@ -1,0 +1,64 @@
+// Command meshnetd is meshnet's per-host daemon: gossip membership, the
+// Docker network and IPAM plugin, the dataplane and the DNS server.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/meshnet/meshnet/daemon"
+)
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "meshnetd: %v\n", err)
+		os.Exit(2)
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "meshnetd: %v\n", oneLine(err))
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level(cfg.LogLevel)}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d, err := daemon.New(cfg, log)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "meshnetd: %v\n", oneLine(err))
+		os.Exit(1)
+	}
+	if err := d.Run(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "meshnetd: %v\n", oneLine(err))
+		os.Exit(1)
+	}
+}
+
+func level(s string) slog.Level {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(s))
+	return l
+}
+
+// oneLine joins a multi-error into one line: startup errors are read from
+// a terminal or a unit's status line.
+func oneLine(err error) string {
+	s := err.Error()
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			out = append(out, ';', ' ')
+			continue
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}

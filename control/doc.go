@@ -1,0 +1,9 @@
+// Package control is meshnetd's local control API: HTTP+JSON on a unix
+// socket that only root can open (mode 0600), served by the daemon and read
+// by meshctl.
+//
+// The wire types live here, with the client and the HTTP routing, so that
+// the daemon and meshctl cannot drift apart: the daemon implements Backend,
+// meshctl uses Client. JSON field names are a public contract (meshctl
+// -o json is scripted against): add fields, never rename or remove them.
+package control

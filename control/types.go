@@ -1,0 +1,144 @@
+package control
+
+import "time"
+
+// Peer is one node as the local daemon sees it (meshctl peers).
+type Peer struct {
+	Name    string    `json:"name"`
+	Address string    `json:"address"`
+	State   string    `json:"state"` // alive|suspect|dead|left
+	Since   time.Time `json:"since"`
+	Self    bool      `json:"self"`
+	// Removed is set for a node an operator removed (meshctl rmpeer) that
+	// memberlist still remembers.
+	Removed bool `json:"removed,omitempty"`
+}
+
+// Status summarises the daemon (meshctl status).
+type Status struct {
+	Node           string        `json:"node"`
+	Version        string        `json:"version"`
+	Address        string        `json:"address"`
+	GossipPort     int           `json:"gossip_port"`
+	Encrypted      bool          `json:"encrypted"`
+	Started        time.Time     `json:"started"`
+	Members        MemberCounts  `json:"members"`
+	Networks       int           `json:"networks"`
+	LocalEndpoints int           `json:"local_endpoints"`
+	Dataplane      DataplaneInfo `json:"dataplane"`
+	DNS            DNSInfo       `json:"dns"`
+	IPAM           []PoolUsage   `json:"ipam"`
+	Conflicts      []Conflict    `json:"conflicts"`
+	Problems       []string      `json:"problems"`
+}
+
+// MemberCounts counts peers by state.
+type MemberCounts struct {
+	Alive   int `json:"alive"`
+	Suspect int `json:"suspect"`
+	Dead    int `json:"dead"`
+	Left    int `json:"left"`
+}
+
+// DataplaneInfo says what programs the kernel and how the last apply went.
+type DataplaneInfo struct {
+	Default     string    `json:"default"`
+	LastApply   time.Time `json:"last_apply"`
+	LastError   string    `json:"last_error,omitempty"`
+	Applies     uint64    `json:"applies"`
+	Description string    `json:"description,omitempty"`
+}
+
+// DNSInfo describes the embedded DNS server.
+type DNSInfo struct {
+	Addr   string `json:"addr"`
+	Domain string `json:"domain"`
+	Error  string `json:"error,omitempty"`
+}
+
+// PoolUsage is one address pool's use on each node.
+type PoolUsage struct {
+	Subnet  string      `json:"subnet"`
+	Gateway string      `json:"gateway"`
+	Nodes   []NodeUsage `json:"nodes"`
+}
+
+// NodeUsage is one node's share of a pool.
+type NodeUsage struct {
+	Node      string `json:"node"`
+	Blocks    int    `json:"blocks"`
+	Owned     int    `json:"owned"`     // addresses in owned blocks
+	Allocated int    `json:"allocated"` // addresses in use
+}
+
+// Conflict is an address that ended up held by two nodes.
+type Conflict struct {
+	Subnet string   `json:"subnet"`
+	Addr   string   `json:"addr"`
+	Nodes  []string `json:"nodes"`
+}
+
+// Network is one meshnet network (meshctl networks).
+type Network struct {
+	Subnet    string   `json:"subnet"`
+	Gateway   string   `json:"gateway"`
+	VNI       uint32   `json:"vni"`
+	Dataplane string   `json:"dataplane"`
+	MTU       int      `json:"mtu"`
+	Names     []string `json:"names"` // Docker network names, per host
+	Nodes     []string `json:"nodes"` // hosts that have it
+	Endpoints int      `json:"endpoints"`
+	Blocks    []Block  `json:"blocks"`
+}
+
+// Block is an address block and its owner.
+type Block struct {
+	Prefix string `json:"prefix"`
+	Owner  string `json:"owner"`
+	State  string `json:"state,omitempty"`
+}
+
+// Endpoint is one container endpoint (meshctl endpoints).
+type Endpoint struct {
+	ID        string   `json:"id"`
+	Container string   `json:"container"`
+	Network   string   `json:"network"`
+	Subnet    string   `json:"subnet"`
+	Addr      string   `json:"addr"`
+	MAC       string   `json:"mac"`
+	Node      string   `json:"node"`
+	NodeAddr  string   `json:"node_addr"`
+	Services  []string `json:"services"`
+	Healthy   bool     `json:"healthy"`
+	Up        bool     `json:"up"` // its node is alive or suspect
+}
+
+// Service is a service name and its replicas (meshctl services).
+type Service struct {
+	Name     string     `json:"name"`
+	Replicas []Endpoint `json:"replicas"`
+}
+
+// Lookup is what the DNS server would answer (meshctl lookup).
+type Lookup struct {
+	Name    string   `json:"name"`
+	Type    string   `json:"type"`
+	Rcode   string   `json:"rcode"`
+	Answers []string `json:"answers"`
+}
+
+// Version is the daemon's build.
+type Version struct {
+	Version string `json:"version"`
+	Go      string `json:"go"`
+}
+
+// Error is the body of every non-2xx reply.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// RemovePeerRequest asks the daemon to remove a dead node.
+type RemovePeerRequest struct {
+	Node string `json:"node"`
+}

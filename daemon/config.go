@@ -1,0 +1,127 @@
+package daemon
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is everything meshnetd is told. Flags and MESHNET_* environment
+// variables map onto it one to one (cmd/meshnetd); DefaultConfig holds every
+// default in one place.
+type Config struct {
+	NodeName      string
+	AdvertiseAddr string // empty: detected (see DetectAdvertiseAddr)
+	BindAddr      string // empty: the advertise address, never 0.0.0.0 by default
+	BindPort      int
+	Join          []string
+	KeyFile       string
+	Key           string // base64, from MESHNET_KEY; the key file wins if both are set
+	Insecure      bool
+	Cluster       string // memberlist label
+	StateDir      string
+	PluginDir     string
+	ControlSocket string
+	DockerHost    string
+	Dataplane     string
+	VXLANPort     int
+	WireGuardPort int
+	DNSAddr       string
+	DNSDomain     string
+	LogLevel      string
+	// ResyncInterval re-applies the whole desired state to the kernel even
+	// when nothing changed, repairing drift and missed events.
+	ResyncInterval time.Duration
+}
+
+// DefaultConfig returns the defaults of DESIGN.md's command-line contract.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		NodeName:       host,
+		BindPort:       7946, // memberlist's usual port
+		Cluster:        "meshnet",
+		StateDir:       "/var/lib/meshnet",
+		PluginDir:      "/run/docker/plugins", // where the engine looks for legacy plugin sockets
+		ControlSocket:  "/run/meshnet/meshnet.sock",
+		DockerHost:     "unix:///var/run/docker.sock",
+		Dataplane:      "vxlan",
+		VXLANPort:      4789, // IANA's VXLAN port
+		WireGuardPort:  51820,
+		DNSAddr:        "169.254.53.53", // link-local: never routed off the host
+		DNSDomain:      "meshnet",
+		LogLevel:       "info",
+		ResyncInterval: 30 * time.Second,
+	}
+}
+
+// Validate checks what can be checked before anything starts, with errors
+// that say what to fix.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("--node-name is empty and the hostname is unknown: set --node-name"))
+	}
+	if c.AdvertiseAddr != "" {
+		if _, err := netip.ParseAddr(c.AdvertiseAddr); err != nil {
+			errs = append(errs, fmt.Errorf("--advertise-addr %q is not an IP address", c.AdvertiseAddr))
+		}
+	}
+	for name, p := range map[string]int{"--bind-port": c.BindPort, "--vxlan-port": c.VXLANPort, "--wireguard-port": c.WireGuardPort} {
+		if p < 1 || p > 65535 {
+			errs = append(errs, fmt.Errorf("%s %d is not a port (1-65535)", name, p))
+		}
+	}
+	switch c.Dataplane {
+	case "vxlan", "wireguard":
+	default:
+		errs = append(errs, fmt.Errorf("--dataplane %q: choose vxlan or wireguard", c.Dataplane))
+	}
+	if a, err := netip.ParseAddr(c.DNSAddr); err != nil || !a.Is4() {
+		errs = append(errs, fmt.Errorf("--dns-addr %q is not an IPv4 address", c.DNSAddr))
+	}
+	if c.DNSDomain == "" || strings.Contains(c.DNSDomain, " ") {
+		errs = append(errs, fmt.Errorf("--dns-domain %q is not a domain name", c.DNSDomain))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("--log-level %q: choose debug, info, warn or error", c.LogLevel))
+	}
+	if !strings.HasPrefix(c.DockerHost, "unix://") {
+		errs = append(errs, fmt.Errorf("--docker-host %q: only unix:// sockets are supported", c.DockerHost))
+	}
+	return errors.Join(errs...)
+}
+
+// GossipKey returns the 32-byte gossip key from the key file or MESHNET_KEY,
+// nil with --insecure, or an error saying how to make one.
+func (c *Config) GossipKey() ([]byte, error) {
+	raw, source := c.Key, "MESHNET_KEY"
+	if c.KeyFile != "" {
+		b, err := os.ReadFile(c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("read key file: %w (make one with: meshctl keygen > %s; chmod 600 %s)", err, c.KeyFile, c.KeyFile)
+		}
+		raw, source = string(b), "key file "+c.KeyFile
+	}
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		if c.Insecure {
+			return nil, nil
+		}
+		return nil, errors.New("no gossip key: make one with `meshctl keygen > /etc/meshnet/key` and pass --key-file /etc/meshnet/key (or MESHNET_KEY), the same on every host; or run with --insecure on a trusted test network")
+	}
+	key, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not base64: %v (make a key with `meshctl keygen`)", source, err)
+	}
+	if len(key) != 32 {
+		return nil, fmt.Errorf("%s holds %d bytes; a gossip key is 32 bytes (make one with `meshctl keygen`)", source, len(key))
+	}
+	return key, nil
+}

@@ -1,0 +1,66 @@
+package daemon
+
+import (
+	"encoding/base64"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestGossipKey(t *testing.T) {
+	dir := t.TempDir()
+	good := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		name    string
+		cfg     Config
+		wantErr string // "" = ok
+		wantNil bool
+	}{
+		{"key file", Config{KeyFile: write("good", good+"\n")}, "", false},
+		{"env key", Config{Key: good}, "", false},
+		{"file wins over env", Config{KeyFile: write("good2", good), Key: "junk"}, "", false},
+		{"missing", Config{}, "meshctl keygen", false},
+		{"insecure", Config{Insecure: true}, "", true},
+		{"missing file", Config{KeyFile: filepath.Join(dir, "nope")}, "meshctl keygen", false},
+		{"not base64", Config{KeyFile: write("bad", "!!!")}, "not base64", false},
+		{"short", Config{KeyFile: write("short", base64.StdEncoding.EncodeToString(make([]byte, 16)))}, "16 bytes", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			key, err := c.cfg.GossipKey()
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("want error containing %q, got %v", c.wantErr, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.wantNil != (key == nil) {
+				t.Fatalf("key = %v", key)
+			}
+		})
+	}
+}
+
+func TestDefaultRouteInterface(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "route")
+	table := "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n" +
+		"eth1\t0012A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n" +
+		"eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+	if err := os.WriteFile(p, []byte(table), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := defaultRouteInterface(p); got != "eth0" {
+		t.Fatalf("got %q, want eth0", got)
+	}
+}

@@ -1,0 +1,128 @@
+package daemon
+
+import (
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/meshnet/meshnet/gossip"
+	"github.com/meshnet/meshnet/plugin"
+)
+
+// Container labels that name a service (DESIGN.md, "DNS").
+const (
+	labelService        = "meshnet.service"
+	labelComposeService = "com.docker.compose.service"
+	labelComposeProject = "com.docker.compose.project"
+	labelSwarmService   = "com.docker.swarm.service.name"
+)
+
+// onContainers receives the full set of running containers from the event
+// watcher and brings this node's endpoint and network records up to date
+// with what Docker knows and the driver is never told: container names,
+// services, aliases, health, network names.
+func (d *Daemon) onContainers(containers []plugin.ContainerInfo, networks map[string]string) {
+	snap := d.store.Snapshot()
+	for _, r := range snap.Records(gossip.KindNetwork) {
+		if r.Owner != d.cfg.NodeName {
+			continue
+		}
+		var info gossip.NetworkInfo
+		if r.Decode(&info) != nil {
+			continue
+		}
+		if name, ok := networks[info.DockerID]; ok && name != info.Name {
+			info.Name = name
+			if _, err := d.store.Put(gossip.KindNetwork, r.ID, info); err != nil {
+				d.log.Warn("recording a network's name", "subnet", info.Subnet, "err", err)
+			}
+		}
+	}
+	byEndpoint := endpointContainers(containers)
+	for _, r := range snap.Records(gossip.KindEndpoint) {
+		if r.Owner != d.cfg.NodeName {
+			continue
+		}
+		var info gossip.EndpointInfo
+		if r.Decode(&info) != nil {
+			continue
+		}
+		next := describeEndpoint(info, byEndpoint[r.ID])
+		if !endpointInfoEqual(info, next) {
+			if _, err := d.store.Put(gossip.KindEndpoint, r.ID, next); err != nil {
+				d.log.Warn("recording an endpoint's container", "endpoint", short(r.ID), "err", err)
+			}
+		}
+	}
+}
+
+// containerEndpoint is a container seen on one network.
+type containerEndpoint struct {
+	c       plugin.ContainerInfo
+	network string
+	ep      plugin.EndpointSettings
+}
+
+func endpointContainers(cs []plugin.ContainerInfo) map[string]containerEndpoint {
+	out := make(map[string]containerEndpoint)
+	for _, c := range cs {
+		for name, ep := range c.Networks {
+			if ep.EndpointID != "" {
+				out[ep.EndpointID] = containerEndpoint{c: c, network: name, ep: ep}
+			}
+		}
+	}
+	return out
+}
+
+// describeEndpoint fills an endpoint record from its container. An
+// endpoint whose container the engine does not report running (created but
+// not started yet, or restarting) keeps its address but is not healthy, so
+// DNS does not hand it out.
+func describeEndpoint(info gossip.EndpointInfo, ce containerEndpoint) gossip.EndpointInfo {
+	if ce.c.ID == "" {
+		info.Healthy = false
+		return info
+	}
+	info.Container = ce.c.Name
+	info.Network = ce.network
+	info.Healthy = ce.c.Running && !ce.c.Paused && ce.c.Health != "unhealthy" && ce.c.Health != "starting"
+	info.Services = serviceNames(ce.c, ce.ep)
+	return info
+}
+
+// serviceNames collects a container's service names from its labels and
+// network aliases; the container's own name and ID prefixes are not
+// services (they are answered as container names).
+func serviceNames(c plugin.ContainerInfo, ep plugin.EndpointSettings) []string {
+	set := map[string]bool{}
+	if s := c.Labels[labelService]; s != "" {
+		set[s] = true
+	}
+	if s := c.Labels[labelComposeService]; s != "" {
+		set[s] = true
+		if p := c.Labels[labelComposeProject]; p != "" {
+			set[s+"."+p] = true
+		}
+	}
+	if s := c.Labels[labelSwarmService]; s != "" {
+		set[s] = true
+	}
+	for _, a := range ep.Aliases {
+		if a == "" || a == c.Name || strings.HasPrefix(c.ID, a) {
+			continue
+		}
+		set[a] = true
+	}
+	out := make([]string, 0, len(set))
+	for s := range set {
+		out = append(out, strings.ToLower(s))
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
+}
+
+func endpointInfoEqual(a, b gossip.EndpointInfo) bool {
+	return a.Subnet == b.Subnet && a.Addr == b.Addr && a.MAC == b.MAC && a.Container == b.Container &&
+		a.Network == b.Network && a.Healthy == b.Healthy && slices.Equal(a.Services, b.Services)
+}

@@ -1,0 +1,279 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	mdns "github.com/miekg/dns"
+
+	"github.com/meshnet/meshnet/control"
+	"github.com/meshnet/meshnet/dns"
+	"github.com/meshnet/meshnet/gossip"
+	"github.com/meshnet/meshnet/internal/version"
+	"github.com/meshnet/meshnet/ipam"
+)
+
+// controlBackend answers meshctl from the store's current snapshot.
+type controlBackend struct{ d *Daemon }
+
+var _ control.Backend = controlBackend{}
+
+func versionString() string { return version.Version }
+
+func (b controlBackend) Version() control.Version {
+	return control.Version{Version: version.Version, Go: runtime.Version()}
+}
+
+func (b controlBackend) Peers() []control.Peer {
+	snap := b.d.store.Snapshot()
+	nodes := nodeAddrs(snap)
+	var out []control.Peer
+	for name, m := range snap.Members {
+		addr := m.Addr
+		if a, ok := nodes[name]; ok {
+			addr = a.String()
+		}
+		_, removed := snap.Removed[name]
+		out = append(out, control.Peer{
+			Name: name, Address: addr, State: string(m.State), Since: m.Since,
+			Self: name == snap.Self, Removed: removed,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (b controlBackend) Status() control.Status {
+	d := b.d
+	snap := d.store.Snapshot()
+	host, port := d.cluster.LocalAddr()
+	st := control.Status{
+		Node: d.cfg.NodeName, Version: version.Version, Address: host, GossipPort: port,
+		Encrypted: d.encrypted, Started: d.started,
+		Dataplane: control.DataplaneInfo{Default: d.cfg.Dataplane},
+		DNS:       control.DNSInfo{Addr: d.cfg.DNSAddr, Domain: d.cfg.DNSDomain},
+	}
+	for _, m := range snap.Members {
+		switch m.State {
+		case gossip.StateAlive:
+			st.Members.Alive++
+		case gossip.StateSuspect:
+			st.Members.Suspect++
+		case gossip.StateDead:
+			st.Members.Dead++
+		case gossip.StateLeft:
+			st.Members.Left++
+		}
+	}
+	for _, n := range decodeNetworks(snap.Records(gossip.KindNetwork)) {
+		if n.owner == d.cfg.NodeName {
+			st.Networks++
+		}
+	}
+	for _, r := range snap.Records(gossip.KindEndpoint) {
+		if r.Owner == d.cfg.NodeName {
+			st.LocalEndpoints++
+		}
+	}
+	d.applied.Lock()
+	st.Dataplane.LastApply, st.Dataplane.Applies = d.applied.at, d.applied.count
+	if d.applied.err != nil {
+		st.Dataplane.LastError = d.applied.err.Error()
+		st.Problems = append(st.Problems, "dataplane: "+firstLine(d.applied.err.Error()))
+	}
+	d.applied.Unlock()
+	d.dnsErr.Lock()
+	if d.dnsErr.err != nil {
+		st.DNS.Error = d.dnsErr.err.Error()
+	}
+	d.dnsErr.Unlock()
+	ist := d.ipam.Status()
+	st.IPAM, st.Conflicts = poolUsage(ist), conflicts(ist)
+	if len(st.Conflicts) > 0 {
+		st.Problems = append(st.Problems, fmt.Sprintf("%d addresses are held by more than one node", len(st.Conflicts)))
+	}
+	if st.Members.Alive <= 1 && len(d.cfg.Join) > 0 {
+		st.Problems = append(st.Problems, "no peer reached yet: check --join, the key, and that UDP and TCP "+fmt.Sprint(d.cfg.BindPort)+" are open between hosts")
+	}
+	return st
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+func (b controlBackend) Networks() []control.Network {
+	snap := b.d.store.Snapshot()
+	bySubnet := map[string]*control.Network{}
+	var order []string
+	for _, n := range decodeNetworks(snap.Records(gossip.KindNetwork)) {
+		cn, ok := bySubnet[n.info.Subnet]
+		if !ok {
+			cn = &control.Network{Subnet: n.info.Subnet, Gateway: n.info.Gateway, VNI: n.info.VNI, Dataplane: n.info.Dataplane, MTU: n.info.MTU}
+			bySubnet[n.info.Subnet] = cn
+			order = append(order, n.info.Subnet)
+		}
+		cn.Nodes = append(cn.Nodes, n.owner)
+		if n.info.Name != "" && !contains(cn.Names, n.info.Name) {
+			cn.Names = append(cn.Names, n.info.Name)
+		}
+	}
+	for _, e := range decodeEndpoints(snap.Records(gossip.KindEndpoint)) {
+		if cn, ok := bySubnet[e.subnet.String()]; ok {
+			cn.Endpoints++
+		}
+	}
+	for _, p := range b.d.ipam.Status().Pools {
+		if cn, ok := bySubnet[p.Subnet]; ok {
+			cn.Blocks = blocks(p)
+		}
+	}
+	sort.Strings(order)
+	out := make([]control.Network, 0, len(order))
+	for _, s := range order {
+		out = append(out, *bySubnet[s])
+	}
+	return out
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (b controlBackend) Endpoints() []control.Endpoint {
+	snap := b.d.store.Snapshot()
+	nodes := nodeAddrs(snap)
+	var out []control.Endpoint
+	for _, e := range decodeEndpoints(snap.Records(gossip.KindEndpoint)) {
+		out = append(out, control.Endpoint{
+			ID: e.id, Container: e.info.Container, Network: e.info.Network, Subnet: e.info.Subnet,
+			Addr: e.info.Addr, MAC: e.info.MAC, Node: e.owner, NodeAddr: nodes[e.owner].String(),
+			Services: e.info.Services, Healthy: e.info.Healthy, Up: snap.Up(e.owner),
+		})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Subnet != out[j].Subnet {
+			return out[i].Subnet < out[j].Subnet
+		}
+		return out[i].Addr < out[j].Addr
+	})
+	return out
+}
+
+func (b controlBackend) Services() []control.Service {
+	byName := map[string][]control.Endpoint{}
+	for _, e := range b.Endpoints() {
+		if !e.Up || !e.Healthy {
+			continue
+		}
+		for _, s := range e.Services {
+			byName[s] = append(byName[s], e)
+		}
+	}
+	out := make([]control.Service, 0, len(byName))
+	for name, reps := range byName {
+		out = append(out, control.Service{Name: name, Replicas: reps})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (b controlBackend) Lookup(name, qtype string) (control.Lookup, error) {
+	if qtype == "" {
+		qtype = "A"
+	}
+	qt, ok := mdns.StringToType[strings.ToUpper(qtype)]
+	if !ok {
+		return control.Lookup{}, control.UserError{Err: fmt.Errorf("unknown query type %q: use A, AAAA, SRV, PTR", qtype)}
+	}
+	name = strings.TrimSuffix(name, ".")
+	if !strings.Contains(name, ".") {
+		name += "." + b.d.cfg.DNSDomain
+	}
+	table := dns.NewTable(b.d.cfg.DNSDomain, dnsEntries(b.d.store.Snapshot()))
+	answers, rcode := table.Lookup(name, qt)
+	res := control.Lookup{Name: mdns.Fqdn(name), Type: mdns.TypeToString[qt], Rcode: mdns.RcodeToString[rcode]}
+	for _, rr := range answers {
+		res.Answers = append(res.Answers, rr.String())
+	}
+	return res, nil
+}
+
+// RemovePeer removes a dead node: its records up to now stop counting, so
+// its address blocks can be reclaimed. A live node is refused: removing it
+// would let two nodes own its blocks.
+func (b controlBackend) RemovePeer(node string) error {
+	d := b.d
+	if node == d.cfg.NodeName {
+		return control.UserError{Err: errors.New("cannot remove this node itself; run rmpeer on another node after stopping this one")}
+	}
+	snap := d.store.Snapshot()
+	if snap.Up(node) {
+		return control.UserError{Err: fmt.Errorf("node %s is %s: stop it first; rmpeer only removes dead nodes", node, snap.Members[node].State)}
+	}
+	var upTo uint64
+	for _, r := range d.store.All() {
+		if r.Owner == node && r.Version > upTo {
+			upTo = r.Version
+		}
+	}
+	if _, known := snap.Members[node]; !known && upTo == 0 {
+		return control.UserError{Err: fmt.Errorf("no node named %s is known (see meshctl peers)", node)}
+	}
+	if _, err := d.store.Put(gossip.KindRemoval, node, gossip.Removal{UpTo: upTo, At: time.Now().UTC(), By: d.cfg.NodeName}); err != nil {
+		return fmt.Errorf("record removal of %s: %w", node, err)
+	}
+	d.log.Info("node removed by operator", "node", node, "records_up_to", upTo)
+	return nil
+}
+
+// poolUsage turns ipam's view into meshctl status's usage table.
+func poolUsage(st ipam.Status) []control.PoolUsage {
+	var out []control.PoolUsage
+	for _, p := range st.Pools {
+		pu := control.PoolUsage{Subnet: p.Subnet, Gateway: p.Gateway}
+		for _, u := range p.Usage {
+			pu.Nodes = append(pu.Nodes, control.NodeUsage{
+				Node: u.Node, Blocks: u.Blocks, Owned: u.Blocks * int(p.BlockSize), Allocated: u.Allocated,
+			})
+		}
+		out = append(out, pu)
+	}
+	return out
+}
+
+func conflicts(st ipam.Status) []control.Conflict {
+	var out []control.Conflict
+	for _, c := range st.Conflicts {
+		out = append(out, control.Conflict{Subnet: c.Subnet, Addr: c.Addr, Nodes: c.Nodes})
+	}
+	return out
+}
+
+// blocks lists a pool's blocks for meshctl networks, as runs of blocks in
+// the same hands.
+func blocks(p ipam.PoolStatus) []control.Block {
+	var out []control.Block
+	for _, r := range p.Ranges {
+		prefix := r.First
+		if r.Blocks > 1 {
+			prefix = fmt.Sprintf("%s..%s (%d blocks)", r.First, r.Last, r.Blocks)
+		}
+		state := string(r.State)
+		if r.Contested {
+			state += ",contested"
+		}
+		out = append(out, control.Block{Prefix: prefix, Owner: r.Owner, State: state})
+	}
+	return out
+}

@@ -1,0 +1,317 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshnet/meshnet/control"
+	"github.com/meshnet/meshnet/dataplane"
+	"github.com/meshnet/meshnet/dns"
+	"github.com/meshnet/meshnet/gossip"
+	"github.com/meshnet/meshnet/internal/atomicfile"
+	"github.com/meshnet/meshnet/ipam"
+	"github.com/meshnet/meshnet/plugin"
+)
+
+// Daemon is one meshnetd: it wires the store, gossip, IPAM, dataplane, DNS,
+// the Docker plugin and the control API together. It holds no logic that a
+// package of its own should own; the translations it needs are in
+// desired.go and containers.go.
+type Daemon struct {
+	cfg       Config
+	log       *slog.Logger
+	started   time.Time
+	advertise netip.Addr
+	dnsAddr   netip.Addr
+	encrypted bool
+
+	store   *gossip.Store
+	cluster *gossip.Cluster
+	ipam    *ipam.IPAM
+	dp      dataplane.Dataplane
+	dnsCfg  dns.Config
+	// dnsServer is the running server (a server runs once; runDNS makes a
+	// new one per attempt); dnsTable the latest table, for a new server.
+	dnsServer atomic.Pointer[dns.Server]
+	dnsTable  atomic.Pointer[dns.Table]
+	watcher   *plugin.Watcher
+
+	// reconcileMu serialises Apply: the loop, the timer and plugin calls
+	// (Join waits for its veth) all reconcile through it.
+	reconcileMu sync.Mutex
+	applied     struct {
+		sync.Mutex
+		at    time.Time
+		err   error
+		count uint64
+	}
+	dnsErr struct {
+		sync.Mutex
+		err error
+	}
+}
+
+// recordsFile holds the node's own records across restarts.
+const recordsFile = "records.json"
+
+// New prepares everything that can fail at startup, so that a bad key, a
+// taken port or an unreadable state directory stops meshnetd at once with
+// one line saying what to fix.
+func New(cfg Config, log *slog.Logger) (*Daemon, error) {
+	d := &Daemon{cfg: cfg, log: log, started: time.Now()}
+	key, err := cfg.GossipKey()
+	if err != nil {
+		return nil, err
+	}
+	d.encrypted = key != nil
+	d.dnsAddr, _ = netip.ParseAddr(cfg.DNSAddr) // Validate checked it
+	if key == nil {
+		log.Warn("gossip is NOT encrypted or authenticated (--insecure): anyone who reaches the gossip port can join the mesh")
+	}
+	if cfg.AdvertiseAddr != "" {
+		d.advertise, _ = netip.ParseAddr(cfg.AdvertiseAddr)
+	} else if d.advertise, err = DetectAdvertiseAddr(); err != nil {
+		return nil, err
+	}
+	bind := cfg.BindAddr
+	if bind == "" {
+		bind = d.advertise.String()
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state directory %s: %w", cfg.StateDir, err)
+	}
+	recordsPath := filepath.Join(cfg.StateDir, recordsFile)
+	d.store = gossip.NewStore(gossip.StoreConfig{
+		Self: cfg.NodeName,
+		Log:  log,
+		Persist: func(own gossip.OwnState) error {
+			buf, err := json.Marshal(own)
+			if err != nil {
+				return err
+			}
+			return atomicfile.Write(recordsPath, buf, 0o600)
+		},
+	})
+	if err := d.loadRecords(recordsPath); err != nil {
+		return nil, err
+	}
+	d.cluster, err = gossip.New(gossip.Config{
+		NodeName:       cfg.NodeName,
+		BindAddr:       bind,
+		BindPort:       cfg.BindPort,
+		AdvertiseAddr:  d.advertise.String(),
+		AdvertisePort:  cfg.BindPort,
+		Join:           cfg.Join,
+		Key:            key,
+		Insecure:       cfg.Insecure,
+		Label:          cfg.Cluster,
+		RejoinInterval: 15 * time.Second,
+		Log:            log,
+	}, d.store)
+	if err != nil {
+		return nil, err
+	}
+	d.ipam, err = ipam.New(ipam.Config{Store: d.store, Dir: filepath.Join(cfg.StateDir, "ipam"), Log: log})
+	if err != nil {
+		d.cluster.Close()
+		return nil, err
+	}
+	d.dp, err = dataplane.New(log, dataplane.Options{})
+	if err != nil {
+		d.cluster.Close()
+		return nil, fmt.Errorf("start the dataplane: %w", err)
+	}
+	d.dnsCfg = dns.DefaultConfig()
+	d.dnsCfg.Domain = cfg.DNSDomain
+	d.dnsCfg.Addr = net.JoinHostPort(cfg.DNSAddr, "53")
+	d.dnsCfg.AllowRecursion = d.allowRecursion
+	d.watcher = plugin.NewWatcher(cfg.DockerHost, log)
+	return d, nil
+}
+
+func (d *Daemon) loadRecords(path string) error {
+	buf, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	var own gossip.OwnState
+	if err := json.Unmarshal(buf, &own); err != nil {
+		return fmt.Errorf("state file %s is corrupt (%v): move it aside to start this node afresh; the cluster will hand its records back", path, err)
+	}
+	return d.store.Load(own)
+}
+
+// Run serves until ctx is done. Parts that fail at run time are logged and
+// retried; only the plugin and control sockets are fatal (without them the
+// node is useless and the operator must know at once).
+func (d *Daemon) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	host, port := d.cluster.LocalAddr()
+	if _, err := d.store.Put(gossip.KindNode, "", gossip.NodeInfo{
+		Addr: d.advertise.String(), GossipPort: port, Version: versionString(), Started: d.started,
+	}); err != nil {
+		return fmt.Errorf("publish node record: %w", err)
+	}
+	d.log.Info("meshnetd starting", "node", d.cfg.NodeName, "gossip", net.JoinHostPort(host, strconv.Itoa(port)), "join", d.cfg.Join, "encrypted", d.encrypted)
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	run := func(name string, f func(context.Context) error, fatal bool) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := f(ctx)
+			if err != nil && ctx.Err() == nil {
+				d.log.Error(name+" stopped", "err", err)
+				if fatal {
+					errc <- fmt.Errorf("%s: %w", name, err)
+				}
+			}
+		}()
+	}
+	// The plugin socket opens first: an engine that starts with containers
+	// to restart waits for it, and it answers from persisted state.
+	run("plugin socket", func(ctx context.Context) error {
+		return plugin.Serve(ctx, filepath.Join(d.cfg.PluginDir, "meshnet.sock"), plugin.NewHandler(networkBackend{d}, ipamBackend{d}, d.log))
+	}, true)
+	run("control socket", func(ctx context.Context) error {
+		return control.Serve(ctx, d.cfg.ControlSocket, control.NewHandler(controlBackend{d}, d.log))
+	}, true)
+	run("gossip", d.cluster.Run, false)
+	run("ipam", d.ipam.Run, false)
+	run("reconciler", d.reconcileLoop, false)
+	run("dns", d.runDNS, false)
+	run("docker events", func(ctx context.Context) error { return d.watcher.Run(ctx, d.onContainers) }, false)
+	run("tombstone expiry", func(ctx context.Context) error {
+		t := time.NewTicker(10 * time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				d.store.Expire()
+			}
+		}
+	}, false)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	cancel()
+	wg.Wait()
+	// Kernel state stays: running containers keep talking while meshnetd
+	// restarts or upgrades.
+	if cerr := d.dp.Close(); cerr != nil {
+		d.log.Warn("closing the dataplane", "err", cerr)
+	}
+	d.log.Info("meshnetd stopped")
+	return err
+}
+
+// reconcileLoop applies the desired state on every store change and on a
+// timer, which repairs drift (someone deleted a link) and anything missed.
+func (d *Daemon) reconcileLoop(ctx context.Context) error {
+	changes, cancel := d.store.Subscribe()
+	defer cancel()
+	t := time.NewTicker(d.cfg.ResyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changes:
+		case <-t.C:
+		}
+		_ = d.reconcile(ctx)
+		t := dns.NewTable(d.cfg.DNSDomain, dnsEntries(d.store.Snapshot()))
+		d.dnsTable.Store(t)
+		if srv := d.dnsServer.Load(); srv != nil {
+			srv.SetTable(t)
+		}
+	}
+}
+
+// reconcile computes the desired kernel state from the current snapshot and
+// applies it. It returns Apply's error (everything it could not do).
+func (d *Daemon) reconcile(ctx context.Context) error {
+	d.reconcileMu.Lock()
+	defer d.reconcileMu.Unlock()
+	st := desiredDataplane(d.store.Snapshot(), dataplane.UnderlayInfo{Addr: d.advertise}, d.cfg.VXLANPort)
+	st.ServiceAddrs = []netip.Addr{d.dnsAddr}
+	err := d.dp.Apply(ctx, st)
+	d.applied.Lock()
+	d.applied.at, d.applied.err = time.Now(), err
+	d.applied.count++
+	d.applied.Unlock()
+	if err != nil {
+		d.log.Warn("dataplane apply incomplete", "err", err)
+	}
+	return err
+}
+
+// runDNS serves DNS, retrying while the service address is not yet on lo.
+func (d *Daemon) runDNS(ctx context.Context) error {
+	delay := 250 * time.Millisecond
+	for {
+		srv := dns.NewServer(d.dnsCfg, d.log)
+		if t := d.dnsTable.Load(); t != nil {
+			srv.SetTable(t)
+		}
+		d.dnsServer.Store(srv)
+		err := srv.Listen()
+		d.setDNSErr(err)
+		if err == nil {
+			d.log.Info("DNS server listening", "addr", d.dnsCfg.Addr, "domain", d.cfg.DNSDomain)
+			err = srv.Run(ctx)
+		}
+		_ = srv.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		d.setDNSErr(err)
+		// The service address appears on lo with the first apply: retry
+		// soon at first, then settle.
+		d.log.Warn("DNS server not serving; retrying", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// allowRecursion: only containers on this host's meshnet networks may use
+// the DNS server for names outside the zone: it is never an open resolver.
+func (d *Daemon) allowRecursion(src netip.Addr) bool {
+	for _, n := range decodeNetworks(d.store.Snapshot().Records(gossip.KindNetwork)) {
+		if n.owner == d.cfg.NodeName && n.subnet.Contains(src) {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Daemon) setDNSErr(err error) {
+	d.dnsErr.Lock()
+	d.dnsErr.err = err
+	d.dnsErr.Unlock()
+}

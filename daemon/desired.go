@@ -1,0 +1,177 @@
+package daemon
+
+import (
+	"hash/fnv"
+	"net"
+	"net/netip"
+	"sort"
+
+	"github.com/meshnet/meshnet/dataplane"
+	"github.com/meshnet/meshnet/dns"
+	"github.com/meshnet/meshnet/gossip"
+)
+
+// This file holds the pure translations from one store Snapshot to what the
+// kernel and the DNS server should hold. They are recomputed whole on every
+// change (reconcile from full state), so nothing depends on having seen
+// every event.
+
+// network is a decoded KindNetwork record.
+type network struct {
+	owner string
+	info  gossip.NetworkInfo
+	// subnet and gateway parsed; records that do not parse are skipped.
+	subnet  netip.Prefix
+	gateway netip.Addr
+}
+
+// endpoint is a decoded KindEndpoint record.
+type endpoint struct {
+	id     string
+	owner  string
+	info   gossip.EndpointInfo
+	subnet netip.Prefix
+	addr   netip.Addr
+	mac    net.HardwareAddr
+}
+
+func decodeNetworks(recs []gossip.Record) []network {
+	var out []network
+	for _, r := range recs {
+		var n network
+		if r.Decode(&n.info) != nil {
+			continue
+		}
+		var err error
+		if n.subnet, err = netip.ParsePrefix(n.info.Subnet); err != nil {
+			continue
+		}
+		if n.gateway, err = netip.ParseAddr(n.info.Gateway); err != nil {
+			continue
+		}
+		n.owner = r.Owner
+		out = append(out, n)
+	}
+	return out
+}
+
+func decodeEndpoints(recs []gossip.Record) []endpoint {
+	var out []endpoint
+	for _, r := range recs {
+		e := endpoint{id: r.ID, owner: r.Owner}
+		if r.Decode(&e.info) != nil {
+			continue
+		}
+		var err error
+		if e.subnet, err = netip.ParsePrefix(e.info.Subnet); err != nil {
+			continue
+		}
+		if e.addr, err = netip.ParseAddr(e.info.Addr); err != nil {
+			continue
+		}
+		if e.mac, err = net.ParseMAC(e.info.MAC); err != nil {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// nodeAddrs maps node names to their underlay address from KindNode records.
+func nodeAddrs(snap *gossip.Snapshot) map[string]netip.Addr {
+	out := make(map[string]netip.Addr)
+	for _, r := range snap.Records(gossip.KindNode) {
+		var ni gossip.NodeInfo
+		if r.Decode(&ni) != nil {
+			continue
+		}
+		if a, err := netip.ParseAddr(ni.Addr); err == nil {
+			out[r.Owner] = a
+		}
+	}
+	return out
+}
+
+// desiredDataplane is the kernel state for this node: its own networks with
+// its own endpoints as veths, and every endpoint of an up node on the same
+// subnet as a remote (FDB + neighbour entry towards that node's underlay
+// address).
+func desiredDataplane(snap *gossip.Snapshot, underlay dataplane.UnderlayInfo, vxlanPort int) dataplane.State {
+	st := dataplane.State{Underlay: underlay, VXLANPort: vxlanPort}
+	self := snap.Self
+	nodes := nodeAddrs(snap)
+	var local []network
+	for _, n := range decodeNetworks(snap.Records(gossip.KindNetwork)) {
+		if n.owner == self && n.info.Dataplane == "vxlan" {
+			local = append(local, n)
+		}
+	}
+	eps := decodeEndpoints(snap.UpRecords(gossip.KindEndpoint))
+	for _, n := range local {
+		dn := dataplane.Network{
+			VNI:     n.info.VNI,
+			Subnet:  n.subnet,
+			Gateway: n.gateway,
+			MTU:     n.info.MTU,
+		}
+		for _, e := range eps {
+			if e.subnet != n.subnet {
+				continue
+			}
+			if e.owner == self {
+				host, cont := dataplane.VethNames(e.id)
+				dn.Locals = append(dn.Locals, dataplane.LocalEndpoint{
+					ID: e.id, HostIf: host, ContainerIf: cont, MAC: e.mac,
+					Addr: netip.PrefixFrom(e.addr, n.subnet.Bits()),
+				})
+				continue
+			}
+			vtep, ok := nodes[e.owner]
+			if !ok || vtep == underlay.Addr {
+				continue // not reachable yet: its node record has not arrived
+			}
+			dn.Remotes = append(dn.Remotes, dataplane.RemoteEndpoint{Addr: e.addr, MAC: e.mac, VTEP: vtep})
+		}
+		st.Networks = append(st.Networks, dn)
+	}
+	sort.Slice(st.Networks, func(i, j int) bool { return st.Networks[i].VNI < st.Networks[j].VNI })
+	return st
+}
+
+// dnsEntries lists every healthy endpoint of an up node, for the DNS table.
+func dnsEntries(snap *gossip.Snapshot) []dns.Entry {
+	var out []dns.Entry
+	for _, e := range decodeEndpoints(snap.UpRecords(gossip.KindEndpoint)) {
+		if !e.info.Healthy {
+			continue
+		}
+		out = append(out, dns.Entry{
+			Container: e.info.Container,
+			Services:  e.info.Services,
+			Network:   e.info.Network,
+			Addr:      e.addr,
+			Node:      e.owner,
+		})
+	}
+	return out
+}
+
+// vniFor derives a network's VNI from its subnet, so that hosts creating the
+// same network while partitioned still agree. 24 bits; 0 and 1 are avoided
+// (some switches treat them specially).
+func vniFor(subnet netip.Prefix) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(subnet.Masked().String()))
+	v := h.Sum32() & 0xFFFFFF
+	if v < 2 {
+		v += 2
+	}
+	return v
+}
+
+// macFor derives an endpoint's MAC from its address: unique wherever the
+// address is, locally administered (02:), and stable across restarts.
+func macFor(a netip.Addr) net.HardwareAddr {
+	b := a.As4()
+	return net.HardwareAddr{0x02, 0x6d, b[0], b[1], b[2], b[3]}
+}

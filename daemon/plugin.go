@@ -1,0 +1,313 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshnet/meshnet/dataplane"
+	"github.com/meshnet/meshnet/gossip"
+	"github.com/meshnet/meshnet/ipam"
+	"github.com/meshnet/meshnet/plugin"
+)
+
+// networkBackend answers Docker's NetworkDriver calls. It never calls the
+// Docker API (that deadlocks the engine): names and labels arrive through
+// the event watcher.
+type networkBackend struct{ d *Daemon }
+
+var _ plugin.NetworkBackend = networkBackend{}
+
+// networkOptions are the -o options a meshnet network takes.
+var networkOptions = map[string]string{
+	"dataplane": "vxlan or wireguard",
+	"mtu":       "container MTU (default: underlay MTU minus the tunnel overhead)",
+	"vni":       "VXLAN network identifier (default: derived from the subnet)",
+}
+
+func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetworkRequest) error {
+	d := b.d
+	if req.EnableIPv6 || len(req.IPv6Data) > 0 {
+		return plugin.BadRequest("meshnet networks are IPv4 only for now: create the network without --ipv6")
+	}
+	if len(req.IPv4Data) != 1 {
+		return plugin.BadRequest("a meshnet network needs exactly one IPv4 subnet: docker network create -d meshnet --ipam-driver meshnet --subnet 10.42.0.0/16 NAME")
+	}
+	data := req.IPv4Data[0]
+	if data.AddressSpace != plugin.LocalAddressSpace && data.AddressSpace != plugin.GlobalAddressSpace {
+		return plugin.BadRequest("network addresses come from IPAM address space %q, not meshnet's: without --ipam-driver meshnet, two hosts hand out the same addresses. Create it with --ipam-driver meshnet", data.AddressSpace)
+	}
+	subnet := data.Pool.Masked()
+	if !data.Gateway.IsValid() {
+		return plugin.BadRequest("network %s has no gateway address; meshnet's IPAM always gives one — was it created with --ipam-driver meshnet?", subnet)
+	}
+	info := gossip.NetworkInfo{
+		Subnet:    subnet.String(),
+		Gateway:   data.Gateway.Addr().String(),
+		Dataplane: d.cfg.Dataplane,
+		VNI:       vniFor(subnet),
+		DockerID:  req.NetworkID,
+		Created:   time.Now().UTC(),
+	}
+	for k, v := range req.Options {
+		switch k {
+		case "dataplane":
+			if v != "vxlan" && v != "wireguard" {
+				return plugin.BadRequest("-o dataplane=%s: choose vxlan or wireguard", v)
+			}
+			info.Dataplane = v
+		case "mtu":
+			mtu, err := strconv.Atoi(v)
+			if err != nil || mtu < 576 || mtu > 9000 {
+				return plugin.BadRequest("-o mtu=%s: give a number between 576 and 9000", v)
+			}
+			info.MTU = mtu
+		case "vni":
+			vni, err := strconv.ParseUint(v, 10, 32)
+			if err != nil || vni < 2 || vni >= 1<<24 {
+				return plugin.BadRequest("-o vni=%s: give a number between 2 and 16777215", v)
+			}
+			info.VNI = uint32(vni)
+		default:
+			return plugin.BadRequest("unknown option -o %s; meshnet networks take: %s", k, optionList())
+		}
+	}
+	if info.Dataplane != "vxlan" {
+		return plugin.BadRequest("-o dataplane=%s is not available in this build yet; use vxlan", info.Dataplane)
+	}
+	snap := d.store.Snapshot()
+	for _, n := range decodeNetworks(snap.Records(gossip.KindNetwork)) {
+		switch {
+		case n.subnet == subnet && n.owner == d.cfg.NodeName && n.info.DockerID != req.NetworkID:
+			return plugin.BadRequest("subnet %s is already a meshnet network on this host (Docker network %s): remove it first or use another subnet", subnet, short(n.info.DockerID))
+		case n.subnet == subnet && n.owner != d.cfg.NodeName:
+			if diff := settingsDiffer(n.info, info); diff != "" {
+				return plugin.BadRequest("subnet %s exists in the cluster (on %s) with %s: create it here with the same options", subnet, n.owner, diff)
+			}
+		case n.subnet != subnet && n.subnet.Overlaps(subnet):
+			return plugin.BadRequest("subnet %s overlaps meshnet network %s (on %s): choose a subnet that does not overlap", subnet, n.subnet, n.owner)
+		case n.subnet != subnet && n.info.VNI == info.VNI:
+			return plugin.BadRequest("VNI %d of subnet %s is taken by meshnet network %s: pass -o vni=N with another number", info.VNI, subnet, n.subnet)
+		}
+	}
+	if _, err := d.store.Put(gossip.KindNetwork, subnet.String(), info); err != nil {
+		return fmt.Errorf("record network %s: %w", subnet, err)
+	}
+	if err := d.reconcile(ctx); err != nil && !d.haveLink(bridgeName(info.VNI)) {
+		return fmt.Errorf("set up network %s in the kernel: %w", subnet, err)
+	}
+	return nil
+}
+
+func optionList() string {
+	var ks []string
+	for k, v := range networkOptions {
+		ks = append(ks, k+" ("+v+")")
+	}
+	sort.Strings(ks)
+	return strings.Join(ks, ", ")
+}
+
+// settingsDiffer names the settings two records of one subnet disagree on.
+func settingsDiffer(have, want gossip.NetworkInfo) string {
+	var d []string
+	if have.Dataplane != want.Dataplane {
+		d = append(d, "-o dataplane="+have.Dataplane)
+	}
+	if have.MTU != want.MTU {
+		d = append(d, "-o mtu="+strconv.Itoa(have.MTU))
+	}
+	if have.VNI != want.VNI {
+		d = append(d, "-o vni="+strconv.FormatUint(uint64(have.VNI), 10))
+	}
+	if have.Gateway != want.Gateway {
+		d = append(d, "--gateway "+have.Gateway)
+	}
+	return strings.Join(d, " ")
+}
+
+func (b networkBackend) DeleteNetwork(ctx context.Context, networkID string) error {
+	n, ok := b.d.ownNetworkByDockerID(networkID)
+	if !ok {
+		return nil // already gone: deletes are idempotent
+	}
+	if err := b.d.store.Delete(gossip.KindNetwork, n.info.Subnet); err != nil {
+		return fmt.Errorf("remove network %s: %w", n.info.Subnet, err)
+	}
+	_ = b.d.reconcile(ctx)
+	return nil
+}
+
+func (b networkBackend) CreateEndpoint(ctx context.Context, req plugin.CreateEndpointRequest) (plugin.EndpointInterface, error) {
+	d := b.d
+	n, ok := d.ownNetworkByDockerID(req.NetworkID)
+	if !ok {
+		return plugin.EndpointInterface{}, plugin.BadRequest("unknown network %s: it is not a meshnet network on this host", short(req.NetworkID))
+	}
+	if !req.Interface.Address.IsValid() {
+		return plugin.EndpointInterface{}, plugin.BadRequest("endpoint %s has no IPv4 address: meshnet networks need --ipam-driver meshnet", short(req.EndpointID))
+	}
+	addr := req.Interface.Address.Addr()
+	if !n.subnet.Contains(addr) {
+		return plugin.EndpointInterface{}, plugin.BadRequest("address %s is outside the network's subnet %s", addr, n.subnet)
+	}
+	var out plugin.EndpointInterface
+	mac := req.Interface.MacAddress
+	if len(mac) == 0 {
+		mac = macFor(addr)
+		out.MacAddress = mac
+	}
+	info := gossip.EndpointInfo{Subnet: n.info.Subnet, Addr: addr.String(), MAC: mac.String(), Network: n.info.Name, Healthy: true}
+	if _, err := d.store.Put(gossip.KindEndpoint, req.EndpointID, info); err != nil {
+		return plugin.EndpointInterface{}, fmt.Errorf("record endpoint %s: %w", short(req.EndpointID), err)
+	}
+	return out, nil
+}
+
+func (b networkBackend) EndpointInfo(ctx context.Context, networkID, endpointID string) (map[string]any, error) {
+	e, ok := b.d.ownEndpoint(endpointID)
+	if !ok {
+		return nil, plugin.BadRequest("unknown endpoint %s", short(endpointID))
+	}
+	host, _ := dataplane.VethNames(endpointID)
+	return map[string]any{"address": e.info.Addr, "mac": e.info.MAC, "host_interface": host}, nil
+}
+
+func (b networkBackend) DeleteEndpoint(ctx context.Context, networkID, endpointID string) error {
+	if err := b.d.store.Delete(gossip.KindEndpoint, endpointID); err != nil {
+		return fmt.Errorf("remove endpoint %s: %w", short(endpointID), err)
+	}
+	_ = b.d.reconcile(ctx)
+	return nil
+}
+
+func (b networkBackend) Join(ctx context.Context, req plugin.JoinRequest) (plugin.JoinResponse, error) {
+	d := b.d
+	n, ok := d.ownNetworkByDockerID(req.NetworkID)
+	if !ok {
+		return plugin.JoinResponse{}, plugin.BadRequest("unknown network %s: it is not a meshnet network on this host", short(req.NetworkID))
+	}
+	if _, ok := d.ownEndpoint(req.EndpointID); !ok {
+		return plugin.JoinResponse{}, plugin.BadRequest("unknown endpoint %s: create it before joining", short(req.EndpointID))
+	}
+	// The veth must exist before Docker moves it: apply now, not later.
+	err := d.reconcile(ctx)
+	_, cont := dataplane.VethNames(req.EndpointID)
+	if !d.haveLink(cont) {
+		return plugin.JoinResponse{}, fmt.Errorf("create the container interface %s: %v", cont, err)
+	}
+	return plugin.JoinResponse{
+		InterfaceName: plugin.InterfaceName{SrcName: cont, DstPrefix: "eth"},
+		Gateway:       n.gateway,
+		// The DNS address is reached through this network's gateway even
+		// when the container's default route goes through another network.
+		StaticRoutes: []plugin.StaticRoute{{
+			Destination: netip.PrefixFrom(d.dnsAddr, 32),
+			RouteType:   plugin.RouteNextHop,
+			NextHop:     n.gateway,
+		}},
+	}, nil
+}
+
+func (b networkBackend) Leave(ctx context.Context, networkID, endpointID string) error {
+	if _, ok := b.d.ownEndpoint(endpointID); !ok {
+		return plugin.BadRequest("unknown endpoint %s", short(endpointID))
+	}
+	return nil
+}
+
+// haveLink reports whether a link exists in the daemon's namespace. A read
+// the plugin needs to answer Join truthfully; all changes go through the
+// dataplane.
+func (d *Daemon) haveLink(name string) bool {
+	_, err := net.InterfaceByName(name)
+	return err == nil
+}
+
+func (d *Daemon) ownNetworkByDockerID(id string) (network, bool) {
+	for _, n := range decodeNetworks(d.store.Snapshot().Records(gossip.KindNetwork)) {
+		if n.owner == d.cfg.NodeName && n.info.DockerID == id {
+			return n, true
+		}
+	}
+	return network{}, false
+}
+
+func (d *Daemon) ownEndpoint(id string) (endpoint, bool) {
+	r, ok := d.store.Snapshot().Get(gossip.KindEndpoint, d.cfg.NodeName, id)
+	if !ok {
+		return endpoint{}, false
+	}
+	eps := decodeEndpoints([]gossip.Record{r})
+	if len(eps) == 0 {
+		return endpoint{}, false
+	}
+	return eps[0], true
+}
+
+func bridgeName(vni uint32) string { return "mnbr" + strconv.FormatUint(uint64(vni), 10) }
+
+// short shortens a Docker ID for messages, as the docker CLI does.
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// ipamBackend answers Docker's IpamDriver calls from the ipam package.
+type ipamBackend struct{ d *Daemon }
+
+var _ plugin.IPAMBackend = ipamBackend{}
+
+func (b ipamBackend) RequestPool(ctx context.Context, req plugin.PoolRequest) (plugin.PoolResponse, error) {
+	if req.V6 {
+		return plugin.PoolResponse{}, plugin.BadRequest("meshnet's IPAM is IPv4 only for now: create the network without --ipv6")
+	}
+	if !req.Pool.IsValid() {
+		return plugin.PoolResponse{}, plugin.BadRequest("meshnet needs --subnet: docker network create -d meshnet --ipam-driver meshnet --subnet 10.42.0.0/16 NAME")
+	}
+	if req.SubPool.IsValid() && req.SubPool != req.Pool {
+		return plugin.PoolResponse{}, plugin.BadRequest("--ip-range is not supported by meshnet's IPAM (addresses are divided among hosts): leave it out")
+	}
+	id, err := b.d.ipam.RequestPool(req.Pool.Masked(), req.Options)
+	if err != nil {
+		return plugin.PoolResponse{}, ipamError(err)
+	}
+	return plugin.PoolResponse{PoolID: id, Pool: req.Pool.Masked()}, nil
+}
+
+func (b ipamBackend) ReleasePool(ctx context.Context, poolID string) error {
+	return ipamError(b.d.ipam.ReleasePool(poolID))
+}
+
+func (b ipamBackend) RequestAddress(ctx context.Context, req plugin.AddressRequest) (plugin.AddressResponse, error) {
+	p, err := b.d.ipam.RequestAddress(ctx, req.PoolID, req.Address, req.IsGateway())
+	if err != nil {
+		return plugin.AddressResponse{}, ipamError(err)
+	}
+	return plugin.AddressResponse{Address: p}, nil
+}
+
+func (b ipamBackend) ReleaseAddress(ctx context.Context, poolID string, addr netip.Addr) error {
+	return ipamError(b.d.ipam.ReleaseAddress(poolID, addr))
+}
+
+// ipamError passes IPAM's errors through as the caller's fault when they
+// are (bad subnet, address held elsewhere): Docker shows them to the user.
+func ipamError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ie *ipam.Error
+	if errors.As(err, &ie) {
+		return plugin.BadRequest("%v", err)
+	}
+	return err
+}

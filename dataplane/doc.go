@@ -1,0 +1,113 @@
+// Package dataplane is meshnet's kernel boundary: it turns a desired State (the
+// networks, this host's containers, the other hosts' containers) into bridges,
+// veths, VXLAN devices, FDB and neighbour entries, sysctls and firewall rules.
+// It knows nothing of gossip or Docker; the rest of meshnet never sees netlink.
+//
+// # Shape
+//
+// One small interface, Dataplane{Apply, Close}, in the manner of tailscale's
+// router: Apply takes the whole desired State every time, not events. The
+// reconciler calls it on every change and on a timer, so a missed event or a
+// hand-made change in the kernel is repaired by the next call (flannel's vxlan
+// backend, which only reacts to events, keeps a missed delete forever).
+//
+// Apply is split in two halves. The pure half (model.go, the rule building in
+// firewall.go) compiles a State into the kernel objects it implies and diffs
+// that against a snapshot of the kernel into steps; it is unit-tested without
+// root, including every transition between a set of states on a simulated
+// kernel. The netlink half (kernel.go, vxlan.go) reads the kernel into the same
+// model and executes the steps.
+//
+// # What Apply promises
+//
+//   - Idempotent: a second Apply of the same State writes nothing (no netlink
+//     notification at all); devices that already match are adopted, never
+//     flapped, so a restarted daemon does not interrupt running containers.
+//     Attributes that can change in place (MTU, master, up, bridge MAC) are
+//     changed in place; a vxlan device is recreated only when its VNI, port,
+//     local address or flags differ, which the kernel cannot change live.
+//   - Adds before deletes: devices, addresses, FDB and neighbour entries and
+//     accept rules are created first; what is no longer wanted is computed from
+//     a fresh read of the kernel and deleted last. A veth moves to its new bridge
+//     before the old bridge goes; a remote that moved host is rewritten, never
+//     missing in between.
+//   - Replace, do not fail: entries are written with NLM_F_REPLACE semantics, so
+//     an entry the kernel learned or someone else wrote with other values is
+//     overwritten, not an error.
+//   - Keep going: every failure is collected and returned with errors.Join; one
+//     bad network or entry does not stop the others. A network that fails
+//     validation is reported and its existing devices are left alone (neither
+//     changed nor deleted), so a bad record upstream cannot cut running
+//     containers off.
+//   - Close removes nothing: containers keep talking while the daemon restarts
+//     or is down. Teardown removes everything meshnet made (`meshnetd --cleanup`).
+//
+// Everything meshnet creates has a prefix — bridges mnbr<VNI>, vxlan devices
+// mnvx<VNI>, host veths mnh<endpoint-id>, container veths mnc<endpoint-id>,
+// table inet meshnet, rule comments "meshnet: ..." — which is how a new run
+// finds what an old one left, and how it knows what it may delete.
+//
+// # Why static FDB and neighbour entries
+//
+// Each vxlan device has learning off and proxy (ARP/ND reply) on. For every
+// remote container Apply writes a permanent FDB entry (MAC → remote VTEP) and a
+// permanent neighbour entry (IP → MAC). A container's ARP request is then
+// answered by the local vxlan device from its neighbour table, and a frame to a
+// remote MAC is unicast straight to the host holding it. Nothing is flooded
+// (there is no all-zeros default entry), and no multicast underlay is needed.
+// The cluster store already knows every endpoint's IP, MAC and host, so there
+// is nothing to learn; learning would only let a forged source MAC redirect
+// traffic. Kernel miss callbacks (l2miss/l3miss), flannel's original design and
+// Docker's overlay, need a daemon answering in the packet path: the first packet
+// to a new peer waits for it, and when the daemon is down nothing resolves.
+// Static entries keep working with the daemon stopped, and flannel moved to
+// them for the same reasons.
+//
+// The bridge holds the gateway address, the same on every host, so containers
+// route through their own host. Its MAC is fixed per host and network (derived
+// from the underlay address and VNI): left alone, a bridge takes the lowest MAC
+// of its ports and changes it as containers come and go, which would break every
+// container's cached gateway entry. It does not accept IPv6 router
+// advertisements (accept_ra=0), so nothing arriving over the overlay can
+// configure the host. MTU is the underlay's minus 50 unless the network sets it.
+// The vxlan device has no parent device: encapsulated packets follow the
+// routing table to the VTEP, so an underlay interface that is renamed or
+// recreated does not force the vxlan device to be recreated.
+//
+// # Why accept rules in the iptables filter table
+//
+// meshnet's own rules live in table inet meshnet: masquerade for traffic from a
+// network's subnet leaving through anything but its bridge, and a forward-hook
+// drop between two meshnet bridges (networks are isolated even where FORWARD's
+// policy is ACCEPT).
+//
+// That is not enough on a real Docker host. Docker sets the iptables FORWARD
+// policy to DROP and loads br_netfilter with bridge-nf-call-iptables=1, so both
+// frames bridged on a meshnet bridge (vxlan ↔ veth) and routed egress traverse
+// the iptables FORWARD chain and are dropped there. In nftables an accept in one
+// base chain does not stop another base chain on the same hook from dropping,
+// so an accept in table inet meshnet cannot help. The accepts therefore go into
+// iptables' own table: table ip (and ip6) filter, chain DOCKER-USER when it
+// exists (Docker jumps to it first from FORWARD and leaves it to others), else
+// FORWARD. Per bridge B: -i B -o B (bridged), -i B ! -o mnbr+ (egress), and -o B
+// -m conntrack --ctstate RELATED,ESTABLISHED (replies). They are written over
+// nftables netlink, encoded byte for byte as iptables-nft 1.8 encodes those
+// options (meta iifname/oifname compares, the xt "conntrack" match revision 3,
+// which iptables 1.8.9 uses and which it can parse back, unlike a native
+// "ct state"), and tagged with a rule comment (nftables userdata, shown by
+// iptables as -m comment). So `iptables -S` and Docker's own iptables calls keep
+// working, and Apply finds its rules by comment. Where no filter table or no
+// FORWARD chain exists nothing is created there (nothing drops). Where only
+// iptables-legacy has a filter table, Apply logs a warning: meshnet does not
+// write legacy tables.
+//
+// # Namespaces
+//
+// Options.NetNS points the dataplane at another network namespace; tests use
+// it to program fresh namespaces without ever switching the test's thread.
+// Netlink and nftables sockets are opened inside that namespace once. The few
+// settings netlink cannot reach (sysctls under /proc/sys, which resolve against
+// the namespace of the thread that opens them) are written from a goroutine
+// that locks its thread, enters the namespace and exits without unlocking, so
+// the thread dies instead of returning to Go's pool in the wrong namespace.
+package dataplane

@@ -1,0 +1,457 @@
+package dataplane
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"github.com/google/nftables/xt"
+	"golang.org/x/sys/unix"
+)
+
+// The firewall has two homes.
+//
+// meshnet's own table, inet "meshnet", holds what is meshnet's alone: masquerade
+// for traffic leaving a network's subnet through anything but its bridge, and the
+// drop that isolates networks from each other.
+//
+// The iptables "filter" table (family ip and ip6, as iptables-nft keeps it) holds
+// accepts. Docker sets the FORWARD policy to DROP and turns on br_netfilter, so
+// both bridged frames on a meshnet bridge and routed egress cross that chain; an
+// accept in another table cannot overrule a drop there, so the accepts must be in
+// that very chain (Docker's DOCKER-USER when it exists, which FORWARD jumps to
+// first). They are encoded exactly as iptables-nft encodes "-i", "-o",
+// "-m conntrack --ctstate" and "-j ACCEPT", and carry a rule comment, so that
+// iptables -S, and Docker's own iptables calls, still parse the chain.
+
+const (
+	meshnetTable     = "meshnet"
+	meshnetForward   = "forward"
+	meshnetPostroute = "postrouting"
+	iptFilterTable   = "filter"
+	iptForward       = "FORWARD"
+	iptDockerUser    = "DOCKER-USER"
+	// commentPrefix marks every rule meshnet writes; rules are found by it.
+	commentPrefix = "meshnet:"
+)
+
+// xt_conntrack state bits: XT_CONNTRACK_STATE_BIT(ctinfo) = 1 << (ctinfo+1).
+const (
+	ctStateEstablished = 1 << 1
+	ctStateRelated     = 1 << 2
+)
+
+// ruleSpec is one rule meshnet wants. Comment identifies it and encodes every
+// parameter of the rule, so equal comments mean equal rules.
+type ruleSpec struct {
+	Family  nftables.TableFamily
+	Table   string
+	Chain   string
+	Comment string
+	Exprs   []expr.Any
+}
+
+// ruleRef is one meshnet rule found in the kernel.
+type ruleRef struct {
+	Family  nftables.TableFamily
+	Table   string
+	Chain   string
+	Comment string
+	Handle  uint64
+}
+
+type ruleKey struct {
+	Family                nftables.TableFamily
+	Table, Chain, Comment string
+}
+
+func (r ruleSpec) key() ruleKey { return ruleKey{r.Family, r.Table, r.Chain, r.Comment} }
+func (r ruleRef) key() ruleKey  { return ruleKey{r.Family, r.Table, r.Chain, r.Comment} }
+
+// firewallView is what the firewall looks like before meshnet touches it.
+type firewallView struct {
+	// acceptChain maps an iptables family (ip, ip6) to the chain of its "filter"
+	// table that receives meshnet's accepts; a family without a FORWARD chain
+	// there is absent: nothing drops, so nothing is needed.
+	acceptChain map[nftables.TableFamily]string
+	// meshnetChains are the chains of table inet meshnet that exist.
+	meshnetTable  bool
+	meshnetChains map[string]bool
+}
+
+// wantRules compiles the rules the valid networks imply, given the view.
+func wantRules(nets []Network, view firewallView) []ruleSpec {
+	var rules []ruleSpec
+	for _, n := range nets {
+		br := BridgeName(n.VNI)
+		rules = append(rules,
+			ruleSpec{
+				Family: nftables.TableFamilyINet, Table: meshnetTable, Chain: meshnetForward,
+				Comment: fmt.Sprintf("%s isolate %s", commentPrefix, br),
+				Exprs:   isolateExprs(br),
+			},
+			ruleSpec{
+				Family: nftables.TableFamilyINet, Table: meshnetTable, Chain: meshnetPostroute,
+				Comment: fmt.Sprintf("%s masquerade %v from %s", commentPrefix, n.Subnet.Masked(), br),
+				Exprs:   masqueradeExprs(n.Subnet.Masked(), br),
+			},
+		)
+		for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
+			chain, ok := view.acceptChain[fam]
+			if !ok {
+				continue
+			}
+			for _, r := range []struct {
+				what  string
+				exprs []expr.Any
+			}{
+				{"bridged", acceptBridgedExprs(br)},
+				{"egress", acceptEgressExprs(br)},
+				{"return", acceptReturnExprs(br)},
+			} {
+				rules = append(rules, ruleSpec{
+					Family: fam, Table: iptFilterTable, Chain: chain,
+					Comment: fmt.Sprintf("%s accept %s %s", commentPrefix, br, r.what),
+					Exprs:   r.exprs,
+				})
+			}
+		}
+	}
+	return rules
+}
+
+// planRules returns the wanted rules that are missing and the meshnet rules that
+// are no longer wanted (also duplicates of a wanted one).
+func planRules(want []ruleSpec, have []ruleRef) (add []ruleSpec, del []ruleRef) {
+	wantSet := map[ruleKey]bool{}
+	for _, r := range want {
+		wantSet[r.key()] = true
+	}
+	haveSet := map[ruleKey]bool{}
+	for _, r := range have {
+		if !wantSet[r.key()] || haveSet[r.key()] {
+			del = append(del, r)
+		}
+		haveSet[r.key()] = true
+	}
+	for _, r := range want {
+		if !haveSet[r.key()] {
+			add = append(add, r)
+			haveSet[r.key()] = true
+		}
+	}
+	slices.SortFunc(del, func(a, b ruleRef) int {
+		return cmp.Or(strings.Compare(a.Chain, b.Chain), cmp.Compare(a.Handle, b.Handle))
+	})
+	return add, del
+}
+
+// ifnameExact is how iptables-nft encodes "-i NAME": the name and its NUL.
+func ifnameExact(name string) []byte { return append([]byte(name), 0) }
+
+// ifnamePrefix is how iptables-nft encodes "-i NAME+": the name without NUL.
+func ifnamePrefix(prefix string) []byte { return []byte(prefix) }
+
+func metaIfname(key expr.MetaKey, op expr.CmpOp, data []byte) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Cmp{Op: op, Register: 1, Data: data},
+	}
+}
+
+func acceptVerdict() []expr.Any {
+	return []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictAccept}}
+}
+
+// acceptBridgedExprs: -i BR -o BR -j ACCEPT (frames bridged between ports of BR,
+// seen by iptables through br_netfilter).
+func acceptBridgedExprs(br string) []expr.Any {
+	e := metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnameExact(br))
+	e = append(e, metaIfname(expr.MetaKeyOIFNAME, expr.CmpOpEq, ifnameExact(br))...)
+	return append(e, acceptVerdict()...)
+}
+
+// acceptEgressExprs: -i BR ! -o mnbr+ -j ACCEPT (containers leaving the overlay).
+func acceptEgressExprs(br string) []expr.Any {
+	e := metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnameExact(br))
+	e = append(e, metaIfname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, ifnamePrefix(BridgePrefix))...)
+	return append(e, acceptVerdict()...)
+}
+
+// acceptReturnExprs: -o BR -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT.
+// iptables 1.8.9 encodes --ctstate as the xt "conntrack" match revision 3, and
+// it cannot parse a native nftables "ct state" back: a native expression here
+// would make iptables -S refuse the whole chain.
+func acceptReturnExprs(br string) []expr.Any {
+	e := metaIfname(expr.MetaKeyOIFNAME, expr.CmpOpEq, ifnameExact(br))
+	e = append(e, &expr.Match{
+		Name: "conntrack",
+		Rev:  3,
+		Info: &xt.ConntrackMtinfo3{ConntrackMtinfo2: xt.ConntrackMtinfo2{
+			ConntrackMtinfoBase: xt.ConntrackMtinfoBase{MatchFlags: uint16(xt.ConntrackState)},
+			StateMask:           ctStateEstablished | ctStateRelated,
+		}},
+	})
+	return append(e, acceptVerdict()...)
+}
+
+// isolateExprs: iifname BR oifname "mnbr*" oifname != BR drop.
+func isolateExprs(br string) []expr.Any {
+	e := metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnameExact(br))
+	e = append(e, metaIfname(expr.MetaKeyOIFNAME, expr.CmpOpEq, ifnamePrefix(BridgePrefix))...)
+	e = append(e, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifnameExact(br)})
+	return append(e, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
+}
+
+// masqueradeExprs: meta nfproto FAMILY, saddr SUBNET, oifname != BR, masquerade.
+// Bridged frames seen through br_netfilter have oifname BR and are left alone.
+func masqueradeExprs(subnet netip.Prefix, br string) []expr.Any {
+	proto, off, size := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4)
+	if subnet.Addr().Is6() {
+		proto, off, size = unix.NFPROTO_IPV6, 8, 16
+	}
+	e := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: size},
+	}
+	if subnet.Bits() < int(size*8) {
+		mask := netipMask(subnet.Bits(), int(size*8))
+		e = append(e, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: size, Mask: mask, Xor: make([]byte, size)})
+	}
+	e = append(e, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: subnet.Addr().AsSlice()})
+	e = append(e, metaIfname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, ifnameExact(br))...)
+	return append(e, &expr.Counter{}, &expr.Masq{})
+}
+
+func netipMask(ones, bits int) []byte {
+	m := make([]byte, bits/8)
+	for i := 0; i < ones; i++ {
+		m[i/8] |= 0x80 >> (i % 8)
+	}
+	return m
+}
+
+// ruleBridge returns the bridge a meshnet rule comment names.
+func ruleBridge(comment string) string {
+	for _, f := range strings.Fields(comment) {
+		if strings.HasPrefix(f, BridgePrefix) {
+			return f
+		}
+	}
+	return ""
+}
+
+func ruleComment(udata []byte) string {
+	s, _ := userdata.GetString(udata, userdata.TypeComment)
+	return s
+}
+
+// firewallView reads which tables and chains exist.
+func (d *VXLAN) firewallView() (firewallView, error) {
+	view := firewallView{acceptChain: map[nftables.TableFamily]string{}, meshnetChains: map[string]bool{}}
+	var errs []error
+	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6, nftables.TableFamilyINet} {
+		chains, err := d.nft.ListChainsOfTableFamily(fam)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list nftables chains of family %d: %w", fam, err))
+			continue
+		}
+		names := map[string]bool{}
+		table := iptFilterTable
+		if fam == nftables.TableFamilyINet {
+			table = meshnetTable
+		}
+		for _, c := range chains {
+			if c.Table.Name == table {
+				names[c.Name] = true
+			}
+		}
+		if fam == nftables.TableFamilyINet {
+			view.meshnetChains = names
+			continue
+		}
+		switch {
+		case names[iptForward] && names[iptDockerUser]:
+			view.acceptChain[fam] = iptDockerUser
+		case names[iptForward]:
+			view.acceptChain[fam] = iptForward
+		}
+	}
+	tables, err := d.nft.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list nftables tables: %w", err))
+	}
+	for _, t := range tables {
+		if t.Name == meshnetTable {
+			view.meshnetTable = true
+		}
+	}
+	return view, errors.Join(errs...)
+}
+
+// firewallRules lists the meshnet rules in the kernel: every rule of table inet
+// meshnet, and the commented ones in the iptables FORWARD and DOCKER-USER chains.
+func (d *VXLAN) firewallRules(view firewallView) ([]ruleRef, error) {
+	type place struct {
+		fam          nftables.TableFamily
+		table, chain string
+	}
+	var places []place
+	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
+		if _, ok := view.acceptChain[fam]; ok {
+			places = append(places, place{fam, iptFilterTable, iptForward})
+			if view.acceptChain[fam] == iptDockerUser {
+				places = append(places, place{fam, iptFilterTable, iptDockerUser})
+			}
+		}
+	}
+	for c := range view.meshnetChains {
+		places = append(places, place{nftables.TableFamilyINet, meshnetTable, c})
+	}
+	var refs []ruleRef
+	var errs []error
+	for _, p := range places {
+		rules, err := d.nft.GetRules(&nftables.Table{Name: p.table, Family: p.fam}, &nftables.Chain{Name: p.chain})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list rules of %s %s: %w", p.table, p.chain, err))
+			continue
+		}
+		for _, r := range rules {
+			c := ruleComment(r.UserData)
+			if p.table == iptFilterTable && !strings.HasPrefix(c, commentPrefix) {
+				continue // not ours
+			}
+			refs = append(refs, ruleRef{Family: p.fam, Table: p.table, Chain: p.chain, Comment: c, Handle: r.Handle})
+		}
+	}
+	return refs, errors.Join(errs...)
+}
+
+// syncFirewallAdds creates table inet meshnet and its chains when networks
+// exist, and adds every wanted rule that is missing.
+func (d *VXLAN) syncFirewallAdds(nets []Network) error {
+	view, err := d.firewallView()
+	if err != nil {
+		return err
+	}
+	d.warnLegacyLocked(view)
+	have, err := d.firewallRules(view)
+	if err != nil {
+		return err
+	}
+	add, _ := planRules(wantRules(nets, view), have)
+	if len(nets) > 0 {
+		t := &nftables.Table{Name: meshnetTable, Family: nftables.TableFamilyINet}
+		if !view.meshnetTable {
+			d.nft.AddTable(t)
+			d.changed("add nftables table inet meshnet")
+		}
+		accept := nftables.ChainPolicyAccept
+		for _, c := range []nftables.Chain{
+			{Name: meshnetForward, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept},
+			{Name: meshnetPostroute, Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept},
+		} {
+			if !view.meshnetChains[c.Name] {
+				c.Table = t
+				d.nft.AddChain(&c)
+				d.changed("add nftables chain inet meshnet " + c.Name)
+			}
+		}
+	}
+	for _, r := range add {
+		rule := &nftables.Rule{
+			Table:    &nftables.Table{Name: r.Table, Family: r.Family},
+			Chain:    &nftables.Chain{Name: r.Chain},
+			Exprs:    r.Exprs,
+			UserData: userdata.AppendString(nil, userdata.TypeComment, r.Comment),
+		}
+		if r.Table == iptFilterTable {
+			d.nft.InsertRule(rule) // first in the chain, ahead of any drop
+		} else {
+			d.nft.AddRule(rule)
+		}
+		d.changed(fmt.Sprintf("add rule %s %s: %s", r.Table, r.Chain, r.Comment))
+	}
+	if err := d.nft.Flush(); err != nil {
+		return fmt.Errorf("add firewall rules: %w", err)
+	}
+	return nil
+}
+
+// syncFirewallDeletes removes meshnet rules that are no longer wanted, and
+// table inet meshnet when no network is left. Rules of reserved bridges (an
+// invalid network's) stay.
+func (d *VXLAN) syncFirewallDeletes(nets []Network, reserved map[string]bool) error {
+	view, err := d.firewallView()
+	if err != nil {
+		return err
+	}
+	if len(nets) == 0 && len(reserved) == 0 && view.meshnetTable {
+		d.nft.DelTable(&nftables.Table{Name: meshnetTable, Family: nftables.TableFamilyINet})
+		d.changed("delete nftables table inet meshnet")
+		view.meshnetChains = nil
+	}
+	have, err := d.firewallRules(view)
+	if err != nil {
+		return err
+	}
+	_, del := planRules(wantRules(nets, view), have)
+	var errs []error
+	for _, r := range del {
+		if reserved[ruleBridge(r.Comment)] {
+			continue
+		}
+		err := d.nft.DelRule(&nftables.Rule{
+			Table:  &nftables.Table{Name: r.Table, Family: r.Family},
+			Chain:  &nftables.Chain{Name: r.Chain},
+			Handle: r.Handle,
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("delete rule %s %s %q: %w", r.Table, r.Chain, r.Comment, err))
+			continue
+		}
+		d.changed(fmt.Sprintf("delete rule %s %s: %s", r.Table, r.Chain, r.Comment))
+	}
+	if err := d.nft.Flush(); err != nil {
+		errs = append(errs, fmt.Errorf("delete firewall rules: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// warnLegacyLocked logs, once, that an iptables-legacy filter table exists
+// while iptables-nft has none: meshnet cannot put its accepts there, and a
+// FORWARD DROP policy in it would eat overlay traffic.
+func (d *VXLAN) warnLegacyLocked(view firewallView) {
+	if d.warnedLegacy {
+		return
+	}
+	for fam, file := range map[nftables.TableFamily]string{
+		nftables.TableFamilyIPv4: "ip_tables_names",
+		nftables.TableFamilyIPv6: "ip6_tables_names",
+	} {
+		if _, ok := view.acceptChain[fam]; ok {
+			continue
+		}
+		var names []byte
+		_ = d.inNetNS(func() error {
+			var err error
+			names, err = os.ReadFile("/proc/thread-self/net/" + file)
+			return err
+		})
+		if slices.Contains(strings.Fields(string(names)), iptFilterTable) {
+			d.log.Warn("iptables-legacy filter table in use: meshnet writes its FORWARD accepts only through nftables "+
+				"(iptables-nft); if FORWARD's policy there is DROP, overlay traffic will be dropped. "+
+				"Switch the host to iptables-nft or accept mnbr+ traffic in legacy FORWARD by hand.",
+				"proc", file)
+			d.warnedLegacy = true
+		}
+	}
+}

@@ -1,0 +1,120 @@
+package dataplane
+
+import (
+	"bytes"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+)
+
+func ruleComments(rules []ruleSpec) map[string][]string {
+	out := map[string][]string{}
+	for _, r := range rules {
+		k := r.Table + "/" + r.Chain
+		out[k] = append(out[k], r.Comment)
+	}
+	for _, v := range out {
+		slices.Sort(v)
+	}
+	return out
+}
+
+func TestWantRules(t *testing.T) {
+	nets := []Network{{VNI: 7, Subnet: netip.MustParsePrefix("10.7.0.5/16"), Gateway: netip.MustParseAddr("10.7.0.1")}}
+	meshnetOnly := map[string][]string{
+		"meshnet/forward":     {"meshnet: isolate mnbr7"},
+		"meshnet/postrouting": {"meshnet: masquerade 10.7.0.0/16 from mnbr7"},
+	}
+	accepts := []string{"meshnet: accept mnbr7 bridged", "meshnet: accept mnbr7 egress", "meshnet: accept mnbr7 return"}
+
+	// No iptables: nothing in the filter table.
+	got := ruleComments(wantRules(nets, firewallView{}))
+	if len(got) != 2 || !slices.Equal(got["meshnet/forward"], meshnetOnly["meshnet/forward"]) ||
+		!slices.Equal(got["meshnet/postrouting"], meshnetOnly["meshnet/postrouting"]) {
+		t.Errorf("without iptables: %v", got)
+	}
+	// FORWARD only, in both families.
+	view := firewallView{acceptChain: map[nftables.TableFamily]string{
+		nftables.TableFamilyIPv4: iptForward, nftables.TableFamilyIPv6: iptDockerUser,
+	}}
+	rules := wantRules(nets, view)
+	var v4, v6 []string
+	for _, r := range rules {
+		switch {
+		case r.Family == nftables.TableFamilyIPv4 && r.Chain == iptForward:
+			v4 = append(v4, r.Comment)
+		case r.Family == nftables.TableFamilyIPv6 && r.Chain == iptDockerUser:
+			v6 = append(v6, r.Comment)
+		}
+	}
+	slices.Sort(v4)
+	slices.Sort(v6)
+	if !slices.Equal(v4, accepts) || !slices.Equal(v6, accepts) {
+		t.Errorf("accepts: ip FORWARD %v, ip6 DOCKER-USER %v; want %v in each", v4, v6, accepts)
+	}
+	// Comments are unique keys.
+	seen := map[ruleKey]bool{}
+	for _, r := range rules {
+		if seen[r.key()] {
+			t.Errorf("duplicate rule key %v", r.key())
+		}
+		seen[r.key()] = true
+		if ruleBridge(r.Comment) != "mnbr7" {
+			t.Errorf("comment %q does not name its bridge", r.Comment)
+		}
+	}
+}
+
+func TestPlanRules(t *testing.T) {
+	nets := []Network{{VNI: 7, Subnet: netip.MustParsePrefix("10.7.0.0/16"), Gateway: netip.MustParseAddr("10.7.0.1")}}
+	view := firewallView{acceptChain: map[nftables.TableFamily]string{nftables.TableFamilyIPv4: iptDockerUser}}
+	want := wantRules(nets, view)
+	var have []ruleRef
+	for i, r := range want[:3] {
+		have = append(have, ruleRef{r.Family, r.Table, r.Chain, r.Comment, uint64(10 + i)})
+	}
+	stale := ruleRef{nftables.TableFamilyIPv4, iptFilterTable, iptForward, "meshnet: accept mnbr7 bridged", 3} // moved chain
+	dup := have[0]
+	dup.Handle = 99
+	have = append(have, stale, dup)
+
+	add, del := planRules(want, have)
+	if len(add) != len(want)-3 {
+		t.Errorf("adds %d rules, want %d", len(add), len(want)-3)
+	}
+	if len(del) != 2 || !slices.Contains(del, stale) || !slices.Contains(del, dup) {
+		t.Errorf("deletes %v, want the rule in the old chain and the duplicate", del)
+	}
+	if add, del := planRules(want, have[:0]); len(add) != len(want) || len(del) != 0 {
+		t.Errorf("from nothing: %d adds, %d deletes", len(add), len(del))
+	}
+}
+
+func TestMasqueradeExprs(t *testing.T) {
+	e := masqueradeExprs(netip.MustParsePrefix("10.7.0.0/16"), "mnbr7")
+	var bw *expr.Bitwise
+	var cmps [][]byte
+	for _, x := range e {
+		switch x := x.(type) {
+		case *expr.Bitwise:
+			bw = x
+		case *expr.Cmp:
+			cmps = append(cmps, x.Data)
+		}
+	}
+	if bw == nil || !bytes.Equal(bw.Mask, []byte{255, 255, 0, 0}) {
+		t.Errorf("mask %v, want 255.255.0.0", bw)
+	}
+	if len(cmps) != 3 || !bytes.Equal(cmps[1], []byte{10, 7, 0, 0}) || !bytes.Equal(cmps[2], []byte("mnbr7\x00")) {
+		t.Errorf("compares %q", cmps)
+	}
+	if _, ok := e[len(e)-1].(*expr.Masq); !ok {
+		t.Error("rule does not end in masquerade")
+	}
+	if got := netipMask(20, 32); !bytes.Equal(got, []byte{255, 255, 240, 0}) {
+		t.Errorf("netipMask(20) = %v", got)
+	}
+}

@@ -1,0 +1,144 @@
+package dataplane
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// requireRoot skips kernel tests when not root; CI runs as root, so they run
+// there.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("kernel test: needs root (CAP_NET_ADMIN) to create network namespaces")
+	}
+}
+
+// newNetNS makes a fresh network namespace without moving the test's thread:
+// a throwaway goroutine locks its thread, unshares, opens a handle and exits
+// still locked, so the thread dies instead of returning to Go's pool inside
+// the namespace. The namespace lives until Cleanup closes the handle (and every
+// socket in it is closed).
+func newNetNS(t *testing.T) netns.NsHandle {
+	t.Helper()
+	type result struct {
+		ns  netns.NsHandle
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("unshare: %w", err)}
+			return
+		}
+		ns, err := netns.Get()
+		ch <- result{ns, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("new network namespace: %v", r.err)
+	}
+	t.Cleanup(func() { r.ns.Close() })
+	// Loopback up, as every real namespace has it.
+	h := nlHandle(t, r.ns)
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		t.Fatal(err)
+	}
+	return r.ns
+}
+
+// inNS runs fn on a throwaway thread inside ns (see newNetNS for why the thread
+// is never unlocked).
+func inNS(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(int(ns), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns: %w", err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// nlHandle is a netlink handle bound to ns, closed at Cleanup.
+func nlHandle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
+	t.Helper()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatalf("netlink handle: %v", err)
+	}
+	t.Cleanup(h.Close)
+	return h
+}
+
+// runIn runs a host tool inside ns through nsenter, passing the namespace as an
+// inherited file descriptor (so nothing needs a name under /run/netns).
+func runIn(ns netns.NsHandle, name string, args ...string) (string, error) {
+	fd, err := unix.Dup(int(ns))
+	if err != nil {
+		return "", err
+	}
+	f := os.NewFile(uintptr(fd), "netns")
+	defer f.Close()
+	cmd := exec.Command("nsenter", append([]string{"--net=/proc/self/fd/3", name}, args...)...)
+	cmd.ExtraFiles = []*os.File{f}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("%s %v: %w: %s", name, args, err, out.String())
+	}
+	return out.String(), nil
+}
+
+func mustRunIn(t *testing.T, ns netns.NsHandle, name string, args ...string) string {
+	t.Helper()
+	out, err := runIn(ns, name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// testLogger logs through t.Log so failures show what Apply did.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+var _ io.Writer = testWriter{}
+
+// newTestDataplane opens a VXLAN dataplane on ns, closed at Cleanup.
+func newTestDataplane(t *testing.T, ns netns.NsHandle) *VXLAN {
+	t.Helper()
+	d, err := NewVXLAN(testLogger(t), Options{NetNS: ns})
+	if err != nil {
+		t.Fatalf("NewVXLAN: %v", err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}

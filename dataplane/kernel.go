@@ -1,0 +1,416 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// This file is the netlink half of the VXLAN dataplane: it reads the kernel into
+// a kernelModel and executes the steps model.go plans.
+
+// isOurName reports whether a device name is in meshnet's namespace of names.
+func isOurName(name string) bool {
+	return strings.HasPrefix(name, BridgePrefix) || strings.HasPrefix(name, VXLANPrefix) ||
+		strings.HasPrefix(name, HostVethPrefix) || strings.HasPrefix(name, ContainerVethPrefix)
+}
+
+// observe reads meshnet's devices, their addresses, vxlan FDB and neighbour
+// entries from the kernel.
+func (d *VXLAN) observe() (kernelModel, error) {
+	m := kernelModel{Links: map[string]link{}}
+	links, err := d.nl.LinkList()
+	if err != nil {
+		return m, fmt.Errorf("list links: %w", err)
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	var errs []error
+	for _, l := range links {
+		a := l.Attrs()
+		if !isOurName(a.Name) {
+			continue
+		}
+		k := link{
+			Name:   a.Name,
+			Kind:   l.Type(),
+			Index:  a.Index,
+			MTU:    a.MTU,
+			Master: names[a.MasterIndex],
+			Up:     a.Flags&net.FlagUp != 0,
+			MAC:    a.HardwareAddr.String(),
+		}
+		if vx, ok := l.(*netlink.Vxlan); ok {
+			k.VNI = uint32(vx.VxlanId)
+			k.Port = vx.Port
+			k.Local = ipToAddr(vx.SrcAddr)
+			k.Learning = vx.Learning
+			k.Proxy = vx.Proxy
+		}
+		m.Links[a.Name] = k
+
+		switch k.Kind {
+		case kindBridge:
+			addrs, err := d.nl.AddrList(l, netlink.FAMILY_ALL)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("list addresses of %s: %w", a.Name, err))
+				continue
+			}
+			for _, ad := range addrs {
+				ip := ipToAddr(ad.IP)
+				ones, _ := ad.Mask.Size()
+				m.Addrs = append(m.Addrs, addrEntry{Dev: a.Name, Prefix: netip.PrefixFrom(ip, ones)})
+			}
+		case kindVXLAN:
+			fdb, err := d.nl.NeighList(a.Index, unix.AF_BRIDGE)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("list FDB of %s: %w", a.Name, err))
+			}
+			for _, n := range fdb {
+				// Only the vxlan device's own table (self); entries of the bridge
+				// it is a port of (master) are the bridge's business.
+				if n.LinkIndex != a.Index || n.Flags&netlink.NTF_SELF == 0 || n.Flags&netlink.NTF_MASTER != 0 {
+					continue
+				}
+				m.FDB = append(m.FDB, fdbEntry{
+					Dev: a.Name, MAC: n.HardwareAddr.String(), Dst: ipToAddr(n.IP),
+					Permanent: n.State&netlink.NUD_PERMANENT != 0,
+				})
+			}
+			for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+				neighs, err := d.nl.NeighList(a.Index, fam)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("list neighbours of %s: %w", a.Name, err))
+				}
+				for _, n := range neighs {
+					// Multicast entries (MLD, all-nodes) are the kernel's own.
+					if n.LinkIndex != a.Index || n.IP == nil || n.IP.IsMulticast() {
+						continue
+					}
+					m.Neigh = append(m.Neigh, neighEntry{
+						Dev: a.Name, IP: ipToAddr(n.IP), MAC: n.HardwareAddr.String(),
+						Permanent: n.State&netlink.NUD_PERMANENT != 0,
+					})
+				}
+			}
+		}
+	}
+	return m, errors.Join(errs...)
+}
+
+func ipToAddr(ip net.IP) netip.Addr {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Addr{}
+	}
+	return a.Unmap()
+}
+
+// linkByName finds a device by name; a missing one is an error that names it.
+func (d *VXLAN) linkByName(name string) (netlink.Link, error) {
+	l, err := d.nl.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("find %s: %w", name, err)
+	}
+	return l, nil
+}
+
+// execLink carries out one link step.
+func (d *VXLAN) execLink(s linkStep) error {
+	w := s.Want
+	switch s.Op {
+	case linkRecreate:
+		if err := d.deleteLink(w.Name); err != nil {
+			return err
+		}
+		fallthrough
+	case linkCreate:
+		if err := d.createLink(w); err != nil {
+			return err
+		}
+		d.changed(fmt.Sprintf("%s %s %s", s.Op, w.Kind, w.Name))
+		return nil
+	}
+	l, err := d.linkByName(w.Name)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if s.MTU {
+		if err := d.nl.LinkSetMTU(l, w.MTU); err != nil {
+			errs = append(errs, fmt.Errorf("set MTU of %s to %d: %w", w.Name, w.MTU, err))
+		} else {
+			d.changed(fmt.Sprintf("set MTU of %s to %d", w.Name, w.MTU))
+		}
+	}
+	if s.MAC {
+		mac, _ := net.ParseMAC(w.MAC)
+		if err := d.nl.LinkSetHardwareAddr(l, mac); err != nil {
+			errs = append(errs, fmt.Errorf("set address of %s to %s: %w", w.Name, w.MAC, err))
+		} else {
+			d.changed(fmt.Sprintf("set address of %s to %s", w.Name, w.MAC))
+		}
+	}
+	if s.PeerMTU || s.PeerMAC {
+		errs = append(errs, d.updatePeer(w, s))
+	}
+	if s.Master {
+		if err := d.setMaster(l, w.Master); err != nil {
+			errs = append(errs, err)
+		} else {
+			d.changed(fmt.Sprintf("set master of %s to %s", w.Name, w.Master))
+		}
+	}
+	if s.Up {
+		if err := d.nl.LinkSetUp(l); err != nil {
+			errs = append(errs, fmt.Errorf("set %s up: %w", w.Name, err))
+		} else {
+			d.changed(fmt.Sprintf("set %s up", w.Name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// updatePeer fixes the container end of a veth that is still in this
+// namespace: Docker moves it into the container with the MAC and MTU it has.
+func (d *VXLAN) updatePeer(w link, s linkStep) error {
+	p, err := d.linkByName(w.Peer)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if s.PeerMTU {
+		if err := d.nl.LinkSetMTU(p, w.MTU); err != nil {
+			errs = append(errs, fmt.Errorf("set MTU of %s to %d: %w", w.Peer, w.MTU, err))
+		} else {
+			d.changed(fmt.Sprintf("set MTU of %s to %d", w.Peer, w.MTU))
+		}
+	}
+	if s.PeerMAC {
+		mac, _ := net.ParseMAC(w.PeerMAC)
+		if err := d.nl.LinkSetHardwareAddr(p, mac); err != nil {
+			errs = append(errs, fmt.Errorf("set address of %s to %s: %w", w.Peer, w.PeerMAC, err))
+		} else {
+			d.changed(fmt.Sprintf("set address of %s to %s", w.Peer, w.PeerMAC))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d *VXLAN) setMaster(l netlink.Link, master string) error {
+	if master == "" {
+		if err := d.nl.LinkSetNoMaster(l); err != nil {
+			return fmt.Errorf("release %s from its master: %w", l.Attrs().Name, err)
+		}
+		return nil
+	}
+	m, err := d.linkByName(master)
+	if err != nil {
+		return fmt.Errorf("enslave %s: %w", l.Attrs().Name, err)
+	}
+	if err := d.nl.LinkSetMasterByIndex(l, m.Attrs().Index); err != nil {
+		return fmt.Errorf("enslave %s to %s: %w", l.Attrs().Name, master, err)
+	}
+	return nil
+}
+
+// createLink creates a device with all wanted attributes and sets it up.
+func (d *VXLAN) createLink(w link) error {
+	attrs := netlink.NewLinkAttrs() // keeps TxQLen at -1: a literal would ask for a zero queue
+	attrs.Name = w.Name
+	attrs.MTU = w.MTU
+	if w.Master != "" {
+		m, err := d.linkByName(w.Master)
+		if err != nil {
+			return fmt.Errorf("create %s %s: %w", w.Kind, w.Name, err)
+		}
+		attrs.MasterIndex = m.Attrs().Index
+	}
+	var l netlink.Link
+	switch w.Kind {
+	case kindBridge:
+		if w.MAC != "" {
+			attrs.HardwareAddr, _ = net.ParseMAC(w.MAC)
+		}
+		l = &netlink.Bridge{LinkAttrs: attrs}
+	case kindVXLAN:
+		l = &netlink.Vxlan{
+			LinkAttrs: attrs,
+			VxlanId:   int(w.VNI),
+			SrcAddr:   net.IP(w.Local.AsSlice()),
+			Port:      w.Port,
+			Learning:  w.Learning,
+			Proxy:     w.Proxy,
+		}
+	case kindVeth:
+		peerMAC, _ := net.ParseMAC(w.PeerMAC)
+		l = &netlink.Veth{
+			LinkAttrs:        attrs,
+			PeerName:         w.Peer,
+			PeerHardwareAddr: peerMAC,
+			PeerMTU:          uint32(w.MTU),
+		}
+	default:
+		return fmt.Errorf("create %s: unknown kind %q", w.Name, w.Kind)
+	}
+	if err := d.nl.LinkAdd(l); err != nil {
+		return fmt.Errorf("create %s %s: %w", w.Kind, w.Name, err)
+	}
+	if err := d.nl.LinkSetUp(l); err != nil {
+		return fmt.Errorf("set %s up: %w", w.Name, err)
+	}
+	return nil
+}
+
+// deleteLink deletes a device by name; one already gone is not an error.
+func (d *VXLAN) deleteLink(name string) error {
+	l, err := d.nl.LinkByName(name)
+	if err != nil {
+		var notFound netlink.LinkNotFoundError
+		if errors.As(err, &notFound) {
+			return nil
+		}
+		return fmt.Errorf("find %s to delete it: %w", name, err)
+	}
+	if err := d.nl.LinkDel(l); err != nil && !isGone(err) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	d.changed("delete link " + name)
+	return nil
+}
+
+// isGone reports errors that mean "already not there".
+func isGone(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ESRCH) ||
+		errors.Is(err, unix.EADDRNOTAVAIL)
+}
+
+func prefixIPNet(p netip.Prefix) *net.IPNet {
+	bits := 32
+	if p.Addr().Is6() {
+		bits = 128
+	}
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), bits)}
+}
+
+func (d *VXLAN) addrOp(a addrEntry, del bool) error {
+	l, err := d.linkByName(a.Dev)
+	if err != nil {
+		return err
+	}
+	addr := &netlink.Addr{IPNet: prefixIPNet(a.Prefix)}
+	if del {
+		if err := d.nl.AddrDel(l, addr); err != nil && !isGone(err) {
+			return fmt.Errorf("delete address %v from %s: %w", a.Prefix, a.Dev, err)
+		}
+		d.changed(fmt.Sprintf("delete address %v from %s", a.Prefix, a.Dev))
+		return nil
+	}
+	if err := d.nl.AddrReplace(l, addr); err != nil {
+		return fmt.Errorf("add address %v to %s: %w", a.Prefix, a.Dev, err)
+	}
+	d.changed(fmt.Sprintf("add address %v to %s", a.Prefix, a.Dev))
+	return nil
+}
+
+// fdbOp replaces (bridge fdb replace MAC dev VX dst VTEP self permanent) or
+// deletes one vxlan FDB entry.
+func (d *VXLAN) fdbOp(e fdbEntry, del bool) error {
+	l, err := d.linkByName(e.Dev)
+	if err != nil {
+		return err
+	}
+	mac, err := net.ParseMAC(e.MAC)
+	if err != nil {
+		return fmt.Errorf("FDB entry on %s: %w", e.Dev, err)
+	}
+	n := &netlink.Neigh{
+		LinkIndex:    l.Attrs().Index,
+		Family:       unix.AF_BRIDGE,
+		State:        netlink.NUD_PERMANENT,
+		Flags:        netlink.NTF_SELF,
+		IP:           net.IP(e.Dst.AsSlice()),
+		HardwareAddr: mac,
+	}
+	if del {
+		if err := d.nl.NeighDel(n); err != nil && !isGone(err) {
+			return fmt.Errorf("delete FDB entry %s dst %v from %s: %w", e.MAC, e.Dst, e.Dev, err)
+		}
+		d.changed(fmt.Sprintf("delete FDB entry %s dst %v from %s", e.MAC, e.Dst, e.Dev))
+		return nil
+	}
+	if err := d.nl.NeighSet(n); err != nil {
+		return fmt.Errorf("set FDB entry %s dst %v on %s: %w", e.MAC, e.Dst, e.Dev, err)
+	}
+	d.changed(fmt.Sprintf("set FDB entry %s dst %v on %s", e.MAC, e.Dst, e.Dev))
+	return nil
+}
+
+// neighOp replaces (ip neigh replace IP lladdr MAC dev VX nud permanent) or
+// deletes one neighbour entry.
+func (d *VXLAN) neighOp(e neighEntry, del bool) error {
+	l, err := d.linkByName(e.Dev)
+	if err != nil {
+		return err
+	}
+	fam := netlink.FAMILY_V4
+	if e.IP.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	n := &netlink.Neigh{
+		LinkIndex: l.Attrs().Index,
+		Family:    fam,
+		State:     netlink.NUD_PERMANENT,
+		IP:        net.IP(e.IP.AsSlice()),
+	}
+	if del {
+		if err := d.nl.NeighDel(n); err != nil && !isGone(err) {
+			return fmt.Errorf("delete neighbour %v from %s: %w", e.IP, e.Dev, err)
+		}
+		d.changed(fmt.Sprintf("delete neighbour %v from %s", e.IP, e.Dev))
+		return nil
+	}
+	if n.HardwareAddr, err = net.ParseMAC(e.MAC); err != nil {
+		return fmt.Errorf("neighbour %v on %s: %w", e.IP, e.Dev, err)
+	}
+	if err := d.nl.NeighSet(n); err != nil {
+		return fmt.Errorf("set neighbour %v lladdr %s on %s: %w", e.IP, e.MAC, e.Dev, err)
+	}
+	d.changed(fmt.Sprintf("set neighbour %v lladdr %s on %s", e.IP, e.MAC, e.Dev))
+	return nil
+}
+
+// underlayMTU finds the MTU that sizes networks with MTU 0: the configured one,
+// else the MTU of the named underlay interface, else of the device holding the
+// underlay address, else 1500.
+func (d *VXLAN) underlayMTU(u UnderlayInfo) int {
+	if u.MTU > 0 {
+		return u.MTU
+	}
+	if u.Interface != "" {
+		if l, err := d.nl.LinkByName(u.Interface); err == nil {
+			return l.Attrs().MTU
+		}
+		d.log.Warn("underlay interface not found, detecting MTU from the underlay address", "interface", u.Interface)
+	}
+	if u.Addr.IsValid() {
+		addrs, err := d.nl.AddrList(nil, netlink.FAMILY_ALL)
+		if err == nil {
+			for _, a := range addrs {
+				if ipToAddr(a.IP) == u.Addr {
+					if l, err := d.nl.LinkByIndex(a.LinkIndex); err == nil {
+						return l.Attrs().MTU
+					}
+				}
+			}
+		}
+	}
+	return 1500
+}

@@ -1,0 +1,436 @@
+package dataplane
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// This file is the pure half of the VXLAN dataplane: it compiles a State into the
+// kernel objects it implies (a kernelModel) and diffs two models into steps. It
+// touches no kernel, so it is unit-tested without root; kernel.go observes the
+// kernel into the same model and executes the steps.
+
+// Link kinds as the kernel names them (IFLA_INFO_KIND).
+const (
+	kindBridge = "bridge"
+	kindVXLAN  = "vxlan"
+	kindVeth   = "veth"
+)
+
+// link is one network device, as wanted or as found.
+type link struct {
+	Name   string
+	Kind   string
+	Index  int // observed only
+	MTU    int
+	Master string // name of the master device; "" = none
+	Up     bool
+	MAC    string // wanted: "" = do not care
+
+	// vxlan only.
+	VNI      uint32
+	Port     int
+	Local    netip.Addr
+	Learning bool
+	Proxy    bool
+
+	// veth only, used when creating the pair.
+	Peer    string
+	PeerMAC string
+}
+
+// addrEntry is an address held by a device.
+type addrEntry struct {
+	Dev    string
+	Prefix netip.Prefix
+}
+
+// fdbEntry is a vxlan device's own forwarding entry (bridge fdb ... self):
+// frames for MAC go to the VTEP Dst.
+type fdbEntry struct {
+	Dev       string
+	MAC       string
+	Dst       netip.Addr
+	Permanent bool
+}
+
+// neighEntry is a neighbour entry on a vxlan device; with proxy on, the vxlan
+// device answers ARP/ND for IP with MAC from it.
+type neighEntry struct {
+	Dev       string
+	IP        netip.Addr
+	MAC       string
+	Permanent bool
+}
+
+// kernelModel is the part of the kernel the dataplane manages.
+type kernelModel struct {
+	Links map[string]link
+	Addrs []addrEntry
+	FDB   []fdbEntry
+	Neigh []neighEntry
+}
+
+// compiled is what a State implies, plus the names of objects Apply must leave
+// alone because the network they belong to failed validation.
+type compiled struct {
+	Want     kernelModel
+	Networks []Network      // the valid networks, in State order
+	MTU      map[uint32]int // effective MTU per VNI
+	Reserved map[string]bool
+}
+
+// compile turns st into the kernel model it implies. underlayMTU sizes networks
+// with MTU 0. Invalid networks, endpoints and remotes are skipped and reported;
+// everything else is still compiled.
+func compile(st State, underlayMTU int) (compiled, error) {
+	c := compiled{
+		Want:     kernelModel{Links: map[string]link{}},
+		MTU:      map[uint32]int{},
+		Reserved: map[string]bool{},
+	}
+	var errs []error
+	if len(st.Networks) > 0 && !st.Underlay.Addr.IsValid() {
+		return c, errors.New("state has networks but no underlay address")
+	}
+	seenVNI := map[uint32]bool{}
+	seenVeth := map[string]uint32{}
+	for _, n := range st.Networks {
+		if err := n.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("network VNI %d (%v): %w", n.VNI, n.Subnet, err))
+			c.reserve(n)
+			continue
+		}
+		if seenVNI[n.VNI] {
+			errs = append(errs, fmt.Errorf("network VNI %d (%v): VNI listed twice", n.VNI, n.Subnet))
+			continue
+		}
+		seenVNI[n.VNI] = true
+		for _, o := range c.Networks {
+			if o.Subnet.Overlaps(n.Subnet) {
+				errs = append(errs, fmt.Errorf("network VNI %d: subnet %v overlaps %v of VNI %d",
+					n.VNI, n.Subnet, o.Subnet, o.VNI))
+			}
+		}
+		c.Networks = append(c.Networks, n)
+
+		mtu := n.MTU
+		if mtu == 0 {
+			mtu = underlayMTU - VXLANOverhead
+		}
+		c.MTU[n.VNI] = mtu
+		br, vx := BridgeName(n.VNI), VXLANName(n.VNI)
+		c.Want.Links[br] = link{
+			Name: br, Kind: kindBridge, MTU: mtu, Up: true,
+			MAC: bridgeMAC(st.Underlay.Addr, n.VNI).String(),
+		}
+		c.Want.Links[vx] = link{
+			Name: vx, Kind: kindVXLAN, MTU: mtu, Master: br, Up: true,
+			VNI: n.VNI, Port: st.port(), Local: st.Underlay.Addr, Learning: false, Proxy: true,
+		}
+		c.Want.Addrs = append(c.Want.Addrs, addrEntry{Dev: br, Prefix: netip.PrefixFrom(n.Gateway, n.Subnet.Bits())})
+
+		for _, l := range n.Locals {
+			if err := l.validate(); err != nil {
+				errs = append(errs, fmt.Errorf("network VNI %d: endpoint %s: %w", n.VNI, l.ID, err))
+				c.Reserved[l.HostIf] = true
+				continue
+			}
+			if other, dup := seenVeth[l.HostIf]; dup {
+				errs = append(errs, fmt.Errorf("network VNI %d: endpoint %s: veth %s already used in VNI %d",
+					n.VNI, l.ID, l.HostIf, other))
+				continue
+			}
+			seenVeth[l.HostIf] = n.VNI
+			c.Want.Links[l.HostIf] = link{
+				Name: l.HostIf, Kind: kindVeth, MTU: mtu, Master: br, Up: true,
+				Peer: l.ContainerIf, PeerMAC: l.MAC.String(),
+			}
+		}
+
+		byMAC := map[string]netip.Addr{}
+		byIP := map[netip.Addr]string{}
+		for _, r := range n.Remotes {
+			if err := r.validate(); err != nil {
+				errs = append(errs, fmt.Errorf("network VNI %d: remote %v: %w", n.VNI, r.Addr, err))
+				continue
+			}
+			mac := r.MAC.String()
+			if vtep, ok := byMAC[mac]; ok && vtep != r.VTEP {
+				errs = append(errs, fmt.Errorf("network VNI %d: remote MAC %s claimed by VTEPs %v and %v",
+					n.VNI, mac, vtep, r.VTEP))
+				continue
+			}
+			if m, ok := byIP[r.Addr]; ok && m != mac {
+				errs = append(errs, fmt.Errorf("network VNI %d: remote address %v claimed by MACs %s and %s",
+					n.VNI, r.Addr, m, mac))
+				continue
+			}
+			if _, ok := byMAC[mac]; !ok {
+				c.Want.FDB = append(c.Want.FDB, fdbEntry{Dev: vx, MAC: mac, Dst: r.VTEP, Permanent: true})
+			}
+			if _, ok := byIP[r.Addr]; !ok {
+				c.Want.Neigh = append(c.Want.Neigh, neighEntry{Dev: vx, IP: r.Addr, MAC: mac, Permanent: true})
+			}
+			byMAC[mac], byIP[r.Addr] = r.VTEP, mac
+		}
+	}
+	return c, errors.Join(errs...)
+}
+
+// reserve records the names of an invalid network so that Apply neither creates
+// nor deletes them: a typo upstream must not tear down running containers.
+func (c *compiled) reserve(n Network) {
+	if n.VNI != 0 && n.VNI <= maxVNI {
+		c.Reserved[BridgeName(n.VNI)] = true
+		c.Reserved[VXLANName(n.VNI)] = true
+	}
+	for _, l := range n.Locals {
+		c.Reserved[l.HostIf] = true
+	}
+}
+
+// bridgeMAC is the fixed address of a bridge. Left alone, a bridge takes the
+// lowest MAC of its ports and changes it whenever such a port joins or leaves,
+// which breaks every container's cached gateway entry. The address differs per
+// host (the same gateway IP lives on every host, and frames from it cross the
+// overlay, so a shared MAC would be delivered to the wrong host's bridge).
+func bridgeMAC(underlay netip.Addr, vni uint32) net.HardwareAddr {
+	h := fnv.New64a()
+	b := underlay.As16()
+	h.Write(b[:])
+	h.Write([]byte{byte(vni >> 16), byte(vni >> 8), byte(vni)})
+	sum := h.Sum(nil)
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = mac[0]&^1 | 2 // unicast, locally administered
+	return mac
+}
+
+// managed reports whether a device found in the kernel is one meshnet made and
+// may therefore delete.
+func managed(l link) bool {
+	switch {
+	case strings.HasPrefix(l.Name, BridgePrefix):
+		_, ok := vniFromName(l.Name, BridgePrefix)
+		return ok
+	case strings.HasPrefix(l.Name, VXLANPrefix):
+		_, ok := vniFromName(l.Name, VXLANPrefix)
+		return ok
+	case strings.HasPrefix(l.Name, HostVethPrefix):
+		return l.Kind == kindVeth
+	}
+	return false
+}
+
+// linkOp says what to do about one wanted device.
+type linkOp int
+
+const (
+	linkCreate   linkOp = iota // missing: create it
+	linkRecreate               // exists with an identity that cannot change in place: delete, create
+	linkUpdate                 // exists: fix the flagged attributes in place
+)
+
+func (o linkOp) String() string {
+	return [...]string{"create", "recreate", "update"}[o]
+}
+
+// linkStep is one change to one device.
+type linkStep struct {
+	Op   linkOp
+	Want link
+	// For linkUpdate: which attributes differ.
+	MTU, Master, Up, MAC bool
+	// For a veth whose container end is still in this namespace (Docker has not
+	// moved it yet): which of that end's attributes differ.
+	PeerMTU, PeerMAC bool
+}
+
+// kindRank orders creation: a vxlan or veth needs its bridge to exist.
+func kindRank(kind string) int {
+	switch kind {
+	case kindBridge:
+		return 0
+	case kindVXLAN:
+		return 1
+	}
+	return 2
+}
+
+// planLinks returns the steps that make every wanted device exist with the
+// wanted attributes, bridges first. A device whose configuration already matches
+// gets no step: a restarted daemon adopts what the last run left without
+// flapping links.
+func planLinks(want, have kernelModel) []linkStep {
+	var steps []linkStep
+	for _, name := range sortedLinks(want.Links) {
+		w := want.Links[name]
+		h, ok := have.Links[name]
+		if !ok {
+			steps = append(steps, linkStep{Op: linkCreate, Want: w})
+			continue
+		}
+		if needsRecreate(w, h) {
+			steps = append(steps, linkStep{Op: linkRecreate, Want: w})
+			continue
+		}
+		s := linkStep{
+			Op: linkUpdate, Want: w,
+			MTU:    w.MTU != h.MTU,
+			Master: w.Master != h.Master,
+			Up:     w.Up && !h.Up,
+			MAC:    w.MAC != "" && w.MAC != h.MAC,
+		}
+		if p, ok := have.Links[w.Peer]; ok && w.Kind == kindVeth && p.Kind == kindVeth {
+			s.PeerMTU = p.MTU != w.MTU
+			s.PeerMAC = w.PeerMAC != "" && p.MAC != w.PeerMAC
+		}
+		if s.MTU || s.Master || s.Up || s.MAC || s.PeerMTU || s.PeerMAC {
+			steps = append(steps, s)
+		}
+	}
+	return steps
+}
+
+// needsRecreate reports whether h differs from w in something the kernel cannot
+// change on a live device (or that we do not change in place): its kind, or a
+// vxlan's VNI, port, local address or flags.
+func needsRecreate(w, h link) bool {
+	if w.Kind != h.Kind {
+		return true
+	}
+	if w.Kind == kindVXLAN {
+		return w.VNI != h.VNI || w.Port != h.Port || w.Local != h.Local ||
+			w.Learning != h.Learning || w.Proxy != h.Proxy
+	}
+	return false
+}
+
+// sortedLinks returns link names in creation order: bridges, vxlans, veths.
+func sortedLinks(links map[string]link) []string {
+	names := slices.Collect(maps.Keys(links))
+	slices.SortFunc(names, func(a, b string) int {
+		return cmp.Or(cmp.Compare(kindRank(links[a].Kind), kindRank(links[b].Kind)), strings.Compare(a, b))
+	})
+	return names
+}
+
+// planLinkDeletes returns the meshnet devices in have that are not wanted nor
+// reserved, in deletion order: veths, then vxlans, then bridges.
+func planLinkDeletes(want, have kernelModel, reserved map[string]bool) []link {
+	var del []link
+	for _, h := range have.Links {
+		if _, ok := want.Links[h.Name]; ok || reserved[h.Name] || !managed(h) {
+			continue
+		}
+		del = append(del, h)
+	}
+	slices.SortFunc(del, func(a, b link) int {
+		return cmp.Or(cmp.Compare(kindRank(b.Kind), kindRank(a.Kind)), strings.Compare(a.Name, b.Name))
+	})
+	return del
+}
+
+// wantedDevs is the set of devices whose addresses, FDB and neighbours the
+// wanted model fully describes; entries on other devices are left alone.
+func wantedDevs(want kernelModel, kinds ...string) map[string]bool {
+	devs := map[string]bool{}
+	for name, l := range want.Links {
+		if slices.Contains(kinds, l.Kind) {
+			devs[name] = true
+		}
+	}
+	return devs
+}
+
+// planAddrs returns the addresses to add and to delete on wanted bridges. IPv6
+// link-local addresses are the kernel's business and are never deleted.
+func planAddrs(want, have kernelModel) (add, del []addrEntry) {
+	devs := wantedDevs(want, kindBridge)
+	haveSet := map[addrEntry]bool{}
+	for _, a := range have.Addrs {
+		haveSet[a] = true
+	}
+	wantSet := map[addrEntry]bool{}
+	for _, a := range want.Addrs {
+		wantSet[a] = true
+		if !haveSet[a] {
+			add = append(add, a)
+		}
+	}
+	for _, a := range have.Addrs {
+		ll6 := a.Prefix.Addr().Is6() && a.Prefix.Addr().IsLinkLocalUnicast()
+		if devs[a.Dev] && !wantSet[a] && !ll6 {
+			del = append(del, a)
+		}
+	}
+	return add, del
+}
+
+// fdbKey identifies one vxlan FDB remote: one MAC may have several.
+type fdbKey struct {
+	Dev, MAC string
+	Dst      netip.Addr
+}
+
+func (e fdbEntry) key() fdbKey { return fdbKey{e.Dev, e.MAC, e.Dst} }
+
+// planFDB returns the FDB entries to set (replace) and to delete on wanted vxlan
+// devices. An entry the kernel learned, or one with the right destination that
+// is not permanent, is replaced, never reported as a conflict.
+func planFDB(want, have kernelModel) (set, del []fdbEntry) {
+	devs := wantedDevs(want, kindVXLAN)
+	haveSet := map[fdbEntry]bool{}
+	for _, e := range have.FDB {
+		haveSet[e] = true
+	}
+	wantKeys := map[fdbKey]bool{}
+	for _, e := range want.FDB {
+		wantKeys[e.key()] = true
+		if !haveSet[e] {
+			set = append(set, e)
+		}
+	}
+	for _, e := range have.FDB {
+		if devs[e.Dev] && !wantKeys[e.key()] {
+			del = append(del, e)
+		}
+	}
+	return set, del
+}
+
+// neighKey identifies one neighbour entry.
+type neighKey struct {
+	Dev string
+	IP  netip.Addr
+}
+
+// planNeigh returns the neighbour entries to set (replace) and to delete on
+// wanted vxlan devices.
+func planNeigh(want, have kernelModel) (set, del []neighEntry) {
+	devs := wantedDevs(want, kindVXLAN)
+	haveSet := map[neighEntry]bool{}
+	for _, e := range have.Neigh {
+		haveSet[e] = true
+	}
+	wantKeys := map[neighKey]bool{}
+	for _, e := range want.Neigh {
+		wantKeys[neighKey{e.Dev, e.IP}] = true
+		if !haveSet[e] {
+			set = append(set, e)
+		}
+	}
+	for _, e := range have.Neigh {
+		if devs[e.Dev] && !wantKeys[neighKey{e.Dev, e.IP}] {
+			del = append(del, e)
+		}
+	}
+	return set, del
+}

@@ -1,0 +1,267 @@
+package dataplane
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Dataplane turns a full desired State into kernel state.
+//
+// Implementations serialise calls to Apply; it is safe to call Apply and Close
+// from different goroutines.
+type Dataplane interface {
+	// Apply makes the kernel match st. It is idempotent, adds before it deletes,
+	// replaces existing kernel entries (NLM_F_REPLACE) instead of failing, and does
+	// not stop at the first error: it returns errors.Join of everything it could not
+	// do.
+	Apply(ctx context.Context, st State) error
+	// Close releases the dataplane's handles. It removes nothing from the kernel:
+	// running containers keep talking when the daemon stops or crashes. Removing
+	// everything is Teardown's job.
+	Close() error
+}
+
+// DefaultVXLANPort is the IANA VXLAN port, used when State.VXLANPort is 0.
+const DefaultVXLANPort = 4789
+
+// State is the whole desired dataplane of one host. It is plain data: the
+// reconciler builds a fresh one from the cluster store and hands it to Apply.
+type State struct {
+	Underlay  UnderlayInfo
+	VXLANPort int // UDP destination port; 0 = DefaultVXLANPort
+	Networks  []Network
+	// ServiceAddrs are host-local service addresses (the DNS server's) held
+	// on lo as /32s with the label "lo:meshnet", so that containers reach
+	// them through their gateway and Apply can tell its own from others'.
+	ServiceAddrs []netip.Addr
+}
+
+// UnderlayInfo describes this host's underlay.
+type UnderlayInfo struct {
+	Addr      netip.Addr // local VTEP address
+	Interface string     // interface whose MTU sizes the overlay; "" = the one holding Addr
+	MTU       int        // 0 = detect from Interface / Addr, else 1500
+}
+
+// Network is one overlay network as seen from this host.
+type Network struct {
+	// VNI also names the devices: bridge "mnbr<VNI>", vxlan "mnvx<VNI>".
+	// It must be in 1..2^24-1.
+	VNI     uint32
+	Subnet  netip.Prefix
+	Gateway netip.Addr // same on every host; the local bridge holds Gateway/Subnet.Bits()
+	MTU     int        // 0 = underlay MTU - VXLANOverhead
+	Locals  []LocalEndpoint
+	Remotes []RemoteEndpoint
+}
+
+// LocalEndpoint is a container on this host.
+type LocalEndpoint struct {
+	ID          string // Docker endpoint ID
+	HostIf      string // host-side veth name, from VethNames(ID)
+	ContainerIf string // peer name handed to Docker in Join (Docker moves and renames it)
+	MAC         net.HardwareAddr
+	Addr        netip.Prefix // container address with the subnet's bits
+}
+
+// RemoteEndpoint is a container on another host.
+type RemoteEndpoint struct {
+	Addr netip.Addr
+	MAC  net.HardwareAddr
+	VTEP netip.Addr // underlay address of the host holding it
+}
+
+// VXLANOverhead is what VXLAN over IPv4 adds to a frame: outer IPv4 (20), UDP
+// (8), VXLAN (8) and the inner Ethernet header (14).
+const VXLANOverhead = 50
+
+// Device name prefixes. Everything meshnet creates in the kernel starts with
+// one of them, which is how a restarted daemon finds what a previous run left.
+const (
+	BridgePrefix        = "mnbr"
+	VXLANPrefix         = "mnvx"
+	HostVethPrefix      = "mnh"
+	ContainerVethPrefix = "mnc"
+)
+
+// maxVNI is the largest 24-bit VXLAN network identifier.
+const maxVNI = 1<<24 - 1
+
+// vethIDChars is how much of the endpoint ID names a veth; 3+10 stays well under
+// the kernel's 15 characters.
+const vethIDChars = 10
+
+// VethNames returns the host-side and container-side veth names for a Docker
+// endpoint ID.
+func VethNames(endpointID string) (host, container string) {
+	id := endpointID
+	if len(id) > vethIDChars {
+		id = id[:vethIDChars]
+	}
+	return HostVethPrefix + id, ContainerVethPrefix + id
+}
+
+// BridgeName is the name of the bridge of the network with this VNI.
+func BridgeName(vni uint32) string { return BridgePrefix + strconv.FormatUint(uint64(vni), 10) }
+
+// VXLANName is the name of the vxlan device of the network with this VNI.
+func VXLANName(vni uint32) string { return VXLANPrefix + strconv.FormatUint(uint64(vni), 10) }
+
+// vniFromName returns the VNI a meshnet bridge or vxlan name carries.
+func vniFromName(name, prefix string) (uint32, bool) {
+	rest, ok := strings.CutPrefix(name, prefix)
+	if !ok || rest == "" {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(rest, 10, 32)
+	if err != nil || v == 0 || v > maxVNI || strconv.FormatUint(v, 10) != rest {
+		return 0, false
+	}
+	return uint32(v), true
+}
+
+// Equal reports whether s and o describe the same dataplane. Order of networks,
+// endpoints and remotes does not matter: the reconciler builds them from maps.
+func (s State) Equal(o State) bool {
+	a, b := s.normalized(), o.normalized()
+	if a.Underlay != b.Underlay || a.port() != b.port() || len(a.Networks) != len(b.Networks) ||
+		!slices.Equal(a.ServiceAddrs, b.ServiceAddrs) {
+		return false
+	}
+	for i := range a.Networks {
+		if !a.Networks[i].equal(b.Networks[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s State) port() int {
+	if s.VXLANPort == 0 {
+		return DefaultVXLANPort
+	}
+	return s.VXLANPort
+}
+
+// normalized returns a deep-enough copy of s with networks, endpoints and
+// remotes in a canonical order.
+func (s State) normalized() State {
+	out := s
+	out.ServiceAddrs = slices.Clone(s.ServiceAddrs)
+	slices.SortFunc(out.ServiceAddrs, netip.Addr.Compare)
+	out.ServiceAddrs = slices.Compact(out.ServiceAddrs)
+	out.Networks = make([]Network, len(s.Networks))
+	for i, n := range s.Networks {
+		n.Locals = slices.Clone(n.Locals)
+		n.Remotes = slices.Clone(n.Remotes)
+		slices.SortFunc(n.Locals, func(a, b LocalEndpoint) int {
+			return cmpStrings(a.ID, b.ID, a.HostIf, b.HostIf)
+		})
+		slices.SortFunc(n.Remotes, func(a, b RemoteEndpoint) int {
+			if c := a.Addr.Compare(b.Addr); c != 0 {
+				return c
+			}
+			if c := bytes.Compare(a.MAC, b.MAC); c != 0 {
+				return c
+			}
+			return a.VTEP.Compare(b.VTEP)
+		})
+		out.Networks[i] = n
+	}
+	slices.SortFunc(out.Networks, func(a, b Network) int {
+		switch {
+		case a.VNI < b.VNI:
+			return -1
+		case a.VNI > b.VNI:
+			return 1
+		}
+		return a.Subnet.Addr().Compare(b.Subnet.Addr())
+	})
+	return out
+}
+
+func cmpStrings(a1, b1, a2, b2 string) int {
+	if c := strings.Compare(a1, b1); c != 0 {
+		return c
+	}
+	return strings.Compare(a2, b2)
+}
+
+func (n Network) equal(o Network) bool {
+	if n.VNI != o.VNI || n.Subnet != o.Subnet || n.Gateway != o.Gateway || n.MTU != o.MTU ||
+		len(n.Locals) != len(o.Locals) || len(n.Remotes) != len(o.Remotes) {
+		return false
+	}
+	for i, l := range n.Locals {
+		m := o.Locals[i]
+		if l.ID != m.ID || l.HostIf != m.HostIf || l.ContainerIf != m.ContainerIf ||
+			!bytes.Equal(l.MAC, m.MAC) || l.Addr != m.Addr {
+			return false
+		}
+	}
+	for i, r := range n.Remotes {
+		q := o.Remotes[i]
+		if r.Addr != q.Addr || !bytes.Equal(r.MAC, q.MAC) || r.VTEP != q.VTEP {
+			return false
+		}
+	}
+	return true
+}
+
+// validate reports what is wrong with one network on its own. A network that
+// fails validation is skipped by Apply and its kernel objects are left alone.
+func (n Network) validate() error {
+	var errs []error
+	if n.VNI == 0 || n.VNI > maxVNI {
+		errs = append(errs, fmt.Errorf("VNI %d outside 1..%d", n.VNI, maxVNI))
+	}
+	if !n.Subnet.IsValid() {
+		errs = append(errs, errors.New("no subnet"))
+	} else if !n.Gateway.IsValid() || !n.Subnet.Contains(n.Gateway) {
+		errs = append(errs, fmt.Errorf("gateway %v not inside subnet %v", n.Gateway, n.Subnet))
+	}
+	if n.MTU != 0 && (n.MTU < 576 || n.MTU > 65535) {
+		errs = append(errs, fmt.Errorf("MTU %d outside 576..65535", n.MTU))
+	}
+	return errors.Join(errs...)
+}
+
+// validate reports what is wrong with one local endpoint.
+func (l LocalEndpoint) validate() error {
+	var errs []error
+	for _, name := range []string{l.HostIf, l.ContainerIf} {
+		if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t\n") {
+			errs = append(errs, fmt.Errorf("invalid interface name %q", name))
+		}
+	}
+	if !strings.HasPrefix(l.HostIf, HostVethPrefix) {
+		// Without the prefix a later Apply could not tell the veth is meshnet's.
+		errs = append(errs, fmt.Errorf("host interface %q lacks prefix %q", l.HostIf, HostVethPrefix))
+	}
+	if len(l.MAC) != 6 {
+		errs = append(errs, fmt.Errorf("MAC %q is not 6 bytes", l.MAC))
+	}
+	return errors.Join(errs...)
+}
+
+// validate reports what is wrong with one remote endpoint.
+func (r RemoteEndpoint) validate() error {
+	var errs []error
+	if !r.Addr.IsValid() {
+		errs = append(errs, errors.New("no address"))
+	}
+	if len(r.MAC) != 6 {
+		errs = append(errs, fmt.Errorf("MAC %q is not 6 bytes", r.MAC))
+	}
+	if !r.VTEP.IsValid() {
+		errs = append(errs, errors.New("no VTEP"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,259 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Options configures a dataplane.
+type Options struct {
+	// NetNS is the network namespace to program. Values <= 0 (the zero value)
+	// mean the namespace of the calling process. The caller keeps the handle open
+	// until Close. Tests use it to program a fresh namespace without switching the
+	// test's thread.
+	NetNS netns.NsHandle
+	// NetNSPath, if NetNS is unset, names a namespace file (e.g. /run/netns/x)
+	// that New opens and Close closes.
+	NetNSPath string
+}
+
+// VXLAN is the kernel VXLAN dataplane: per network a bridge holding the gateway,
+// a vxlan device enslaved to it, the local containers' veths, static FDB and
+// neighbour entries for remote containers, and firewall rules.
+type VXLAN struct {
+	log       *slog.Logger
+	ns        netns.NsHandle // the namespace programmed; only valid if foreignNS
+	ownNS     bool           // ns was opened by New and is closed by Close
+	foreignNS bool           // ns is not the process's own: sysctls need a thread in it
+
+	// mu serialises Apply, Teardown and Close, and guards what follows.
+	mu           sync.Mutex
+	nl           *netlink.Handle
+	nft          *nftables.Conn
+	closed       bool
+	warnedLegacy bool
+	changes      []string // kernel writes done by the current Apply/Teardown
+}
+
+var _ Dataplane = (*VXLAN)(nil)
+
+// New returns the VXLAN dataplane; see NewVXLAN.
+func New(log *slog.Logger, opts Options) (Dataplane, error) {
+	return NewVXLAN(log, opts)
+}
+
+// NewVXLAN opens netlink and nftables handles in the namespace opts names. It
+// changes nothing in the kernel: the first Apply adopts what a previous run
+// left.
+func NewVXLAN(log *slog.Logger, opts Options) (*VXLAN, error) {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	d := &VXLAN{log: log.With("dataplane", "vxlan"), ns: netns.None()}
+	switch {
+	case opts.NetNS > 0:
+		d.ns, d.foreignNS = opts.NetNS, true
+	case opts.NetNSPath != "":
+		ns, err := netns.GetFromPath(opts.NetNSPath)
+		if err != nil {
+			return nil, fmt.Errorf("open network namespace %s: %w", opts.NetNSPath, err)
+		}
+		d.ns, d.foreignNS, d.ownNS = ns, true, true
+	}
+	var err error
+	if d.foreignNS {
+		d.nl, err = netlink.NewHandleAt(d.ns)
+	} else {
+		d.nl, err = netlink.NewHandle()
+	}
+	if err != nil {
+		d.closeNS()
+		return nil, fmt.Errorf("open netlink handle: %w", err)
+	}
+	nftOpts := []nftables.ConnOption{nftables.AsLasting()}
+	if d.foreignNS {
+		nftOpts = append(nftOpts, nftables.WithNetNSFd(int(d.ns)))
+	}
+	if d.nft, err = nftables.New(nftOpts...); err != nil {
+		d.nl.Close()
+		d.closeNS()
+		return nil, fmt.Errorf("open nftables connection: %w", err)
+	}
+	return d, nil
+}
+
+func (d *VXLAN) closeNS() {
+	if d.ownNS {
+		d.ns.Close()
+	}
+}
+
+// Close releases the handles and removes nothing. It is idempotent.
+func (d *VXLAN) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	d.nl.Close()
+	err := d.nft.CloseLasting()
+	d.closeNS()
+	if err != nil {
+		return fmt.Errorf("close nftables connection: %w", err)
+	}
+	return nil
+}
+
+var errClosed = errors.New("dataplane closed")
+
+// changed records one kernel write; Apply logs them and tests count them.
+func (d *VXLAN) changed(what string) {
+	d.changes = append(d.changes, what)
+	d.log.Info("changed", "what", what)
+}
+
+// Apply makes the kernel match st. Order matters and is fixed:
+//
+//  1. devices (bridges before vxlans and veths, which need them);
+//  2. sysctls, bridge addresses, FDB and neighbour entries, firewall accepts
+//     and NAT;
+//  3. only then, from a fresh look at the kernel, everything no longer wanted.
+//
+// So a change never opens a window with less connectivity than either state
+// has (a veth moves to its new bridge before the old one goes), and a failure in
+// one step does not stop the others.
+func (d *VXLAN) Apply(ctx context.Context, st State) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	d.changes = d.changes[:0]
+
+	var errs []error
+	report := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(st.Networks) > 0 && !st.Underlay.Addr.IsValid() {
+		// Without a local VTEP address nothing can be built; deleting what
+		// exists would cut every container off for a configuration slip.
+		return errors.New("invalid state: networks but no underlay address; kernel left as it is")
+	}
+	c, err := compile(st, d.underlayMTU(st.Underlay))
+	report(err)
+
+	// 1. Devices.
+	if len(c.Networks) > 0 {
+		// Egress is routed from the bridge to the underlay.
+		report(d.writeSysctls([]sysctl{{"net/ipv4/ip_forward", "1"}}))
+	}
+	have, err := d.observe()
+	report(err)
+	for _, s := range planLinks(c.Want, have) {
+		report(d.execLink(s))
+	}
+	if err := ctx.Err(); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+
+	// 2. Sysctls, addresses, FDB, neighbours, firewall: adds and replacements.
+	have, err = d.observe()
+	report(err)
+	var ctls []sysctl
+	for _, n := range c.Networks {
+		// The gateway bridge must not configure itself from router
+		// advertisements arriving over the overlay.
+		if br := BridgeName(n.VNI); have.Links[br].Kind == kindBridge {
+			ctls = append(ctls, sysctl{"net/ipv6/conf/" + br + "/accept_ra", "0"})
+		}
+	}
+	report(d.writeSysctls(ctls))
+	add, _ := planAddrs(c.Want, have)
+	for _, a := range add {
+		report(d.addrOp(a, false))
+	}
+	setFDB, _ := planFDB(c.Want, have)
+	for _, e := range setFDB {
+		report(d.fdbOp(e, false))
+	}
+	setNeigh, _ := planNeigh(c.Want, have)
+	for _, e := range setNeigh {
+		report(d.neighOp(e, false))
+	}
+	report(d.syncFirewallAdds(c.Networks))
+	report(d.syncServiceAddrs(st.ServiceAddrs))
+	if err := ctx.Err(); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+
+	// 3. Deletes, computed from what the kernel holds now.
+	have, err = d.observe()
+	report(err)
+	_, delNeigh := planNeigh(c.Want, have)
+	for _, e := range delNeigh {
+		report(d.neighOp(e, true))
+	}
+	_, delFDB := planFDB(c.Want, have)
+	for _, e := range delFDB {
+		report(d.fdbOp(e, true))
+	}
+	_, delAddrs := planAddrs(c.Want, have)
+	for _, a := range delAddrs {
+		report(d.addrOp(a, true))
+	}
+	for _, l := range planLinkDeletes(c.Want, have, c.Reserved) {
+		report(d.deleteLink(l.Name))
+	}
+	report(d.syncFirewallDeletes(c.Networks, c.Reserved))
+
+	if len(d.changes) > 0 {
+		d.log.Info("applied", "networks", len(c.Networks), "changes", len(d.changes), "errors", len(errs))
+	} else {
+		d.log.Debug("applied, nothing to change", "networks", len(c.Networks), "errors", len(errs))
+	}
+	return errors.Join(errs...)
+}
+
+// Teardown removes everything meshnet made in the namespace: its devices (and
+// with the veths the containers' ends), table inet meshnet, and its rules in the
+// iptables filter chains. Used by `meshnetd --cleanup` and tests; Close does not
+// do it, so containers survive a daemon restart.
+func (d *VXLAN) Teardown() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errClosed
+	}
+	d.changes = d.changes[:0]
+	var errs []error
+	have, err := d.observe()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, l := range planLinkDeletes(kernelModel{}, have, nil) {
+		if err := d.deleteLink(l.Name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := d.syncFirewallDeletes(nil, nil); err != nil {
+		errs = append(errs, err)
+	}
+	if err := d.syncServiceAddrs(nil); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

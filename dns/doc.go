@@ -1,0 +1,82 @@
+// Package dns is meshnet's DNS server: it answers the meshnet zone
+// (default "meshnet.") from a table of container endpoints and forwards
+// other names to the host's resolvers, for meshnet containers only.
+//
+// # What it owns
+//
+//   - Table: an immutable index built once from []Entry by NewTable. It
+//     publishes <service>.<domain>, tasks.<service>.<domain>,
+//     <service>.<network>.<domain>, <container>.<domain>,
+//     <container>.<network>.<domain>, PTR for every known address, SRV
+//     _<port|name>._<proto>.<service>.<domain>, and SOA/NS at the apex.
+//     Docker names become labels through Label (lower case, '_' and '.'
+//     and anything else illegal become '-').
+//   - Server: a dns.Handler (ServeDNS, CoreDNS style) plus the sockets
+//     (Listen/Run/Close): several UDP sockets bound with SO_REUSEPORT and
+//     one TCP listener, a forwarder with fail-over, and a per-source rate
+//     limiter.
+//
+// It does not know where entries come from: the daemon builds a Table from
+// the gossip store on every change and calls SetTable. meshctl's lookup
+// uses Table.Lookup, which answers exactly as the server would.
+//
+// # What it promises
+//
+//   - Replicas: every address of a name, deduplicated, rotated per query
+//     (each record set has its own atomic counter; the answer starts at
+//     counter mod n), so over n queries each replica comes first once.
+//   - Negative answers are exact: an unknown name is NXDOMAIN, a known
+//     name without the asked type (AAAA of an IPv4-only service, or an
+//     empty non-terminal such as "<network>.<domain>") is NODATA; both
+//     carry the zone's SOA so resolvers cache them for TTL seconds only.
+//   - Answers are authoritative (AA), TTL Config.TTL (5 s), owner names
+//     spelled as asked (0x20-randomising resolvers check that).
+//   - EDNS0: the client's UDP size is honoured (512..MaxUDPSize), an OPT
+//     is echoed with the DO bit; an answer that does not fit over UDP is
+//     cut with TC set and served whole over TCP. EDNS versions other than
+//     0 get BADVERS.
+//   - Never an open resolver: names outside the zone (and PTR of unknown
+//     addresses) are forwarded only for sources AllowRecursion accepts,
+//     others get REFUSED. With no upstream, SERVFAIL.
+//   - Malformed input never panics: an unparseable header gets no reply
+//     (any reply could be aimed at a spoofed source), a bad message with a
+//     parseable header gets FORMERR (NOTIMP for opcodes other than QUERY),
+//     and responses are ignored. A reply is never larger than its query
+//     unless the query parsed.
+//   - Memory stays bounded under floods: the rate limiter tracks at most
+//     RateLimit.MaxSources sources; forwards in flight are capped.
+//
+// # Why it is shaped so
+//
+// The query path takes no lock: the table is swapped with an
+// atomic.Pointer and read-only afterwards, except for the rotation
+// counters, which are atomics. Building a whole table per change costs
+// far less than the queries it serves, and no query ever sees half an
+// update.
+//
+// UDP does not go through miekg's dns.Server: its one-goroutine-per-packet
+// model would spend more on the goroutine than on an in-memory answer, and
+// it parses before any hook sees the source. Each SO_REUSEPORT socket has
+// one goroutine that rate-limits on the source address first, parses the
+// header, then the message, and answers in place; only forwards (which
+// wait on the network) go to a goroutine. The fuzz test drives this exact
+// path (handlePacket) with raw bytes. TCP, which carries only the retries
+// of truncated answers, uses miekg's dns.Server with the same header
+// checks (acceptHeader) and ServeDNS.
+//
+// Over the rate limit a UDP query is dropped rather than refused: a reply
+// to a forged source is what a reflection attack wants. TCP sources are
+// real (handshake), so they get REFUSED.
+//
+// Forwarding goes over the transport the client used, so a truncated
+// upstream answer reaches the client with TC and its TCP retry is
+// forwarded over TCP. Upstreams are tried in turn with a short timeout
+// (ForwardTimeout, 1 s), starting with the one that answered last, so a
+// dead resolver costs one timeout once rather than on every query.
+//
+// Default upstreams come from /etc/resolv.conf minus resolvers that lead
+// back here: this server's own address, Docker's embedded resolver
+// 127.0.0.11 (it forwards to the engine's "dns", which DESIGN points at
+// this server), and systemd-resolved's stub 127.0.0.53, replaced by
+// resolved's real upstreams as Docker does.
+package dns

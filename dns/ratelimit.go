@@ -1,0 +1,116 @@
+package dns
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// limiterShards spreads sources over independently locked maps, so the
+// UDP listeners on different cores rarely wait for each other.
+const limiterShards = 16
+
+// limiter is a token bucket per source address with bounded memory.
+//
+// Each shard keeps two generations of buckets. New sources go into cur;
+// when cur is full it becomes prev and prev is dropped. A source found in
+// prev moves back to cur. So active sources keep their buckets, and a
+// flood of spoofed sources costs at most maxPerGen×2 entries per shard,
+// O(1) work per packet. A forgotten source starts again with a full
+// bucket: nothing more can be done per source once sources are forged.
+type limiter struct {
+	rate      float64 // tokens per nanosecond
+	burst     float64
+	maxPerGen int
+	now       func() int64 // monotonic nanoseconds; a field so tests can drive time
+	shards    [limiterShards]limiterShard
+}
+
+type limiterShard struct {
+	mu   sync.Mutex // guards cur and prev
+	cur  map[netip.Addr]bucket
+	prev map[netip.Addr]bucket
+	_    [32]byte // keep shards on separate cache lines
+}
+
+type bucket struct {
+	tokens float64
+	last   int64
+}
+
+// newLimiter returns nil (no limit) when rl.QPS is not positive.
+func newLimiter(rl RateLimit) *limiter {
+	if rl.QPS <= 0 {
+		return nil
+	}
+	burst := rl.Burst
+	if burst <= 0 {
+		burst = max(int(2*rl.QPS), 1)
+	}
+	maxSources := rl.MaxSources
+	if maxSources <= 0 {
+		maxSources = 1 << 16
+	}
+	start := time.Now()
+	l := &limiter{
+		rate:      rl.QPS / float64(time.Second),
+		burst:     float64(burst),
+		maxPerGen: max(maxSources/(2*limiterShards), 1),
+		now:       func() int64 { return int64(time.Since(start)) },
+	}
+	for i := range l.shards {
+		l.shards[i].cur = make(map[netip.Addr]bucket)
+	}
+	return l
+}
+
+// allow takes one token from src's bucket and reports whether there was one.
+func (l *limiter) allow(src netip.Addr) bool {
+	if l == nil {
+		return true
+	}
+	now := l.now()
+	sh := &l.shards[shardOf(src)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	b, inCur := sh.cur[src]
+	if !inCur {
+		var inPrev bool
+		if b, inPrev = sh.prev[src]; inPrev {
+			delete(sh.prev, src)
+		} else {
+			b = bucket{tokens: l.burst, last: now}
+		}
+		if len(sh.cur) >= l.maxPerGen {
+			sh.prev, sh.cur = sh.cur, make(map[netip.Addr]bucket, l.maxPerGen)
+		}
+	}
+	b.tokens = min(l.burst, b.tokens+float64(now-b.last)*l.rate)
+	b.last = now
+	ok := b.tokens >= 1
+	if ok {
+		b.tokens--
+	}
+	sh.cur[src] = b
+	return ok
+}
+
+// size returns the number of tracked sources (tests).
+func (l *limiter) size() int {
+	n := 0
+	for i := range l.shards {
+		sh := &l.shards[i]
+		sh.mu.Lock()
+		n += len(sh.cur) + len(sh.prev)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+func shardOf(a netip.Addr) int {
+	b := a.As16()
+	h := binary.LittleEndian.Uint64(b[:8]) ^ binary.LittleEndian.Uint64(b[8:])
+	h *= 0x9e3779b97f4a7c15 // Fibonacci hashing: the top bits mix all input bits
+	return int(h >> 60)     // 16 shards
+}

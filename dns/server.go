@@ -1,0 +1,389 @@
+package dns
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// maxForwards bounds forwards in flight from the UDP listeners; beyond it
+// queries get SERVFAIL at once rather than piling up goroutines while the
+// upstreams are slow.
+const maxForwards = 1024
+
+// Server answers the zone from the current Table and forwards other names.
+// ServeDNS is safe for concurrent use; the query path takes no lock.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	ttl     uint32
+	table   atomic.Pointer[Table]
+	limiter *limiter   // nil: no rate limit
+	fwd     *forwarder // nil: no upstreams
+	cfgErr  error      // reported by Listen/Run
+
+	// ctx is cancelled when the server stops, aborting forwards in flight.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	forwardSlots chan struct{}
+	forwards     sync.WaitGroup // async forwards started by the UDP listeners
+
+	stats stats
+
+	lis listeners
+}
+
+// listeners groups the sockets with the mutex that guards them.
+type listeners struct {
+	mu      sync.Mutex
+	udp     []*net.UDPConn
+	tcp     net.Listener
+	addr    netip.AddrPort
+	running bool
+	closed  bool
+}
+
+type stats struct {
+	queries, answered, forwarded, refused, dropped, malformed, failed atomic.Uint64
+}
+
+// Stats counts what the server did since it was made.
+type Stats struct {
+	Queries   uint64 // queries received (after rate limiting)
+	Answered  uint64 // answered from the table
+	Forwarded uint64 // answered by an upstream
+	Refused   uint64 // recursion not allowed, or wrong class
+	Dropped   uint64 // over the rate limit
+	Malformed uint64 // FORMERR / NOTIMP / unparseable
+	Failed    uint64 // SERVFAIL: no upstream answered
+}
+
+// NewServer makes a server; it serves nothing until Run. Zero Config fields
+// take their defaults (see DefaultConfig); a nil log discards. Until
+// SetTable the zone is empty: every name in it is NXDOMAIN.
+func NewServer(cfg Config, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg = cfg.withDefaults()
+	s := &Server{
+		cfg:          cfg,
+		log:          log,
+		ttl:          uint32(cfg.TTL / time.Second),
+		limiter:      newLimiter(cfg.RateLimit),
+		forwardSlots: make(chan struct{}, maxForwards),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.table.Store(NewTable(cfg.Domain, nil))
+
+	upstreams := cfg.Upstreams
+	if upstreams == nil {
+		self, _ := netip.ParseAddrPort(cfg.Addr)
+		var err error
+		if upstreams, err = UpstreamsFromResolvConf(cfg.ResolvConf, self); err != nil {
+			log.Warn("dns: no upstream resolvers; names outside the zone will fail", "err", err)
+		}
+	}
+	var ups []string
+	for _, u := range upstreams {
+		ap, err := parseUpstream(u)
+		if err != nil {
+			s.cfgErr = fmt.Errorf("dns: upstream %q: %w", u, err)
+			continue
+		}
+		ups = append(ups, ap.String())
+	}
+	s.fwd = newForwarder(ups, cfg.ForwardTimeout, log)
+	log.Debug("dns server configured", "zone", zoneName(cfg.Domain), "addr", cfg.Addr, "upstreams", ups)
+	return s
+}
+
+// SetTable replaces the table answers come from. Queries in flight finish
+// with the table they started with. nil means an empty zone.
+func (s *Server) SetTable(t *Table) {
+	if t == nil {
+		t = NewTable(s.cfg.Domain, nil)
+	}
+	if want := zoneName(s.cfg.Domain); t.zone != want {
+		s.log.Warn("dns: table is for another zone; serving it anyway", "table", t.zone, "configured", want)
+	}
+	s.table.Store(t)
+}
+
+// Table returns the table in use.
+func (s *Server) Table() *Table { return s.table.Load() }
+
+// Stats returns the counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Queries:   s.stats.queries.Load(),
+		Answered:  s.stats.answered.Load(),
+		Forwarded: s.stats.forwarded.Load(),
+		Refused:   s.stats.refused.Load(),
+		Dropped:   s.stats.dropped.Load(),
+		Malformed: s.stats.malformed.Load(),
+		Failed:    s.stats.failed.Load(),
+	}
+}
+
+var _ dns.Handler = (*Server)(nil)
+
+// ServeDNS answers r (a dns.Handler: the TCP listener calls it, and so can
+// tests). Over the rate limit, UDP queries are dropped (no reply that a
+// spoofed source could aim at someone) and TCP queries get REFUSED.
+func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	src, udp := remote(w)
+	if !s.limiter.allow(src) {
+		s.stats.dropped.Add(1)
+		if !udp {
+			s.writeRcode(w, r, dns.RcodeRefused, false)
+		}
+		return
+	}
+	s.serve(w, r, src, udp, false)
+}
+
+// remote returns the client's address and whether it came over UDP.
+func remote(w dns.ResponseWriter) (netip.Addr, bool) {
+	if uw, ok := w.(*udpWriter); ok {
+		return uw.remote.Addr().Unmap(), true
+	}
+	switch a := w.RemoteAddr().(type) {
+	case *net.UDPAddr:
+		return a.AddrPort().Addr().Unmap(), true
+	case *net.TCPAddr:
+		return a.AddrPort().Addr().Unmap(), false
+	}
+	return netip.Addr{}, false
+}
+
+// handlePacket is the UDP listeners' path from raw bytes to a reply:
+// rate limit first (cheapest), then the header, then the whole message.
+// Unparseable headers get nothing; a parseable header of a bad message
+// gets FORMERR (or NOTIMP for an opcode we do not serve). async hands
+// forwards to a goroutine so that a listener never waits for an upstream.
+func (s *Server) handlePacket(raw []byte, w dns.ResponseWriter, src netip.Addr, async bool) {
+	if !s.limiter.allow(src) {
+		s.stats.dropped.Add(1)
+		return
+	}
+	dh, ok := parseHeader(raw)
+	if !ok {
+		s.stats.malformed.Add(1)
+		return
+	}
+	switch acceptHeader(dh) {
+	case dns.MsgIgnore:
+		s.stats.malformed.Add(1)
+		return
+	case dns.MsgReject:
+		s.writeHeaderOnly(w, dh, dns.RcodeFormatError)
+		return
+	case dns.MsgRejectNotImplemented:
+		s.writeHeaderOnly(w, dh, dns.RcodeNotImplemented)
+		return
+	}
+	r := new(dns.Msg)
+	if err := r.Unpack(raw); err != nil {
+		s.writeHeaderOnly(w, dh, dns.RcodeFormatError)
+		return
+	}
+	s.serve(w, r, src, true, async)
+}
+
+// acceptHeader decides from the header alone, for UDP and TCP alike:
+// responses are ignored (answering them invites loops), opcodes other than
+// QUERY are not implemented, and a query must have one question and no
+// answer or authority records.
+func acceptHeader(dh dns.Header) dns.MsgAcceptAction {
+	const qr = 1 << 15
+	if dh.Bits&qr != 0 {
+		return dns.MsgIgnore
+	}
+	if opcode := int(dh.Bits>>11) & 0xF; opcode != dns.OpcodeQuery {
+		return dns.MsgRejectNotImplemented
+	}
+	if dh.Qdcount != 1 || dh.Ancount != 0 || dh.Nscount != 0 || dh.Arcount > 2 {
+		return dns.MsgReject
+	}
+	return dns.MsgAccept
+}
+
+func parseHeader(b []byte) (dns.Header, bool) {
+	if len(b) < 12 {
+		return dns.Header{}, false
+	}
+	return dns.Header{
+		Id:      binary.BigEndian.Uint16(b[0:]),
+		Bits:    binary.BigEndian.Uint16(b[2:]),
+		Qdcount: binary.BigEndian.Uint16(b[4:]),
+		Ancount: binary.BigEndian.Uint16(b[6:]),
+		Nscount: binary.BigEndian.Uint16(b[8:]),
+		Arcount: binary.BigEndian.Uint16(b[10:]),
+	}, true
+}
+
+// writeHeaderOnly answers a message we could not (or would not) parse with
+// its ID, opcode and RD bit, the rcode, and empty sections, as miekg's own
+// server does: no larger than what came in.
+func (s *Server) writeHeaderOnly(w dns.ResponseWriter, dh dns.Header, rcode int) {
+	s.stats.malformed.Add(1)
+	const qr, rd, opcodeMask = 1 << 15, 1 << 8, 0xF << 11
+	var b [12]byte
+	binary.BigEndian.PutUint16(b[0:], dh.Id)
+	binary.BigEndian.PutUint16(b[2:], qr|dh.Bits&(opcodeMask|rd)|uint16(rcode&0xF))
+	if _, err := w.Write(b[:]); err != nil {
+		s.log.Debug("dns: write reply", "err", err)
+	}
+}
+
+// serve answers one parsed query.
+func (s *Server) serve(w dns.ResponseWriter, r *dns.Msg, src netip.Addr, udp, async bool) {
+	if r.Response {
+		return
+	}
+	s.stats.queries.Add(1)
+	if r.Opcode != dns.OpcodeQuery {
+		s.stats.malformed.Add(1)
+		s.writeRcode(w, r, dns.RcodeNotImplemented, udp)
+		return
+	}
+	if len(r.Question) != 1 {
+		s.stats.malformed.Add(1)
+		s.writeRcode(w, r, dns.RcodeFormatError, udp)
+		return
+	}
+	if opt := r.IsEdns0(); opt != nil && opt.Version() != 0 {
+		s.stats.malformed.Add(1)
+		s.writeRcode(w, r, dns.RcodeBadVers, udp) // RFC 6891 §6.1.3
+		return
+	}
+	q := r.Question[0]
+	t := s.table.Load()
+	res := t.resolve(q, s.ttl)
+	if !res.authoritative {
+		s.forwardOrRefuse(w, r, src, udp, async)
+		return
+	}
+	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY || q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
+		s.stats.refused.Add(1)
+		s.writeRcode(w, r, dns.RcodeRefused, udp)
+		return
+	}
+	m := new(dns.Msg)
+	m.SetRcode(r, res.rcode)
+	m.Authoritative = true
+	m.RecursionAvailable = s.cfg.AllowRecursion(src)
+	m.Answer = res.answer
+	m.Extra = res.extra
+	if res.negative {
+		m.Ns = []dns.RR{t.soa(s.ttl)}
+	}
+	s.stats.answered.Add(1)
+	s.write(w, r, m, udp)
+}
+
+func (s *Server) forwardOrRefuse(w dns.ResponseWriter, r *dns.Msg, src netip.Addr, udp, async bool) {
+	if !s.cfg.AllowRecursion(src) {
+		s.stats.refused.Add(1)
+		s.writeRcode(w, r, dns.RcodeRefused, udp)
+		return
+	}
+	if s.fwd == nil {
+		s.writeServFail(w, r, udp)
+		return
+	}
+	if !async {
+		s.forward(w, r, udp)
+		return
+	}
+	select {
+	case s.forwardSlots <- struct{}{}:
+		s.forwards.Add(1)
+		go func() {
+			defer s.forwards.Done()
+			defer func() { <-s.forwardSlots }()
+			s.forward(w, r, udp)
+		}()
+	default:
+		s.writeServFail(w, r, udp)
+	}
+}
+
+func (s *Server) forward(w dns.ResponseWriter, r *dns.Msg, udp bool) {
+	resp, err := s.fwd.exchange(s.ctx, r, !udp)
+	if err != nil {
+		s.log.Debug("dns: forward failed", "err", err)
+		s.writeServFail(w, r, udp)
+		return
+	}
+	s.stats.forwarded.Add(1)
+	resp.Id = r.Id
+	if udp {
+		resp.Truncate(s.udpSize(r))
+	}
+	resp.Compress = true
+	if err := w.WriteMsg(resp); err != nil {
+		// An upstream answer we cannot re-pack: give the client something.
+		s.log.Debug("dns: relay upstream answer", "err", err)
+		s.writeServFail(w, r, udp)
+	}
+}
+
+// writeRcode answers r with an empty message carrying rcode.
+func (s *Server) writeRcode(w dns.ResponseWriter, r *dns.Msg, rcode int, udp bool) {
+	m := new(dns.Msg)
+	m.SetRcode(r, rcode)
+	s.write(w, r, m, udp)
+}
+
+// writeServFail answers a query we would recurse for but could not: RA is
+// set, so clients read it as a failure upstream, not as recursion refused.
+func (s *Server) writeServFail(w dns.ResponseWriter, r *dns.Msg, udp bool) {
+	s.stats.failed.Add(1)
+	m := new(dns.Msg)
+	m.SetRcode(r, dns.RcodeServerFailure)
+	m.RecursionAvailable = true
+	s.write(w, r, m, udp)
+}
+
+// write finishes m for the transport and sends it: echo an OPT when the
+// client sent one (with our size and its DO bit, RFC 6891 and 3225), then
+// trim to what the client can take. Over UDP that is its EDNS size (512
+// without EDNS, at most MaxUDPSize) and TC tells it to retry over TCP;
+// over TCP, 64 KiB.
+func (s *Server) write(w dns.ResponseWriter, r, m *dns.Msg, udp bool) {
+	if opt := r.IsEdns0(); opt != nil {
+		o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+		o.SetUDPSize(uint16(s.cfg.MaxUDPSize))
+		if opt.Do() {
+			o.SetDo()
+		}
+		m.Extra = append(m.Extra, o)
+	}
+	size := dns.MaxMsgSize
+	if udp {
+		size = s.udpSize(r)
+	}
+	m.Truncate(size) // also picks compression: off when the answer fits without
+	if err := w.WriteMsg(m); err != nil {
+		s.log.Debug("dns: write reply", "err", err)
+	}
+}
+
+// udpSize is the largest UDP reply the client of r accepts.
+func (s *Server) udpSize(r *dns.Msg) int {
+	if opt := r.IsEdns0(); opt != nil {
+		return min(max(int(opt.UDPSize()), dns.MinMsgSize), s.cfg.MaxUDPSize)
+	}
+	return dns.MinMsgSize
+}

@@ -1,0 +1,433 @@
+package dns
+
+import (
+	"cmp"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Port is one published port of an endpoint, answered as SRV
+// _<name>._<proto>.<service>.<domain> and _<port>._<proto>.<service>.<domain>.
+type Port struct {
+	Proto string // "tcp" or "udp"
+	Port  uint16
+	Name  string // optional, e.g. "http"
+}
+
+// Entry is one container endpoint on one network, as the record store
+// knows it. The table does not care where entries come from.
+type Entry struct {
+	Container string   // container name, without Docker's leading '/'
+	Services  []string // service names: labels, compose service, network aliases
+	Network   string   // Docker network name; may be empty
+	Addr      netip.Addr
+	Node      string // host node name; not published in DNS, kept for meshctl
+	Ports     []Port // optional; published as SRV
+}
+
+// Table is an immutable index of the zone, built once from a full set of
+// entries. Only the rotation counters change after NewTable, atomically, so
+// a Table is safe for concurrent use without locks.
+type Table struct {
+	zone    string           // lower-case FQDN, e.g. "meshnet."
+	names   map[string]*node // lower-case FQDN → node; empty non-terminals have an empty node
+	reverse map[string]*node // "d.c.b.a.in-addr.arpa." (or ip6.arpa.) → node holding PTR targets
+	serial  uint32
+	entries int
+}
+
+// node is one owner name and the records it holds. Every record set
+// rotates independently: over n queries for one name each of its n records
+// comes first once.
+type node struct {
+	v4  rotating[net.IP]
+	v6  rotating[net.IP]
+	srv rotating[srvTarget]
+	ptr []string // lower-case FQDN targets
+}
+
+type srvTarget struct {
+	port   uint16
+	target string // lower-case FQDN holding the A/AAAA records
+}
+
+// rotating is a record set answered with a rotating start offset.
+type rotating[T any] struct {
+	items []T
+	next  atomic.Uint32
+}
+
+// start returns the offset the next answer begins at: counter mod n, so
+// over n queries every item is first exactly once.
+func (r *rotating[T]) start() int {
+	n := uint32(len(r.items))
+	if n < 2 {
+		return 0
+	}
+	return int((r.next.Add(1) - 1) % n)
+}
+
+// NewTable indexes entries under domain (normalised as zoneName does).
+// For each entry it publishes, with every Docker name passed through Label:
+//
+//	<container>.<domain>            <container>.<network>.<domain>
+//	<service>.<domain>              tasks.<service>.<domain>
+//	<service>.<network>.<domain>    PTR <addr> → <container>.<domain>
+//	SRV _<name|port>._<proto>.{<service>,<service>.<network>,<container>}.<domain>
+//
+// Addresses are deduplicated per name and sorted, so two tables built from
+// the same entries answer identically. Entries without a valid address and
+// names that would not fit in DNS are skipped.
+func NewTable(domain string, entries []Entry) *Table {
+	t := &Table{
+		zone:    zoneName(domain),
+		names:   make(map[string]*node),
+		reverse: make(map[string]*node),
+		serial:  uint32(time.Now().Unix()),
+	}
+	b := tableBuilder{
+		zone:  t.zone,
+		addrs: make(map[string]map[netip.Addr]struct{}),
+		srvs:  make(map[string]map[srvTarget]struct{}),
+		ptrs:  make(map[string]map[string]struct{}),
+	}
+	for i := range entries {
+		if b.add(&entries[i]) {
+			t.entries++
+		}
+	}
+	b.fill(t)
+	return t
+}
+
+// Zone returns the zone the table answers for, as a lower-case FQDN.
+func (t *Table) Zone() string { return t.zone }
+
+// Len returns how many entries the table indexed.
+func (t *Table) Len() int { return t.entries }
+
+// tableBuilder collects sets before they are frozen into nodes.
+type tableBuilder struct {
+	zone  string
+	addrs map[string]map[netip.Addr]struct{}
+	srvs  map[string]map[srvTarget]struct{}
+	ptrs  map[string]map[string]struct{} // reverse name → targets
+}
+
+func (b *tableBuilder) add(e *Entry) bool {
+	if !e.Addr.IsValid() || e.Addr.IsUnspecified() {
+		return false
+	}
+	addr := e.Addr.Unmap().WithZone("")
+	container := Label(e.Container)
+	network := Label(e.Network)
+
+	var owners []string    // names answering the address
+	var srvOwners []string // names under which ports are published
+	if container != "" {
+		owners = append(owners, container+"."+b.zone)
+		srvOwners = append(srvOwners, container+"."+b.zone)
+		if network != "" {
+			owners = append(owners, container+"."+network+"."+b.zone)
+		}
+	}
+	for _, svc := range e.Services {
+		s := Label(svc)
+		if s == "" {
+			continue
+		}
+		owners = append(owners, s+"."+b.zone, "tasks."+s+"."+b.zone)
+		srvOwners = append(srvOwners, s+"."+b.zone)
+		if network != "" {
+			owners = append(owners, s+"."+network+"."+b.zone)
+			srvOwners = append(srvOwners, s+"."+network+"."+b.zone)
+		}
+	}
+	added := false
+	for _, o := range owners {
+		if !isName(o) {
+			continue
+		}
+		set := b.addrs[o]
+		if set == nil {
+			set = make(map[netip.Addr]struct{})
+			b.addrs[o] = set
+		}
+		set[addr] = struct{}{}
+		added = true
+	}
+	if !added {
+		return false
+	}
+
+	// The PTR and SRV target is the name that is this endpoint alone when
+	// there is one: its container; else its first published name.
+	target := ""
+	if container != "" && isName(container+"."+b.zone) {
+		target = container + "." + b.zone
+	} else {
+		for _, o := range owners {
+			if isName(o) {
+				target = o
+				break
+			}
+		}
+	}
+	if rev, err := dns.ReverseAddr(addr.String()); err == nil {
+		set := b.ptrs[rev]
+		if set == nil {
+			set = make(map[string]struct{})
+			b.ptrs[rev] = set
+		}
+		set[target] = struct{}{}
+	}
+
+	for _, p := range e.Ports {
+		proto := Label(p.Proto)
+		if proto == "" || p.Port == 0 {
+			continue
+		}
+		labels := []string{"_" + strconv.Itoa(int(p.Port))}
+		if n := Label(p.Name); n != "" {
+			labels = append(labels, "_"+n)
+		}
+		for _, o := range srvOwners {
+			for _, l := range labels {
+				name := l + "._" + proto + "." + o
+				if !isName(name) {
+					continue
+				}
+				set := b.srvs[name]
+				if set == nil {
+					set = make(map[srvTarget]struct{})
+					b.srvs[name] = set
+				}
+				set[srvTarget{port: p.Port, target: target}] = struct{}{}
+			}
+		}
+	}
+	return true
+}
+
+// fill freezes the collected sets into t and adds the empty non-terminals:
+// every name between an owner and the apex exists (RFC 8020: answering
+// NXDOMAIN for "app.meshnet." while "api.app.meshnet." exists would let
+// resolvers cache that nothing below it exists).
+func (b *tableBuilder) fill(t *Table) {
+	get := func(name string) *node {
+		n := t.names[name]
+		if n == nil {
+			n = new(node)
+			t.names[name] = n
+			for p := parent(name); p != "" && inZone(p, t.zone); p = parent(p) {
+				if _, ok := t.names[p]; ok {
+					break
+				}
+				t.names[p] = new(node)
+			}
+		}
+		return n
+	}
+	get(t.zone)
+	for name, set := range b.addrs {
+		n := get(name)
+		addrs := sortedKeys(set, netip.Addr.Compare)
+		for _, a := range addrs {
+			if a.Is4() {
+				n.v4.items = append(n.v4.items, net.IP(a.AsSlice()))
+			} else {
+				n.v6.items = append(n.v6.items, net.IP(a.AsSlice()))
+			}
+		}
+	}
+	for name, set := range b.srvs {
+		get(name).srv.items = sortedKeys(set, func(a, b srvTarget) int {
+			return cmp.Or(strings.Compare(a.target, b.target), cmp.Compare(a.port, b.port))
+		})
+	}
+	for rev, set := range b.ptrs {
+		t.reverse[rev] = &node{ptr: sortedKeys(set, strings.Compare)}
+	}
+}
+
+func sortedKeys[K comparable](m map[K]struct{}, compare func(a, b K) int) []K {
+	keys := make([]K, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, compare)
+	return keys
+}
+
+// parent returns name without its first label ("" for the root).
+func parent(name string) string {
+	i := strings.IndexByte(name, '.')
+	if i < 0 || i == len(name)-1 {
+		return ""
+	}
+	return name[i+1:]
+}
+
+// result is what the table says about one question.
+type result struct {
+	// authoritative is false when the name is not ours (outside the zone,
+	// or a reverse name of an address we do not know): the server forwards
+	// it or refuses.
+	authoritative bool
+	rcode         int
+	answer        []dns.RR
+	extra         []dns.RR
+	// negative: NXDOMAIN or NODATA, so the zone's SOA goes into the
+	// authority section (RFC 2308) to let resolvers cache the negative answer.
+	negative bool
+}
+
+// Lookup answers name (case-insensitive, with or without the trailing dot)
+// and qtype from the table alone, with the default TTL, as the server
+// would: NOERROR with records; NOERROR with none (NODATA: the name exists,
+// not with that type); NXDOMAIN (no such name in the zone). Names the table
+// is not authoritative for (outside the zone, reverse names of unknown
+// addresses) return RcodeRefused: the server would forward those.
+func (t *Table) Lookup(name string, qtype uint16) (answers []dns.RR, rcode int) {
+	q := dns.Question{Name: dns.Fqdn(name), Qtype: qtype, Qclass: dns.ClassINET}
+	res := t.resolve(q, uint32(DefaultTTL/time.Second))
+	if !res.authoritative {
+		return nil, dns.RcodeRefused
+	}
+	return res.answer, res.rcode
+}
+
+// resolve answers q. Owner names in the answer are q.Name as asked, so a
+// resolver using 0x20 case randomisation sees its own spelling back.
+func (t *Table) resolve(q dns.Question, ttl uint32) result {
+	name := lowerASCII(q.Name)
+	if !inZone(name, t.zone) {
+		if q.Qtype == dns.TypePTR {
+			if n := t.reverse[name]; n != nil {
+				return result{authoritative: true, rcode: dns.RcodeSuccess, answer: ptrRRs(q.Name, n.ptr, ttl)}
+			}
+		}
+		return result{}
+	}
+	n := t.names[name]
+	if n == nil {
+		return result{authoritative: true, rcode: dns.RcodeNameError, negative: true}
+	}
+	res := result{authoritative: true, rcode: dns.RcodeSuccess}
+	switch q.Qtype {
+	case dns.TypeA:
+		res.answer = addrRRs(nil, q.Name, &n.v4, ttl)
+	case dns.TypeAAAA:
+		res.answer = addrRRs(nil, q.Name, &n.v6, ttl)
+	case dns.TypeSRV:
+		res.answer, res.extra = t.srvRRs(q.Name, n, ttl)
+	case dns.TypeSOA:
+		if name == t.zone {
+			res.answer = []dns.RR{t.soa(ttl)}
+		}
+	case dns.TypeNS:
+		if name == t.zone {
+			res.answer = []dns.RR{t.ns(ttl)}
+		}
+	case dns.TypeANY:
+		res.answer = addrRRs(nil, q.Name, &n.v4, ttl)
+		res.answer = addrRRs(res.answer, q.Name, &n.v6, ttl)
+		srv, _ := t.srvRRs(q.Name, n, ttl)
+		res.answer = append(res.answer, srv...)
+		if name == t.zone {
+			res.answer = append(res.answer, t.soa(ttl), t.ns(ttl))
+		}
+	}
+	res.negative = len(res.answer) == 0
+	return res
+}
+
+// addrRRs appends the A or AAAA records of set to dst, rotated.
+func addrRRs(dst []dns.RR, owner string, set *rotating[net.IP], ttl uint32) []dns.RR {
+	n := len(set.items)
+	if n == 0 {
+		return dst
+	}
+	first := set.start()
+	if dst == nil {
+		dst = make([]dns.RR, 0, n)
+	}
+	if len(set.items[0]) == net.IPv4len {
+		rrs := make([]dns.A, n) // one allocation for the whole set
+		for i := range rrs {
+			rrs[i] = dns.A{Hdr: hdr(owner, dns.TypeA, ttl), A: set.items[(first+i)%n]}
+			dst = append(dst, &rrs[i])
+		}
+		return dst
+	}
+	rrs := make([]dns.AAAA, n)
+	for i := range rrs {
+		rrs[i] = dns.AAAA{Hdr: hdr(owner, dns.TypeAAAA, ttl), AAAA: set.items[(first+i)%n]}
+		dst = append(dst, &rrs[i])
+	}
+	return dst
+}
+
+// srvRRs returns the SRV records of n, rotated, and the addresses of their
+// targets for the additional section, so clients need no second query.
+func (t *Table) srvRRs(owner string, n *node, ttl uint32) (answer, extra []dns.RR) {
+	cnt := len(n.srv.items)
+	if cnt == 0 {
+		return nil, nil
+	}
+	first := n.srv.start()
+	seen := make(map[string]bool, cnt)
+	for i := range cnt {
+		s := n.srv.items[(first+i)%cnt]
+		answer = append(answer, &dns.SRV{
+			Hdr: hdr(owner, dns.TypeSRV, ttl), Priority: 0, Weight: 10, Port: s.port, Target: s.target,
+		})
+		if seen[s.target] {
+			continue
+		}
+		seen[s.target] = true
+		if tn := t.names[s.target]; tn != nil {
+			extra = addrRRs(extra, s.target, &tn.v4, ttl)
+			extra = addrRRs(extra, s.target, &tn.v6, ttl)
+		}
+	}
+	return answer, extra
+}
+
+func ptrRRs(owner string, targets []string, ttl uint32) []dns.RR {
+	rrs := make([]dns.RR, len(targets))
+	for i, tg := range targets {
+		rrs[i] = &dns.PTR{Hdr: hdr(owner, dns.TypePTR, ttl), Ptr: tg}
+	}
+	return rrs
+}
+
+// soa is the zone's SOA. Its minimum (the negative-caching TTL, RFC 2308)
+// is the record TTL: a name that appears must resolve within seconds.
+func (t *Table) soa(ttl uint32) *dns.SOA {
+	return &dns.SOA{
+		Hdr:     hdr(t.zone, dns.TypeSOA, ttl),
+		Ns:      "ns." + t.zone,
+		Mbox:    "hostmaster." + t.zone,
+		Serial:  t.serial,
+		Refresh: 60,
+		Retry:   30,
+		Expire:  3600,
+		Minttl:  ttl,
+	}
+}
+
+func (t *Table) ns(ttl uint32) *dns.NS {
+	return &dns.NS{Hdr: hdr(t.zone, dns.TypeNS, ttl), Ns: "ns." + t.zone}
+}
+
+func hdr(owner string, rrtype uint16, ttl uint32) dns.RR_Header {
+	return dns.RR_Header{Name: owner, Rrtype: rrtype, Class: dns.ClassINET, Ttl: ttl}
+}

@@ -1,0 +1,259 @@
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// dockerAPIVersion is the Engine API the watcher speaks: engine 20.10's, understood by every
+// newer engine.
+const dockerAPIVersion = "v1.41"
+
+// DefaultDockerHost is the engine's socket when none is given.
+const DefaultDockerHost = "unix:///var/run/docker.sock"
+
+const (
+	dockerRequestTimeout = 10 * time.Second
+	dockerMaxReplyBytes  = 32 << 20
+)
+
+var errDockerNotFound = errors.New("docker: no such object")
+
+// dockerClient is the little of the Engine API the watcher needs, plain HTTP over the engine's
+// unix socket (no SDK: it would pull in half of moby for four GET requests).
+type dockerClient struct {
+	http *http.Client
+	base string // http://docker/v1.41
+}
+
+// dockerSocketPath turns a DOCKER_HOST-style address into a socket path.
+func dockerSocketPath(host string) (string, error) {
+	if host == "" {
+		host = DefaultDockerHost
+	}
+	switch {
+	case strings.HasPrefix(host, "unix://"):
+		p := strings.TrimPrefix(host, "unix://")
+		if p == "" {
+			return "", fmt.Errorf("docker host %q: empty socket path", host)
+		}
+		return p, nil
+	case strings.HasPrefix(host, "/"):
+		return host, nil
+	default:
+		return "", fmt.Errorf("docker host %q: only unix:// sockets are supported", host)
+	}
+}
+
+func newDockerClient(host string) (*dockerClient, error) {
+	path, err := dockerSocketPath(host)
+	if err != nil {
+		return nil, err
+	}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+		// Also bounds the events subscription: the engine sends its headers at once.
+		ResponseHeaderTimeout: dockerRequestTimeout,
+		MaxIdleConns:          4,
+		IdleConnTimeout:       30 * time.Second,
+	}
+	// No Client.Timeout: it would cut the event stream. Requests carry deadlines instead.
+	return &dockerClient{http: &http.Client{Transport: tr}, base: "http://docker/" + dockerAPIVersion}, nil
+}
+
+func (c *dockerClient) close() {
+	c.http.CloseIdleConnections()
+}
+
+// do sends a GET and returns the response if it is 200; 404 is errDockerNotFound.
+func (c *dockerClient) do(ctx context.Context, path string, query url.Values) (*http.Response, error) {
+	u := c.base + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusOK {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, fmt.Errorf("%w: GET %s: %s", errDockerNotFound, path, strings.TrimSpace(string(msg)))
+	}
+	return nil, fmt.Errorf("docker: GET %s: %s: %s", path, resp.Status, strings.TrimSpace(string(msg)))
+}
+
+// get decodes the JSON reply of a GET into v, within dockerRequestTimeout.
+func (c *dockerClient) get(ctx context.Context, path string, query url.Values, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, dockerRequestTimeout)
+	defer cancel()
+	resp, err := c.do(ctx, path, query)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, dockerMaxReplyBytes)).Decode(v); err != nil {
+		return fmt.Errorf("docker: decoding GET %s: %w", path, err)
+	}
+	return nil
+}
+
+// watchedActions are the engine events that change what the watcher reports. Docker matches
+// "health_status" against "health_status: healthy" and the like.
+var watchedActions = []string{
+	"start", "die", "stop", "pause", "unpause", "destroy", "rename", "health_status", // containers
+	"connect", "disconnect", "create", // networks ("destroy" too)
+}
+
+// events subscribes to the event stream; the body is a sequence of JSON messages.
+func (c *dockerClient) events(ctx context.Context) (io.ReadCloser, error) {
+	filters, _ := json.Marshal(map[string][]string{
+		"type":  {"container", "network"},
+		"event": watchedActions,
+	})
+	resp, err := c.do(ctx, "/events", url.Values{"filters": {string(filters)}})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+type dockerEvent struct {
+	Type   string `json:"Type"`
+	Action string `json:"Action"`
+	Actor  struct {
+		ID         string            `json:"ID"`
+		Attributes map[string]string `json:"Attributes"`
+	} `json:"Actor"`
+}
+
+type dockerContainerSummary struct {
+	ID string `json:"Id"`
+}
+
+type dockerNetworkSummary struct {
+	ID   string `json:"Id"`
+	Name string `json:"Name"`
+}
+
+type dockerEndpoint struct {
+	NetworkID  string   `json:"NetworkID"`
+	EndpointID string   `json:"EndpointID"`
+	IPAddress  string   `json:"IPAddress"`
+	MacAddress string   `json:"MacAddress"`
+	Aliases    []string `json:"Aliases"`
+}
+
+type dockerInspect struct {
+	ID     string `json:"Id"`
+	Name   string `json:"Name"`
+	Config *struct {
+		Labels map[string]string `json:"Labels"`
+	} `json:"Config"`
+	State *struct {
+		Running    bool `json:"Running"`
+		Paused     bool `json:"Paused"`
+		Restarting bool `json:"Restarting"`
+		Health     *struct {
+			Status string `json:"Status"`
+		} `json:"Health"`
+	} `json:"State"`
+	NetworkSettings *struct {
+		Networks map[string]*dockerEndpoint `json:"Networks"`
+	} `json:"NetworkSettings"`
+}
+
+// runningContainerIDs lists running (and paused) containers.
+func (c *dockerClient) runningContainerIDs(ctx context.Context) ([]string, error) {
+	var list []dockerContainerSummary
+	if err := c.get(ctx, "/containers/json", nil, &list); err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(list))
+	for _, s := range list {
+		if s.ID != "" {
+			ids = append(ids, s.ID)
+		}
+	}
+	return ids, nil
+}
+
+// inspect returns the container, ok=false if it is gone or no longer running.
+func (c *dockerClient) inspect(ctx context.Context, id string) (ContainerInfo, bool, error) {
+	var in dockerInspect
+	err := c.get(ctx, "/containers/"+url.PathEscape(id)+"/json", nil, &in)
+	if errors.Is(err, errDockerNotFound) {
+		return ContainerInfo{}, false, nil
+	}
+	if err != nil {
+		return ContainerInfo{}, false, err
+	}
+	if in.State == nil || !in.State.Running || in.ID == "" {
+		return ContainerInfo{}, false, nil
+	}
+	info := ContainerInfo{
+		ID:      in.ID,
+		Name:    strings.TrimPrefix(in.Name, "/"),
+		Running: in.State.Running && !in.State.Restarting,
+		Paused:  in.State.Paused,
+	}
+	if in.State.Health != nil {
+		info.Health = in.State.Health.Status
+	}
+	if in.Config != nil && len(in.Config.Labels) > 0 {
+		info.Labels = in.Config.Labels
+	}
+	if in.NetworkSettings != nil && len(in.NetworkSettings.Networks) > 0 {
+		info.Networks = make(map[string]EndpointSettings, len(in.NetworkSettings.Networks))
+		for name, ep := range in.NetworkSettings.Networks {
+			if ep == nil {
+				continue
+			}
+			es := EndpointSettings{
+				NetworkID:  ep.NetworkID,
+				EndpointID: ep.EndpointID,
+				MacAddress: ep.MacAddress,
+				Aliases:    ep.Aliases,
+			}
+			if a, err := netip.ParseAddr(ep.IPAddress); err == nil {
+				es.IPAddress = a.Unmap()
+			}
+			info.Networks[name] = es
+		}
+	}
+	return info, true, nil
+}
+
+// networks lists every network, ID → name.
+func (c *dockerClient) networks(ctx context.Context) (map[string]string, error) {
+	var list []dockerNetworkSummary
+	if err := c.get(ctx, "/networks", nil, &list); err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(list))
+	for _, n := range list {
+		if n.ID != "" {
+			out[n.ID] = n.Name
+		}
+	}
+	return out, nil
+}

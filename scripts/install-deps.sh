@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what meshnet's build, demo and tests need on a Debian host, as root:
+# Docker's engine (the e2e hosts run real engines), busybox for the test image,
+# the kernel tools the suite inspects with, and the Go modules.
+set -euo pipefail
+
+if [ "$(id -u)" != 0 ]; then
+	echo "install-deps: run as root (it installs Debian packages)" >&2
+	exit 1
+fi
+export PATH="/usr/local/go/bin:$PATH"
+if ! command -v go >/dev/null; then
+	echo "install-deps: Go 1.26 or newer is needed (https://go.dev/dl/, unpack to /usr/local/go)" >&2
+	exit 1
+fi
+
+pkgs=(docker.io busybox-static iproute2 iptables nftables kmod util-linux procps
+	iperf3 tcpdump dnsutils openssh-server openssh-client ca-certificates make)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# The engine in the root namespace is not used: every simulated host runs its
+# own. Stop the packaged one if the package started it, so it does not load
+# iptables rules into the root namespace that would filter the test underlay.
+if command -v systemctl >/dev/null && systemctl is-active --quiet docker 2>/dev/null; then
+	systemctl stop docker docker.socket containerd 2>/dev/null || true
+fi
+modprobe br_netfilter 2>/dev/null || true
+modprobe vxlan 2>/dev/null || true
+
+cd "$(dirname "$0")/.."
+go mod download
