@@ -1,0 +1,27 @@
+// Package harness runs Docker hosts for meshnet's end-to-end tests and drives them the way an
+// operator would: with the docker CLI, meshnetd and meshctl, through a shell on each host.
+//
+// It owns two backends behind one [Host] interface:
+//
+//   - Simulated hosts ([NewSimCluster]): each host is a set of Linux namespaces (network, UTS,
+//     mount) anchored on one long-lived process, with its own /run, /var/lib/docker,
+//     /var/lib/meshnet, /etc/docker and /etc/meshnet bound from per-host folders, its own /sys,
+//     and its own real dockerd. Hosts share one underlay bridge in the root namespace and have no
+//     route out of it, so nothing a test does can leave the machine.
+//   - SSH hosts ([NewSSHCluster]): real machines or VMs reached with the OpenSSH client; Docker is
+//     already running there as a service.
+//
+// What it promises: [Cluster.Close] is idempotent and leaves nothing behind on the machine it
+// created (processes, mounts, links, cgroups, sysctls), also when a test failed or panicked;
+// [Cluster.Reset] returns every host to the state right after the cluster came up, so one
+// cluster can be shared by many tests; every failure message carries the output of the
+// command that failed.
+//
+// Why it is shaped so: the tests must exercise the same paths an operator uses (the docker CLI
+// against a real engine, the plugin socket found by the engine, gossip over a real underlay),
+// and must run on one CI machine in minutes. Namespaces give real engines at the cost of a few
+// seconds each; the SSH backend runs the very same tests against VMs. Facts about the machine
+// that shaped the simulated host (the /sys remount that keeps cgroups, br_netfilter being per
+// network namespace, the FORWARD DROP policy a real Docker host has) are noted where they are
+// used.
+package harness

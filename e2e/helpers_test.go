@@ -1,0 +1,138 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshnet/meshnet/e2e/harness"
+)
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// peerStates maps peer name to state as host h sees it, checking that exactly one entry is
+// h itself.
+func peerStates(ctx context.Context, c *harness.Cluster, h harness.Host) (map[string]harness.Peer, error) {
+	peers, err := c.Peers(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]harness.Peer{}
+	selves := 0
+	for _, p := range peers {
+		m[p.Name] = p
+		if p.Self {
+			selves++
+			if p.Name != h.Name() {
+				return nil, fmt.Errorf("%s lists %s as self", h.Name(), p.Name)
+			}
+		}
+	}
+	if selves != 1 {
+		return nil, fmt.Errorf("%s lists %d entries as self: %+v", h.Name(), selves, peers)
+	}
+	return m, nil
+}
+
+// expectStates checks that every host in on sees each named peer in the wanted state.
+func expectStates(ctx context.Context, c *harness.Cluster, on []harness.Host, want map[string]string) error {
+	for _, h := range on {
+		got, err := peerStates(ctx, c, h)
+		if err != nil {
+			return err
+		}
+		for name, state := range want {
+			p, ok := got[name]
+			if !ok {
+				return fmt.Errorf("%s does not list %s (it lists %s)", h.Name(), name, names(got))
+			}
+			if p.State != state {
+				return fmt.Errorf("%s sees %s as %s, want %s", h.Name(), name, p.State, state)
+			}
+		}
+	}
+	return nil
+}
+
+func names(m map[string]harness.Peer) string {
+	var n []string
+	for k, p := range m {
+		n = append(n, k+"="+p.State)
+	}
+	sort.Strings(n)
+	return strings.Join(n, ",")
+}
+
+// waitAllAlive waits until every host lists every host alive, with the right addresses.
+func waitAllAlive(t *testing.T, ctx context.Context, c *harness.Cluster, hosts []harness.Host, timeout time.Duration) {
+	t.Helper()
+	want := map[string]string{}
+	for _, h := range hosts {
+		want[h.Name()] = "alive"
+	}
+	start := time.Now()
+	harness.Eventually(t, timeout, func() error {
+		if err := expectStates(ctx, c, hosts, want); err != nil {
+			return err
+		}
+		for _, h := range hosts {
+			got, _ := peerStates(ctx, c, h)
+			for _, o := range hosts {
+				if a := got[o.Name()].Address; !addrMatches(a, o.Addr()) {
+					return fmt.Errorf("%s lists %s at %q, want %s", h.Name(), o.Name(), a, o.Addr())
+				}
+			}
+		}
+		return nil
+	})
+	t.Logf("all %d hosts see each other alive after %s", len(hosts), time.Since(start).Round(time.Millisecond))
+}
+
+// addrMatches accepts "A" or "A:port" for address A.
+func addrMatches(s string, a netip.Addr) bool {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr() == a
+	}
+	p, err := netip.ParseAddr(s)
+	return err == nil && p == a
+}
+
+// createNetworkEverywhere runs docker network create with the meshnet drivers on every host.
+func createNetworkEverywhere(t *testing.T, ctx context.Context, hosts []harness.Host, name, subnet string, extra ...string) {
+	t.Helper()
+	for _, h := range hosts {
+		if err := harness.CreateNetwork(ctx, h, name, subnet, extra...); err != nil {
+			t.Fatalf("creating network %s (%s) on %s: %v", name, subnet, h.Name(), err)
+		}
+	}
+}
+
+// runContainer starts a busybox container and returns its address on network.
+func runContainer(t *testing.T, ctx context.Context, h harness.Host, name, network string, extra ...string) netip.Addr {
+	t.Helper()
+	if err := harness.RunContainer(ctx, h, name, network, extra...); err != nil {
+		t.Fatalf("starting %s on %s: %v", name, h.Name(), err)
+	}
+	ip, err := harness.ContainerIP(ctx, h, name, network)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ip
+}
+
+// pingFails checks that container cannot reach addr: three pings, none answered. It fails
+// the test when the command failed for another reason than lost packets.
+func pingFails(ctx context.Context, h harness.Host, container string, addr netip.Addr) error {
+	out, err := harness.Docker(ctx, h, "exec", container, "ping", "-c3", "-W1", addr.String())
+	if err == nil {
+		return fmt.Errorf("%s on %s reached %s:\n%s", container, h.Name(), addr, out)
+	}
+	if !strings.Contains(out, "100% packet loss") && !strings.Contains(out, "unreachable") && !strings.Contains(out, "Network is unreachable") {
+		return fmt.Errorf("ping from %s on %s to %s failed for an unexpected reason: %v", container, h.Name(), addr, err)
+	}
+	return nil
+}
