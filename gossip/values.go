@@ -1,0 +1,61 @@
+package gossip
+
+import "time"
+
+// The values of meshnet's shared record kinds. Block values belong to ipam,
+// which owns their meaning.
+
+// NodeInfo is a node's KindNode record (ID ""): the facts others need to
+// reach it.
+type NodeInfo struct {
+	// Addr is the underlay address tunnels are sent to.
+	Addr string `json:"addr"`
+	// GossipPort is the memberlist port, for rejoining after a partition.
+	GossipPort int `json:"gossip_port,omitempty"`
+	// WireGuardKey and WireGuardPort describe the WireGuard endpoint.
+	WireGuardKey  string    `json:"wireguard_key,omitempty"`
+	WireGuardPort int       `json:"wireguard_port,omitempty"`
+	Version       string    `json:"version,omitempty"`
+	Started       time.Time `json:"started"`
+}
+
+// NetworkInfo is a KindNetwork record (ID = subnet): the owner has this
+// meshnet network. Every node that has the network writes its own record;
+// they must agree on everything but Name.
+type NetworkInfo struct {
+	Subnet    string            `json:"subnet"`
+	Gateway   string            `json:"gateway"`
+	VNI       uint32            `json:"vni"`
+	Dataplane string            `json:"dataplane"`
+	MTU       int               `json:"mtu,omitempty"`
+	Options   map[string]string `json:"options,omitempty"`
+	// Name is the Docker network name on the owner (learned from events;
+	// may differ between hosts).
+	Name string `json:"name,omitempty"`
+	// DockerID is the Docker network ID on the owner.
+	DockerID string    `json:"docker_id,omitempty"`
+	Created  time.Time `json:"created"`
+}
+
+// EndpointInfo is a KindEndpoint record (ID = Docker endpoint ID): a
+// container's interface on the owner.
+type EndpointInfo struct {
+	Subnet    string   `json:"subnet"`
+	Addr      string   `json:"addr"`
+	MAC       string   `json:"mac"`
+	Container string   `json:"container,omitempty"`
+	Network   string   `json:"network,omitempty"` // Docker network name
+	Services  []string `json:"services,omitempty"`
+	// Healthy is false while the container is paused or stopped: the
+	// address stays allocated, DNS stops answering with it.
+	Healthy bool `json:"healthy"`
+}
+
+// Removal is a KindRemoval record (ID = removed node's name).
+type Removal struct {
+	// UpTo: the removed node's records at or below this version stop
+	// counting. A node that returns after removal writes above it.
+	UpTo uint64    `json:"up_to"`
+	At   time.Time `json:"at"`
+	By   string    `json:"by"`
+}
