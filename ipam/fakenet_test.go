@@ -1,0 +1,343 @@
+package ipam
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshnet/meshnet/gossip"
+)
+
+// fakeNet is an in-memory gossip: every record a store broadcasts is queued
+// for every other node in the same partition group and delivered in random
+// order (memberlist reorders broadcasts too); sync models a push/pull
+// full-state exchange. Messages to another group, or to a stopped node,
+// are dropped: only a later push/pull repairs that.
+type fakeNet struct {
+	mu    sync.Mutex
+	rng   *rand.Rand
+	nodes map[string]*node
+	group map[string]int
+	queue []delivery
+	// instant delivers inside Broadcast (unit tests); otherwise pump does.
+	instant bool
+}
+
+type delivery struct {
+	to  string
+	rec gossip.Record
+}
+
+func newFakeNet(seed int64, instant bool) *fakeNet {
+	return &fakeNet{rng: rand.New(rand.NewSource(seed)), nodes: map[string]*node{}, group: map[string]int{}, instant: instant}
+}
+
+func (n *fakeNet) broadcast(from string, r gossip.Record) {
+	n.mu.Lock()
+	var targets []*node
+	for name, nd := range n.nodes {
+		if name == from || !nd.isUp() || n.group[name] != n.group[from] {
+			continue
+		}
+		if n.instant {
+			targets = append(targets, nd)
+		} else {
+			n.queue = append(n.queue, delivery{to: name, rec: r})
+		}
+	}
+	n.mu.Unlock()
+	for _, t := range targets {
+		t.merge([]gossip.Record{r})
+	}
+}
+
+// pump delivers up to max queued messages in random order; it returns how
+// many it delivered.
+func (n *fakeNet) pump(max int) int {
+	done := 0
+	for done < max {
+		n.mu.Lock()
+		if len(n.queue) == 0 {
+			n.mu.Unlock()
+			break
+		}
+		i := n.rng.Intn(len(n.queue))
+		d := n.queue[i]
+		n.queue[i] = n.queue[len(n.queue)-1]
+		n.queue = n.queue[:len(n.queue)-1]
+		nd := n.nodes[d.to]
+		n.mu.Unlock()
+		if nd != nil && nd.isUp() {
+			nd.merge([]gossip.Record{d.rec})
+		}
+		done++
+	}
+	return done
+}
+
+// syncPair is one push/pull between a and b, if they can reach each other.
+func (n *fakeNet) syncPair(a, b *node) {
+	n.mu.Lock()
+	ok := a != b && a.isUp() && b.isUp() && n.group[a.name] == n.group[b.name]
+	n.mu.Unlock()
+	if !ok {
+		return
+	}
+	ra, rb := a.store().All(), b.store().All()
+	b.merge(ra)
+	a.merge(rb)
+}
+
+// syncAll does push/pull between every pair that can reach each other.
+func (n *fakeNet) syncAll() {
+	nodes := n.list()
+	for _, a := range nodes {
+		for _, b := range nodes {
+			if a.name < b.name {
+				n.syncPair(a, b)
+			}
+		}
+	}
+}
+
+func (n *fakeNet) list() []*node {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]*node, 0, len(n.nodes))
+	for _, nd := range n.nodes {
+		out = append(out, nd)
+	}
+	sortNodes(out)
+	return out
+}
+
+// setGroups partitions the nodes (same number = same side) and tells every
+// store who it can see, as memberlist would after its timeouts.
+func (n *fakeNet) setGroups(g map[string]int) {
+	n.mu.Lock()
+	for name := range n.nodes {
+		n.group[name] = g[name]
+	}
+	n.mu.Unlock()
+	n.updateMembers()
+}
+
+func (n *fakeNet) updateMembers() {
+	nodes := n.list()
+	n.mu.Lock()
+	groups := make(map[string]int, len(n.group))
+	for k, v := range n.group {
+		groups[k] = v
+	}
+	n.mu.Unlock()
+	for _, a := range nodes {
+		if !a.isUp() {
+			continue
+		}
+		for _, b := range nodes {
+			if a == b || b.removed {
+				continue
+			}
+			st := gossip.StateDead
+			if b.isUp() && groups[a.name] == groups[b.name] {
+				st = gossip.StateAlive
+			}
+			a.store().SetMember(gossip.Member{Name: b.name, Addr: b.name, State: st})
+		}
+	}
+}
+
+// node is one simulated host: a store persisted under dir, an IPAM, and
+// its Run loop.
+type node struct {
+	t    testing.TB
+	net  *fakeNet
+	name string
+	dir  string
+	cfg  Config
+
+	mu      sync.Mutex
+	st      *gossip.Store
+	ipam    *IPAM
+	up      bool
+	removed bool
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+func (nd *node) isUp() bool {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.up
+}
+
+func (nd *node) store() *gossip.Store {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.st
+}
+
+func (nd *node) ipamOf() *IPAM {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.ipam
+}
+
+func (nd *node) merge(recs []gossip.Record) {
+	if s := nd.store(); s != nil {
+		if _, err := s.Merge(recs); err != nil {
+			nd.t.Errorf("%s: merge: %v", nd.name, err)
+		}
+	}
+}
+
+func testLogger(t testing.TB, name string) *slog.Logger {
+	if os.Getenv("MESHNET_IPAM_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
+}
+
+func testConfig() Config {
+	c := DefaultConfig()
+	c.RequestTimeout = 300 * time.Millisecond
+	c.HandoffWait = 5 * time.Second
+	c.ResyncInterval = 50 * time.Millisecond
+	c.PublishInterval = 200 * time.Millisecond
+	return c
+}
+
+// addNode creates a node (or restarts one from its directory) and starts it.
+func (n *fakeNet) addNode(t testing.TB, name, dir string, cfg Config) *node {
+	nd := &node{t: t, net: n, name: name, dir: dir, cfg: cfg}
+	n.mu.Lock()
+	if old, ok := n.nodes[name]; ok {
+		nd = old
+	} else {
+		n.nodes[name] = nd
+		t.Cleanup(nd.stop) // before its directory goes
+	}
+	n.mu.Unlock()
+	nd.start()
+	return nd
+}
+
+func (nd *node) start() {
+	t := nd.t
+	own := filepath.Join(nd.dir, "own.json")
+	st := gossip.NewStore(gossip.StoreConfig{
+		Self: nd.name,
+		Persist: func(s gossip.OwnState) error {
+			b, err := json.Marshal(s)
+			if err != nil {
+				return err
+			}
+			return WriteFileAtomic(own, b, 0o600)
+		},
+		Broadcast: func(r gossip.Record) { nd.net.broadcast(nd.name, r) },
+		Log:       testLogger(t, nd.name),
+	})
+	if b, err := os.ReadFile(own); err == nil {
+		var s gossip.OwnState
+		if err := json.Unmarshal(b, &s); err != nil {
+			t.Fatalf("%s: own state: %v", nd.name, err)
+		}
+		if err := st.Load(s); err != nil {
+			t.Fatalf("%s: load own state: %v", nd.name, err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	cfg := nd.cfg
+	cfg.Store, cfg.Dir, cfg.Log = st, nd.dir, testLogger(t, nd.name)
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatalf("%s: new ipam: %v", nd.name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	nd.mu.Lock()
+	nd.st, nd.ipam, nd.up, nd.cancel, nd.done = st, a, true, cancel, done
+	nd.mu.Unlock()
+	nd.net.updateMembers()
+	// Joining memberlist does a push/pull with the node joined.
+	for _, other := range nd.net.list() {
+		nd.net.syncPair(nd, other)
+	}
+	go func() {
+		defer close(done)
+		if err := a.Run(ctx); err != nil {
+			t.Errorf("%s: run: %v", nd.name, err)
+		}
+	}()
+}
+
+// stop halts the node as a crash would: no goodbye, state left on disk.
+func (nd *node) stop() {
+	nd.mu.Lock()
+	if !nd.up {
+		nd.mu.Unlock()
+		return
+	}
+	nd.up = false
+	cancel, done := nd.cancel, nd.done
+	nd.mu.Unlock()
+	cancel()
+	<-done
+	nd.net.updateMembers()
+}
+
+// removeNode is meshctl rmpeer run on by: a removal record up to the
+// highest version of the victim's records that by knows.
+func (n *fakeNet) removeNode(t testing.TB, by *node, victim string) {
+	if err := by.ipamOf().CanRemove(victim); err != nil {
+		t.Fatalf("CanRemove(%s): %v", victim, err)
+	}
+	var upTo uint64
+	for _, r := range by.store().All() {
+		if r.Owner == victim && r.Version > upTo {
+			upTo = r.Version
+		}
+	}
+	if _, err := by.store().Put(gossip.KindRemoval, victim, gossip.Removal{UpTo: upTo, At: time.Now(), By: by.name}); err != nil {
+		t.Fatal(err)
+	}
+	n.mu.Lock()
+	if v := n.nodes[victim]; v != nil {
+		v.removed = true
+	}
+	n.mu.Unlock()
+	for _, nd := range n.list() {
+		if nd.isUp() {
+			nd.store().ForgetMember(victim)
+		}
+	}
+}
+
+// eventually polls cond until it holds or the (generous) deadline passes.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func sortNodes(ns []*node) {
+	for i := 1; i < len(ns); i++ {
+		for j := i; j > 0 && ns[j].name < ns[j-1].name; j-- {
+			ns[j], ns[j-1] = ns[j-1], ns[j]
+		}
+	}
+}
