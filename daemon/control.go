@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
 	"sort"
@@ -214,13 +213,12 @@ func (b controlBackend) Lookup(name, qtype string) (control.Lookup, error) {
 // would let two nodes own its blocks.
 func (b controlBackend) RemovePeer(node string) error {
 	d := b.d
-	if node == d.cfg.NodeName {
-		return control.UserError{Err: errors.New("cannot remove this node itself; run rmpeer on another node after stopping this one")}
+	// ipam owns the rule (never this node, never a node that is up): a
+	// removal hands the node's address blocks to an heir.
+	if err := d.ipam.CanRemove(node); err != nil {
+		return control.UserError{Err: err}
 	}
 	snap := d.store.Snapshot()
-	if snap.Up(node) {
-		return control.UserError{Err: fmt.Errorf("node %s is %s: stop it first; rmpeer only removes dead nodes", node, snap.Members[node].State)}
-	}
 	var upTo uint64
 	for _, r := range d.store.All() {
 		if r.Owner == node && r.Version > upTo {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meshnet/meshnet/gossip"
+	"github.com/meshnet/meshnet/internal/atomicfile"
 )
 
 // fakeNet is an in-memory gossip: every record a store broadcasts is queued
@@ -240,7 +241,7 @@ func (nd *node) start() {
 			if err != nil {
 				return err
 			}
-			return WriteFileAtomic(own, b, 0o600)
+			return atomicfile.Write(own, b, 0o600)
 		},
 		Broadcast: func(r gossip.Record) { nd.net.broadcast(nd.name, r) },
 		Log:       testLogger(t, nd.name),

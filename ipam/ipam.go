@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshnet/meshnet/gossip"
+	"github.com/meshnet/meshnet/internal/atomicfile"
 )
 
 // Config configures an IPAM. Zero values take the defaults of DefaultConfig.
@@ -176,7 +177,7 @@ func New(cfg Config) (*IPAM, error) {
 		dec:       newDecoder(),
 		reported:  make(map[string]bool),
 	}
-	a.writeFile = func(path string, data []byte) error { return WriteFileAtomic(path, data, 0o600) }
+	a.writeFile = func(path string, data []byte) error { return atomicfile.Write(path, data, 0o600) }
 	st, err := loadState(a.path)
 	if err != nil {
 		return nil, err

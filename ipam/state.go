@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"syscall"
 )
 
 // StateFile is the name of the local allocation table under Config.Dir.
@@ -120,52 +119,4 @@ func sealEnvelope(raw []byte) []byte {
 	out = fmt.Appendf(out, `{"format":%d,"sha256":"%s","state":`, stateFormat, hex.EncodeToString(sum[:]))
 	out = append(out, raw...)
 	return append(out, "}\n"...)
-}
-
-// WriteFileAtomic replaces path with data so that a crash at any moment
-// leaves either the old or the new content: write a temporary file in the
-// same directory, fsync it, rename it over path, fsync the directory.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, base+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Chmod(perm); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("write %s: sync directory: %w", path, err)
-	}
-	defer d.Close()
-	// Some file systems cannot sync a directory (EINVAL); the rename is
-	// then as durable as they make it.
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return fmt.Errorf("write %s: sync directory: %w", path, err)
-	}
-	return nil
 }

@@ -3,9 +3,11 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // Write replaces path with data: write a temporary file in the same
@@ -48,7 +50,9 @@ func Write(path string, data []byte, perm os.FileMode) error {
 		return fmt.Errorf("write %s: open directory to sync: %w", path, err)
 	}
 	defer d.Close()
-	if err := d.Sync(); err != nil {
+	// Some file systems cannot sync a directory (EINVAL); the rename is
+	// then as durable as they make it.
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
 		return fmt.Errorf("write %s: sync directory: %w", path, err)
 	}
 	return nil
