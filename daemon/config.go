@@ -32,7 +32,11 @@ type Config struct {
 	WireGuardPort int
 	DNSAddr       string
 	DNSDomain     string
-	LogLevel      string
+	// DNSUpstreams are the resolvers names outside the zone are forwarded
+	// to ("IP" or "IP:port"); nil: the host's /etc/resolv.conf; ["none"]:
+	// no forwarding.
+	DNSUpstreams []string
+	LogLevel     string
 	// ResyncInterval re-applies the whole desired state to the kernel even
 	// when nothing changed, repairing drift and missed events.
 	ResyncInterval time.Duration
@@ -87,6 +91,9 @@ func (c *Config) Validate() error {
 	if c.DNSDomain == "" || strings.Contains(c.DNSDomain, " ") {
 		errs = append(errs, fmt.Errorf("--dns-domain %q is not a domain name", c.DNSDomain))
 	}
+	if err := checkUpstreams(c.DNSUpstreams); err != nil {
+		errs = append(errs, err)
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -124,4 +131,40 @@ func (c *Config) GossipKey() ([]byte, error) {
 		return nil, fmt.Errorf("%s holds %d bytes; a gossip key is 32 bytes (make one with `meshctl keygen`)", source, len(key))
 	}
 	return key, nil
+}
+
+// checkUpstreams accepts "none" alone, or resolvers written IP or IP:port.
+func checkUpstreams(ups []string) error {
+	if len(ups) == 1 && ups[0] == "none" {
+		return nil
+	}
+	for _, u := range ups {
+		if _, err := netip.ParseAddr(u); err == nil {
+			continue
+		}
+		if _, err := netip.ParseAddrPort(u); err == nil {
+			continue
+		}
+		return fmt.Errorf("--dns-upstream %q: give resolvers as IP or IP:port, comma-separated, or none to disable forwarding", u)
+	}
+	return nil
+}
+
+// upstreams turns --dns-upstream into dns.Config.Upstreams: nil (read the
+// host's resolv.conf), empty (no forwarding) or IP:port entries.
+func (c *Config) upstreams() []string {
+	if len(c.DNSUpstreams) == 0 {
+		return nil
+	}
+	if len(c.DNSUpstreams) == 1 && c.DNSUpstreams[0] == "none" {
+		return []string{}
+	}
+	out := make([]string, 0, len(c.DNSUpstreams))
+	for _, u := range c.DNSUpstreams {
+		if a, err := netip.ParseAddr(u); err == nil {
+			u = netip.AddrPortFrom(a, 53).String()
+		}
+		out = append(out, u)
+	}
+	return out
 }

@@ -64,3 +64,35 @@ func TestDefaultRouteInterface(t *testing.T) {
 		t.Fatalf("got %q, want eth0", got)
 	}
 }
+
+func TestDNSUpstreams(t *testing.T) {
+	for _, tc := range []struct {
+		in      []string
+		want    []string
+		wantErr string
+	}{
+		{in: nil, want: nil},
+		{in: []string{"none"}, want: []string{}},
+		{in: []string{"192.0.2.1", "192.0.2.2:5353", "[2001:db8::1]:53"}, want: []string{"192.0.2.1:53", "192.0.2.2:5353", "[2001:db8::1]:53"}},
+		{in: []string{"dns.example"}, wantErr: `--dns-upstream "dns.example"`},
+		{in: []string{"none", "192.0.2.1"}, wantErr: `--dns-upstream "none"`},
+	} {
+		c := DefaultConfig()
+		c.DNSUpstreams = tc.in
+		err := c.Validate()
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%q: error %v, want one mentioning %s", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.in, err)
+			continue
+		}
+		got := c.upstreams()
+		if (got == nil) != (tc.want == nil) || strings.Join(got, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("%q: upstreams %#v, want %#v", tc.in, got, tc.want)
+		}
+	}
+}

@@ -45,7 +45,9 @@ type Daemon struct {
 	// new one per attempt); dnsTable the latest table, for a new server.
 	dnsServer atomic.Pointer[dns.Server]
 	dnsTable  atomic.Pointer[dns.Table]
-	watcher   *plugin.Watcher
+	// knownPeers is what peers.json holds (reconcile loop only).
+	knownPeers []gossip.KnownPeer
+	watcher    *plugin.Watcher
 
 	// reconcileMu serialises Apply: the loop, the timer and plugin calls
 	// (Join waits for its veth) all reconcile through it.
@@ -113,6 +115,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		AdvertiseAddr:  d.advertise.String(),
 		AdvertisePort:  cfg.BindPort,
 		Join:           cfg.Join,
+		LastKnown:      d.loadKnownPeers(),
 		Key:            key,
 		Insecure:       cfg.Insecure,
 		Label:          cfg.Cluster,
@@ -136,6 +139,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	d.dnsCfg.Domain = cfg.DNSDomain
 	d.dnsCfg.Addr = net.JoinHostPort(cfg.DNSAddr, "53")
 	d.dnsCfg.AllowRecursion = d.allowRecursion
+	d.dnsCfg.Upstreams = cfg.upstreams()
 	d.watcher = plugin.NewWatcher(cfg.DockerHost, log)
 	return d, nil
 }
@@ -241,7 +245,9 @@ func (d *Daemon) reconcileLoop(ctx context.Context) error {
 		case <-t.C:
 		}
 		_ = d.reconcile(ctx)
-		t := dns.NewTable(d.cfg.DNSDomain, dnsEntries(d.store.Snapshot()))
+		snap := d.store.Snapshot()
+		d.saveKnownPeers(snap)
+		t := dns.NewTable(d.cfg.DNSDomain, dnsEntries(snap))
 		d.dnsTable.Store(t)
 		if srv := d.dnsServer.Load(); srv != nil {
 			srv.SetTable(t)

@@ -57,6 +57,9 @@ type Config struct {
 	// addresses, each a seed). Empty: this node starts a cluster of its own
 	// and waits for others to join it.
 	Join []string
+	// LastKnown are peers this node knew in an earlier run (the daemon
+	// keeps them on disk); rejoins try them like last-known live peers.
+	LastKnown []KnownPeer
 	// Key is the 32-byte gossip encryption key (AES-256-GCM). Nil only with
 	// Insecure.
 	Key      []byte
@@ -358,6 +361,7 @@ func (c *Cluster) rejoin() bool {
 func (c *Cluster) rejoinTargets() []string {
 	c.mu.Lock()
 	up := map[string]bool{net.JoinHostPort(c.localHost, strconv.Itoa(c.localPort)): true}
+	upNames := map[string]bool{c.cfg.NodeName: true}
 	var down []string
 	for name, p := range c.peers {
 		if name == c.cfg.NodeName {
@@ -365,11 +369,20 @@ func (c *Cluster) rejoinTargets() []string {
 		}
 		if p.state.Up() {
 			up[p.addr] = true
+			upNames[name] = true
 		} else {
 			down = append(down, p.addr)
 		}
 	}
 	c.mu.Unlock()
+	// Peers known from an earlier run (Config.LastKnown): after a restart
+	// memberlist knows nobody, and a node started without seeds (the first
+	// of a cluster) would otherwise stay alone.
+	for _, a := range c.cfg.LastKnown {
+		if !upNames[a.Name] {
+			down = append(down, a.Addr)
+		}
+	}
 
 	seen := make(map[string]bool)
 	var out []string

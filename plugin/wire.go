@@ -168,7 +168,7 @@ func parsePrefix(field, s string) (netip.Prefix, error) {
 	}
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
-		return netip.Prefix{}, BadRequest("%s: %v", field, err)
+		return netip.Prefix{}, BadRequest("%s %q is not a subnet in CIDR form such as 10.42.0.0/24", field, s)
 	}
 	return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()), nil
 }
@@ -180,7 +180,7 @@ func parseAddr(field, s string) (netip.Addr, error) {
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
-		return netip.Addr{}, BadRequest("%s: %v", field, err)
+		return netip.Addr{}, BadRequest("%s %q is not an IP address", field, s)
 	}
 	if a.Zone() != "" {
 		return netip.Addr{}, BadRequest("%s: %q: zoned addresses are not used", field, s)

@@ -15,7 +15,7 @@ if ! command -v go >/dev/null; then
 fi
 
 pkgs=(docker.io busybox-static iproute2 iptables nftables kmod util-linux procps
-	iperf3 tcpdump dnsutils openssh-server openssh-client ca-certificates make)
+	iperf3 tcpdump dnsutils openssh-server openssh-client ca-certificates curl make)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -15,7 +15,7 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (daemo
 	cfg := daemon.DefaultConfig()
 	fs := flag.NewFlagSet("meshnetd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var join string
+	var join, upstreams string
 	fs.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "this node's unique name in the mesh (default: the hostname)")
 	fs.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "underlay address other hosts reach this one at (default: the address of the interface holding the default route, else the first non-loopback IPv4 outside Docker's and meshnet's bridges)")
 	fs.StringVar(&cfg.BindAddr, "bind-addr", "", "address the gossip port listens on (default: the advertise address; never 0.0.0.0 unless given)")
@@ -33,6 +33,7 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (daemo
 	fs.IntVar(&cfg.WireGuardPort, "wireguard-port", cfg.WireGuardPort, "UDP port of WireGuard tunnels")
 	fs.StringVar(&cfg.DNSAddr, "dns-addr", cfg.DNSAddr, "address of the embedded DNS server, held on the host's lo; containers use it with --dns")
 	fs.StringVar(&cfg.DNSDomain, "dns-domain", cfg.DNSDomain, "DNS zone answered for services and containers")
+	fs.StringVar(&upstreams, "dns-upstream", "", "comma-separated resolvers (IP or IP:port) for names outside the zone, asked for meshnet containers only (default: the host's /etc/resolv.conf; none: no forwarding)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: meshnetd [flags]\n\nmeshnetd joins this host to the meshnet overlay and serves Docker's network and IPAM\nplugin. Every flag can also be set as MESHNET_<FLAG> (upper case, - as _).\n\nFlags:\n")
@@ -62,6 +63,11 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (daemo
 		return cfg, fmt.Errorf("bad environment: %s", strings.Join(errs, "; "))
 	}
 	cfg.Key = env("MESHNET_KEY")
+	for _, s := range strings.Split(upstreams, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			cfg.DNSUpstreams = append(cfg.DNSUpstreams, s)
+		}
+	}
 	for _, s := range strings.Split(join, ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			cfg.Join = append(cfg.Join, s)

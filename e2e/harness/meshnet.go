@@ -92,6 +92,9 @@ func StartMeshnet(ctx context.Context, h Host, cfg MeshnetConfig) (*Meshnet, err
 		"--advertise-addr", h.Addr().String(),
 		"--key-file", KeyFile,
 		"--log-level", "debug",
+		// The hosts share the machine's /etc/resolv.conf: never forward a test's query to
+		// the machine's real resolvers. A test that checks forwarding names its own upstream.
+		"--dns-upstream", "none",
 	}
 	if len(cfg.Join) > 0 {
 		args = append(args, "--join", strings.Join(cfg.Join, ","))
