@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/meshnet/meshnet/dataplane"
 	"github.com/meshnet/meshnet/dns"
@@ -151,7 +153,23 @@ func dnsEntries(snap *gossip.Snapshot) []dns.Entry {
 			Network:   e.info.Network,
 			Addr:      e.addr,
 			Node:      e.owner,
+			Ports:     dnsPorts(e.info.Ports),
 		})
+	}
+	return out
+}
+
+// dnsPorts parses an endpoint record's "80/tcp" ports; others are skipped
+// (records come from other nodes, possibly newer ones).
+func dnsPorts(ports []string) []dns.Port {
+	var out []dns.Port
+	for _, p := range ports {
+		num, proto, _ := strings.Cut(p, "/")
+		n, err := strconv.ParseUint(num, 10, 16)
+		if err != nil || n == 0 || proto == "" {
+			continue
+		}
+		out = append(out, dns.Port{Proto: proto, Port: uint16(n)})
 	}
 	return out
 }

@@ -3,9 +3,11 @@ package daemon
 import (
 	"encoding/json"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/meshnet/meshnet/dataplane"
+	"github.com/meshnet/meshnet/dns"
 	"github.com/meshnet/meshnet/gossip"
 	"github.com/meshnet/meshnet/plugin"
 )
@@ -159,5 +161,22 @@ func TestDescribeEndpointHealth(t *testing.T) {
 	ce.c.Paused = true
 	if describeEndpoint(base, ce).Healthy {
 		t.Fatal("a paused container must not be healthy")
+	}
+}
+
+func TestEndpointPortsReachDNS(t *testing.T) {
+	base := gossip.EndpointInfo{Subnet: "10.42.0.0/24", Addr: "10.42.0.2", MAC: "02:6d:0a:2a:00:02"}
+	ce := containerEndpoint{c: plugin.ContainerInfo{ID: "x", Name: "a", Running: true,
+		Ports: []plugin.Port{{Proto: "tcp", Port: 80}, {Proto: "udp", Port: 53}}}, network: "app"}
+	got := describeEndpoint(base, ce)
+	if strings.Join(got.Ports, ",") != "80/tcp,53/udp" {
+		t.Fatalf("ports %q", got.Ports)
+	}
+	if endpointInfoEqual(base, got) {
+		t.Fatal("a change of ports must be written")
+	}
+	ports := dnsPorts(append(got.Ports, "x/tcp", "0/tcp", "70000/tcp", "8080"))
+	if len(ports) != 2 || ports[0] != (dns.Port{Proto: "tcp", Port: 80}) || ports[1] != (dns.Port{Proto: "udp", Port: 53}) {
+		t.Fatalf("dnsPorts = %+v", ports)
 	}
 }

@@ -43,6 +43,20 @@ func Label(name string) string {
 	return l
 }
 
+// ServiceName turns a service name into one or more labels: each
+// dot-separated part goes through Label, so "web.shop" (a compose service
+// qualified by its project) is answered as web.shop.<domain>, while a
+// single-part name is exactly its Label.
+func ServiceName(name string) string {
+	var labels []string
+	for _, l := range strings.Split(name, ".") {
+		if l = Label(l); l != "" {
+			labels = append(labels, l)
+		}
+	}
+	return strings.Join(labels, ".")
+}
+
 // zoneName normalises a domain ("meshnet", "Cluster.Local.") to a
 // lower-case FQDN ("meshnet.", "cluster.local."), each label passed through
 // Label. An empty or unusable domain becomes DefaultDomain.

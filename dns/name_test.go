@@ -72,3 +72,18 @@ func TestLongNames(t *testing.T) {
 		t.Errorf("%s.<zone>: rcode %d, want it served", long, rcode)
 	}
 }
+
+func TestServiceName(t *testing.T) {
+	for in, want := range map[string]string{
+		"api":         "api",
+		"web.shop":    "web.shop",
+		"Web.My_Shop": "web.my-shop",
+		"a..b.":       "a.b",
+		"_.x":         "x",
+		"":            "",
+	} {
+		if got := ServiceName(in); got != want {
+			t.Errorf("ServiceName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

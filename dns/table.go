@@ -139,7 +139,7 @@ func (b *tableBuilder) add(e *Entry) bool {
 		}
 	}
 	for _, svc := range e.Services {
-		s := Label(svc)
+		s := ServiceName(svc)
 		if s == "" {
 			continue
 		}

@@ -151,11 +151,19 @@ func kernelState(ctx context.Context, h harness.Host) ([]string, error) {
 		if err != nil {
 			return err
 		}
+		// nft prints rules under "chain NAME {": keep the chain with each rule, so that a
+		// rule repeated in one chain shows and one in two chains does not.
+		section := ""
 		for _, line := range strings.Split(s, "\n") {
 			line = strings.TrimSpace(counters.ReplaceAllString(line, ""))
-			if line != "" {
-				out = append(out, prefix+": "+line)
+			switch {
+			case line == "" || line == "}":
+				continue
+			case strings.HasSuffix(line, "{"):
+				section = strings.TrimSuffix(line, " {") + ": "
+				continue
 			}
+			out = append(out, prefix+": "+section+line)
 		}
 		return nil
 	}
@@ -187,7 +195,8 @@ func kernelState(ctx context.Context, h harness.Host) ([]string, error) {
 			}
 		}
 		if strings.HasPrefix(name, "mnbr") {
-			if err := add("addr "+name, "ip", "-o", "addr", "show", "dev", name); err != nil {
+			// IPv4 only: the kernel's IPv6 link-local address flips "tentative" on its own.
+			if err := add("addr "+name, "ip", "-4", "-o", "addr", "show", "dev", name); err != nil {
 				return nil, err
 			}
 			if err := add("route "+name, "ip", "route", "show", "dev", name); err != nil {

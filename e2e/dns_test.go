@@ -45,7 +45,7 @@ func TestDNS(t *testing.T) {
 	for _, h := range hosts {
 		for i := range 2 {
 			name := fmt.Sprintf("api-%s-%d", h.Name(), i)
-			replicas[name] = runContainer(t, ctx, h, name, "app", "--label", "meshnet.service=api")
+			replicas[name] = runContainer(t, ctx, h, name, "app", "--label", "meshnet.service=api", "--expose", "8080")
 		}
 	}
 	web := map[string]netip.Addr{}
@@ -109,6 +109,7 @@ func TestDNS(t *testing.T) {
 			{"web.meshnet", "A", addrStrings(addrSet(web)), "NOERROR"},
 			{"web.shop.meshnet", "A", addrStrings(addrSet(web)), "NOERROR"},
 			{"nosuchservice.meshnet", "A", nil, "NXDOMAIN"},
+			{"_8080._tcp.api.meshnet", "SRV", srvTargets(replicas), "NOERROR"},
 		} {
 			rcode, answers, err := client.dig(ctx, dnsAddr, tc.name, tc.qtype)
 			if err != nil {
@@ -255,6 +256,15 @@ func (c containerNetns) waitA(t *testing.T, ctx context.Context, name string, wa
 	}
 	t.Fatalf("not within %s: %v", timeout, last)
 	return 0
+}
+
+// srvTargets is what dig prints last on each SRV answer: the target, one per replica.
+func srvTargets(replicas map[string]netip.Addr) []string {
+	var out []string
+	for name := range replicas {
+		out = append(out, name+".meshnet.")
+	}
+	return out
 }
 
 func addrSet(m map[string]netip.Addr) map[netip.Addr]bool {

@@ -46,6 +46,8 @@ type EndpointInfo struct {
 	Container string   `json:"container,omitempty"`
 	Network   string   `json:"network,omitempty"` // Docker network name
 	Services  []string `json:"services,omitempty"`
+	// Ports are the container's exposed ports, "80/tcp", for SRV answers.
+	Ports []string `json:"ports,omitempty"`
 	// Healthy is false while the container is paused or stopped: the
 	// address stays allocated, DNS stops answering with it.
 	Healthy bool `json:"healthy"`

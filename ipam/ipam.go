@@ -648,7 +648,7 @@ func (a *IPAM) RequestAddress(ctx context.Context, poolID string, preferred neti
 			return netip.Prefix{}, fmt.Errorf("request address in %s: waiting for a block from another node: %w", poolID, ctx.Err())
 		case <-deadline.C:
 			return netip.Prefix{}, &Error{Kind: ErrHandoffTimeout, Msg: fmt.Sprintf(
-				"pool %s: this node owns no free address and no other node handed it a block within %s; check meshctl status for down nodes, then retry", poolID, a.cfg.HandoffWait)}
+				"pool %s: this node owns no free address and no other node handed it a block within %s; check meshctl status for down nodes and for blocks two creations of the pool still claim, then retry", poolID, a.cfg.HandoffWait)}
 		}
 	}
 }

@@ -668,6 +668,14 @@ func (a *IPAM) pickDonorLocked(lp *localPool, v *poolView, block netip.Prefix) (
 	if best != "" || waitFor {
 		return best, nil
 	}
+	for i := range v.blocks {
+		if v.blocks[i].frozen {
+			// A second creation of the pool (or a concession whose list has
+			// not arrived) holds blocks: it gives way as soon as it hears of
+			// the winning lineage, so wait rather than call the pool full.
+			return "", nil
+		}
+	}
 	slices.Sort(down)
 	orphans := 0
 	for i := range v.blocks {

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -167,7 +169,8 @@ type dockerInspect struct {
 	ID     string `json:"Id"`
 	Name   string `json:"Name"`
 	Config *struct {
-		Labels map[string]string `json:"Labels"`
+		Labels       map[string]string   `json:"Labels"`
+		ExposedPorts map[string]struct{} `json:"ExposedPorts"`
 	} `json:"Config"`
 	State *struct {
 		Running    bool `json:"Running"`
@@ -222,6 +225,9 @@ func (c *dockerClient) inspect(ctx context.Context, id string) (ContainerInfo, b
 	if in.Config != nil && len(in.Config.Labels) > 0 {
 		info.Labels = in.Config.Labels
 	}
+	if in.Config != nil {
+		info.Ports = exposedPorts(in.Config.ExposedPorts)
+	}
 	if in.NetworkSettings != nil && len(in.NetworkSettings.Networks) > 0 {
 		info.Networks = make(map[string]EndpointSettings, len(in.NetworkSettings.Networks))
 		for name, ep := range in.NetworkSettings.Networks {
@@ -256,4 +262,28 @@ func (c *dockerClient) networks(ctx context.Context) (map[string]string, error) 
 		}
 	}
 	return out, nil
+}
+
+// exposedPorts turns the engine's "80/tcp" keys into sorted ports; keys
+// that are not a port/protocol pair are skipped.
+func exposedPorts(m map[string]struct{}) []Port {
+	var out []Port
+	for k := range m {
+		num, proto, _ := strings.Cut(k, "/")
+		if proto == "" {
+			proto = "tcp"
+		}
+		n, err := strconv.ParseUint(num, 10, 16)
+		if err != nil || n == 0 || (proto != "tcp" && proto != "udp" && proto != "sctp") {
+			continue
+		}
+		out = append(out, Port{Proto: proto, Port: uint16(n)})
+	}
+	slices.SortFunc(out, func(a, b Port) int {
+		if a.Port != b.Port {
+			return int(a.Port) - int(b.Port)
+		}
+		return strings.Compare(a.Proto, b.Proto)
+	})
+	return slices.Compact(out)
 }

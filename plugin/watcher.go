@@ -39,6 +39,14 @@ type ContainerInfo struct {
 	Health string
 	// Networks is keyed by network name.
 	Networks map[string]EndpointSettings
+	// Ports are the container's exposed ports (EXPOSE, --expose, -p).
+	Ports []Port
+}
+
+// Port is an exposed port of a container.
+type Port struct {
+	Proto string // tcp, udp or sctp
+	Port  uint16
 }
 
 // Healthy reports whether the container should receive traffic: running, not paused, and not
@@ -49,6 +57,7 @@ func (c ContainerInfo) Healthy() bool {
 
 func (c ContainerInfo) clone() ContainerInfo {
 	c.Labels = maps.Clone(c.Labels)
+	c.Ports = slices.Clone(c.Ports)
 	if c.Networks != nil {
 		nets := make(map[string]EndpointSettings, len(c.Networks))
 		for k, v := range c.Networks {

@@ -354,3 +354,11 @@ func TestWatcherLeaksNoGoroutines(t *testing.T) {
 	})
 	waitFor(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }
+
+func TestExposedPorts(t *testing.T) {
+	got := exposedPorts(map[string]struct{}{"8080/tcp": {}, "53/udp": {}, "80/tcp": {}, "80": {}, "x/tcp": {}, "0/tcp": {}, "9/bogus": {}})
+	want := []Port{{"udp", 53}, {"tcp", 80}, {"tcp", 8080}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("exposedPorts = %v, want %v", got, want)
+	}
+}

@@ -87,38 +87,63 @@ func run(n int, binDir string, hold, verbose bool) error {
 			return err
 		}
 	}
-	step("one container per host: docker run -d --network app --label meshnet.service=web --dns 169.254.53.53 ...")
+	step("two replicas of service api per host: docker run -d --network app --label meshnet.service=api ...")
 	ips := map[string]string{}
-	for i, h := range c.Hosts {
-		name := fmt.Sprintf("web%d", i+1)
-		if err := harness.RunContainer(ctx, h, name, "app", "--label", "meshnet.service=web", "--dns", "169.254.53.53"); err != nil {
-			return err
+	var names []string
+	for _, h := range c.Hosts {
+		for i := 1; i <= 2; i++ {
+			name := fmt.Sprintf("api-%s-%d", h.Name(), i)
+			if err := harness.RunContainer(ctx, h, name, "app", "--label", "meshnet.service=api"); err != nil {
+				return err
+			}
+			ip, err := harness.ContainerIP(ctx, h, name, "app")
+			if err != nil {
+				return err
+			}
+			ips[name] = ip.String()
+			names = append(names, name)
+			fmt.Printf("    %s on %s: %s\n", name, h.Name(), ip)
 		}
-		ip, err := harness.ContainerIP(ctx, h, name, "app")
-		if err != nil {
-			return err
-		}
-		ips[name] = ip.String()
-		fmt.Printf("    %s on %s: %s\n", name, h.Name(), ip)
 	}
-
-	step("pings across hosts")
-	first, last := c.Hosts[0], c.Hosts[len(c.Hosts)-1]
-	lastName := fmt.Sprintf("web%d", len(c.Hosts))
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = harness.Poll(pctx, func() error {
-		_, err := harness.Docker(pctx, first, "exec", "web1", "ping", "-c1", "-W1", ips[lastName])
+	first := c.Hosts[0]
+	step("a client on %s using meshnet's DNS: docker run -d --network app --dns 169.254.53.53 --name client ...", first.Name())
+	if err := harness.RunContainer(ctx, first, "client", "app", "--dns", "169.254.53.53"); err != nil {
 		return err
-	})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("web1 on %s cannot reach %s on %s: %w", first.Name(), lastName, last.Name(), err)
 	}
-	show(ctx, first, "docker", "exec", "web1", "ping", "-c3", ips[lastName])
 
-	step("names across hosts")
-	show(ctx, first, "docker", "exec", "web1", "nslookup", "web.meshnet")
-	show(ctx, first, "docker", "exec", "web1", "nslookup", lastName+".meshnet")
+	step("the client pings every replica, on every host, by address")
+	for _, name := range names {
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := harness.Poll(pctx, func() error {
+			_, err := harness.Docker(pctx, first, "exec", "client", "ping", "-c1", "-W1", ips[name])
+			return err
+		})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("client on %s cannot reach %s (%s): %w", first.Name(), name, ips[name], err)
+		}
+		fmt.Printf("    %-12s %-15s reachable\n", name, ips[name])
+	}
+	last := names[len(names)-1]
+	show(ctx, first, "docker", "exec", "client", "ping", "-c2", last+".meshnet")
+
+	step("api.meshnet: every replica cluster-wide, the order rotated per query")
+	for range 3 {
+		show(ctx, first, "docker", "exec", "client", "nslookup", "-type=a", "api.meshnet")
+	}
+	// The demo fails loudly rather than print a partial answer.
+	answer, err := harness.Docker(ctx, first, "exec", "client", "nslookup", "-type=a", "api.meshnet")
+	if err != nil {
+		return fmt.Errorf("resolving api.meshnet in the client: %w", err)
+	}
+	for _, name := range names {
+		if !strings.Contains(answer, ips[name]+"\n") {
+			return fmt.Errorf("api.meshnet does not list %s (%s):\n%s", name, ips[name], answer)
+		}
+	}
+	out, _ = c.Meshctl(ctx, first, "services")
+	show(ctx, first, "meshctl", "services")
+	fmt.Print(indent(out))
 
 	if hold {
 		step("hosts are up. Enter one with:")
