@@ -80,7 +80,7 @@ func runSuite(m *testing.M) int {
 		code = 1
 	}
 	if os.Geteuid() == 0 {
-		if links, _ := harness.UnderlayLinks("mnu-"); len(links) > 0 {
+		if links, _ := harness.LeftoverUnderlayLinks(); len(links) > 0 {
 			fmt.Fprintf(os.Stderr, "e2e: underlay links left behind: %v\n", links)
 			code = 1
 		}

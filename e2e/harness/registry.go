@@ -250,3 +250,34 @@ func cleanupStaleWorkDirs(log *slog.Logger) error {
 	}
 	return errors.Join(errs...)
 }
+
+// LeftoverUnderlayLinks lists the simulated underlay links (bridges "mnu-ID" and their host
+// ports "mnu-ID-N") in the root namespace that no live foreign process's cluster owns: after
+// a suite has closed its clusters, what it left behind. Suites running side by side on one
+// machine do not count each other's links.
+func LeftoverUnderlayLinks() ([]string, error) {
+	links, err := UnderlayLinks("mnu-")
+	if err != nil {
+		return nil, err
+	}
+	var foreign []string
+	for _, e := range readRegistry() {
+		if e.OwnerPID != os.Getpid() && alive(e.OwnerPID, e.OwnerStart) && e.Bridge != "" {
+			foreign = append(foreign, e.Bridge)
+		}
+	}
+	var out []string
+	for _, l := range links {
+		owned := false
+		for _, b := range foreign {
+			if l == b || strings.HasPrefix(l, b+"-") {
+				owned = true
+				break
+			}
+		}
+		if !owned {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
