@@ -26,6 +26,8 @@ const DefaultDockerHost = "unix:///var/run/docker.sock"
 const (
 	dockerRequestTimeout = 10 * time.Second
 	dockerMaxReplyBytes  = 32 << 20
+	// Starting a container runs the network driver's Join and more.
+	dockerStartTimeout = time.Minute
 )
 
 var errDockerNotFound = errors.New("docker: no such object")

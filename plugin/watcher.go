@@ -81,6 +81,8 @@ type Watcher struct {
 	backoffMin  time.Duration
 	backoffMax  time.Duration
 	eventBuffer int
+
+	strandedDriver string // see RestartStranded
 }
 
 // NewWatcher watches the engine at dockerHost ("unix:///var/run/docker.sock"; "" for that
@@ -204,6 +206,15 @@ func (w *Watcher) session(ctx context.Context, onChange func([]ContainerInfo, ma
 	}
 	w.log.Info("docker events: following the engine", "containers", len(st.containers), "networks", len(st.networks))
 	last := w.emit(st, onChange)
+	if w.strandedDriver != "" {
+		// In the background: the starts call this daemon's driver, which the
+		// engine may reach only after onChange has run.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.restartStranded(ctx)
+		}()
+	}
 
 	batch := pending{containers: map[string]bool{}}
 	var flush <-chan time.Time
