@@ -389,10 +389,11 @@ func TestStateDirFull(t *testing.T) {
 	}
 }
 
-// lineWith returns the first line of s that mentions want (case-insensitive).
+// lineWith returns the first line of s that is the engine's error and mentions want
+// (case-insensitive).
 func lineWith(s, want string) string {
 	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(strings.ToLower(l), want) {
+		if strings.Contains(l, "Error response") && strings.Contains(strings.ToLower(l), want) {
 			return strings.TrimSpace(l)
 		}
 	}
