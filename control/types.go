@@ -47,6 +47,32 @@ type DataplaneInfo struct {
 	LastError   string    `json:"last_error,omitempty"`
 	Applies     uint64    `json:"applies"`
 	Description string    `json:"description,omitempty"`
+	// WireGuard is the host's WireGuard device (wireguard networks).
+	WireGuard *WireGuardInfo `json:"wireguard,omitempty"`
+}
+
+// WireGuardInfo says which WireGuard is in use and why, and its peers.
+type WireGuardInfo struct {
+	// Mode is "kernel", "userspace" (embedded wireguard-go), or "" when no
+	// device runs; Reason says why (or why it could not start).
+	Mode      string          `json:"mode"`
+	Reason    string          `json:"reason,omitempty"`
+	Offloads  string          `json:"offloads,omitempty"`
+	Device    string          `json:"device,omitempty"`
+	PublicKey string          `json:"public_key"`
+	Port      int             `json:"port,omitempty"`
+	Peers     []WireGuardPeer `json:"peers"`
+}
+
+// WireGuardPeer is one peer of the WireGuard device.
+type WireGuardPeer struct {
+	Node          string    `json:"node,omitempty"`
+	PublicKey     string    `json:"public_key"`
+	Endpoint      string    `json:"endpoint,omitempty"`
+	AllowedIPs    []string  `json:"allowed_ips"`
+	LastHandshake time.Time `json:"last_handshake,omitzero"`
+	RxBytes       int64     `json:"rx_bytes"`
+	TxBytes       int64     `json:"tx_bytes"`
 }
 
 // DNSInfo describes the embedded DNS server.

@@ -80,6 +80,7 @@ func (b controlBackend) Status() control.Status {
 	}
 	d.applied.Lock()
 	st.Dataplane.LastApply, st.Dataplane.Applies = d.applied.at, d.applied.count
+	st.Dataplane.WireGuard = d.wireGuardInfo(snap)
 	if d.applied.err != nil {
 		st.Dataplane.LastError = d.applied.err.Error()
 		st.Problems = append(st.Problems, "dataplane: "+firstLine(d.applied.err.Error()))

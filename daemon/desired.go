@@ -104,7 +104,7 @@ func desiredDataplane(snap *gossip.Snapshot, underlay dataplane.UnderlayInfo, vx
 	nodes := nodeAddrs(snap)
 	var local []network
 	for _, n := range decodeNetworks(snap.Records(gossip.KindNetwork)) {
-		if n.owner == self && n.info.Dataplane == "vxlan" {
+		if n.owner == self && (n.info.Dataplane == dataplane.KindVXLAN || n.info.Dataplane == dataplane.KindWireGuard) {
 			local = append(local, n)
 		}
 	}
@@ -115,6 +115,7 @@ func desiredDataplane(snap *gossip.Snapshot, underlay dataplane.UnderlayInfo, vx
 			Subnet:  n.subnet,
 			Gateway: n.gateway,
 			MTU:     n.info.MTU,
+			Kind:    n.info.Dataplane,
 		}
 		for _, e := range eps {
 			if e.subnet != n.subnet {
@@ -127,6 +128,9 @@ func desiredDataplane(snap *gossip.Snapshot, underlay dataplane.UnderlayInfo, vx
 					Addr: netip.PrefixFrom(e.addr, n.subnet.Bits()),
 				})
 				continue
+			}
+			if dn.Kind == dataplane.KindWireGuard {
+				continue // routed by address block: see desiredWireGuard
 			}
 			vtep, ok := nodes[e.owner]
 			if !ok || vtep == underlay.Addr {

@@ -44,8 +44,16 @@ func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetw
 		return plugin.BadRequest("network addresses come from IPAM address space %q, not meshnet's: without --ipam-driver meshnet, two hosts hand out the same addresses. Create it with --ipam-driver meshnet", data.AddressSpace)
 	}
 	subnet := data.Pool.Masked()
+	// The engine never sends these; a caller that does must not get a
+	// network record the rest of the cluster cannot parse or route.
+	if !subnet.IsValid() || !subnet.Addr().Is4() {
+		return plugin.BadRequest("a meshnet network needs one IPv4 subnet, got %q: docker network create -d meshnet --ipam-driver meshnet --subnet 10.42.0.0/16 NAME", data.Pool)
+	}
 	if !data.Gateway.IsValid() {
 		return plugin.BadRequest("network %s has no gateway address; meshnet's IPAM always gives one — was it created with --ipam-driver meshnet?", subnet)
+	}
+	if !subnet.Contains(data.Gateway.Addr()) {
+		return plugin.BadRequest("gateway %s is outside the subnet %s: leave --gateway out, or give an address inside the subnet", data.Gateway.Addr(), subnet)
 	}
 	info := gossip.NetworkInfo{
 		Subnet:    subnet.String(),
@@ -78,9 +86,6 @@ func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetw
 			return plugin.BadRequest("unknown option -o %s; meshnet networks take: %s", k, optionList())
 		}
 	}
-	if info.Dataplane != "vxlan" {
-		return plugin.BadRequest("-o dataplane=%s is not available in this build yet; use vxlan", info.Dataplane)
-	}
 	snap := d.store.Snapshot()
 	for _, n := range decodeNetworks(snap.Records(gossip.KindNetwork)) {
 		switch {
@@ -100,6 +105,11 @@ func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetw
 		return fmt.Errorf("record network %s: %w", subnet, err)
 	}
 	if err := d.reconcile(ctx); err != nil && !d.haveLink(bridgeName(info.VNI)) {
+		// Take the record back: other hosts must not count on a network
+		// this one could not build (a WireGuard device that cannot start).
+		if derr := d.store.Delete(gossip.KindNetwork, subnet.String()); derr != nil {
+			d.log.Warn("removing the record of a network that failed", "subnet", subnet, "err", derr)
+		}
 		return fmt.Errorf("set up network %s in the kernel: %w", subnet, err)
 	}
 	return nil

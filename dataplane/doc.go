@@ -1,12 +1,16 @@
 // Package dataplane is meshnet's kernel boundary: it turns a desired State (the
 // networks, this host's containers, the other hosts' containers) into bridges,
-// veths, VXLAN devices, FDB and neighbour entries, sysctls and firewall rules.
+// veths, VXLAN devices, FDB and neighbour entries, WireGuard devices, peers and
+// routes, sysctls and firewall rules.
 // It knows nothing of gossip or Docker; the rest of meshnet never sees netlink.
 //
 // # Shape
 //
 // One small interface, Dataplane{Apply, Close}, in the manner of tailscale's
-// router: Apply takes the whole desired State every time, not events. The
+// router: Apply takes the whole desired State every time, not events. Two
+// implementations: VXLAN (vxlan networks only) and WireGuard (vxlan networks
+// as VXLAN does them, plus wireguard networks over a WireGuard device); both
+// kinds of network coexist on one host. The
 // reconciler calls it on every change and on a timer, so a missed event or a
 // hand-made change in the kernel is repaired by the next call (flannel's vxlan
 // backend, which only reacts to events, keeps a missed delete forever).
@@ -44,7 +48,8 @@
 //
 // Everything meshnet creates has a prefix — bridges mnbr<VNI>, vxlan devices
 // mnvx<VNI>, host veths mnh<endpoint-id>, container veths mnc<endpoint-id>,
-// table inet meshnet, rule comments "meshnet: ..." — which is how a new run
+// the WireGuard device mnwg0, routes with protocol 109, table inet meshnet,
+// rule comments "meshnet: ..." — which is how a new run
 // finds what an old one left, and how it knows what it may delete.
 //
 // # Why static FDB and neighbour entries
@@ -100,6 +105,50 @@
 // FORWARD chain exists nothing is created there (nothing drops). Where only
 // iptables-legacy has a filter table, Apply logs a warning: meshnet does not
 // write legacy tables.
+//
+// # Why WireGuard networks are routed, through one device per host
+//
+// A network with Kind "wireguard" keeps what a vxlan network gives its
+// containers (the same subnet on every host, the gateway on the local bridge,
+// the DNS route, NAT for egress) but is L3: WireGuard carries IP packets,
+// not frames. The bridge holds the gateway and the connected route of the
+// whole subnet; every address block another host owns is a more specific
+// route through the WireGuard device, and proxy_arp on the bridge answers a
+// container's ARP for those addresses with the bridge's MAC, so the container
+// sends to its own host, which routes into the tunnel. A container whose
+// address lies in another host's block gets a /32 back to its bridge.
+//
+// There is one device per host (mnwg0), shared by every wireguard network:
+// WireGuard's peers are hosts, and a peer's AllowedIPs are the blocks it
+// owns (plus single addresses it holds outside them), so the configuration
+// grows with hosts and blocks, not containers, and WireGuard's own source
+// check (a packet from a peer must come from its AllowedIPs) ties every
+// address to the host that owns it. Since the device is shared, the forward
+// chain isolates networks on it: what leaves the tunnel goes only to the
+// bridge of the network its source belongs to, and only a network's bridge
+// may send to that network's remote blocks.
+//
+// The device is the kernel's where the module is, configured through wgctrl;
+// otherwise (this machine) the embedded golang.zx2c4.com/wireguard runs on a
+// TUN device created with IFF_VNET_HDR and TSO/USO, so it moves batches of
+// coalesced segments (GSO/GRO) per syscall; status reports both. Peers are
+// keyed by public key: a changed endpoint or set of blocks updates the peer
+// in place and keeps its session; an endpoint WireGuard learnt by roaming is
+// not overwritten until the published one changes. Unlike kernel devices,
+// the embedded device lives in meshnetd's process: it goes when the daemon
+// stops, and the next Apply brings it back with the same key.
+//
+// # Tunnel ports
+//
+// Table inet meshnet's input chain accepts the VXLAN and WireGuard ports only
+// from the cluster's current members (State.Members, held in the named sets
+// members4 and members6, so rules stay fixed while hosts come and go) and
+// drops everyone else: the kernel's VXLAN socket decapsulates whatever
+// reaches it, so without this any host that can reach the underlay could
+// inject frames into an overlay. Containers may not send to a member's tunnel
+// port at all (masqueraded, they would come from a member's address). The
+// vxlan device's bridge port has learning off, so a forged source MAC
+// arriving from the overlay cannot redirect traffic.
 //
 // # Namespaces
 //

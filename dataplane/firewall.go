@@ -56,6 +56,9 @@ type ruleSpec struct {
 	Chain   string
 	Comment string
 	Exprs   []expr.Any
+	// First puts the rule at the head of its chain (accepts that must come
+	// before a drop in the same chain); otherwise it is appended.
+	First bool
 }
 
 // ruleRef is one meshnet rule found in the kernel.
@@ -87,21 +90,26 @@ type firewallView struct {
 }
 
 // wantRules compiles the rules the valid networks imply, given the view.
-func wantRules(nets []Network, view firewallView) []ruleSpec {
+func wantRules(f firewallSpec, view firewallView) []ruleSpec {
 	var rules []ruleSpec
-	for _, n := range nets {
+	for _, n := range f.Nets {
 		br := BridgeName(n.VNI)
+		masq := ruleSpec{
+			Family: nftables.TableFamilyINet, Table: meshnetTable, Chain: meshnetPostroute,
+			Comment: fmt.Sprintf("%s masquerade %v from %s", commentPrefix, n.Subnet.Masked(), br),
+			Exprs:   masqueradeExprs(n.Subnet.Masked(), br),
+		}
+		if n.wireguard() {
+			masq.Comment += " off subnet"
+			masq.Exprs = masqueradeOffSubnetExprs(n.Subnet.Masked(), br)
+		}
 		rules = append(rules,
 			ruleSpec{
 				Family: nftables.TableFamilyINet, Table: meshnetTable, Chain: meshnetForward,
 				Comment: fmt.Sprintf("%s isolate %s", commentPrefix, br),
 				Exprs:   isolateExprs(br),
 			},
-			ruleSpec{
-				Family: nftables.TableFamilyINet, Table: meshnetTable, Chain: meshnetPostroute,
-				Comment: fmt.Sprintf("%s masquerade %v from %s", commentPrefix, n.Subnet.Masked(), br),
-				Exprs:   masqueradeExprs(n.Subnet.Masked(), br),
-			},
+			masq,
 		)
 		for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
 			chain, ok := view.acceptChain[fam]
@@ -122,9 +130,16 @@ func wantRules(nets []Network, view firewallView) []ruleSpec {
 					Exprs:   r.exprs,
 				})
 			}
+			if n.wireguard() && f.Tunnel != "" && (fam == nftables.TableFamilyIPv6) == n.Subnet.Addr().Is6() {
+				rules = append(rules, ruleSpec{
+					Family: fam, Table: iptFilterTable, Chain: chain,
+					Comment: fmt.Sprintf("%s accept %s from %s", commentPrefix, br, f.Tunnel),
+					Exprs:   acceptFromTunnelExprs(f.Tunnel, br, n.Subnet.Masked()),
+				})
+			}
 		}
 	}
-	return rules
+	return append(rules, tunnelRules(f)...)
 }
 
 // planRules returns the wanted rules that are missing and the meshnet rules that
@@ -335,9 +350,10 @@ func (d *VXLAN) firewallRules(view firewallView) ([]ruleRef, error) {
 	return refs, errors.Join(errs...)
 }
 
-// syncFirewallAdds creates table inet meshnet and its chains when networks
-// exist, and adds every wanted rule that is missing.
-func (d *VXLAN) syncFirewallAdds(nets []Network) error {
+// syncFirewallAdds creates table inet meshnet, its chains and member sets
+// when networks exist, and adds every wanted rule that is missing.
+func (d *VXLAN) syncFirewallAdds(f firewallSpec) error {
+	nets := f.Nets
 	view, err := d.firewallView()
 	if err != nil {
 		return err
@@ -347,7 +363,7 @@ func (d *VXLAN) syncFirewallAdds(nets []Network) error {
 	if err != nil {
 		return err
 	}
-	add, _ := planRules(wantRules(nets, view), have)
+	add, _ := planRules(wantRules(f, view), have)
 	if len(nets) > 0 {
 		t := &nftables.Table{Name: meshnetTable, Family: nftables.TableFamilyINet}
 		if !view.meshnetTable {
@@ -358,12 +374,17 @@ func (d *VXLAN) syncFirewallAdds(nets []Network) error {
 		for _, c := range []nftables.Chain{
 			{Name: meshnetForward, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept},
 			{Name: meshnetPostroute, Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept},
+			{Name: meshnetInput, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept},
 		} {
 			if !view.meshnetChains[c.Name] {
 				c.Table = t
 				d.nft.AddChain(&c)
 				d.changed("add nftables chain inet meshnet " + c.Name)
 			}
+		}
+		// The sets before the rules that look them up.
+		if err := d.syncMemberSets(f, view.meshnetTable, false); err != nil {
+			return err
 		}
 	}
 	for _, r := range add {
@@ -373,7 +394,7 @@ func (d *VXLAN) syncFirewallAdds(nets []Network) error {
 			Exprs:    r.Exprs,
 			UserData: userdata.AppendString(nil, userdata.TypeComment, r.Comment),
 		}
-		if r.Table == iptFilterTable {
+		if r.Table == iptFilterTable || r.First {
 			d.nft.InsertRule(rule) // first in the chain, ahead of any drop
 		} else {
 			d.nft.AddRule(rule)
@@ -386,10 +407,11 @@ func (d *VXLAN) syncFirewallAdds(nets []Network) error {
 	return nil
 }
 
-// syncFirewallDeletes removes meshnet rules that are no longer wanted, and
-// table inet meshnet when no network is left. Rules of reserved bridges (an
-// invalid network's) stay.
-func (d *VXLAN) syncFirewallDeletes(nets []Network, reserved map[string]bool) error {
+// syncFirewallDeletes removes meshnet rules and members that are no longer
+// wanted, and table inet meshnet when no network is left. Rules of reserved
+// bridges (an invalid network's) stay.
+func (d *VXLAN) syncFirewallDeletes(f firewallSpec, reserved map[string]bool) error {
+	nets := f.Nets
 	view, err := d.firewallView()
 	if err != nil {
 		return err
@@ -403,8 +425,11 @@ func (d *VXLAN) syncFirewallDeletes(nets []Network, reserved map[string]bool) er
 	if err != nil {
 		return err
 	}
-	_, del := planRules(wantRules(nets, view), have)
+	_, del := planRules(wantRules(f, view), have)
 	var errs []error
+	if len(view.meshnetChains) > 0 {
+		errs = append(errs, d.syncMemberSets(f, true, true))
+	}
 	for _, r := range del {
 		if reserved[ruleBridge(r.Comment)] {
 			continue

@@ -31,7 +31,7 @@ func TestWantRules(t *testing.T) {
 	accepts := []string{"meshnet: accept mnbr7 bridged", "meshnet: accept mnbr7 egress", "meshnet: accept mnbr7 return"}
 
 	// No iptables: nothing in the filter table.
-	got := ruleComments(wantRules(nets, firewallView{}))
+	got := ruleComments(withoutTunnelRules(wantRules(firewallSpec{Nets: nets, VXLANPort: 4789}, firewallView{})))
 	if len(got) != 2 || !slices.Equal(got["meshnet/forward"], meshnetOnly["meshnet/forward"]) ||
 		!slices.Equal(got["meshnet/postrouting"], meshnetOnly["meshnet/postrouting"]) {
 		t.Errorf("without iptables: %v", got)
@@ -40,7 +40,7 @@ func TestWantRules(t *testing.T) {
 	view := firewallView{acceptChain: map[nftables.TableFamily]string{
 		nftables.TableFamilyIPv4: iptForward, nftables.TableFamilyIPv6: iptDockerUser,
 	}}
-	rules := wantRules(nets, view)
+	rules := withoutTunnelRules(wantRules(firewallSpec{Nets: nets, VXLANPort: 4789}, view))
 	var v4, v6 []string
 	for _, r := range rules {
 		switch {
@@ -71,7 +71,7 @@ func TestWantRules(t *testing.T) {
 func TestPlanRules(t *testing.T) {
 	nets := []Network{{VNI: 7, Subnet: netip.MustParsePrefix("10.7.0.0/16"), Gateway: netip.MustParseAddr("10.7.0.1")}}
 	view := firewallView{acceptChain: map[nftables.TableFamily]string{nftables.TableFamilyIPv4: iptDockerUser}}
-	want := wantRules(nets, view)
+	want := wantRules(firewallSpec{Nets: nets, VXLANPort: 4789}, view)
 	var have []ruleRef
 	for i, r := range want[:3] {
 		have = append(have, ruleRef{r.Family, r.Table, r.Chain, r.Comment, uint64(10 + i)})

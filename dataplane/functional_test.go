@@ -62,9 +62,10 @@ func TestTwoHosts(t *testing.T) {
 		return Network{VNI: 43, Subnet: netip.MustParsePrefix("10.43.0.0/24"), Gateway: netip.MustParseAddr("10.43.0.1"),
 			Locals: locals}
 	}
-	st1 := State{Underlay: UnderlayInfo{Addr: netip.MustParseAddr("198.18.0.1")}, VXLANPort: 4790,
+	members := []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")}
+	st1 := State{Underlay: UnderlayInfo{Addr: netip.MustParseAddr("198.18.0.1")}, VXLANPort: 4790, Members: members,
 		Networks: []Network{netA([]LocalEndpoint{e1}, remote(e2, "198.18.0.2")), netB(e3)}}
-	st2 := State{Underlay: UnderlayInfo{Addr: netip.MustParseAddr("198.18.0.2")}, VXLANPort: 4790,
+	st2 := State{Underlay: UnderlayInfo{Addr: netip.MustParseAddr("198.18.0.2")}, VXLANPort: 4790, Members: members,
 		Networks: []Network{netA([]LocalEndpoint{e2}, remote(e1, "198.18.0.1")), netB()}}
 	d1, d2 := newTestDataplane(t, h1ns), newTestDataplane(t, h2ns)
 	apply(t, d1, st1)
@@ -140,6 +141,17 @@ func TestTwoHosts(t *testing.T) {
 			t.Errorf("iptables -S DOCKER-USER:\n%s", out)
 		}
 	}
+
+	// Only members reach the VXLAN port: host 2 dropped from the members,
+	// its encapsulated frames are dropped at host 1's input.
+	t.Run("non-member", func(t *testing.T) {
+		notMember := st1
+		notMember.Members = members[:1]
+		apply(t, d1, notMember)
+		expectBlocked(t, c2, srvC1)
+		apply(t, d1, st1)
+		expectReach(t, c2, srvC1, "10.42.0.12")
+	})
 }
 
 // moveIntoContainer does what Docker does with the container end of a veth:

@@ -53,6 +53,13 @@ func (d *VXLAN) observe() (kernelModel, error) {
 			k.Local = ipToAddr(vx.SrcAddr)
 			k.Learning = vx.Learning
 			k.Proxy = vx.Proxy
+			if a.MasterIndex != 0 {
+				pi, err := d.nl.LinkGetProtinfo(l)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("read bridge port flags of %s: %w", a.Name, err))
+				}
+				k.PortLearning = err == nil && pi.Learning
+			}
 		}
 		m.Links[a.Name] = k
 
@@ -102,6 +109,11 @@ func (d *VXLAN) observe() (kernelModel, error) {
 			}
 		}
 	}
+	routes, err := d.observeRoutes(names)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	m.Routes = routes
 	return m, errors.Join(errs...)
 }
 
@@ -166,6 +178,15 @@ func (d *VXLAN) execLink(s linkStep) error {
 			errs = append(errs, err)
 		} else {
 			d.changed(fmt.Sprintf("set master of %s to %s", w.Name, w.Master))
+			// A new bridge port learns by default.
+			s.PortLearning = w.Kind == kindVXLAN && w.Master != ""
+		}
+	}
+	if s.PortLearning {
+		if err := d.nl.LinkSetLearning(l, false); err != nil {
+			errs = append(errs, fmt.Errorf("turn off learning on bridge port %s: %w", w.Name, err))
+		} else {
+			d.changed(fmt.Sprintf("turn off learning on bridge port %s", w.Name))
 		}
 	}
 	if s.Up {
@@ -262,6 +283,13 @@ func (d *VXLAN) createLink(w link) error {
 	}
 	if err := d.nl.LinkAdd(l); err != nil {
 		return fmt.Errorf("create %s %s: %w", w.Kind, w.Name, err)
+	}
+	if w.Kind == kindVXLAN && w.Master != "" {
+		// Every remote MAC is a static FDB entry on the vxlan device; the
+		// bridge must not learn (and let a forged source MAC redirect) them.
+		if err := d.nl.LinkSetLearning(l, false); err != nil {
+			return fmt.Errorf("turn off learning on bridge port %s: %w", w.Name, err)
+		}
 	}
 	if err := d.nl.LinkSetUp(l); err != nil {
 		return fmt.Errorf("set %s up: %w", w.Name, err)

@@ -40,6 +40,10 @@ type link struct {
 	Local    netip.Addr
 	Learning bool
 	Proxy    bool
+	// PortLearning is the bridge-port flag of an enslaved vxlan device: with
+	// it the bridge learns source MACs arriving from the overlay, so a forged
+	// frame could redirect traffic. Wanted off; observed from the kernel.
+	PortLearning bool
 
 	// veth only, used when creating the pair.
 	Peer    string
@@ -70,12 +74,22 @@ type neighEntry struct {
 	Permanent bool
 }
 
+// routeEntry is a route in the main table that meshnet owns (tagged with
+// routeProtocol): a remote address block of a wireguard network through the
+// WireGuard device, or a local container's address inside a remote block
+// through its bridge.
+type routeEntry struct {
+	Dst netip.Prefix
+	Dev string
+}
+
 // kernelModel is the part of the kernel the dataplane manages.
 type kernelModel struct {
-	Links map[string]link
-	Addrs []addrEntry
-	FDB   []fdbEntry
-	Neigh []neighEntry
+	Links  map[string]link
+	Addrs  []addrEntry
+	FDB    []fdbEntry
+	Neigh  []neighEntry
+	Routes []routeEntry
 }
 
 // compiled is what a State implies, plus the names of objects Apply must leave
@@ -85,12 +99,18 @@ type compiled struct {
 	Networks []Network      // the valid networks, in State order
 	MTU      map[uint32]int // effective MTU per VNI
 	Reserved map[string]bool
+	// ReservedSubnets are the subnets of networks left alone: their routes
+	// are neither added nor deleted.
+	ReservedSubnets []netip.Prefix
 }
 
 // compile turns st into the kernel model it implies. underlayMTU sizes networks
-// with MTU 0. Invalid networks, endpoints and remotes are skipped and reported;
+// with MTU 0. tunnel names the WireGuard device wireguard networks route
+// through; "" means there is none (this dataplane has no WireGuard, or its
+// device could not start), and wireguard networks are then reported and left
+// alone. Invalid networks, endpoints and remotes are skipped and reported;
 // everything else is still compiled.
-func compile(st State, underlayMTU int) (compiled, error) {
+func compile(st State, underlayMTU int, tunnel string) (compiled, error) {
 	c := compiled{
 		Want:     kernelModel{Links: map[string]link{}},
 		MTU:      map[uint32]int{},
@@ -105,6 +125,11 @@ func compile(st State, underlayMTU int) (compiled, error) {
 	for _, n := range st.Networks {
 		if err := n.validate(); err != nil {
 			errs = append(errs, fmt.Errorf("network VNI %d (%v): %w", n.VNI, n.Subnet, err))
+			c.reserve(n)
+			continue
+		}
+		if n.wireguard() && tunnel == "" {
+			errs = append(errs, fmt.Errorf("network VNI %d (%v): wireguard network, but no WireGuard device is running", n.VNI, n.Subnet))
 			c.reserve(n)
 			continue
 		}
@@ -123,7 +148,7 @@ func compile(st State, underlayMTU int) (compiled, error) {
 
 		mtu := n.MTU
 		if mtu == 0 {
-			mtu = underlayMTU - VXLANOverhead
+			mtu = underlayMTU - overhead(n, st.Underlay.Addr)
 		}
 		c.MTU[n.VNI] = mtu
 		br, vx := BridgeName(n.VNI), VXLANName(n.VNI)
@@ -131,9 +156,13 @@ func compile(st State, underlayMTU int) (compiled, error) {
 			Name: br, Kind: kindBridge, MTU: mtu, Up: true,
 			MAC: bridgeMAC(st.Underlay.Addr, n.VNI).String(),
 		}
-		c.Want.Links[vx] = link{
-			Name: vx, Kind: kindVXLAN, MTU: mtu, Master: br, Up: true,
-			VNI: n.VNI, Port: st.port(), Local: st.Underlay.Addr, Learning: false, Proxy: true,
+		if n.wireguard() {
+			c.Want.Routes = append(c.Want.Routes, tunnelRoutes(n, st.WireGuard, tunnel)...)
+		} else {
+			c.Want.Links[vx] = link{
+				Name: vx, Kind: kindVXLAN, MTU: mtu, Master: br, Up: true,
+				VNI: n.VNI, Port: st.port(), Local: st.Underlay.Addr, Learning: false, Proxy: true,
+			}
 		}
 		c.Want.Addrs = append(c.Want.Addrs, addrEntry{Dev: br, Prefix: netip.PrefixFrom(n.Gateway, n.Subnet.Bits())})
 
@@ -157,6 +186,9 @@ func compile(st State, underlayMTU int) (compiled, error) {
 
 		byMAC := map[string]netip.Addr{}
 		byIP := map[netip.Addr]string{}
+		if n.wireguard() {
+			continue // routed: remote containers are reached by prefix, not by MAC
+		}
 		for _, r := range n.Remotes {
 			if err := r.validate(); err != nil {
 				errs = append(errs, fmt.Errorf("network VNI %d: remote %v: %w", n.VNI, r.Addr, err))
@@ -188,6 +220,9 @@ func compile(st State, underlayMTU int) (compiled, error) {
 // reserve records the names of an invalid network so that Apply neither creates
 // nor deletes them: a typo upstream must not tear down running containers.
 func (c *compiled) reserve(n Network) {
+	if n.Subnet.IsValid() {
+		c.ReservedSubnets = append(c.ReservedSubnets, n.Subnet.Masked())
+	}
 	if n.VNI != 0 && n.VNI <= maxVNI {
 		c.Reserved[BridgeName(n.VNI)] = true
 		c.Reserved[VXLANName(n.VNI)] = true
@@ -248,6 +283,8 @@ type linkStep struct {
 	Want link
 	// For linkUpdate: which attributes differ.
 	MTU, Master, Up, MAC bool
+	// PortLearning: a vxlan device's bridge port learns; turn it off.
+	PortLearning bool
 	// For a veth whose container end is still in this namespace (Docker has not
 	// moved it yet): which of that end's attributes differ.
 	PeerMTU, PeerMAC bool
@@ -287,12 +324,15 @@ func planLinks(want, have kernelModel) []linkStep {
 			Master: w.Master != h.Master,
 			Up:     w.Up && !h.Up,
 			MAC:    w.MAC != "" && w.MAC != h.MAC,
+			// Checked only where it is observed: on a port of the wanted
+			// master (a port moving to another master is fixed next time).
+			PortLearning: w.Kind == kindVXLAN && w.Master != "" && w.Master == h.Master && h.PortLearning && !w.PortLearning,
 		}
 		if p, ok := have.Links[w.Peer]; ok && w.Kind == kindVeth && p.Kind == kindVeth {
 			s.PeerMTU = p.MTU != w.MTU
 			s.PeerMAC = w.PeerMAC != "" && p.MAC != w.PeerMAC
 		}
-		if s.MTU || s.Master || s.Up || s.MAC || s.PeerMTU || s.PeerMAC {
+		if s.MTU || s.Master || s.Up || s.MAC || s.PeerMTU || s.PeerMAC || s.PortLearning {
 			steps = append(steps, s)
 		}
 	}

@@ -62,7 +62,7 @@ func transitionStates() []struct {
 
 func TestCompile(t *testing.T) {
 	st := sampleState()
-	c, err := compile(st, 1500)
+	c, err := compile(st, 1500, "")
 	if err != nil {
 		t.Fatalf("compile: %v", err)
 	}
@@ -106,7 +106,7 @@ func TestCompile(t *testing.T) {
 	bad.Networks[0].Remotes = append(bad.Networks[0].Remotes,
 		RemoteEndpoint{Addr: netip.MustParseAddr("10.1.0.21"), MAC: mustMAC("02:00:00:00:00:99"), VTEP: netip.MustParseAddr("198.18.0.2")})
 	bad.Networks = append(bad.Networks, Network{VNI: 100, Subnet: netip.MustParsePrefix("10.3.0.0/24"), Gateway: netip.MustParseAddr("10.3.0.1")})
-	c, err = compile(bad, 1500)
+	c, err = compile(bad, 1500, "")
 	if err == nil {
 		t.Fatal("compile of a bad state returned no error")
 	}
@@ -128,13 +128,13 @@ func TestCompile(t *testing.T) {
 	// Networks without an underlay address cannot be built at all.
 	noUnderlay := sampleState()
 	noUnderlay.Underlay.Addr = netip.Addr{}
-	if _, err := compile(noUnderlay, 1500); err == nil {
+	if _, err := compile(noUnderlay, 1500, ""); err == nil {
 		t.Error("compile without underlay address returned no error")
 	}
 }
 
 func TestPlanLinks(t *testing.T) {
-	c, err := compile(sampleState(), 1500)
+	c, err := compile(sampleState(), 1500, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,7 +417,7 @@ func TestPlanTransitions(t *testing.T) {
 				"eth0":     {Name: "eth0", Kind: "device", MTU: 1500, Up: true},
 				"mnbrhome": {Name: "mnbrhome", Kind: kindBridge}, // looks like ours, is not
 			}}}
-			cf, err := compile(from.st, 1500)
+			cf, err := compile(from.st, 1500, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -432,7 +432,7 @@ func TestPlanTransitions(t *testing.T) {
 					fdbEntry{Dev: "mnvx100", MAC: "02:00:00:99:00:99", Dst: netip.MustParseAddr("198.18.0.77"), Permanent: true})
 				k.m.Neigh = append(k.m.Neigh, neighEntry{Dev: "mnvx100", IP: netip.MustParseAddr("10.1.0.21"), MAC: "02:00:00:99:00:99"})
 			}
-			ct, err := compile(to.st, 1500)
+			ct, err := compile(to.st, 1500, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -458,7 +458,7 @@ func TestPlanTransitionsRandomOrder(t *testing.T) {
 		rng := rand.New(rand.NewSource(seed))
 		k := &simKernel{m: kernelModel{Links: map[string]link{}}}
 		for _, i := range rng.Perm(len(states)) {
-			c, err := compile(states[i].st, 1500)
+			c, err := compile(states[i].st, 1500, "")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -41,7 +41,21 @@ type State struct {
 	// on lo as /32s with the label "lo:meshnet", so that containers reach
 	// them through their gateway and Apply can tell its own from others'.
 	ServiceAddrs []netip.Addr
+	// Members are the underlay addresses of the cluster's current members.
+	// Only they may reach the tunnel ports (VXLAN, WireGuard): packets to
+	// those ports from anyone else are dropped, and containers may not send
+	// to a member's tunnel port at all.
+	Members []netip.Addr
+	// WireGuard is the host's WireGuard device, shared by every network with
+	// Dataplane "wireguard"; ignored when there is none.
+	WireGuard WireGuardState
 }
+
+// Dataplane kinds of a Network.
+const (
+	KindVXLAN     = "vxlan"
+	KindWireGuard = "wireguard"
+)
 
 // UnderlayInfo describes this host's underlay.
 type UnderlayInfo struct {
@@ -57,10 +71,19 @@ type Network struct {
 	VNI     uint32
 	Subnet  netip.Prefix
 	Gateway netip.Addr // same on every host; the local bridge holds Gateway/Subnet.Bits()
-	MTU     int        // 0 = underlay MTU - VXLANOverhead
+	MTU     int        // 0 = underlay MTU - the kind's overhead
+	// Kind is KindVXLAN ("" means the same) or KindWireGuard. A wireguard
+	// network is routed (L3): its bridge holds the gateway and answers ARP
+	// for remote addresses (proxy_arp), and the prefixes State.WireGuard's
+	// peers carry inside Subnet are routed through the WireGuard device. It
+	// has no vxlan device and ignores Remotes.
+	Kind    string
 	Locals  []LocalEndpoint
 	Remotes []RemoteEndpoint
 }
+
+// wireguard reports whether n is routed through the WireGuard device.
+func (n Network) wireguard() bool { return n.Kind == KindWireGuard }
 
 // LocalEndpoint is a container on this host.
 type LocalEndpoint struct {
@@ -132,7 +155,8 @@ func vniFromName(name, prefix string) (uint32, bool) {
 func (s State) Equal(o State) bool {
 	a, b := s.normalized(), o.normalized()
 	if a.Underlay != b.Underlay || a.port() != b.port() || len(a.Networks) != len(b.Networks) ||
-		!slices.Equal(a.ServiceAddrs, b.ServiceAddrs) {
+		!slices.Equal(a.ServiceAddrs, b.ServiceAddrs) || !slices.Equal(a.Members, b.Members) ||
+		!a.WireGuard.equal(b.WireGuard) {
 		return false
 	}
 	for i := range a.Networks {
@@ -157,6 +181,10 @@ func (s State) normalized() State {
 	out.ServiceAddrs = slices.Clone(s.ServiceAddrs)
 	slices.SortFunc(out.ServiceAddrs, netip.Addr.Compare)
 	out.ServiceAddrs = slices.Compact(out.ServiceAddrs)
+	out.Members = slices.Clone(s.Members)
+	slices.SortFunc(out.Members, netip.Addr.Compare)
+	out.Members = slices.Compact(out.Members)
+	out.WireGuard = s.WireGuard.normalized()
 	out.Networks = make([]Network, len(s.Networks))
 	for i, n := range s.Networks {
 		n.Locals = slices.Clone(n.Locals)
@@ -196,7 +224,7 @@ func cmpStrings(a1, b1, a2, b2 string) int {
 
 func (n Network) equal(o Network) bool {
 	if n.VNI != o.VNI || n.Subnet != o.Subnet || n.Gateway != o.Gateway || n.MTU != o.MTU ||
-		len(n.Locals) != len(o.Locals) || len(n.Remotes) != len(o.Remotes) {
+		n.wireguard() != o.wireguard() || len(n.Locals) != len(o.Locals) || len(n.Remotes) != len(o.Remotes) {
 		return false
 	}
 	for i, l := range n.Locals {
@@ -229,6 +257,9 @@ func (n Network) validate() error {
 	}
 	if n.MTU != 0 && (n.MTU < 576 || n.MTU > 65535) {
 		errs = append(errs, fmt.Errorf("MTU %d outside 576..65535", n.MTU))
+	}
+	if n.Kind != "" && n.Kind != KindVXLAN && n.Kind != KindWireGuard {
+		errs = append(errs, fmt.Errorf("unknown dataplane kind %q", n.Kind))
 	}
 	return errors.Join(errs...)
 }

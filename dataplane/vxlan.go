@@ -131,9 +131,19 @@ func (d *VXLAN) changed(what string) {
 // So a change never opens a window with less connectivity than either state
 // has (a veth moves to its new bridge before the old one goes), and a failure in
 // one step does not stop the others.
+//
+// The VXLAN dataplane alone has no WireGuard device: a wireguard network in st
+// is reported and left alone. The WireGuard dataplane applies through apply
+// with its device's name.
 func (d *VXLAN) Apply(ctx context.Context, st State) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.applyLocked(ctx, st, "")
+}
+
+// applyLocked is Apply with the WireGuard device wireguard networks route
+// through ("" = none).
+func (d *VXLAN) applyLocked(ctx context.Context, st State, tunnel string) error {
 	if d.closed {
 		return errClosed
 	}
@@ -153,8 +163,10 @@ func (d *VXLAN) Apply(ctx context.Context, st State) error {
 		// exists would cut every container off for a configuration slip.
 		return errors.New("invalid state: networks but no underlay address; kernel left as it is")
 	}
-	c, err := compile(st, d.underlayMTU(st.Underlay))
+	c, err := compile(st, d.underlayMTU(st.Underlay), tunnel)
 	report(err)
+	fw := firewallSpec{Nets: c.Networks, Members: st.Members, VXLANPort: st.port(),
+		WireGuardPort: st.WireGuard.port(), Tunnel: tunnel}
 
 	// 1. Devices.
 	if len(c.Networks) > 0 {
@@ -179,6 +191,11 @@ func (d *VXLAN) Apply(ctx context.Context, st State) error {
 		// advertisements arriving over the overlay.
 		if br := BridgeName(n.VNI); have.Links[br].Kind == kindBridge {
 			ctls = append(ctls, sysctl{"net/ipv6/conf/" + br + "/accept_ra", "0"})
+			if n.wireguard() {
+				// The bridge answers ARP for remote addresses, which
+				// are routed through the WireGuard device.
+				ctls = append(ctls, sysctl{"net/ipv4/conf/" + br + "/proxy_arp", "1"})
+			}
 		}
 	}
 	report(d.writeSysctls(ctls))
@@ -194,7 +211,11 @@ func (d *VXLAN) Apply(ctx context.Context, st State) error {
 	for _, e := range setNeigh {
 		report(d.neighOp(e, false))
 	}
-	report(d.syncFirewallAdds(c.Networks))
+	setRoutes, _ := planRoutes(c.Want, have, c.ReservedSubnets)
+	for _, r := range setRoutes {
+		report(d.routeOp(r, false))
+	}
+	report(d.syncFirewallAdds(fw))
 	report(d.syncServiceAddrs(st.ServiceAddrs))
 	if err := ctx.Err(); err != nil {
 		return errors.Join(append(errs, err)...)
@@ -203,6 +224,10 @@ func (d *VXLAN) Apply(ctx context.Context, st State) error {
 	// 3. Deletes, computed from what the kernel holds now.
 	have, err = d.observe()
 	report(err)
+	_, delRoutes := planRoutes(c.Want, have, c.ReservedSubnets)
+	for _, r := range delRoutes {
+		report(d.routeOp(r, true))
+	}
 	_, delNeigh := planNeigh(c.Want, have)
 	for _, e := range delNeigh {
 		report(d.neighOp(e, true))
@@ -218,7 +243,7 @@ func (d *VXLAN) Apply(ctx context.Context, st State) error {
 	for _, l := range planLinkDeletes(c.Want, have, c.Reserved) {
 		report(d.deleteLink(l.Name))
 	}
-	report(d.syncFirewallDeletes(c.Networks, c.Reserved))
+	report(d.syncFirewallDeletes(fw, c.Reserved))
 
 	if len(d.changes) > 0 {
 		d.log.Info("applied", "networks", len(c.Networks), "changes", len(d.changes), "errors", len(errs))
@@ -249,7 +274,12 @@ func (d *VXLAN) Teardown() error {
 			errs = append(errs, err)
 		}
 	}
-	if err := d.syncFirewallDeletes(nil, nil); err != nil {
+	for _, r := range have.Routes {
+		if err := d.routeOp(r, true); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := d.syncFirewallDeletes(firewallSpec{}, nil); err != nil {
 		errs = append(errs, err)
 	}
 	if err := d.syncServiceAddrs(nil); err != nil {

@@ -145,6 +145,15 @@ func checkKernel(t *testing.T, host hostNS, st State, underlayMTU int, acceptCha
 			t.Errorf("%s: id %d port %d local %v learning %v proxy %v master %s mtu %d flags %v",
 				vxName, vx.VxlanId, vx.Port, vx.SrcAddr, vx.Learning, vx.Proxy, byIndex[vx.MasterIndex], vx.MTU, vx.Flags)
 		}
+		// The bridge port must not learn MACs from the overlay.
+		var ports []struct {
+			Ifname   string `json:"ifname"`
+			Learning *bool  `json:"learning"`
+		}
+		mustJSON(t, mustRunIn(t, host.ns, "bridge", "-d", "-j", "link", "show", "dev", vxName), &ports)
+		if len(ports) != 1 || ports[0].Learning == nil || *ports[0].Learning {
+			t.Errorf("%s bridge port: %+v, want learning off", vxName, ports)
+		}
 
 		for _, l := range n.Locals {
 			expected[l.HostIf] = true
@@ -228,8 +237,19 @@ func checkKernel(t *testing.T, host hostNS, st State, underlayMTU int, acceptCha
 		if err != nil {
 			t.Errorf("table inet meshnet: %v", err)
 		}
-		if got := strings.Count(out, `comment "meshnet:`); got != 2*len(st.Networks) {
-			t.Errorf("table inet meshnet has %d meshnet rules, want %d:\n%s", got, 2*len(st.Networks), out)
+		// Per network: isolation and masquerade; per tunnel port: accept
+		// from members (ip, ip6), drop others, drop from containers (ip, ip6).
+		if got := strings.Count(out, `comment "meshnet:`); got != 2*len(st.Networks)+5 {
+			t.Errorf("table inet meshnet has %d meshnet rules, want %d:\n%s", got, 2*len(st.Networks)+5, out)
+		}
+		for _, want := range []string{
+			fmt.Sprintf(`udp dport %d ip saddr @members4 counter`, port),
+			fmt.Sprintf(`udp dport %d counter packets 0 bytes 0 drop comment "meshnet: tunnel udp %d drop others"`, port, port),
+			fmt.Sprintf(`iifname "mnbr*" udp dport %d ip daddr @members4 counter`, port),
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("table inet meshnet lacks %q:\n%s", want, out)
+			}
 		}
 		for _, n := range st.Networks {
 			br := fmt.Sprintf("mnbr%d", n.VNI)

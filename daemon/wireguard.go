@@ -1,0 +1,219 @@
+package daemon
+
+import (
+	"net/netip"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/meshnet/meshnet/dataplane"
+	"github.com/meshnet/meshnet/gossip"
+	"github.com/meshnet/meshnet/ipam"
+)
+
+// This file holds the pure translation from a store snapshot and IPAM's
+// block owners to the WireGuard half of the dataplane state: which hosts are
+// peers and which prefixes each carries. Peers are hosts, and AllowedIPs
+// their address blocks, so the configuration grows with hosts and blocks,
+// not with containers.
+
+// block is an address block and the node that owns it.
+type block struct {
+	prefix netip.Prefix
+	owner  string
+}
+
+// blocksBySubnet turns IPAM's status into the owned blocks of every pool,
+// keyed by subnet. Runs of consecutive blocks with one owner are merged into
+// as few prefixes as cover them exactly.
+func blocksBySubnet(st ipam.Status) map[netip.Prefix][]block {
+	out := map[netip.Prefix][]block{}
+	for _, p := range st.Pools {
+		subnet, err := netip.ParsePrefix(p.Subnet)
+		if err != nil {
+			continue
+		}
+		subnet = subnet.Masked()
+		for _, r := range p.Ranges {
+			first, err := netip.ParseAddr(r.First)
+			if err != nil || r.Owner == "" || r.Blocks < 1 {
+				continue
+			}
+			var ps []netip.Prefix
+			a := first
+			for i := 0; i < r.Blocks && a.IsValid(); i++ {
+				bp := netip.PrefixFrom(a, p.BlockLen).Masked()
+				ps = append(ps, bp)
+				a = lastAddr(bp).Next()
+			}
+			for _, m := range mergePrefixes(ps) {
+				out[subnet] = append(out[subnet], block{prefix: m, owner: r.Owner})
+			}
+		}
+	}
+	return out
+}
+
+// lastAddr is the highest address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// mergePrefixes merges sibling prefixes (two halves of one parent) until no
+// two are siblings: the exact cover of the same addresses, in fewer routes.
+func mergePrefixes(ps []netip.Prefix) []netip.Prefix {
+	ps = slices.Clone(ps)
+	for {
+		slices.SortFunc(ps, func(a, b netip.Prefix) int {
+			if c := a.Addr().Compare(b.Addr()); c != 0 {
+				return c
+			}
+			return a.Bits() - b.Bits()
+		})
+		ps = slices.Compact(ps)
+		merged := false
+		for i := 0; i+1 < len(ps); i++ {
+			a, b := ps[i], ps[i+1]
+			if a.Bits() == b.Bits() && a.Bits() > 0 {
+				parent := netip.PrefixFrom(a.Addr(), a.Bits()-1).Masked()
+				if parent.Addr() == a.Addr() && parent.Contains(b.Addr()) {
+					ps[i] = parent
+					ps = slices.Delete(ps, i+1, i+2)
+					merged = true
+				}
+			}
+		}
+		if !merged {
+			return ps
+		}
+	}
+}
+
+// wireGuardNode is a node's WireGuard facts from its KindNode record.
+type wireGuardNode struct {
+	addr netip.Addr
+	key  string
+	port int
+}
+
+func wireGuardNodes(snap *gossip.Snapshot) map[string]wireGuardNode {
+	out := map[string]wireGuardNode{}
+	for _, r := range snap.Records(gossip.KindNode) {
+		var ni gossip.NodeInfo
+		if r.Decode(&ni) != nil || ni.WireGuardKey == "" || ni.WireGuardPort <= 0 {
+			continue
+		}
+		a, err := netip.ParseAddr(ni.Addr)
+		if err != nil {
+			continue
+		}
+		out[r.Owner] = wireGuardNode{addr: a, key: ni.WireGuardKey, port: ni.WireGuardPort}
+	}
+	return out
+}
+
+// desiredWireGuard computes the WireGuard device's peers for this node: every
+// up node that publishes a WireGuard key and has a wireguard network this
+// node has too. A peer's AllowedIPs are its blocks in those networks, plus
+// each address its containers hold outside its own blocks (kept after a
+// handoff, or in a conflict), so that every remote container is routed to
+// the host that holds it. A dead node is no peer: its routes go with it, and
+// come back if it does.
+func desiredWireGuard(snap *gossip.Snapshot, blocks map[netip.Prefix][]block, port int, keepalive time.Duration) dataplane.WireGuardState {
+	st := dataplane.WireGuardState{Port: port}
+	self := snap.Self
+	mine := map[netip.Prefix]bool{}
+	members := map[netip.Prefix][]string{} // wireguard subnet -> nodes that have it
+	for _, n := range decodeNetworks(snap.Records(gossip.KindNetwork)) {
+		if n.info.Dataplane != dataplane.KindWireGuard {
+			continue
+		}
+		s := n.subnet.Masked()
+		if n.owner == self {
+			mine[s] = true
+		} else {
+			members[s] = append(members[s], n.owner)
+		}
+	}
+	nodes := wireGuardNodes(snap)
+	peers := map[string]bool{}
+	allowed := map[string][]netip.Prefix{}
+	// sharing[subnet][node]: node is a peer through this subnet.
+	sharing := map[netip.Prefix]map[string]bool{}
+	for subnet := range mine {
+		sharing[subnet] = map[string]bool{}
+		for _, owner := range members[subnet] {
+			if _, ok := nodes[owner]; ok && owner != self && snap.Up(owner) {
+				peers[owner] = true // a peer, blocks or not
+				sharing[subnet][owner] = true
+			}
+		}
+		for _, b := range blocks[subnet] {
+			if sharing[subnet][b.owner] {
+				allowed[b.owner] = append(allowed[b.owner], b.prefix)
+			}
+		}
+	}
+	// Containers outside their host's blocks; the first holder (by node
+	// name) wins an address two hosts hold, as WireGuard can route it to
+	// one peer only.
+	eps := decodeEndpoints(snap.UpRecords(gossip.KindEndpoint))
+	sort.Slice(eps, func(i, j int) bool { return eps[i].owner < eps[j].owner })
+	taken := map[netip.Addr]bool{}
+	for _, e := range eps {
+		if e.owner == self {
+			taken[e.addr] = true
+		}
+	}
+	for _, e := range eps {
+		s := e.subnet.Masked()
+		if !sharing[s][e.owner] || taken[e.addr] {
+			continue
+		}
+		taken[e.addr] = true
+		if !slices.ContainsFunc(allowed[e.owner], func(p netip.Prefix) bool { return p.Contains(e.addr) }) {
+			allowed[e.owner] = append(allowed[e.owner], netip.PrefixFrom(e.addr, e.addr.BitLen()))
+		}
+	}
+	names := make([]string, 0, len(peers))
+	for n := range peers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		wn := nodes[n]
+		st.Peers = append(st.Peers, dataplane.WireGuardPeer{
+			PublicKey:  wn.key,
+			Endpoint:   netip.AddrPortFrom(wn.addr, uint16(wn.port)),
+			Keepalive:  keepalive,
+			AllowedIPs: allowed[n],
+		})
+	}
+	return st
+}
+
+// memberAddrs are the underlay addresses of the nodes that are up (this one
+// included): only they may reach the tunnel ports. Both the address a node
+// publishes in its record and the one memberlist sees it at count: a node
+// that has just come back is let in as soon as memberlist has it alive,
+// before its record arrives by push/pull.
+func memberAddrs(snap *gossip.Snapshot) []netip.Addr {
+	var out []netip.Addr
+	for node, a := range nodeAddrs(snap) {
+		if snap.Up(node) {
+			out = append(out, a)
+		}
+	}
+	for node, m := range snap.Members {
+		if a, err := netip.ParseAddr(m.Addr); err == nil && snap.Up(node) {
+			out = append(out, a.Unmap())
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}

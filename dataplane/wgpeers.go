@@ -1,0 +1,119 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// planPeers returns the peer changes that take a device from the peers it has
+// to the wanted ones, and nothing when they match, so that a re-Apply writes
+// nothing and never resets a session. Peers are keyed by public key: a peer
+// whose endpoint or AllowedIPs changed is updated in place (its session and
+// counters survive), a peer no longer wanted is removed.
+//
+// An endpoint is written when the peer is new, has none, or its published
+// endpoint differs from the one this dataplane last wrote (lastEndpoint):
+// WireGuard follows a peer that roams (its packets authenticate from a new
+// address) and Apply must not undo that on every pass.
+//
+// A prefix wanted for two peers would silently move to whichever WireGuard
+// saw last; it is reported and given to the first peer only.
+func planPeers(want WireGuardState, have []wgtypes.Peer, lastEndpoint map[wgtypes.Key]netip.AddrPort) ([]wgtypes.PeerConfig, error) {
+	var errs []error
+	haveBy := map[wgtypes.Key]wgtypes.Peer{}
+	for _, p := range have {
+		haveBy[p.PublicKey] = p
+	}
+	wanted := map[wgtypes.Key]bool{}
+	claimed := map[netip.Prefix]string{}
+	var out []wgtypes.PeerConfig
+	for _, p := range want.normalized().Peers {
+		key, err := wgtypes.ParseKey(p.PublicKey)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("peer key %q: %w", p.PublicKey, err))
+			continue
+		}
+		if wanted[key] {
+			errs = append(errs, fmt.Errorf("peer %s listed twice", shortKey(p.PublicKey)))
+			continue
+		}
+		wanted[key] = true
+		var allowed []netip.Prefix
+		for _, a := range p.AllowedIPs {
+			a = a.Masked()
+			if other, dup := claimed[a]; dup {
+				errs = append(errs, fmt.Errorf("prefix %v wanted for peers %s and %s: kept on the first", a, shortKey(other), shortKey(p.PublicKey)))
+				continue
+			}
+			claimed[a] = p.PublicKey
+			allowed = append(allowed, a)
+		}
+		h, exists := haveBy[key]
+		needEndpoint := p.Endpoint.IsValid() && (!exists || h.Endpoint == nil || lastEndpoint[key] != p.Endpoint)
+		if exists && !needEndpoint && h.PersistentKeepaliveInterval == p.Keepalive &&
+			slices.Equal(peerPrefixes(h.AllowedIPs), allowed) {
+			continue
+		}
+		ka := p.Keepalive
+		pc := wgtypes.PeerConfig{
+			PublicKey:                   key,
+			PersistentKeepaliveInterval: &ka,
+			ReplaceAllowedIPs:           true,
+			AllowedIPs:                  ipNets(allowed),
+		}
+		if needEndpoint {
+			pc.Endpoint = net.UDPAddrFromAddrPort(p.Endpoint)
+		}
+		out = append(out, pc)
+	}
+	for _, h := range have {
+		if !wanted[h.PublicKey] {
+			out = append(out, wgtypes.PeerConfig{PublicKey: h.PublicKey, Remove: true})
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// peerPrefixes converts a device's AllowedIPs, sorted.
+func peerPrefixes(ns []net.IPNet) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(ns))
+	for _, n := range ns {
+		a, ok := netip.AddrFromSlice(n.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := n.Mask.Size()
+		out = append(out, netip.PrefixFrom(a.Unmap(), ones).Masked())
+	}
+	return sortedPrefixes(out)
+}
+
+func ipNets(ps []netip.Prefix) []net.IPNet {
+	out := make([]net.IPNet, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, *prefixIPNet(p))
+	}
+	return out
+}
+
+// describePeerChange says what one change does, for the change log.
+func describePeerChange(pc wgtypes.PeerConfig) string {
+	k := shortKey(pc.PublicKey.String())
+	if pc.Remove {
+		return "remove WireGuard peer " + k
+	}
+	s := fmt.Sprintf("set WireGuard peer %s allowed-ips %v", k, peerPrefixes(pc.AllowedIPs))
+	if pc.Endpoint != nil {
+		s += " endpoint " + pc.Endpoint.String()
+	}
+	if pc.PersistentKeepaliveInterval != nil && *pc.PersistentKeepaliveInterval > 0 {
+		s += " keepalive " + pc.PersistentKeepaliveInterval.Round(time.Second).String()
+	}
+	return s
+}

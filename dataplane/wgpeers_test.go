@@ -1,0 +1,179 @@
+package dataplane
+
+import (
+	"encoding/hex"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+func testKey(t *testing.T) wgtypes.Key {
+	t.Helper()
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.PublicKey()
+}
+
+// devicePeers plays the device: it applies peer changes as WireGuard does.
+func devicePeers(have []wgtypes.Peer, changes []wgtypes.PeerConfig) []wgtypes.Peer {
+	by := map[wgtypes.Key]int{}
+	for i, p := range have {
+		by[p.PublicKey] = i
+	}
+	for _, c := range changes {
+		i, ok := by[c.PublicKey]
+		if c.Remove {
+			if ok {
+				have = append(have[:i], have[i+1:]...)
+				by = map[wgtypes.Key]int{}
+				for j, p := range have {
+					by[p.PublicKey] = j
+				}
+			}
+			continue
+		}
+		if !ok {
+			have = append(have, wgtypes.Peer{PublicKey: c.PublicKey})
+			i = len(have) - 1
+			by[c.PublicKey] = i
+		}
+		p := &have[i]
+		if c.Endpoint != nil {
+			p.Endpoint = c.Endpoint
+		}
+		if c.PersistentKeepaliveInterval != nil {
+			p.PersistentKeepaliveInterval = *c.PersistentKeepaliveInterval
+		}
+		if c.ReplaceAllowedIPs {
+			p.AllowedIPs = nil
+		}
+		p.AllowedIPs = append(p.AllowedIPs, c.AllowedIPs...)
+	}
+	return have
+}
+
+func TestPlanPeers(t *testing.T) {
+	kA, kB := testKey(t), testKey(t)
+	pfx := netip.MustParsePrefix
+	want := WireGuardState{Peers: []WireGuardPeer{
+		{PublicKey: kA.String(), Endpoint: netip.MustParseAddrPort("198.18.0.2:51820"), Keepalive: 25 * time.Second,
+			AllowedIPs: []netip.Prefix{pfx("10.8.0.16/28")}},
+		{PublicKey: kB.String(), Endpoint: netip.MustParseAddrPort("198.18.0.3:51820"),
+			AllowedIPs: []netip.Prefix{pfx("10.8.0.32/28"), pfx("10.8.0.48/28")}},
+	}}
+	last := map[wgtypes.Key]netip.AddrPort{}
+	record := func(changes []wgtypes.PeerConfig) {
+		for _, c := range changes {
+			if c.Endpoint != nil {
+				last[c.PublicKey] = c.Endpoint.AddrPort()
+			}
+		}
+	}
+
+	// From nothing: both peers, with endpoints.
+	changes, err := planPeers(want, nil, last)
+	if err != nil || len(changes) != 2 || changes[0].Endpoint == nil || changes[1].Endpoint == nil {
+		t.Fatalf("first plan: %v %+v", err, changes)
+	}
+	have := devicePeers(nil, changes)
+	record(changes)
+	if changes, _ := planPeers(want, have, last); len(changes) != 0 {
+		t.Errorf("second plan changes %+v: a re-Apply must write nothing", changes)
+	}
+
+	// WireGuard followed A roaming to another address: not undone.
+	for i := range have {
+		if have[i].PublicKey == kA {
+			have[i].Endpoint = &net.UDPAddr{IP: net.ParseIP("203.0.113.7"), Port: 40000}
+		}
+	}
+	if changes, _ := planPeers(want, have, last); len(changes) != 0 {
+		t.Errorf("plan after roaming changes %+v", changes)
+	}
+
+	// A publishes a new endpoint: the same peer, updated in place.
+	moved := want.normalized()
+	for i := range moved.Peers {
+		if moved.Peers[i].PublicKey == kA.String() {
+			moved.Peers[i].Endpoint = netip.MustParseAddrPort("198.18.0.22:51820")
+		}
+	}
+	changes, _ = planPeers(moved, have, last)
+	if len(changes) != 1 || changes[0].PublicKey != kA || changes[0].Remove || changes[0].Endpoint.String() != "198.18.0.22:51820" {
+		t.Fatalf("plan after A moved: %+v", changes)
+	}
+	have = devicePeers(have, changes)
+	record(changes)
+
+	// B dies: removed; A untouched.
+	gone := WireGuardState{Peers: []WireGuardPeer{moved.Peers[0]}}
+	if gone.Peers[0].PublicKey != kA.String() {
+		gone.Peers[0] = moved.Peers[1]
+	}
+	changes, _ = planPeers(gone, have, last)
+	if len(changes) != 1 || changes[0].PublicKey != kB || !changes[0].Remove {
+		t.Errorf("plan after B went: %+v", changes)
+	}
+
+	// A prefix wanted for two peers goes to the first only, and is reported.
+	dup := WireGuardState{Peers: []WireGuardPeer{
+		{PublicKey: kA.String(), AllowedIPs: []netip.Prefix{pfx("10.8.0.16/28")}},
+		{PublicKey: kB.String(), AllowedIPs: []netip.Prefix{pfx("10.8.0.16/28")}},
+	}}
+	changes, err = planPeers(dup, nil, map[wgtypes.Key]netip.AddrPort{})
+	if err == nil || !strings.Contains(err.Error(), "10.8.0.16/28") {
+		t.Errorf("duplicate prefix not reported: %v", err)
+	}
+	n := 0
+	for _, c := range changes {
+		n += len(c.AllowedIPs)
+	}
+	if n != 1 {
+		t.Errorf("duplicate prefix given %d times", n)
+	}
+	if _, err := planPeers(WireGuardState{Peers: []WireGuardPeer{{PublicKey: "nope"}}}, nil, nil); err == nil {
+		t.Error("a bad key was not reported")
+	}
+}
+
+func TestUAPIRoundTrip(t *testing.T) {
+	priv, _ := wgtypes.GeneratePrivateKey()
+	k := testKey(t)
+	ka := 25 * time.Second
+	port := 51820
+	cfg := wgtypes.Config{PrivateKey: &priv, ListenPort: &port, Peers: []wgtypes.PeerConfig{
+		{PublicKey: k, Endpoint: &net.UDPAddr{IP: net.ParseIP("198.18.0.2"), Port: 51820}, PersistentKeepaliveInterval: &ka,
+			ReplaceAllowedIPs: true, AllowedIPs: ipNets([]netip.Prefix{netip.MustParsePrefix("10.8.0.16/28")})},
+		{PublicKey: priv.PublicKey(), Remove: true},
+	}}
+	set := uapiSet(cfg)
+	for _, want := range []string{"listen_port=51820\n", "endpoint=198.18.0.2:51820\n", "persistent_keepalive_interval=25\n",
+		"replace_allowed_ips=true\n", "allowed_ip=10.8.0.16/28\n", "remove=true\n"} {
+		if !strings.Contains(set, want) {
+			t.Errorf("IpcSet text lacks %q:\n%s", want, set)
+		}
+	}
+	// What IpcGet answers for that device.
+	get := "private_key=" + hex.EncodeToString(priv[:]) + "\nlisten_port=51820\n" +
+		"public_key=" + hex.EncodeToString(k[:]) + "\nendpoint=198.18.0.2:51820\npersistent_keepalive_interval=25\n" +
+		"allowed_ip=10.8.0.16/28\nlast_handshake_time_sec=1700000000\nlast_handshake_time_nsec=5\nrx_bytes=10\ntx_bytes=20\nerrno=0\n"
+	gotPort, peers, err := uapiGet(get)
+	if err != nil || gotPort != 51820 || len(peers) != 1 {
+		t.Fatalf("uapiGet: port %d peers %+v err %v\n%s", gotPort, peers, err, get)
+	}
+	p := peers[0]
+	if p.PublicKey != k || p.Endpoint.String() != "198.18.0.2:51820" || p.PersistentKeepaliveInterval != ka ||
+		len(p.AllowedIPs) != 1 || p.AllowedIPs[0].String() != "10.8.0.16/28" || p.ReceiveBytes != 10 || p.TransmitBytes != 20 ||
+		p.LastHandshakeTime.Unix() != 1700000000 {
+		t.Errorf("parsed peer %+v", p)
+	}
+	if _, _, err := uapiGet("public_key=zz\n"); err == nil {
+		t.Error("a malformed key was accepted")
+	}
+}
