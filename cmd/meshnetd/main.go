@@ -28,6 +28,12 @@ func main() {
 		fmt.Fprintf(os.Stderr, "meshnetd: %v\n", oneLine(err))
 		os.Exit(2)
 	}
+	if cfg.ManagedPlugin {
+		if err := writableProcSys(); err != nil {
+			fmt.Fprintf(os.Stderr, "meshnetd: %v\n", err)
+			os.Exit(1)
+		}
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level(cfg.LogLevel)}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

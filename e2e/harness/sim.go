@@ -494,6 +494,9 @@ func (h *SimHost) cgroupDirs() []string {
 	var out []string
 	for _, root := range cgroupRoots() {
 		out = append(out, filepath.Join(root, h.cgroup))
+		for _, id := range h.pluginIDs() {
+			out = append(out, filepath.Join(root, id))
+		}
 	}
 	return out
 }
