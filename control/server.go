@@ -65,9 +65,7 @@ func NewHandler(b Backend, log *slog.Logger) http.Handler {
 	})
 	mux.HandleFunc("POST /v1/rmpeer", func(w http.ResponseWriter, r *http.Request) {
 		var req RemovePeerRequest
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBytes))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
+		if err := decodeRequest(w, r, &req); err != nil {
 			replyErr(w, log, UserError{fmt.Errorf("malformed rmpeer request: %w", err)})
 			return
 		}
@@ -81,6 +79,7 @@ func NewHandler(b Backend, log *slog.Logger) http.Handler {
 		}
 		reply(w, http.StatusOK, struct{}{})
 	})
+	registerKeys(mux, b, log)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusNotFound, Error{Error: fmt.Sprintf("no such control API call: %s %s", r.Method, r.URL.Path)})
 	})
@@ -120,6 +119,16 @@ func replyErr(w http.ResponseWriter, log *slog.Logger, err error) {
 	reply(w, http.StatusInternalServerError, Error{Error: err.Error()})
 }
 
+// timeouts stop slow or stuck clients (slowloris) from holding connections
+// open. WriteTimeout covers the slowest call, a key rotation waiting for
+// members' answers. A variable so that tests can shorten it.
+var timeouts = struct{ readHeader, read, write, idle time.Duration }{
+	readHeader: 5 * time.Second,
+	read:       10 * time.Second,
+	write:      30 * time.Second,
+	idle:       60 * time.Second,
+}
+
 // Serve listens on a unix socket at path (mode 0600: root only) and serves
 // h until ctx is done. A stale socket from a crashed run is replaced.
 func Serve(ctx context.Context, path string, h http.Handler) error {
@@ -129,10 +138,10 @@ func Serve(ctx context.Context, path string, h http.Handler) error {
 	}
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second, // slow clients cannot hold the socket
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       60 * time.Second,
+		ReadHeaderTimeout: timeouts.readHeader, // slow clients cannot hold the socket
+		ReadTimeout:       timeouts.read,
+		WriteTimeout:      timeouts.write,
+		IdleTimeout:       timeouts.idle,
 		MaxHeaderBytes:    16 << 10,
 	}
 	errc := make(chan error, 1)

@@ -14,14 +14,15 @@ import (
 
 // Server timeouts. The engine sends small bodies at once; these only stop a slow or stuck client
 // (slowloris) from holding connections. WriteTimeout is long because a backend may wait on the
-// cluster (an address block handoff) before it answers.
-const (
+// cluster (an address block handoff) before it answers. Variables, so that tests can shorten them.
+var (
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = 30 * time.Second
 	writeTimeout      = 2 * time.Minute
 	idleTimeout       = 2 * time.Minute
-	shutdownTimeout   = 5 * time.Second
 )
+
+const shutdownTimeout = 5 * time.Second
 
 // Serve serves h on the unix socket socketPath until ctx is done, then shuts down (waiting a few
 // seconds for calls in flight) and removes the socket. It creates the socket's directory, replaces

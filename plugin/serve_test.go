@@ -161,6 +161,7 @@ func TestServeSlowClientIsCut(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for the header timeout")
 	}
+	shortTimeouts(t)
 	path := filepath.Join(t.TempDir(), "meshnet.sock")
 	_, h := newTestHandler()
 	startServe(t, path, h)

@@ -34,6 +34,8 @@ Commands:
   lookup NAME    what the DNS server answers for NAME (from the daemon's table)
   rmpeer NODE    remove a dead node: release its address blocks
   keygen         print a new gossip key (base64, 32 bytes)
+  keys list|install KEY|use KEY|remove KEY
+                 rotate the gossip key on every node: install, use, remove
   version        meshctl's and the daemon's versions
 
 Flags (before or after the command):
@@ -244,6 +246,8 @@ func dispatch(ctx context.Context, cmd string, args []string, o options, w io.Wr
 			fmt.Fprintf(w, "  %s\n", a)
 		}
 		return nil
+	case "keys":
+		return runKeys(ctx, c, args, o, w)
 	case "rmpeer":
 		if err := want(1, "one node name: meshctl rmpeer NODE"); err != nil {
 			return err
@@ -317,6 +321,7 @@ func printStatus(w io.Writer, st control.Status, now time.Time) error {
 		dns += " — " + st.DNS.Error
 	}
 	fmt.Fprintf(tw, "DNS:\t%s\n", dns)
+	printWireGuard(tw, st.Dataplane.WireGuard, now)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
