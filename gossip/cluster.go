@@ -57,6 +57,10 @@ type Config struct {
 	// addresses, each a seed). Empty: this node starts a cluster of its own
 	// and waits for others to join it.
 	Join []string
+	// Seeds, when set, expands Join into addresses on every join attempt
+	// (a host name into all its addresses, a cloud discovery query into
+	// the instances found; see package discover). Nil: Join as it is.
+	Seeds SeedResolver
 	// LastKnown are peers this node knew in an earlier run (the daemon
 	// keeps them on disk); rejoins try them like last-known live peers.
 	LastKnown []KnownPeer
@@ -64,6 +68,15 @@ type Config struct {
 	// Insecure.
 	Key      []byte
 	Insecure bool
+	// Keys are further keys accepted for decryption (a rotation under
+	// way); Key, the primary, encrypts. See keyring.go.
+	Keys [][]byte
+	// PersistKeys, when set, keeps the keyring after every change, before
+	// the change takes effect (a failure refuses the change).
+	PersistKeys func(KeyringState) error
+	// KeyTimeout bounds how long a keyring operation waits for answers
+	// (DefaultKeyTimeout when zero).
+	KeyTimeout time.Duration
 	// Label names the cluster; packets with another label are dropped, so
 	// two meshes on one underlay cannot merge by accident.
 	Label string
@@ -115,6 +128,12 @@ type Cluster struct {
 	// anywhere else is a data race (hashicorp/memberlist#306).
 	mu    sync.Mutex
 	peers map[string]peer
+	// suspects maps a peer reported suspect to the suspicion's sequence
+	// number, so that only the latest suspicion's timer lapses it
+	// (suspect.go).
+	suspects   map[string]uint64
+	suspectSeq uint64
+	mlConfig   *memberlist.Config
 
 	// Sends of records too big for a packet (sendLarge); sendsClosed,
 	// under mu, stops new ones once the node shuts down.
@@ -122,6 +141,8 @@ type Cluster struct {
 	sendsClosed    bool
 	maxPacketMsg   int // the largest record message a gossip packet carries
 	retransmitMult int
+
+	kr keyring // gossip key rotation (keyring.go)
 
 	// life serialises the end: Run's graceful leave and Close. It is held
 	// across Leave, which waits for gossip, so nothing on memberlist's
@@ -175,12 +196,13 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 		cfg.RetryInterval = def.RetryInterval
 	}
 	c := &Cluster{
-		cfg:   cfg,
-		store: store,
-		log:   cfg.Log.With("component", "gossip"),
-		peers: make(map[string]peer),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		cfg:      cfg,
+		store:    store,
+		log:      cfg.Log.With("component", "gossip"),
+		peers:    make(map[string]peer),
+		suspects: make(map[string]uint64),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	mc := cfg.Memberlist
 	if mc == nil {
@@ -198,12 +220,12 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 		mc.AdvertisePort = cfg.BindPort
 	}
 	mc.Label = cfg.Label
-	if cfg.Key != nil {
-		mc.SecretKey = cfg.Key
+	if err := c.setupKeyring(mc); err != nil {
+		return nil, err
 	}
 	mc.Delegate = &delegate{c: c}
 	mc.Events = &events{c: c}
-	mc.Logger = log.New(&memberlistLog{log: c.log}, "", 0)
+	mc.Logger = log.New(&memberlistLog{log: c.log, note: c.noteLogLine}, "", 0)
 	mc.LogOutput = nil
 	if cfg.Transport != nil {
 		mc.Transport = cfg.Transport
@@ -211,6 +233,7 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 	// A node that restarts under its own name must be able to take it back
 	// at once (memberlist refuses a dead name's new address otherwise).
 	mc.DeadNodeReclaimTime = time.Second
+	c.mlConfig = mc
 	// Memberlist calls the delegates from its goroutines as soon as Create
 	// starts them: the queue and the store's broadcast hook must be ready
 	// before, and must not need c.ml.
@@ -231,7 +254,9 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 	}
 	c.mu.Lock() // sendLarge may already run on memberlist's goroutines
 	c.ml = ml
+	c.sends.Add(1) // the key request server; shutdown waits for it
 	c.mu.Unlock()
+	go c.serveKeyRequests()
 	local := ml.LocalNode()
 	c.localHost, c.localPort = local.Addr.String(), int(local.Port)
 	return c, nil
@@ -332,7 +357,9 @@ func (c *Cluster) shutdown(leave bool) error {
 func (c *Cluster) rejoin() bool {
 	targets := c.rejoinTargets()
 	if len(targets) == 0 {
-		return true
+		// Nothing to try: fine without seeds, or with every seed up; but
+		// seeds that resolved to nothing yet are retried soon.
+		return len(c.cfg.Join) == 0 || c.numUp() > 1
 	}
 	var errs []error
 	for _, t := range targets {
@@ -394,7 +421,7 @@ func (c *Cluster) rejoinTargets() []string {
 		out = append(out, a)
 		return true
 	}
-	for _, s := range c.cfg.Join {
+	for _, s := range c.seeds() {
 		if _, _, err := net.SplitHostPort(s); err != nil {
 			s = net.JoinHostPort(s, strconv.Itoa(c.cfg.BindPort))
 		}
@@ -435,9 +462,9 @@ func (c *Cluster) numUp() int {
 var metaLeaving = []byte("leaving")
 
 // memberState is what a memberlist event says of a node. Memberlist
-// offers no way to observe suspicion (no event, and Node.State is never
-// set), so a suspect node is alive here until memberlist declares it dead;
-// consumers treat both alike anyway.
+// offers no event for suspicion (and never sets Node.State); suspect.go
+// reads it from memberlist's log instead. Consumers treat suspect and
+// alive alike anyway.
 func memberState(n *memberlist.Node, gone bool) MemberState {
 	switch {
 	case !gone:
@@ -455,6 +482,7 @@ func (c *Cluster) setMember(n *memberlist.Node, gone bool) {
 	m := Member{Name: n.Name, Addr: n.Addr.String(), State: memberState(n, gone)}
 	c.mu.Lock()
 	c.peers[n.Name] = peer{addr: n.Address(), ip: append(net.IP(nil), n.Addr...), port: n.Port, state: m.State}
+	delete(c.suspects, n.Name) // memberlist's verdict ends a suspicion
 	c.mu.Unlock()
 	c.store.SetMember(m)
 }
@@ -549,6 +577,10 @@ func (d *delegate) NodeMeta(limit int) []byte {
 }
 
 func (d *delegate) NotifyMsg(buf []byte) {
+	if len(buf) > 0 && (buf[0] == msgKeyRequest || buf[0] == msgKeyReply) {
+		d.c.notifyKeyMsg(buf)
+		return
+	}
 	recs, err := DecodeMessage(buf)
 	if err != nil {
 		d.c.log.Warn("dropping a gossip message", "err", err)
@@ -762,7 +794,10 @@ func (e *events) NotifyUpdate(n *memberlist.Node) { e.c.setMember(n, false) }
 
 // memberlistLog turns memberlist's "[LEVEL] memberlist: msg" lines into
 // slog records at the matching level.
-type memberlistLog struct{ log *slog.Logger }
+type memberlistLog struct {
+	log  *slog.Logger
+	note func(line string) // sees every line (suspicions: suspect.go)
+}
 
 func (w *memberlistLog) Write(p []byte) (int, error) {
 	line := strings.TrimSpace(string(p))
@@ -774,6 +809,10 @@ func (w *memberlistLog) Write(p []byte) (int, error) {
 			break
 		}
 	}
-	w.log.Log(context.Background(), level, strings.TrimPrefix(line, "memberlist: "))
+	line = strings.TrimPrefix(line, "memberlist: ")
+	if w.note != nil {
+		w.note(line)
+	}
+	w.log.Log(context.Background(), level, line)
 	return len(p), nil
 }

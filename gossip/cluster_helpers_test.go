@@ -250,6 +250,20 @@ func expectMembers(nodes []*testNode, want map[string]MemberState) error {
 	return nil
 }
 
+// expectAllUp checks that every node sees every node up: alive, or suspect
+// (a member under test load may miss a probe; it is still a member).
+func expectAllUp(nodes []*testNode) error {
+	for _, n := range nodes {
+		snap := n.store.Snapshot()
+		for _, m := range nodes {
+			if st := snap.Members[m.name].State; !st.Up() {
+				return fmt.Errorf("%s sees %s as %q, want alive or suspect", n.name, m.name, st)
+			}
+		}
+	}
+	return nil
+}
+
 func allAlive(nodes []*testNode) map[string]MemberState {
 	want := make(map[string]MemberState, len(nodes))
 	for _, n := range nodes {

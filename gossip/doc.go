@@ -39,6 +39,12 @@
 //   - Bounded input. Records, messages and push/pull states from peers are
 //     validated and size-bounded; a gzip bomb or a huge state is refused
 //     without being held in memory.
+//   - Key rotation without downtime. Every node holds a memberlist keyring
+//     (one primary key encrypts, every installed key decrypts); Cluster.Keyring
+//     walks all members that are up through install, use and remove with
+//     request/reply user messages, encrypted with the current key, and
+//     reports each node's result (keyring.go). Each node persists its keyring
+//     (Config.PersistKeys) before a change takes effect.
 //
 // # Member states
 //
@@ -52,16 +58,19 @@
 //	   |                                                     |
 //	   +---(graceful leave: Run's ctx done)---------------> left
 //
-//	what consumers see:   alive: Up, in UpRecords and Records
+//	what consumers see:   alive, suspect: Up, in UpRecords and Records
 //	                      dead, left: not Up; out of UpRecords, still in Records
 //	                      removed (KindRemoval): out of both, up to Removal.UpTo
 //
-// Suspicion is memberlist's internal affair: memberlist v0.5 has no event
-// for it and never fills in Node.State (a field of its own shadows it), so a
-// suspect node is reported alive until it is declared dead. Consumers would
-// treat the two alike anyway: withdrawing endpoints on suspicion would turn
-// every lost probe into an outage. For the same reason "left" cannot be read
-// from memberlist's leave event: a leaving node first re-advertises itself
+// Memberlist v0.5 has no event for suspicion and never fills in Node.State
+// (a field of its own shadows it). The node whose probe fails logs
+// "Suspect NAME has failed" before it spreads the suspicion, so the log
+// adapter reads suspicions from there (suspect.go): a node reports a peer
+// suspect when it suspects it itself, until memberlist's verdict or until
+// the suspicion window passes (a refutation makes no event either).
+// Consumers treat suspect like alive: withdrawing endpoints on suspicion
+// would turn every lost probe into an outage. "left" cannot be read from
+// memberlist's leave event either: a leaving node first re-advertises itself
 // with the metadata "leaving", and the event carries that metadata.
 //
 // # Why it is shaped so

@@ -1,0 +1,81 @@
+package gossip
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// A killed node goes alive → suspect → dead on the nodes that probe it.
+func TestClusterKilledNodeIsSuspectBeforeDead(t *testing.T) {
+	checkGoroutineLeaks(t)
+	nodes := startCluster(t, 3, false)
+	eventually(t, converge, "membership", func() error { return expectMembers(nodes, allAlive(nodes)) })
+	victim, others := nodes[2], nodes[:2]
+
+	var mu sync.Mutex
+	seen := map[string]map[MemberState]bool{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, n := range others {
+		states := map[MemberState]bool{}
+		seen[n.name] = states
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				st := n.store.Snapshot().Members[victim.name].State
+				mu.Lock()
+				states[st] = true
+				mu.Unlock()
+				select {
+				case <-stop:
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}()
+	}
+	victim.kill()
+	eventually(t, converge, "victim dead", func() error {
+		return expectMembers(others, map[string]MemberState{victim.name: StateDead})
+	})
+	close(stop)
+	wg.Wait()
+	suspected := 0
+	for _, n := range others {
+		if seen[n.name][StateSuspect] {
+			suspected++
+		}
+	}
+	if suspected == 0 {
+		t.Fatalf("no node reported %s suspect before dead: %v", victim.name, seen)
+	}
+}
+
+// A suspicion memberlist never confirms (the node refuted it) lapses back
+// to alive once memberlist would have declared the node dead.
+func TestSuspicionLapses(t *testing.T) {
+	checkGoroutineLeaks(t)
+	nodes := startCluster(t, 2, false)
+	eventually(t, converge, "membership", func() error { return expectMembers(nodes, allAlive(nodes)) })
+	a, b := nodes[0], nodes[1]
+	a.c.noteLogLine("Suspect " + b.name + " has failed, no acks received")
+	if got := a.store.Snapshot().Members[b.name].State; got != StateSuspect {
+		t.Fatalf("after the log line, %s sees %s as %s, want suspect", a.name, b.name, got)
+	}
+	eventually(t, 10*time.Second, "suspicion lapsed", func() error {
+		return expectMembers([]*testNode{a}, map[string]MemberState{b.name: StateAlive})
+	})
+}
+
+func TestSuspicionWindow(t *testing.T) {
+	mc := memberlist.DefaultLANConfig() // probe 1 s, mult 4, max mult 6
+	for n, want := range map[int]time.Duration{3: 25 * time.Second, 100: 49 * time.Second} {
+		if got := suspicionWindow(mc, n); got != want {
+			t.Errorf("window for %d nodes = %s, want %s", n, got, want)
+		}
+	}
+}
