@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/meshnet/meshnet/dns"
 )
 
 // Config is everything meshnetd is told. Flags and MESHNET_* environment
@@ -30,13 +32,22 @@ type Config struct {
 	Dataplane     string
 	VXLANPort     int
 	WireGuardPort int
-	DNSAddr       string
-	DNSDomain     string
+	// WireGuardKeepalive makes every WireGuard peer send a keepalive this
+	// often, so NAT mappings stay open for hosts behind NAT; 0 = off.
+	WireGuardKeepalive time.Duration
+	DNSAddr            string
+	DNSDomain          string
 	// DNSUpstreams are the resolvers names outside the zone are forwarded
 	// to ("IP" or "IP:port"); nil: the host's /etc/resolv.conf; ["none"]:
 	// no forwarding.
 	DNSUpstreams []string
+	// DNSRateLimit is the queries per second one source may send the DNS
+	// server (bursts of twice that); 0 turns the limit off.
+	DNSRateLimit float64
 	LogLevel     string
+	// ManagedPlugin: meshnetd runs as a Docker managed plugin (see
+	// internal/pluginbundle), with the plugin's settings and sandbox.
+	ManagedPlugin bool
 	// ResyncInterval re-applies the whole desired state to the kernel even
 	// when nothing changed, repairing drift and missed events.
 	ResyncInterval time.Duration
@@ -58,6 +69,7 @@ func DefaultConfig() Config {
 		WireGuardPort:  51820,
 		DNSAddr:        "169.254.53.53", // link-local: never routed off the host
 		DNSDomain:      "meshnet",
+		DNSRateLimit:   dns.DefaultConfig().RateLimit.QPS,
 		LogLevel:       "info",
 		ResyncInterval: 30 * time.Second,
 	}
@@ -85,13 +97,22 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--dataplane %q: choose vxlan or wireguard", c.Dataplane))
 	}
+	if c.WireGuardKeepalive < 0 || c.WireGuardKeepalive > 65535*time.Second {
+		errs = append(errs, fmt.Errorf("--wireguard-keepalive %v: give 0 (off) or a duration up to 18h12m15s, e.g. 25s behind NAT", c.WireGuardKeepalive))
+	}
 	if a, err := netip.ParseAddr(c.DNSAddr); err != nil || !a.Is4() {
 		errs = append(errs, fmt.Errorf("--dns-addr %q is not an IPv4 address", c.DNSAddr))
 	}
 	if c.DNSDomain == "" || strings.Contains(c.DNSDomain, " ") {
 		errs = append(errs, fmt.Errorf("--dns-domain %q is not a domain name", c.DNSDomain))
 	}
+	if c.DNSRateLimit < 0 || c.DNSRateLimit > 1e7 {
+		errs = append(errs, fmt.Errorf("--dns-rate-limit %v: give queries per second per source, or 0 for no limit", c.DNSRateLimit))
+	}
 	if err := checkUpstreams(c.DNSUpstreams); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.checkJoin(); err != nil {
 		errs = append(errs, err)
 	}
 	switch c.LogLevel {

@@ -96,3 +96,19 @@ func TestDNSUpstreams(t *testing.T) {
 		}
 	}
 }
+
+func TestDNSRateLimit(t *testing.T) {
+	for _, tc := range []struct {
+		qps     float64
+		wantErr bool
+	}{{0, false}, {2000, false}, {-1, true}, {1e9, true}} {
+		c := DefaultConfig()
+		c.Insecure = true
+		c.AdvertiseAddr = "192.0.2.1"
+		c.DNSRateLimit = tc.qps
+		err := c.Validate()
+		if gotErr := err != nil && strings.Contains(err.Error(), "--dns-rate-limit"); gotErr != tc.wantErr {
+			t.Errorf("DNSRateLimit %v: Validate() = %v, want error about --dns-rate-limit: %v", tc.qps, err, tc.wantErr)
+		}
+	}
+}

@@ -72,15 +72,14 @@ const recordsFile = "records.json"
 // one line saying what to fix.
 func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, log: log, started: time.Now()}
-	key, err := cfg.GossipKey()
+	// The persisted keyring (meshctl keys), else --key-file; warns at
+	// every start when gossip is not encrypted.
+	keys, err := loadKeyring(cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	d.encrypted = key != nil
+	d.encrypted = keys.Primary != nil
 	d.dnsAddr, _ = netip.ParseAddr(cfg.DNSAddr) // Validate checked it
-	if key == nil {
-		log.Warn("gossip is NOT encrypted or authenticated (--insecure): anyone who reaches the gossip port can join the mesh")
-	}
 	if cfg.AdvertiseAddr != "" {
 		d.advertise, _ = netip.ParseAddr(cfg.AdvertiseAddr)
 	} else if d.advertise, err = DetectAdvertiseAddr(); err != nil {
@@ -115,8 +114,11 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		AdvertiseAddr:  d.advertise.String(),
 		AdvertisePort:  cfg.BindPort,
 		Join:           cfg.Join,
+		Seeds:          seedResolver(cfg, log),
 		LastKnown:      d.loadKnownPeers(),
-		Key:            key,
+		Key:            keys.Primary,
+		Keys:           keys.Keys,
+		PersistKeys:    d.persistKeys,
 		Insecure:       cfg.Insecure,
 		Label:          cfg.Cluster,
 		RejoinInterval: 15 * time.Second,
@@ -130,17 +132,19 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		d.cluster.Close()
 		return nil, err
 	}
-	d.dp, err = dataplane.New(log, dataplane.Options{})
-	if err != nil {
+	if d.dp, err = newDataplane(cfg, log); err != nil {
 		d.cluster.Close()
-		return nil, fmt.Errorf("start the dataplane: %w", err)
+		return nil, err
 	}
 	d.dnsCfg = dns.DefaultConfig()
 	d.dnsCfg.Domain = cfg.DNSDomain
 	d.dnsCfg.Addr = net.JoinHostPort(cfg.DNSAddr, "53")
 	d.dnsCfg.AllowRecursion = d.allowRecursion
 	d.dnsCfg.Upstreams = cfg.upstreams()
+	d.dnsCfg.RateLimit.QPS = cfg.DNSRateLimit
+	d.dnsCfg.RateLimit.Burst = int(2 * cfg.DNSRateLimit)
 	d.watcher = plugin.NewWatcher(cfg.DockerHost, log)
+	d.watcher.RestartStranded("meshnet")
 	return d, nil
 }
 
@@ -156,7 +160,10 @@ func (d *Daemon) loadRecords(path string) error {
 	if err := json.Unmarshal(buf, &own); err != nil {
 		return fmt.Errorf("state file %s is corrupt (%v): move it aside to start this node afresh; the cluster will hand its records back", path, err)
 	}
-	return d.store.Load(own)
+	if err := d.store.Load(own); err != nil {
+		return fmt.Errorf("state file %s: %w (move it aside to start this node afresh; the cluster hands its records back)", path, err)
+	}
+	return nil
 }
 
 // Run serves until ctx is done. Parts that fail at run time are logged and
@@ -166,9 +173,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	host, port := d.cluster.LocalAddr()
-	if _, err := d.store.Put(gossip.KindNode, "", gossip.NodeInfo{
-		Addr: d.advertise.String(), GossipPort: port, Version: versionString(), Started: d.started,
-	}); err != nil {
+	self := gossip.NodeInfo{Addr: d.advertise.String(), GossipPort: port, Version: versionString(), Started: d.started}
+	d.wireGuardNodeInfo(&self)
+	if _, err := d.store.Put(gossip.KindNode, "", self); err != nil {
 		return fmt.Errorf("publish node record: %w", err)
 	}
 	d.log.Info("meshnetd starting", "node", d.cfg.NodeName, "gossip", net.JoinHostPort(host, strconv.Itoa(port)), "join", d.cfg.Join, "encrypted", d.encrypted)
@@ -260,8 +267,10 @@ func (d *Daemon) reconcileLoop(ctx context.Context) error {
 func (d *Daemon) reconcile(ctx context.Context) error {
 	d.reconcileMu.Lock()
 	defer d.reconcileMu.Unlock()
-	st := desiredDataplane(d.store.Snapshot(), dataplane.UnderlayInfo{Addr: d.advertise}, d.cfg.VXLANPort)
+	snap := d.store.Snapshot()
+	st := desiredDataplane(snap, dataplane.UnderlayInfo{Addr: d.advertise}, d.cfg.VXLANPort)
 	st.ServiceAddrs = []netip.Addr{d.dnsAddr}
+	d.tunnelState(&st, snap)
 	err := d.dp.Apply(ctx, st)
 	d.applied.Lock()
 	d.applied.at, d.applied.err = time.Now(), err

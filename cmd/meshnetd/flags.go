@@ -21,7 +21,7 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (daemo
 	fs.StringVar(&cfg.BindAddr, "bind-addr", "", "address the gossip port listens on (default: the advertise address; never 0.0.0.0 unless given)")
 	fs.IntVar(&cfg.BindPort, "bind-port", cfg.BindPort, "gossip port, TCP and UDP")
 	fs.StringVar(&join, "join", "", "comma-separated seeds, host[:port]; a host name may resolve to several seeds. Retried until one answers")
-	fs.StringVar(&cfg.KeyFile, "key-file", "", "file holding the base64 32-byte gossip key (make one: meshctl keygen > /etc/meshnet/key). Or set MESHNET_KEY")
+	fs.StringVar(&cfg.KeyFile, "key-file", "", "file holding the base64 32-byte gossip key (make one: meshctl keygen > /etc/meshnet/key). Or set MESHNET_KEY. The initial key only: once --state-dir holds a keyring (keyring.json, written at the first start and by meshctl keys) that is used")
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "allow running without a gossip key (unencrypted, unauthenticated gossip): trusted test networks only")
 	fs.StringVar(&cfg.Cluster, "cluster", cfg.Cluster, "cluster name: gossip from another cluster name is dropped")
 	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "directory for state that must survive restarts (records, allocations, keys)")
@@ -31,10 +31,13 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (daemo
 	fs.StringVar(&cfg.Dataplane, "dataplane", cfg.Dataplane, "default dataplane of new networks: vxlan or wireguard (per network: -o dataplane=)")
 	fs.IntVar(&cfg.VXLANPort, "vxlan-port", cfg.VXLANPort, "UDP port of VXLAN tunnels")
 	fs.IntVar(&cfg.WireGuardPort, "wireguard-port", cfg.WireGuardPort, "UDP port of WireGuard tunnels")
+	fs.DurationVar(&cfg.WireGuardKeepalive, "wireguard-keepalive", cfg.WireGuardKeepalive, "WireGuard persistent keepalive towards every peer, for hosts behind NAT (e.g. 25s); 0 = off")
 	fs.StringVar(&cfg.DNSAddr, "dns-addr", cfg.DNSAddr, "address of the embedded DNS server, held on the host's lo; containers use it with --dns")
 	fs.StringVar(&cfg.DNSDomain, "dns-domain", cfg.DNSDomain, "DNS zone answered for services and containers")
 	fs.StringVar(&upstreams, "dns-upstream", "", "comma-separated resolvers (IP or IP:port) for names outside the zone, asked for meshnet containers only (default: the host's /etc/resolv.conf; none: no forwarding)")
+	fs.Float64Var(&cfg.DNSRateLimit, "dns-rate-limit", cfg.DNSRateLimit, "DNS queries per second one source may send (bursts of twice that); over it UDP queries are dropped; 0 = no limit")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	fs.BoolVar(&cfg.ManagedPlugin, "managed-plugin", false, "running as a Docker managed plugin: also read the plugin's settings JOIN, KEY, ADVERTISE_ADDR, DATAPLANE and LOG_LEVEL (docker plugin set)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: meshnetd [flags]\n\nmeshnetd joins this host to the meshnet overlay and serves Docker's network and IPAM\nplugin. Every flag can also be set as MESHNET_<FLAG> (upper case, - as _).\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -44,6 +47,9 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (daemo
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected argument %q (meshnetd takes flags only)", fs.Arg(0))
+	}
+	if cfg.ManagedPlugin {
+		env = pluginEnv(env)
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
