@@ -41,6 +41,10 @@ type Config struct {
 	// HandoffWait bounds how long RequestAddress waits for a block from
 	// another node (the caller's context may bound it more).
 	HandoffWait time.Duration
+	// FullAfter is how long a pool must look full before RequestAddress
+	// says so: other nodes' spare counts are gossip, and right after a
+	// rival creation of the pool gives way they lag the blocks it freed.
+	FullAfter time.Duration
 	// PublishInterval is how often the count of allocated addresses in the
 	// node's pool record is refreshed (it is only a hint for status).
 	PublishInterval time.Duration
@@ -58,6 +62,7 @@ func DefaultConfig() Config {
 		MinBlockBits:    minBlockBits,     // /28: 13 usable addresses at worst
 		RequestTimeout:  5 * time.Second,  // a live donor answers within a gossip round or two
 		HandoffWait:     20 * time.Second, // under Docker's 30 s plugin call timeout
+		FullAfter:       3 * time.Second,  // a few gossip rounds
 		PublishInterval: 10 * time.Second, // status hint only
 		ResyncInterval:  time.Second,
 		Now:             time.Now,
@@ -74,6 +79,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HandoffWait == 0 {
 		c.HandoffWait = d.HandoffWait
+	}
+	if c.FullAfter == 0 {
+		c.FullAfter = d.FullAfter
 	}
 	if c.PublishInterval == 0 {
 		c.PublishInterval = d.PublishInterval
@@ -129,8 +137,9 @@ type localPool struct {
 	addrs    map[netip.Addr]struct{}
 
 	// Volatile helpers.
-	countBits int         // block size the counts were made for
-	counts    map[int]int // this node's allocations per block
+	takenAt   map[netip.Addr]time.Time // when this process allocated an address (ReleaseStale)
+	countBits int                      // block size the counts were made for
+	counts    map[int]int              // this node's allocations per block
 	hintBlock int
 	hintOff   uint64
 	req       requestState
@@ -591,6 +600,7 @@ func (a *IPAM) RequestAddress(ctx context.Context, poolID string, preferred neti
 	}
 	a.mu.Unlock()
 
+	started := time.Now()
 	deadline := time.NewTimer(a.cfg.HandoffWait)
 	defer deadline.Stop()
 	ch, cancel := a.store.Subscribe()
@@ -638,7 +648,7 @@ func (a *IPAM) RequestAddress(ctx context.Context, poolID string, preferred neti
 			lp.waiters++
 		}
 		a.mu.Unlock()
-		if err != nil {
+		if err != nil && !(errors.Is(err, ErrExhausted) && time.Since(started) < a.cfg.FullAfter) {
 			return netip.Prefix{}, err
 		}
 		select {
@@ -723,6 +733,10 @@ func (a *IPAM) takeLocked(lp *localPool, v *poolView, ad netip.Addr) error {
 		delete(lp.addrs, ad)
 		return fmt.Errorf("allocate %s: %w", ad, err)
 	}
+	if lp.takenAt == nil {
+		lp.takenAt = make(map[netip.Addr]time.Time)
+	}
+	lp.takenAt[ad] = a.cfg.Now()
 	if i, ok := v.geo.blockOf(ad); ok {
 		a.countsLocked(lp, v)[i]++
 	}
@@ -862,6 +876,46 @@ func (a *IPAM) ReleaseAddress(poolID string, addr netip.Addr) error {
 	if !ok {
 		return &Error{Kind: ErrUnknownPool, Msg: fmt.Sprintf("release %s: this node has no pool %s", addr, poolID)}
 	}
+	return a.releaseLocked(lp, addr)
+}
+
+// Pools returns the IDs of the pools this node has (created or joined, and
+// those released by Docker that still hold addresses).
+func (a *IPAM) Pools() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]string, 0, len(a.pools))
+	for id := range a.pools {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ReleaseStale frees an address the caller found held by no container (a
+// leak: meshnetd died between allocating it and Docker's use of it, or
+// Docker's release never arrived), but only if this node has held it since
+// before the caller started watching it: an address released and handed
+// out again meanwhile belongs to a new container and is kept. It reports
+// whether the address was freed.
+func (a *IPAM) ReleaseStale(poolID string, addr netip.Addr, unusedSince time.Time) (bool, error) {
+	addr = addr.Unmap()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	lp, ok := a.pools[poolID]
+	if !ok {
+		return false, nil
+	}
+	if _, held := lp.addrs[addr]; !held || lp.takenAt[addr].After(unusedSince) {
+		return false, nil
+	}
+	if err := a.releaseLocked(lp, addr); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func (a *IPAM) releaseLocked(lp *localPool, addr netip.Addr) error {
 	if _, ok := lp.addrs[addr]; !ok {
 		return nil
 	}
@@ -870,8 +924,9 @@ func (a *IPAM) ReleaseAddress(poolID string, addr netip.Addr) error {
 		lp.addrs[addr] = struct{}{}
 		return fmt.Errorf("release %s: %w", addr, err)
 	}
+	delete(lp.takenAt, addr)
 	if lp.counts != nil {
-		if v := a.viewLocked(poolID); v != nil && v.geo.blockBits == lp.countBits {
+		if v := a.viewLocked(lp.key); v != nil && v.geo.blockBits == lp.countBits {
 			if i, ok := v.geo.blockOf(addr); ok {
 				lp.counts[i]--
 			}

@@ -454,6 +454,11 @@ func (a *IPAM) answerRequestsLocked(lp *localPool) {
 		} else {
 			give = giveable[:min(max(rq.r.Want, 1), 16, len(giveable))]
 		}
+		if len(give) == 0 {
+			a.log.Debug("no spare block for a request", "subnet", lp.key, "from", rq.from, "seq", rq.r.Seq, "block", rq.r.Block,
+				"owned", a.ownedCount(v), "frozen", countBlocks(v, func(b blockInfo) bool { return b.frozen }),
+				"contested", countBlocks(v, func(b blockInfo) bool { return b.contested }))
+		}
 		ok := true
 		for _, i := range give {
 			p := v.geo.blockPrefix(i)
@@ -479,6 +484,16 @@ func (a *IPAM) answerRequestsLocked(lp *localPool) {
 			a.log.Error("record answered requests", "subnet", lp.key, "err", err)
 		}
 	}
+}
+
+func countBlocks(v *poolView, f func(blockInfo) bool) int {
+	n := 0
+	for _, b := range v.blocks {
+		if f(b) {
+			n++
+		}
+	}
+	return n
 }
 
 // publishConflictsLocked lists, in this node's record of each block it

@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -58,5 +59,89 @@ func TestCreatorWaitsForRivalCreationToConcede(t *testing.T) {
 			t.Fatal("RequestAddress did not return after the rival conceded")
 		case <-time.After(10 * time.Millisecond):
 		}
+	}
+}
+
+// The e2e shape that failed: three nodes create the same network within
+// milliseconds, twice in a row (the network removed in between). The first
+// node's pool wins, the second's concedes, and the third, which joined the
+// winner, must get a block even though it asked while the rival creation
+// still froze every block.
+func TestThirdNodeServedAfterRivalCreationTwice(t *testing.T) {
+	for seed := range int64(40) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { thirdNodeServed(t, seed) })
+	}
+}
+
+func thirdNodeServed(t *testing.T, seed int64) {
+	net := newFakeNet(seed, false)
+	cfg := testConfig()
+	cfg.HandoffWait = 3 * time.Second
+	n1 := net.addNode(t, "n1", t.TempDir(), cfg)
+	n2 := net.addNode(t, "n2", t.TempDir(), cfg)
+	n3 := net.addNode(t, "n3", t.TempDir(), cfg)
+	p := netip.MustParsePrefix("10.72.0.0/24")
+	for round := range 2 {
+		pool := mustPool(t, n1.ipamOf(), p, nil)
+		if _, err := n1.ipamOf().RequestAddress(context.Background(), pool, netip.Addr{}, true); err != nil {
+			t.Fatalf("round %d: gateway: %v", round, err)
+		}
+		time.Sleep(time.Millisecond)
+		mustPool(t, n2.ipamOf(), p, nil) // before n1's creation reached it
+		if _, err := n2.ipamOf().RequestAddress(context.Background(), pool, netip.Addr{}, true); err != nil {
+			t.Fatalf("round %d: n2: gateway: %v", round, err)
+		}
+		// n3 hears of both creations (in the seed's order) and joins.
+		net.pump(1000)
+		mustPool(t, n3.ipamOf(), p, nil)
+		if _, err := n3.ipamOf().RequestAddress(context.Background(), pool, netip.Addr{}, true); err != nil {
+			t.Fatalf("round %d: n3: gateway: %v", round, err)
+		}
+
+		type result struct {
+			node string
+			addr netip.Prefix
+			err  error
+		}
+		done := make(chan result, 3)
+		for _, nd := range []*node{n1, n2, n3} {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				a, err := nd.ipamOf().RequestAddress(ctx, pool, netip.Addr{}, false)
+				done <- result{nd.name, a, err}
+			}()
+		}
+		got := map[netip.Addr]string{}
+		deadline := time.After(15 * time.Second)
+		for len(got) < 3 {
+			net.pump(1000) // broadcasts only: push/pull comes every 30 s in a cluster
+			select {
+			case r := <-done:
+				if r.err != nil {
+					t.Fatalf("round %d: %s: RequestAddress: %v", round, r.node, r.err)
+				}
+				if other, dup := got[r.addr.Addr()]; dup {
+					t.Fatalf("round %d: %s and %s both got %s", round, other, r.node, r.addr)
+				}
+				got[r.addr.Addr()] = r.node
+			case <-deadline:
+				t.Fatalf("round %d: only %v got an address", round, got)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		// Docker removes the network everywhere: every address, then the pool.
+		for ad, name := range got {
+			if err := net.nodes[name].ipamOf().ReleaseAddress(pool, ad); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, nd := range []*node{n1, n2, n3} {
+			if err := nd.ipamOf().ReleasePool(pool); err != nil {
+				t.Fatalf("round %d: %s: ReleasePool: %v", round, nd.name, err)
+			}
+		}
+		net.pump(1000)
+		net.syncAll()
 	}
 }
