@@ -51,6 +51,9 @@ type Config struct {
 	// ResyncInterval re-applies the whole desired state to the kernel even
 	// when nothing changed, repairing drift and missed events.
 	ResyncInterval time.Duration
+	// ReclaimAfter frees addresses and endpoint records no container on
+	// this host has held for this long (daemon/sweep.go); 0 never does.
+	ReclaimAfter time.Duration
 }
 
 // DefaultConfig returns the defaults of DESIGN.md's command-line contract.
@@ -72,6 +75,7 @@ func DefaultConfig() Config {
 		DNSRateLimit:   dns.DefaultConfig().RateLimit.QPS,
 		LogLevel:       "info",
 		ResyncInterval: 30 * time.Second,
+		ReclaimAfter:   2 * time.Minute,
 	}
 }
 
@@ -105,6 +109,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DNSDomain == "" || strings.Contains(c.DNSDomain, " ") {
 		errs = append(errs, fmt.Errorf("--dns-domain %q is not a domain name", c.DNSDomain))
+	}
+	if c.ReclaimAfter != 0 && c.ReclaimAfter < 10*time.Second {
+		errs = append(errs, fmt.Errorf("--reclaim-after %v: give 0 (never) or at least 10s: a shorter wait could free an address Docker is about to use", c.ReclaimAfter))
 	}
 	if c.DNSRateLimit < 0 || c.DNSRateLimit > 1e7 {
 		errs = append(errs, fmt.Errorf("--dns-rate-limit %v: give queries per second per source, or 0 for no limit", c.DNSRateLimit))

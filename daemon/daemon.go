@@ -207,6 +207,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	run("ipam", d.ipam.Run, false)
 	run("reconciler", d.reconcileLoop, false)
 	run("dns", d.runDNS, false)
+	run("leak sweep", d.reclaimLoop, false)
 	run("docker events", func(ctx context.Context) error { return d.watcher.Run(ctx, d.onContainers) }, false)
 	run("tombstone expiry", func(ctx context.Context) error {
 		t := time.NewTicker(10 * time.Minute)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -853,5 +854,57 @@ func TestRecreateReleasedPool(t *testing.T) {
 	y := alloc(t, b, pool)
 	if owner := ownerOf(n3.ipamOf(), pool, blockIndex(n3.ipamOf(), pool, y)); owner != "n2" {
 		t.Fatalf("n2 allocated %s in a block of %q", y, owner)
+	}
+}
+
+func TestReleaseStale(t *testing.T) {
+	net := newFakeNet(1, true)
+	dir := t.TempDir()
+	var now atomic.Int64 // the ipam's goroutines read the clock too
+	now.Store(time.Date(2026, 11, 27, 4, 0, 0, 0, time.UTC).UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	advance := func(d time.Duration) { now.Add(int64(d)) }
+	cfg := testConfig()
+	cfg.Now = clock
+	n1 := net.addNode(t, "n1", dir, cfg)
+	a := n1.ipamOf()
+	pool := mustPool(t, a, subnet16, nil)
+	if got := a.Pools(); !slices.Equal(got, []string{pool}) {
+		t.Fatalf("Pools() = %v, want [%s]", got, pool)
+	}
+	leaked := alloc(t, a, pool)
+	advance(time.Minute)
+	watchedFrom := clock() // the sweep first saw leaked unused here
+
+	// Held since before the sweep saw it unused: freed.
+	if ok, err := a.ReleaseStale(pool, leaked, watchedFrom); !ok || err != nil {
+		t.Fatalf("ReleaseStale(%s) = %v, %v; want freed", leaked, ok, err)
+	}
+	if containsAddr(a.Allocations(pool), leaked) {
+		t.Fatalf("%s still allocated after ReleaseStale", leaked)
+	}
+	// Handed out again after the sweep started watching: a new container's; kept.
+	advance(time.Second)
+	p, err := a.RequestAddress(context.Background(), pool, leaked, false)
+	if err != nil {
+		t.Fatalf("allocating %s again: %v", leaked, err)
+	}
+	again := p.Addr()
+	if ok, err := a.ReleaseStale(pool, again, watchedFrom); ok || err != nil {
+		t.Fatalf("ReleaseStale of an address allocated after the sweep saw it unused = %v, %v; want kept", ok, err)
+	}
+	// Not held, unknown pool: nothing to do, no error.
+	if ok, err := a.ReleaseStale(pool, netip.MustParseAddr("10.42.200.1"), clock()); ok || err != nil {
+		t.Fatalf("ReleaseStale of a free address = %v, %v", ok, err)
+	}
+	if ok, err := a.ReleaseStale("10.99.0.0/16", again, clock()); ok || err != nil {
+		t.Fatalf("ReleaseStale in an unknown pool = %v, %v", ok, err)
+	}
+	// Loaded from disk after a restart: held since before this process, freed.
+	n1.stop()
+	n1 = net.addNode(t, "n1", dir, cfg)
+	a = n1.ipamOf()
+	if ok, err := a.ReleaseStale(pool, again, clock().Add(-time.Hour)); !ok || err != nil {
+		t.Fatalf("ReleaseStale after a restart = %v, %v; want freed", ok, err)
 	}
 }
