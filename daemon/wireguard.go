@@ -8,6 +8,7 @@ import (
 
 	"github.com/meshnet/meshnet/dataplane"
 	"github.com/meshnet/meshnet/gossip"
+	"github.com/meshnet/meshnet/internal/netaddr"
 	"github.com/meshnet/meshnet/ipam"
 )
 
@@ -44,7 +45,7 @@ func blocksBySubnet(st ipam.Status) map[netip.Prefix][]block {
 			for i := 0; i < r.Blocks && a.IsValid(); i++ {
 				bp := netip.PrefixFrom(a, p.BlockLen).Masked()
 				ps = append(ps, bp)
-				a = lastAddr(bp).Next()
+				a = netaddr.Last(bp).Next()
 			}
 			for _, m := range mergePrefixes(ps) {
 				out[subnet] = append(out[subnet], block{prefix: m, owner: r.Owner})
@@ -52,16 +53,6 @@ func blocksBySubnet(st ipam.Status) map[netip.Prefix][]block {
 		}
 	}
 	return out
-}
-
-// lastAddr is the highest address of p.
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
 }
 
 // mergePrefixes merges sibling prefixes (two halves of one parent) until no

@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshnet/meshnet/dataplane"
 	"github.com/meshnet/meshnet/gossip"
+	"github.com/meshnet/meshnet/internal/netaddr"
 	"github.com/meshnet/meshnet/ipam"
 )
 
@@ -47,7 +48,7 @@ func TestMergePrefixes(t *testing.T) {
 			t.Errorf("mergePrefixes(%v) = %v, want %v", tc.in, got, tc.want)
 		}
 	}
-	if got := lastAddr(p("10.8.0.16/28")); got != netip.MustParseAddr("10.8.0.31") {
+	if got := netaddr.Last(p("10.8.0.16/28")); got != netip.MustParseAddr("10.8.0.31") {
 		t.Errorf("lastAddr = %v", got)
 	}
 }

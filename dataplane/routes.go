@@ -7,6 +7,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/meshnet/meshnet/internal/netaddr"
 )
 
 // Routes of wireguard networks. Every host's bridge holds the network's
@@ -54,7 +56,7 @@ func tunnelRoutes(n Network, wg WireGuardState, tunnel string) []routeEntry {
 			if a.Bits() <= subnet.Bits() {
 				if subnet.Bits() < subnet.Addr().BitLen() {
 					lo := netip.PrefixFrom(subnet.Addr(), subnet.Bits()+1)
-					hi := netip.PrefixFrom(lastAddr(subnet), subnet.Bits()+1).Masked()
+					hi := netip.PrefixFrom(netaddr.Last(subnet), subnet.Bits()+1).Masked()
 					remote = append(remote, lo, hi)
 				}
 				continue
@@ -74,16 +76,6 @@ func tunnelRoutes(n Network, wg WireGuardState, tunnel string) []routeEntry {
 		}
 	}
 	return routes
-}
-
-// lastAddr is the highest address of p.
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
 }
 
 func shortKey(k string) string {

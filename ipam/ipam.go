@@ -249,7 +249,8 @@ func (a *IPAM) persistLocked() error {
 		return err
 	}
 	if err := a.writeFile(a.path, data); err != nil {
-		return fmt.Errorf("persist ipam state: %w", err)
+		// Nothing changed in memory either: the caller undoes its change.
+		return fmt.Errorf("persist ipam state: %w (nothing was allocated or released: make %s writable with free space, then retry)", err, filepath.Dir(a.path))
 	}
 	return nil
 }
