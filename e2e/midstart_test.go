@@ -17,8 +17,11 @@ import (
 // that the kill lands between the engine's plugin calls (RequestAddress, CreateEndpoint,
 // Join), then restarts it. The engine never repeats a release call that failed, so what it
 // allocated for containers that did not start would stay held for ever; meshnetd's leak sweep
-// (here --reclaim-after 10s) must free it. At the end: no address held twice, the host's
-// allocations are exactly its containers' addresses, and the containers that run talk.
+// (here --reclaim-after 10s) must free it. Where the kill lands is chance, so the test also
+// makes the two leaks itself, as the engine leaves them: an address whose RequestAddress reply
+// was lost, and an endpoint created but never joined. At the end: no address held twice, the
+// host's allocations and endpoint records are exactly its containers', and the containers
+// that run talk.
 func TestDaemonKilledMidStart(t *testing.T) {
 	c, hosts := meshHosts(t)
 	ctx := testCtx(t)
@@ -44,7 +47,7 @@ func TestDaemonKilledMidStart(t *testing.T) {
 			name := fmt.Sprintf("mid%d", i)
 			if err := harness.RunContainer(ctx, h1, name, "app"); err != nil {
 				mu.Lock()
-				failed = append(failed, name+": "+firstLineOf(err.Error()))
+				failed = append(failed, name+": "+lineWith(err.Error(), "Error"))
 				mu.Unlock()
 			}
 		}()
@@ -78,24 +81,50 @@ func TestDaemonKilledMidStart(t *testing.T) {
 	}
 	checkDistinct(t, ctx, hosts, ips, subnet)
 
-	// The sweep frees what the engine holds no more: the host's allocations come down to its
-	// containers' addresses (grace 10 s, a pass every 5 s).
+	// The two leaks the engine leaves when meshnetd dies at the wrong moment, made on purpose:
+	// an address allocated and never used, and an endpoint created and never joined.
+	netID, err := harness.Docker(ctx, h1, "network", "inspect", "--format", "{{.Id}}", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lost struct{ Address string }
+	if err := pluginCall(ctx, h1, "IpamDriver.RequestAddress", map[string]any{"PoolID": subnet.String()}, &lost); err != nil {
+		t.Fatal(err)
+	}
+	var unjoined struct{ Address string }
+	if err := pluginCall(ctx, h1, "IpamDriver.RequestAddress", map[string]any{"PoolID": subnet.String()}, &unjoined); err != nil {
+		t.Fatal(err)
+	}
+	if err := pluginCall(ctx, h1, "NetworkDriver.CreateEndpoint", map[string]any{
+		"NetworkID": strings.TrimSpace(netID), "EndpointID": strings.Repeat("e", 64),
+		"Interface": map[string]any{"Address": unjoined.Address},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("leaked on purpose: %s (allocated, never used), %s (endpoint never joined)", lost.Address, unjoined.Address)
+
+	// The sweep frees what the engine does not hold: the host's allocations and endpoint
+	// records come down to its containers' (grace 10 s, a pass every 5 s).
 	start := time.Now()
 	harness.Eventually(t, 60*time.Second, func() error {
-		held, err := allocatedOn(ctx, c, h1, subnet.String())
+		held, endpoints, err := usageOn(ctx, c, h1, subnet.String())
 		if err != nil {
 			return err
 		}
-		if held != len(running) {
-			return fmt.Errorf("%s holds %d addresses in %s, its running containers %d", h1.Name(), held, subnet, len(running))
+		if held != len(running) || endpoints != len(running) {
+			return fmt.Errorf("%s holds %d addresses in %s and %d endpoint records, its running containers are %d",
+				h1.Name(), held, subnet, endpoints, len(running))
 		}
 		return nil
 	})
 	log, _ := d.Log()
 	freed := strings.Count(log, "released an address no container holds")
 	removed := strings.Count(log, "removed an endpoint no container holds")
-	t.Logf("allocations match the %d running containers %s after the restart settled; the sweep freed %d addresses and %d endpoint records",
+	t.Logf("allocations and endpoints match the %d running containers %s after the leaks were made; the sweep freed %d addresses and %d endpoint records",
 		len(running), time.Since(start).Round(time.Second), freed, removed)
+	if freed < 2 || removed < 1 {
+		t.Errorf("the sweep logged %d freed addresses and %d removed endpoints; want at least the 2 and 1 made on purpose", freed, removed)
+	}
 
 	// Every container that runs reaches the other host, and new ones get fresh addresses.
 	for name := range running {
@@ -122,14 +151,16 @@ func runningOn(t *testing.T, ctx context.Context, h harness.Host, network string
 	return ips
 }
 
-// allocatedOn is the number of addresses h's meshnetd holds in pool (meshctl status).
-func allocatedOn(ctx context.Context, c *harness.Cluster, h harness.Host, pool string) (int, error) {
+// usageOn is the number of addresses h's meshnetd holds in pool, and of its endpoint records
+// (meshctl status).
+func usageOn(ctx context.Context, c *harness.Cluster, h harness.Host, pool string) (allocated, endpoints int, err error) {
 	out, err := c.Meshctl(ctx, h, "-o", "json", "status")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var st struct {
-		IPAM []struct {
+		LocalEndpoints int `json:"local_endpoints"`
+		IPAM           []struct {
 			Subnet string `json:"subnet"`
 			Nodes  []struct {
 				Node      string `json:"node"`
@@ -138,7 +169,7 @@ func allocatedOn(ctx context.Context, c *harness.Cluster, h harness.Host, pool s
 		} `json:"ipam"`
 	}
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		return 0, fmt.Errorf("meshctl status: %w", err)
+		return 0, 0, fmt.Errorf("meshctl status: %w", err)
 	}
 	for _, p := range st.IPAM {
 		if p.Subnet != pool {
@@ -146,14 +177,33 @@ func allocatedOn(ctx context.Context, c *harness.Cluster, h harness.Host, pool s
 		}
 		for _, u := range p.Nodes {
 			if u.Node == h.Name() {
-				return u.Allocated, nil
+				return u.Allocated, st.LocalEndpoints, nil
 			}
 		}
 	}
-	return 0, fmt.Errorf("meshctl status on %s lists no usage of %s by itself", h.Name(), pool)
+	return 0, 0, fmt.Errorf("meshctl status on %s lists no usage of %s by itself", h.Name(), pool)
 }
 
-func firstLineOf(s string) string {
-	line, _, _ := strings.Cut(s, "\n")
-	return line
+// pluginCall makes a Docker plugin call on h's meshnet socket, as the engine would, and
+// decodes the reply into out (nil: ignore it). A reply with an error fails.
+func pluginCall(ctx context.Context, h harness.Host, call string, req, out any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	reply, err := h.Exec(ctx, "curl", "-sS", "--unix-socket", "/run/docker/plugins/meshnet.sock",
+		"-H", "Content-Type: application/vnd.docker.plugins.v1.2+json", "-d", string(body), "http://plugin/"+call)
+	if err != nil {
+		return fmt.Errorf("%s on %s: %w", call, h.Name(), err)
+	}
+	var e struct{ Err, Error string }
+	if json.Unmarshal([]byte(reply), &e) == nil && (e.Err != "" || e.Error != "") {
+		return fmt.Errorf("%s on %s: %s%s", call, h.Name(), e.Err, e.Error)
+	}
+	if out != nil {
+		if err := json.Unmarshal([]byte(reply), out); err != nil {
+			return fmt.Errorf("%s on %s: reply %q: %w", call, h.Name(), reply, err)
+		}
+	}
+	return nil
 }

@@ -153,6 +153,8 @@ type Cluster struct {
 	running bool
 	stop    chan struct{} // closed when the node shuts down
 	done    chan struct{} // closed when Run returns
+
+	cameUp chan string // peers that came up, for a catch-up exchange (catchup.go)
 }
 
 type peer struct {
@@ -203,6 +205,7 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 		suspects: make(map[string]uint64),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+		cameUp:   make(chan string, catchUpQueue),
 	}
 	mc := cfg.Memberlist
 	if mc == nil {
@@ -284,6 +287,9 @@ func (c *Cluster) Run(ctx context.Context) error {
 	if shut {
 		return nil
 	}
+	caughtUp := make(chan struct{})
+	go func() { defer close(caughtUp); c.catchUp() }()
+	defer func() { <-caughtUp }() // before done: nothing of the node outlives Run
 	delay := c.cfg.RetryInterval
 	join := time.NewTimer(0)
 	defer join.Stop()
@@ -481,6 +487,9 @@ func memberState(n *memberlist.Node, gone bool) MemberState {
 func (c *Cluster) setMember(n *memberlist.Node, gone bool) {
 	m := Member{Name: n.Name, Addr: n.Addr.String(), State: memberState(n, gone)}
 	c.mu.Lock()
+	if prev := c.peers[n.Name]; !prev.state.Up() && m.State.Up() && n.Name != c.cfg.NodeName {
+		c.noteUp(n.Address())
+	}
 	c.peers[n.Name] = peer{addr: n.Address(), ip: append(net.IP(nil), n.Addr...), port: n.Port, state: m.State}
 	delete(c.suspects, n.Name) // memberlist's verdict ends a suspicion
 	c.mu.Unlock()

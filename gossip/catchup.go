@@ -1,0 +1,83 @@
+package gossip
+
+import (
+	"math/rand/v2"
+	"time"
+)
+
+// Catching up after a heal. Records are spread by broadcasts, which reach
+// only the nodes up at the time, and repaired by memberlist's push/pull,
+// one random peer every 30 s. So when a partition heals, or a node comes
+// back, what each side wrote meanwhile would take up to a push/pull
+// interval or more to cross, and containers started on the other side stay
+// unreachable that long (the e2e suite measured 30 s after a 5-minute
+// partition). A node that sees peers come up therefore exchanges full
+// state with a couple of them at once (memberlist's Join of a known node is
+// a push/pull). Every node on both sides does so, so each side gets the
+// other's records from at least one peer that has them all, within a
+// second; the bound on peers per round keeps a large heal from turning into
+// N×M full-state exchanges.
+
+const (
+	catchUpWindow   = 300 * time.Millisecond // gathers the peers of one heal
+	catchUpPeers    = 2                      // full-state exchanges per round
+	catchUpInterval = time.Second            // at most one round per interval
+	catchUpQueue    = 256
+)
+
+// noteUp queues a peer that has come up for a catch-up exchange. Called
+// from memberlist's event callbacks: it must not block.
+func (c *Cluster) noteUp(addr string) {
+	select {
+	case c.cameUp <- addr:
+	default: // a round is due anyway; the queue holds enough to pick from
+	}
+}
+
+// catchUp runs the exchanges until the node stops.
+func (c *Cluster) catchUp() {
+	for {
+		var batch []string
+		select {
+		case <-c.stop:
+			return
+		case a := <-c.cameUp:
+			batch = append(batch, a)
+		}
+		window := time.After(catchUpWindow)
+	gather:
+		for {
+			select {
+			case <-c.stop:
+				return
+			case a := <-c.cameUp:
+				batch = append(batch, a)
+			case <-window:
+				break gather
+			}
+		}
+		rand.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
+		seen := map[string]bool{}
+		done := 0
+		for _, a := range batch {
+			if done == catchUpPeers {
+				break
+			}
+			if seen[a] {
+				continue
+			}
+			seen[a] = true
+			if n, err := c.ml.Join([]string{a}); n == 0 {
+				c.log.Debug("catch-up exchange failed", "peer", a, "err", err)
+				continue
+			}
+			done++
+			c.log.Debug("caught up", "peer", a)
+		}
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(catchUpInterval):
+		}
+	}
+}
