@@ -3,15 +3,19 @@ package dns
 import (
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/miekg/dns"
 )
 
 // FuzzServeDNS feeds raw packets to the UDP path (handlePacket, exactly
-// what the listeners run) and, when they parse, to ServeDNS as the TCP
-// path would. It must never panic, and whatever it writes must be one
-// well-formed response to the same ID that fits the client's UDP size.
+// what the listeners run, with a reply cache: each packet goes twice, the
+// second time from the cache if the first answer was stored) and, when
+// they parse, to ServeDNS as the TCP path would. It must never panic,
+// whatever it writes must be one well-formed response to the same ID that
+// fits the client's UDP size, and the cached reply must be the uncached
+// one but for the rotation.
 // Seeds: testdata/fuzz/FuzzServeDNS (run as a plain test by go test).
 func FuzzServeDNS(f *testing.F) {
 	s := NewServer(Config{Upstreams: []string{}, AllowRecursion: allowOverlay, MaxUDPSize: 1232}, nil)
@@ -19,10 +23,19 @@ func FuzzServeDNS(f *testing.F) {
 	sources := []netip.Addr{netip.MustParseAddr(overlaySrc), netip.MustParseAddr(outsideSrc)}
 
 	f.Fuzz(func(t *testing.T, raw []byte) {
+		c := newReplyCache()
 		for _, src := range sources {
-			w := &recorder{udp: true, remote: netip.AddrPortFrom(src, 5353)}
-			s.handlePacket(raw, w, src, false)
-			checkReply(t, raw, w, true)
+			var first *recorder
+			for range 2 {
+				w := &recorder{udp: true, remote: netip.AddrPortFrom(src, 5353)}
+				s.handlePacket(raw, w, src, false, c)
+				checkReply(t, raw, w, true)
+				if first == nil {
+					first = w
+				} else {
+					sameReply(t, first, w)
+				}
+			}
 		}
 		m := new(dns.Msg)
 		if m.Unpack(raw) != nil {
@@ -68,5 +81,24 @@ func checkReply(t *testing.T, raw []byte, w *recorder, udp bool) {
 		if len(w.raw[0]) > limit && len(w.raw[0]) > len(raw) {
 			t.Fatalf("UDP reply of %d bytes, client takes %d", len(w.raw[0]), limit)
 		}
+	}
+}
+
+// sameReply checks that two replies to one query differ at most in the
+// order of their records.
+func sameReply(t *testing.T, a, b *recorder) {
+	t.Helper()
+	if len(a.raw) != len(b.raw) {
+		t.Fatalf("%d replies, then %d", len(a.raw), len(b.raw))
+	}
+	if len(a.raw) == 0 {
+		return
+	}
+	ma, mb := a.msgs[0], b.msgs[0]
+	if len(a.raw[0]) != len(b.raw[0]) || ma.MsgHdr != mb.MsgHdr ||
+		!slices.Equal(rrStrings(ma.Answer), rrStrings(mb.Answer)) ||
+		!slices.Equal(rrStrings(ma.Ns), rrStrings(mb.Ns)) ||
+		!slices.Equal(rrStrings(ma.Extra), rrStrings(mb.Extra)) {
+		t.Fatalf("replies differ:\n%v\n%v", ma, mb)
 	}
 }

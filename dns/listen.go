@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -233,24 +235,147 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
+// UDP batches: a listener takes up to udpBatch queries per wakeup
+// (recvmmsg) and sends their answers together (sendmmsg).
+const (
+	udpBatch = 64
+	// maxUDPQuery is the read buffer of one query. A query is one question
+	// and at most an OPT and a TSIG; one larger than this arrives cut
+	// (MSG_TRUNC) and gets FORMERR.
+	maxUDPQuery = 4096
+)
+
+// batchConn is ipv4.PacketConn or ipv6.PacketConn (their Message is one
+// type).
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
 // readLoop reads one UDP socket and answers in place: table answers take
 // microseconds, so one goroutine per socket and no goroutine per packet;
-// only forwards leave the loop (handlePacket async).
+// only forwards leave the loop (handlePacket async). It reads a batch of
+// queries per system call, answers each into its own buffer, and writes
+// the answers with one system call.
 func (s *Server) readLoop(c *net.UDPConn) error {
-	buf := make([]byte, dns.MaxMsgSize)
+	var bc batchConn = ipv4.NewPacketConn(c)
+	if la, ok := c.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() == nil {
+		bc = ipv6.NewPacketConn(c)
+	}
+	in := make([]ipv4.Message, udpBatch)
+	out := make([]ipv4.Message, 0, udpBatch)
+	ws := make([]slotWriter, udpBatch)
+	for i := range in {
+		in[i].Buffers = [][]byte{make([]byte, maxUDPQuery)}
+		ws[i] = slotWriter{conn: c, buf: make([]byte, 2*DefaultMaxUDPSize), bufs: make([][]byte, 1)}
+	}
+	cache := newReplyCache()
 	for {
-		n, from, err := c.ReadFromUDPAddrPort(buf)
+		n, err := bc.ReadBatch(in, 0)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			return fmt.Errorf("dns: read udp on %s: %w", c.LocalAddr(), err)
 		}
-		// The parsed message copies what it keeps, so buf is free again
-		// when handlePacket returns, even if a forward is still running.
-		s.handlePacket(buf[:n], &udpWriter{conn: c, remote: from}, from.Addr().Unmap(), true)
+		out = out[:0]
+		for i := range n {
+			m := &in[i]
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			w := &ws[i]
+			w.remote, w.reply = ua.AddrPort(), nil
+			src := w.remote.Addr().Unmap()
+			// The parsed message copies what it keeps, so the buffer is
+			// free again when handlePacket returns, even if a forward is
+			// still running.
+			if raw := m.Buffers[0][:m.N]; m.Flags&unix.MSG_TRUNC != 0 {
+				s.handleTruncated(raw, w, src)
+			} else {
+				s.handlePacket(raw, w, src, true, cache)
+			}
+			if w.reply != nil {
+				w.bufs[0] = w.reply
+				out = append(out, ipv4.Message{Buffers: w.bufs, Addr: ua})
+			}
+		}
+		s.writeBatch(bc, out)
 	}
 }
+
+// writeBatch sends ms, as many per system call as the kernel takes. A
+// reply the kernel refuses (say, no route to its client) is skipped; only
+// a closed socket stops it (the next read ends the loop).
+func (s *Server) writeBatch(bc batchConn, ms []ipv4.Message) {
+	for len(ms) > 0 {
+		n, err := bc.WriteBatch(ms, 0)
+		n = min(max(n, 0), len(ms)) // sendmmsg's -1 on error
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if n < len(ms) {
+				s.log.Debug("dns: write reply", "to", ms[n].Addr, "err", err)
+				n++ // skip the one the kernel refused
+			}
+		}
+		ms = ms[max(n, 1):]
+	}
+}
+
+// slotWriter is the dns.ResponseWriter of one query of a batch: it keeps
+// the reply in its own buffer until the batch is sent. A second reply to
+// the same query (none is ever written) would go out at once.
+type slotWriter struct {
+	conn   *net.UDPConn
+	remote netip.AddrPort
+	buf    []byte   // capacity for the reply
+	reply  []byte   // the reply, nil until written
+	bufs   [][]byte // one element, reused for the batch Message
+}
+
+var _ dns.ResponseWriter = (*slotWriter)(nil)
+
+func (w *slotWriter) WriteMsg(m *dns.Msg) error {
+	if w.reply != nil {
+		return w.detach().WriteMsg(m)
+	}
+	b, err := m.PackBuffer(w.buf)
+	if err != nil {
+		return fmt.Errorf("pack reply: %w", err)
+	}
+	if cap(b) > cap(w.buf) {
+		w.buf = b[:cap(b)]
+	}
+	w.reply = b
+	return nil
+}
+
+func (w *slotWriter) Write(b []byte) (int, error) {
+	if w.reply != nil {
+		return w.detach().Write(b)
+	}
+	if len(b) > len(w.buf) {
+		w.buf = make([]byte, len(b))
+	}
+	w.reply = w.buf[:copy(w.buf, b)]
+	return len(b), nil
+}
+
+// detach returns a writer that sends at once and stays valid after the
+// batch: forwards answer through it.
+func (w *slotWriter) detach() dns.ResponseWriter {
+	return &udpWriter{conn: w.conn, remote: w.remote}
+}
+
+func (w *slotWriter) LocalAddr() net.Addr  { return w.conn.LocalAddr() }
+func (w *slotWriter) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(w.remote) }
+func (w *slotWriter) TsigStatus() error    { return nil }
+func (w *slotWriter) TsigTimersOnly(bool)  {}
+func (w *slotWriter) Hijack()              {}
+func (w *slotWriter) Close() error         { return nil }
 
 // udpWriter is the dns.ResponseWriter of one UDP query.
 type udpWriter struct {

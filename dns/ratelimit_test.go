@@ -88,7 +88,7 @@ func TestServerRateLimit(t *testing.T) {
 	}
 	// The raw UDP path limits before parsing: garbage counts too.
 	w = newRecorder(overlaySrc, true)
-	s.handlePacket([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}, w, netip.MustParseAddr(overlaySrc), false)
+	s.handlePacket([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}, w, netip.MustParseAddr(overlaySrc), false, nil)
 	if len(w.raw) != 0 {
 		t.Errorf("replied to a limited source: %x", w.raw)
 	}

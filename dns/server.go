@@ -149,7 +149,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		}
 		return
 	}
-	s.serve(w, r, src, udp, false)
+	s.serve(w, r, src, nil, udp, false, cachedQuery{})
 }
 
 // remote returns the client's address and whether it came over UDP.
@@ -167,37 +167,79 @@ func remote(w dns.ResponseWriter) (netip.Addr, bool) {
 }
 
 // handlePacket is the UDP listeners' path from raw bytes to a reply:
-// rate limit first (cheapest), then the header, then the whole message.
-// Unparseable headers get nothing; a parseable header of a bad message
-// gets FORMERR (or NOTIMP for an opcode we do not serve). async hands
-// forwards to a goroutine so that a listener never waits for an upstream.
-func (s *Server) handlePacket(raw []byte, w dns.ResponseWriter, src netip.Addr, async bool) {
-	if !s.limiter.allow(src) {
-		s.stats.dropped.Add(1)
-		return
-	}
-	dh, ok := parseHeader(raw)
+// rate limit first (cheapest), then the header, then the reply cache (when
+// c is not nil), then the whole message. Unparseable headers get nothing;
+// a parseable header of a bad message gets FORMERR (or NOTIMP for an
+// opcode we do not serve). async hands forwards to a goroutine so that a
+// listener never waits for an upstream. raw is not kept after it returns.
+func (s *Server) handlePacket(raw []byte, w dns.ResponseWriter, src netip.Addr, async bool, c *replyCache) {
+	dh, ok := s.admit(raw, w, src)
 	if !ok {
-		s.stats.malformed.Add(1)
 		return
 	}
-	switch acceptHeader(dh) {
-	case dns.MsgIgnore:
-		s.stats.malformed.Add(1)
-		return
-	case dns.MsgReject:
-		s.writeHeaderOnly(w, dh, dns.RcodeFormatError)
-		return
-	case dns.MsgRejectNotImplemented:
-		s.writeHeaderOnly(w, dh, dns.RcodeNotImplemented)
-		return
+	t := s.table.Load()
+	cq := cachedQuery{c: c, raw: raw}
+	if c != nil {
+		c.sync(t)
+		cq.ra = s.cfg.AllowRecursion(src)
+		if b := c.lookup(raw, cq.ra); b != nil {
+			s.stats.queries.Add(1)
+			s.stats.answered.Add(1)
+			if _, err := w.Write(b); err != nil {
+				s.log.Debug("dns: write reply", "err", err)
+			}
+			return
+		}
 	}
 	r := new(dns.Msg)
 	if err := r.Unpack(raw); err != nil {
 		s.writeHeaderOnly(w, dh, dns.RcodeFormatError)
 		return
 	}
-	s.serve(w, r, src, true, async)
+	s.serve(w, r, src, t, true, async, cq)
+}
+
+// handleTruncated answers a UDP query larger than the listener's read
+// buffer (maxUDPQuery), of which only the start arrived: as handlePacket
+// would a message that does not parse, FORMERR if the header is a query's.
+func (s *Server) handleTruncated(raw []byte, w dns.ResponseWriter, src netip.Addr) {
+	if dh, ok := s.admit(raw, w, src); ok {
+		s.writeHeaderOnly(w, dh, dns.RcodeFormatError)
+	}
+}
+
+// admit rate-limits src and checks the header of raw, answering a header
+// it rejects. It reports whether the query goes on.
+func (s *Server) admit(raw []byte, w dns.ResponseWriter, src netip.Addr) (dns.Header, bool) {
+	if !s.limiter.allow(src) {
+		s.stats.dropped.Add(1)
+		return dns.Header{}, false
+	}
+	dh, ok := parseHeader(raw)
+	if !ok {
+		s.stats.malformed.Add(1)
+		return dh, false
+	}
+	switch acceptHeader(dh) {
+	case dns.MsgIgnore:
+		s.stats.malformed.Add(1)
+		return dh, false
+	case dns.MsgReject:
+		s.writeHeaderOnly(w, dh, dns.RcodeFormatError)
+		return dh, false
+	case dns.MsgRejectNotImplemented:
+		s.writeHeaderOnly(w, dh, dns.RcodeNotImplemented)
+		return dh, false
+	}
+	return dh, true
+}
+
+// cachedQuery carries what serve needs to store its reply in a listener's
+// reply cache: the cache (nil: none), the query's bytes and its RA bit.
+type cachedQuery struct {
+	c   *replyCache
+	raw []byte
+	ra  bool
 }
 
 // acceptHeader decides from the header alone, for UDP and TCP alike:
@@ -246,8 +288,9 @@ func (s *Server) writeHeaderOnly(w dns.ResponseWriter, dh dns.Header, rcode int)
 	}
 }
 
-// serve answers one parsed query.
-func (s *Server) serve(w dns.ResponseWriter, r *dns.Msg, src netip.Addr, udp, async bool) {
+// serve answers one parsed query from t (nil: the table in use). When cq
+// has a cache, a table answer that can be replayed is stored in it.
+func (s *Server) serve(w dns.ResponseWriter, r *dns.Msg, src netip.Addr, t *Table, udp, async bool, cq cachedQuery) {
 	if r.Response {
 		return
 	}
@@ -268,7 +311,9 @@ func (s *Server) serve(w dns.ResponseWriter, r *dns.Msg, src netip.Addr, udp, as
 		return
 	}
 	q := r.Question[0]
-	t := s.table.Load()
+	if t == nil {
+		t = s.table.Load()
+	}
 	res := t.resolve(q, s.ttl)
 	if !res.authoritative {
 		s.forwardOrRefuse(w, r, src, udp, async)
@@ -289,7 +334,20 @@ func (s *Server) serve(w dns.ResponseWriter, r *dns.Msg, src netip.Addr, udp, as
 		m.Ns = []dns.RR{t.soa(s.ttl)}
 	}
 	s.stats.answered.Add(1)
-	s.write(w, r, m, udp)
+	if cq.c == nil || !res.cacheable || !udp {
+		s.write(w, r, m, udp)
+		return
+	}
+	s.finish(r, m, udp)
+	b, err := m.PackBuffer(cq.c.scratch)
+	if err != nil {
+		s.log.Debug("dns: pack reply", "err", err)
+		return
+	}
+	cq.c.store(cq.raw, m.RecursionAvailable, b, res.rot)
+	if _, err := w.Write(b); err != nil {
+		s.log.Debug("dns: write reply", "err", err)
+	}
 }
 
 func (s *Server) forwardOrRefuse(w dns.ResponseWriter, r *dns.Msg, src netip.Addr, udp, async bool) {
@@ -309,6 +367,11 @@ func (s *Server) forwardOrRefuse(w dns.ResponseWriter, r *dns.Msg, src netip.Add
 	select {
 	case s.forwardSlots <- struct{}{}:
 		s.forwards.Add(1)
+		// The listener reuses its writers for the next batch; the
+		// forward answers later, on its own.
+		if d, ok := w.(interface{ detach() dns.ResponseWriter }); ok {
+			w = d.detach()
+		}
 		go func() {
 			defer s.forwards.Done()
 			defer func() { <-s.forwardSlots }()
@@ -362,6 +425,14 @@ func (s *Server) writeServFail(w dns.ResponseWriter, r *dns.Msg, udp bool) {
 // without EDNS, at most MaxUDPSize) and TC tells it to retry over TCP;
 // over TCP, 64 KiB.
 func (s *Server) write(w dns.ResponseWriter, r, m *dns.Msg, udp bool) {
+	s.finish(r, m, udp)
+	if err := w.WriteMsg(m); err != nil {
+		s.log.Debug("dns: write reply", "err", err)
+	}
+}
+
+// finish adds the OPT and truncates m, as write explains.
+func (s *Server) finish(r, m *dns.Msg, udp bool) {
 	if opt := r.IsEdns0(); opt != nil {
 		o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
 		o.SetUDPSize(uint16(s.cfg.MaxUDPSize))
@@ -375,9 +446,6 @@ func (s *Server) write(w dns.ResponseWriter, r, m *dns.Msg, udp bool) {
 		size = s.udpSize(r)
 	}
 	m.Truncate(size) // also picks compression: off when the answer fits without
-	if err := w.WriteMsg(m); err != nil {
-		s.log.Debug("dns: write reply", "err", err)
-	}
 }
 
 // udpSize is the largest UDP reply the client of r accepts.

@@ -287,6 +287,11 @@ type result struct {
 	// negative: NXDOMAIN or NODATA, so the zone's SOA goes into the
 	// authority section (RFC 2308) to let resolvers cache the negative answer.
 	negative bool
+	// cacheable: the reply may be replayed (see replyCache) with rot, when
+	// not nil, as the one record set the answer rotates over. SRV and ANY
+	// answers rotate several sets and are built every time.
+	cacheable bool
+	rot       *rotating[net.IP]
 }
 
 // Lookup answers name (case-insensitive, with or without the trailing dot)
@@ -311,22 +316,23 @@ func (t *Table) resolve(q dns.Question, ttl uint32) result {
 	if !inZone(name, t.zone) {
 		if q.Qtype == dns.TypePTR {
 			if n := t.reverse[name]; n != nil {
-				return result{authoritative: true, rcode: dns.RcodeSuccess, answer: ptrRRs(q.Name, n.ptr, ttl)}
+				return result{authoritative: true, rcode: dns.RcodeSuccess, answer: ptrRRs(q.Name, n.ptr, ttl), cacheable: true}
 			}
 		}
 		return result{}
 	}
 	n := t.names[name]
 	if n == nil {
-		return result{authoritative: true, rcode: dns.RcodeNameError, negative: true}
+		return result{authoritative: true, rcode: dns.RcodeNameError, negative: true, cacheable: true}
 	}
-	res := result{authoritative: true, rcode: dns.RcodeSuccess}
+	res := result{authoritative: true, rcode: dns.RcodeSuccess, cacheable: true}
 	switch q.Qtype {
 	case dns.TypeA:
-		res.answer = addrRRs(nil, q.Name, &n.v4, ttl)
+		res.answer, res.rot = addrRRs(nil, q.Name, &n.v4, ttl), &n.v4
 	case dns.TypeAAAA:
-		res.answer = addrRRs(nil, q.Name, &n.v6, ttl)
+		res.answer, res.rot = addrRRs(nil, q.Name, &n.v6, ttl), &n.v6
 	case dns.TypeSRV:
+		res.cacheable = len(n.srv.items) == 0
 		res.answer, res.extra = t.srvRRs(q.Name, n, ttl)
 	case dns.TypeSOA:
 		if name == t.zone {
@@ -337,6 +343,7 @@ func (t *Table) resolve(q dns.Question, ttl uint32) result {
 			res.answer = []dns.RR{t.ns(ttl)}
 		}
 	case dns.TypeANY:
+		res.cacheable = false
 		res.answer = addrRRs(nil, q.Name, &n.v4, ttl)
 		res.answer = addrRRs(res.answer, q.Name, &n.v6, ttl)
 		srv, _ := t.srvRRs(q.Name, n, ttl)
