@@ -141,7 +141,37 @@ func (h *SimHost) KillEngine(ctx context.Context) error {
 	if err := p.Kill(syscall.SIGKILL); err != nil {
 		return err
 	}
-	return p.Wait(ctx)
+	if err := p.Wait(ctx); err != nil {
+		return err
+	}
+	return h.waitContainerdGone(ctx)
+}
+
+// waitContainerdGone waits until the engine's containerd, which its parent-death signal stops
+// after a killed dockerd, has exited (or is a zombie: see dropZombieContainerdPid). An engine
+// started while it is still shutting down finds it "still running", cannot reach its socket
+// and exits; systemd would start it again, the harness waits instead.
+func (h *SimHost) waitContainerdGone(ctx context.Context) error {
+	b, err := h.ReadFile("/run/docker/containerd/containerd.pid")
+	if err != nil {
+		return nil // no managed containerd
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(aliveOnly([]int{pid})) > 0 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: containerd (pid %d) still running 20s after its dockerd was killed", h.name, pid)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // baseline is a simulated host's kernel state right after its engine first came up; Reset
