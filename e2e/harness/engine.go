@@ -130,6 +130,13 @@ func forwardPolicy(ctx context.Context, h Host) (string, error) {
 // ForwardPolicy returns the policy of the iptables FORWARD chain on h ("DROP" on a Docker host).
 func ForwardPolicy(ctx context.Context, h Host) (string, error) { return forwardPolicy(ctx, h) }
 
+// engineDown reports whether the host's dockerd is not running.
+func (h *SimHost) engineDown() bool {
+	h.engineMu.Lock()
+	defer h.engineMu.Unlock()
+	return h.engine == nil || h.engine.Exited()
+}
+
 // KillEngine implements Host.
 func (h *SimHost) KillEngine(ctx context.Context) error {
 	h.engineMu.Lock()
@@ -246,7 +253,12 @@ func (c *Cluster) resetHost(ctx context.Context, h Host) error {
 	// retries the plugin for a minute per call before giving up; so the daemon is brought
 	// back for the cleanup. If it cannot be, a simulated host gets a fresh engine instead.
 	graceful := true
-	if nets, err := meshnetNetworks(ctx, h); err != nil {
+	if isSim && sim.engineDown() {
+		// A test left the engine dead (or it failed to come back): the
+		// next test needs one, so the host gets a fresh engine.
+		c.log.Info("reset: the engine is not running", "host", h.Name())
+		graceful = false
+	} else if nets, err := meshnetNetworks(ctx, h); err != nil {
 		errs = append(errs, err)
 	} else if len(nets) > 0 {
 		if err := c.reviveDaemon(ctx, h); err != nil {
