@@ -11,17 +11,22 @@ import (
 // back, what each side wrote meanwhile would take up to a push/pull
 // interval or more to cross, and containers started on the other side stay
 // unreachable that long (the e2e suite measured 30 s after a 5-minute
-// partition). A node that sees peers come up therefore exchanges full
-// state with a couple of them at once (memberlist's Join of a known node is
-// a push/pull). Every node on both sides does so, so each side gets the
-// other's records from at least one peer that has them all, within a
-// second; the bound on peers per round keeps a large heal from turning into
-// N×M full-state exchanges.
+// partition). A node that sees peers come back (dead or left before, up
+// now) therefore exchanges full state with a couple of them at once
+// (memberlist's Join of a known node is a push/pull). Every node on both
+// sides does so, so each side gets the other's records from at least one
+// peer that has them all, within a second. Peers seen for the first time
+// do not count: a joiner's push/pull with its seed already carries its
+// state, and a cluster forming would otherwise have every node exchange
+// with every other (at 250 nodes in one process that overloaded memberlist
+// into flapping). The bound on peers per round and the pause between
+// rounds keep a large heal, or nodes flapping under load, from turning
+// into N×M full-state exchanges.
 
 const (
 	catchUpWindow   = 300 * time.Millisecond // gathers the peers of one heal
 	catchUpPeers    = 2                      // full-state exchanges per round
-	catchUpInterval = time.Second            // at most one round per interval
+	catchUpInterval = 10 * time.Second       // at most one round per interval
 	catchUpQueue    = 256
 )
 

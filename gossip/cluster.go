@@ -487,8 +487,8 @@ func memberState(n *memberlist.Node, gone bool) MemberState {
 func (c *Cluster) setMember(n *memberlist.Node, gone bool) {
 	m := Member{Name: n.Name, Addr: n.Addr.String(), State: memberState(n, gone)}
 	c.mu.Lock()
-	if prev := c.peers[n.Name]; !prev.state.Up() && m.State.Up() && n.Name != c.cfg.NodeName {
-		c.noteUp(n.Address())
+	if prev, known := c.peers[n.Name]; known && !prev.state.Up() && m.State.Up() && n.Name != c.cfg.NodeName {
+		c.noteUp(n.Address()) // it is back: catch up (catchup.go)
 	}
 	c.peers[n.Name] = peer{addr: n.Address(), ip: append(net.IP(nil), n.Addr...), port: n.Port, state: m.State}
 	delete(c.suspects, n.Name) // memberlist's verdict ends a suspicion
