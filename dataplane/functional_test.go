@@ -24,25 +24,7 @@ import (
 // breaks the overlay until Apply puts meshnet's accepts in place.
 func TestTwoHosts(t *testing.T) {
 	requireRoot(t)
-	h1ns, h2ns := newNetNS(t), newNetNS(t)
-	h1, h2 := nlHandle(t, h1ns), nlHandle(t, h2ns)
-
-	// Underlay: ulA (host 1) <-> ulB (host 2).
-	attrs := netlink.NewLinkAttrs()
-	attrs.Name = "ulA"
-	if err := h1.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: "ulB", PeerNamespace: netlink.NsFd(int(h2ns))}); err != nil {
-		t.Fatalf("underlay veth: %v", err)
-	}
-	for _, u := range []struct {
-		h        *netlink.Handle
-		dev, adr string
-	}{{h1, "ulA", "198.18.0.1"}, {h2, "ulB", "198.18.0.2"}} {
-		addUnderlayAddr(t, u.h, u.dev, u.adr)
-		l, _ := u.h.LinkByName(u.dev)
-		if err := u.h.LinkSetUp(l); err != nil {
-			t.Fatal(err)
-		}
-	}
+	h1ns, h2ns, h1, h2 := twoHosts(t)
 
 	endpoint := func(id, mac, addr string) LocalEndpoint {
 		h, c := VethNames(id)

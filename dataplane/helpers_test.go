@@ -142,3 +142,27 @@ func newTestDataplane(t *testing.T, ns netns.NsHandle) *VXLAN {
 	t.Cleanup(func() { d.Close() })
 	return d
 }
+
+// twoHosts makes two network namespaces joined by an underlay veth, ulA
+// (198.18.0.1, host 1) and ulB (198.18.0.2, host 2), both up.
+func twoHosts(t *testing.T) (h1ns, h2ns netns.NsHandle, h1, h2 *netlink.Handle) {
+	t.Helper()
+	h1ns, h2ns = newNetNS(t), newNetNS(t)
+	h1, h2 = nlHandle(t, h1ns), nlHandle(t, h2ns)
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = "ulA"
+	if err := h1.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: "ulB", PeerNamespace: netlink.NsFd(int(h2ns))}); err != nil {
+		t.Fatalf("underlay veth: %v", err)
+	}
+	for _, u := range []struct {
+		h        *netlink.Handle
+		dev, adr string
+	}{{h1, "ulA", "198.18.0.1"}, {h2, "ulB", "198.18.0.2"}} {
+		addUnderlayAddr(t, u.h, u.dev, u.adr)
+		l, _ := u.h.LinkByName(u.dev)
+		if err := u.h.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return h1ns, h2ns, h1, h2
+}

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -79,23 +78,7 @@ func dockerHost(t *testing.T, ns netns.NsHandle) {
 // carries only WireGuard UDP; a host that is no member is dropped.
 func TestWireGuardTwoHosts(t *testing.T) {
 	requireRoot(t)
-	h1ns, h2ns := newNetNS(t), newNetNS(t)
-	h1, h2 := nlHandle(t, h1ns), nlHandle(t, h2ns)
-	attrs := netlink.NewLinkAttrs()
-	attrs.Name = "ulA"
-	if err := h1.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: "ulB", PeerNamespace: netlink.NsFd(int(h2ns))}); err != nil {
-		t.Fatalf("underlay veth: %v", err)
-	}
-	for _, u := range []struct {
-		h        *netlink.Handle
-		dev, adr string
-	}{{h1, "ulA", "198.18.0.1"}, {h2, "ulB", "198.18.0.2"}} {
-		addUnderlayAddr(t, u.h, u.dev, u.adr)
-		l, _ := u.h.LinkByName(u.dev)
-		if err := u.h.LinkSetUp(l); err != nil {
-			t.Fatal(err)
-		}
-	}
+	h1ns, h2ns, h1, h2 := twoHosts(t)
 	dockerHost(t, h1ns)
 	dockerHost(t, h2ns)
 
