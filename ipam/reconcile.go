@@ -455,9 +455,16 @@ func (a *IPAM) answerRequestsLocked(lp *localPool) {
 			give = giveable[:min(max(rq.r.Want, 1), 16, len(giveable))]
 		}
 		if len(give) == 0 {
+			frozen := countBlocks(v, func(b blockInfo) bool { return b.frozen || b.contested })
 			a.log.Debug("no spare block for a request", "subnet", lp.key, "from", rq.from, "seq", rq.r.Seq, "block", rq.r.Block,
-				"owned", a.ownedCount(v), "frozen", countBlocks(v, func(b blockInfo) bool { return b.frozen }),
-				"contested", countBlocks(v, func(b blockInfo) bool { return b.contested }))
+				"owned", a.ownedCount(v), "frozen_or_contested", frozen)
+			if rq.r.Block == "" && frozen > 0 {
+				// A rival creation of the pool still freezes blocks; it
+				// gives way within a gossip round or two. Leave the request
+				// open and look again at the next reconcile, rather than
+				// say no and have the requester wait out its timeout.
+				continue
+			}
 		}
 		ok := true
 		for _, i := range give {

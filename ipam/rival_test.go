@@ -145,3 +145,64 @@ func thirdNodeServed(t *testing.T, seed int64) {
 		net.syncAll()
 	}
 }
+
+// A donor whose blocks a rival creation still freezes leaves a request for
+// any block open, instead of answering "none" (which sends the requester
+// away for its whole RequestTimeout), and grants it once the rival gives way.
+func TestDonorLeavesRequestOpenWhileBlocksFrozen(t *testing.T) {
+	net := newFakeNet(3, false)
+	cfg := testConfig()
+	cfg.RequestTimeout = time.Hour // the requester must not ask again: only the first request counts
+	n1 := net.addNode(t, "n1", t.TempDir(), cfg)
+	n2 := net.addNode(t, "n2", t.TempDir(), cfg)
+	n3 := net.addNode(t, "n3", t.TempDir(), cfg)
+	p := netip.MustParsePrefix("10.73.0.0/24")
+	pool := mustPool(t, n1.ipamOf(), p, nil)
+	time.Sleep(time.Millisecond)
+	mustPool(t, n2.ipamOf(), p, nil) // a rival creation, before n1's reached n2
+	// n1 and n3 hear of both creations; n2 hears nothing yet, so it does not concede.
+	n1.merge(n2.store().All())
+	n3.merge(n1.store().All())
+	n3.merge(n2.store().All())
+	mustPool(t, n3.ipamOf(), p, nil)
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := n3.ipamOf().RequestAddress(ctx, pool, netip.Addr{}, false)
+		done <- err
+	}()
+	// n3's request reaches n1 while n2's claim freezes n1's blocks.
+	eventually(t, "n3's request at n1", func() bool {
+		n1.merge(n3.store().All())
+		n1.ipamOf().mu.Lock()
+		defer n1.ipamOf().mu.Unlock()
+		v := n1.ipamOf().viewLocked(pool)
+		return v != nil && len(v.requests) > 0
+	})
+	time.Sleep(5 * cfg.ResyncInterval) // n1 reconciles with the request in view
+	n1.ipamOf().mu.Lock()
+	rec, _ := n1.ipamOf().ownPoolRecord(pool)
+	n1.ipamOf().mu.Unlock()
+	if rec.Answered["n3"] != 0 {
+		t.Fatalf("n1 answered n3's request (seq %d) while its blocks were frozen; want it left open", rec.Answered["n3"])
+	}
+	// n2 hears of n1's creation, concedes, and everything spreads.
+	n2.merge(n1.store().All())
+	deadline := time.After(10 * time.Second)
+	for {
+		net.pump(1000)
+		net.syncAll()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("n3: RequestAddress after the rival gave way: %v", err)
+			}
+			return
+		case <-deadline:
+			t.Fatal("n3 got no address after the rival gave way")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
