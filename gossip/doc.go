@@ -28,7 +28,9 @@
 //     broadcasts or was partitioned converges anyway. The rejoin loop
 //     contacts seeds and lost peers, because memberlist itself stops talking
 //     to nodes it declared dead and two healed halves would otherwise stay
-//     apart.
+//     apart; and a node exchanges full state with peers that come back
+//     (catchup.go), so what each side wrote during a partition crosses at
+//     once, not at the next push/pull.
 //   - Dead is not removed. A node memberlist declares dead (or that left)
 //     keeps its records: Snapshot.UpRecords hides them at once (endpoints
 //     stop carrying traffic) and shows them again if the node returns,
