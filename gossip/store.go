@@ -478,6 +478,19 @@ func (s *Store) changedLocked() {
 	}
 }
 
+// Announce gossips this node's current record of kind and id again, with
+// its version unchanged: for a record a peer evidently missed (a broadcast
+// lost, or not yet repaired by push/pull). It does nothing for a record
+// this node does not hold.
+func (s *Store) Announce(kind Kind, id string) {
+	s.mu.Lock()
+	r, ok := s.records[Key{Kind: kind, Owner: s.cfg.Self, ID: id}]
+	s.mu.Unlock()
+	if ok {
+		s.broadcast(r)
+	}
+}
+
 func (s *Store) broadcast(r Record) {
 	s.mu.Lock()
 	b := s.cfg.Broadcast

@@ -905,3 +905,17 @@ func TestStoreConcurrentUse(t *testing.T) {
 		}
 	}
 }
+
+func TestStoreAnnounce(t *testing.T) {
+	var sent []Record
+	s := NewStore(StoreConfig{Self: "a", Broadcast: func(r Record) { sent = append(sent, r) }})
+	r, err := s.Put(KindEndpoint, "e1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Announce(KindEndpoint, "e1")
+	s.Announce(KindEndpoint, "missing") // nothing held: nothing sent
+	if len(sent) != 2 || sent[1].Key != r.Key || sent[1].Version != r.Version || string(sent[1].Value) != string(r.Value) {
+		t.Fatalf("broadcasts %+v; want the Put and the same record again", sent)
+	}
+}

@@ -638,6 +638,10 @@ func (a *IPAM) ensureRequestLocked(lp *localPool, v *poolView, block netip.Prefi
 	seq := uint64(1)
 	if hasCur {
 		seq = cur.Seq + 1
+		// Asking again: the donor may have missed this node's pool record
+		// (without it the request is not one of the pool's members') or the
+		// request itself; gossip the pool record once more with it.
+		a.store.Announce(KindPool, lp.key)
 	}
 	want := 1
 	if lp.waiters > 0 && v.geo.blockBits < 20 {
