@@ -190,10 +190,7 @@ func TestCacheRotation(t *testing.T) {
 		if ring == nil {
 			ring = order
 		}
-		k := slices.Index(ring, order[0])
-		if want := append(slices.Clone(ring[k:]), ring[:k]...); !slices.Equal(order, want) {
-			t.Fatalf("query %d: order %v is not a rotation of %v", i, order, ring)
-		}
+		checkRotation(t, i, order, ring)
 		first[order[0]]++
 	}
 	for _, a := range ring {

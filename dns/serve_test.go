@@ -254,10 +254,7 @@ func TestRotation(t *testing.T) {
 		if ring == nil {
 			ring = order
 		}
-		k := slices.Index(ring, order[0])
-		if want := append(slices.Clone(ring[k:]), ring[:k]...); !slices.Equal(order, want) {
-			t.Fatalf("query %d: order %v is not a rotation of %v", i, order, ring)
-		}
+		checkRotation(t, i, order, ring)
 		first[order[0]]++
 	}
 	for _, a := range ring {
@@ -356,5 +353,15 @@ func TestSetTableConcurrent(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// checkRotation fails the test unless order (the answers to query i) is
+// ring, the first answer's order, rotated.
+func checkRotation(t *testing.T, i int, order, ring []string) {
+	t.Helper()
+	k := slices.Index(ring, order[0])
+	if want := append(slices.Clone(ring[k:]), ring[:k]...); !slices.Equal(order, want) {
+		t.Fatalf("query %d: order %v is not a rotation of %v", i, order, ring)
 	}
 }
