@@ -35,6 +35,7 @@ const (
 // the addresses in that order.
 type replyCache struct {
 	table   *Table
+	scope   *Scope
 	entries [2]map[string]*cachedReply // by RA bit
 	bytes   int
 	scratch []byte // packs replies built on a miss
@@ -54,12 +55,12 @@ func newReplyCache() *replyCache {
 	return &replyCache{scratch: make([]byte, 2*DefaultMaxUDPSize)}
 }
 
-// sync empties the cache when the table it was filled from is no longer
-// the one in use.
-func (c *replyCache) sync(t *Table) {
-	if c.table != t {
+// sync empties the cache when the table (or the client's scope) it was
+// filled from is no longer the one in use.
+func (c *replyCache) sync(t *Table, sc *Scope) {
+	if c.table != t || c.scope != sc {
 		c.reset()
-		c.table = t
+		c.table, c.scope = t, sc
 	}
 }
 

@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -38,6 +39,11 @@ type Config struct {
 	// UpstreamsFromResolvConf); an empty non-nil slice disables forwarding
 	// (such queries get SERVFAIL).
 	Upstreams []string
+	// Forward, when set, answers the names outside the zone instead of
+	// Upstreams: a container's server hands them to Docker's resolver in
+	// the container's namespace. It must honour ctx and answer the
+	// question asked.
+	Forward func(ctx context.Context, r *dns.Msg, tcp bool) (*dns.Msg, error)
 	// ResolvConf is read when Upstreams is nil; default /etc/resolv.conf.
 	ResolvConf string
 	// ForwardTimeout is how long one upstream gets before the next is
@@ -54,6 +60,11 @@ type Config struct {
 	// read by one goroutine, so the kernel spreads queries over cores.
 	// Default GOMAXPROCS.
 	Listeners int
+	// UDPBatch is how many queries a UDP listener reads per system call
+	// (default 64). Each slot holds a 4 KiB query and an 8 KiB reply
+	// buffer: a container's own server, which serves one client, takes a
+	// few.
+	UDPBatch int
 	// MaxUDPSize caps the UDP payload size a client may ask for with EDNS0
 	// (at least 512). Default 4096, the largest EDNS size in common use;
 	// 1232 avoids IP fragmentation everywhere (DNS flag day 2020).
@@ -91,6 +102,7 @@ func DefaultConfig() Config {
 		RateLimit:      RateLimit{QPS: 2000, Burst: 4000, MaxSources: 1 << 16},
 		Listeners:      runtime.GOMAXPROCS(0),
 		MaxUDPSize:     DefaultMaxUDPSize,
+		UDPBatch:       udpBatch,
 	}
 }
 
@@ -117,6 +129,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxUDPSize <= 0 {
 		c.MaxUDPSize = d.MaxUDPSize
+	}
+	if c.UDPBatch <= 0 {
+		c.UDPBatch = d.UDPBatch
 	}
 	c.MaxUDPSize = min(max(c.MaxUDPSize, dns.MinMsgSize), dns.MaxMsgSize)
 	if c.AllowRecursion == nil {

@@ -12,6 +12,18 @@ import (
 	"github.com/miekg/dns"
 )
 
+// exchanger answers a query the table does not: the host's resolvers
+// (forwarder), or whatever Config.Forward says.
+type exchanger interface {
+	exchange(ctx context.Context, r *dns.Msg, tcp bool) (*dns.Msg, error)
+}
+
+type exchangeFunc func(ctx context.Context, r *dns.Msg, tcp bool) (*dns.Msg, error)
+
+func (f exchangeFunc) exchange(ctx context.Context, r *dns.Msg, tcp bool) (*dns.Msg, error) {
+	return f(ctx, r, tcp)
+}
+
 // forwarder sends queries for names outside the zone to the host's
 // resolvers. It tries them in turn, each for a short time, starting with
 // the one that answered last: a dead first resolver costs one timeout,

@@ -204,7 +204,7 @@ func TestDefaultUpstreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := NewServer(Config{Addr: "0.0.0.0:53", ResolvConf: p}, nil)
-	if s.fwd == nil || !slices.Equal(s.fwd.upstreams, []string{"198.18.0.53:53"}) {
+	if f, ok := s.fwd.(*forwarder); !ok || !slices.Equal(f.upstreams, []string{"198.18.0.53:53"}) {
 		t.Errorf("upstreams %v, want [198.18.0.53:53] from %s", s.fwd, p)
 	}
 }

@@ -235,7 +235,7 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
-// UDP batches: a listener takes up to udpBatch queries per wakeup
+// UDP batches: a listener takes up to Config.UDPBatch (default udpBatch) queries per wakeup
 // (recvmmsg) and sends their answers together (sendmmsg).
 const (
 	udpBatch = 64
@@ -262,9 +262,10 @@ func (s *Server) readLoop(c *net.UDPConn) error {
 	if la, ok := c.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() == nil {
 		bc = ipv6.NewPacketConn(c)
 	}
-	in := make([]ipv4.Message, udpBatch)
-	out := make([]ipv4.Message, 0, udpBatch)
-	ws := make([]slotWriter, udpBatch)
+	batch := s.cfg.UDPBatch
+	in := make([]ipv4.Message, batch)
+	out := make([]ipv4.Message, 0, batch)
+	ws := make([]slotWriter, batch)
 	for i := range in {
 		in[i].Buffers = [][]byte{make([]byte, maxUDPQuery)}
 		ws[i] = slotWriter{conn: c, buf: make([]byte, 2*DefaultMaxUDPSize), bufs: make([][]byte, 1)}

@@ -26,9 +26,12 @@ type Server struct {
 	log     *slog.Logger
 	ttl     uint32
 	table   atomic.Pointer[Table]
-	limiter *limiter   // nil: no rate limit
-	fwd     *forwarder // nil: no upstreams
-	cfgErr  error      // reported by Listen/Run
+	limiter *limiter  // nil: no rate limit
+	fwd     exchanger // nil: no upstreams
+	cfgErr  error     // reported by Listen/Run
+	// scope, when set, makes this a container's server: bare names of its
+	// networks are answered too (see Scope).
+	scope atomic.Pointer[Scope]
 
 	// ctx is cancelled when the server stops, aborting forwards in flight.
 	ctx    context.Context
@@ -85,6 +88,10 @@ func NewServer(cfg Config, log *slog.Logger) *Server {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.table.Store(NewTable(cfg.Domain, nil))
 
+	if cfg.Forward != nil {
+		s.fwd = exchangeFunc(cfg.Forward)
+		return s
+	}
 	upstreams := cfg.Upstreams
 	if upstreams == nil {
 		self, _ := netip.ParseAddrPort(cfg.Addr)
@@ -102,7 +109,9 @@ func NewServer(cfg Config, log *slog.Logger) *Server {
 		}
 		ups = append(ups, ap.String())
 	}
-	s.fwd = newForwarder(ups, cfg.ForwardTimeout, log)
+	if f := newForwarder(ups, cfg.ForwardTimeout, log); f != nil {
+		s.fwd = f
+	}
 	log.Debug("dns server configured", "zone", zoneName(cfg.Domain), "addr", cfg.Addr, "upstreams", ups)
 	return s
 }
@@ -118,6 +127,11 @@ func (s *Server) SetTable(t *Table) {
 	}
 	s.table.Store(t)
 }
+
+// SetScope makes the server answer the bare names of the scope's networks
+// (nil: none, as for the shared server on the DNS address). Queries in
+// flight finish with the scope they started with.
+func (s *Server) SetScope(sc *Scope) { s.scope.Store(sc) }
 
 // Table returns the table in use.
 func (s *Server) Table() *Table { return s.table.Load() }
@@ -180,7 +194,7 @@ func (s *Server) handlePacket(raw []byte, w dns.ResponseWriter, src netip.Addr, 
 	t := s.table.Load()
 	cq := cachedQuery{c: c, raw: raw}
 	if c != nil {
-		c.sync(t)
+		c.sync(t, s.scope.Load())
 		cq.ra = s.cfg.AllowRecursion(src)
 		if b := c.lookup(raw, cq.ra); b != nil {
 			s.stats.queries.Add(1)
@@ -315,6 +329,9 @@ func (s *Server) serve(w dns.ResponseWriter, r *dns.Msg, src netip.Addr, t *Tabl
 		t = s.table.Load()
 	}
 	res := t.resolve(q, s.ttl)
+	if !res.authoritative {
+		res = t.resolveBare(q, s.scope.Load(), s.ttl)
+	}
 	if !res.authoritative {
 		s.forwardOrRefuse(w, r, src, udp, async)
 		return

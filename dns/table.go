@@ -27,9 +27,12 @@ type Entry struct {
 	Container string   // container name, without Docker's leading '/'
 	Services  []string // service names: labels, compose service, network aliases
 	Network   string   // Docker network name; may be empty
-	Addr      netip.Addr
-	Node      string // host node name; not published in DNS, kept for meshctl
-	Ports     []Port // optional; published as SRV
+	// Subnet is the network's identity (the same on every host, unlike its
+	// Docker name): bare names are answered per subnet (see Scope).
+	Subnet netip.Prefix
+	Addr   netip.Addr
+	Node   string // host node name; not published in DNS, kept for meshctl
+	Ports  []Port // optional; published as SRV
 }
 
 // Table is an immutable index of the zone, built once from a full set of
@@ -39,6 +42,10 @@ type Table struct {
 	zone    string           // lower-case FQDN, e.g. "meshnet."
 	names   map[string]*node // lower-case FQDN → node; empty non-terminals have an empty node
 	reverse map[string]*node // "d.c.b.a.in-addr.arpa." (or ip6.arpa.) → node holding PTR targets
+	// bare holds the names Docker users write without a domain ("api", a
+	// container name, a network alias), per network: only clients on
+	// that network get them (see Scope).
+	bare    map[bareName]*node
 	serial  uint32
 	entries int
 }
@@ -90,11 +97,13 @@ func NewTable(domain string, entries []Entry) *Table {
 		zone:    zoneName(domain),
 		names:   make(map[string]*node),
 		reverse: make(map[string]*node),
+		bare:    make(map[bareName]*node),
 		serial:  uint32(time.Now().Unix()),
 	}
 	b := tableBuilder{
 		zone:  t.zone,
 		addrs: make(map[string]map[netip.Addr]struct{}),
+		bare:  make(map[bareName]map[netip.Addr]struct{}),
 		srvs:  make(map[string]map[srvTarget]struct{}),
 		ptrs:  make(map[string]map[string]struct{}),
 	}
@@ -119,6 +128,13 @@ type tableBuilder struct {
 	addrs map[string]map[netip.Addr]struct{}
 	srvs  map[string]map[srvTarget]struct{}
 	ptrs  map[string]map[string]struct{} // reverse name → targets
+	bare  map[bareName]map[netip.Addr]struct{}
+}
+
+// bareName is one single-label name ("api.") on one network.
+type bareName struct {
+	subnet netip.Prefix
+	name   string // lower-case label with the root dot
 }
 
 func (b *tableBuilder) add(e *Entry) bool {
@@ -166,6 +182,7 @@ func (b *tableBuilder) add(e *Entry) bool {
 	if !added {
 		return false
 	}
+	b.addBare(e, addr, container)
 
 	// The PTR and SRV target is the name that is this endpoint alone when
 	// there is one: its container; else its first published name.
@@ -216,6 +233,31 @@ func (b *tableBuilder) add(e *Entry) bool {
 	return true
 }
 
+// addBare indexes the entry's container name, services and aliases as
+// bare names of its network, as Docker's resolver knows them there.
+func (b *tableBuilder) addBare(e *Entry, addr netip.Addr, container string) {
+	if !e.Subnet.IsValid() {
+		return
+	}
+	subnet := e.Subnet.Masked()
+	labels := []string{container}
+	for _, svc := range e.Services {
+		labels = append(labels, Label(svc))
+	}
+	for _, l := range labels {
+		if l == "" {
+			continue
+		}
+		k := bareName{subnet, l + "."}
+		set := b.bare[k]
+		if set == nil {
+			set = make(map[netip.Addr]struct{})
+			b.bare[k] = set
+		}
+		set[addr] = struct{}{}
+	}
+}
+
 // fill freezes the collected sets into t and adds the empty non-terminals:
 // every name between an owner and the apex exists (RFC 8020: answering
 // NXDOMAIN for "app.meshnet." while "api.app.meshnet." exists would let
@@ -237,15 +279,12 @@ func (b *tableBuilder) fill(t *Table) {
 	}
 	get(t.zone)
 	for name, set := range b.addrs {
-		n := get(name)
-		addrs := sortedKeys(set, netip.Addr.Compare)
-		for _, a := range addrs {
-			if a.Is4() {
-				n.v4.items = append(n.v4.items, net.IP(a.AsSlice()))
-			} else {
-				n.v6.items = append(n.v6.items, net.IP(a.AsSlice()))
-			}
-		}
+		get(name).setAddrs(set)
+	}
+	for k, set := range b.bare {
+		n := new(node)
+		n.setAddrs(set)
+		t.bare[k] = n
 	}
 	for name, set := range b.srvs {
 		get(name).srv.items = sortedKeys(set, func(a, b srvTarget) int {
@@ -254,6 +293,17 @@ func (b *tableBuilder) fill(t *Table) {
 	}
 	for rev, set := range b.ptrs {
 		t.reverse[rev] = &node{ptr: sortedKeys(set, strings.Compare)}
+	}
+}
+
+// setAddrs fills the node's address sets from set, sorted.
+func (n *node) setAddrs(set map[netip.Addr]struct{}) {
+	for _, a := range sortedKeys(set, netip.Addr.Compare) {
+		if a.Is4() {
+			n.v4.items = append(n.v4.items, net.IP(a.AsSlice()))
+		} else {
+			n.v6.items = append(n.v6.items, net.IP(a.AsSlice()))
+		}
 	}
 }
 
