@@ -13,7 +13,7 @@ help:
 	@echo "make plugin  Docker managed-plugin bundle in build/plugin/ (docker plugin create meshnet build/plugin)"
 	@echo "make check   gofmt and go vet"
 	@echo "make unit    pure-package tests with -race (no root)"
-	@echo "make kernel  dataplane tests in network namespaces (root)"
+	@echo "make kernel  dataplane and container-DNS tests in network namespaces (root)"
 	@echo "make e2e     multi-host suite with real Docker engines (root)"
 	@echo "make test    all of the above: what CI runs"
 	@echo "make demo    three simulated hosts, containers ping and resolve across them (root)"
@@ -34,7 +34,7 @@ unit:
 	go test -race -count=1 $(PURE)
 
 kernel:
-	go test -count=1 -p 1 ./dataplane/...
+	go test -count=1 -p 1 ./dataplane/... ./sandbox/...
 
 e2e: build
 	go test -count=1 -p 1 -v -timeout 70m ./e2e/...

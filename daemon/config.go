@@ -44,6 +44,10 @@ type Config struct {
 	// DNSRateLimit is the queries per second one source may send the DNS
 	// server (bursts of twice that); 0 turns the limit off.
 	DNSRateLimit float64
+	// ContainerDNS answers each container's queries to Docker's resolver
+	// (127.0.0.11) inside its own namespace first (package sandbox), so
+	// bare names resolve cluster-wide with no engine setting.
+	ContainerDNS bool
 	LogLevel     string
 	// ManagedPlugin: meshnetd runs as a Docker managed plugin (see
 	// internal/pluginbundle), with the plugin's settings and sandbox.
@@ -73,6 +77,7 @@ func DefaultConfig() Config {
 		DNSAddr:        "169.254.53.53", // link-local: never routed off the host
 		DNSDomain:      "meshnet",
 		DNSRateLimit:   dns.DefaultConfig().RateLimit.QPS,
+		ContainerDNS:   true,
 		LogLevel:       "info",
 		ResyncInterval: 30 * time.Second,
 		ReclaimAfter:   2 * time.Minute,

@@ -2,12 +2,14 @@ package daemon
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
 
 	"github.com/meshnet/meshnet/gossip"
 	"github.com/meshnet/meshnet/plugin"
+	"github.com/meshnet/meshnet/sandbox"
 )
 
 // Container labels that name a service (DESIGN.md, "DNS").
@@ -40,6 +42,9 @@ func (d *Daemon) onContainers(containers []plugin.ContainerInfo, networks map[st
 		}
 	}
 	byEndpoint := endpointContainers(containers)
+	if d.sandboxes != nil {
+		d.sandboxes.Sync(sandboxesOf(containers, snap, d.cfg.NodeName))
+	}
 	for _, r := range snap.Records(gossip.KindEndpoint) {
 		if r.Owner != d.cfg.NodeName {
 			continue
@@ -55,6 +60,30 @@ func (d *Daemon) onContainers(containers []plugin.ContainerInfo, networks map[st
 			}
 		}
 	}
+}
+
+// sandboxesOf lists the containers with an endpoint on a meshnet network of
+// this node, for the container DNS.
+func sandboxesOf(cs []plugin.ContainerInfo, snap *gossip.Snapshot, self string) []sandbox.Sandbox {
+	own := make(map[string]netip.Prefix)
+	for _, e := range decodeEndpoints(snap.Records(gossip.KindEndpoint)) {
+		if e.owner == self {
+			own[e.id] = e.subnet
+		}
+	}
+	var out []sandbox.Sandbox
+	for _, c := range cs {
+		sb := sandbox.Sandbox{Key: c.SandboxKey, Pid: c.Pid, Endpoints: map[string]netip.Prefix{}}
+		for _, ep := range c.Networks {
+			if subnet, ok := own[ep.EndpointID]; ok {
+				sb.Endpoints[ep.EndpointID] = subnet
+			}
+		}
+		if len(sb.Endpoints) > 0 && sb.Key != "" {
+			out = append(out, sb)
+		}
+	}
+	return out
 }
 
 // containerEndpoint is a container seen on one network.

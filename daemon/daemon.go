@@ -22,6 +22,7 @@ import (
 	"github.com/meshnet/meshnet/internal/atomicfile"
 	"github.com/meshnet/meshnet/ipam"
 	"github.com/meshnet/meshnet/plugin"
+	"github.com/meshnet/meshnet/sandbox"
 )
 
 // Daemon is one meshnetd: it wires the store, gossip, IPAM, dataplane, DNS,
@@ -48,6 +49,9 @@ type Daemon struct {
 	// knownPeers is what peers.json holds (reconcile loop only).
 	knownPeers []gossip.KnownPeer
 	watcher    *plugin.Watcher
+	// sandboxes serves DNS inside each local container's namespace; nil
+	// with --container-dns=false.
+	sandboxes *sandbox.Manager
 
 	// reconcileMu serialises Apply: the loop, the timer and plugin calls
 	// (Join waits for its veth) all reconcile through it.
@@ -143,6 +147,9 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	d.dnsCfg.Upstreams = cfg.upstreams()
 	d.dnsCfg.RateLimit.QPS = cfg.DNSRateLimit
 	d.dnsCfg.RateLimit.Burst = int(2 * cfg.DNSRateLimit)
+	if cfg.ContainerDNS {
+		d.sandboxes = sandbox.New(sandbox.Config{Domain: cfg.DNSDomain, TTL: d.dnsCfg.TTL}, log)
+	}
 	d.watcher = plugin.NewWatcher(cfg.DockerHost, log)
 	d.watcher.RestartStranded("meshnet")
 	return d, nil
@@ -207,6 +214,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	run("ipam", d.ipam.Run, false)
 	run("reconciler", d.reconcileLoop, false)
 	run("dns", d.runDNS, false)
+	if d.sandboxes != nil {
+		run("container dns", d.sandboxes.Run, false)
+	}
 	run("leak sweep", d.reclaimLoop, false)
 	run("docker events", func(ctx context.Context) error { return d.watcher.Run(ctx, d.onContainers) }, false)
 	run("tombstone expiry", func(ctx context.Context) error {
@@ -259,6 +269,9 @@ func (d *Daemon) reconcileLoop(ctx context.Context) error {
 		d.dnsTable.Store(t)
 		if srv := d.dnsServer.Load(); srv != nil {
 			srv.SetTable(t)
+		}
+		if d.sandboxes != nil {
+			d.sandboxes.SetTable(t)
 		}
 	}
 }

@@ -155,6 +155,7 @@ func dnsEntries(snap *gossip.Snapshot) []dns.Entry {
 			Container: e.info.Container,
 			Services:  e.info.Services,
 			Network:   e.info.Network,
+			Subnet:    e.subnet,
 			Addr:      e.addr,
 			Node:      e.owner,
 			Ports:     dnsPorts(e.info.Ports),

@@ -190,6 +190,9 @@ func (b networkBackend) EndpointInfo(ctx context.Context, networkID, endpointID 
 }
 
 func (b networkBackend) DeleteEndpoint(ctx context.Context, networkID, endpointID string) error {
+	if b.d.sandboxes != nil {
+		b.d.sandboxes.Detach(endpointID) // its Leave may have been lost
+	}
 	if err := b.d.store.Delete(gossip.KindEndpoint, endpointID); err != nil {
 		return fmt.Errorf("remove endpoint %s: %w", short(endpointID), err)
 	}
@@ -212,6 +215,11 @@ func (b networkBackend) Join(ctx context.Context, req plugin.JoinRequest) (plugi
 	if !d.haveLink(cont) {
 		return plugin.JoinResponse{}, fmt.Errorf("create the container interface %s: %v", cont, err)
 	}
+	if d.sandboxes != nil {
+		// Now, not from the events: the container's first query may come
+		// before the engine reports it started.
+		d.sandboxes.Attach(req.SandboxKey, req.EndpointID, n.subnet)
+	}
 	return plugin.JoinResponse{
 		InterfaceName: plugin.InterfaceName{SrcName: cont, DstPrefix: "eth"},
 		Gateway:       n.gateway,
@@ -228,6 +236,9 @@ func (b networkBackend) Join(ctx context.Context, req plugin.JoinRequest) (plugi
 func (b networkBackend) Leave(ctx context.Context, networkID, endpointID string) error {
 	if _, ok := b.d.ownEndpoint(endpointID); !ok {
 		return plugin.BadRequest("unknown endpoint %s", short(endpointID))
+	}
+	if b.d.sandboxes != nil {
+		b.d.sandboxes.Detach(endpointID)
 	}
 	return nil
 }

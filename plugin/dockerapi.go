@@ -178,12 +178,14 @@ type dockerInspect struct {
 		Running    bool `json:"Running"`
 		Paused     bool `json:"Paused"`
 		Restarting bool `json:"Restarting"`
+		Pid        int  `json:"Pid"`
 		Health     *struct {
 			Status string `json:"Status"`
 		} `json:"Health"`
 	} `json:"State"`
 	NetworkSettings *struct {
-		Networks map[string]*dockerEndpoint `json:"Networks"`
+		SandboxKey string                     `json:"SandboxKey"`
+		Networks   map[string]*dockerEndpoint `json:"Networks"`
 	} `json:"NetworkSettings"`
 }
 
@@ -220,6 +222,7 @@ func (c *dockerClient) inspect(ctx context.Context, id string) (ContainerInfo, b
 		Name:    strings.TrimPrefix(in.Name, "/"),
 		Running: in.State.Running && !in.State.Restarting,
 		Paused:  in.State.Paused,
+		Pid:     in.State.Pid,
 	}
 	if in.State.Health != nil {
 		info.Health = in.State.Health.Status
@@ -229,6 +232,9 @@ func (c *dockerClient) inspect(ctx context.Context, id string) (ContainerInfo, b
 	}
 	if in.Config != nil {
 		info.Ports = exposedPorts(in.Config.ExposedPorts)
+	}
+	if in.NetworkSettings != nil {
+		info.SandboxKey = in.NetworkSettings.SandboxKey
 	}
 	if in.NetworkSettings != nil && len(in.NetworkSettings.Networks) > 0 {
 		info.Networks = make(map[string]EndpointSettings, len(in.NetworkSettings.Networks))

@@ -41,6 +41,10 @@ type ContainerInfo struct {
 	Networks map[string]EndpointSettings
 	// Ports are the container's exposed ports (EXPOSE, --expose, -p).
 	Ports []Port
+	// SandboxKey is the path of the container's network namespace, as the
+	// driver's Join named it; Pid its main process (another way in).
+	SandboxKey string
+	Pid        int
 }
 
 // Port is an exposed port of a container.

@@ -10,10 +10,19 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/meshnet/meshnet/daemon"
 )
+
+// The main goroutine keeps the main thread to itself. Threads that enter a
+// container's network namespace (package sandbox, the dataplane's sysctls)
+// are locked and left to exit with their goroutine, so that they never
+// serve another goroutine; Go cannot end the main thread, and would keep it
+// parked in that namespace instead. Holding it here means no such
+// goroutine ever runs on it.
+func init() { runtime.LockOSThread() }
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:], os.Getenv, os.Stderr)

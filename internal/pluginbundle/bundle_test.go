@@ -135,8 +135,13 @@ func TestWriteBundle(t *testing.T) {
 	if cfg.Linux.AllowAllDevices || len(cfg.Linux.Devices) != 1 || cfg.Linux.Devices[0].Path != "/dev/net/tun" {
 		t.Errorf("devices %+v (all: %v), want only /dev/net/tun", cfg.Linux.Devices, cfg.Linux.AllowAllDevices)
 	}
-	if cfg.PropagatedMount != "" || cfg.IpcHost || cfg.PidHost {
-		t.Errorf("propagated mount %q, ipc host %v, pid host %v: meshnet needs none", cfg.PropagatedMount, cfg.IpcHost, cfg.PidHost)
+	if cfg.PropagatedMount != "" || cfg.IpcHost {
+		t.Errorf("propagated mount %q, ipc host %v: meshnet needs neither", cfg.PropagatedMount, cfg.IpcHost)
+	}
+	// The host's PID namespace: the container DNS enters containers'
+	// network namespaces through /proc/<pid>/ns/net.
+	if !cfg.PidHost {
+		t.Errorf("pid host false: the container DNS needs the host's PID namespace")
 	}
 
 	// Mounts: the host's /run and /var/lib, not recursive, nothing else;

@@ -10,9 +10,13 @@ type Config struct {
 	WorkDir       string    `json:"workdir"`
 	Interface     Interface `json:"interface"`
 	Network       Network   `json:"network"`
-	Linux         Linux     `json:"linux"`
-	Mounts        []Mount   `json:"mounts"`
-	Env           []Env     `json:"env"`
+	// PidHost shares the host's PID namespace: meshnetd enters a
+	// container's network namespace through /proc/<pid>/ns/net (the
+	// engine's namespace mounts are not visible in the plugin).
+	PidHost bool    `json:"pidhost"`
+	Linux   Linux   `json:"linux"`
+	Mounts  []Mount `json:"mounts"`
+	Env     []Env   `json:"env"`
 }
 
 // Interface names the plugin's socket (under /run/docker/plugins inside the
@@ -113,6 +117,7 @@ func Manifest() Config {
 			Socket: Socket,
 		},
 		Network: Network{Type: "host"},
+		PidHost: true,
 		Linux: Linux{
 			Capabilities: []string{"CAP_NET_ADMIN", "CAP_SYS_ADMIN"},
 			Devices:      []Device{{Path: "/dev/net/tun"}},

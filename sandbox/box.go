@@ -1,0 +1,199 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/meshnet/meshnet/dns"
+	mdns "github.com/miekg/dns"
+)
+
+// box is meshnet's DNS in one container's namespace: two sockets on
+// 127.0.0.11, a dns.Server scoped to the container's meshnet networks, and
+// the redirect that sends the container's queries to it.
+type box struct {
+	m    *Manager
+	key  string // the engine's sandbox key (a namespace file path)
+	born time.Time
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	// mu guards what Attach, Sync and the lease renewal change while the
+	// box runs.
+	mu  sync.Mutex
+	pid int                     // the container's process, once the watcher has said (fallback path)
+	eps map[string]netip.Prefix // endpoint ID → its network's subnet
+	srv *dns.Server             // nil until the namespace is up
+	rd  *redirect
+	err error // why the box does not serve, for status
+}
+
+// scopeLocked is the box's networks as a DNS scope.
+func (b *box) scopeLocked() *dns.Scope {
+	var subnets []netip.Prefix
+	for _, p := range b.eps {
+		subnets = append(subnets, p)
+	}
+	return dns.NewScope(subnets)
+}
+
+// run waits for the namespace, serves in it until ctx is done, then takes
+// the redirect away so that the container's queries go to Docker's
+// resolver again.
+func (b *box) run(ctx context.Context) {
+	defer close(b.done)
+	ns, err := b.waitNetNS(ctx)
+	if err != nil {
+		b.fail(err)
+		return
+	}
+	if ns == nil {
+		return // ctx done
+	}
+	defer ns.Close()
+	if sameNetNS(ns) {
+		b.fail(errors.New("the container shares the host's network namespace"))
+		return
+	}
+	udp, tcp, err := listenIn(ns, dockerResolver)
+	if err != nil {
+		b.fail(fmt.Errorf("open DNS sockets in the container's namespace: %w", err))
+		return
+	}
+	m := b.m
+	srv := dns.NewServer(dns.Config{
+		Domain: m.cfg.Domain,
+		TTL:    m.cfg.TTL,
+		Forward: func(ctx context.Context, r *mdns.Msg, tcp bool) (*mdns.Msg, error) {
+			return b.forward(ctx, ns, r, tcp)
+		},
+		AllowRecursion: func(netip.Addr) bool { return true }, // only the container reaches these sockets
+		UDPBatch:       4,
+	}, m.log)
+	if err := srv.UseConns(udp, tcp); err != nil {
+		udp.Close()
+		tcp.Close()
+		b.fail(err)
+		return
+	}
+	srv.SetTable(m.table.Load())
+	rd, err := newRedirect(ns, m.cfg.Lease)
+	if err != nil {
+		srv.Close()
+		b.fail(err)
+		return
+	}
+	defer rd.close()
+	b.mu.Lock()
+	srv.SetScope(b.scopeLocked())
+	b.srv, b.rd = srv, rd
+	b.mu.Unlock()
+	// The table may have changed between SetTable and publishing srv.
+	srv.SetTable(m.table.Load())
+
+	udpPort := uint16(udp.LocalAddr().(*net.UDPAddr).Port)
+	tcpPort := uint16(tcp.Addr().(*net.TCPAddr).Port)
+	if err := rd.install(udpPort, tcpPort, m.cfg.Mark); err != nil {
+		srv.Close()
+		b.fail(err)
+		return
+	}
+	b.fail(nil)
+	m.log.Debug("container DNS serving", "sandbox", b.key, "udp", udpPort, "tcp", tcpPort)
+	if err := srv.Run(ctx); err != nil {
+		m.log.Warn("container DNS stopped", "sandbox", b.key, "err", err)
+	}
+	if err := rd.remove(); err != nil {
+		m.log.Debug("remove the DNS redirect", "sandbox", b.key, "err", err)
+	}
+}
+
+func (b *box) fail(err error) {
+	b.mu.Lock()
+	b.err = err
+	b.mu.Unlock()
+	if err != nil {
+		b.m.log.Warn("container DNS not set up; it uses Docker's resolver alone", "sandbox", b.key, "err", err)
+	}
+}
+
+// waitNetNS polls for the container's namespace: the engine names the
+// sandbox key in Join, and on some engines mounts the namespace there only
+// when the container's process is created, moments later. Meanwhile the
+// watcher may give the container's pid. It returns nil, nil when ctx ends.
+func (b *box) waitNetNS(ctx context.Context) (*os.File, error) {
+	deadline := time.Now().Add(b.m.cfg.WaitForNetNS)
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for {
+		f, ok, err := openNetNS(b.key)
+		if !ok {
+			b.mu.Lock()
+			pid := b.pid
+			b.mu.Unlock()
+			if pid > 0 {
+				f, ok, err = openNetNS("/proc/" + strconv.Itoa(pid) + "/ns/net")
+			}
+		}
+		if ok || err != nil {
+			return f, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("sandbox %s did not become a network namespace within %v", b.key, b.m.cfg.WaitForNetNS)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-t.C:
+		}
+	}
+}
+
+// forwardTimeout bounds one query handed to Docker's resolver, which
+// itself tries the engine's upstreams in turn.
+const forwardTimeout = 4 * time.Second
+
+// forward hands a query meshnet does not answer to Docker's resolver in
+// the container's namespace: names of the container's other networks, and
+// the world's, which Docker forwards as the engine is configured.
+func (b *box) forward(ctx context.Context, ns *os.File, r *mdns.Msg, tcp bool) (*mdns.Msg, error) {
+	network := "udp"
+	if tcp {
+		network = "tcp"
+	}
+	conn, err := dialIn(ns, network, netip.AddrPortFrom(dockerResolver, 53), b.m.cfg.Mark)
+	if err != nil {
+		return nil, fmt.Errorf("reach Docker's resolver: %w", err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, forwardTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	c := &mdns.Conn{Conn: conn, UDPSize: mdns.MaxMsgSize}
+	q := r.Copy()
+	q.Id = mdns.Id()
+	if err := c.WriteMsg(q); err != nil {
+		return nil, fmt.Errorf("ask Docker's resolver: %w", err)
+	}
+	for {
+		resp, err := c.ReadMsg()
+		if err != nil {
+			return nil, fmt.Errorf("ask Docker's resolver: %w", err)
+		}
+		if resp.Id == q.Id {
+			return resp, nil
+		}
+	}
+}

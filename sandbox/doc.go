@@ -1,0 +1,63 @@
+// Package sandbox puts meshnet's DNS in front of Docker's embedded resolver
+// inside each container's own network namespace, so that the names Docker
+// users write, "api", a container name, a network alias, resolve to every
+// healthy endpoint of that name across the cluster, through the
+// container's normal resolver path, with no engine setting at all.
+//
+// # Why there
+//
+// Every container on a user-defined network asks 127.0.0.11, Docker's
+// embedded resolver, which lives in the container's namespace (the engine
+// opens two sockets there and DNATs 127.0.0.11:53 to them). For a local
+// scope network it knows the endpoints on its own host only, and a name it
+// knows it never forwards: with one replica of "api" here and four on
+// other hosts, it answers one. No setting of the engine or the driver
+// changes that. So meshnet answers first, where the container asks:
+//
+//   - in the namespace, two sockets of meshnetd's on 127.0.0.11 (random
+//     ports; opened on a thread that entered the namespace, they belong to
+//     it for good) and a table ip meshnet-dns whose nat output chain, at
+//     priority -150, DNATs 127.0.0.11:53 to them before the engine's own
+//     rule (-100) can: a connection is NATed once, by the first chain that
+//     maps it;
+//   - a dns.Server per container on those sockets, scoped to the
+//     container's meshnet networks (dns.Scope): bare names of those
+//     networks, the meshnet zone, PTR of overlay addresses;
+//   - everything else goes to Docker's resolver, from a socket in the same
+//     namespace carrying a firewall mark the redirect lets through, so the
+//     names of the container's other networks, extra hosts and the world
+//     resolve exactly as Docker would resolve them.
+//
+// A side effect is the shortest path DNS can have: no veth, bridge or host
+// conntrack between the container and its answers, and recursion only for
+// the one client those sockets can hear.
+//
+// # When
+//
+// Join names the sandbox key (a namespace file path) before the engine
+// runs the container; on engine 20.10 the namespace is mounted there only
+// when the container's process is created, a few milliseconds later. A box
+// polls the key every 2 ms and serves as soon as it is a namespace, before
+// the container's own process is usually past its first instruction. The
+// engine's container list (Sync) is the second source: it brings back the
+// boxes of a restarted meshnetd and serves containers whose key meshnetd
+// cannot open (the managed plugin does not see the engine's namespace
+// mounts) through /proc/<pid>/ns/net.
+//
+// # When meshnetd is gone
+//
+// A redirect to sockets nobody reads would leave a container with no DNS
+// at all. The DNAT applies only while 127.0.0.11 is in the table's set
+// live, whose element has a timeout (Config.Lease, 3 s) that the daemon
+// renews three times per lease. A clean stop removes the tables at once; a
+// killed meshnetd's leases lapse. Either way the container is back on
+// Docker's resolver, with local names only, until meshnetd returns and
+// Sync sets the boxes up again.
+//
+// # Cost
+//
+// Per container: two sockets, an nftables netlink socket, a UDP reader, a
+// TCP acceptor, a 4-query batch (48 KiB of buffers), and one netlink
+// transaction per lease third. Forwarded queries open a socket each in the
+// namespace (a short-lived locked thread), as they wait on Docker anyway.
+package sandbox
