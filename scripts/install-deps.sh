@@ -2,7 +2,8 @@
 # Installs what meshnet's build, demo and tests need on a Debian host, as root:
 # Docker's engine (the e2e hosts run real engines), busybox for the test image,
 # the kernel tools the suite inspects with, the load generators `make bench`
-# drives (iperf3, dnsperf), and the Go modules.
+# drives (iperf3, dnsperf), Debian's docker-compose (the compose e2e test), and the
+# Go modules.
 set -euo pipefail
 
 if [ "$(id -u)" != 0 ]; then
@@ -16,7 +17,8 @@ if ! command -v go >/dev/null; then
 fi
 
 pkgs=(docker.io busybox-static iproute2 iptables nftables kmod util-linux procps
-	iperf3 dnsperf tcpdump dnsutils openssh-server openssh-client ca-certificates curl make)
+	iperf3 dnsperf tcpdump dnsutils openssh-server openssh-client ca-certificates curl make
+	docker-compose)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

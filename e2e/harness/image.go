@@ -45,9 +45,16 @@ func buildBusyboxTar(ctx context.Context, dir string) (string, error) {
 	if out, err := exec.CommandContext(ctx, "chroot", rootfs, "/bin/busybox", "--install", "-s").CombinedOutput(); err != nil {
 		return "", fmt.Errorf("installing busybox applets: %w: %s", err, out)
 	}
+	// curl with the host's glibc: a client that resolves names through
+	// libc's own resolver (getaddrinfo, /etc/resolv.conf), as applications
+	// do; the static busybox's wget cannot (static glibc has no NSS).
+	if err := addDynamic(ctx, rootfs, "/usr/bin/curl"); err != nil {
+		return "", fmt.Errorf("building the busybox image: %w", err)
+	}
 	files := map[string]string{
-		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-		"etc/group":  "root:x:0:\nnogroup:x:65534:\n",
+		"etc/passwd":        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+		"etc/group":         "root:x:0:\nnogroup:x:65534:\n",
+		"etc/nsswitch.conf": "hosts: files dns\n",
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(rootfs, name), []byte(content), 0o644); err != nil {
@@ -58,6 +65,37 @@ func buildBusyboxTar(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("packing the busybox image: %w: %s", err, out)
 	}
 	return tarPath, nil
+}
+
+// addDynamic copies a dynamically linked program and every library ldd
+// names for it into rootfs, at the same paths.
+func addDynamic(ctx context.Context, rootfs, prog string) error {
+	out, err := exec.CommandContext(ctx, "ldd", prog).Output()
+	if err != nil {
+		return fmt.Errorf("ldd %s (install curl): %w", prog, err)
+	}
+	files := []string{prog}
+	for _, line := range strings.Split(string(out), "\n") {
+		for _, f := range strings.Fields(line) {
+			if strings.HasPrefix(f, "/") {
+				files = append(files, f)
+			}
+		}
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(rootfs, f)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(dst, b, 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func checkStatic(path string) error {
