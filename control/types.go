@@ -80,6 +80,18 @@ type DNSInfo struct {
 	Addr   string `json:"addr"`
 	Domain string `json:"domain"`
 	Error  string `json:"error,omitempty"`
+	// Containers is the DNS in each local container's namespace
+	// (--container-dns); nil when it is off.
+	Containers *ContainerDNSInfo `json:"containers,omitempty"`
+}
+
+// ContainerDNSInfo counts the containers whose queries to 127.0.0.11
+// meshnet answers first, and those it could not set up (they use
+// Docker's resolver alone: local replicas only).
+type ContainerDNSInfo struct {
+	Serving int      `json:"serving"`
+	Waiting int      `json:"waiting"`
+	Failed  []string `json:"failed,omitempty"` // "sandbox key: why"
 }
 
 // PoolUsage is one address pool's use on each node.

@@ -14,6 +14,7 @@ import (
 	"github.com/meshnet/meshnet/gossip"
 	"github.com/meshnet/meshnet/internal/version"
 	"github.com/meshnet/meshnet/ipam"
+	"github.com/meshnet/meshnet/sandbox"
 )
 
 // controlBackend answers meshctl from the store's current snapshot.
@@ -91,6 +92,12 @@ func (b controlBackend) Status() control.Status {
 		st.DNS.Error = d.dnsErr.err.Error()
 	}
 	d.dnsErr.Unlock()
+	if d.sandboxes != nil {
+		st.DNS.Containers = containerDNSInfo(d.sandboxes.Status())
+		if n := len(st.DNS.Containers.Failed); n > 0 {
+			st.Problems = append(st.Problems, fmt.Sprintf("container DNS: %d containers resolve with Docker's resolver alone (local replicas only): %s", n, st.DNS.Containers.Failed[0]))
+		}
+	}
 	ist := d.ipam.Status()
 	st.IPAM, st.Conflicts = poolUsage(ist), conflicts(ist)
 	if len(st.Conflicts) > 0 {
@@ -100,6 +107,21 @@ func (b controlBackend) Status() control.Status {
 		st.Problems = append(st.Problems, "no peer reached yet: check --join, the key, and that UDP and TCP "+fmt.Sprint(d.cfg.BindPort)+" are open between hosts")
 	}
 	return st
+}
+
+func containerDNSInfo(boxes []sandbox.Status) *control.ContainerDNSInfo {
+	info := &control.ContainerDNSInfo{}
+	for _, b := range boxes {
+		switch {
+		case b.Err != nil:
+			info.Failed = append(info.Failed, b.Key+": "+b.Err.Error())
+		case b.Serving:
+			info.Serving++
+		default:
+			info.Waiting++
+		}
+	}
+	return info
 }
 
 func firstLine(s string) string {

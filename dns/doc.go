@@ -1,6 +1,9 @@
 // Package dns is meshnet's DNS server: it answers the meshnet zone
 // (default "meshnet.") from a table of container endpoints and forwards
-// other names to the host's resolvers, for meshnet containers only.
+// other names to the host's resolvers, for meshnet containers only. The
+// same server, given a Scope, is also each container's own resolver (see
+// package sandbox): then it answers the names Docker users write without
+// a domain, and hands the rest to Docker's resolver.
 //
 // # What it owns
 //
@@ -11,6 +14,15 @@
 //     _<port|name>._<proto>.<service>.<domain>, and SOA/NS at the apex.
 //     Docker names become labels through Label (lower case, '_' and '.'
 //     and anything else illegal become '-').
+//   - Bare names per network: every entry's container name, services and
+//     aliases, indexed by the entry's Subnet (the network's identity on
+//     every host; Docker network names may differ between hosts). A
+//     server with a Scope (the client's networks) answers a single-label
+//     name ("api.", "shop_api_1.") with every address of that name on
+//     those networks, rotated as zone names are; a name on none of them
+//     goes to Config.Forward. Without a Scope (the shared server on the
+//     DNS address, which hears every container of the host and cannot
+//     tell which networks a source is on) bare names are not answered.
 //   - Server: a dns.Handler (ServeDNS, CoreDNS style) plus the sockets
 //     (Listen/Run/Close): several UDP sockets bound with SO_REUSEPORT, read
 //     and written in batches, each with a cache of packed replies, and one
@@ -19,7 +31,22 @@
 //
 // It does not know where entries come from: the daemon builds a Table from
 // the gossip store on every change and calls SetTable. meshctl's lookup
-// uses Table.Lookup, which answers exactly as the server would.
+// uses Table.Lookup, which answers exactly as the server would. Nor does it
+// know where its sockets are: a container's server gets sockets opened in
+// the container's namespace (UseConns) and a Config.Forward that reaches
+// Docker's resolver there.
+//
+// # Why bare names are answered by a server per container
+//
+// Docker's embedded resolver (127.0.0.11, inside each container) answers a
+// name it knows, a local container, a compose service, an alias, with the
+// endpoints on its own host only, and never forwards it; compose files and
+// Swarm stacks say "api", not "api.meshnet". The answer must therefore be
+// given before Docker's resolver sees the query, and by something that
+// knows which networks the asker is on: a server in the container's own
+// namespace, scoped to it. Docker's resolver stays behind it for all the
+// names meshnet does not own (the container's other networks, the world),
+// so nothing a container could resolve before is lost.
 //
 // # What it promises
 //

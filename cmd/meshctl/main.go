@@ -321,6 +321,9 @@ func printStatus(w io.Writer, st control.Status, now time.Time) error {
 		dns += " — " + st.DNS.Error
 	}
 	fmt.Fprintf(tw, "DNS:\t%s\n", dns)
+	if c := st.DNS.Containers; c != nil {
+		fmt.Fprintf(tw, "Container DNS:\t%d containers served in their own namespace, %d waiting, %d on Docker's resolver alone\n", c.Serving, c.Waiting, len(c.Failed))
+	}
 	printWireGuard(tw, st.Dataplane.WireGuard, now)
 	if err := tw.Flush(); err != nil {
 		return err
