@@ -296,7 +296,7 @@ func TestCacheBounded(t *testing.T) {
 	c := newReplyCache()
 	for i := range 3 * cacheMaxEntries {
 		cachedPacket(t, s, c, query(fmt.Sprintf("n%d.meshnet.", i), dns.TypeA), overlaySrc)
-		if n := len(c.entries[0]) + len(c.entries[1]); n > cacheMaxEntries || c.bytes > cacheMaxBytes {
+		if n := c.count; n > cacheMaxEntries || c.bytes > cacheMaxBytes {
 			t.Fatalf("after %d queries: %d entries, %d bytes", i+1, n, c.bytes)
 		}
 	}

@@ -35,8 +35,8 @@ const (
 // the addresses in that order.
 type replyCache struct {
 	table   *Table
-	scope   *Scope
-	entries [2]map[string]*cachedReply // by RA bit
+	entries map[cacheKey]map[string]*cachedReply
+	count   int // entries in all maps
 	bytes   int
 	scratch []byte // packs replies built on a miss
 	hits    int    // tests
@@ -55,32 +55,32 @@ func newReplyCache() *replyCache {
 	return &replyCache{scratch: make([]byte, 2*DefaultMaxUDPSize)}
 }
 
-// sync empties the cache when the table (or the client's scope) it was
-// filled from is no longer the one in use.
-func (c *replyCache) sync(t *Table, sc *Scope) {
-	if c.table != t || c.scope != sc {
+// sync empties the cache when the table it was filled from is no longer
+// the one in use.
+func (c *replyCache) sync(t *Table) {
+	if c.table != t {
 		c.reset()
-		c.table, c.scope = t, sc
+		c.table = t
 	}
 }
 
 func (c *replyCache) reset() {
-	c.entries = [2]map[string]*cachedReply{}
-	c.bytes = 0
+	c.entries = nil
+	c.count, c.bytes = 0, 0
 }
 
-func raIndex(ra bool) int {
-	if ra {
-		return 1
-	}
-	return 0
+// cacheKey: besides the query's bytes, a reply depends on whether the
+// client may recurse and on the view of the zone it sees.
+type cacheKey struct {
+	view *zoneView
+	ra   bool
 }
 
 // lookup returns the reply to raw (a query whose header was accepted),
 // with raw's ID and the next rotation, in c.scratch; nil on a miss. c must
 // have been synced with the table in use.
-func (c *replyCache) lookup(raw []byte, ra bool) []byte {
-	m := c.entries[raIndex(ra)]
+func (c *replyCache) lookup(raw []byte, ra bool, v *zoneView) []byte {
+	m := c.entries[cacheKey{v, ra}]
 	if m == nil || len(raw) > cacheMaxQuery {
 		return nil
 	}
@@ -108,7 +108,7 @@ func (c *replyCache) lookup(raw []byte, ra bool) []byte {
 // store remembers reply (the packed answer to raw from c's table) when it
 // can be replayed: rot is the record set the answer rotates over, nil if
 // none does.
-func (c *replyCache) store(raw []byte, ra bool, reply []byte, rot *rotating[net.IP]) {
+func (c *replyCache) store(raw []byte, ra bool, v *zoneView, reply []byte, rot *rotating[net.IP]) {
 	if len(raw) > cacheMaxQuery || len(reply) < 12 {
 		return
 	}
@@ -120,14 +120,22 @@ func (c *replyCache) store(raw []byte, ra bool, reply []byte, rot *rotating[net.
 		}
 	}
 	size := len(raw) + len(e.reply) + 2*len(e.rdata)
-	idx := raIndex(ra)
-	if len(c.entries[0])+len(c.entries[1]) >= cacheMaxEntries || c.bytes+size > cacheMaxBytes {
+	if c.count >= cacheMaxEntries || c.bytes+size > cacheMaxBytes {
 		c.reset()
 	}
-	if c.entries[idx] == nil {
-		c.entries[idx] = make(map[string]*cachedReply)
+	if c.entries == nil {
+		c.entries = make(map[cacheKey]map[string]*cachedReply)
 	}
-	c.entries[idx][string(raw[2:])] = e
+	k := cacheKey{v, ra}
+	m := c.entries[k]
+	if m == nil {
+		m = make(map[string]*cachedReply)
+		c.entries[k] = m
+	}
+	if _, ok := m[string(raw[2:])]; !ok {
+		c.count++
+	}
+	m[string(raw[2:])] = e
 	c.bytes += size
 }
 

@@ -63,7 +63,7 @@ func TestLongNames(t *testing.T) {
 	long := strings.Repeat("n", 60)
 	zone := strings.Repeat("z", 60) + "." + strings.Repeat("y", 60) + "." + strings.Repeat("x", 60)
 	tbl := NewTable(zone, []Entry{{Container: long, Services: []string{long}, Network: long, Addr: mustAddr("10.0.0.1")}})
-	for name := range tbl.names {
+	for name := range tbl.all.names {
 		if !isName(name) {
 			t.Errorf("table holds %q, which does not fit in DNS", name)
 		}

@@ -16,6 +16,7 @@ import (
 // the local host only. Names it does not know go to Config.Forward.
 type Scope struct {
 	subnets []netip.Prefix
+	key     string // the subnets, for the table's merged views
 }
 
 // NewScope makes the scope of a client on the networks with these subnets.
@@ -26,7 +27,10 @@ func NewScope(subnets []netip.Prefix) *Scope {
 			s.subnets = append(s.subnets, p.Masked())
 		}
 	}
-	slices.SortFunc(s.subnets, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	slices.SortFunc(s.subnets, netip.Prefix.Compare)
+	for _, p := range s.subnets {
+		s.key += p.String() + " "
+	}
 	return s
 }
 
@@ -34,41 +38,30 @@ func NewScope(subnets []netip.Prefix) *Scope {
 func (s *Scope) Subnets() []netip.Prefix { return slices.Clone(s.subnets) }
 
 // resolveBare answers a single-label name ("api.") from the bare names of
-// the scope's networks; not authoritative when none has it, so that the
-// server forwards it. A name on several of the client's networks answers
-// the addresses of all of them.
-func (t *Table) resolveBare(q dns.Question, sc *Scope, ttl uint32) result {
+// the client's networks (v is their view); not authoritative when none
+// has it, so that the server forwards it. A name on several of the
+// client's networks answers the addresses of all of them.
+func (t *Table) resolveBare(q dns.Question, v *zoneView, ttl uint32) result {
 	name := lowerASCII(q.Name)
-	if sc == nil || strings.IndexByte(name, '.') != len(name)-1 {
+	if strings.IndexByte(name, '.') != len(name)-1 {
 		return result{}
 	}
 	// Docker names may hold '_' where a label has '-' (compose v1's
 	// shop_api_1): the query goes through the same mapping as the names.
-	key := Label(name[:len(name)-1]) + "."
-	var nodes []*node
-	for _, subnet := range sc.subnets {
-		if n := t.bare[bareName{subnet, key}]; n != nil {
-			nodes = append(nodes, n)
-		}
-	}
-	if len(nodes) == 0 {
+	n := v.bare[Label(name[:len(name)-1])+"."]
+	if n == nil {
 		return result{}
 	}
-	res := result{authoritative: true, rcode: dns.RcodeSuccess, cacheable: len(nodes) == 1}
-	for _, n := range nodes {
-		switch q.Qtype {
-		case dns.TypeA:
-			res.answer, res.rot = addrRRs(res.answer, q.Name, &n.v4, ttl), &n.v4
-		case dns.TypeAAAA:
-			res.answer, res.rot = addrRRs(res.answer, q.Name, &n.v6, ttl), &n.v6
-		case dns.TypeANY:
-			res.cacheable = false
-			res.answer = addrRRs(res.answer, q.Name, &n.v4, ttl)
-			res.answer = addrRRs(res.answer, q.Name, &n.v6, ttl)
-		}
-	}
-	if len(nodes) > 1 {
-		res.rot = nil
+	res := result{authoritative: true, rcode: dns.RcodeSuccess, cacheable: true}
+	switch q.Qtype {
+	case dns.TypeA:
+		res.answer, res.rot = addrRRs(nil, q.Name, &n.v4, ttl), &n.v4
+	case dns.TypeAAAA:
+		res.answer, res.rot = addrRRs(nil, q.Name, &n.v6, ttl), &n.v6
+	case dns.TypeANY:
+		res.cacheable = false
+		res.answer = addrRRs(nil, q.Name, &n.v4, ttl)
+		res.answer = addrRRs(res.answer, q.Name, &n.v6, ttl)
 	}
 	// NODATA (an AAAA for an IPv4-only name) carries no SOA: the name is
 	// not in the zone whose SOA the server has.

@@ -62,9 +62,13 @@ func TestScopedServer(t *testing.T) {
 		{qname: "db.", qtype: dns.TypeA, rcode: dns.RcodeNameError, forwarded: true},
 		// Names with dots are Docker's or the world's, except the zone.
 		{qname: "api.example.", qtype: dns.TypeA, rcode: dns.RcodeNameError, forwarded: true},
+		// The zone too is the container's networks' only: the other
+		// network's "api" label (db) does not join this network's service.
 		{qname: "api.meshnet.", qtype: dns.TypeA, answer: []string{
-			"api.meshnet. 5 IN A 10.42.0.2", "api.meshnet. 5 IN A 10.42.1.2", "api.meshnet. 5 IN A 10.42.2.2",
-			"api.meshnet. 5 IN A 10.42.3.3", "api.meshnet. 5 IN A 10.50.0.9"}},
+			"api.meshnet. 5 IN A 10.42.0.2", "api.meshnet. 5 IN A 10.42.1.2", "api.meshnet. 5 IN A 10.42.2.2"}},
+		{qname: "secret.meshnet.", qtype: dns.TypeA, rcode: dns.RcodeNameError},
+		{qname: "10.0.50.10.in-addr.arpa.", qtype: dns.TypePTR, rcode: dns.RcodeNameError, forwarded: true},
+		{qname: "2.2.42.10.in-addr.arpa.", qtype: dns.TypePTR, answer: []string{"2.2.42.10.in-addr.arpa. 5 IN PTR shop-api-3.meshnet."}},
 	}
 	for _, tt := range tests {
 		forwarded = nil
@@ -80,6 +84,16 @@ func TestScopedServer(t *testing.T) {
 		}
 	}
 
+	// On both networks: both networks' names, merged.
+	s.SetScope(NewScope([]netip.Prefix{netip.MustParsePrefix("10.50.0.0/16"), netip.MustParsePrefix("10.42.0.0/16")}))
+	for _, q := range []string{"api.", "api.meshnet."} {
+		w := newRecorder("127.0.0.1", true)
+		s.ServeDNS(w, query(q, dns.TypeA))
+		if got := len(w.only(t).Answer); got != 4 {
+			t.Errorf("%s on both networks: %d answers, want 4", q, got)
+		}
+	}
+
 	// Without a scope (the shared server on the DNS address) bare names
 	// are not ours.
 	s.SetScope(nil)
@@ -88,6 +102,35 @@ func TestScopedServer(t *testing.T) {
 	s.ServeDNS(w, query("api.", dns.TypeA))
 	if m := w.only(t); len(m.Answer) != 0 || len(forwarded) != 1 {
 		t.Errorf("unscoped api.: answer %v forwarded %v, want forwarded", rrStrings(m.Answer), forwarded)
+	}
+}
+
+// TestSharedServerScopesBySource: the shared server tells a client's
+// network by its address; the host (and a client on no meshnet network)
+// sees every network's names.
+func TestSharedServerScopesBySource(t *testing.T) {
+	s := NewServer(Config{Upstreams: []string{}, AllowRecursion: allowOverlay}, nil)
+	s.SetTable(NewTable("", scopeEntries()))
+	tests := []struct {
+		src  string
+		want int
+	}{
+		{"10.42.7.7", 3},  // app: its three replicas
+		{"10.50.7.7", 1},  // other: db, labelled api there
+		{"127.0.0.1", 5},  // the host: everything
+		{"172.17.0.2", 5}, // a container on docker0
+	}
+	for _, tt := range tests {
+		w := newRecorder(tt.src, true)
+		s.ServeDNS(w, query("api.meshnet.", dns.TypeA))
+		if got := len(w.only(t).Answer); got != tt.want {
+			t.Errorf("api.meshnet. from %s: %d answers, want %d", tt.src, got, tt.want)
+		}
+	}
+	w := newRecorder("10.42.7.7", true)
+	s.ServeDNS(w, query("secret.meshnet.", dns.TypeA))
+	if m := w.only(t); m.Rcode != dns.RcodeNameError {
+		t.Errorf("another network's container from app: %s, want NXDOMAIN", dns.RcodeToString[m.Rcode])
 	}
 }
 

@@ -192,11 +192,11 @@ func (s *Server) handlePacket(raw []byte, w dns.ResponseWriter, src netip.Addr, 
 		return
 	}
 	t := s.table.Load()
-	cq := cachedQuery{c: c, raw: raw}
+	cq := cachedQuery{c: c, raw: raw, view: s.viewFor(t, src)}
 	if c != nil {
-		c.sync(t, s.scope.Load())
+		c.sync(t)
 		cq.ra = s.cfg.AllowRecursion(src)
-		if b := c.lookup(raw, cq.ra); b != nil {
+		if b := c.lookup(raw, cq.ra, cq.view); b != nil {
 			s.stats.queries.Add(1)
 			s.stats.answered.Add(1)
 			if _, err := w.Write(b); err != nil {
@@ -249,11 +249,23 @@ func (s *Server) admit(raw []byte, w dns.ResponseWriter, src netip.Addr) (dns.He
 }
 
 // cachedQuery carries what serve needs to store its reply in a listener's
-// reply cache: the cache (nil: none), the query's bytes and its RA bit.
+// reply cache: the cache (nil: none), the query's bytes, its RA bit and the
+// view of the zone the client sees.
 type cachedQuery struct {
-	c   *replyCache
-	raw []byte
-	ra  bool
+	c    *replyCache
+	raw  []byte
+	ra   bool
+	view *zoneView
+}
+
+// viewFor is the zone as the client at src sees it: a container's server
+// answers its networks; the shared server tells a client's network by its
+// address.
+func (s *Server) viewFor(t *Table, src netip.Addr) *zoneView {
+	if sc := s.scope.Load(); sc != nil {
+		return t.view(sc)
+	}
+	return t.sourceView(src)
 }
 
 // acceptHeader decides from the header alone, for UDP and TCP alike:
@@ -328,9 +340,13 @@ func (s *Server) serve(w dns.ResponseWriter, r *dns.Msg, src netip.Addr, t *Tabl
 	if t == nil {
 		t = s.table.Load()
 	}
-	res := t.resolve(q, s.ttl)
-	if !res.authoritative {
-		res = t.resolveBare(q, s.scope.Load(), s.ttl)
+	v := cq.view
+	if v == nil {
+		v = s.viewFor(t, src)
+	}
+	res := t.resolve(q, v, s.ttl)
+	if !res.authoritative && s.scope.Load() != nil {
+		res = t.resolveBare(q, v, s.ttl)
 	}
 	if !res.authoritative {
 		s.forwardOrRefuse(w, r, src, udp, async)
@@ -361,7 +377,7 @@ func (s *Server) serve(w dns.ResponseWriter, r *dns.Msg, src netip.Addr, t *Tabl
 		s.log.Debug("dns: pack reply", "err", err)
 		return
 	}
-	cq.c.store(cq.raw, m.RecursionAvailable, b, res.rot)
+	cq.c.store(cq.raw, m.RecursionAvailable, v, b, res.rot)
 	if _, err := w.Write(b); err != nil {
 		s.log.Debug("dns: write reply", "err", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,18 +37,33 @@ type Entry struct {
 }
 
 // Table is an immutable index of the zone, built once from a full set of
-// entries. Only the rotation counters change after NewTable, atomically, so
-// a Table is safe for concurrent use without locks.
+// entries. Only the rotation counters change after NewTable, atomically
+// (and views merged for clients on several networks are added, see view),
+// so a Table is safe for concurrent use without locks.
+//
+// It holds the zone several times over: a view of every entry (meshctl,
+// and clients on no meshnet network), and a view per network holding only
+// that network's entries, so that a client sees the names of the networks
+// it is on and a label set on one network cannot change another's
+// answers.
 type Table struct {
-	zone    string           // lower-case FQDN, e.g. "meshnet."
-	names   map[string]*node // lower-case FQDN → node; empty non-terminals have an empty node
-	reverse map[string]*node // "d.c.b.a.in-addr.arpa." (or ip6.arpa.) → node holding PTR targets
-	// bare holds the names Docker users write without a domain ("api", a
-	// container name, a network alias), per network: only clients on
-	// that network get them (see Scope).
-	bare    map[bareName]*node
+	zone    string                     // lower-case FQDN, e.g. "meshnet."
+	all     *zoneView                  // every entry
+	nets    map[netip.Prefix]*zoneView // one network's entries, by subnet
+	subnets []netip.Prefix             // the keys of nets, sorted
+	empty   *zoneView                  // a network without entries: the apex alone
+	merged  sync.Map                   // Scope.key → *zoneView, for clients on several networks
 	serial  uint32
 	entries int
+}
+
+// zoneView is the zone as one kind of client sees it.
+type zoneView struct {
+	names   map[string]*node // lower-case FQDN → node; empty non-terminals have an empty node
+	reverse map[string]*node // "d.c.b.a.in-addr.arpa." (or ip6.arpa.) → node holding PTR targets
+	// bare holds the names Docker users write without a domain ("api.",
+	// a container name, a network alias); only network views have them.
+	bare map[string]*node
 }
 
 // node is one owner name and the records it holds. Every record set
@@ -94,25 +110,27 @@ func (r *rotating[T]) start() int {
 // names that would not fit in DNS are skipped.
 func NewTable(domain string, entries []Entry) *Table {
 	t := &Table{
-		zone:    zoneName(domain),
-		names:   make(map[string]*node),
-		reverse: make(map[string]*node),
-		bare:    make(map[bareName]*node),
-		serial:  uint32(time.Now().Unix()),
+		zone:   zoneName(domain),
+		nets:   make(map[netip.Prefix]*zoneView),
+		serial: uint32(time.Now().Unix()),
 	}
-	b := tableBuilder{
-		zone:  t.zone,
-		addrs: make(map[string]map[netip.Addr]struct{}),
-		bare:  make(map[bareName]map[netip.Addr]struct{}),
-		srvs:  make(map[string]map[srvTarget]struct{}),
-		ptrs:  make(map[string]map[string]struct{}),
-	}
+	b := tableBuilder{zone: t.zone, sets: map[netip.Prefix]*viewSets{{}: newViewSets()}}
 	for i := range entries {
 		if b.add(&entries[i]) {
 			t.entries++
 		}
 	}
-	b.fill(t)
+	for key, vs := range b.sets {
+		v := vs.freeze(t.zone)
+		if !key.IsValid() {
+			t.all = v
+			continue
+		}
+		t.nets[key] = v
+		t.subnets = append(t.subnets, key)
+	}
+	slices.SortFunc(t.subnets, netip.Prefix.Compare)
+	t.empty = newViewSets().freeze(t.zone)
 	return t
 }
 
@@ -122,19 +140,54 @@ func (t *Table) Zone() string { return t.zone }
 // Len returns how many entries the table indexed.
 func (t *Table) Len() int { return t.entries }
 
-// tableBuilder collects sets before they are frozen into nodes.
+// tableBuilder collects sets before they are frozen into nodes: one
+// viewSets for every entry (the zero prefix) and one per network.
 type tableBuilder struct {
-	zone  string
+	zone string
+	sets map[netip.Prefix]*viewSets
+}
+
+// viewSets are the record sets of one view before they are frozen.
+type viewSets struct {
 	addrs map[string]map[netip.Addr]struct{}
 	srvs  map[string]map[srvTarget]struct{}
 	ptrs  map[string]map[string]struct{} // reverse name → targets
-	bare  map[bareName]map[netip.Addr]struct{}
+	bare  map[string]map[netip.Addr]struct{}
 }
 
-// bareName is one single-label name ("api.") on one network.
-type bareName struct {
-	subnet netip.Prefix
-	name   string // lower-case label with the root dot
+func newViewSets() *viewSets {
+	return &viewSets{
+		addrs: make(map[string]map[netip.Addr]struct{}),
+		srvs:  make(map[string]map[srvTarget]struct{}),
+		ptrs:  make(map[string]map[string]struct{}),
+		bare:  make(map[string]map[netip.Addr]struct{}),
+	}
+}
+
+// views returns the sets an entry goes into: every entry's, and its
+// network's when it names one.
+func (b *tableBuilder) views(e *Entry) []*viewSets {
+	out := []*viewSets{b.sets[netip.Prefix{}]}
+	if e.Subnet.IsValid() {
+		key := e.Subnet.Masked()
+		vs := b.sets[key]
+		if vs == nil {
+			vs = newViewSets()
+			b.sets[key] = vs
+		}
+		out = append(out, vs)
+	}
+	return out
+}
+
+// addTo adds v to the set m[k], making the set if needed.
+func addTo[K, V comparable](m map[K]map[V]struct{}, k K, v V) {
+	set := m[k]
+	if set == nil {
+		set = make(map[V]struct{})
+		m[k] = set
+	}
+	set[v] = struct{}{}
 }
 
 func (b *tableBuilder) add(e *Entry) bool {
@@ -166,23 +219,19 @@ func (b *tableBuilder) add(e *Entry) bool {
 			srvOwners = append(srvOwners, s+"."+network+"."+b.zone)
 		}
 	}
-	added := false
-	for _, o := range owners {
-		if !isName(o) {
-			continue
-		}
-		set := b.addrs[o]
-		if set == nil {
-			set = make(map[netip.Addr]struct{})
-			b.addrs[o] = set
-		}
-		set[addr] = struct{}{}
-		added = true
-	}
-	if !added {
+	owners = slices.DeleteFunc(owners, func(o string) bool { return !isName(o) })
+	if len(owners) == 0 {
 		return false
 	}
-	b.addBare(e, addr, container)
+	views := b.views(e)
+	for _, vs := range views {
+		for _, o := range owners {
+			addTo(vs.addrs, o, addr)
+		}
+	}
+	if len(views) > 1 {
+		addBare(views[1], e, addr, container)
+	}
 
 	// The PTR and SRV target is the name that is this endpoint alone when
 	// there is one: its container; else its first published name.
@@ -190,20 +239,12 @@ func (b *tableBuilder) add(e *Entry) bool {
 	if container != "" && isName(container+"."+b.zone) {
 		target = container + "." + b.zone
 	} else {
-		for _, o := range owners {
-			if isName(o) {
-				target = o
-				break
-			}
-		}
+		target = owners[0]
 	}
 	if rev, err := dns.ReverseAddr(addr.String()); err == nil {
-		set := b.ptrs[rev]
-		if set == nil {
-			set = make(map[string]struct{})
-			b.ptrs[rev] = set
+		for _, vs := range views {
+			addTo(vs.ptrs, rev, target)
 		}
-		set[target] = struct{}{}
 	}
 
 	for _, p := range e.Ports {
@@ -221,12 +262,9 @@ func (b *tableBuilder) add(e *Entry) bool {
 				if !isName(name) {
 					continue
 				}
-				set := b.srvs[name]
-				if set == nil {
-					set = make(map[srvTarget]struct{})
-					b.srvs[name] = set
+				for _, vs := range views {
+					addTo(vs.srvs, name, srvTarget{port: p.Port, target: target})
 				}
-				set[srvTarget{port: p.Port, target: target}] = struct{}{}
 			}
 		}
 	}
@@ -235,65 +273,123 @@ func (b *tableBuilder) add(e *Entry) bool {
 
 // addBare indexes the entry's container name, services and aliases as
 // bare names of its network, as Docker's resolver knows them there.
-func (b *tableBuilder) addBare(e *Entry, addr netip.Addr, container string) {
-	if !e.Subnet.IsValid() {
-		return
-	}
-	subnet := e.Subnet.Masked()
+func addBare(vs *viewSets, e *Entry, addr netip.Addr, container string) {
 	labels := []string{container}
 	for _, svc := range e.Services {
 		labels = append(labels, Label(svc))
 	}
 	for _, l := range labels {
-		if l == "" {
-			continue
+		if l != "" {
+			addTo(vs.bare, l+".", addr)
 		}
-		k := bareName{subnet, l + "."}
-		set := b.bare[k]
-		if set == nil {
-			set = make(map[netip.Addr]struct{})
-			b.bare[k] = set
-		}
-		set[addr] = struct{}{}
 	}
 }
 
-// fill freezes the collected sets into t and adds the empty non-terminals:
+// freeze turns the sets into a view and adds the empty non-terminals:
 // every name between an owner and the apex exists (RFC 8020: answering
 // NXDOMAIN for "app.meshnet." while "api.app.meshnet." exists would let
 // resolvers cache that nothing below it exists).
-func (b *tableBuilder) fill(t *Table) {
+func (vs *viewSets) freeze(zone string) *zoneView {
+	v := &zoneView{names: make(map[string]*node), reverse: make(map[string]*node), bare: make(map[string]*node)}
 	get := func(name string) *node {
-		n := t.names[name]
+		n := v.names[name]
 		if n == nil {
 			n = new(node)
-			t.names[name] = n
-			for p := parent(name); p != "" && inZone(p, t.zone); p = parent(p) {
-				if _, ok := t.names[p]; ok {
+			v.names[name] = n
+			for p := parent(name); p != "" && inZone(p, zone); p = parent(p) {
+				if _, ok := v.names[p]; ok {
 					break
 				}
-				t.names[p] = new(node)
+				v.names[p] = new(node)
 			}
 		}
 		return n
 	}
-	get(t.zone)
-	for name, set := range b.addrs {
+	get(zone)
+	for name, set := range vs.addrs {
 		get(name).setAddrs(set)
 	}
-	for k, set := range b.bare {
+	for name, set := range vs.bare {
 		n := new(node)
 		n.setAddrs(set)
-		t.bare[k] = n
+		v.bare[name] = n
 	}
-	for name, set := range b.srvs {
+	for name, set := range vs.srvs {
 		get(name).srv.items = sortedKeys(set, func(a, b srvTarget) int {
 			return cmp.Or(strings.Compare(a.target, b.target), cmp.Compare(a.port, b.port))
 		})
 	}
-	for rev, set := range b.ptrs {
-		t.reverse[rev] = &node{ptr: sortedKeys(set, strings.Compare)}
+	for rev, set := range vs.ptrs {
+		v.reverse[rev] = &node{ptr: sortedKeys(set, strings.Compare)}
 	}
+	return v
+}
+
+// absorb adds what v holds to the sets (views merged for a client on
+// several networks).
+func (vs *viewSets) absorb(v *zoneView) {
+	addrs := func(m map[string]map[netip.Addr]struct{}, name string, n *node) {
+		for _, set := range [][]net.IP{n.v4.items, n.v6.items} {
+			for _, ip := range set {
+				a, _ := netip.AddrFromSlice(ip)
+				addTo(m, name, a.Unmap())
+			}
+		}
+	}
+	for name, n := range v.names {
+		if len(n.v4.items)+len(n.v6.items) > 0 {
+			addrs(vs.addrs, name, n)
+		}
+		for _, s := range n.srv.items {
+			addTo(vs.srvs, name, s)
+		}
+	}
+	for name, n := range v.bare {
+		addrs(vs.bare, name, n)
+	}
+	for rev, n := range v.reverse {
+		for _, tg := range n.ptr {
+			addTo(vs.ptrs, rev, tg)
+		}
+	}
+}
+
+// view returns the zone as a client on the scope's networks sees it; nil
+// scope: every entry.
+func (t *Table) view(sc *Scope) *zoneView {
+	switch {
+	case sc == nil:
+		return t.all
+	case len(sc.subnets) == 1:
+		if v := t.nets[sc.subnets[0]]; v != nil {
+			return v
+		}
+		return t.empty
+	}
+	if v, ok := t.merged.Load(sc.key); ok {
+		return v.(*zoneView)
+	}
+	vs := newViewSets()
+	for _, s := range sc.subnets {
+		if v := t.nets[s]; v != nil {
+			vs.absorb(v)
+		}
+	}
+	v, _ := t.merged.LoadOrStore(sc.key, vs.freeze(t.zone))
+	return v.(*zoneView)
+}
+
+// sourceView is the view of a client known by its address alone (the
+// shared server on the DNS address): its network's when the address lies
+// in a meshnet network's subnet, else every entry's (the host, and
+// containers on no meshnet network).
+func (t *Table) sourceView(src netip.Addr) *zoneView {
+	for _, s := range t.subnets {
+		if s.Contains(src) {
+			return t.nets[s]
+		}
+	}
+	return t.all
 }
 
 // setAddrs fills the node's address sets from set, sorted.
@@ -352,7 +448,7 @@ type result struct {
 // addresses) return RcodeRefused: the server would forward those.
 func (t *Table) Lookup(name string, qtype uint16) (answers []dns.RR, rcode int) {
 	q := dns.Question{Name: dns.Fqdn(name), Qtype: qtype, Qclass: dns.ClassINET}
-	res := t.resolve(q, uint32(DefaultTTL/time.Second))
+	res := t.resolve(q, t.all, uint32(DefaultTTL/time.Second))
 	if !res.authoritative {
 		return nil, dns.RcodeRefused
 	}
@@ -361,17 +457,17 @@ func (t *Table) Lookup(name string, qtype uint16) (answers []dns.RR, rcode int) 
 
 // resolve answers q. Owner names in the answer are q.Name as asked, so a
 // resolver using 0x20 case randomisation sees its own spelling back.
-func (t *Table) resolve(q dns.Question, ttl uint32) result {
+func (t *Table) resolve(q dns.Question, v *zoneView, ttl uint32) result {
 	name := lowerASCII(q.Name)
 	if !inZone(name, t.zone) {
 		if q.Qtype == dns.TypePTR {
-			if n := t.reverse[name]; n != nil {
+			if n := v.reverse[name]; n != nil {
 				return result{authoritative: true, rcode: dns.RcodeSuccess, answer: ptrRRs(q.Name, n.ptr, ttl), cacheable: true}
 			}
 		}
 		return result{}
 	}
-	n := t.names[name]
+	n := v.names[name]
 	if n == nil {
 		return result{authoritative: true, rcode: dns.RcodeNameError, negative: true, cacheable: true}
 	}
@@ -383,7 +479,7 @@ func (t *Table) resolve(q dns.Question, ttl uint32) result {
 		res.answer, res.rot = addrRRs(nil, q.Name, &n.v6, ttl), &n.v6
 	case dns.TypeSRV:
 		res.cacheable = len(n.srv.items) == 0
-		res.answer, res.extra = t.srvRRs(q.Name, n, ttl)
+		res.answer, res.extra = t.srvRRs(q.Name, v, n, ttl)
 	case dns.TypeSOA:
 		if name == t.zone {
 			res.answer = []dns.RR{t.soa(ttl)}
@@ -396,7 +492,7 @@ func (t *Table) resolve(q dns.Question, ttl uint32) result {
 		res.cacheable = false
 		res.answer = addrRRs(nil, q.Name, &n.v4, ttl)
 		res.answer = addrRRs(res.answer, q.Name, &n.v6, ttl)
-		srv, _ := t.srvRRs(q.Name, n, ttl)
+		srv, _ := t.srvRRs(q.Name, v, n, ttl)
 		res.answer = append(res.answer, srv...)
 		if name == t.zone {
 			res.answer = append(res.answer, t.soa(ttl), t.ns(ttl))
@@ -434,7 +530,7 @@ func addrRRs(dst []dns.RR, owner string, set *rotating[net.IP], ttl uint32) []dn
 
 // srvRRs returns the SRV records of n, rotated, and the addresses of their
 // targets for the additional section, so clients need no second query.
-func (t *Table) srvRRs(owner string, n *node, ttl uint32) (answer, extra []dns.RR) {
+func (t *Table) srvRRs(owner string, v *zoneView, n *node, ttl uint32) (answer, extra []dns.RR) {
 	cnt := len(n.srv.items)
 	if cnt == 0 {
 		return nil, nil
@@ -450,7 +546,7 @@ func (t *Table) srvRRs(owner string, n *node, ttl uint32) (answer, extra []dns.R
 			continue
 		}
 		seen[s.target] = true
-		if tn := t.names[s.target]; tn != nil {
+		if tn := v.names[s.target]; tn != nil {
 			extra = addrRRs(extra, s.target, &tn.v4, ttl)
 			extra = addrRRs(extra, s.target, &tn.v6, ttl)
 		}

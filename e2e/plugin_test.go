@@ -259,6 +259,17 @@ func TestManagedPlugin(t *testing.T) {
 		if len(got) != len(ctrs) {
 			return fmt.Errorf("web.meshnet from web1: %v, want all %d replicas", got, len(ctrs))
 		}
+		// The bare name, as compose files write it: answered in the
+		// container's own namespace, which the plugin enters through
+		// /proc/<pid>/ns/net (it does not see the engine's namespace
+		// mounts).
+		got, err = lookup(ctx, hosts[0], "web1", "web")
+		if err != nil {
+			return err
+		}
+		if len(got) != len(ctrs) {
+			return fmt.Errorf("web from web1: %v, want all %d replicas", got, len(ctrs))
+		}
 		return nil
 	})
 
