@@ -91,6 +91,10 @@ func (b controlBackend) Status() control.Status {
 		st.DNS.Error = d.dnsErr.err.Error()
 	}
 	d.dnsErr.Unlock()
+	st.Engine = engineInfo(d.watcher.State())
+	if p := engineProblem(st.Engine, time.Now()); p != "" {
+		st.Problems = append(st.Problems, p)
+	}
 	ist := d.ipam.Status()
 	st.IPAM, st.Conflicts = poolUsage(ist), conflicts(ist)
 	if len(st.Conflicts) > 0 {

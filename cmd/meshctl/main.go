@@ -321,6 +321,7 @@ func printStatus(w io.Writer, st control.Status, now time.Time) error {
 		dns += " — " + st.DNS.Error
 	}
 	fmt.Fprintf(tw, "DNS:\t%s\n", dns)
+	fmt.Fprintf(tw, "Docker engine:\t%s\n", engineLine(st.Engine, now))
 	printWireGuard(tw, st.Dataplane.WireGuard, now)
 	if err := tw.Flush(); err != nil {
 		return err
@@ -351,6 +352,29 @@ func printStatus(w io.Writer, st control.Status, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// engineLine says how the daemon follows the engine: the API version in use
+// (and the engine's, when newer) and for how long it has (not) been connected.
+func engineLine(e control.EngineInfo, now time.Time) string {
+	api := "API version not negotiated yet"
+	if e.APIVersion != "" {
+		api = "API " + e.APIVersion
+		if e.EngineAPIVersion != "" && e.EngineAPIVersion != e.APIVersion {
+			api += " (the engine's: " + e.EngineAPIVersion + ")"
+		}
+	}
+	if e.Connected {
+		return api + ", following events for " + age(now, e.Since)
+	}
+	line := api + ", NOT following events"
+	if !e.Since.IsZero() {
+		line += " for " + age(now, e.Since)
+	}
+	if e.LastError != "" {
+		line += " — " + e.LastError
+	}
+	return line
 }
 
 func printNetworks(w io.Writer, nets []control.Network) error {
