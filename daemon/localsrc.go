@@ -173,47 +173,87 @@ const (
 // run keeps the set current until ctx is done.
 func (l *localSources) run(ctx context.Context) error {
 	l.refreshLogged()
-	done := make(chan struct{})
-	defer close(done)
-	linkCh := make(chan netlink.LinkUpdate, 64)
-	addrCh := make(chan netlink.AddrUpdate, 64)
-	onErr := func(err error) { l.log.Debug("netlink notifications for DNS recursion", "err", err) }
-	if err := netlink.LinkSubscribeWithOptions(linkCh, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
-		l.log.Warn("no link notifications: container bridges for DNS recursion are re-read every "+localRefresh.String(), "err", err)
-		linkCh = nil
-	}
-	if err := netlink.AddrSubscribeWithOptions(addrCh, done, netlink.AddrSubscribeOptions{ErrorCallback: onErr}); err != nil {
-		l.log.Warn("no address notifications: container bridges for DNS recursion are re-read every "+localRefresh.String(), "err", err)
-		addrCh = nil
-	}
 	t := time.NewTicker(localRefresh)
 	defer t.Stop()
-	var settle <-chan time.Time
-	changed := func(ok bool) {
-		if ok && settle == nil {
-			settle = time.After(localSettle)
-		}
-	}
+	var (
+		settle <-chan time.Time
+		sub    *linkSubscription
+	)
+	defer func() { sub.close() }()
 	for {
+		if sub == nil {
+			// Again at every tick until it works: without it a new bridge
+			// waits for the next tick.
+			sub = l.subscribe()
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case _, ok := <-linkCh:
+		case _, ok := <-sub.links():
 			if !ok {
-				linkCh = nil // the ticker carries on
+				sub.close()
+				sub = nil
 			}
-			changed(ok)
-		case _, ok := <-addrCh:
+			if settle == nil {
+				settle = time.After(localSettle)
+			}
+		case _, ok := <-sub.addrs():
 			if !ok {
-				addrCh = nil
+				sub.close()
+				sub = nil
 			}
-			changed(ok)
+			if settle == nil {
+				settle = time.After(localSettle)
+			}
 		case <-settle:
 			settle = nil
 			l.refreshLogged()
 		case <-t.C:
 			l.refreshLogged()
 		}
+	}
+}
+
+// linkSubscription is netlink's link and address notifications; nil
+// (no subscription) blocks forever on both channels.
+type linkSubscription struct {
+	done   chan struct{}
+	linkCh chan netlink.LinkUpdate
+	addrCh chan netlink.AddrUpdate
+}
+
+func (l *localSources) subscribe() *linkSubscription {
+	s := &linkSubscription{done: make(chan struct{}), linkCh: make(chan netlink.LinkUpdate, 64), addrCh: make(chan netlink.AddrUpdate, 64)}
+	onErr := func(err error) { l.log.Debug("netlink notifications for DNS recursion", "err", err) }
+	err := netlink.LinkSubscribeWithOptions(s.linkCh, s.done, netlink.LinkSubscribeOptions{ErrorCallback: onErr})
+	if err == nil {
+		err = netlink.AddrSubscribeWithOptions(s.addrCh, s.done, netlink.AddrSubscribeOptions{ErrorCallback: onErr})
+	}
+	if err != nil {
+		close(s.done)
+		l.log.Warn("no link notifications: container bridges for DNS recursion are re-read every "+localRefresh.String(), "err", err)
+		return nil
+	}
+	return s
+}
+
+func (s *linkSubscription) links() <-chan netlink.LinkUpdate {
+	if s == nil {
+		return nil
+	}
+	return s.linkCh
+}
+
+func (s *linkSubscription) addrs() <-chan netlink.AddrUpdate {
+	if s == nil {
+		return nil
+	}
+	return s.addrCh
+}
+
+func (s *linkSubscription) close() {
+	if s != nil {
+		close(s.done)
 	}
 }
 
