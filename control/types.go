@@ -27,6 +27,7 @@ type Status struct {
 	LocalEndpoints int           `json:"local_endpoints"`
 	Dataplane      DataplaneInfo `json:"dataplane"`
 	DNS            DNSInfo       `json:"dns"`
+	Engine         EngineInfo    `json:"engine"`
 	IPAM           []PoolUsage   `json:"ipam"`
 	Conflicts      []Conflict    `json:"conflicts"`
 	Problems       []string      `json:"problems"`
@@ -92,6 +93,22 @@ type ContainerDNSInfo struct {
 	Serving int      `json:"serving"`
 	Waiting int      `json:"waiting"`
 	Failed  []string `json:"failed,omitempty"` // "sandbox key: why"
+}
+
+// EngineInfo is how the daemon follows the Docker engine (its event stream, for
+// container names, services and the leak sweep).
+type EngineInfo struct {
+	// Connected: the event stream is followed and the last listing succeeded.
+	Connected bool `json:"connected"`
+	// Since is when Connected last changed.
+	Since time.Time `json:"since,omitzero"`
+	// APIVersion is the Engine API version in use, the lower of the engine's
+	// (EngineAPIVersion) and the newest meshnet knows.
+	APIVersion       string `json:"api_version,omitempty"`
+	EngineAPIVersion string `json:"engine_api_version,omitempty"`
+	// LastError is why the last connection failed or ended, at LastErrorAt.
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 }
 
 // PoolUsage is one address pool's use on each node.

@@ -98,6 +98,10 @@ func (b controlBackend) Status() control.Status {
 			st.Problems = append(st.Problems, fmt.Sprintf("container DNS: %d containers resolve with Docker's resolver alone (local replicas only): %s", n, st.DNS.Containers.Failed[0]))
 		}
 	}
+	st.Engine = engineInfo(d.watcher.State())
+	if p := engineProblem(st.Engine, time.Now()); p != "" {
+		st.Problems = append(st.Problems, p)
+	}
 	ist := d.ipam.Status()
 	st.IPAM, st.Conflicts = poolUsage(ist), conflicts(ist)
 	if len(st.Conflicts) > 0 {

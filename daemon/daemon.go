@@ -52,6 +52,9 @@ type Daemon struct {
 	// sandboxes serves DNS inside each local container's namespace; nil
 	// with --container-dns=false.
 	sandboxes *sandbox.Manager
+	// local knows this host's container bridges: the DNS server forwards
+	// outside names for queries that come from them (localsrc.go).
+	local *localSources
 
 	// reconcileMu serialises Apply: the loop, the timer and plugin calls
 	// (Join waits for its veth) all reconcile through it.
@@ -143,7 +146,9 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	d.dnsCfg = dns.DefaultConfig()
 	d.dnsCfg.Domain = cfg.DNSDomain
 	d.dnsCfg.Addr = net.JoinHostPort(cfg.DNSAddr, "53")
-	d.dnsCfg.AllowRecursion = d.allowRecursion
+	d.local = &localSources{underlay: d.advertise, extra: d.ownSubnets, log: log}
+	d.dnsCfg.AllowRecursion = d.local.sourceOK
+	d.dnsCfg.RecursionInterface = d.local.interfaceOK
 	d.dnsCfg.Upstreams = cfg.upstreams()
 	d.dnsCfg.RateLimit.QPS = cfg.DNSRateLimit
 	d.dnsCfg.RateLimit.Burst = int(2 * cfg.DNSRateLimit)
@@ -217,6 +222,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.sandboxes != nil {
 		run("container dns", d.sandboxes.Run, false)
 	}
+	run("container bridges", d.local.run, false)
 	run("leak sweep", d.reclaimLoop, false)
 	run("docker events", func(ctx context.Context) error { return d.watcher.Run(ctx, d.onContainers) }, false)
 	run("tombstone expiry", func(ctx context.Context) error {
@@ -328,15 +334,15 @@ func (d *Daemon) runDNS(ctx context.Context) error {
 	}
 }
 
-// allowRecursion: only containers on this host's meshnet networks may use
-// the DNS server for names outside the zone: it is never an open resolver.
-func (d *Daemon) allowRecursion(src netip.Addr) bool {
+// ownSubnets are the subnets of this host's meshnet networks.
+func (d *Daemon) ownSubnets() []netip.Prefix {
+	var out []netip.Prefix
 	for _, n := range decodeNetworks(d.store.Snapshot().Records(gossip.KindNetwork)) {
-		if n.owner == d.cfg.NodeName && n.subnet.Contains(src) {
-			return true
+		if n.owner == d.cfg.NodeName {
+			out = append(out, n.subnet)
 		}
 	}
-	return false
+	return out
 }
 
 func (d *Daemon) setDNSErr(err error) {

@@ -27,7 +27,15 @@
 //     gossip keyring and WireGuard key under --state-dir, each written
 //     atomically, so a restart adopts the kernel state it finds instead of
 //     rebuilding it.
-//   - meshctl's answers (control.go, keys.go).
+//   - The plugin backends' option parsing (netopts.go): meshnet's own -o
+//     options and what compose files written for Docker's overlay carry
+//     (com.docker.network.driver.mtu, encrypted).
+//   - Who may have outside names forwarded by the DNS server (localsrc.go):
+//     queries that come in on this host's container bridges, from their
+//     subnets; the set is re-read when links change and swapped atomically.
+//   - meshctl's answers (control.go, keys.go), including how the event
+//     watcher stands with the engine (engine.go): the negotiated API version,
+//     and a problem once it has been without the engine for 20 s.
 //
 // # Why it is shaped so
 //

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -23,13 +22,6 @@ import (
 type networkBackend struct{ d *Daemon }
 
 var _ plugin.NetworkBackend = networkBackend{}
-
-// networkOptions are the -o options a meshnet network takes.
-var networkOptions = map[string]string{
-	"dataplane": "vxlan or wireguard",
-	"mtu":       "container MTU (default: underlay MTU minus the tunnel overhead)",
-	"vni":       "VXLAN network identifier (default: derived from the subnet)",
-}
 
 func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetworkRequest) error {
 	d := b.d
@@ -63,28 +55,8 @@ func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetw
 		DockerID:  req.NetworkID,
 		Created:   time.Now().UTC(),
 	}
-	for k, v := range req.Options {
-		switch k {
-		case "dataplane":
-			if v != "vxlan" && v != "wireguard" {
-				return plugin.BadRequest("-o dataplane=%s: choose vxlan or wireguard", v)
-			}
-			info.Dataplane = v
-		case "mtu":
-			mtu, err := strconv.Atoi(v)
-			if err != nil || mtu < 576 || mtu > 9000 {
-				return plugin.BadRequest("-o mtu=%s: give a number between 576 and 9000", v)
-			}
-			info.MTU = mtu
-		case "vni":
-			vni, err := strconv.ParseUint(v, 10, 32)
-			if err != nil || vni < 2 || vni >= 1<<24 {
-				return plugin.BadRequest("-o vni=%s: give a number between 2 and 16777215", v)
-			}
-			info.VNI = uint32(vni)
-		default:
-			return plugin.BadRequest("unknown option -o %s; meshnet networks take: %s", k, optionList())
-		}
+	if err := applyNetworkOptions(&info, req.Options); err != nil {
+		return err
 	}
 	snap := d.store.Snapshot()
 	for _, n := range decodeNetworks(snap.Records(gossip.KindNetwork)) {
@@ -113,15 +85,6 @@ func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetw
 		return fmt.Errorf("set up network %s in the kernel: %w", subnet, err)
 	}
 	return nil
-}
-
-func optionList() string {
-	var ks []string
-	for k, v := range networkOptions {
-		ks = append(ks, k+" ("+v+")")
-	}
-	sort.Strings(ks)
-	return strings.Join(ks, ", ")
 }
 
 // settingsDiffer names the settings two records of one subnet disagree on.

@@ -50,10 +50,17 @@ type Config struct {
 	// tried. Short: a stub resolver gives up after about 5 s in total.
 	ForwardTimeout time.Duration
 	// AllowRecursion says whether a source may have names outside the
-	// zone forwarded for it. The daemon allows the subnets of meshnet
-	// networks, so the server is never an open resolver on the underlay.
-	// nil allows loopback sources only.
+	// zone forwarded for it. The daemon allows the subnets of this host's
+	// container bridges, so the server is never an open resolver on the
+	// underlay. nil allows loopback sources only.
 	AllowRecursion func(src netip.Addr) bool
+	// RecursionInterface, when set, also judges a UDP query by the index
+	// of the interface it arrived on: a forwarded UDP query must come in
+	// on an interface it accepts. A UDP source address can be forged from
+	// anywhere; the arrival interface cannot. (TCP sources are proven by
+	// the handshake: AllowRecursion alone judges them.) The daemon accepts
+	// this host's container bridges. nil: sources alone decide.
+	RecursionInterface func(ifindex int) bool
 	// RateLimit limits queries per source address.
 	RateLimit RateLimit
 	// Listeners is the number of UDP sockets bound with SO_REUSEPORT, each

@@ -1,9 +1,9 @@
 // Package dns is meshnet's DNS server: it answers the meshnet zone
 // (default "meshnet.") from a table of container endpoints and forwards
-// other names to the host's resolvers, for meshnet containers only. The
-// same server, given a Scope, is also each container's own resolver (see
-// package sandbox): then it answers the names Docker users write without
-// a domain, and hands the rest to Docker's resolver.
+// other names to the host's resolvers, for the containers of its host only.
+// The same server, given a Scope, is also each container's own resolver
+// (see package sandbox): then it answers the names Docker users write
+// without a domain, and hands the rest to Docker's resolver.
 //
 // # What it owns
 //
@@ -64,8 +64,10 @@
 //     cut with TC set and served whole over TCP. EDNS versions other than
 //     0 get BADVERS.
 //   - Never an open resolver: names outside the zone (and PTR of unknown
-//     addresses) are forwarded only for sources AllowRecursion accepts,
-//     others get REFUSED. With no upstream, SERVFAIL.
+//     addresses) are forwarded only for sources AllowRecursion accepts
+//     and, when RecursionInterface is set, for UDP queries that arrived on
+//     an interface it accepts; others get REFUSED (and answers from the
+//     zone carry no RA). With no upstream, SERVFAIL.
 //   - Malformed input never panics: an unparseable header gets no reply
 //     (any reply could be aimed at a spoofed source), a bad message with a
 //     parseable header gets FORMERR (NOTIMP for opcodes other than QUERY),
@@ -115,6 +117,19 @@
 // holds at most 1024 entries and 1 MiB (a flood of distinct names empties
 // it rather than grows it), and keeps neither answers that rotate several
 // sets (SRV, ANY) nor cut ones. Rate limiting still comes first.
+//
+// Recursion is decided by where a query came in, not only by its source
+// address: a UDP source is whatever the sender wrote, so a host on the
+// underlay could send a query to the service address "from" a
+// container's address and have it forwarded. Every UDP socket asks the
+// kernel for each datagram's arrival interface (IP_PKTINFO /
+// IPV6_RECVPKTINFO, set before bind so no datagram comes without it); the
+// batch read returns it with the datagram, the writer of the query
+// carries it, and mayRecurse hands it to RecursionInterface, which the
+// daemon answers from an immutable set of this host's container bridges
+// swapped atomically when links change: the query path still takes no
+// lock. A datagram whose interface is unknown is not forwarded. TCP
+// sources answered the handshake, so AllowRecursion alone judges them.
 //
 // Over the rate limit a UDP query is dropped rather than refused: a reply
 // to a forged source is what a reflection attack wants. TCP sources are

@@ -12,7 +12,6 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -89,7 +88,7 @@ func listenAll(ap netip.AddrPort, n int) (net.Listener, []*net.UDPConn, error) {
 	}
 	port := netip.MustParseAddrPort(tcp.Addr().String()).Port()
 	bind := netip.AddrPortFrom(ap.Addr(), port).String()
-	lc := net.ListenConfig{Control: setReusePort}
+	lc := net.ListenConfig{Control: udpSocketOptions}
 	var udp []*net.UDPConn
 	for range n {
 		pc, err := lc.ListenPacket(ctx, udpNet, bind)
@@ -105,18 +104,29 @@ func listenAll(ap netip.AddrPort, n int) (net.Listener, []*net.UDPConn, error) {
 	return tcp, udp, nil
 }
 
-func setReusePort(_, _ string, c syscall.RawConn) error {
+// udpSocketOptions sets SO_REUSEPORT, and asks for each datagram's arrival
+// interface (arrival.go) before the socket is bound: a datagram queued
+// before the request would carry interface 0.
+func udpSocketOptions(network, _ string, c syscall.RawConn) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); serr != nil {
+			serr = fmt.Errorf("set SO_REUSEPORT: %w", serr)
+			return
+		}
+		if network == "udp6" {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+		}
+		if serr != nil {
+			serr = fmt.Errorf("ask for the arrival interface (pktinfo): %w", serr)
+		}
 	})
 	if err != nil {
 		return err
 	}
-	if serr != nil {
-		return fmt.Errorf("set SO_REUSEPORT: %w", serr)
-	}
-	return nil
+	return serr
 }
 
 // explainListenError says what the operator can do about a bind error.
@@ -257,17 +267,19 @@ type batchConn interface {
 // only forwards leave the loop (handlePacket async). It reads a batch of
 // queries per system call, answers each into its own buffer, and writes
 // the answers with one system call.
+//
+// Each query's arrival interface comes along (IP_PKTINFO / IPV6_PKTINFO in
+// the same system call), so that recursion can be decided by where a query
+// came in, which a forged source address cannot change (see mayRecurse).
 func (s *Server) readLoop(c *net.UDPConn) error {
-	var bc batchConn = ipv4.NewPacketConn(c)
-	if la, ok := c.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() == nil {
-		bc = ipv6.NewPacketConn(c)
-	}
+	bc := arrivalConn(c)
 	batch := s.cfg.UDPBatch
 	in := make([]ipv4.Message, batch)
 	out := make([]ipv4.Message, 0, batch)
 	ws := make([]slotWriter, batch)
 	for i := range in {
 		in[i].Buffers = [][]byte{make([]byte, maxUDPQuery)}
+		in[i].OOB = make([]byte, pktinfoSpace)
 		ws[i] = slotWriter{conn: c, buf: make([]byte, 2*DefaultMaxUDPSize), bufs: make([][]byte, 1)}
 	}
 	cache := newReplyCache()
@@ -288,6 +300,7 @@ func (s *Server) readLoop(c *net.UDPConn) error {
 			}
 			w := &ws[i]
 			w.remote, w.reply = ua.AddrPort(), nil
+			w.ifindex = arrivalIfindex(m.OOB[:m.NN])
 			src := w.remote.Addr().Unmap()
 			// The parsed message copies what it keeps, so the buffer is
 			// free again when handlePacket returns, even if a forward is
@@ -330,11 +343,12 @@ func (s *Server) writeBatch(bc batchConn, ms []ipv4.Message) {
 // the reply in its own buffer until the batch is sent. A second reply to
 // the same query (none is ever written) would go out at once.
 type slotWriter struct {
-	conn   *net.UDPConn
-	remote netip.AddrPort
-	buf    []byte   // capacity for the reply
-	reply  []byte   // the reply, nil until written
-	bufs   [][]byte // one element, reused for the batch Message
+	conn    *net.UDPConn
+	remote  netip.AddrPort
+	ifindex int      // the interface the query arrived on, 0 if unknown
+	buf     []byte   // capacity for the reply
+	reply   []byte   // the reply, nil until written
+	bufs    [][]byte // one element, reused for the batch Message
 }
 
 var _ dns.ResponseWriter = (*slotWriter)(nil)
@@ -368,8 +382,10 @@ func (w *slotWriter) Write(b []byte) (int, error) {
 // detach returns a writer that sends at once and stays valid after the
 // batch: forwards answer through it.
 func (w *slotWriter) detach() dns.ResponseWriter {
-	return &udpWriter{conn: w.conn, remote: w.remote}
+	return &udpWriter{conn: w.conn, remote: w.remote, ifindex: w.ifindex}
 }
+
+func (w *slotWriter) arrivalIfindex() int { return w.ifindex }
 
 func (w *slotWriter) LocalAddr() net.Addr  { return w.conn.LocalAddr() }
 func (w *slotWriter) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(w.remote) }
@@ -380,9 +396,12 @@ func (w *slotWriter) Close() error         { return nil }
 
 // udpWriter is the dns.ResponseWriter of one UDP query.
 type udpWriter struct {
-	conn   *net.UDPConn
-	remote netip.AddrPort
+	conn    *net.UDPConn
+	remote  netip.AddrPort
+	ifindex int // the interface the query arrived on, 0 if unknown
 }
+
+func (w *udpWriter) arrivalIfindex() int { return w.ifindex }
 
 var _ dns.ResponseWriter = (*udpWriter)(nil)
 

@@ -195,7 +195,7 @@ func (s *Server) handlePacket(raw []byte, w dns.ResponseWriter, src netip.Addr, 
 	cq := cachedQuery{c: c, raw: raw, view: s.viewFor(t, src)}
 	if c != nil {
 		c.sync(t)
-		cq.ra = s.cfg.AllowRecursion(src)
+		cq.ra = s.mayRecurse(w, src)
 		if b := c.lookup(raw, cq.ra, cq.view); b != nil {
 			s.stats.queries.Add(1)
 			s.stats.answered.Add(1)
@@ -360,7 +360,7 @@ func (s *Server) serve(w dns.ResponseWriter, r *dns.Msg, src netip.Addr, t *Tabl
 	m := new(dns.Msg)
 	m.SetRcode(r, res.rcode)
 	m.Authoritative = true
-	m.RecursionAvailable = s.cfg.AllowRecursion(src)
+	m.RecursionAvailable = s.mayRecurse(w, src)
 	m.Answer = res.answer
 	m.Extra = res.extra
 	if res.negative {
@@ -384,7 +384,7 @@ func (s *Server) serve(w dns.ResponseWriter, r *dns.Msg, src netip.Addr, t *Tabl
 }
 
 func (s *Server) forwardOrRefuse(w dns.ResponseWriter, r *dns.Msg, src netip.Addr, udp, async bool) {
-	if !s.cfg.AllowRecursion(src) {
+	if !s.mayRecurse(w, src) {
 		s.stats.refused.Add(1)
 		s.writeRcode(w, r, dns.RcodeRefused, udp)
 		return

@@ -309,6 +309,14 @@ type upstream struct {
 	answer       string
 	mu           sync.Mutex
 	asked        []netip.Addr
+	names        []string // the questions asked, in order
+}
+
+// askedFor reports whether the upstream was asked for name (fully qualified).
+func (u *upstream) askedFor(name string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Contains(u.names, name)
 }
 
 func (u *upstream) sources() []netip.Addr {
@@ -346,6 +354,9 @@ func startUpstream(t *testing.T, ctx context.Context, c *harness.Cluster, hostAd
 		if ap, err := netip.ParseAddrPort(w.RemoteAddr().String()); err == nil {
 			u.mu.Lock()
 			u.asked = append(u.asked, ap.Addr())
+			if len(r.Question) == 1 {
+				u.names = append(u.names, r.Question[0].Name)
+			}
 			u.mu.Unlock()
 		}
 		m := new(dns.Msg)

@@ -51,6 +51,17 @@
 // "running" (paused included); Paused, Running (false while restarting) and Health travel along
 // so that the daemon decides what is healthy (ContainerInfo.Healthy is its default rule).
 //
+// # Engine API versions
+//
+// Engines refuse API versions outside their range: 20.10 speaks up to 1.41, engine 29
+// refuses anything below 1.44. So the client never pins one: like the docker CLI, it asks
+// GET /_ping (unversioned, answered by every engine) for the engine's API-Version and speaks
+// the lower of that and the newest version it was checked against (apiversion.go says which
+// and why). It asks again at every (re)connection of the watcher, since the engine may have
+// been upgraded meanwhile, and when a call is refused with "client version ... is too old"
+// (or too new), retrying that call once. Watcher.State reports the version in use, whether
+// the event stream is followed and why not, for meshctl status.
+//
 // # IPAM request replay
 //
 // GetCapabilities answers RequiresRequestReplay=false: meshnet's IPAM persists its allocations

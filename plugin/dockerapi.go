@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,12 +14,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
-
-// dockerAPIVersion is the Engine API the watcher speaks: engine 20.10's, understood by every
-// newer engine.
-const dockerAPIVersion = "v1.41"
 
 // DefaultDockerHost is the engine's socket when none is given.
 const DefaultDockerHost = "unix:///var/run/docker.sock"
@@ -33,10 +31,16 @@ const (
 var errDockerNotFound = errors.New("docker: no such object")
 
 // dockerClient is the little of the Engine API the watcher needs, plain HTTP over the engine's
-// unix socket (no SDK: it would pull in half of moby for four GET requests).
+// unix socket (no SDK: it would pull in half of moby for four GET requests). It speaks the
+// version negotiate chose (apiversion.go); safe for concurrent use (HeldBy runs beside Run).
 type dockerClient struct {
 	http *http.Client
-	base string // http://docker/v1.41
+
+	mu sync.Mutex
+	// version is the negotiated API version, zero until the first negotiation; engine is
+	// what the engine's /_ping named ("" if nothing).
+	version apiVersion
+	engine  string
 }
 
 // dockerSocketPath turns a DOCKER_HOST-style address into a socket path.
@@ -74,24 +78,106 @@ func newDockerClient(host string) (*dockerClient, error) {
 		IdleConnTimeout:       30 * time.Second,
 	}
 	// No Client.Timeout: it would cut the event stream. Requests carry deadlines instead.
-	return &dockerClient{http: &http.Client{Transport: tr}, base: "http://docker/" + dockerAPIVersion}, nil
+	return &dockerClient{http: &http.Client{Transport: tr}}, nil
 }
 
 func (c *dockerClient) close() {
 	c.http.CloseIdleConnections()
 }
 
-// do sends a GET and returns the response if it is 200; 404 is errDockerNotFound.
-func (c *dockerClient) do(ctx context.Context, path string, query url.Values) (*http.Response, error) {
-	u := c.base + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
+// negotiate asks the engine which API version it speaks (GET /_ping, unversioned: every
+// engine answers it) and from now on speaks the lower of that and maxDockerAPIVersion.
+func (c *dockerClient) negotiate(ctx context.Context) (apiVersion, error) {
+	ctx, cancel := context.WithTimeout(ctx, dockerRequestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/_ping", nil)
+	if err != nil {
+		return apiVersion{}, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return apiVersion{}, fmt.Errorf("docker: GET /_ping: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	engine := resp.Header.Get("API-Version")
+	// An engine that is not well (500) still names its version, and the docker CLI uses
+	// it; without one there is nothing to learn from the reply.
+	if engine == "" && resp.StatusCode != http.StatusOK {
+		return apiVersion{}, fmt.Errorf("docker: GET /_ping: %s", resp.Status)
+	}
+	v := chooseAPIVersion(engine)
+	c.mu.Lock()
+	c.version, c.engine = v, engine
+	c.mu.Unlock()
+	return v, nil
+}
+
+// apiVersion returns the negotiated version, negotiating when none was.
+func (c *dockerClient) apiVersion(ctx context.Context) (apiVersion, error) {
+	c.mu.Lock()
+	v := c.version
+	c.mu.Unlock()
+	if v != (apiVersion{}) {
+		return v, nil
+	}
+	return c.negotiate(ctx)
+}
+
+// versions returns the version in use and the one the engine named, "" before any.
+func (c *dockerClient) versions() (using, engine string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.version != (apiVersion{}) {
+		using = c.version.String()
+	}
+	return using, c.engine
+}
+
+// request sends method on the versioned path and returns the reply, whatever its status.
+// An engine that refuses the version (upgraded or downgraded since the negotiation: 400
+// "client version 1.41 is too old") is asked again and the request sent once more.
+func (c *dockerClient) request(ctx context.Context, method, path string, query url.Values) (*http.Response, error) {
+	v, err := c.apiVersion(ctx)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.http.Do(req)
+	for attempt := 0; ; attempt++ {
+		u := "http://docker/v" + v.String() + path
+		if len(query) > 0 {
+			u += "?" + query.Encode()
+		}
+		req, err := http.NewRequestWithContext(ctx, method, u, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusBadRequest || attempt > 0 {
+			return resp, nil
+		}
+		// Keep the body readable for the caller: it may be another 400.
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		if !versionRefused(string(body)) {
+			return resp, nil
+		}
+		prev := v
+		if v, err = c.negotiate(ctx); err != nil {
+			return nil, fmt.Errorf("docker: %s %s: engine refused API %s (%s); asking it again: %w", method, path, prev, strings.TrimSpace(string(body)), err)
+		}
+		if v == prev {
+			return resp, nil // it names a version it then refuses: nothing better to try
+		}
+	}
+}
+
+// do sends a GET and returns the response if it is 200; 404 is errDockerNotFound.
+func (c *dockerClient) do(ctx context.Context, path string, query url.Values) (*http.Response, error) {
+	resp, err := c.request(ctx, http.MethodGet, path, query)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -22,31 +23,106 @@ type fakeContainer struct {
 	gone404 bool
 }
 
-// fakeDocker is a minimal Docker Engine API on a unix socket: /containers/json,
+// fakeDocker is a minimal Docker Engine API on a unix socket: /_ping, /containers/json,
 // /containers/{id}/json, /networks and a streaming /events.
+//
+// It checks API versions as a real engine does: /_ping answers without a version and names
+// the engine's newest in its API-Version header; a versioned path outside [minAPI, maxAPI]
+// gets 400 with the engine's own message. Unversioned paths other than /_ping get 400 too
+// (a real engine serves them at its newest version, whose fields may differ from what the
+// client checked: the client must never send one).
 type fakeDocker struct {
 	t    *testing.T
 	path string
 
-	mu         sync.Mutex
-	containers map[string]*fakeContainer
-	networks   map[string]string // ID → name
-	subs       map[chan dockerEvent]bool
-	inspects   map[string]int // inspect requests per container ID
-	lists      int            // /containers/json requests
-	srv        *httptest.Server
-	closing    chan struct{}
+	mu             sync.Mutex
+	minAPI, maxAPI string         // default: engine 29's range, 1.44 to 1.52
+	versionsSeen   map[string]int // requests per API version asked for ("" unversioned)
+	pings          int
+	containers     map[string]*fakeContainer
+	networks       map[string]string // ID → name
+	subs           map[chan dockerEvent]bool
+	inspects       map[string]int // inspect requests per container ID
+	lists          int            // /containers/json requests
+	srv            *httptest.Server
+	closing        chan struct{}
 }
 
 func newFakeDocker(t *testing.T, path string) *fakeDocker {
 	return &fakeDocker{
-		t:          t,
-		path:       path,
-		containers: map[string]*fakeContainer{},
-		networks:   map[string]string{},
-		subs:       map[chan dockerEvent]bool{},
-		inspects:   map[string]int{},
+		t:            t,
+		path:         path,
+		containers:   map[string]*fakeContainer{},
+		networks:     map[string]string{},
+		subs:         map[chan dockerEvent]bool{},
+		inspects:     map[string]int{},
+		minAPI:       "1.44",
+		maxAPI:       "1.52",
+		versionsSeen: map[string]int{},
 	}
+}
+
+// setAPI sets the range of API versions the engine speaks.
+func (d *fakeDocker) setAPI(minV, maxV string) {
+	d.update(func(d *fakeDocker) { d.minAPI, d.maxAPI = minV, maxV })
+}
+
+// versionCount returns how many requests asked for API version v.
+func (d *fakeDocker) versionCount(v string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.versionsSeen[v]
+}
+
+func (d *fakeDocker) pingCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.pings
+}
+
+// checkVersion strips the version from the path and answers as the engine's version
+// middleware does; ok=false when it answered.
+func (d *fakeDocker) checkVersion(w http.ResponseWriter, r *http.Request) (path string, ok bool) {
+	d.mu.Lock()
+	minV, maxV := d.minAPI, d.maxAPI
+	d.mu.Unlock()
+	w.Header().Set("Api-Version", maxV)
+	path = r.URL.Path
+	version := ""
+	if rest, found := strings.CutPrefix(path, "/v"); found {
+		if v, p, found := strings.Cut(rest, "/"); found {
+			version, path = v, "/"+p
+		}
+	}
+	d.mu.Lock()
+	d.versionsSeen[version]++
+	if path == "/_ping" {
+		d.pings++
+	}
+	d.mu.Unlock()
+	if path == "/_ping" && version == "" {
+		return path, true
+	}
+	refuse := func(msg string) (string, bool) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		writeTestJSON(w, map[string]string{"message": msg})
+		return "", false
+	}
+	if version == "" {
+		return refuse("fake engine: unversioned path " + r.URL.Path)
+	}
+	v, err := parseAPIVersion(version)
+	if err != nil {
+		return refuse("fake engine: bad version " + version)
+	}
+	if v.less(mustAPIVersion(minV)) {
+		return refuse(fmt.Sprintf("client version %s is too old. Minimum supported API version is %s, please upgrade your client to a newer version", version, minV))
+	}
+	if mustAPIVersion(maxV).less(v) {
+		return refuse(fmt.Sprintf("client version %s is too new. Maximum supported API version is %s", version, maxV))
+	}
+	return path, true
 }
 
 // start serves on the socket (again, after stop: an engine restart).
@@ -120,12 +196,18 @@ func (d *fakeDocker) emit(typ, action, actorID string, attrs map[string]string) 
 }
 
 func (d *fakeDocker) serve(w http.ResponseWriter, r *http.Request) {
-	path, ok := strings.CutPrefix(r.URL.Path, "/"+dockerAPIVersion)
-	if !ok || r.Method != http.MethodGet {
+	path, ok := d.checkVersion(w, r)
+	if !ok {
+		return
+	}
+	if r.Method != http.MethodGet {
 		http.Error(w, `{"message":"bad request"}`, http.StatusBadRequest)
 		return
 	}
 	switch {
+	case path == "/_ping":
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("OK"))
 	case path == "/events":
 		d.serveEvents(w, r)
 	case path == "/containers/json":
@@ -147,6 +229,21 @@ func (d *fakeDocker) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		d.mu.Unlock()
 		writeTestJSON(w, list)
+	case strings.HasPrefix(path, "/networks/"):
+		id := strings.TrimPrefix(path, "/networks/")
+		d.mu.Lock()
+		name, ok := d.networks[id]
+		var in map[string]any
+		if ok {
+			in = d.networkJSON(id, name)
+		}
+		d.mu.Unlock()
+		if in == nil {
+			w.WriteHeader(http.StatusNotFound)
+			writeTestJSON(w, map[string]string{"message": "network " + id + " not found"})
+			return
+		}
+		writeTestJSON(w, in)
 	case strings.HasPrefix(path, "/containers/") && strings.HasSuffix(path, "/json"):
 		id := strings.TrimSuffix(strings.TrimPrefix(path, "/containers/"), "/json")
 		d.mu.Lock()
@@ -188,6 +285,28 @@ func inspectJSON(id string, c *fakeContainer) map[string]any {
 		"Config":          map[string]any{"Labels": c.labels, "Image": "busybox"},
 		"State":           state,
 		"NetworkSettings": map[string]any{"Networks": nets, "SandboxKey": "/var/run/docker/netns/x"},
+	}
+}
+
+// networkJSON renders a network as the engine's inspect does: every network of the fake is a
+// meshnet network on meshnet's IPAM, holding the endpoints of its running containers.
+// Called with d.mu held.
+func (d *fakeDocker) networkJSON(id, name string) map[string]any {
+	containers := map[string]any{}
+	for cid, c := range d.containers {
+		if !c.running {
+			continue
+		}
+		for _, ep := range c.networks {
+			if ep.NetworkID == id {
+				containers[cid] = map[string]any{"Name": c.name, "EndpointID": ep.EndpointID, "IPv4Address": ep.IPAddress + "/24", "IPv6Address": ""}
+			}
+		}
+	}
+	return map[string]any{
+		"Id": id, "Name": name, "Driver": "meshnet",
+		"IPAM":       map[string]any{"Driver": "meshnet", "Config": []any{}},
+		"Containers": containers,
 	}
 }
 

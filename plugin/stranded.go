@@ -129,11 +129,7 @@ func stranded(in dockerStrandedInspect, networks map[string]bool) bool {
 func (c *dockerClient) start(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, dockerStartTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/containers/"+url.PathEscape(id)+"/start", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.http.Do(req)
+	resp, err := c.request(ctx, http.MethodPost, "/containers/"+url.PathEscape(id)+"/start", nil)
 	if err != nil {
 		return err
 	}

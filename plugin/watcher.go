@@ -87,6 +87,8 @@ type Watcher struct {
 	eventBuffer int
 
 	strandedDriver string // see RestartStranded
+
+	state engineState
 }
 
 // NewWatcher watches the engine at dockerHost ("unix:///var/run/docker.sock"; "" for that
@@ -116,7 +118,9 @@ func NewWatcher(dockerHost string, log *slog.Logger) *Watcher {
 // keeps the last state (with live-restore the containers still run) and retries with backoff.
 // onChange must not block for long: events queue up meanwhile.
 func (w *Watcher) Run(ctx context.Context, onChange func(containers []ContainerInfo, networks map[string]string)) error {
+	w.state.start(time.Now())
 	if w.clientErr != nil {
+		w.state.failed(w.clientErr, time.Now())
 		return fmt.Errorf("docker events watcher: %w", w.clientErr)
 	}
 	defer w.client.close()
@@ -127,6 +131,7 @@ func (w *Watcher) Run(ctx context.Context, onChange func(containers []ContainerI
 		if ctx.Err() != nil {
 			return nil
 		}
+		w.state.failed(err, time.Now())
 		if listed {
 			backoff, quiet = w.backoffMin, false
 		}
@@ -190,6 +195,12 @@ func (w *Watcher) session(ctx context.Context, onChange func([]ContainerInfo, ma
 	defer wg.Wait() // runs after cancel: the reader must be gone before Run returns
 	defer cancel()
 
+	// Every (re)connection asks the engine its API version again: it may have been
+	// upgraded or downgraded while it was away.
+	v, err := w.client.negotiate(ctx)
+	if err != nil {
+		return false, fmt.Errorf("asking the engine its API version: %w", err)
+	}
 	// Subscribe first, list second: an event between the two is then queued, not lost.
 	body, err := w.client.events(ctx)
 	if err != nil {
@@ -208,7 +219,13 @@ func (w *Watcher) session(ctx context.Context, onChange func([]ContainerInfo, ma
 	if err != nil {
 		return false, fmt.Errorf("listing docker containers: %w", err)
 	}
-	w.log.Info("docker events: following the engine", "containers", len(st.containers), "networks", len(st.networks))
+	using, engine := w.client.versions()
+	w.log.Info("docker events: following the engine", "containers", len(st.containers), "networks", len(st.networks),
+		"api_version", using, "engine_api_version", engine)
+	if v.less(mustAPIVersion(minDockerAPIVersion)) {
+		w.log.Warn("docker engine older than 20.10 (API "+minDockerAPIVersion+"): not supported; names, services and the leak sweep may be wrong", "engine_api_version", engine)
+	}
+	w.state.connected(time.Now())
 	last := w.emit(st, onChange)
 	if w.strandedDriver != "" {
 		// In the background: the starts call this daemon's driver, which the

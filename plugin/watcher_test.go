@@ -114,6 +114,8 @@ func TestWatcherFollowsContainersAndNetworks(t *testing.T) {
 			NetworkID: "n-app", EndpointID: "ep1", IPAddress: netip.MustParseAddr("10.42.0.5"),
 			MacAddress: "02:42:0a:2a:00:05", Aliases: []string{"c1short", "web"},
 		}},
+		// Where the container DNS enters its namespace.
+		SandboxKey: "/var/run/docker/netns/x", Pid: 42,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("first set:\n got %+v\nwant %+v", got, want)

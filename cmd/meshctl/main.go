@@ -324,6 +324,7 @@ func printStatus(w io.Writer, st control.Status, now time.Time) error {
 	if c := st.DNS.Containers; c != nil {
 		fmt.Fprintf(tw, "Container DNS:\t%d containers served in their own namespace, %d waiting, %d on Docker's resolver alone\n", c.Serving, c.Waiting, len(c.Failed))
 	}
+	fmt.Fprintf(tw, "Docker engine:\t%s\n", engineLine(st.Engine, now))
 	printWireGuard(tw, st.Dataplane.WireGuard, now)
 	if err := tw.Flush(); err != nil {
 		return err
@@ -354,6 +355,29 @@ func printStatus(w io.Writer, st control.Status, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// engineLine says how the daemon follows the engine: the API version in use
+// (and the engine's, when newer) and for how long it has (not) been connected.
+func engineLine(e control.EngineInfo, now time.Time) string {
+	api := "API version not negotiated yet"
+	if e.APIVersion != "" {
+		api = "API " + e.APIVersion
+		if e.EngineAPIVersion != "" && e.EngineAPIVersion != e.APIVersion {
+			api += " (the engine's: " + e.EngineAPIVersion + ")"
+		}
+	}
+	if e.Connected {
+		return api + ", following events for " + age(now, e.Since)
+	}
+	line := api + ", NOT following events"
+	if !e.Since.IsZero() {
+		line += " for " + age(now, e.Since)
+	}
+	if e.LastError != "" {
+		line += " — " + e.LastError
+	}
+	return line
 }
 
 func printNetworks(w io.Writer, nets []control.Network) error {

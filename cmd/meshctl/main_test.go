@@ -80,3 +80,24 @@ func TestKeygenAndUsageErrors(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 }
+
+func TestEngineLine(t *testing.T) {
+	now := time.Date(2026, 12, 4, 21, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		e    control.EngineInfo
+		want string
+	}{
+		{control.EngineInfo{Connected: true, Since: now.Add(-90 * time.Second), APIVersion: "1.52", EngineAPIVersion: "1.52"},
+			"API 1.52, following events for 1m30s"},
+		{control.EngineInfo{Connected: true, Since: now.Add(-time.Second), APIVersion: "1.52", EngineAPIVersion: "1.56"},
+			"API 1.52 (the engine's: 1.56), following events for 1s"},
+		{control.EngineInfo{Since: now.Add(-time.Minute), APIVersion: "1.41", LastError: "docker event stream ended"},
+			"API 1.41, NOT following events for 1m0s — docker event stream ended"},
+		{control.EngineInfo{Since: now.Add(-3 * time.Second), LastError: "connection refused"},
+			"API version not negotiated yet, NOT following events for 3s — connection refused"},
+	} {
+		if got := engineLine(tc.e, now); got != tc.want {
+			t.Errorf("engineLine(%+v) = %q, want %q", tc.e, got, tc.want)
+		}
+	}
+}

@@ -34,7 +34,7 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (daemo
 	fs.DurationVar(&cfg.WireGuardKeepalive, "wireguard-keepalive", cfg.WireGuardKeepalive, "WireGuard persistent keepalive towards every peer, for hosts behind NAT (e.g. 25s); 0 = off")
 	fs.StringVar(&cfg.DNSAddr, "dns-addr", cfg.DNSAddr, "address of the embedded DNS server, held on the host's lo; containers use it with --dns")
 	fs.StringVar(&cfg.DNSDomain, "dns-domain", cfg.DNSDomain, "DNS zone answered for services and containers")
-	fs.StringVar(&upstreams, "dns-upstream", "", "comma-separated resolvers (IP or IP:port) for names outside the zone, asked for meshnet containers only (default: the host's /etc/resolv.conf; none: no forwarding)")
+	fs.StringVar(&upstreams, "dns-upstream", "", "comma-separated resolvers (IP or IP:port) for names outside the zone, asked for this host's containers only (default: the host's /etc/resolv.conf; none: no forwarding)")
 	fs.Float64Var(&cfg.DNSRateLimit, "dns-rate-limit", cfg.DNSRateLimit, "DNS queries per second one source may send (bursts of twice that); over it UDP queries are dropped; 0 = no limit")
 	fs.BoolVar(&cfg.ContainerDNS, "container-dns", cfg.ContainerDNS, "answer each meshnet container's queries to Docker's resolver (127.0.0.11) in its own namespace first, so a bare service name, container name or alias resolves to every replica in the cluster; false: Docker's resolver alone (local replicas only), the DNS address for the rest")
 	fs.DurationVar(&cfg.ReclaimAfter, "reclaim-after", cfg.ReclaimAfter, "free addresses and endpoint records no container on this host has held for this long (Docker's release calls lost while meshnetd was down); 0 = never")
