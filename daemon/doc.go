@@ -20,6 +20,11 @@
 //   - Container facts the driver is never told (containers.go): names,
 //     services, aliases, health and ports from the engine's events, written
 //     into this node's endpoint records for DNS.
+//   - Which containers get meshnet's DNS in their own namespace (package
+//     sandbox): Join attaches the endpoint's sandbox at once, Leave and
+//     DeleteEndpoint detach it, and every full container list from the
+//     watcher re-syncs the set (a restarted meshnetd finds its containers
+//     again); each new DNS table goes to every container's server.
 //   - The leak sweep (sweep.go): what Docker could not release while
 //     meshnetd was down is freed once no container has held it for
 //     --reclaim-after, judged against what the engine itself reports.
