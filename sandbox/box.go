@@ -126,13 +126,12 @@ func (b *box) fail(err error) {
 }
 
 // waitNetNS polls for the container's namespace: the engine names the
-// sandbox key in Join, and on some engines mounts the namespace there only
-// when the container's process is created, moments later. Meanwhile the
+// sandbox key in Join, and on some engines (20.10) mounts the namespace
+// there only when the container's process is created, moments later. Meanwhile the
 // watcher may give the container's pid. It returns nil, nil when ctx ends.
 func (b *box) waitNetNS(ctx context.Context) (*os.File, error) {
-	deadline := time.Now().Add(b.m.cfg.WaitForNetNS)
-	t := time.NewTicker(2 * time.Millisecond)
-	defer t.Stop()
+	start := time.Now()
+	deadline := start.Add(b.m.cfg.WaitForNetNS)
 	for {
 		f, ok, err := openNetNS(b.key)
 		if !ok {
@@ -149,10 +148,17 @@ func (b *box) waitNetNS(ctx context.Context) (*os.File, error) {
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("sandbox %s did not become a network namespace within %v", b.key, b.m.cfg.WaitForNetNS)
 		}
+		// The engine mounts the namespace moments before the container's
+		// process runs: look often at first, then rarely (a key the
+		// managed plugin cannot see waits for the watcher's pid).
+		wait := time.Millisecond
+		if time.Since(start) > 2*time.Second {
+			wait = 50 * time.Millisecond
+		}
 		select {
 		case <-ctx.Done():
 			return nil, nil
-		case <-t.C:
+		case <-time.After(wait):
 		}
 	}
 }
