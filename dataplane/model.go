@@ -122,6 +122,7 @@ func compile(st State, underlayMTU int, tunnel string) (compiled, error) {
 	}
 	seenVNI := map[uint32]bool{}
 	seenVeth := map[string]uint32{}
+	var claimed []portClaim
 	for _, n := range st.Networks {
 		if err := n.validate(); err != nil {
 			errs = append(errs, fmt.Errorf("network VNI %d (%v): %w", n.VNI, n.Subnet, err))
@@ -138,6 +139,7 @@ func compile(st State, underlayMTU int, tunnel string) (compiled, error) {
 			continue
 		}
 		seenVNI[n.VNI] = true
+		n.Locals = slices.Clone(n.Locals) // ports are checked below, in this copy
 		for _, o := range c.Networks {
 			if o.Subnet.Overlaps(n.Subnet) {
 				errs = append(errs, fmt.Errorf("network VNI %d: subnet %v overlaps %v of VNI %d",
@@ -166,7 +168,9 @@ func compile(st State, underlayMTU int, tunnel string) (compiled, error) {
 		}
 		c.Want.Addrs = append(c.Want.Addrs, addrEntry{Dev: br, Prefix: netip.PrefixFrom(n.Gateway, n.Subnet.Bits())})
 
-		for _, l := range n.Locals {
+		locals := c.Networks[len(c.Networks)-1].Locals
+		for i, l := range n.Locals {
+			locals[i].Ports = nil // until checked
 			if err := l.validate(); err != nil {
 				errs = append(errs, fmt.Errorf("network VNI %d: endpoint %s: %w", n.VNI, l.ID, err))
 				c.Reserved[l.HostIf] = true
@@ -176,6 +180,13 @@ func compile(st State, underlayMTU int, tunnel string) (compiled, error) {
 				errs = append(errs, fmt.Errorf("network VNI %d: endpoint %s: veth %s already used in VNI %d",
 					n.VNI, l.ID, l.HostIf, other))
 				continue
+			}
+			if !n.Internal { // an internal network publishes nothing
+				ports, err := checkPorts(l, &claimed)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("network VNI %d: endpoint %s: %w", n.VNI, l.ID, err))
+				}
+				locals[i].Ports = ports
 			}
 			seenVeth[l.HostIf] = n.VNI
 			c.Want.Links[l.HostIf] = link{
