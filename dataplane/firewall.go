@@ -406,6 +406,7 @@ func (d *VXLAN) syncFirewallAdds(f firewallSpec) error {
 			{Name: meshnetInput, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept},
 			{Name: meshnetPrerouting, Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest, Policy: &accept},
 			{Name: meshnetOutput, Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityNATDest, Policy: &accept},
+			{Name: meshnetRaw, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw, Policy: &accept},
 		} {
 			if !view.meshnetChains[c.Name] {
 				c.Table = t

@@ -28,7 +28,7 @@ func TestWantRules(t *testing.T) {
 		"meshnet/forward": {"meshnet: isolate mnbr7 except published"},
 		"meshnet/postrouting": {"meshnet: masquerade 10.7.0.0/16 from mnbr7", "meshnet: masquerade hairpin to mnbr7",
 			"meshnet: masquerade localhost to mnbr7"},
-		"meshnet/input": {"meshnet: drop from bridges to 127.0.0.0/8"},
+		"meshnet/raw": {"meshnet: drop from bridges to 127.0.0.0/8"},
 	}
 	accepts := []string{"meshnet: accept mnbr7 bridged", "meshnet: accept mnbr7 egress", "meshnet: accept mnbr7 return"}
 
@@ -36,7 +36,7 @@ func TestWantRules(t *testing.T) {
 	got := ruleComments(withoutTunnelRules(wantRules(firewallSpec{Nets: nets, VXLANPort: 4789}, firewallView{})))
 	if len(got) != 3 || !slices.Equal(got["meshnet/forward"], meshnetOnly["meshnet/forward"]) ||
 		!slices.Equal(got["meshnet/postrouting"], meshnetOnly["meshnet/postrouting"]) ||
-		!slices.Equal(got["meshnet/input"], meshnetOnly["meshnet/input"]) {
+		!slices.Equal(got["meshnet/raw"], meshnetOnly["meshnet/raw"]) {
 		t.Errorf("without iptables: %v", got)
 	}
 	// FORWARD only, in both families.
@@ -65,7 +65,7 @@ func TestWantRules(t *testing.T) {
 			t.Errorf("duplicate rule key %v", r.key())
 		}
 		seen[r.key()] = true
-		if ruleBridge(r.Comment) != "mnbr7" && r.Chain != meshnetInput {
+		if ruleBridge(r.Comment) != "mnbr7" && r.Chain != meshnetRaw {
 			t.Errorf("comment %q does not name its bridge", r.Comment)
 		}
 	}

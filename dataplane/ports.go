@@ -31,13 +31,18 @@ import (
 //   - chain forward: the isolation drop between meshnet bridges spares
 //     DNATed connections: publishing a port makes it reachable from every
 //     network, as Docker's bridge does through its proxy.
-//   - chain input: nothing from a meshnet bridge to 127.0.0.0/8 reaches a
-//     host socket (route_localnet would otherwise let containers reach the
-//     host's loopback services).
+//   - chain raw (prerouting, priority raw): nothing from a meshnet bridge
+//     to 127.0.0.0/8 reaches a host socket (route_localnet would otherwise
+//     let containers reach the host's loopback services).
 
 const (
 	meshnetPrerouting = "prerouting"
 	meshnetOutput     = "output"
+	// meshnetRaw is a filter chain at prerouting, priority raw: before
+	// conntrack, so a reply to a localhost connection (addressed to the
+	// gateway until conntrack restores 127.0.0.1) is not mistaken for a
+	// container reaching for the host's loopback.
+	meshnetRaw = "raw"
 	// ipsDstNAT is conntrack's IPS_DST_NAT status bit (the connection was DNATed).
 	ipsDstNAT = 1 << 5
 )
@@ -173,7 +178,7 @@ func publishRules(f firewallSpec, view firewallView) []ruleSpec {
 		}
 	}
 	if len(f.Nets) > 0 {
-		inet(meshnetInput, "drop from bridges to 127.0.0.0/8",
+		inet(meshnetRaw, "drop from bridges to 127.0.0.0/8",
 			append(append(metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnamePrefix(BridgePrefix)),
 				addrIn(netip.MustParsePrefix("127.0.0.0/8"), true)...), &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}))
 	}

@@ -84,7 +84,7 @@ func TestInternalRules(t *testing.T) {
 		"meshnet/forward": {"meshnet: internal mnbr7 drop from outside 10.7.0.0/24",
 			"meshnet: internal mnbr7 drop to outside 10.7.0.0/24", "meshnet: isolate mnbr7 except published"},
 		"filter/FORWARD": {"meshnet: accept mnbr7 bridged", "meshnet: accept mnbr7 return"},
-		"meshnet/input":  {"meshnet: drop from bridges to 127.0.0.0/8"},
+		"meshnet/raw":    {"meshnet: drop from bridges to 127.0.0.0/8"},
 	}
 	if len(got) != len(want) {
 		t.Errorf("chains %v, want %v", got, want)

@@ -8,9 +8,10 @@ import (
 	"testing"
 )
 
-// What engine 20.10 sends in ProgramExternalConnectivity for
-// docker run -p 8081:8080 -p 127.0.0.1:9000-9005:53/udp -p 8080 --expose 7000 (logged in an e2e
-// run; the same Options arrive in Join).
+// Shaped as engine 20.10 sends ProgramExternalConnectivity (logged in an e2e run for
+// docker run -p 8081:8080: {"Proto":6,"IP":"","Port":8080,"HostIP":"","HostPort":8081,
+// "HostPortEnd":8081} and exposedports [{"Proto":6,"Port":8080}]; the same Options arrive in
+// Join), with more bindings of the kinds the engine makes.
 const engineExternal = `{"NetworkID":"n1","EndpointID":"e1","Options":{
  "com.docker.network.endpoint.exposedports":[{"Proto":6,"Port":8080},{"Proto":17,"Port":53},{"Proto":6,"Port":7000}],
  "com.docker.network.portmap":[
