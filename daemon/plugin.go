@@ -392,7 +392,7 @@ func (b networkBackend) ProgramExternalConnectivity(ctx context.Context, req plu
 		p, err := choosePort(d.ports, pb, users)
 		if err != nil {
 			d.ports.release(chosen...)
-			if errors.Is(err, errPortTaken) {
+			if errors.Is(err, errPortTaken) || errors.Is(err, errCannotBind) {
 				return plugin.BadRequest("publish %s: %v", pb, err)
 			}
 			return fmt.Errorf("publish %s: %w", pb, err)

@@ -40,7 +40,7 @@ func (h *portHolder) hold(p published) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.socks[p.key()]; ok {
-		return errors.New("held already")
+		return fmt.Errorf("held by meshnetd already: %w", unix.EADDRINUSE)
 	}
 	fd, _, err := bindPort(p)
 	if err != nil {

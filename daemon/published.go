@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshnet/meshnet/dataplane"
 	"github.com/meshnet/meshnet/plugin"
+	"golang.org/x/sys/unix"
 )
 
 // published is one port this node publishes for a local endpoint, as its
@@ -111,8 +112,13 @@ type portUser struct {
 	container string
 }
 
-// errPortTaken is a host port that is published already or held by another program.
-var errPortTaken = errors.New("host port in use")
+var (
+	// errPortTaken is a host port that is published already or held by another program.
+	errPortTaken = errors.New("host port in use")
+	// errCannotBind is a binding the host cannot take for another reason
+	// (its host address is not local).
+	errCannotBind = errors.New("cannot publish")
+)
 
 // choosePort picks the host port for one binding: the first port of its
 // range that no endpoint of this node publishes and that the holder can
@@ -135,6 +141,10 @@ func choosePort(h *portHolder, b plugin.PortBinding, users []portUser) (publishe
 			continue
 		}
 		if err := h.hold(p); err != nil {
+			if !errors.Is(err, unix.EADDRINUSE) {
+				// Not a taken port: an address that is not this host's, say.
+				return published{}, fmt.Errorf("%w: %s:%d/%s: %v", errCannotBind, p.hostText(), port, p.proto, err)
+			}
 			lastErr = fmt.Errorf("%w: %s:%d/%s: %v (another program listens on it)", errPortTaken, p.hostText(), port, p.proto, err)
 			continue
 		}

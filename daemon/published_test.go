@@ -49,6 +49,10 @@ func TestChoosePort(t *testing.T) {
 		!strings.Contains(err.Error(), "another program") {
 		t.Errorf("port a program listens on: %v", err)
 	}
+	// An address that is not this host's: said so, not "in use".
+	if _, err := choosePort(h, plugin.PortBinding{Proto: "udp", HostIP: netip.MustParseAddr("192.0.2.1"), Port: 80, HostPort: 80, HostPortEnd: 80}, nil); !errors.Is(err, errCannotBind) {
+		t.Errorf("foreign host address: %v", err)
+	}
 	// Ephemeral: the kernel's choice, held.
 	p, err := choosePort(h, plugin.PortBinding{Proto: "tcp", HostIP: lo, Port: 80}, nil)
 	if err != nil || p.hostPort == 0 {
