@@ -125,7 +125,10 @@
 //     sources in 127.0.0.0/8 (route_localnet is on for every bridge of a
 //     network that is not internal, or the kernel drops such packets as
 //     martians). Nothing else is SNATed: a client on another host is seen
-//     by the container with its own address.
+//     by the container with its own address. The veths of such networks
+//     are hairpin bridge ports (Docker sets the same with the proxy off):
+//     br_netfilter DNATs the bridged frame of a container reaching its own
+//     published port and sends it back out of the port it came in by.
 //   - chain raw (filter, prerouting, priority raw, so before conntrack):
 //     packets from a meshnet bridge to 127.0.0.0/8 are dropped, which
 //     route_localnet would otherwise let reach the host's loopback

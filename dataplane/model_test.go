@@ -346,6 +346,10 @@ func (k *simKernel) apply(c compiled) {
 			}
 			if s.Master {
 				l.Master = s.Want.Master
+				l.Hairpin = s.Want.Hairpin // execLink sets it on the new port
+			}
+			if s.Hairpin {
+				l.Hairpin = s.Want.Hairpin
 			}
 			if s.Up {
 				l.Up = true
@@ -400,8 +404,8 @@ func (m kernelModel) summary() string {
 		if !managed(l) {
 			continue
 		}
-		lines = append(lines, fmt.Sprintf("link %s %s mtu=%d master=%s up=%v mac=%s vni=%d port=%d local=%v learn=%v proxy=%v",
-			l.Name, l.Kind, l.MTU, l.Master, l.Up, l.MAC, l.VNI, l.Port, l.Local, l.Learning, l.Proxy))
+		lines = append(lines, fmt.Sprintf("link %s %s mtu=%d master=%s up=%v mac=%s vni=%d port=%d local=%v learn=%v proxy=%v hairpin=%v",
+			l.Name, l.Kind, l.MTU, l.Master, l.Up, l.MAC, l.VNI, l.Port, l.Local, l.Learning, l.Proxy, l.Hairpin))
 	}
 	for _, a := range m.Addrs {
 		if strings.HasPrefix(a.Dev, BridgePrefix) {

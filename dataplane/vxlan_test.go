@@ -165,6 +165,13 @@ func checkKernel(t *testing.T, host hostNS, st State, underlayMTU int, acceptCha
 			if byIndex[v.MasterIndex] != brName || v.MTU != mtu || v.Flags&net.FlagUp == 0 {
 				t.Errorf("%s: master %s mtu %d flags %v; want %s, %d, up", l.HostIf, byIndex[v.MasterIndex], v.MTU, v.Flags, brName, mtu)
 			}
+			var port []struct {
+				Hairpin *bool `json:"hairpin"`
+			}
+			mustJSON(t, mustRunIn(t, host.ns, "bridge", "-d", "-j", "link", "show", "dev", l.HostIf), &port)
+			if len(port) != 1 || port[0].Hairpin == nil || *port[0].Hairpin == n.Internal {
+				t.Errorf("%s bridge port: hairpin %+v on a network with internal=%v; want hairpin unless internal", l.HostIf, port, n.Internal)
+			}
 			if c, ok := byName[l.ContainerIf]; ok {
 				expected[l.ContainerIf] = true
 				if c.Attrs().HardwareAddr.String() != l.MAC.String() || c.Attrs().MTU != mtu {

@@ -162,19 +162,22 @@ func TestPorts(t *testing.T) {
 	expectClient(t, ctx, h1, "127.0.0.1", 8081, ep.Gateway.String()) // masqueraded to the bridge
 	expectPublished(t, ctx, c, h2, "web", "0.0.0.0:8081:8080/tcp")
 
-	// Hairpin: a container of the same network through its host's address.
-	// (busybox's wget -T crashes: timeout does its job.)
+	// Hairpin: a container of the same network, and the server itself,
+	// through their host's address. (busybox's wget -T crashes: timeout
+	// does its job.)
 	runContainer(t, ctx, h1, "peer", "app")
-	harness.Eventually(t, 15*time.Second, func() error {
-		out, err := harness.Docker(ctx, h1, "exec", "peer", "timeout", "5", "wget", "-qO-", "http://"+a1+":8081/cgi-bin/ip")
-		if err != nil {
-			return err
-		}
-		if got := clientAddr(out); got != ep.Gateway.String() {
-			return fmt.Errorf("hairpin: server saw %q, want the gateway %s", got, ep.Gateway)
-		}
-		return nil
-	})
+	for _, from := range []string{"peer", "web"} {
+		harness.Eventually(t, 15*time.Second, func() error {
+			out, err := harness.Docker(ctx, h1, "exec", from, "timeout", "5", "wget", "-qO-", "http://"+a1+":8081/cgi-bin/ip")
+			if err != nil {
+				return fmt.Errorf("hairpin from %s: %v %s", from, err, out)
+			}
+			if got := clientAddr(out); got != ep.Gateway.String() {
+				return fmt.Errorf("hairpin from %s: server saw %q, want the gateway %s", from, got, ep.Gateway)
+			}
+			return nil
+		})
+	}
 
 	// From another meshnet network and from Docker's default bridge, through the host's address.
 	if err := harness.CreateNetwork(ctx, h1, "other", "10.47.0.0/24"); err != nil {
