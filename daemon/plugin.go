@@ -233,7 +233,8 @@ func (b networkBackend) Join(ctx context.Context, req plugin.JoinRequest) (plugi
 		return plugin.JoinResponse{}, fmt.Errorf("create the container interface %s: %v", cont, err)
 	}
 	// An internal network gives no default route, as Docker's bridge
-	// driver does since 26: nothing outside the subnet is reachable anyway.
+	// driver does since 25 (20.10 still gave one): nothing outside the
+	// subnet is reachable anyway.
 	gateway := n.gateway
 	if n.info.Internal {
 		gateway = netip.Addr{}
