@@ -242,6 +242,9 @@ func (b networkBackend) Join(ctx context.Context, req plugin.JoinRequest) (plugi
 	return plugin.JoinResponse{
 		InterfaceName: plugin.InterfaceName{SrcName: cont, DstPrefix: "eth"},
 		Gateway:       gateway,
+		// The engine skips internal networks when it looks for a default
+		// route to add docker_gwbridge for; say it too, in case one does not.
+		DisableGatewayService: n.info.Internal,
 		// The DNS address is reached through this network's gateway even
 		// when the container's default route goes through another network.
 		StaticRoutes: []plugin.StaticRoute{{

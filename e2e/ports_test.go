@@ -363,6 +363,10 @@ func TestInternal(t *testing.T) {
 	if ep1.Gateway.IsValid() {
 		t.Errorf("i1 has gateway %s on an internal network; want none", ep1.Gateway)
 	}
+	// Nor a way out through docker_gwbridge.
+	if out, err := harness.Docker(ctx, h1, "exec", "i1", "ls", "/sys/class/net"); err != nil || strings.Join(strings.Fields(out), " ") != "eth0 lo" {
+		t.Errorf("i1's interfaces: %q (%v), want eth0 and lo only", out, err)
+	}
 	i2 := runContainer(t, ctx, h2, "i2", "priv")
 	o2 := runContainer(t, ctx, h2, "o2", "open")
 	harness.Eventually(t, 30*time.Second, func() error { return harness.Ping(ctx, h2, "i2", ep1.IP) })
