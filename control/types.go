@@ -140,8 +140,9 @@ type Network struct {
 	VNI       uint32   `json:"vni"`
 	Dataplane string   `json:"dataplane"`
 	MTU       int      `json:"mtu"`
-	Names     []string `json:"names"` // Docker network names, per host
-	Nodes     []string `json:"nodes"` // hosts that have it
+	Internal  bool     `json:"internal,omitempty"` // --internal
+	Names     []string `json:"names"`              // Docker network names, per host
+	Nodes     []string `json:"nodes"`              // hosts that have it
 	Endpoints int      `json:"endpoints"`
 	Blocks    []Block  `json:"blocks"`
 }
@@ -166,6 +167,10 @@ type Endpoint struct {
 	Services  []string `json:"services"`
 	Healthy   bool     `json:"healthy"`
 	Up        bool     `json:"up"` // its node is alive or suspect
+	// Published are the ports published on its node's addresses,
+	// "hostIP:hostPort:containerPort/proto" (docker port cannot show a
+	// remote driver's).
+	Published []string `json:"published,omitempty"`
 }
 
 // Service is a service name and its replicas (meshctl services).

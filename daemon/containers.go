@@ -45,6 +45,9 @@ func (d *Daemon) onContainers(containers []plugin.ContainerInfo, networks map[st
 	if d.sandboxes != nil {
 		d.sandboxes.Sync(sandboxesOf(containers, snap, d.cfg.NodeName))
 	}
+	d.endpointsMu.Lock()
+	defer d.endpointsMu.Unlock()
+	snap = d.store.Snapshot() // what the plugin wrote meanwhile, e.g. published ports
 	for _, r := range snap.Records(gossip.KindEndpoint) {
 		if r.Owner != d.cfg.NodeName {
 			continue

@@ -140,7 +140,7 @@ func (b controlBackend) Networks() []control.Network {
 	for _, n := range decodeNetworks(snap.Records(gossip.KindNetwork)) {
 		cn, ok := bySubnet[n.info.Subnet]
 		if !ok {
-			cn = &control.Network{Subnet: n.info.Subnet, Gateway: n.info.Gateway, VNI: n.info.VNI, Dataplane: n.info.Dataplane, MTU: n.info.MTU}
+			cn = &control.Network{Subnet: n.info.Subnet, Gateway: n.info.Gateway, VNI: n.info.VNI, Dataplane: n.info.Dataplane, MTU: n.info.MTU, Internal: n.info.Internal}
 			bySubnet[n.info.Subnet] = cn
 			order = append(order, n.info.Subnet)
 		}
@@ -185,6 +185,7 @@ func (b controlBackend) Endpoints() []control.Endpoint {
 			ID: e.id, Container: e.info.Container, Network: e.info.Network, Subnet: e.info.Subnet,
 			Addr: e.info.Addr, MAC: e.info.MAC, Node: e.owner, NodeAddr: nodes[e.owner].String(),
 			Services: e.info.Services, Healthy: e.info.Healthy, Up: snap.Up(e.owner),
+			Published: e.info.Published,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool {

@@ -56,6 +56,13 @@ type Daemon struct {
 	// outside names for queries that come from them (localsrc.go).
 	local *localSources
 
+	// endpointsMu serialises read-modify-writes of this node's endpoint
+	// records (published ports from the plugin, container facts from the
+	// watcher), so neither overwrites the other's fields.
+	endpointsMu sync.Mutex
+	// ports holds a socket per published host port (portholder.go).
+	ports *portHolder
+
 	// reconcileMu serialises Apply: the loop, the timer and plugin calls
 	// (Join waits for its veth) all reconcile through it.
 	reconcileMu sync.Mutex
@@ -78,7 +85,7 @@ const recordsFile = "records.json"
 // taken port or an unreadable state directory stops meshnetd at once with
 // one line saying what to fix.
 func New(cfg Config, log *slog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, started: time.Now()}
+	d := &Daemon{cfg: cfg, log: log, started: time.Now(), ports: newPortHolder(log)}
 	// The persisted keyring (meshctl keys), else --key-file; warns at
 	// every start when gossip is not encrypted.
 	keys, err := loadKeyring(cfg, log)
@@ -292,6 +299,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	st.ServiceAddrs = []netip.Addr{d.dnsAddr}
 	d.tunnelState(&st, snap)
 	err := d.dp.Apply(ctx, st)
+	d.ports.sync(ownPublished(snap))
 	d.applied.Lock()
 	d.applied.at, d.applied.err = time.Now(), err
 	d.applied.count++

@@ -111,11 +111,12 @@ func desiredDataplane(snap *gossip.Snapshot, underlay dataplane.UnderlayInfo, vx
 	eps := decodeEndpoints(snap.UpRecords(gossip.KindEndpoint))
 	for _, n := range local {
 		dn := dataplane.Network{
-			VNI:     n.info.VNI,
-			Subnet:  n.subnet,
-			Gateway: n.gateway,
-			MTU:     n.info.MTU,
-			Kind:    n.info.Dataplane,
+			VNI:      n.info.VNI,
+			Subnet:   n.subnet,
+			Gateway:  n.gateway,
+			MTU:      n.info.MTU,
+			Kind:     n.info.Dataplane,
+			Internal: n.info.Internal,
 		}
 		for _, e := range eps {
 			if e.subnet != n.subnet {
@@ -125,7 +126,8 @@ func desiredDataplane(snap *gossip.Snapshot, underlay dataplane.UnderlayInfo, vx
 				host, cont := dataplane.VethNames(e.id)
 				dn.Locals = append(dn.Locals, dataplane.LocalEndpoint{
 					ID: e.id, HostIf: host, ContainerIf: cont, MAC: e.mac,
-					Addr: netip.PrefixFrom(e.addr, n.subnet.Bits()),
+					Addr:  netip.PrefixFrom(e.addr, n.subnet.Bits()),
+					Ports: portMappings(e.info.Published),
 				})
 				continue
 			}
@@ -142,6 +144,24 @@ func desiredDataplane(snap *gossip.Snapshot, underlay dataplane.UnderlayInfo, vx
 	}
 	sort.Slice(st.Networks, func(i, j int) bool { return st.Networks[i].VNI < st.Networks[j].VNI })
 	return st
+}
+
+// ownPublished lists the ports this node's endpoint records publish, on
+// networks that are not internal.
+func ownPublished(snap *gossip.Snapshot) []published {
+	internal := map[string]bool{}
+	for _, n := range decodeNetworks(snap.Records(gossip.KindNetwork)) {
+		if n.owner == snap.Self && n.info.Internal {
+			internal[n.info.Subnet] = true
+		}
+	}
+	var out []published
+	for _, e := range decodeEndpoints(snap.Records(gossip.KindEndpoint)) {
+		if e.owner == snap.Self && !internal[e.info.Subnet] {
+			out = append(out, parsePublishedList(e.info.Published)...)
+		}
+	}
+	return out
 }
 
 // dnsEntries lists every healthy endpoint of an up node, for the DNS table.

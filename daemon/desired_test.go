@@ -180,3 +180,46 @@ func TestEndpointPortsReachDNS(t *testing.T) {
 		t.Fatalf("dnsPorts = %+v", ports)
 	}
 }
+
+func TestDesiredPublishedAndInternal(t *testing.T) {
+	s := gossip.NewStore(gossip.StoreConfig{Self: "h1"})
+	open := gossip.NetworkInfo{Subnet: "10.42.0.0/24", Gateway: "10.42.0.1", VNI: 100, Dataplane: "vxlan"}
+	internal := gossip.NetworkInfo{Subnet: "10.45.0.0/24", Gateway: "10.45.0.1", VNI: 102, Dataplane: "vxlan", Internal: true}
+	recs := []gossip.Record{
+		record(t, gossip.KindNode, "h1", "", gossip.NodeInfo{Addr: "198.18.0.11"}),
+		record(t, gossip.KindNetwork, "h1", open.Subnet, open),
+		record(t, gossip.KindNetwork, "h1", internal.Subnet, internal),
+		record(t, gossip.KindEndpoint, "h1", "ep1aaaaaaaaaaaa", gossip.EndpointInfo{Subnet: open.Subnet, Addr: "10.42.0.2", MAC: "02:6d:0a:2a:00:02",
+			Published: []string{"0.0.0.0:8081:8080/tcp", "198.18.0.11:53:5353/udp", "from a newer node"}}),
+		record(t, gossip.KindEndpoint, "h1", "ep2aaaaaaaaaaaa", gossip.EndpointInfo{Subnet: internal.Subnet, Addr: "10.45.0.2", MAC: "02:6d:0a:2d:00:02",
+			Published: []string{"0.0.0.0:8085:8080/tcp"}}),
+		record(t, gossip.KindEndpoint, "h2", "ep3", gossip.EndpointInfo{Subnet: open.Subnet, Addr: "10.42.0.9", MAC: "02:6d:0a:2a:00:09",
+			Published: []string{"0.0.0.0:9999:80/tcp"}}),
+	}
+	if _, err := s.Merge(recs); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"h1", "h2"} {
+		s.SetMember(gossip.Member{Name: n, State: gossip.StateAlive})
+	}
+	snap := s.Snapshot()
+	st := desiredDataplane(snap, dataplane.UnderlayInfo{Addr: netip.MustParseAddr("198.18.0.11")}, 4789)
+	if len(st.Networks) != 2 || st.Networks[0].Internal || !st.Networks[1].Internal {
+		t.Fatalf("networks %+v: want 10.42 open, 10.45 internal", st.Networks)
+	}
+	want := []dataplane.PortMapping{
+		{Proto: "tcp", HostPort: 8081, ContainerPort: 8080},
+		{Proto: "udp", HostIP: netip.MustParseAddr("198.18.0.11"), HostPort: 53, ContainerPort: 5353},
+	}
+	if got := st.Networks[0].Locals[0].Ports; len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("ports %+v, want %+v (the unparsable entry skipped)", got, want)
+	}
+	// The sockets to hold: this node's, not on internal networks.
+	var keys []string
+	for _, p := range ownPublished(snap) {
+		keys = append(keys, p.key())
+	}
+	if strings.Join(keys, " ") != "tcp/0.0.0.0:8081 udp/198.18.0.11:53" {
+		t.Errorf("held ports %q", keys)
+	}
+}

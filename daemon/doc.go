@@ -17,6 +17,23 @@
 //     (networks, endpoints) and IPAM calls; they answer from local state, so
 //     a host cut off from the others keeps starting containers in the
 //     blocks it owns.
+//   - Published ports (plugin.go, published.go, portholder.go):
+//     ProgramExternalConnectivity picks each host port (the first free one
+//     of a -p range, the kernel's ephemeral choice for -p PORT), refuses a
+//     port another local container publishes or a host program holds (the
+//     engine fails docker run with the message), and writes the result
+//     into the endpoint record, which records.json keeps: the engine never
+//     asks again for a running container, so a restarted daemon rebuilds
+//     the rules from the record. Like Docker 28, meshnetd holds a socket on
+//     every published TCP and UDP port (TCP listening, both behind a
+//     drop-all BPF filter; the DNAT takes the traffic first), so a program
+//     that tries the port later fails instead of silently never seeing its
+//     traffic. The sockets die with the process; every reconcile binds
+//     what the records publish and closes the rest, and a port a program
+//     took while meshnetd was down is logged and stays published. SCTP
+//     ports are checked against the records only. Revoke and Leave take
+//     the ports out of the record; endpointsMu keeps the plugin and the
+//     event watcher from overwriting each other's fields of it.
 //   - Container facts the driver is never told (containers.go): names,
 //     services, aliases, health and ports from the engine's events, written
 //     into this node's endpoint records for DNS.

@@ -82,7 +82,7 @@ func TestCreateNetworkTakesOverlayDriverOpts(t *testing.T) {
 	}
 	cfg := DefaultConfig()
 	cfg.NodeName = "n1"
-	d := &Daemon{cfg: cfg, log: log, store: store, ipam: alloc, dp: nopDataplane{},
+	d := &Daemon{cfg: cfg, log: log, store: store, ipam: alloc, dp: nopDataplane{}, ports: newPortHolder(log),
 		advertise: netip.MustParseAddr("198.18.0.11"), dnsAddr: netip.MustParseAddr(cfg.DNSAddr)}
 	h := plugin.NewHandler(networkBackend{d}, ipamBackend{d}, log)
 	create := func(id, subnet, opts string) (int, string) {

@@ -52,6 +52,7 @@ func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetw
 		Gateway:   data.Gateway.Addr().String(),
 		Dataplane: d.cfg.Dataplane,
 		VNI:       vniFor(subnet),
+		Internal:  req.Internal,
 		DockerID:  req.NetworkID,
 		Created:   time.Now().UTC(),
 	}
@@ -102,6 +103,13 @@ func settingsDiffer(have, want gossip.NetworkInfo) string {
 	if have.Gateway != want.Gateway {
 		d = append(d, "--gateway "+have.Gateway)
 	}
+	if have.Internal != want.Internal {
+		if have.Internal {
+			d = append(d, "--internal")
+		} else {
+			d = append(d, "no --internal")
+		}
+	}
 	return strings.Join(d, " ")
 }
 
@@ -149,7 +157,19 @@ func (b networkBackend) EndpointInfo(ctx context.Context, networkID, endpointID 
 		return nil, plugin.BadRequest("unknown endpoint %s", short(endpointID))
 	}
 	host, _ := dataplane.VethNames(endpointID)
-	return map[string]any{"address": e.info.Addr, "mac": e.info.MAC, "host_interface": host}, nil
+	info := map[string]any{"address": e.info.Addr, "mac": e.info.MAC, "host_interface": host}
+	if ps := parsePublishedList(e.info.Published); len(ps) > 0 {
+		// In libnetwork's own form, for the engine; it reads it with a Go
+		// type assertion a decoded JSON value never passes, so docker port
+		// stays empty (README, "Published ports"). meshctl endpoints shows them.
+		var pm []map[string]any
+		for _, p := range ps {
+			pm = append(pm, map[string]any{"Proto": protoNumbers[p.proto], "IP": e.info.Addr, "Port": p.port,
+				"HostIP": p.hostText(), "HostPort": p.hostPort, "HostPortEnd": p.hostPort})
+		}
+		info[plugin.OptionPortMap] = pm
+	}
+	return info, nil
 }
 
 func (b networkBackend) DeleteEndpoint(ctx context.Context, networkID, endpointID string) error {
@@ -183,9 +203,19 @@ func (b networkBackend) Join(ctx context.Context, req plugin.JoinRequest) (plugi
 		// before the engine reports it started.
 		d.sandboxes.Attach(req.SandboxKey, req.EndpointID, n.subnet)
 	}
+	// An internal network gives no default route, as Docker's bridge
+	// driver does since 25 (20.10 still gave one): nothing outside the
+	// subnet is reachable anyway.
+	gateway := n.gateway
+	if n.info.Internal {
+		gateway = netip.Addr{}
+	}
 	return plugin.JoinResponse{
 		InterfaceName: plugin.InterfaceName{SrcName: cont, DstPrefix: "eth"},
-		Gateway:       n.gateway,
+		Gateway:       gateway,
+		// The engine skips internal networks when it looks for a default
+		// route to add docker_gwbridge for; say it too, in case one does not.
+		DisableGatewayService: n.info.Internal,
 		// The DNS address is reached through this network's gateway even
 		// when the container's default route goes through another network.
 		StaticRoutes: []plugin.StaticRoute{{
@@ -203,7 +233,9 @@ func (b networkBackend) Leave(ctx context.Context, networkID, endpointID string)
 	if b.d.sandboxes != nil {
 		b.d.sandboxes.Detach(endpointID)
 	}
-	return nil
+	// The engine revokes first; a port still published here would outlive
+	// its container.
+	return b.RevokeExternalConnectivity(ctx, networkID, endpointID)
 }
 
 // haveLink reports whether a link exists in the daemon's namespace. A read
@@ -294,4 +326,91 @@ func ipamError(err error) error {
 		return plugin.BadRequest("%v", err)
 	}
 	return err
+}
+
+// ProgramExternalConnectivity publishes an endpoint's -p bindings on this
+// host: it picks each host port (the first free one of a range, a kernel
+// ephemeral port for 0), holds it with a socket, writes the choice into
+// the endpoint record (so a restart restores it) and applies the DNAT.
+// A port that another container of this host publishes, or that another
+// program holds, fails the call: docker run then fails with the message.
+func (b networkBackend) ProgramExternalConnectivity(ctx context.Context, req plugin.ExternalConnectivityRequest) error {
+	d := b.d
+	d.endpointsMu.Lock()
+	defer d.endpointsMu.Unlock()
+	e, ok := d.ownEndpoint(req.EndpointID)
+	if !ok {
+		return plugin.BadRequest("unknown endpoint %s", short(req.EndpointID))
+	}
+	if n, ok := d.ownNetworkByDockerID(req.NetworkID); ok && n.info.Internal {
+		// The engine does not call this for internal networks; if it
+		// did, an internal network still publishes nothing.
+		d.log.Info("not publishing ports on an internal network", "endpoint", short(req.EndpointID), "ports", len(req.Ports))
+		return nil
+	}
+	old := parsePublishedList(e.info.Published)
+	d.ports.release(old...)
+	var users []portUser
+	for _, o := range decodeEndpoints(d.store.Snapshot().Records(gossip.KindEndpoint)) {
+		if o.owner != d.cfg.NodeName || o.id == req.EndpointID {
+			continue
+		}
+		for _, p := range parsePublishedList(o.info.Published) {
+			users = append(users, portUser{p: p, container: o.info.Container})
+		}
+	}
+	var chosen []published
+	for _, pb := range req.Ports {
+		if pb.HostIP.IsValid() && !pb.HostIP.Is4() {
+			// meshnet networks are IPv4: an IPv6 host address (newer
+			// engines send "::" beside 0.0.0.0) has nothing to reach.
+			d.log.Debug("not publishing on an IPv6 host address", "binding", pb.String())
+			continue
+		}
+		p, err := choosePort(d.ports, pb, users)
+		if err != nil {
+			d.ports.release(chosen...)
+			if errors.Is(err, errPortTaken) || errors.Is(err, errCannotBind) {
+				return plugin.BadRequest("publish %s: %v", pb, err)
+			}
+			return fmt.Errorf("publish %s: %w", pb, err)
+		}
+		chosen = append(chosen, p)
+		users = append(users, portUser{p: p, container: e.info.Container})
+	}
+	defer d.ports.done(chosen...)
+	e.info.Published = publishedStrings(chosen)
+	if _, err := d.store.Put(gossip.KindEndpoint, req.EndpointID, e.info); err != nil {
+		d.ports.release(chosen...)
+		return fmt.Errorf("record the published ports of endpoint %s: %w", short(req.EndpointID), err)
+	}
+	if len(chosen) > 0 {
+		d.log.Info("published ports", "endpoint", short(req.EndpointID), "ports", e.info.Published)
+	}
+	if err := d.reconcile(ctx); err != nil {
+		// The record stands: the next pass retries, and the container
+		// itself is fine. Say so rather than fail the start.
+		d.log.Warn("published ports not fully applied yet", "endpoint", short(req.EndpointID), "err", err)
+	}
+	return nil
+}
+
+// RevokeExternalConnectivity withdraws an endpoint's published ports.
+func (b networkBackend) RevokeExternalConnectivity(ctx context.Context, networkID, endpointID string) error {
+	d := b.d
+	d.endpointsMu.Lock()
+	defer d.endpointsMu.Unlock()
+	e, ok := d.ownEndpoint(endpointID)
+	if !ok || len(e.info.Published) == 0 {
+		return nil // nothing published: revokes are idempotent
+	}
+	ps := parsePublishedList(e.info.Published)
+	e.info.Published = nil
+	if _, err := d.store.Put(gossip.KindEndpoint, endpointID, e.info); err != nil {
+		return fmt.Errorf("remove the published ports of endpoint %s: %w", short(endpointID), err)
+	}
+	_ = d.reconcile(ctx)
+	d.ports.release(ps...)
+	d.log.Info("unpublished ports", "endpoint", short(endpointID), "ports", publishedStrings(ps))
+	return nil
 }

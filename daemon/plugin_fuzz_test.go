@@ -51,6 +51,7 @@ var daemonFuzzPaths = []string{
 	"/NetworkDriver.EndpointOperInfo", "/NetworkDriver.DeleteEndpoint", "/NetworkDriver.Join",
 	"/NetworkDriver.Leave", "/IpamDriver.RequestPool", "/IpamDriver.ReleasePool",
 	"/IpamDriver.RequestAddress", "/IpamDriver.ReleaseAddress",
+	"/NetworkDriver.ProgramExternalConnectivity", "/NetworkDriver.RevokeExternalConnectivity",
 }
 
 // FuzzPluginDaemon posts arbitrary bodies to the daemon's own plugin
@@ -71,6 +72,9 @@ func FuzzPluginDaemon(f *testing.F) {
 	f.Add(uint8(9), []byte(`{"PoolID":"10.42.0.0/24","Address":"10.42.0.200"}`))
 	f.Add(uint8(10), []byte(`{"PoolID":"10.42.0.0/24","Address":"10.42.0.1"}`))
 	f.Add(uint8(1), []byte(`{"NetworkID":"net1"}`))
+	f.Add(uint8(11), []byte(`{"NetworkID":"net1","EndpointID":"ep1","Options":{"com.docker.network.portmap":[{"Proto":6,"Port":80,"HostIP":"127.0.0.1"}]}}`))
+	f.Add(uint8(11), []byte(`{"NetworkID":"net1","EndpointID":"ep1","Options":{"com.docker.network.portmap":[{"Proto":17,"Port":80,"HostIP":"127.0.0.1","HostPort":1}]}}`))
+	f.Add(uint8(12), []byte(`{"NetworkID":"net1","EndpointID":"ep1"}`))
 	f.Fuzz(func(t *testing.T, pathIdx uint8, body []byte) {
 		plog := &panicLog{}
 		log := slog.New(plog)
@@ -86,8 +90,9 @@ func FuzzPluginDaemon(f *testing.F) {
 		}
 		cfg := DefaultConfig()
 		cfg.NodeName = "n1"
-		d := &Daemon{cfg: cfg, log: log, store: store, ipam: alloc, dp: nopDataplane{},
+		d := &Daemon{cfg: cfg, log: log, store: store, ipam: alloc, dp: nopDataplane{}, ports: newPortHolder(log),
 			advertise: netip.MustParseAddr("198.18.0.11"), dnsAddr: netip.MustParseAddr(cfg.DNSAddr)}
+		t.Cleanup(d.ports.close)
 		h := plugin.NewHandler(networkBackend{d}, ipamBackend{d}, log)
 		call := func(path, body string) int {
 			rec := httptest.NewRecorder()

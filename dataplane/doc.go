@@ -82,9 +82,9 @@
 // # Why accept rules in the iptables filter table
 //
 // meshnet's own rules live in table inet meshnet: masquerade for traffic from a
-// network's subnet leaving through anything but its bridge, and a forward-hook
+// network's subnet leaving through anything but its bridge, a forward-hook
 // drop between two meshnet bridges (networks are isolated even where FORWARD's
-// policy is ACCEPT).
+// policy is ACCEPT), and the NAT of published ports (below).
 //
 // That is not enough on a real Docker host. Docker sets the iptables FORWARD
 // policy to DROP and loads br_netfilter with bridge-nf-call-iptables=1, so both
@@ -105,6 +105,63 @@
 // FORWARD chain exists nothing is created there (nothing drops). Where only
 // iptables-legacy has a filter table, Apply logs a warning: meshnet does not
 // write legacy tables.
+//
+// # Published ports
+//
+// A LocalEndpoint's Ports are published as Docker's bridge driver publishes
+// them with the userland proxy off, all in table inet meshnet except the
+// accept (ports.go):
+//
+//   - chain prerouting (type nat, priority dstnat): a packet to a local
+//     address (fib daddr type local) or to the mapping's HostIP, on the
+//     host port, is DNATed to the container; chain output (nat, dstnat)
+//     does the same for the host's own connections, 127.0.0.1 included.
+//     Docker's own nat chains sit at the same hook and priority; they only
+//     match their own ports, and a host port is never taken twice (the
+//     daemon holds it).
+//   - chain postrouting: masquerade for hairpin (a container of the
+//     bridge reaching a published port through the host's address; the
+//     reply would otherwise go straight back to it, un-NATed) and for
+//     sources in 127.0.0.0/8 (route_localnet is on for every bridge of a
+//     network that is not internal, or the kernel drops such packets as
+//     martians). Nothing else is SNATed: a client on another host is seen
+//     by the container with its own address. The veths of such networks
+//     are hairpin bridge ports (Docker sets the same with the proxy off):
+//     br_netfilter DNATs the bridged frame of a container reaching its own
+//     published port and sends it back out of the port it came in by.
+//   - chain raw (filter, prerouting, priority raw, so before conntrack):
+//     packets from a meshnet bridge to 127.0.0.0/8 are dropped, which
+//     route_localnet would otherwise let reach the host's loopback
+//     services. Before conntrack, because the reply to a 127.0.0.1
+//     connection is addressed to the gateway until conntrack restores it.
+//   - iptables filter (DOCKER-USER or FORWARD): -d ADDR/32 -o BR -p PROTO
+//     -m PROTO --dport PORT -j ACCEPT, Docker's own form, encoded as
+//     iptables-nft encodes it, so FORWARD DROP lets the new connection in;
+//     replies pass the "return" and "egress" accepts.
+//   - chain forward: the drop isolating meshnet bridges from each other
+//     spares DNATed connections (ct status dnat, which both directions
+//     carry), so other networks reach a published port through the host's
+//     address, as on Docker's bridge through its proxy. Connections from
+//     other hosts or Docker's bridges never matched it.
+//
+// Rules are named by comment (protocol, host address and port, container
+// address and port, bridge), found and diffed like every other rule. Two
+// mappings claiming one host port (same protocol and port, addresses equal
+// or one of them every address) are reported and only the first is
+// published. Choosing ports, refusing conflicts and holding the host
+// ports with sockets is the daemon's job (daemon/doc.go); the dataplane
+// publishes what State says.
+//
+// # Internal networks
+//
+// A Network with Internal set (docker network create --internal) keeps its
+// traffic inside its subnet, as Docker's bridge does (-i BR ! -d SUBNET
+// -j DROP, -o BR ! -s SUBNET -j DROP): two drops in chain forward, no
+// masquerade, no egress accept in iptables, no route_localnet, and its
+// endpoints' Ports are ignored. The bridge still holds the gateway (the
+// DNS service address is reached through it); the daemon gives containers
+// no default route. Bridged and tunnelled traffic stays inside the subnet,
+// so containers of the network on other hosts are reachable.
 //
 // # Why WireGuard networks are routed, through one device per host
 //

@@ -19,8 +19,9 @@ import (
 // The firewall has two homes.
 //
 // meshnet's own table, inet "meshnet", holds what is meshnet's alone: masquerade
-// for traffic leaving a network's subnet through anything but its bridge, and the
-// drop that isolates networks from each other.
+// for traffic leaving a network's subnet through anything but its bridge, the
+// drop that isolates networks from each other, an internal network's drops,
+// and the DNAT of published ports (ports.go).
 //
 // The iptables "filter" table (family ip and ip6, as iptables-nft keeps it) holds
 // accepts. Docker sets the FORWARD policy to DROP and turns on br_netfilter, so
@@ -103,14 +104,16 @@ func wantRules(f firewallSpec, view firewallView) []ruleSpec {
 			masq.Comment += " off subnet"
 			masq.Exprs = masqueradeOffSubnetExprs(n.Subnet.Masked(), br)
 		}
-		rules = append(rules,
-			ruleSpec{
-				Family: nftables.TableFamilyINet, Table: meshnetTable, Chain: meshnetForward,
-				Comment: fmt.Sprintf("%s isolate %s", commentPrefix, br),
-				Exprs:   isolateExprs(br),
-			},
-			masq,
-		)
+		rules = append(rules, ruleSpec{
+			Family: nftables.TableFamilyINet, Table: meshnetTable, Chain: meshnetForward,
+			Comment: fmt.Sprintf("%s isolate %s except published", commentPrefix, br),
+			Exprs:   isolateExprs(br),
+		})
+		if n.Internal {
+			rules = append(rules, internalRules(n)...)
+		} else {
+			rules = append(rules, masq)
+		}
 		for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
 			chain, ok := view.acceptChain[fam]
 			if !ok {
@@ -124,6 +127,9 @@ func wantRules(f firewallSpec, view firewallView) []ruleSpec {
 				{"egress", acceptEgressExprs(br)},
 				{"return", acceptReturnExprs(br)},
 			} {
+				if n.Internal && r.what == "egress" {
+					continue
+				}
 				rules = append(rules, ruleSpec{
 					Family: fam, Table: iptFilterTable, Chain: chain,
 					Comment: fmt.Sprintf("%s accept %s %s", commentPrefix, br, r.what),
@@ -139,7 +145,27 @@ func wantRules(f firewallSpec, view firewallView) []ruleSpec {
 			}
 		}
 	}
+	rules = append(rules, publishRules(f, view)...)
 	return append(rules, tunnelRules(f)...)
+}
+
+// internalRules keep an internal network's traffic inside it, as Docker's
+// bridge does (-i BR ! -d SUBNET -j DROP, -o BR ! -s SUBNET -j DROP): its
+// bridge, vxlan device and tunnel routes carry only the subnet's own
+// addresses, so other hosts' containers of the network stay reachable.
+func internalRules(n Network) []ruleSpec {
+	br, subnet := BridgeName(n.VNI), n.Subnet.Masked()
+	drop := []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}
+	out := metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnameExact(br))
+	out = append(append(out, addrNotIn(subnet, true)...), drop...)
+	in := metaIfname(expr.MetaKeyOIFNAME, expr.CmpOpEq, ifnameExact(br))
+	in = append(append(in, addrNotIn(subnet, false)...), drop...)
+	return []ruleSpec{
+		{Family: nftables.TableFamilyINet, Table: meshnetTable, Chain: meshnetForward,
+			Comment: fmt.Sprintf("%s internal %s drop to outside %v", commentPrefix, br, subnet), Exprs: out},
+		{Family: nftables.TableFamilyINet, Table: meshnetTable, Chain: meshnetForward,
+			Comment: fmt.Sprintf("%s internal %s drop from outside %v", commentPrefix, br, subnet), Exprs: in},
+	}
 }
 
 // planRules returns the wanted rules that are missing and the meshnet rules that
@@ -217,11 +243,14 @@ func acceptReturnExprs(br string) []expr.Any {
 	return append(e, acceptVerdict()...)
 }
 
-// isolateExprs: iifname BR oifname "mnbr*" oifname != BR drop.
+// isolateExprs: iifname BR oifname "mnbr*" oifname != BR ct status & dnat
+// == 0 drop. A DNATed connection is one to a published port, which every
+// network may reach (both directions carry the status).
 func isolateExprs(br string) []expr.Any {
 	e := metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnameExact(br))
 	e = append(e, metaIfname(expr.MetaKeyOIFNAME, expr.CmpOpEq, ifnamePrefix(BridgePrefix))...)
 	e = append(e, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifnameExact(br)})
+	e = append(e, ctStatusDNAT(expr.CmpOpEq)...)
 	return append(e, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
 }
 
@@ -375,6 +404,9 @@ func (d *VXLAN) syncFirewallAdds(f firewallSpec) error {
 			{Name: meshnetForward, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept},
 			{Name: meshnetPostroute, Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept},
 			{Name: meshnetInput, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept},
+			{Name: meshnetPrerouting, Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest, Policy: &accept},
+			{Name: meshnetOutput, Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityNATDest, Policy: &accept},
+			{Name: meshnetRaw, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw, Policy: &accept},
 		} {
 			if !view.meshnetChains[c.Name] {
 				c.Table = t

@@ -25,15 +25,18 @@ func ruleComments(rules []ruleSpec) map[string][]string {
 func TestWantRules(t *testing.T) {
 	nets := []Network{{VNI: 7, Subnet: netip.MustParsePrefix("10.7.0.5/16"), Gateway: netip.MustParseAddr("10.7.0.1")}}
 	meshnetOnly := map[string][]string{
-		"meshnet/forward":     {"meshnet: isolate mnbr7"},
-		"meshnet/postrouting": {"meshnet: masquerade 10.7.0.0/16 from mnbr7"},
+		"meshnet/forward": {"meshnet: isolate mnbr7 except published"},
+		"meshnet/postrouting": {"meshnet: masquerade 10.7.0.0/16 from mnbr7", "meshnet: masquerade hairpin to mnbr7",
+			"meshnet: masquerade localhost to mnbr7"},
+		"meshnet/raw": {"meshnet: drop from bridges to 127.0.0.0/8"},
 	}
 	accepts := []string{"meshnet: accept mnbr7 bridged", "meshnet: accept mnbr7 egress", "meshnet: accept mnbr7 return"}
 
 	// No iptables: nothing in the filter table.
 	got := ruleComments(withoutTunnelRules(wantRules(firewallSpec{Nets: nets, VXLANPort: 4789}, firewallView{})))
-	if len(got) != 2 || !slices.Equal(got["meshnet/forward"], meshnetOnly["meshnet/forward"]) ||
-		!slices.Equal(got["meshnet/postrouting"], meshnetOnly["meshnet/postrouting"]) {
+	if len(got) != 3 || !slices.Equal(got["meshnet/forward"], meshnetOnly["meshnet/forward"]) ||
+		!slices.Equal(got["meshnet/postrouting"], meshnetOnly["meshnet/postrouting"]) ||
+		!slices.Equal(got["meshnet/raw"], meshnetOnly["meshnet/raw"]) {
 		t.Errorf("without iptables: %v", got)
 	}
 	// FORWARD only, in both families.
@@ -62,7 +65,7 @@ func TestWantRules(t *testing.T) {
 			t.Errorf("duplicate rule key %v", r.key())
 		}
 		seen[r.key()] = true
-		if ruleBridge(r.Comment) != "mnbr7" {
+		if ruleBridge(r.Comment) != "mnbr7" && r.Chain != meshnetRaw {
 			t.Errorf("comment %q does not name its bridge", r.Comment)
 		}
 	}

@@ -85,28 +85,7 @@ func TestTwoHosts(t *testing.T) {
 		t.FailNow()
 	}
 
-	// What a Docker host has. bridge-nf-call-iptables is per namespace since
-	// Linux 5.3; on older kernels it is global, and then the machine's value is
-	// restored at Cleanup. (Only then: restoring unconditionally could undo a
-	// change someone else made to the root namespace meanwhile.)
-	const brnf = "/proc/sys/net/bridge/bridge-nf-call-iptables"
-	if _, err := os.Stat(brnf); errors.Is(err, os.ErrNotExist) {
-		_ = exec.Command("modprobe", "br_netfilter").Run()
-	}
-	rootOld, err := os.ReadFile(brnf)
-	if err != nil {
-		t.Fatalf("br_netfilter unavailable (%v): cannot test Docker's FORWARD trap", err)
-	}
-	for _, ns := range []netns.NsHandle{h1ns, h2ns} {
-		if err := inNS(ns, func() error { return os.WriteFile(brnf, []byte("1"), 0o644) }); err != nil {
-			t.Fatalf("set bridge-nf-call-iptables: %v", err)
-		}
-		dockerLikeFirewall(t, ns)
-	}
-	if now, _ := os.ReadFile(brnf); string(now) != string(rootOld) {
-		t.Logf("bridge-nf-call-iptables is global on this kernel; restoring %q at the end", rootOld)
-		t.Cleanup(func() { _ = os.WriteFile(brnf, rootOld, 0o644) })
-	}
+	dockerHosts(t, h1ns, h2ns)
 
 	// The trap: without meshnet's accepts, even bridged overlay traffic dies.
 	t.Run("docker-drop-without-accepts", func(t *testing.T) {
@@ -134,6 +113,34 @@ func TestTwoHosts(t *testing.T) {
 		apply(t, d1, st1)
 		expectReach(t, c2, srvC1, "10.42.0.12")
 	})
+}
+
+// dockerHosts gives namespaces what a Docker host has: FORWARD policy DROP,
+// a DOCKER-USER chain, bridge-nf-call-iptables=1. That sysctl is per
+// namespace since Linux 5.3; on older kernels it is global, and then the
+// machine's value is restored at Cleanup. (Only then: restoring
+// unconditionally could undo a change someone else made to the root
+// namespace meanwhile.)
+func dockerHosts(t *testing.T, nss ...netns.NsHandle) {
+	t.Helper()
+	const brnf = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+	if _, err := os.Stat(brnf); errors.Is(err, os.ErrNotExist) {
+		_ = exec.Command("modprobe", "br_netfilter").Run()
+	}
+	rootOld, err := os.ReadFile(brnf)
+	if err != nil {
+		t.Fatalf("br_netfilter unavailable (%v): cannot test Docker's FORWARD trap", err)
+	}
+	for _, ns := range nss {
+		if err := inNS(ns, func() error { return os.WriteFile(brnf, []byte("1"), 0o644) }); err != nil {
+			t.Fatalf("set bridge-nf-call-iptables: %v", err)
+		}
+		dockerLikeFirewall(t, ns)
+	}
+	if now, _ := os.ReadFile(brnf); string(now) != string(rootOld) {
+		t.Logf("bridge-nf-call-iptables is global on this kernel; restoring %q at the end", rootOld)
+		t.Cleanup(func() { _ = os.WriteFile(brnf, rootOld, 0o644) })
+	}
 }
 
 // moveIntoContainer does what Docker does with the container end of a veth:

@@ -61,6 +61,13 @@ func (d *VXLAN) observe() (kernelModel, error) {
 				k.PortLearning = err == nil && pi.Learning
 			}
 		}
+		if k.Kind == kindVeth && a.MasterIndex != 0 {
+			pi, err := d.nl.LinkGetProtinfo(l)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("read bridge port flags of %s: %w", a.Name, err))
+			}
+			k.Hairpin = err == nil && pi.Hairpin
+		}
 		m.Links[a.Name] = k
 
 		switch k.Kind {
@@ -178,8 +185,16 @@ func (d *VXLAN) execLink(s linkStep) error {
 			errs = append(errs, err)
 		} else {
 			d.changed(fmt.Sprintf("set master of %s to %s", w.Name, w.Master))
-			// A new bridge port learns by default.
+			// A new bridge port learns by default, and has no hairpin.
 			s.PortLearning = w.Kind == kindVXLAN && w.Master != ""
+			s.Hairpin = w.Kind == kindVeth && w.Master != "" && w.Hairpin
+		}
+	}
+	if s.Hairpin {
+		if err := d.nl.LinkSetHairpin(l, w.Hairpin); err != nil {
+			errs = append(errs, fmt.Errorf("set hairpin %v on bridge port %s: %w", w.Hairpin, w.Name, err))
+		} else {
+			d.changed(fmt.Sprintf("set hairpin %v on bridge port %s", w.Hairpin, w.Name))
 		}
 	}
 	if s.PortLearning {
@@ -289,6 +304,11 @@ func (d *VXLAN) createLink(w link) error {
 		// bridge must not learn (and let a forged source MAC redirect) them.
 		if err := d.nl.LinkSetLearning(l, false); err != nil {
 			return fmt.Errorf("turn off learning on bridge port %s: %w", w.Name, err)
+		}
+	}
+	if w.Kind == kindVeth && w.Master != "" && w.Hairpin {
+		if err := d.nl.LinkSetHairpin(l, true); err != nil {
+			return fmt.Errorf("set hairpin on bridge port %s: %w", w.Name, err)
 		}
 	}
 	if err := d.nl.LinkSetUp(l); err != nil {

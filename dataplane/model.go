@@ -44,6 +44,12 @@ type link struct {
 	// it the bridge learns source MACs arriving from the overlay, so a forged
 	// frame could redirect traffic. Wanted off; observed from the kernel.
 	PortLearning bool
+	// Hairpin is the bridge-port flag of a container's veth: the bridge may
+	// send a frame back out of the port it came in by. A container reaching
+	// its own published port through the host's address needs it (the DNAT
+	// happens on the bridged frame, which then goes back to its sender), as
+	// Docker sets it with the userland proxy off. Observed from the kernel.
+	Hairpin bool
 
 	// veth only, used when creating the pair.
 	Peer    string
@@ -122,6 +128,7 @@ func compile(st State, underlayMTU int, tunnel string) (compiled, error) {
 	}
 	seenVNI := map[uint32]bool{}
 	seenVeth := map[string]uint32{}
+	var claimed []portClaim
 	for _, n := range st.Networks {
 		if err := n.validate(); err != nil {
 			errs = append(errs, fmt.Errorf("network VNI %d (%v): %w", n.VNI, n.Subnet, err))
@@ -138,6 +145,7 @@ func compile(st State, underlayMTU int, tunnel string) (compiled, error) {
 			continue
 		}
 		seenVNI[n.VNI] = true
+		n.Locals = slices.Clone(n.Locals) // ports are checked below, in this copy
 		for _, o := range c.Networks {
 			if o.Subnet.Overlaps(n.Subnet) {
 				errs = append(errs, fmt.Errorf("network VNI %d: subnet %v overlaps %v of VNI %d",
@@ -166,7 +174,9 @@ func compile(st State, underlayMTU int, tunnel string) (compiled, error) {
 		}
 		c.Want.Addrs = append(c.Want.Addrs, addrEntry{Dev: br, Prefix: netip.PrefixFrom(n.Gateway, n.Subnet.Bits())})
 
-		for _, l := range n.Locals {
+		locals := c.Networks[len(c.Networks)-1].Locals
+		for i, l := range n.Locals {
+			locals[i].Ports = nil // until checked
 			if err := l.validate(); err != nil {
 				errs = append(errs, fmt.Errorf("network VNI %d: endpoint %s: %w", n.VNI, l.ID, err))
 				c.Reserved[l.HostIf] = true
@@ -177,10 +187,17 @@ func compile(st State, underlayMTU int, tunnel string) (compiled, error) {
 					n.VNI, l.ID, l.HostIf, other))
 				continue
 			}
+			if !n.Internal { // an internal network publishes nothing
+				ports, err := checkPorts(l, &claimed)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("network VNI %d: endpoint %s: %w", n.VNI, l.ID, err))
+				}
+				locals[i].Ports = ports
+			}
 			seenVeth[l.HostIf] = n.VNI
 			c.Want.Links[l.HostIf] = link{
 				Name: l.HostIf, Kind: kindVeth, MTU: mtu, Master: br, Up: true,
-				Peer: l.ContainerIf, PeerMAC: l.MAC.String(),
+				Peer: l.ContainerIf, PeerMAC: l.MAC.String(), Hairpin: !n.Internal,
 			}
 		}
 
@@ -285,6 +302,8 @@ type linkStep struct {
 	MTU, Master, Up, MAC bool
 	// PortLearning: a vxlan device's bridge port learns; turn it off.
 	PortLearning bool
+	// Hairpin: a veth's hairpin flag differs from the wanted one.
+	Hairpin bool
 	// For a veth whose container end is still in this namespace (Docker has not
 	// moved it yet): which of that end's attributes differ.
 	PeerMTU, PeerMAC bool
@@ -327,12 +346,13 @@ func planLinks(want, have kernelModel) []linkStep {
 			// Checked only where it is observed: on a port of the wanted
 			// master (a port moving to another master is fixed next time).
 			PortLearning: w.Kind == kindVXLAN && w.Master != "" && w.Master == h.Master && h.PortLearning && !w.PortLearning,
+			Hairpin:      w.Kind == kindVeth && w.Master != "" && w.Master == h.Master && h.Hairpin != w.Hairpin,
 		}
 		if p, ok := have.Links[w.Peer]; ok && w.Kind == kindVeth && p.Kind == kindVeth {
 			s.PeerMTU = p.MTU != w.MTU
 			s.PeerMAC = w.PeerMAC != "" && p.MAC != w.PeerMAC
 		}
-		if s.MTU || s.Master || s.Up || s.MAC || s.PeerMTU || s.PeerMAC || s.PortLearning {
+		if s.MTU || s.Master || s.Up || s.MAC || s.PeerMTU || s.PeerMAC || s.PortLearning || s.Hairpin {
 			steps = append(steps, s)
 		}
 	}

@@ -41,6 +41,16 @@ func transitionStates() []struct {
 		VNI: 200, Subnet: netip.MustParsePrefix("10.2.0.0/24"), Gateway: netip.MustParseAddr("10.2.0.1"),
 		Locals: []LocalEndpoint{l3}, Remotes: []RemoteEndpoint{r4},
 	}
+	published := func(l LocalEndpoint, ports ...PortMapping) LocalEndpoint {
+		l.Ports = ports
+		return l
+	}
+	p8081 := PortMapping{Proto: "tcp", HostPort: 8081, ContainerPort: 8080}
+	p5353 := PortMapping{Proto: "udp", HostIP: netip.MustParseAddr("198.18.0.1"), HostPort: 5353, ContainerPort: 53}
+	p8082 := PortMapping{Proto: "tcp", HostPort: 8082, ContainerPort: 8080}
+	internal := net2
+	internal.Internal = true
+	internal.Locals = []LocalEndpoint{published(l3, p8082)} // ignored: internal
 	netVNIChanged := net1(0, []LocalEndpoint{l1}, r1)
 	netVNIChanged.VNI = 101
 	return []struct {
@@ -56,6 +66,8 @@ func transitionStates() []struct {
 		{"mtu override", State{Underlay: underlay, Networks: []Network{net1(1400, []LocalEndpoint{l1}, r1, r2)}}},
 		{"two networks", State{Underlay: underlay, Networks: []Network{net1(0, []LocalEndpoint{l1}, r1, r2), net2}}},
 		{"vni changed", State{Underlay: underlay, Networks: []Network{netVNIChanged}}},
+		{"published", State{Underlay: underlay, Networks: []Network{net1(0, []LocalEndpoint{published(l1, p8081, p5353)}, r1), internal}}},
+		{"published moved", State{Underlay: underlay, Networks: []Network{net1(0, []LocalEndpoint{published(l1, p8082), published(l2, p8081)}, r1)}}},
 		{"port changed", State{Underlay: underlay, VXLANPort: 4790, Networks: []Network{net1(0, []LocalEndpoint{l1}, r1, r2)}}},
 	}
 }
@@ -334,6 +346,10 @@ func (k *simKernel) apply(c compiled) {
 			}
 			if s.Master {
 				l.Master = s.Want.Master
+				l.Hairpin = s.Want.Hairpin // execLink sets it on the new port
+			}
+			if s.Hairpin {
+				l.Hairpin = s.Want.Hairpin
 			}
 			if s.Up {
 				l.Up = true
@@ -388,8 +404,8 @@ func (m kernelModel) summary() string {
 		if !managed(l) {
 			continue
 		}
-		lines = append(lines, fmt.Sprintf("link %s %s mtu=%d master=%s up=%v mac=%s vni=%d port=%d local=%v learn=%v proxy=%v",
-			l.Name, l.Kind, l.MTU, l.Master, l.Up, l.MAC, l.VNI, l.Port, l.Local, l.Learning, l.Proxy))
+		lines = append(lines, fmt.Sprintf("link %s %s mtu=%d master=%s up=%v mac=%s vni=%d port=%d local=%v learn=%v proxy=%v hairpin=%v",
+			l.Name, l.Kind, l.MTU, l.Master, l.Up, l.MAC, l.VNI, l.Port, l.Local, l.Learning, l.Proxy, l.Hairpin))
 	}
 	for _, a := range m.Addrs {
 		if strings.HasPrefix(a.Dev, BridgePrefix) {

@@ -77,9 +77,13 @@ type Network struct {
 	// for remote addresses (proxy_arp), and the prefixes State.WireGuard's
 	// peers carry inside Subnet are routed through the WireGuard device. It
 	// has no vxlan device and ignores Remotes.
-	Kind    string
-	Locals  []LocalEndpoint
-	Remotes []RemoteEndpoint
+	Kind string
+	// Internal is docker network create --internal: nothing is forwarded
+	// between the network and anything but itself, nothing masqueraded,
+	// and its endpoints' Ports are ignored.
+	Internal bool
+	Locals   []LocalEndpoint
+	Remotes  []RemoteEndpoint
 }
 
 // wireguard reports whether n is routed through the WireGuard device.
@@ -92,6 +96,8 @@ type LocalEndpoint struct {
 	ContainerIf string // peer name handed to Docker in Join (Docker moves and renames it)
 	MAC         net.HardwareAddr
 	Addr        netip.Prefix // container address with the subnet's bits
+	// Ports are published on the host's addresses (docker run -p).
+	Ports []PortMapping
 }
 
 // RemoteEndpoint is a container on another host.
@@ -192,6 +198,9 @@ func (s State) normalized() State {
 		slices.SortFunc(n.Locals, func(a, b LocalEndpoint) int {
 			return cmpStrings(a.ID, b.ID, a.HostIf, b.HostIf)
 		})
+		for j := range n.Locals {
+			n.Locals[j].Ports = sortedPorts(n.Locals[j].Ports)
+		}
 		slices.SortFunc(n.Remotes, func(a, b RemoteEndpoint) int {
 			if c := a.Addr.Compare(b.Addr); c != 0 {
 				return c
@@ -224,13 +233,13 @@ func cmpStrings(a1, b1, a2, b2 string) int {
 
 func (n Network) equal(o Network) bool {
 	if n.VNI != o.VNI || n.Subnet != o.Subnet || n.Gateway != o.Gateway || n.MTU != o.MTU ||
-		n.wireguard() != o.wireguard() || len(n.Locals) != len(o.Locals) || len(n.Remotes) != len(o.Remotes) {
+		n.wireguard() != o.wireguard() || n.Internal != o.Internal || len(n.Locals) != len(o.Locals) || len(n.Remotes) != len(o.Remotes) {
 		return false
 	}
 	for i, l := range n.Locals {
 		m := o.Locals[i]
 		if l.ID != m.ID || l.HostIf != m.HostIf || l.ContainerIf != m.ContainerIf ||
-			!bytes.Equal(l.MAC, m.MAC) || l.Addr != m.Addr {
+			!bytes.Equal(l.MAC, m.MAC) || l.Addr != m.Addr || !slices.Equal(l.Ports, m.Ports) {
 			return false
 		}
 	}

@@ -191,6 +191,12 @@ func (d *VXLAN) applyLocked(ctx context.Context, st State, tunnel string) error 
 		// advertisements arriving over the overlay.
 		if br := BridgeName(n.VNI); have.Links[br].Kind == kindBridge {
 			ctls = append(ctls, sysctl{"net/ipv6/conf/" + br + "/accept_ra", "0"})
+			if !n.Internal {
+				// Published ports reached through 127.0.0.1 leave
+				// through the bridge with a loopback source (then
+				// masqueraded), which the kernel drops without this.
+				ctls = append(ctls, sysctl{"net/ipv4/conf/" + br + "/route_localnet", "1"})
+			}
 			if n.wireguard() {
 				// The bridge answers ARP for remote addresses, which
 				// are routed through the WireGuard device.

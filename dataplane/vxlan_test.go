@@ -165,6 +165,13 @@ func checkKernel(t *testing.T, host hostNS, st State, underlayMTU int, acceptCha
 			if byIndex[v.MasterIndex] != brName || v.MTU != mtu || v.Flags&net.FlagUp == 0 {
 				t.Errorf("%s: master %s mtu %d flags %v; want %s, %d, up", l.HostIf, byIndex[v.MasterIndex], v.MTU, v.Flags, brName, mtu)
 			}
+			var port []struct {
+				Hairpin *bool `json:"hairpin"`
+			}
+			mustJSON(t, mustRunIn(t, host.ns, "bridge", "-d", "-j", "link", "show", "dev", l.HostIf), &port)
+			if len(port) != 1 || port[0].Hairpin == nil || *port[0].Hairpin == n.Internal {
+				t.Errorf("%s bridge port: hairpin %+v on a network with internal=%v; want hairpin unless internal", l.HostIf, port, n.Internal)
+			}
 			if c, ok := byName[l.ContainerIf]; ok {
 				expected[l.ContainerIf] = true
 				if c.Attrs().HardwareAddr.String() != l.MAC.String() || c.Attrs().MTU != mtu {
@@ -214,9 +221,26 @@ func checkKernel(t *testing.T, host hostNS, st State, underlayMTU int, acceptCha
 		if acceptChain != "" {
 			wantRules = append(wantRules,
 				fmt.Sprintf(`-A %s -i %s -o %s -m comment --comment "meshnet: accept %s bridged" -j ACCEPT`, acceptChain, brName, brName, brName),
-				fmt.Sprintf(`-A %s -i %s ! -o mnbr+ -m comment --comment "meshnet: accept %s egress" -j ACCEPT`, acceptChain, brName, brName),
 				fmt.Sprintf(`-A %s -o %s -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "meshnet: accept %s return" -j ACCEPT`, acceptChain, brName, brName),
 			)
+			if !n.Internal {
+				wantRules = append(wantRules,
+					fmt.Sprintf(`-A %s -i %s ! -o mnbr+ -m comment --comment "meshnet: accept %s egress" -j ACCEPT`, acceptChain, brName, brName))
+				for _, l := range n.Locals {
+					for _, m := range l.Ports {
+						a := l.Addr.Addr()
+						wantRules = append(wantRules, fmt.Sprintf(`-A %s -d %v/32 -o %s -p %s -m %s --dport %d -m comment --comment "meshnet: accept %s published %s %v:%d" -j ACCEPT`,
+							acceptChain, a, brName, m.Proto, m.Proto, m.ContainerPort, brName, m.Proto, a, m.ContainerPort))
+					}
+				}
+			}
+		}
+		var localnet []byte
+		if err := inNS(host.ns, func() (err error) {
+			localnet, err = os.ReadFile("/proc/sys/net/ipv4/conf/" + brName + "/route_localnet")
+			return err
+		}); err != nil || (strings.TrimSpace(string(localnet)) == "1") == n.Internal {
+			t.Errorf("%s: route_localnet %q (%v) on a network with internal=%v", brName, localnet, err, n.Internal)
 		}
 	}
 	for _, l := range links {
@@ -237,10 +261,24 @@ func checkKernel(t *testing.T, host hostNS, st State, underlayMTU int, acceptCha
 		if err != nil {
 			t.Errorf("table inet meshnet: %v", err)
 		}
-		// Per network: isolation and masquerade; per tunnel port: accept
-		// from members (ip, ip6), drop others, drop from containers (ip, ip6).
-		if got := strings.Count(out, `comment "meshnet:`); got != 2*len(st.Networks)+5 {
-			t.Errorf("table inet meshnet has %d meshnet rules, want %d:\n%s", got, 2*len(st.Networks)+5, out)
+		// Per network: isolation, and masquerade for egress, hairpin and
+		// localhost (internal: two drops instead); per published port: DNAT
+		// in prerouting and output; the input drop to 127.0.0.0/8; per
+		// tunnel port: accept from members (ip, ip6), drop others, drop from
+		// containers (ip, ip6).
+		want := 1 + 5
+		for _, n := range st.Networks {
+			want += 4
+			if n.Internal {
+				want--
+				continue
+			}
+			for _, l := range n.Locals {
+				want += 2 * len(l.Ports)
+			}
+		}
+		if got := strings.Count(out, `comment "meshnet:`); got != want {
+			t.Errorf("table inet meshnet has %d meshnet rules, want %d:\n%s", got, want, out)
 		}
 		for _, want := range []string{
 			fmt.Sprintf(`udp dport %d ip saddr @members4 counter`, port),
@@ -253,10 +291,25 @@ func checkKernel(t *testing.T, host hostNS, st State, underlayMTU int, acceptCha
 		}
 		for _, n := range st.Networks {
 			br := fmt.Sprintf("mnbr%d", n.VNI)
-			for _, want := range []string{
-				fmt.Sprintf(`iifname "%s" oifname "mnbr*" oifname != "%s" counter`, br, br),
-				fmt.Sprintf(`ip saddr %v oifname != "%s" counter`, n.Subnet.Masked(), br),
-			} {
+			wants := []string{fmt.Sprintf(`iifname "%s" oifname "mnbr*" oifname != "%s" ct status ! dnat counter`, br, br)}
+			if n.Internal {
+				wants = append(wants,
+					fmt.Sprintf(`iifname "%s" ip daddr != %v counter packets 0 bytes 0 drop`, br, n.Subnet.Masked()),
+					fmt.Sprintf(`oifname "%s" ip saddr != %v counter packets 0 bytes 0 drop`, br, n.Subnet.Masked()))
+			} else {
+				wants = append(wants, fmt.Sprintf(`ip saddr %v oifname != "%s" counter`, n.Subnet.Masked(), br))
+				for _, l := range n.Locals {
+					for _, m := range l.Ports {
+						match := "fib daddr type local"
+						if m.HostIP.IsValid() {
+							match = "ip daddr " + m.HostIP.String()
+						}
+						wants = append(wants, fmt.Sprintf(`%s %s dport %d counter packets 0 bytes 0 dnat ip to %v:%d`,
+							match, m.Proto, m.HostPort, l.Addr.Addr(), m.ContainerPort))
+					}
+				}
+			}
+			for _, want := range wants {
 				if !strings.Contains(out, want) {
 					t.Errorf("table inet meshnet lacks %q:\n%s", want, out)
 				}

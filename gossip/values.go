@@ -29,6 +29,9 @@ type NetworkInfo struct {
 	Dataplane string            `json:"dataplane"`
 	MTU       int               `json:"mtu,omitempty"`
 	Options   map[string]string `json:"options,omitempty"`
+	// Internal is docker network create --internal: containers reach only
+	// the network itself, nothing is masqueraded or published.
+	Internal bool `json:"internal,omitempty"`
 	// Name is the Docker network name on the owner (learned from events;
 	// may differ between hosts).
 	Name string `json:"name,omitempty"`
@@ -48,6 +51,12 @@ type EndpointInfo struct {
 	Services  []string `json:"services,omitempty"`
 	// Ports are the container's exposed ports, "80/tcp", for SRV answers.
 	Ports []string `json:"ports,omitempty"`
+	// Published are the container's ports published on the owner's
+	// addresses (docker run -p), "hostIP:hostPort:containerPort/proto"
+	// with hostIP 0.0.0.0 for every address. Kept here so that a
+	// restarted daemon restores them (the engine never asks again) and
+	// the cluster can see them.
+	Published []string `json:"published,omitempty"`
 	// Healthy is false while the container is paused or stopped: the
 	// address stays allocated, DNS stops answering with it.
 	Healthy bool `json:"healthy"`

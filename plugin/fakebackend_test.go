@@ -18,6 +18,7 @@ type fakeBackend struct {
 	gotNetwork  CreateNetworkRequest
 	gotEndpoint CreateEndpointRequest
 	gotJoin     JoinRequest
+	gotExternal ExternalConnectivityRequest
 	gotPool     PoolRequest
 	gotAddress  AddressRequest
 	gotIDs      []string // the plain ID arguments of the last call
@@ -112,6 +113,17 @@ func (f *fakeBackend) Join(_ context.Context, req JoinRequest) (JoinResponse, er
 
 func (f *fakeBackend) Leave(_ context.Context, nid, eid string) error {
 	return f.enter("Leave", nid, eid)
+}
+
+func (f *fakeBackend) ProgramExternalConnectivity(_ context.Context, req ExternalConnectivityRequest) error {
+	f.mu.Lock()
+	f.gotExternal = req
+	f.mu.Unlock()
+	return f.enter("ProgramExternalConnectivity", req.NetworkID, req.EndpointID)
+}
+
+func (f *fakeBackend) RevokeExternalConnectivity(_ context.Context, nid, eid string) error {
+	return f.enter("RevokeExternalConnectivity", nid, eid)
 }
 
 func (f *fakeBackend) RequestPool(_ context.Context, req PoolRequest) (PoolResponse, error) {

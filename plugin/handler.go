@@ -67,12 +67,11 @@ func NewHandler(nb NetworkBackend, ib IPAMBackend, log *slog.Logger) http.Handle
 		"/NetworkDriver.DeleteEndpoint":   {familyNetwork, h.deleteEndpoint},
 		"/NetworkDriver.Join":             {familyNetwork, h.join},
 		"/NetworkDriver.Leave":            {familyNetwork, h.leave},
-		// Swarm node discovery and port publishing: nothing to do for an overlay without Swarm
-		// that publishes no ports.
+		// Swarm node discovery: nothing to do for an overlay without Swarm.
 		"/NetworkDriver.DiscoverNew":                 {familyNetwork, ack},
 		"/NetworkDriver.DiscoverDelete":              {familyNetwork, ack},
-		"/NetworkDriver.ProgramExternalConnectivity": {familyNetwork, ack},
-		"/NetworkDriver.RevokeExternalConnectivity":  {familyNetwork, ack},
+		"/NetworkDriver.ProgramExternalConnectivity": {familyNetwork, h.programExternal},
+		"/NetworkDriver.RevokeExternalConnectivity":  {familyNetwork, h.revokeExternal},
 		"/NetworkDriver.AllocateNetwork":             {familyNetwork, globalScopeOnly},
 		"/NetworkDriver.FreeNetwork":                 {familyNetwork, globalScopeOnly},
 
@@ -341,6 +340,34 @@ func (h *handler) leave(ctx context.Context, body []byte) (any, error) {
 		return nil, err
 	}
 	return struct{}{}, nb.Leave(ctx, w.NetworkID, w.EndpointID)
+}
+
+func (h *handler) programExternal(ctx context.Context, body []byte) (any, error) {
+	var w wireExternalConnectivity
+	if err := decodeBody(body, &w); err != nil {
+		return nil, err
+	}
+	req, err := toRequest(w)
+	if err != nil {
+		return nil, err
+	}
+	nb, err := h.netBackend()
+	if err != nil {
+		return nil, err
+	}
+	return struct{}{}, nb.ProgramExternalConnectivity(ctx, req)
+}
+
+func (h *handler) revokeExternal(ctx context.Context, body []byte) (any, error) {
+	w, err := endpointIDs(body, "RevokeExternalConnectivity")
+	if err != nil {
+		return nil, err
+	}
+	nb, err := h.netBackend()
+	if err != nil {
+		return nil, err
+	}
+	return struct{}{}, nb.RevokeExternalConnectivity(ctx, w.NetworkID, w.EndpointID)
 }
 
 // --- IPAM driver ---

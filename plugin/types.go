@@ -169,6 +169,11 @@ type NetworkBackend interface {
 	DeleteEndpoint(ctx context.Context, networkID, endpointID string) error
 	Join(ctx context.Context, req JoinRequest) (JoinResponse, error)
 	Leave(ctx context.Context, networkID, endpointID string) error
+	// ProgramExternalConnectivity publishes the endpoint's ports: the engine calls it when the
+	// endpoint becomes its container's gateway endpoint (never on --internal networks).
+	ProgramExternalConnectivity(ctx context.Context, req ExternalConnectivityRequest) error
+	// RevokeExternalConnectivity withdraws what ProgramExternalConnectivity published.
+	RevokeExternalConnectivity(ctx context.Context, networkID, endpointID string) error
 }
 
 // IPAMBackend implements the IPAM driver, under the same rules as NetworkBackend.

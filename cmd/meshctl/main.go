@@ -384,7 +384,11 @@ func printNetworks(w io.Writer, nets []control.Network) error {
 	tw := table(w)
 	fmt.Fprintln(tw, "SUBNET\tNAMES\tDATAPLANE\tVNI\tMTU\tGATEWAY\tHOSTS\tENDPOINTS\t")
 	for _, n := range nets {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t\n", n.Subnet, dash(strings.Join(n.Names, ",")), n.Dataplane, n.VNI, n.MTU, n.Gateway, dash(strings.Join(n.Nodes, ",")), n.Endpoints)
+		dp := n.Dataplane
+		if n.Internal {
+			dp += " (internal)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t\n", n.Subnet, dash(strings.Join(n.Names, ",")), dp, n.VNI, n.MTU, n.Gateway, dash(strings.Join(n.Nodes, ",")), n.Endpoints)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -408,7 +412,7 @@ func printNetworks(w io.Writer, nets []control.Network) error {
 
 func printEndpoints(w io.Writer, eps []control.Endpoint) error {
 	tw := table(w)
-	fmt.Fprintln(tw, "CONTAINER\tNETWORK\tADDRESS\tMAC\tHOST\tSERVICES\tSTATE\t")
+	fmt.Fprintln(tw, "CONTAINER\tNETWORK\tADDRESS\tMAC\tHOST\tSERVICES\tPUBLISHED\tSTATE\t")
 	for _, e := range eps {
 		state := "up"
 		switch {
@@ -417,9 +421,24 @@ func printEndpoints(w io.Writer, eps []control.Endpoint) error {
 		case !e.Healthy:
 			state = "unhealthy"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", dash(e.Container), dash(e.Network), e.Addr, e.MAC, e.Node, dash(strings.Join(e.Services, ",")), state)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", dash(e.Container), dash(e.Network), e.Addr, e.MAC, e.Node,
+			dash(strings.Join(e.Services, ",")), dash(publishedText(e.Published)), state)
 	}
 	return tw.Flush()
+}
+
+// publishedText renders "0.0.0.0:8081:8080/tcp" as docker port does:
+// 0.0.0.0:8081->8080/tcp.
+func publishedText(ps []string) string {
+	var out []string
+	for _, p := range ps {
+		rest, proto, _ := strings.Cut(p, "/")
+		if i := strings.LastIndex(rest, ":"); i > 0 {
+			p = rest[:i] + "->" + rest[i+1:] + "/" + proto
+		}
+		out = append(out, p)
+	}
+	return strings.Join(out, ",")
 }
 
 func printServices(w io.Writer, svcs []control.Service) error {
