@@ -299,7 +299,7 @@ func (b ipamBackend) RequestPool(ctx context.Context, req plugin.PoolRequest) (p
 	}
 	id, err := b.d.ipam.RequestPool(req.Pool.Masked(), req.Options)
 	if err != nil {
-		return plugin.PoolResponse{}, ipamError(err)
+		return plugin.PoolResponse{}, b.d.gateError(err)
 	}
 	return plugin.PoolResponse{PoolID: id, Pool: req.Pool.Masked()}, nil
 }
@@ -311,7 +311,7 @@ func (b ipamBackend) ReleasePool(ctx context.Context, poolID string) error {
 func (b ipamBackend) RequestAddress(ctx context.Context, req plugin.AddressRequest) (plugin.AddressResponse, error) {
 	p, err := b.d.ipam.RequestAddress(ctx, req.PoolID, req.Address, req.IsGateway())
 	if err != nil {
-		return plugin.AddressResponse{}, ipamError(err)
+		return plugin.AddressResponse{}, b.d.gateError(err)
 	}
 	return plugin.AddressResponse{Address: p}, nil
 }
