@@ -61,9 +61,15 @@ func (d *Daemon) notJoinedHint() string {
 }
 
 // gateError turns ipam's "not joined" into the plugin's error that says
-// what to check; other errors go through ipamError.
+// what to check; other errors go through ipamError. An unknown pool before
+// the node joined gets the hint too: a network the engine kept while
+// meshnet's state was wiped is unknown here, and only the cluster can
+// give its records back.
 func (d *Daemon) gateError(err error) error {
 	if errors.Is(err, ipam.ErrNotJoined) {
+		return plugin.BadRequest("%s. (%v)", d.notJoinedHint(), err)
+	}
+	if _, joined := d.ipam.Joined(); !joined && errors.Is(err, ipam.ErrUnknownPool) {
 		return plugin.BadRequest("%s. (%v)", d.notJoinedHint(), err)
 	}
 	return ipamError(err)

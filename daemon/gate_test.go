@@ -94,6 +94,11 @@ func TestPluginRefusesBeforeJoin(t *testing.T) {
 			t.Errorf("error %q does not say %q", msg, want)
 		}
 	}
+	// A network the engine kept while meshnet's state was wiped.
+	code, msg = p.call("/IpamDriver.RequestAddress", `{"PoolID":"10.42.0.0/24"}`)
+	if code != http.StatusBadRequest || !strings.Contains(msg, "has not reached its cluster yet") {
+		t.Errorf("RequestAddress of an unknown pool before joining: %d %s", code, msg)
+	}
 	if pr := p.d.gateProblem(); !strings.Contains(pr, "has not reached its cluster yet") {
 		t.Errorf("status problem %q", pr)
 	}

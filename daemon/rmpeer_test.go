@@ -9,29 +9,37 @@ import (
 
 func TestStillSeen(t *testing.T) {
 	dead, alive, suspect := gossip.StateDead, gossip.StateAlive, gossip.StateSuspect
+	removed := map[string]uint64{"h5": 7}
+	left := gossip.StateLeft
 	for _, tc := range []struct {
 		name string
 		seen []gossip.Sighting
 		want []string // nil: removal allowed
 	}{
 		{"gone everywhere", []gossip.Sighting{
-			{Node: "h1", State: dead}, {Node: "h2", State: dead}, {Node: "h3", Err: "not reached: connection refused"},
+			{Node: "h1", State: dead}, {Node: "h2", Member: alive, State: dead}, {Node: "h3", Member: dead, Err: "not reached: connection refused"},
 		}, nil},
 		{"partitioned from us only", []gossip.Sighting{
-			{Node: "h1", State: dead}, {Node: "h2", State: alive}, {Node: "h4", State: suspect}, {Node: "h3", Err: "not reached"},
+			{Node: "h1", State: dead}, {Node: "h2", Member: alive, State: alive}, {Node: "h4", Member: alive, State: suspect}, {Node: "h3", Member: dead, Err: "not reached"},
 		}, []string{"h3 is still seen alive by h2 (alive), h4 (suspect)", "--force h3"}},
 		{"answers itself", []gossip.Sighting{
-			{Node: "h1", State: dead}, {Node: "h2", State: dead}, {Node: "h3", State: alive, Self: true},
+			{Node: "h1", State: dead}, {Node: "h2", Member: alive, State: dead}, {Node: "h3", Member: dead, State: alive, Self: true},
 		}, []string{"h3 answered", "itself", "--force h3"}},
 		{"a member does not answer", []gossip.Sighting{
-			{Node: "h1", State: dead}, {Node: "h2", Err: "no answer within 5s"}, {Node: "h3", Err: "not reached"},
-		}, []string{"could not ask h2 (no answer within 5s)", "--force h3"}},
+			{Node: "h1", State: dead}, {Node: "h2", Member: alive, State: dead}, {Node: "h4", Member: dead, Err: "no answer within 5s"}, {Node: "h3", Err: "not reached"},
+		}, []string{"could not ask h4 (dead here; no answer within 5s)", "--force h3"}},
+		{"left and removed members have no say", []gossip.Sighting{
+			{Node: "h1", State: dead}, {Node: "h2", Member: alive, State: dead}, {Node: "h4", Member: left, Err: "not reached"}, {Node: "h5", Member: dead, Err: "not reached"},
+		}, nil},
+		{"nobody confirms", []gossip.Sighting{
+			{Node: "h1", State: dead}, {Node: "h3", Member: dead, Err: "not reached"},
+		}, []string{"no other node confirms", "--force h3"}},
 		{"unknown to the others", []gossip.Sighting{
-			{Node: "h1", State: dead}, {Node: "h2", State: ""},
+			{Node: "h1", State: dead}, {Node: "h2", Member: alive, State: ""},
 		}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := stillSeen("h3", "h1", tc.seen)
+			err := stillSeen("h3", "h1", tc.seen, removed)
 			if tc.want == nil {
 				if err != nil {
 					t.Fatalf("refused: %v", err)

@@ -17,10 +17,11 @@ import (
 // this node's view may only be cut off from it: another member may still
 // exchange probes with it, and it may still allocate from its address
 // blocks. Before an operator removes a node for good (meshctl rmpeer) the
-// daemon asks every member that is up, over memberlist's reliable user
-// messages as the keyring rounds do, how it sees the node; and the node
-// itself at its last address, since an answer from it is the plainest
-// proof that it runs. Asking is fresher than reading a view each member
+// daemon asks every member it knows, over memberlist's reliable user
+// messages as the keyring rounds do, how it sees the node: those it sees
+// down too (a member that answers is not gone, and one that does not
+// leaves the question open), and the node itself at its last address,
+// since an answer from it is the plainest proof that it runs. Asking is fresher than reading a view each member
 // gossips: it needs no new record kind, and a member's word is taken at
 // the moment of the removal, not as of its last broadcast.
 
@@ -49,16 +50,17 @@ type sightReply struct {
 
 // Sighting is one member's view of a node, as answered to Sightings.
 type Sighting struct {
-	Node  string      // the member that answered (or was asked)
-	State MemberState // its view of the node; "" if it does not know it
-	Self  bool        // the node asked about answered itself: it runs
-	Err   string      // not asked or not answered, and why
+	Node   string      // the member that answered (or was asked)
+	Member MemberState // the member's state in this node's view
+	State  MemberState // its view of the node; "" if it does not know it
+	Self   bool        // the node asked about answered itself: it runs
+	Err    string      // not answered, and why
 }
 
-// Sightings asks every member that is up, and node itself at its last
-// known address, how they see node. The answers are sorted by member
-// name; this node's own view comes first. Members that do not answer
-// within the key timeout are listed with Err.
+// Sightings asks every member this node knows, whatever their state, and
+// node itself at its last known address, how they see node. The answers
+// are sorted by member name; this node's own view comes first. Members
+// that do not answer within the key timeout are listed with Err.
 func (c *Cluster) Sightings(ctx context.Context, node string) ([]Sighting, error) {
 	timeout := c.cfg.KeyTimeout
 	if timeout <= 0 {
@@ -81,18 +83,18 @@ func (c *Cluster) Sightings(ctx context.Context, node string) ([]Sighting, error
 		c.mu.Unlock()
 		return nil, errors.New("gossip: the node is shutting down")
 	}
-	own := Sighting{Node: c.cfg.NodeName}
+	own := Sighting{Node: c.cfg.NodeName, Member: StateAlive}
 	var targets []*memberlist.Node
+	state := map[string]MemberState{}
 	for name, p := range c.peers {
-		switch {
-		case name == c.cfg.NodeName:
-		case name == node:
-			own.State = p.state
-			// Asked too, whatever this node thinks of it.
-			targets = append(targets, &memberlist.Node{Name: name, Addr: p.ip, Port: p.port})
-		case p.state.Up():
-			targets = append(targets, &memberlist.Node{Name: name, Addr: p.ip, Port: p.port})
+		if name == c.cfg.NodeName {
+			continue
 		}
+		if name == node {
+			own.State = p.state
+		}
+		state[name] = p.state
+		targets = append(targets, &memberlist.Node{Name: name, Addr: p.ip, Port: p.port})
 	}
 	c.sends.Add(len(targets))
 	c.mu.Unlock()
@@ -119,17 +121,21 @@ func (c *Cluster) Sightings(ctx context.Context, node string) ([]Sighting, error
 	for len(answers) < len(targets) {
 		select {
 		case r := <-replies:
+			if _, asked := state[r.Node]; !asked {
+				continue
+			}
 			if _, dup := answers[r.Node]; !dup {
-				answers[r.Node] = Sighting{Node: r.Node, State: r.State, Self: r.Self}
+				answers[r.Node] = Sighting{Node: r.Node, Member: state[r.Node], State: r.State, Self: r.Self}
 			}
 		case s := <-errs:
 			if _, dup := answers[s.Node]; !dup {
+				s.Member = state[s.Node]
 				answers[s.Node] = s
 			}
 		case <-ctx.Done():
 			for _, n := range targets {
 				if _, ok := answers[n.Name]; !ok {
-					answers[n.Name] = Sighting{Node: n.Name, Err: fmt.Sprintf("no answer within %s", timeout)}
+					answers[n.Name] = Sighting{Node: n.Name, Member: state[n.Name], Err: fmt.Sprintf("no answer within %s", timeout)}
 				}
 			}
 		}
