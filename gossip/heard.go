@@ -13,7 +13,13 @@ import (
 // memberlist reports a seed's members before it merges the seed's state.
 func (c *Cluster) Heard() <-chan struct{} { return c.heard }
 
-func (c *Cluster) markHeard() { c.heardOnce.Do(func() { close(c.heard) }) }
+func (c *Cluster) markHeard() {
+	c.heardOnce.Do(func() {
+		if c.heard != nil { // nil only in a Cluster built by hand (tests)
+			close(c.heard)
+		}
+	})
+}
 
 // SeedsOnlySelf reports whether the join list names no node but this one:
 // it is empty, or every address it expands to now is this node's gossip
