@@ -1,9 +1,12 @@
 package daemon
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 
+	"github.com/meshnet/meshnet/control"
 	"github.com/meshnet/meshnet/gossip"
 )
 
@@ -55,5 +58,42 @@ func TestStillSeen(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// RemovePeer asks the cluster unless forced, refuses with the members'
+// word as the operator's mistake (400), and writes the removal otherwise.
+func TestRemovePeerAsksTheCluster(t *testing.T) {
+	p := newPluginDaemon(t, true)
+	d := p.d
+	d.store.SetMember(gossip.Member{Name: "h2", Addr: "198.18.0.12", State: gossip.StateAlive})
+	d.store.SetMember(gossip.Member{Name: "h3", Addr: "198.18.0.13", State: gossip.StateDead})
+	asked := 0
+	h2sees := gossip.StateAlive
+	d.sightings = func(_ context.Context, node string) ([]gossip.Sighting, error) {
+		asked++
+		return []gossip.Sighting{
+			{Node: "n1", Member: gossip.StateAlive, State: gossip.StateDead},
+			{Node: "h2", Member: gossip.StateAlive, State: h2sees},
+			{Node: node, Member: gossip.StateDead, Err: "not reached"},
+		}, nil
+	}
+	b := controlBackend{d}
+	removed := func() bool {
+		_, ok := d.store.Snapshot().Get(gossip.KindRemoval, "n1", "h3")
+		return ok
+	}
+	err := b.RemovePeer(context.Background(), control.RemovePeerRequest{Node: "h3"})
+	var ue control.UserError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "still seen alive by h2") || asked != 1 || removed() {
+		t.Fatalf("rmpeer of a node h2 sees: %v (asked %d, removed %v)", err, asked, removed())
+	}
+	if err := b.RemovePeer(context.Background(), control.RemovePeerRequest{Node: "h3", Force: true}); err != nil || asked != 1 || !removed() {
+		t.Fatalf("rmpeer --force: %v (asked %d, removed %v)", err, asked, removed())
+	}
+	// Refused before asking: a node that is up here.
+	err = b.RemovePeer(context.Background(), control.RemovePeerRequest{Node: "h2", Force: true})
+	if !errors.As(err, &ue) || asked != 1 {
+		t.Fatalf("rmpeer --force of a node up here: %v (asked %d)", err, asked)
 	}
 }
