@@ -169,15 +169,61 @@ func TestIPAMGateBlockedGossip(t *testing.T) {
 		return harness.Ping(ctx, h1, "g-"+h1.Name()+"-0", ips[key(h3, from)])
 	})
 	checkDistinct(t, ctx, hosts, collectIPs(t, ctx, hosts, ips), subnet)
-	for _, h := range hosts {
-		st, err := meshStatus(ctx, c, h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(st.Conflicts) > 0 {
-			t.Errorf("meshctl status on %s lists address conflicts: %s", h.Name(), st.Conflicts)
+	noConflicts := func() {
+		t.Helper()
+		for _, h := range hosts {
+			st, err := meshStatus(ctx, c, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(st.Conflicts) > 0 {
+				t.Errorf("meshctl status on %s lists address conflicts: %s", h.Name(), st.Conflicts)
+			}
 		}
 	}
+	noConflicts()
+
+	// The state folder wiped again while the engine keeps the network, gossip blocked: docker
+	// run fails at once with the same hint (the pool is unknown until the cluster gives the
+	// node's records back).
+	d3 := c.Daemon(h3)
+	if err := d3.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h3.Exec(ctx, "sh", "-c", "rm -rf /var/lib/meshnet/*"); err != nil {
+		t.Fatal(err)
+	}
+	if err := dropBetween(ctx, h3, hosts[:2], []string{"tcp", "udp"}, 7946); err != nil {
+		t.Fatal(err)
+	}
+	if err := d3.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	err = harness.RunContainer(ctx, h3, "late", "app")
+	took = time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "has not reached its cluster yet") {
+		t.Fatalf("docker run on %s with a wiped state while cut off: %v", h3.Name(), err)
+	}
+	if took > 15*time.Second {
+		t.Errorf("docker run took %s to fail; it must not wait", took)
+	}
+	t.Logf("docker run failed after %s: %s", took.Round(time.Millisecond), lineContaining(err.Error(), "cluster"))
+	if err := unblock(ctx, h3); err != nil {
+		t.Fatal(err)
+	}
+	waitAllAlive(t, ctx, c, hosts, 90*time.Second)
+	harness.Eventually(t, 30*time.Second, func() error {
+		st, err := meshStatus(ctx, c, h3)
+		if err != nil {
+			return err
+		}
+		if st.JoinedCluster == nil {
+			return fmt.Errorf("%s has not heard from its cluster yet: %q", h3.Name(), st.Problems)
+		}
+		return nil
+	})
+	noConflicts()
 }
 
 // TestRmpeerPartitioned cuts host1 off from host3 entirely and from host2 for UDP only: host1's
