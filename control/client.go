@@ -79,8 +79,10 @@ func (c *Client) Lookup(ctx context.Context, name, qtype string) (Lookup, error)
 	return v, c.get(ctx, "/v1/lookup?"+q.Encode(), &v)
 }
 
-func (c *Client) RemovePeer(ctx context.Context, node string) error {
-	body, _ := json.Marshal(RemovePeerRequest{Node: node})
+// RemovePeer asks the daemon to remove node for good; force skips the
+// check that no live node still sees it alive.
+func (c *Client) RemovePeer(ctx context.Context, node string, force bool) error {
+	body, _ := json.Marshal(RemovePeerRequest{Node: node, Force: force})
 	return c.do(ctx, http.MethodPost, "/v1/rmpeer", bytes.NewReader(body), nil)
 }
 

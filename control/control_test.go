@@ -25,8 +25,9 @@ func (f *fakeBackend) Version() Version      { return Version{Version: "test"} }
 func (f *fakeBackend) Lookup(name, qtype string) (Lookup, error) {
 	return Lookup{Name: name, Type: qtype, Rcode: "NOERROR"}, nil
 }
-func (f *fakeBackend) RemovePeer(node string) error {
-	if node == "a" {
+func (f *fakeBackend) RemovePeer(_ context.Context, req RemovePeerRequest) error {
+	node := req.Node
+	if node == "a" && !req.Force {
 		return UserError{errors.New("node a is alive")}
 	}
 	if node == "boom" {
@@ -77,14 +78,18 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil || len(peers) != 2 || !peers[0].Self || peers[1].State != "dead" {
 		t.Fatalf("peers %+v, %v", peers, err)
 	}
-	if err := c.RemovePeer(ctx, "b"); err != nil || len(b.removed) != 1 {
+	if err := c.RemovePeer(ctx, "b", false); err != nil || len(b.removed) != 1 {
 		t.Fatalf("rmpeer: %v %v", err, b.removed)
 	}
-	if err := c.RemovePeer(ctx, "a"); err == nil || !strings.Contains(err.Error(), "alive") {
+	if err := c.RemovePeer(ctx, "a", false); err == nil || !strings.Contains(err.Error(), "alive") {
 		t.Fatalf("rmpeer of a live node should fail with the backend's reason, got %v", err)
 	}
+	// --force reaches the backend.
+	if err := c.RemovePeer(ctx, "a", true); err != nil || len(b.removed) != 2 {
+		t.Fatalf("rmpeer --force: %v %v", err, b.removed)
+	}
 	// A panicking backend is an error reply, and the server keeps serving.
-	if err := c.RemovePeer(ctx, "boom"); err == nil || !strings.Contains(err.Error(), "internal error") {
+	if err := c.RemovePeer(ctx, "boom", false); err == nil || !strings.Contains(err.Error(), "internal error") {
 		t.Fatalf("panic: %v", err)
 	}
 	if _, err := c.Status(ctx); err != nil {

@@ -2,6 +2,7 @@ package control
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -14,8 +15,8 @@ import (
 // 500 the handler gives is its own fault.
 type fuzzBackend struct{ keyFake }
 
-func (f *fuzzBackend) RemovePeer(node string) error {
-	if node == "a" {
+func (f *fuzzBackend) RemovePeer(_ context.Context, req RemovePeerRequest) error {
+	if req.Node == "a" {
 		return UserError{errors.New("node a is alive")}
 	}
 	return nil

@@ -21,7 +21,8 @@ type Backend interface {
 	Endpoints() []Endpoint
 	Services() []Service
 	Lookup(name, qtype string) (Lookup, error)
-	RemovePeer(node string) error
+	// RemovePeer may ask the cluster (it bounds its wait itself).
+	RemovePeer(ctx context.Context, req RemovePeerRequest) error
 	Version() Version
 }
 
@@ -73,7 +74,7 @@ func NewHandler(b Backend, log *slog.Logger) http.Handler {
 			replyErr(w, log, UserError{errors.New("rmpeer needs a node name: meshctl rmpeer NODE")})
 			return
 		}
-		if err := b.RemovePeer(req.Node); err != nil {
+		if err := b.RemovePeer(r.Context(), req); err != nil {
 			replyErr(w, log, err)
 			return
 		}

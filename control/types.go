@@ -30,7 +30,16 @@ type Status struct {
 	Engine         EngineInfo    `json:"engine"`
 	IPAM           []PoolUsage   `json:"ipam"`
 	Conflicts      []Conflict    `json:"conflicts"`
-	Problems       []string      `json:"problems"`
+	// JoinedCluster says when and how the node first heard from its
+	// cluster; nil while it has not, and creates no network until then.
+	JoinedCluster *JoinInfo `json:"joined_cluster,omitempty"`
+	Problems      []string  `json:"problems"`
+}
+
+// JoinInfo is when and how a node first heard from its cluster.
+type JoinInfo struct {
+	At  time.Time `json:"at"`
+	How string    `json:"how"`
 }
 
 // MemberCounts counts peers by state.
@@ -201,4 +210,8 @@ type Error struct {
 // RemovePeerRequest asks the daemon to remove a dead node.
 type RemovePeerRequest struct {
 	Node string `json:"node"`
+	// Force removes the node even while a live node still sees it alive
+	// (the operator knows it is gone, or is ready for its addresses to be
+	// held twice).
+	Force bool `json:"force,omitempty"`
 }

@@ -107,6 +107,11 @@ func (b controlBackend) Status() control.Status {
 	if len(st.Conflicts) > 0 {
 		st.Problems = append(st.Problems, fmt.Sprintf("%d addresses are held by more than one node", len(st.Conflicts)))
 	}
+	if j, ok := d.ipam.Joined(); ok {
+		st.JoinedCluster = &control.JoinInfo{At: j.At, How: j.How}
+	} else {
+		st.Problems = append(st.Problems, d.gateProblem())
+	}
 	if st.Members.Alive <= 1 && len(d.cfg.Join) > 0 {
 		st.Problems = append(st.Problems, "no peer reached yet: check --join, the key, and that UDP and TCP "+fmt.Sprint(d.cfg.BindPort)+" are open between hosts")
 	}
@@ -234,33 +239,6 @@ func (b controlBackend) Lookup(name, qtype string) (control.Lookup, error) {
 		res.Answers = append(res.Answers, rr.String())
 	}
 	return res, nil
-}
-
-// RemovePeer removes a dead node: its records up to now stop counting, so
-// its address blocks can be reclaimed. A live node is refused: removing it
-// would let two nodes own its blocks.
-func (b controlBackend) RemovePeer(node string) error {
-	d := b.d
-	// ipam owns the rule (never this node, never a node that is up): a
-	// removal hands the node's address blocks to an heir.
-	if err := d.ipam.CanRemove(node); err != nil {
-		return control.UserError{Err: err}
-	}
-	snap := d.store.Snapshot()
-	var upTo uint64
-	for _, r := range d.store.All() {
-		if r.Owner == node && r.Version > upTo {
-			upTo = r.Version
-		}
-	}
-	if _, known := snap.Members[node]; !known && upTo == 0 {
-		return control.UserError{Err: fmt.Errorf("no node named %s is known (see meshctl peers)", node)}
-	}
-	if _, err := d.store.Put(gossip.KindRemoval, node, gossip.Removal{UpTo: upTo, At: time.Now().UTC(), By: d.cfg.NodeName}); err != nil {
-		return fmt.Errorf("record removal of %s: %w", node, err)
-	}
-	d.log.Info("node removed by operator", "node", node, "records_up_to", upTo)
-	return nil
 }
 
 // poolUsage turns ipam's view into meshctl status's usage table.

@@ -48,7 +48,13 @@ type Daemon struct {
 	dnsTable  atomic.Pointer[dns.Table]
 	// knownPeers is what peers.json holds (reconcile loop only).
 	knownPeers []gossip.KnownPeer
-	watcher    *plugin.Watcher
+	// sightings asks the cluster how it sees a node (rmpeer.go); nil:
+	// cluster.Sightings (tests replace it).
+	sightings func(ctx context.Context, node string) ([]gossip.Sighting, error)
+	// peersAtStart counts the peers peers.json held at start: a node that
+	// knew peers is no new cluster's first node (gate.go).
+	peersAtStart int
+	watcher      *plugin.Watcher
 	// sandboxes serves DNS inside each local container's namespace; nil
 	// with --container-dns=false.
 	sandboxes *sandbox.Manager
@@ -121,6 +127,8 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	if err := d.loadRecords(recordsPath); err != nil {
 		return nil, err
 	}
+	lastKnown := d.loadKnownPeers()
+	d.peersAtStart = len(lastKnown)
 	d.cluster, err = gossip.New(gossip.Config{
 		NodeName:       cfg.NodeName,
 		BindAddr:       bind,
@@ -129,7 +137,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		AdvertisePort:  cfg.BindPort,
 		Join:           cfg.Join,
 		Seeds:          seedResolver(cfg, log),
-		LastKnown:      d.loadKnownPeers(),
+		LastKnown:      lastKnown,
 		Key:            keys.Primary,
 		Keys:           keys.Keys,
 		PersistKeys:    d.persistKeys,
@@ -224,6 +232,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}, true)
 	run("gossip", d.cluster.Run, false)
 	run("ipam", d.ipam.Run, false)
+	run("ipam gate", d.runIPAMGate, false)
 	run("reconciler", d.reconcileLoop, false)
 	run("dns", d.runDNS, false)
 	if d.sandboxes != nil {

@@ -47,6 +47,9 @@ func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetw
 	if !subnet.Contains(data.Gateway.Addr()) {
 		return plugin.BadRequest("gateway %s is outside the subnet %s: leave --gateway out, or give an address inside the subnet", data.Gateway.Addr(), subnet)
 	}
+	if err := d.checkSubnetForHost(subnet); err != nil {
+		return err
+	}
 	info := gossip.NetworkInfo{
 		Subnet:    subnet.String(),
 		Gateway:   data.Gateway.Addr().String(),
@@ -137,6 +140,9 @@ func (b networkBackend) CreateEndpoint(ctx context.Context, req plugin.CreateEnd
 	addr := req.Interface.Address.Addr()
 	if !n.subnet.Contains(addr) {
 		return plugin.EndpointInterface{}, plugin.BadRequest("address %s is outside the network's subnet %s", addr, n.subnet)
+	}
+	if err := d.checkEndpointMAC(n, req.EndpointID, req.Interface.MacAddress); err != nil {
+		return plugin.EndpointInterface{}, err
 	}
 	var out plugin.EndpointInterface
 	mac := req.Interface.MacAddress
@@ -292,9 +298,13 @@ func (b ipamBackend) RequestPool(ctx context.Context, req plugin.PoolRequest) (p
 	if req.SubPool.IsValid() && req.SubPool != req.Pool {
 		return plugin.PoolResponse{}, plugin.BadRequest("--ip-range is not supported by meshnet's IPAM (addresses are divided among hosts): leave it out")
 	}
+	// Before the pool exists anywhere: a refused network leaves no record.
+	if err := b.d.checkSubnetForHost(req.Pool.Masked()); err != nil {
+		return plugin.PoolResponse{}, err
+	}
 	id, err := b.d.ipam.RequestPool(req.Pool.Masked(), req.Options)
 	if err != nil {
-		return plugin.PoolResponse{}, ipamError(err)
+		return plugin.PoolResponse{}, b.d.gateError(err)
 	}
 	return plugin.PoolResponse{PoolID: id, Pool: req.Pool.Masked()}, nil
 }
@@ -306,7 +316,7 @@ func (b ipamBackend) ReleasePool(ctx context.Context, poolID string) error {
 func (b ipamBackend) RequestAddress(ctx context.Context, req plugin.AddressRequest) (plugin.AddressResponse, error) {
 	p, err := b.d.ipam.RequestAddress(ctx, req.PoolID, req.Address, req.IsGateway())
 	if err != nil {
-		return plugin.AddressResponse{}, ipamError(err)
+		return plugin.AddressResponse{}, b.d.gateError(err)
 	}
 	return plugin.AddressResponse{Address: p}, nil
 }

@@ -35,6 +35,9 @@ func BenchmarkPluginRequestAddress(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	if err := alloc.MarkJoined("benchmark"); err != nil {
+		b.Fatal(err)
+	}
 	go alloc.Run(ctx)
 	d := &Daemon{ipam: alloc, log: log, store: store}
 	// A short path: unix socket paths are limited to 108 bytes.

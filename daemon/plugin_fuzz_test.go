@@ -88,6 +88,9 @@ func FuzzPluginDaemon(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if err := alloc.MarkJoined("test"); err != nil {
+			t.Fatal(err)
+		}
 		cfg := DefaultConfig()
 		cfg.NodeName = "n1"
 		d := &Daemon{cfg: cfg, log: log, store: store, ipam: alloc, dp: nopDataplane{}, ports: newPortHolder(log),

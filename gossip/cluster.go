@@ -142,7 +142,8 @@ type Cluster struct {
 	maxPacketMsg   int // the largest record message a gossip packet carries
 	retransmitMult int
 
-	kr keyring // gossip key rotation (keyring.go)
+	kr    keyring   // gossip key rotation (keyring.go)
+	sight sightings // who sees a node alive (sightings.go)
 
 	// life serialises the end: Run's graceful leave and Close. It is held
 	// across Leave, which waits for gossip, so nothing on memberlist's
@@ -155,6 +156,9 @@ type Cluster struct {
 	done    chan struct{} // closed when Run returns
 
 	cameUp chan string // peers that came up, for a catch-up exchange (catchup.go)
+
+	heard     chan struct{} // closed at the first merged push/pull state (heard.go)
+	heardOnce sync.Once
 }
 
 type peer struct {
@@ -206,6 +210,7 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		cameUp:   make(chan string, catchUpQueue),
+		heard:    make(chan struct{}),
 	}
 	mc := cfg.Memberlist
 	if mc == nil {
@@ -249,6 +254,8 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 		NumNodes:       c.numUp,
 		RetransmitMult: mc.RetransmitMult,
 	}
+	c.sight.pending = make(map[string]chan sightReply)
+	c.sight.requests = make(chan sightRequest, sightQueue)
 	prevBroadcast := store.setBroadcast(c.broadcast)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -257,9 +264,10 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 	}
 	c.mu.Lock() // sendLarge may already run on memberlist's goroutines
 	c.ml = ml
-	c.sends.Add(1) // the key request server; shutdown waits for it
+	c.sends.Add(2) // the key and sighting request servers; shutdown waits for them
 	c.mu.Unlock()
 	go c.serveKeyRequests()
+	go c.serveSightRequests()
 	local := ml.LocalNode()
 	c.localHost, c.localPort = local.Addr.String(), int(local.Port)
 	return c, nil
@@ -590,6 +598,10 @@ func (d *delegate) NotifyMsg(buf []byte) {
 		d.c.notifyKeyMsg(buf)
 		return
 	}
+	if len(buf) > 0 && (buf[0] == msgSightRequest || buf[0] == msgSightReply) {
+		d.c.notifySightMsg(buf)
+		return
+	}
 	recs, err := DecodeMessage(buf)
 	if err != nil {
 		d.c.log.Warn("dropping a gossip message", "err", err)
@@ -634,6 +646,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	if _, err := d.c.store.Merge(recs); err != nil {
 		d.c.log.Warn("merging a peer's push/pull state", "err", err)
 	}
+	d.c.markHeard()
 }
 
 // DecodeMessage decodes one gossip user message.

@@ -80,6 +80,10 @@ const ClusterCacheFile = "ipam-cluster.json"
 type clusterCache struct {
 	Node    string          `json:"node"`
 	Records []gossip.Record `json:"records"`
+	// Joined is set once the node heard from its cluster (joined.go):
+	// kept here, with the view it vouches for, so both live and go
+	// together.
+	Joined *JoinInfo `json:"joined,omitempty"`
 }
 
 var cachedKinds = []gossip.Kind{KindPool, gossip.KindBlock, gossip.KindRemoval}
@@ -109,7 +113,7 @@ func (a *IPAM) persistClusterLocked(all []gossip.Record) error {
 	if fp == a.cacheFP {
 		return nil
 	}
-	cc := clusterCache{Node: a.self}
+	cc := clusterCache{Node: a.self, Joined: a.joined}
 	for _, r := range all {
 		if r.Owner != a.self && !r.Deleted && slices.Contains(cachedKinds, r.Kind) {
 			cc.Records = append(cc.Records, r)
@@ -159,6 +163,15 @@ func (a *IPAM) loadClusterCache() error {
 	}
 	if cc.Node != a.self {
 		return fmt.Errorf("ipam cluster cache %s belongs to node %q, not %q: use the old --node-name, or a fresh --state-dir", path, cc.Node, a.self)
+	}
+	if cc.Joined != nil {
+		if len(a.store.Owned()) > 0 {
+			a.joined = cc.Joined
+		} else {
+			// The node's own records (records.json) are gone while the
+			// cache stayed: its view is half lost, hear the cluster again.
+			a.log.Warn("the ipam cluster cache says this node joined its cluster, but its own records are gone: it waits to hear from the cluster again before it creates pools", "file", path)
+		}
 	}
 	var others []gossip.Record
 	for _, r := range cc.Records {

@@ -22,6 +22,10 @@
 //     disk (write temp, fsync, rename, fsync dir): a crash never loses or
 //     doubles an allocation; a damaged table stops the node with an error
 //     naming the file, never a silent reset.
+//   - A node creates a pool, and asks for blocks, only once it has heard
+//     from its cluster in the life of its state (see "Waiting for the
+//     cluster"); what it owns by its own persisted records it uses at any
+//     time, also alone.
 //   - The one way to get an address held twice is a pool created on both
 //     sides of a partition (or a node removed while it still ran). When the
 //     sides meet, every node picks the same winner from the same records;
@@ -107,6 +111,29 @@
 // Gen+1. A removed node that comes back finds its old records gone: it
 // concedes what it still holds, and starts over as a new member.
 //
+// # Waiting for the cluster
+//
+// A node that has heard from nobody sees every subnet free: a pool it
+// created would own the whole subnet and hand out, from the bottom, what
+// other hosts hold (a host booting before its seeds answer, gossip
+// blocked, a state folder wiped). So until MarkJoined, RequestPool of a
+// subnet it has no lineage of fails with ErrNotJoined, and RequestAddress
+// fails with it at once when the node owns no free address (instead of
+// waiting HandoffWait for a block nobody can send). Joining a lineage it
+// already knows, and allocating in blocks its own records say it owns,
+// are allowed: that is the persisted view a restarted node trusts during
+// a partition.
+//
+// The daemon calls MarkJoined after the first full state exchange with a
+// peer (gossip.Cluster.Heard: the store then holds what that peer knew),
+// or at once when the node is the first of a new cluster by the
+// operator's word: its --join names no node but itself and it knows no
+// peers from an earlier run. The mark is kept in the cluster cache
+// (ipam-cluster.json) and counts only while the node's own records exist
+// too: losing either means the view it vouched for is gone, and the node
+// waits to hear again. A restart with the state intact keeps it, so a
+// node restarted alone during a partition goes on as before.
+//
 // # Restarts
 //
 // A node's own records (persisted by the store) bound what it owns; its
@@ -141,9 +168,11 @@
 // # What the daemon must do
 //
 // Wire the store's Persist hook and Load the node's own state before New
-// (ownership lives in those records); call RequestPool only after the
-// initial memberlist join has merged the peers' state, or a node that
-// restarts with an empty store creates a second lineage (resolved, but
-// noisy); write EndpointInfo.Subnet as the pool ID and Addr as "a.b.c.d"
-// or "a.b.c.d/len"; before writing a removal, ask CanRemove.
+// (ownership lives in those records); call MarkJoined once the node has
+// heard from its cluster, as above (until then creations fail with
+// ErrNotJoined, which the plugin turns into an error naming the seeds);
+// write EndpointInfo.Subnet as the pool ID and Addr as "a.b.c.d" or
+// "a.b.c.d/len"; before writing a removal, ask CanRemove, and ask the
+// cluster whether any member still sees the node alive (the daemon's
+// rmpeer does both).
 package ipam

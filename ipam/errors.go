@@ -16,6 +16,7 @@ var (
 	ErrExhausted      = errors.New("pool exhausted")
 	ErrGateway        = errors.New("gateway disagrees with the cluster")
 	ErrHandoffTimeout = errors.New("no address block arrived in time")
+	ErrNotJoined      = errors.New("not joined to the cluster yet")
 )
 
 // Error is an error that names its kind (one of the Err values above) and

@@ -165,6 +165,10 @@ type node struct {
 	dir  string
 	cfg  Config
 
+	// unjoined: start does not mark the node joined (joined.go); it
+	// keeps only a mark its state on disk already holds.
+	unjoined bool
+
 	mu      sync.Mutex
 	st      *gossip.Store
 	ipam    *IPAM
@@ -272,6 +276,13 @@ func (nd *node) start() {
 	// Joining memberlist does a push/pull with the node joined.
 	for _, other := range nd.net.list() {
 		nd.net.syncPair(nd, other)
+	}
+	// As the daemon does after that exchange, or as a new cluster's
+	// first node (joined.go).
+	if nd.unjoined {
+		// As the daemon: nothing heard yet.
+	} else if err := a.MarkJoined("fake network"); err != nil {
+		t.Fatalf("%s: mark joined: %v", nd.name, err)
 	}
 	go func() {
 		defer close(done)

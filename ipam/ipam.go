@@ -117,6 +117,7 @@ type IPAM struct {
 	cacheFP  string // fingerprint of the cluster cache last written
 	dec      *decoder
 	reported map[string]bool // conflicts already logged
+	joined   *JoinInfo       // nil until the node heard from its cluster (joined.go)
 }
 
 type viewCache struct {
@@ -137,16 +138,17 @@ type localPool struct {
 	addrs    map[netip.Addr]struct{}
 
 	// Volatile helpers.
-	takenAt   map[netip.Addr]time.Time // when this process allocated an address (ReleaseStale)
-	countBits int                      // block size the counts were made for
-	counts    map[int]int              // this node's allocations per block
-	hintBlock int
-	hintOff   uint64
-	req       requestState
-	waiters   int
-	wantBlock netip.Prefix // a waiter needs this block for a preferred address
-	published time.Time
-	noView    bool // warned that no record of the pool is visible
+	takenAt    map[netip.Addr]time.Time // when this process allocated an address (ReleaseStale)
+	countBits  int                      // block size the counts were made for
+	counts     map[int]int              // this node's allocations per block
+	hintBlock  int
+	hintOff    uint64
+	req        requestState
+	waiters    int
+	wantBlock  netip.Prefix // a waiter needs this block for a preferred address
+	published  time.Time
+	noView     bool // warned that no record of the pool is visible
+	noViewWait bool // warned that it waits to hear from the cluster to re-create it
 }
 
 // requestState follows this node's outstanding request for blocks.
@@ -424,6 +426,9 @@ func (a *IPAM) overlapError(subnet, other netip.Prefix, users []string) error {
 // createLocked starts a new lineage of the pool with this node owning all
 // of it.
 func (a *IPAM) createLocked(lp *localPool, epoch uint64, gateway netip.Addr, wantBits int) error {
+	if a.joined == nil {
+		return a.notJoinedError("create pool " + lp.key)
+	}
 	bb := wantBits
 	members := a.upMembers()
 	switch {
@@ -643,6 +648,12 @@ func (a *IPAM) RequestAddress(ctx context.Context, poolID string, preferred neti
 		if err == nil && !wait {
 			a.mu.Unlock()
 			return netip.PrefixFrom(ad, bits), nil
+		}
+		if a.joined == nil && (err == nil || errors.Is(err, ErrExhausted)) {
+			// No free address in what it owns, and nobody to ask yet:
+			// say so now rather than after HandoffWait.
+			a.mu.Unlock()
+			return netip.Prefix{}, a.notJoinedError(fmt.Sprintf("pool %s: no free address in the blocks this node owns", poolID))
 		}
 		if err == nil && !waiting {
 			waiting = true

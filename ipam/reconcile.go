@@ -49,6 +49,15 @@ func (a *IPAM) reconcilePoolLocked(lp *localPool) {
 		// No record of the pool is visible, ours included: our state was
 		// lost or a removal hid it. Start a lineage again; an older one,
 		// when it shows up, wins and this one is retired.
+		if a.joined == nil {
+			// What it held here may be another lineage's by now: only
+			// the cluster can say (joined.go).
+			if !lp.noViewWait {
+				lp.noViewWait = true
+				a.log.Warn("no record of a pool in use here; waiting to hear from the cluster before creating it again", "subnet", lp.key)
+			}
+			return
+		}
 		if !lp.noView {
 			lp.noView = true
 			a.log.Warn("no record of a pool in use here; creating it again", "subnet", lp.key)

@@ -17,14 +17,14 @@ import (
 // "c" is down.
 type keysDaemon struct{ ops []control.KeysRequest }
 
-func (k *keysDaemon) Peers() []control.Peer                         { return nil }
-func (k *keysDaemon) Status() control.Status                        { return control.Status{} }
-func (k *keysDaemon) Networks() []control.Network                   { return nil }
-func (k *keysDaemon) Endpoints() []control.Endpoint                 { return nil }
-func (k *keysDaemon) Services() []control.Service                   { return nil }
-func (k *keysDaemon) Version() control.Version                      { return control.Version{} }
-func (k *keysDaemon) RemovePeer(string) error                       { return nil }
-func (k *keysDaemon) Lookup(string, string) (control.Lookup, error) { return control.Lookup{}, nil }
+func (k *keysDaemon) Peers() []control.Peer                                       { return nil }
+func (k *keysDaemon) Status() control.Status                                      { return control.Status{} }
+func (k *keysDaemon) Networks() []control.Network                                 { return nil }
+func (k *keysDaemon) Endpoints() []control.Endpoint                               { return nil }
+func (k *keysDaemon) Services() []control.Service                                 { return nil }
+func (k *keysDaemon) Version() control.Version                                    { return control.Version{} }
+func (k *keysDaemon) RemovePeer(context.Context, control.RemovePeerRequest) error { return nil }
+func (k *keysDaemon) Lookup(string, string) (control.Lookup, error)               { return control.Lookup{}, nil }
 
 const (
 	oldKey = "b2xkLWtleS0wMTIzNDU2Nzg5YWJjZGVmMDEyMzQ1Njc=" // 32 bytes

@@ -32,7 +32,9 @@ Commands:
   endpoints      container endpoints: container, host, address
   services       service names and their replicas
   lookup NAME    what the DNS server answers for NAME (from the daemon's table)
-  rmpeer NODE    remove a dead node: release its address blocks
+  rmpeer [--force] NODE
+                 remove a dead node: release its address blocks (refused while
+                 any live node still sees it alive, unless --force)
   keygen         print a new gossip key (base64, 32 bytes)
   keys list|install KEY|use KEY|remove KEY
                  rotate the gossip key on every node: install, use, remove
@@ -46,6 +48,7 @@ Flags (before or after the command):
 type options struct {
 	socket string
 	output string
+	force  bool // rmpeer: remove even while a live node still sees the node alive
 }
 
 func main() {
@@ -105,6 +108,8 @@ func parseOptions(args []string, o *options) ([]string, error) {
 		switch name {
 		case "h", "help":
 			return nil, flag.ErrHelp
+		case "force":
+			o.force = true
 		case "socket", "o", "output":
 			if !hasVal {
 				if i+1 >= len(args) {
@@ -249,10 +254,10 @@ func dispatch(ctx context.Context, cmd string, args []string, o options, w io.Wr
 	case "keys":
 		return runKeys(ctx, c, args, o, w)
 	case "rmpeer":
-		if err := want(1, "one node name: meshctl rmpeer NODE"); err != nil {
+		if err := want(1, "one node name: meshctl rmpeer [--force] NODE"); err != nil {
 			return err
 		}
-		if err := c.RemovePeer(ctx, args[0]); err != nil {
+		if err := c.RemovePeer(ctx, args[0], o.force); err != nil {
 			return err
 		}
 		if o.output == "json" {
@@ -303,6 +308,11 @@ func printStatus(w io.Writer, st control.Status, now time.Time) error {
 	fmt.Fprintf(tw, "Up:\t%s\n", age(now, st.Started))
 	fmt.Fprintf(tw, "Peers:\t%d alive, %d suspect, %d dead, %d left\n", st.Members.Alive, st.Members.Suspect, st.Members.Dead, st.Members.Left)
 	fmt.Fprintf(tw, "Networks:\t%d (%d local endpoints)\n", st.Networks, st.LocalEndpoints)
+	if j := st.JoinedCluster; j != nil {
+		fmt.Fprintf(tw, "Allocating:\tsince %s ago (%s)\n", age(now, j.At), j.How)
+	} else {
+		fmt.Fprintf(tw, "Allocating:\tNO: waiting to hear from the cluster\n")
+	}
 	dp := st.Dataplane.Default
 	if st.Dataplane.Description != "" {
 		dp += " — " + st.Dataplane.Description
