@@ -14,8 +14,10 @@ import (
 
 // composeStack is the stack a Swarm user brings: a service "api" (an HTTP
 // server on 8080 that answers with its hostname and the caller's address)
-// and a client "front" that calls http://api:8080, on one meshnet network
-// made outside the project, as a stack file's external overlay.
+// and "front", which publishes port 8088 on its host and calls
+// http://api:8080 (the ingress pattern: /cgi-bin/api answers with what api
+// said), on one meshnet network made outside the project, as a stack
+// file's external overlay.
 const composeStack = `version: "2.4"
 services:
   api:
@@ -35,7 +37,16 @@ services:
     image: meshnet/busybox
     labels: [meshnet-e2e]
     stop_signal: SIGKILL
-    command: [sleep, "3600"]
+    ports: ["8088:8080"]
+    command:
+      - sh
+      - -c
+      - |
+        mkdir -p /www/cgi-bin
+        printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho "$$(hostname) $$REMOTE_ADDR"\n' > /www/cgi-bin/id
+        printf '#!/bin/sh\necho Content-Type: text/plain\necho\ncurl -s -m 3 http://api:8080/cgi-bin/id\n' > /www/cgi-bin/api
+        chmod +x /www/cgi-bin/id /www/cgi-bin/api
+        exec httpd -f -p 8080 -h /www
     networks: [ch03]
 networks:
   ch03:
@@ -140,6 +151,30 @@ func TestComposeStack(t *testing.T) {
 		t.Logf("30 requests to http://api:8080 served by %d of 5 replicas: %v", len(served), served)
 		if len(served) < 4 {
 			t.Errorf("30 requests reached %d replicas, want at least 4 of 5", len(served))
+		}
+	})
+
+	t.Run("published port, ingress pattern", func(t *testing.T) {
+		url := fmt.Sprintf("http://%s:8088/cgi-bin/", h1.Addr())
+		// From another host: front sees that host's own address.
+		out, err := hosts[1].Exec(ctx, "curl", "-s", "-m", "5", url+"id")
+		if f := strings.Fields(out); err != nil || len(f) != 2 || remoteAddr(f[1]) != hosts[1].Addr() {
+			t.Errorf("curl %sid from %s: %v %q, want front's hostname and %s", url, hosts[1].Name(), err, out, hosts[1].Addr())
+		}
+		// Through front to the replicas, by bare name.
+		served := map[string]bool{}
+		for range 10 {
+			out, err := hosts[2].Exec(ctx, "curl", "-s", "-m", "5", url+"api")
+			f := strings.Fields(out)
+			if err != nil || len(f) != 2 || remoteAddr(f[1]) != frontIP {
+				t.Fatalf("curl %sapi from %s: %v %q, want an api replica that saw front (%s)", url, hosts[2].Name(), err, out, frontIP)
+			}
+			served[f[0]] = true
+		}
+		t.Logf("10 requests through host1:8088 reached %d api replicas", len(served))
+		// From the host itself.
+		if out, err := h1.Exec(ctx, "curl", "-s", "-m", "5", "http://127.0.0.1:8088/cgi-bin/id"); err != nil || len(strings.Fields(out)) != 2 {
+			t.Errorf("curl 127.0.0.1:8088 on host1: %v %q", err, out)
 		}
 	})
 
