@@ -10,9 +10,10 @@
 //     names (host to host over its tunnel).
 //   - Time to reachability: a container started on host B, first ICMP echo reply seen from a
 //     container on host A, meshnet against Swarm's overlay, runs interleaved.
-//   - DNS: dnsperf from one container against meshnet's `<service>.meshnet` and against
-//     Docker's embedded resolver (127.0.0.11) for a container name; and meshnet's server alone
-//     in process, with and without its per-source rate limit, with a CPU profile.
+//   - DNS: dnsperf at 127.0.0.11 from a meshnet container for `<service>.meshnet` (meshnet's
+//     server in the container's namespace) and from a container on a Docker bridge for a
+//     container name (Docker's embedded resolver alone); and meshnet's server alone in
+//     process, with and without its per-source rate limit, with a CPU profile.
 //   - Control plane, in process: gossip convergence of a record and failure detection at
 //     50, 100 and 250 nodes on loopback, bytes sent per node per second, memory per 1,000
 //     endpoints, and dataplane Apply of 1,000 and 10,000 remote endpoints in a fresh
