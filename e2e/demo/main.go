@@ -106,8 +106,8 @@ func run(n int, binDir string, hold, verbose bool) error {
 		}
 	}
 	first := c.Hosts[0]
-	step("a client on %s using meshnet's DNS: docker run -d --network app --dns 169.254.53.53 --name client ...", first.Name())
-	if err := harness.RunContainer(ctx, first, "client", "app", "--dns", "169.254.53.53"); err != nil {
+	step("a client on %s, no DNS setting: docker run -d --network app --name client ...", first.Name())
+	if err := harness.RunContainer(ctx, first, "client", "app"); err != nil {
 		return err
 	}
 
@@ -125,20 +125,23 @@ func run(n int, binDir string, hold, verbose bool) error {
 		fmt.Printf("    %-12s %-15s reachable\n", name, ips[name])
 	}
 	last := names[len(names)-1]
-	show(ctx, first, "docker", "exec", "client", "ping", "-c2", last+".meshnet")
+	step("a container on another host, by its bare name, through the client's own resolver (127.0.0.11)")
+	show(ctx, first, "docker", "exec", "client", "ping", "-c2", last)
 
-	step("api.meshnet: every replica cluster-wide, the order rotated per query")
+	step("api: every replica cluster-wide, the order rotated per query (also as api.meshnet)")
 	for range 3 {
-		show(ctx, first, "docker", "exec", "client", "nslookup", "-type=a", "api.meshnet")
+		show(ctx, first, "docker", "exec", "client", "nslookup", "-type=a", "api")
 	}
 	// The demo fails loudly rather than print a partial answer.
-	answer, err := harness.Docker(ctx, first, "exec", "client", "nslookup", "-type=a", "api.meshnet")
-	if err != nil {
-		return fmt.Errorf("resolving api.meshnet in the client: %w", err)
-	}
-	for _, name := range names {
-		if !strings.Contains(answer, ips[name]+"\n") {
-			return fmt.Errorf("api.meshnet does not list %s (%s):\n%s", name, ips[name], answer)
+	for _, qname := range []string{"api", "api.meshnet"} {
+		answer, err := harness.Docker(ctx, first, "exec", "client", "nslookup", "-type=a", qname)
+		if err != nil {
+			return fmt.Errorf("resolving %s in the client: %w", qname, err)
+		}
+		for _, name := range names {
+			if !strings.Contains(answer, ips[name]+"\n") {
+				return fmt.Errorf("%s does not list %s (%s):\n%s", qname, name, ips[name], answer)
+			}
 		}
 	}
 	out, _ = c.Meshctl(ctx, first, "services")
