@@ -29,7 +29,20 @@ type Status struct {
 	DNS            DNSInfo       `json:"dns"`
 	IPAM           []PoolUsage   `json:"ipam"`
 	Conflicts      []Conflict    `json:"conflicts"`
-	Problems       []string      `json:"problems"`
+	// Refused counts the peers' records this node refused (forged,
+	// invalid, too far ahead of its clock), by reason; each owner and
+	// reason is logged once, these count every one.
+	Refused  RefusedRecords `json:"refused_records"`
+	Problems []string       `json:"problems"`
+}
+
+// RefusedRecords counts refused records since the daemon started.
+type RefusedRecords struct {
+	Total    uint64            `json:"total"`
+	ByReason map[string]uint64 `json:"by_reason,omitempty"`
+	// UnsignedAccepted counts records accepted without a signature from
+	// nodes not yet upgraded to signing.
+	UnsignedAccepted uint64 `json:"unsigned_accepted"`
 }
 
 // MemberCounts counts peers by state.
