@@ -40,8 +40,12 @@ func signedBytes(r Record) []byte {
 	return append(b, r.Value...)
 }
 
-// sign sets the record's signer and signature. The record must be final:
-// any later change to what signedBytes covers invalidates it.
+// Sign returns r signed with key, as a node signs what it writes (the
+// store does it for Put and Delete; tools and tests that build records by
+// hand use this). The record must be final: any later change to what the
+// signature covers invalidates it.
+func Sign(r Record, key ed25519.PrivateKey) Record { return sign(r, key) }
+
 func sign(r Record, key ed25519.PrivateKey) Record {
 	r.Signer = append([]byte(nil), key.Public().(ed25519.PublicKey)...)
 	r.Sig = ed25519.Sign(key, signedBytes(r))

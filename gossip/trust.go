@@ -125,7 +125,7 @@ func (s *Store) authenticateLocked(r Record) (string, error) {
 		t.pins[r.Owner] = append(ed25519.PublicKey(nil), r.Signer...)
 		t.pinsDirty = true
 	case bytes.Equal(pin, r.Signer):
-	case r.Kind == KindNode && !r.Deleted && r.Version > s.removedUpToLocked(r.Owner) && s.removedUpToLocked(r.Owner) > 0:
+	case r.Kind == KindNode && !r.Deleted && aboveRemoval(r.Version, s.removedUpToLocked(r.Owner)):
 		// The name was removed (meshctl rmpeer) and a node announces
 		// itself under it, above the removal: a new installation takes
 		// the name. Only its node record may move the pin, so stale
@@ -197,6 +197,9 @@ func (s *Store) checkRemovalLocked(r Record) (string, error) {
 	}
 	return "", nil
 }
+
+// aboveRemoval: a version written after a removal up to upTo (0: none).
+func aboveRemoval(v, upTo uint64) bool { return upTo > 0 && v > upTo }
 
 func (s *Store) upLocked(node string) bool {
 	m, ok := s.members[node]
