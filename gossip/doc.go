@@ -78,7 +78,10 @@
 //     name. The first key seen for a name is pinned (trust on first use)
 //     and kept in the node's state file, so a restart opens no window.
 //     A record for that name under another key is refused, and a node
-//     never adopts records in its own name under another key. The pin
+//     never adopts records in its own name under another key: if such a
+//     record is a node record and this node is the newcomer (it has had
+//     a peer for less than newcomerWindow and the other started first),
+//     it is told so (Store.Conflict) and exits. The pin
 //     moves only when a node record under a new key comes above a removal
 //     of the name (meshctl rmpeer): a host reinstalled without its
 //     node.key is removed first, then takes its name back. Death alone,
@@ -92,7 +95,12 @@
 //     accepted (logged once per node, counted in meshctl status). Once a
 //     node has signed, unsigned records in its name are forgeries. Old
 //     nodes ignore the signature fields, so both versions keep one cluster
-//     during the upgrade.
+//     during the upgrade. They also drop them when they pass records on:
+//     an upgraded node refuses such a stripped copy of a signing node's
+//     record (counted as "unsigned record from a node that signs") and
+//     takes the record from the owner or another upgraded node instead,
+//     by broadcast or push/pull, so records may cross a half-upgraded
+//     cluster a push/pull round later than usual.
 //   - a removal (KindRemoval) is signed by whoever ran rmpeer and taken
 //     only while that writer is alive here, and never for a node that is
 //     alive and has not announced itself since the removal.

@@ -360,6 +360,9 @@ func (s *Store) ownedLocked() []Record {
 func (s *Store) SetMember(m Member) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if m.Name != s.cfg.Self && m.State.Up() && s.trust.firstPeer.IsZero() {
+		s.trust.firstPeer = s.cfg.Now()
+	}
 	cur, ok := s.members[m.Name]
 	if ok && cur.State == m.State && cur.Addr == m.Addr {
 		return

@@ -63,7 +63,8 @@ type trust struct {
 	unsigned   map[string]bool // owners whose unsigned records were accepted (logged once)
 	conflict   chan error      // the identity conflict, sent once (Store.Conflict)
 	conflicted bool
-	runStart   uint64 // the wall clock when this run started (NewStore)
+	runStart   uint64    // the wall clock when this run started (NewStore)
+	firstPeer  time.Time // when another member was first up (SetMember)
 }
 
 // admitLocked decides whether a peer's record may enter the store. It
@@ -159,7 +160,12 @@ func (s *Store) ownNameLocked(r Record) error {
 	if theirs.GossipPort != 0 {
 		where = fmt.Sprintf("%s port %d", theirs.Addr, theirs.GossipPort)
 	}
-	if haveMine && !theirs.Started.Before(mine.Started) {
+	// Start times come from two hosts' clocks: a node that has been in
+	// its cluster for longer than a newcomer is (it has had a peer for
+	// newcomerWindow) is the one that was there first, whatever the
+	// other's clock says.
+	established := !s.trust.firstPeer.IsZero() && s.cfg.Now().Sub(s.trust.firstPeer) >= newcomerWindow
+	if established || (haveMine && !theirs.Started.Before(mine.Started)) {
 		return fmt.Errorf("the node at %s (node key %s, started %s) uses this node's name; its records are refused",
 			where, theirs.NodeKey, theirs.Started.Format(time.RFC3339))
 	}

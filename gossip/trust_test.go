@@ -335,6 +335,29 @@ func TestDuplicateNameRefusedUntilRemoved(t *testing.T) {
 	}
 }
 
+// Start times come from two clocks: a node that has been in its cluster
+// longer than a newcomer is keeps its name even when the duplicate's
+// clock is behind and claims an earlier start.
+func TestDuplicateNameWithSkewedClockLeavesTheEstablishedNode(t *testing.T) {
+	clock := newFakeClock()
+	first := newSignedStore(t, "x", newNodeKey(t), clock)
+	first.announce(t, "198.18.0.1", clock.Now())
+	first.SetMember(Member{Name: "c", State: StateAlive})
+	clock.Advance(newcomerWindow + time.Minute)
+
+	second := newSignedStore(t, "x", newNodeKey(t), clock)
+	second.announce(t, "198.18.0.2", clock.Now().Add(-time.Hour)) // its clock is an hour behind
+	_, _ = first.Merge(second.All())
+	select {
+	case err := <-first.Conflict():
+		t.Fatalf("the established node was told to leave: %v", err)
+	default:
+	}
+	if n := countLines(first.log.String(), "uses this node's name"); n != 1 {
+		t.Errorf("the established node logged the duplicate %d times, want once", n)
+	}
+}
+
 // A node restarted with its key (same or new address, with or without its
 // records) is the same node: peers take its records, and it takes back its
 // own from them without any conflict.
