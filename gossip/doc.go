@@ -103,7 +103,10 @@
 //     cluster a push/pull round later than usual.
 //   - a removal (KindRemoval) is signed by whoever ran rmpeer and taken
 //     only while that writer is alive here, and never for a node that is
-//     alive and has not announced itself since the removal.
+//     alive and has not announced itself since the removal. A removal
+//     written before this node started is history: it is taken even if
+//     its writer has gone since, so that nodes started later agree with
+//     the others on who holds the removed node's address blocks.
 //
 // Refusals are logged once per owner and reason and counted
 // (Store.Rejections, meshctl status), so a peer that keeps sending the same

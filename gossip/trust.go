@@ -182,9 +182,13 @@ func (s *Store) ownNameLocked(r Record) error {
 // and hands its address blocks to an heir, so it is taken only from a
 // writer that is alive, and never for a node that is alive and has not
 // announced itself since (a node that came back after its removal writes
-// its node record above it).
+// its node record above it). One exception keeps the nodes agreeing: a
+// removal written before this node started is history it catches up on
+// (a restarted or new node), taken from a writer that has gone since;
+// otherwise every node that joins after the writer left would keep the
+// removed node's address blocks while the others handed them on.
 func (s *Store) checkRemovalLocked(r Record) (string, error) {
-	if r.Owner != s.cfg.Self && !s.upLocked(r.Owner) {
+	if r.Owner != s.cfg.Self && !s.upLocked(r.Owner) && r.Version >= s.trust.runStart {
 		return rejectRemovalBy, fmt.Errorf("removal %s written by %s, which is not alive here", r.Key, r.Owner)
 	}
 	var rm Removal

@@ -425,4 +425,14 @@ func TestRemovalNeedsLiveWriterAndDeadNode(t *testing.T) {
 	if a.Snapshot().Removed["v"] == 0 {
 		t.Fatal("removal of a dead node by a live one not taken")
 	}
+
+	// A node started after the removal takes it as history, even with the
+	// writer gone: it must agree with those that took it at the time.
+	clock.Advance(time.Second)
+	late := newSignedStore(t, "late", newNodeKey(t), clock)
+	late.SetMember(Member{Name: "w", State: StateDead})
+	mustMerge(t, late.Store, append(append(w.All(), v.All()...), rm))
+	if late.Snapshot().Removed["v"] == 0 {
+		t.Fatal("a node started after the removal did not take it")
+	}
 }
