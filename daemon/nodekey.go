@@ -4,15 +4,11 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/meshnet/meshnet/gossip"
-	"github.com/meshnet/meshnet/internal/atomicfile"
 )
 
 // nodeKeyFile holds the node's Ed25519 node key (the base64 seed), mode
@@ -28,30 +24,23 @@ const nodeKeyFile = "node.key"
 // stops the daemon rather than silently giving the node a new identity.
 func loadNodeKey(stateDir string, log *slog.Logger) (ed25519.PrivateKey, error) {
 	path := filepath.Join(stateDir, nodeKeyFile)
-	buf, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
+	text, created, err := secretFile(path, "node key", func() (string, error) {
 		_, key, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
-			return nil, fmt.Errorf("generate node key: %w", err)
+			return "", err
 		}
-		if err := atomicfile.Write(path, []byte(base64.StdEncoding.EncodeToString(key.Seed())+"\n"), 0o600); err != nil {
-			return nil, fmt.Errorf("save node key: %w", err)
-		}
-		log.Info("generated this node's node key (it signs the node's records)", "file", path, "public_key", gossip.EncodeNodeKey(key.Public().(ed25519.PublicKey)))
-		return key, nil
-	}
+		return base64.StdEncoding.EncodeToString(key.Seed()), nil
+	}, log)
 	if err != nil {
-		return nil, fmt.Errorf("read node key: %w", err)
+		return nil, err
 	}
-	seed, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(buf)))
+	seed, err := base64.StdEncoding.DecodeString(text)
 	if err != nil || len(seed) != ed25519.SeedSize {
 		return nil, fmt.Errorf("node key file %s is corrupt: restore it (peers know this node by its key), or move it aside together with records.json and remove the node with `meshctl rmpeer` before it starts again", path)
 	}
-	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		if err := os.Chmod(path, 0o600); err != nil {
-			return nil, fmt.Errorf("restrict node key file %s to mode 0600: %w", path, err)
-		}
-		log.Warn("node key file was readable by others; now mode 0600", "file", path, "was", fi.Mode().Perm().String())
+	key := ed25519.NewKeyFromSeed(seed)
+	if created {
+		log.Info("generated this node's node key (it signs the node's records)", "file", path, "public_key", gossip.EncodeNodeKey(key.Public().(ed25519.PublicKey)))
 	}
-	return ed25519.NewKeyFromSeed(seed), nil
+	return key, nil
 }

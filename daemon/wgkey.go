@@ -1,14 +1,10 @@
 package daemon
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
-	"strings"
 
-	"github.com/meshnet/meshnet/internal/atomicfile"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -23,30 +19,19 @@ const wireGuardKeyFile = "wireguard.key"
 // the daemon rather than silently getting a new identity.
 func loadWireGuardKey(stateDir string, log *slog.Logger) (wgtypes.Key, error) {
 	path := filepath.Join(stateDir, wireGuardKeyFile)
-	buf, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
+	text, created, err := secretFile(path, "WireGuard key", func() (string, error) {
 		key, err := wgtypes.GeneratePrivateKey()
-		if err != nil {
-			return wgtypes.Key{}, fmt.Errorf("generate WireGuard key: %w", err)
-		}
-		if err := atomicfile.Write(path, []byte(key.String()+"\n"), 0o600); err != nil {
-			return wgtypes.Key{}, fmt.Errorf("save WireGuard key: %w", err)
-		}
-		log.Info("generated this node's WireGuard key", "file", path, "public_key", key.PublicKey().String())
-		return key, nil
-	}
+		return key.String(), err
+	}, log)
 	if err != nil {
-		return wgtypes.Key{}, fmt.Errorf("read WireGuard key: %w", err)
+		return wgtypes.Key{}, err
 	}
-	key, err := wgtypes.ParseKey(strings.TrimSpace(string(buf)))
+	key, err := wgtypes.ParseKey(text)
 	if err != nil {
 		return wgtypes.Key{}, fmt.Errorf("WireGuard key file %s is corrupt (%v): restore it, or move it aside to give this node a new key", path, err)
 	}
-	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		if err := os.Chmod(path, 0o600); err != nil {
-			return wgtypes.Key{}, fmt.Errorf("restrict WireGuard key file %s to mode 0600: %w", path, err)
-		}
-		log.Warn("WireGuard key file was readable by others; now mode 0600", "file", path, "was", fi.Mode().Perm().String())
+	if created {
+		log.Info("generated this node's WireGuard key", "file", path, "public_key", key.PublicKey().String())
 	}
 	return key, nil
 }

@@ -245,37 +245,18 @@ func remoteAddr(s string) netip.Addr {
 	return a.Unmap()
 }
 
-// expectResolverA asks the container's own resolver address, 127.0.0.11,
-// from inside its namespace: the path its libc takes.
+// resolverAddr is Docker's resolver in every container of a user-defined network: the path
+// a container's libc takes, which meshnet answers first in the container's namespace.
+const resolverAddr = "127.0.0.11"
+
+// expectResolverA checks name's A answer from the container's own resolver.
 func (c containerNetns) expectResolverA(ctx context.Context, name string, want map[netip.Addr]bool) error {
-	rcode, answers, err := c.dig(ctx, "127.0.0.11", name, "A")
-	if err != nil {
-		return err
-	}
-	got := map[netip.Addr]bool{}
-	for _, a := range answers {
-		if ip, err := netip.ParseAddr(a); err == nil {
-			got[ip] = true
-		}
-	}
-	if rcode != "NOERROR" || len(got) != len(answers) || !mapsEqual(got, want) {
-		return fmt.Errorf("%s from 127.0.0.11: %s %v; want %v", name, rcode, answers, addrStrings(want))
-	}
-	return nil
+	return c.expectAFrom(ctx, resolverAddr, name, want)
 }
 
-// waitResolverA polls expectResolverA every 20 ms until it holds and
-// returns how long that took.
+// waitResolverA polls the container's own resolver until name's answer is want and returns
+// how long that took.
 func waitResolverA(t *testing.T, ctx context.Context, c containerNetns, name string, want map[netip.Addr]bool, timeout time.Duration) time.Duration {
 	t.Helper()
-	start := time.Now()
-	var last error
-	for time.Since(start) < timeout {
-		if last = c.expectResolverA(ctx, name, want); last == nil {
-			return time.Since(start)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("not within %s: %v", timeout, last)
-	return 0
+	return c.waitAFrom(t, ctx, resolverAddr, name, want, timeout)
 }

@@ -225,9 +225,14 @@ func (c containerNetns) dig(ctx context.Context, server, name, qtype string) (st
 	return rcode, answers, nil
 }
 
-// expectA checks that name's A answer is exactly want.
+// expectA checks that name's A answer from meshnet's DNS address is exactly want.
 func (c containerNetns) expectA(ctx context.Context, name string, want map[netip.Addr]bool) error {
-	rcode, answers, err := c.dig(ctx, dnsAddr, name, "A")
+	return c.expectAFrom(ctx, dnsAddr, name, want)
+}
+
+// expectAFrom checks that name's A answer from server is exactly want.
+func (c containerNetns) expectAFrom(ctx context.Context, server, name string, want map[netip.Addr]bool) error {
+	rcode, answers, err := c.dig(ctx, server, name, "A")
 	if err != nil {
 		return err
 	}
@@ -238,21 +243,29 @@ func (c containerNetns) expectA(ctx context.Context, name string, want map[netip
 		}
 	}
 	if rcode != "NOERROR" || len(got) != len(answers) || !mapsEqual(got, want) {
-		return fmt.Errorf("%s: %s %v; want %v", name, rcode, answers, addrStrings(want))
+		return fmt.Errorf("%s from %s: %s %v; want %v", name, server, rcode, answers, addrStrings(want))
 	}
 	return nil
 }
 
-// waitA polls name every 50 ms until its answer is want and returns how long that took.
+// waitA polls name at meshnet's DNS address every 20 ms until its answer is want and returns
+// how long that took.
 func (c containerNetns) waitA(t *testing.T, ctx context.Context, name string, want map[netip.Addr]bool, timeout time.Duration) time.Duration {
+	t.Helper()
+	return c.waitAFrom(t, ctx, dnsAddr, name, want, timeout)
+}
+
+// waitAFrom polls name at server every 20 ms until its answer is want and returns how long
+// that took.
+func (c containerNetns) waitAFrom(t *testing.T, ctx context.Context, server, name string, want map[netip.Addr]bool, timeout time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	var last error
 	for time.Since(start) < timeout {
-		if last = c.expectA(ctx, name, want); last == nil {
+		if last = c.expectAFrom(ctx, server, name, want); last == nil {
 			return time.Since(start)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("not within %s: %v", timeout, last)
 	return 0
