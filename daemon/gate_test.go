@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/meshnet/meshnet/gossip"
 	"github.com/meshnet/meshnet/ipam"
-	"github.com/meshnet/meshnet/plugin"
 )
 
 // pluginDaemon is a daemon with a real store and IPAM and no kernel,
@@ -28,27 +26,8 @@ type pluginDaemon struct {
 
 func newPluginDaemon(t *testing.T, joined bool) *pluginDaemon {
 	t.Helper()
-	log := slog.New(slog.DiscardHandler)
-	store := gossip.NewStore(gossip.StoreConfig{Self: "n1", Log: log})
-	store.SetMember(gossip.Member{Name: "n1", Addr: "198.18.0.11", State: gossip.StateAlive})
-	icfg := ipam.DefaultConfig()
-	icfg.Store, icfg.Dir, icfg.Log = store, filepath.Join(t.TempDir(), "ipam"), log
-	icfg.HandoffWait, icfg.RequestTimeout = 20*time.Millisecond, 10*time.Millisecond
-	alloc, err := ipam.New(icfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if joined {
-		if err := alloc.MarkJoined("test"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cfg := DefaultConfig()
-	cfg.NodeName = "n1"
-	cfg.Join = []string{"198.18.0.12"}
-	d := &Daemon{cfg: cfg, log: log, store: store, ipam: alloc, dp: nopDataplane{}, ports: newPortHolder(log),
-		advertise: netip.MustParseAddr("198.18.0.11"), dnsAddr: netip.MustParseAddr(cfg.DNSAddr)}
-	return &pluginDaemon{t: t, d: d, h: plugin.NewHandler(networkBackend{d}, ipamBackend{d}, log)}
+	d, h := testDaemon(t, slog.New(slog.DiscardHandler), joined, "198.18.0.12")
+	return &pluginDaemon{t: t, d: d, h: h}
 }
 
 // call posts body to path and returns the status and the error text of

@@ -5,14 +5,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/meshnet/meshnet/gossip"
-	"github.com/meshnet/meshnet/ipam"
 	"github.com/meshnet/meshnet/plugin"
 )
 
@@ -71,20 +68,7 @@ func TestApplyNetworkOptions(t *testing.T) {
 
 // Through the plugin protocol, as compose sends driver_opts: the generic options.
 func TestCreateNetworkTakesOverlayDriverOpts(t *testing.T) {
-	log := slog.New(slog.DiscardHandler)
-	store := gossip.NewStore(gossip.StoreConfig{Self: "n1", Log: log})
-	store.SetMember(gossip.Member{Name: "n1", Addr: "198.18.0.11", State: gossip.StateAlive})
-	icfg := ipam.DefaultConfig()
-	icfg.Store, icfg.Dir, icfg.Log = store, filepath.Join(t.TempDir(), "ipam"), log
-	alloc, err := ipam.New(icfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.NodeName = "n1"
-	d := &Daemon{cfg: cfg, log: log, store: store, ipam: alloc, dp: nopDataplane{}, ports: newPortHolder(log),
-		advertise: netip.MustParseAddr("198.18.0.11"), dnsAddr: netip.MustParseAddr(cfg.DNSAddr)}
-	h := plugin.NewHandler(networkBackend{d}, ipamBackend{d}, log)
+	d, h := testDaemon(t, slog.New(slog.DiscardHandler), false)
 	create := func(id, subnet, opts string) (int, string) {
 		body := `{"NetworkID":"` + id + `","Options":{"com.docker.network.generic":` + opts + `},` +
 			`"IPv4Data":[{"AddressSpace":"meshnet-local","Pool":"` + subnet + `.0/24","Gateway":"` + subnet + `.1/24"}]}`
@@ -95,7 +79,7 @@ func TestCreateNetworkTakesOverlayDriverOpts(t *testing.T) {
 	if code, body := create("n-mtu", "10.42.0", `{"com.docker.network.driver.mtu":"1400"}`); code != http.StatusOK {
 		t.Fatalf("create with the overlay's mtu option: %d %s", code, body)
 	}
-	nets := decodeNetworks(store.Snapshot().Records(gossip.KindNetwork))
+	nets := decodeNetworks(d.store.Snapshot().Records(gossip.KindNetwork))
 	if len(nets) != 1 || nets[0].info.MTU != 1400 || nets[0].info.Dataplane != "vxlan" {
 		t.Fatalf("recorded %+v; want one vxlan network with MTU 1400", nets)
 	}
@@ -103,7 +87,7 @@ func TestCreateNetworkTakesOverlayDriverOpts(t *testing.T) {
 	if code != http.StatusBadRequest || !strings.Contains(body, "a vxlan network is not encrypted") {
 		t.Fatalf("encrypted with dataplane=vxlan: %d %s; want 400 saying why", code, body)
 	}
-	if n := len(store.Snapshot().Records(gossip.KindNetwork)); n != 1 {
+	if n := len(d.store.Snapshot().Records(gossip.KindNetwork)); n != 1 {
 		t.Errorf("%d network records after the refusal, want 1", n)
 	}
 }

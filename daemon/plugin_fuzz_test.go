@@ -7,17 +7,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/meshnet/meshnet/dataplane"
 	"github.com/meshnet/meshnet/gossip"
-	"github.com/meshnet/meshnet/ipam"
-	"github.com/meshnet/meshnet/plugin"
 )
 
 // nopDataplane applies nothing: the fuzz target checks what the daemon
@@ -78,25 +73,7 @@ func FuzzPluginDaemon(f *testing.F) {
 	f.Fuzz(func(t *testing.T, pathIdx uint8, body []byte) {
 		plog := &panicLog{}
 		log := slog.New(plog)
-		store := gossip.NewStore(gossip.StoreConfig{Self: "n1", Log: log})
-		store.SetMember(gossip.Member{Name: "n1", Addr: "198.18.0.11", State: gossip.StateAlive})
-		icfg := ipam.DefaultConfig()
-		icfg.Store, icfg.Dir, icfg.Log = store, filepath.Join(t.TempDir(), "ipam"), log
-		// Alone, a handoff never comes: do not wait for one.
-		icfg.HandoffWait, icfg.RequestTimeout = 20*time.Millisecond, 10*time.Millisecond
-		alloc, err := ipam.New(icfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := alloc.MarkJoined("test"); err != nil {
-			t.Fatal(err)
-		}
-		cfg := DefaultConfig()
-		cfg.NodeName = "n1"
-		d := &Daemon{cfg: cfg, log: log, store: store, ipam: alloc, dp: nopDataplane{}, ports: newPortHolder(log),
-			advertise: netip.MustParseAddr("198.18.0.11"), dnsAddr: netip.MustParseAddr(cfg.DNSAddr)}
-		t.Cleanup(d.ports.close)
-		h := plugin.NewHandler(networkBackend{d}, ipamBackend{d}, log)
+		d, h := testDaemon(t, log, true)
 		call := func(path, body string) int {
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, strings.NewReader(body)))
@@ -122,7 +99,7 @@ func FuzzPluginDaemon(f *testing.F) {
 		if plog.n > 0 {
 			t.Fatalf("%s %q: a backend panicked", path, body)
 		}
-		snap := store.Snapshot()
+		snap := d.store.Snapshot()
 		nets := decodeNetworks(snap.Records(gossip.KindNetwork))
 		if len(nets) != len(snap.Records(gossip.KindNetwork)) {
 			t.Fatalf("%s %q (%d): recorded a network that does not parse", path, body, code)
