@@ -4,7 +4,7 @@
 // table of ratios (build/bench/latest.txt), the raw figures (latest.json), a chart
 // (latest.svg) and the table in docs/benchmarks.md. It needs root (namespaces, engines).
 //
-//	go run ./bench/cmd/meshbench [-parts dataplane,reach,dns,memory,apply,scale] [-quick]
+//	go run ./bench/cmd/meshbench [-parts dataplane,reach,dns,dnscap,dnsscale,memory,apply,scale] [-quick]
 package main
 
 import (
@@ -66,7 +66,7 @@ func parseFlags() (options, bool, error) {
 	flag.StringVar(&o.meshnetSrc, "meshnet-src", "", "build meshnetd and meshctl from this tree instead of -repo (e.g. an exported commit)")
 	flag.StringVar(&o.out, "out", "build/bench", "where latest.{txt,json,svg} go")
 	flag.StringVar(&o.doc, "doc", "docs/benchmarks.md", "Markdown file whose bench:begin/end block gets the table (empty: none)")
-	parts := flag.String("parts", "dataplane,reach,dns,dnscap,memory,apply,scale", "what to measure")
+	parts := flag.String("parts", "dataplane,reach,dns,dnscap,dnsscale,memory,apply,scale", "what to measure")
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds over all paths (iperf3 and round trips), interleaved")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "one iperf3 run (whole seconds)")
 	flag.DurationVar(&o.rrTime, "rr", 3*time.Second, "one request/response run")
@@ -169,6 +169,11 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 			rep.Profiles["meshnet DNS server without rate limit (pprof -top -cum)"] = c.Top
 		}
 		rep.Rows = append(rep.Rows, bench.DNSCapacityRows(c, dnsFigs["docker"])...)
+	}
+	if o.parts["dnsscale"] {
+		figs := bench.MeasureDNSScale(ctx, []int{10, 1000}, max(2*o.rounds-1, 1), min(o.dnsTime, 5*time.Second), log)
+		rep.Raw["dns_scale"] = figs
+		rep.Rows = append(rep.Rows, bench.DNSScaleRows(figs)...)
 	}
 	if o.parts["memory"] {
 		f, err := bench.MeasureMemory(o.memEndpoints, o.memHst)
