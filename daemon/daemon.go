@@ -234,6 +234,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	run("ipam", d.ipam.Run, false)
 	run("ipam gate", d.runIPAMGate, false)
 	run("reconciler", d.reconcileLoop, false)
+	run("dns table", d.dnsTableLoop, false)
 	run("dns", d.runDNS, false)
 	if d.sandboxes != nil {
 		run("container dns", d.sandboxes.Run, false)
@@ -285,16 +286,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) error {
 		case <-t.C:
 		}
 		_ = d.reconcile(ctx)
-		snap := d.store.Snapshot()
-		d.saveKnownPeers(snap)
-		t := dns.NewTable(d.cfg.DNSDomain, dnsEntries(snap))
-		d.dnsTable.Store(t)
-		if srv := d.dnsServer.Load(); srv != nil {
-			srv.SetTable(t)
-		}
-		if d.sandboxes != nil {
-			d.sandboxes.SetTable(t)
-		}
+		d.saveKnownPeers(d.store.Snapshot())
 	}
 }
 
@@ -324,10 +316,12 @@ func (d *Daemon) runDNS(ctx context.Context) error {
 	delay := 250 * time.Millisecond
 	for {
 		srv := dns.NewServer(d.dnsCfg, d.log)
+		d.dnsServer.Store(srv)
+		// After the Store: a table published meanwhile either is loaded here
+		// or finds this server (publishDNSTable).
 		if t := d.dnsTable.Load(); t != nil {
 			srv.SetTable(t)
 		}
-		d.dnsServer.Store(srv)
 		err := srv.Listen()
 		d.setDNSErr(err)
 		if err == nil {

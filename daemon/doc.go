@@ -10,9 +10,11 @@
 //     whole desired kernel state from one snapshot (this host's networks,
 //     every live remote endpoint, WireGuard peers from the owned address
 //     blocks, the members allowed on the tunnel ports) and hands it to
-//     dataplane.Apply, and a new DNS table to the DNS server. Nothing is
-//     applied from events: a missed event or a hand-deleted link is repaired
-//     by the next pass.
+//     dataplane.Apply. Nothing is applied from events: a missed event or a
+//     hand-deleted link is repaired by the next pass.
+//   - The DNS table (dnstable.go): its own subscriber to the store, built
+//     once per snapshot and swapped into every DNS server, so a name answers
+//     as soon as its record arrives and never waits behind an Apply.
 //   - The plugin backends (plugin.go): Docker's calls become records
 //     (networks, endpoints) and IPAM calls; they answer from local state, so
 //     a host cut off from the others keeps starting containers in the
