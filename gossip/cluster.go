@@ -133,7 +133,10 @@ type Cluster struct {
 	// (suspect.go).
 	suspects   map[string]uint64
 	suspectSeq uint64
-	mlConfig   *memberlist.Config
+	// suspectTimers end suspicions that memberlist never ruled on; Close
+	// stops them.
+	suspectTimers map[string]*time.Timer
+	mlConfig      *memberlist.Config
 
 	// Sends of records too big for a packet (sendLarge); sendsClosed,
 	// under mu, stops new ones once the node shuts down.
@@ -202,15 +205,16 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 		cfg.RetryInterval = def.RetryInterval
 	}
 	c := &Cluster{
-		cfg:      cfg,
-		store:    store,
-		log:      cfg.Log.With("component", "gossip"),
-		peers:    make(map[string]peer),
-		suspects: make(map[string]uint64),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
-		cameUp:   make(chan string, catchUpQueue),
-		heard:    make(chan struct{}),
+		cfg:           cfg,
+		store:         store,
+		log:           cfg.Log.With("component", "gossip"),
+		peers:         make(map[string]peer),
+		suspects:      make(map[string]uint64),
+		suspectTimers: make(map[string]*time.Timer),
+		stop:          make(chan struct{}),
+		done:          make(chan struct{}),
+		cameUp:        make(chan string, catchUpQueue),
+		heard:         make(chan struct{}),
 	}
 	mc := cfg.Memberlist
 	if mc == nil {
@@ -356,6 +360,7 @@ func (c *Cluster) shutdown(leave bool) error {
 	}
 	c.mu.Lock()
 	c.sendsClosed = true
+	c.stopSuspicions()
 	c.mu.Unlock()
 	err := c.ml.Shutdown()
 	c.sends.Wait()

@@ -40,7 +40,7 @@ func (c *Cluster) noteLogLine(line string) {
 func (c *Cluster) markSuspect(name string) {
 	c.mu.Lock()
 	p, ok := c.peers[name]
-	if !ok || p.state != StateAlive || name == c.cfg.NodeName {
+	if !ok || p.state != StateAlive || name == c.cfg.NodeName || c.sendsClosed {
 		c.mu.Unlock()
 		return
 	}
@@ -50,17 +50,33 @@ func (c *Cluster) markSuspect(name string) {
 	seq := c.suspectSeq
 	c.suspects[name] = seq
 	window := suspicionWindow(c.mlConfig, len(c.peers))
+	if old := c.suspectTimers[name]; old != nil {
+		old.Stop()
+	}
+	c.suspectTimers[name] = time.AfterFunc(window, func() { c.suspicionLapsed(name, seq) })
 	c.mu.Unlock()
 	c.store.SetMember(Member{Name: name, Addr: p.ip.String(), State: StateSuspect})
-	time.AfterFunc(window, func() { c.suspicionLapsed(name, seq) })
+}
+
+// stopSuspicions stops every pending suspicion timer: after Close nothing
+// may write to the store on the cluster's behalf. Called with c.mu held.
+func (c *Cluster) stopSuspicions() {
+	for name, t := range c.suspectTimers {
+		t.Stop()
+		delete(c.suspectTimers, name)
+	}
 }
 
 // suspicionLapsed turns a suspect that memberlist never declared dead (it
 // refuted the suspicion) back to alive.
 func (c *Cluster) suspicionLapsed(name string, seq uint64) {
 	c.mu.Lock()
+	if c.suspects[name] == seq {
+		delete(c.suspectTimers, name)
+	}
 	p, ok := c.peers[name]
-	if !ok || p.state != StateSuspect || c.suspects[name] != seq {
+	// A timer that fired while Close stopped it finds sendsClosed set.
+	if !ok || p.state != StateSuspect || c.suspects[name] != seq || c.sendsClosed {
 		c.mu.Unlock()
 		return
 	}

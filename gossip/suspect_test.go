@@ -79,3 +79,27 @@ func TestSuspicionWindow(t *testing.T) {
 		}
 	}
 }
+
+// Close stops the suspicion timers: a closed node writes nothing more to its
+// store (it used to turn the suspect back to alive a window later).
+func TestSuspicionTimersStopAtClose(t *testing.T) {
+	checkGoroutineLeaks(t)
+	nodes := startCluster(t, 2, false)
+	eventually(t, converge, "membership", func() error { return expectMembers(nodes, allAlive(nodes)) })
+	a, b := nodes[0], nodes[1]
+	a.c.noteLogLine("Suspect " + b.name + " has failed, no acks received")
+	window := suspicionWindow(a.c.mlConfig, 2)
+	if err := a.c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a.c.mu.Lock()
+	pending := len(a.c.suspectTimers)
+	a.c.mu.Unlock()
+	if pending != 0 {
+		t.Errorf("%d suspicion timers pending after Close", pending)
+	}
+	time.Sleep(window + 200*time.Millisecond) // past the moment the timer would have fired
+	if got := a.store.Snapshot().Members[b.name].State; got != StateSuspect {
+		t.Errorf("after Close and the window (%s), %s sees %s as %s: a timer wrote to the store", window, a.name, b.name, got)
+	}
+}
