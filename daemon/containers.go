@@ -30,15 +30,19 @@ func (d *Daemon) onContainers(containers []plugin.ContainerInfo, networks map[st
 		if r.Owner != d.cfg.NodeName {
 			continue
 		}
-		var info gossip.NetworkInfo
-		if r.Decode(&info) != nil {
-			continue
-		}
-		if name, ok := networks[info.DockerID]; ok && name != info.Name {
-			info.Name = name
-			if _, err := d.store.Put(gossip.KindNetwork, r.ID, info); err != nil {
-				d.log.Warn("recording a network's name", "subnet", info.Subnet, "err", err)
+		if _, _, err := d.store.Update(gossip.KindNetwork, r.ID, func(cur gossip.Record, ok bool) (any, bool, error) {
+			var info gossip.NetworkInfo
+			if !ok || cur.Decode(&info) != nil {
+				return nil, false, nil // removed meanwhile: not brought back
 			}
+			name, known := networks[info.DockerID]
+			if !known || name == "" || name == info.Name {
+				return nil, false, nil
+			}
+			info.Name = name
+			return info, true, nil
+		}); err != nil {
+			d.log.Warn("recording a network's name", "network", short(r.ID), "err", err)
 		}
 	}
 	byEndpoint := endpointContainers(containers)
@@ -47,23 +51,35 @@ func (d *Daemon) onContainers(containers []plugin.ContainerInfo, networks map[st
 	}
 	d.endpointsMu.Lock()
 	defer d.endpointsMu.Unlock()
-	snap = d.store.Snapshot() // what the plugin wrote meanwhile, e.g. published ports
+	snap = d.store.Snapshot()
+	if testHookContainersRead != nil {
+		testHookContainersRead()
+	}
+	// Each record is rewritten from its current value, not the snapshot's:
+	// an endpoint the engine deleted since (DeleteEndpoint does not wait for
+	// this pass) stays deleted, and what the plugin wrote meanwhile, e.g.
+	// published ports, is kept.
 	for _, r := range snap.Records(gossip.KindEndpoint) {
 		if r.Owner != d.cfg.NodeName {
 			continue
 		}
-		var info gossip.EndpointInfo
-		if r.Decode(&info) != nil {
-			continue
-		}
-		next := describeEndpoint(info, byEndpoint[r.ID])
-		if !endpointInfoEqual(info, next) {
-			if _, err := d.store.Put(gossip.KindEndpoint, r.ID, next); err != nil {
-				d.log.Warn("recording an endpoint's container", "endpoint", short(r.ID), "err", err)
+		if _, _, err := d.store.Update(gossip.KindEndpoint, r.ID, func(cur gossip.Record, ok bool) (any, bool, error) {
+			var info gossip.EndpointInfo
+			if !ok || cur.Decode(&info) != nil {
+				return nil, false, nil
 			}
+			next := describeEndpoint(info, byEndpoint[r.ID])
+			return next, !endpointInfoEqual(info, next), nil
+		}); err != nil {
+			d.log.Warn("recording an endpoint's container", "endpoint", short(r.ID), "err", err)
 		}
 	}
 }
+
+// testHookContainersRead, when set by a test, runs in onContainers between
+// reading the store and rewriting the endpoint records: the window in which
+// the engine may delete an endpoint.
+var testHookContainersRead func()
 
 // sandboxesOf lists the containers with an endpoint on a meshnet network of
 // this node, for the container DNS.

@@ -38,7 +38,9 @@
 //     event watcher from overwriting each other's fields of it.
 //   - Container facts the driver is never told (containers.go): names,
 //     services, aliases, health and ports from the engine's events, written
-//     into this node's endpoint records for DNS.
+//     into this node's endpoint records for DNS. Each record is rewritten
+//     through Store.Update from its current value, so an endpoint the
+//     engine deletes during the pass stays deleted.
 //   - Which containers get meshnet's DNS in their own namespace (package
 //     sandbox): Join attaches the endpoint's sandbox at once, Leave and
 //     DeleteEndpoint detach it, and every full container list from the

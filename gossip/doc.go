@@ -7,8 +7,9 @@
 // # What it promises
 //
 //   - Owner authority. Every record has an owner node and only the owner
-//     writes it (Store.Put and Store.Delete act as the local node). Versions
-//     are the owner's hybrid logical clock: above everything the node has
+//     writes it (Store.Put, Store.Update and Store.Delete act as the local
+//     node; Update is the read-modify-write that sees deletions made
+//     meanwhile). Versions are the owner's hybrid logical clock: above everything the node has
 //     seen and at least its wall clock in nanoseconds, so a node that lost
 //     its state and restarts still writes above its earlier versions. If a
 //     peer hands a node one of its own records it does not know, the owner

@@ -159,16 +159,54 @@ func (s *Store) Delete(kind Kind, id string) error {
 	return err
 }
 
+// Update rewrites a local record from what it holds now, atomically: fn is
+// called under the store's lock with the current record (ok false when there
+// is none or it is deleted) and returns the new value, or write false to
+// leave the record as it is. A read-modify-write through Update cannot bring
+// back a record deleted after the caller last looked, nor undo a write made
+// meanwhile, as a Put of a value computed from an older snapshot can. fn must
+// not call back into the store.
+func (s *Store) Update(kind Kind, id string, fn func(cur Record, ok bool) (value any, write bool, err error)) (Record, bool, error) {
+	k := Key{Kind: kind, Owner: s.cfg.Self, ID: id}
+	s.mu.Lock()
+	cur, ok := s.records[k]
+	value, write, err := fn(cur, ok && !cur.Deleted)
+	if err != nil || !write {
+		s.mu.Unlock()
+		return cur, false, err
+	}
+	raw, err := json.Marshal(value)
+	if err != nil {
+		s.mu.Unlock()
+		return Record{}, false, fmt.Errorf("update %s: encode value: %w", k, err)
+	}
+	r, changed, err := s.writeLocked(Record{Key: k, Value: raw})
+	s.mu.Unlock()
+	if changed {
+		s.broadcast(r)
+	}
+	return r, changed, err
+}
+
 func (s *Store) write(r Record) (Record, error) {
 	s.mu.Lock()
+	r, changed, err := s.writeLocked(r)
+	s.mu.Unlock()
+	if changed {
+		s.broadcast(r)
+	}
+	return r, err
+}
+
+// writeLocked gives r the next version, applies and persists it; changed
+// says whether the caller must broadcast it.
+func (s *Store) writeLocked(r Record) (_ Record, changed bool, _ error) {
 	if cur, ok := s.records[r.Key]; ok && cur.Deleted == r.Deleted && string(cur.Value) == string(r.Value) {
-		s.mu.Unlock()
-		return cur, nil // unchanged: no new version, no gossip
+		return cur, false, nil // unchanged: no new version, no gossip
 	}
 	r.Version = s.tickLocked()
 	if err := r.validate(); err != nil {
-		s.mu.Unlock()
-		return Record{}, fmt.Errorf("write %s: %w", r.Key, err)
+		return Record{}, false, fmt.Errorf("write %s: %w", r.Key, err)
 	}
 	prev, hadPrev := s.records[r.Key]
 	s.applyLocked(r)
@@ -181,13 +219,10 @@ func (s *Store) write(r Record) (Record, error) {
 			delete(s.records, r.Key)
 			delete(s.deletedAt, r.Key)
 		}
-		s.mu.Unlock()
-		return Record{}, fmt.Errorf("write %s: %w", r.Key, err)
+		return Record{}, false, fmt.Errorf("write %s: %w", r.Key, err)
 	}
 	s.changedLocked()
-	s.mu.Unlock()
-	s.broadcast(r)
-	return r, nil
+	return r, true, nil
 }
 
 // Merge folds records from a peer into the store, returning those that
