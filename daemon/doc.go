@@ -45,10 +45,18 @@
 //   - The leak sweep (sweep.go): what Docker could not release while
 //     meshnetd was down is freed once no container has held it for
 //     --reclaim-after, judged against what the engine itself reports.
-//   - Persistence of this node's own records, its last-known peers, its
-//     gossip keyring and WireGuard key under --state-dir, each written
+//   - Persistence of this node's own records (with the node keys it has
+//     pinned to names), its last-known peers, its gossip keyring, its
+//     WireGuard key and its node key under --state-dir, each written
 //     atomically, so a restart adopts the kernel state it finds instead of
-//     rebuilding it.
+//     rebuilding it. The node key (nodekey.go) signs every record the node
+//     writes; peers know the node by it (gossip/doc.go, "Records bound to
+//     their owner"), so it must live as long as records.json.
+//   - Node identity: when gossip finds this node's name taken by a node
+//     that was there first (another address or node key), Run closes
+//     gossip without a graceful leave (which would announce the other
+//     node's name as gone) and returns IdentityConflictError; meshnetd
+//     exits with status 3.
 //   - The plugin backends' option parsing (netopts.go): meshnet's own -o
 //     options and what compose files written for Docker's overlay carry
 //     (com.docker.network.driver.mtu, encrypted).

@@ -58,27 +58,6 @@ func unblock(ctx context.Context, h harness.Host) error {
 	return err
 }
 
-// statusJSON is the part of `meshctl -o json status` these tests read.
-type statusJSON struct {
-	JoinedCluster *struct {
-		How string `json:"how"`
-	} `json:"joined_cluster"`
-	Conflicts []json.RawMessage `json:"conflicts"`
-	Problems  []string          `json:"problems"`
-}
-
-func meshStatus(ctx context.Context, c *harness.Cluster, h harness.Host) (statusJSON, error) {
-	var st statusJSON
-	out, err := c.Meshctl(ctx, h, "-o", "json", "status")
-	if err != nil {
-		return st, err
-	}
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		return st, fmt.Errorf("meshctl -o json status on %s: %w: %s", h.Name(), err, out)
-	}
-	return st, nil
-}
-
 // TestIPAMGateBlockedGossip starts a third host with a wiped state folder while its gossip
 // port is blocked towards the other two, which already use 10.42.0.0/24. It must not create
 // the network (its IPAM would own the whole subnet and hand out the others' addresses): the
@@ -177,7 +156,7 @@ func TestIPAMGateBlockedGossip(t *testing.T) {
 				t.Fatal(err)
 			}
 			if len(st.Conflicts) > 0 {
-				t.Errorf("meshctl status on %s lists address conflicts: %s", h.Name(), st.Conflicts)
+				t.Errorf("meshctl status on %s lists address conflicts: %+v", h.Name(), st.Conflicts)
 			}
 		}
 	}

@@ -159,6 +159,7 @@ type Cluster struct {
 
 	heard     chan struct{} // closed at the first merged push/pull state (heard.go)
 	heardOnce sync.Once
+	conf      conflicts // identity conflicts (identity.go), under mu
 }
 
 type peer struct {
@@ -211,6 +212,7 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 		done:     make(chan struct{}),
 		cameUp:   make(chan string, catchUpQueue),
 		heard:    make(chan struct{}),
+		conf:     conflicts{logged: make(map[string]bool), fatal: make(chan error, 1)},
 	}
 	mc := cfg.Memberlist
 	if mc == nil {
@@ -233,6 +235,7 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 	}
 	mc.Delegate = &delegate{c: c}
 	mc.Events = &events{c: c}
+	mc.Conflict = &conflictDelegate{c: c}
 	mc.Logger = log.New(&memberlistLog{log: c.log, note: c.noteLogLine}, "", 0)
 	mc.LogOutput = nil
 	if cfg.Transport != nil {
@@ -499,6 +502,7 @@ func (c *Cluster) setMember(n *memberlist.Node, gone bool) {
 		c.noteUp(n.Address()) // it is back: catch up (catchup.go)
 	}
 	c.peers[n.Name] = peer{addr: n.Address(), ip: append(net.IP(nil), n.Addr...), port: n.Port, state: m.State}
+	c.notePeerLocked(n.Name, m.State.Up())
 	delete(c.suspects, n.Name) // memberlist's verdict ends a suspicion
 	c.mu.Unlock()
 	c.store.SetMember(m)
@@ -607,9 +611,11 @@ func (d *delegate) NotifyMsg(buf []byte) {
 		d.c.log.Warn("dropping a gossip message", "err", err)
 		return
 	}
+	// Refused records are logged by the store, once per owner and
+	// reason: here they would be logged once per message.
 	changed, err := d.c.store.Merge(recs)
 	if err != nil {
-		d.c.log.Warn("merging a gossip message", "err", err)
+		d.c.log.Debug("merging a gossip message", "err", err)
 	}
 	// Pass on what was news here, as memberlist does with its own alive and
 	// dead messages: the queue sends a message only to a few random nodes
@@ -644,7 +650,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 		return
 	}
 	if _, err := d.c.store.Merge(recs); err != nil {
-		d.c.log.Warn("merging a peer's push/pull state", "err", err)
+		d.c.log.Debug("merging a peer's push/pull state", "err", err) // logged by the store
 	}
 	d.c.markHeard()
 }
@@ -832,6 +838,11 @@ func (w *memberlistLog) Write(p []byte) (int, error) {
 		}
 	}
 	line = strings.TrimPrefix(line, "memberlist: ")
+	if strings.HasPrefix(line, "Conflicting address for ") {
+		// Said for every alive message of the refused node; the
+		// ConflictDelegate logs each conflict once (identity.go).
+		level = slog.LevelDebug
+	}
 	if w.note != nil {
 		w.note(line)
 	}

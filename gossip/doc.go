@@ -7,7 +7,8 @@
 // # What it promises
 //
 //   - Owner authority. Every record has an owner node and only the owner
-//     writes it (Store.Put and Store.Delete act as the local node). Versions
+//     writes it (Store.Put and Store.Delete act as the local node), which
+//     peers check: see "Records bound to their owner" below. Versions
 //     are the owner's hybrid logical clock: above everything the node has
 //     seen and at least its wall clock in nanoseconds, so a node that lost
 //     its state and restarts still writes above its earlier versions. If a
@@ -40,13 +41,92 @@
 //     counts again.
 //   - Bounded input. Records, messages and push/pull states from peers are
 //     validated and size-bounded; a gzip bomb or a huge state is refused
-//     without being held in memory.
+//     without being held in memory. Values of the kinds this package
+//     defines are checked where they enter (check.go): a node record with
+//     an address that does not parse or a WireGuard key of the wrong
+//     length, an endpoint with a bad address, MAC or subnet, a network with
+//     a bad subnet, gateway or VNI, a removal reaching past its own version
+//     never reach a consumer, so one bad record cannot fail every node at
+//     once. A version more than MaxClockAhead (a minute) ahead of the local
+//     wall clock is refused and the clock does not move to it: versions are
+//     hybrid logical clocks, and one record at 2^64-1 would otherwise win
+//     over every later write of its key, on every node, forever.
+//   - One name, one node. A node started under a name that is alive
+//     elsewhere in the cluster (another address, or another node key) is
+//     refused: memberlist refuses its address, every node that sees the
+//     attempt logs it once, the owner of the name keeps it, and the
+//     newcomer is told (Cluster.Conflict, Store.Conflict) with the other
+//     node's address, and exits (identity.go). A node that restarts with
+//     its key, from the same or a new address, is the same node.
 //   - Key rotation without downtime. Every node holds a memberlist keyring
 //     (one primary key encrypts, every installed key decrypts); Cluster.Keyring
 //     walks all members that are up through install, use and remove with
 //     request/reply user messages, encrypted with the current key, and
 //     reports each node's result (keyring.go). Each node persists its keyring
 //     (Config.PersistKeys) before a change takes effect.
+//
+// # Records bound to their owner
+//
+// Every node has an Ed25519 node key (the daemon keeps it in --state-dir,
+// node.key), and its node record names the public key. Every record a node
+// writes carries that key and a signature over kind, owner, ID, version,
+// deletion flag and value bytes in a length-prefixed encoding (sign.go).
+// Every record a peer hands over, by broadcast or push/pull, passes
+// Store.Merge's admission (trust.go) or is dropped:
+//
+//   - the signature verifies, and its key is the one pinned to the owner's
+//     name. The first key seen for a name is pinned (trust on first use)
+//     and kept in the node's state file, so a restart opens no window.
+//     A record for that name under another key is refused, and a node
+//     never adopts records in its own name under another key: if such a
+//     record is a node record and this node is the newcomer (it has had
+//     a peer for less than newcomerWindow and the other started first),
+//     it is told so (Store.Conflict) and exits. The pin
+//     moves only when a node record under a new key comes above a removal
+//     of the name (meshctl rmpeer): a host reinstalled without its
+//     node.key is removed first, then takes its name back. Death alone,
+//     however long, does not release a name: a node's death is not seen
+//     alike by every node, and a quiet node writes nothing for days, so
+//     no age of its records says it is gone; rmpeer is the operator's
+//     explicit word, and it is already needed to release the address
+//     blocks.
+//   - rolling upgrade: a node that has never been seen signing is taken to
+//     run a version from before signing, and its unsigned records are
+//     accepted (logged once per node, counted in meshctl status). Once a
+//     node has signed, unsigned records in its name are forgeries. Old
+//     nodes ignore the signature fields, so both versions keep one cluster
+//     during the upgrade. They also drop them when they pass records on:
+//     an upgraded node refuses such a stripped copy of a signing node's
+//     record (counted as "unsigned record from a node that signs") and
+//     takes the record from the owner or another upgraded node instead,
+//     by broadcast or push/pull, so records may cross a half-upgraded
+//     cluster a push/pull round later than usual.
+//   - a removal (KindRemoval) is signed by whoever ran rmpeer, and never
+//     taken for a node that is alive and has not announced itself since
+//     the removal. It is taken whether or not its writer is alive here: a
+//     removal must reach every node, through relays and after its writer
+//     left, or the nodes would disagree on who holds the removed node's
+//     address blocks (a rule that wanted the writer alive failed the
+//     ipam simulation for exactly that).
+//
+// Refusals are logged once per owner and reason and counted
+// (Store.Rejections, meshctl status), so a peer that keeps sending the same
+// bad records cannot flood the log.
+//
+// What this protects against: a holder of the gossip key (a stolen key, a
+// host that was in the cluster once, a compromised container with the key
+// file) writing in another node's name: its endpoints, tunnel endpoints or
+// WireGuard keys, address blocks, deletes of its records, removals of live
+// nodes; and any record that would freeze a key or crash consumers. What
+// it does not protect against: a thief of both the gossip key and a node's
+// node.key, who is that node; a node that lies about its own records (its
+// own endpoints, addresses and blocks are its word); a key holder that
+// pins its key to a name no node has used yet (trust on first use), or
+// that writes wrong records under its own name; and a key holder's load
+// on memberlist itself (joining, probing). Two nodes that share one
+// node.key (a cloned state directory) are refused at membership by
+// address, but records the clone sends in its first exchange are validly
+// signed and taken.
 //
 // # Member states
 //
