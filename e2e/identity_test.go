@@ -22,9 +22,12 @@ import (
 // TestForgedRecords: a node that holds the gossip key, but no other node's node key, joins
 // over memberlist (the test-only helper e2e/forger) and hands every member, as messages and
 // in its push/pull state, three times over: an endpoint in host2's name signed with its own
-// key, a removal of host2 while it is alive, and a record at version 2^64-1. Every host refuses
-// all of it, logs each (owner, reason) once, counts every one in `meshctl status`, and keeps
-// host2 alive and reachable with no forged endpoint anywhere.
+// key, a removal of host2 while it is alive, a record at version 2^64-1, and a node record in
+// host2's name that claims host2's own address with the forger's key (what host2 restarted
+// with a wiped state folder would send, but memberlist's member at that address does not
+// advertise that key). Every host refuses all of it, logs each (owner, reason) once, counts
+// every one in `meshctl status`, moves no name to another key, and keeps host2 alive and
+// reachable with no forged endpoint anywhere.
 func TestForgedRecords(t *testing.T) {
 	if remoteHosts() {
 		t.Skip("runs the forger from the test machine's file system: simulated hosts only")
@@ -101,6 +104,9 @@ func TestForgedRecords(t *testing.T) {
 			if n := countRefusals(logSince(log, start), w.owner, w.reason); n != 1 {
 				t.Errorf("%s logged the refusal of %s's records (%s) %d times, want once", h.Name(), w.owner, w.reason, n)
 			}
+		}
+		if n := countLines(logSince(log, start), "a node name moves to a new node key"); n != 0 {
+			t.Errorf("%s moved a node name to another key after the forger's node record", h.Name())
 		}
 		eps, err := c.Meshctl(ctx, h, "-o", "json", "endpoints")
 		if err != nil {

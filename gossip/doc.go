@@ -52,12 +52,15 @@
 //     hybrid logical clocks, and one record at 2^64-1 would otherwise win
 //     over every later write of its key, on every node, forever.
 //   - One name, one node. A node started under a name that is alive
-//     elsewhere in the cluster (another address, or another node key) is
-//     refused: memberlist refuses its address, every node that sees the
-//     attempt logs it once, the owner of the name keeps it, and the
-//     newcomer is told (Cluster.Conflict, Store.Conflict) with the other
-//     node's address, and exits (identity.go). A node that restarts with
-//     its key, from the same or a new address, is the same node.
+//     elsewhere in the cluster (another address, or a node key its member
+//     does not advertise) is refused: memberlist refuses its address,
+//     every node that sees the attempt logs it once, the owner of the name
+//     keeps it, and the newcomer is told (Cluster.Conflict,
+//     Store.Conflict) with the other node's address, and exits
+//     (identity.go). A node that restarts with its key, from the same or
+//     a new address, is the same node; one that restarts without it (a
+//     wiped state folder, a reinstalled host) takes its name back as a
+//     new identity (see "A name's key changes" below).
 //   - Key rotation without downtime. Every node holds a memberlist keyring
 //     (one primary key encrypts, every installed key decrypts); Cluster.Keyring
 //     walks all members that are up through install, use and remove with
@@ -77,19 +80,13 @@
 //   - the signature verifies, and its key is the one pinned to the owner's
 //     name. The first key seen for a name is pinned (trust on first use)
 //     and kept in the node's state file, so a restart opens no window.
-//     A record for that name under another key is refused, and a node
-//     never adopts records in its own name under another key: if such a
-//     record is a node record and this node is the newcomer (it has had
-//     a peer for less than newcomerWindow and the other started first),
-//     it is told so (Store.Conflict) and exits. The pin
-//     moves only when a node record under a new key comes above a removal
-//     of the name (meshctl rmpeer): a host reinstalled without its
-//     node.key is removed first, then takes its name back. Death alone,
-//     however long, does not release a name: a node's death is not seen
-//     alike by every node, and a quiet node writes nothing for days, so
-//     no age of its records says it is gone; rmpeer is the operator's
-//     explicit word, and it is already needed to release the address
-//     blocks.
+//     A record for that name under another key is refused unless it is a
+//     node record that moves the pin (next section). A record in a node's
+//     own name under another key is refused too, unless it comes from an
+//     earlier run of the node itself (next section); if it is a node
+//     record and this node is the newcomer (it has had a peer for less
+//     than newcomerWindow and the other started first), it is told so
+//     (Store.Conflict) and exits.
 //   - rolling upgrade: a node that has never been seen signing is taken to
 //     run a version from before signing, and its unsigned records are
 //     accepted (logged once per node, counted in meshctl status). Once a
@@ -109,13 +106,68 @@
 //     address blocks (a rule that wanted the writer alive failed the
 //     ipam simulation for exactly that).
 //
+// # A name's key changes
+//
+// A node key lives in the state folder, and a folder gets wiped: a host
+// reinstalled or restored from an image reuses its hostname, which is a
+// normal operator event and must not cost the host its name. Pinning a
+// name for good (a first version of this did, releasing it only on
+// meshctl rmpeer) left such a host refused under its own name forever.
+// The rule now follows memberlist, which already decides who holds a name
+// at the membership level: it refuses a live name at another address and
+// lets a dead or departed name go (DeadNodeReclaimTime). A peer moves a
+// name's pin to a new key when that key's node record is newer than the
+// node record it holds for the name (so a stale copy never moves it back)
+// and (trust.go, pinMovesLocked):
+//
+//   - the name is dead or left in its member view: the pin was released
+//     at that transition, and a host back with a new key is taken as a
+//     fresh identity. A name never seen as a member in this run is not
+//     released: nothing says its holder is gone; or
+//   - the name is alive, and memberlist has its member at the address the
+//     record names with the new key in its metadata (every signing node
+//     advertises its key there, identity.go): the same host restarted
+//     with a wiped state folder before the cluster declared it dead. A
+//     member's metadata is bound to its address by memberlist (a live
+//     name at another address is a conflict, and a node refutes any alive
+//     message about itself that carries other metadata), so a key holder
+//     elsewhere cannot claim it by writing the address into a record; or
+//   - a removal of the name (meshctl rmpeer) lies below the record.
+//
+// A second node under a live name at another address is refused on every
+// node that sees the name alive, as memberlist refuses its address. Where
+// nodes' views of a name's liveness differ (one sees it dead, another
+// alive), they differ on its key just as memberlist differs on its
+// address, and converge with it: once the name is alive everywhere at one
+// address with one key in its metadata, every node takes that key's node
+// record at the next exchange (a member whose key changes triggers a
+// catch-up push/pull, catchup.go). Copies signed by a key a name moved
+// away from are dropped without a word: they are superseded, not forged.
+//
+// The host itself sees its earlier run's records come back from its peers,
+// signed by the old key. A record in its own name under another key is its
+// own history when that key's node record names this node's own address
+// and gossip port, or the address where a peer's member list at the join
+// reports this name dead or left (identity.go, mergeDelegate), and
+// predates this run (two live processes cannot share an address and port),
+// and the record also predates this run (earlierRunLocked). A node that started with an empty state folder
+// adopts such records while it is new to the cluster (newcomerWindow from
+// its first full state): it writes each again under its own key at a new
+// version (store.go), so its endpoints and address blocks stay its own,
+// every copy under the old key is superseded, and peers, which now pin the
+// new key, relay only the new ones; a record hidden by a removal stays
+// hidden. A node that kept its state folder has its own copies and drops
+// them. A node record of its name at another address that no peer reports
+// gone is a live duplicate's: this node is the newcomer under a taken
+// name and exits (above).
+//
 // Refusals are logged once per owner and reason and counted
 // (Store.Rejections, meshctl status), so a peer that keeps sending the same
 // bad records cannot flood the log.
 //
 // What this protects against: a holder of the gossip key (a stolen key, a
 // host that was in the cluster once, a compromised container with the key
-// file) writing in another node's name: its endpoints, tunnel endpoints or
+// file) writing in a live node's name: its endpoints, tunnel endpoints or
 // WireGuard keys, address blocks, deletes of its records, removals of live
 // nodes; and any record that would freeze a key or crash consumers. What
 // it does not protect against: a thief of both the gossip key and a node's
@@ -123,7 +175,15 @@
 // own endpoints, addresses and blocks are its word); a key holder that
 // pins its key to a name no node has used yet (trust on first use), or
 // that writes wrong records under its own name; and a key holder's load
-// on memberlist itself (joining, probing). Two nodes that share one
+// on memberlist itself (joining, probing). Since a name's key follows
+// memberlist's view, whoever can steer that view can take a name: a key
+// holder may claim the name of a node that is dead or left (as memberlist
+// lets it claim its address), and one that forges memberlist's own
+// messages (a leave of a live node, or an alive message at its address
+// with a higher incarnation and its own key, until the node refutes it)
+// can move the name on the nodes that believe it; and one that is first
+// to hand a node that has just started with an empty state folder made-up
+// records "of its earlier run" at its own address gets them adopted. Two nodes that share one
 // node.key (a cloned state directory) are refused at membership by
 // address, but records the clone sends in its first exchange are validly
 // signed and taken.

@@ -1,7 +1,9 @@
 package gossip
 
 import (
+	"crypto/ed25519"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -78,4 +80,69 @@ func (d *conflictDelegate) NotifyConflict(existing, other *memberlist.Node) {
 	}
 	c.log.Error("a node tries to join under a name that is alive at another address; it is refused",
 		"node", existing.Name, "alive_at", existing.Address(), "refused_addr", other.Address())
+}
+
+// metaNodeKeyPrefix opens a node's memberlist metadata when it names the
+// node's key. Memberlist binds a member's metadata to its address: it
+// takes a node's alive message at another address than the one it has for
+// a live name only as a conflict, and the node itself refutes any alive
+// message about it that carries other metadata. So the key in a live
+// member's metadata is the key of the process at that member's address,
+// which is what lets a peer take a new node key for a live name (trust.go,
+// pinMovesLocked): a host restarted with a wiped state folder before the
+// cluster declared it dead. Nodes from before this ignore the metadata
+// (only "leaving" means anything to them).
+const metaNodeKeyPrefix = "nk1:"
+
+// nodeKeyMeta is the metadata a signing node advertises (nil when it does
+// not sign, or when the limit memberlist gives has no room for it).
+func nodeKeyMeta(pub ed25519.PublicKey, limit int) []byte {
+	if pub == nil {
+		return nil
+	}
+	meta := []byte(metaNodeKeyPrefix + EncodeNodeKey(pub))
+	if len(meta) > limit {
+		return nil
+	}
+	return meta
+}
+
+// metaNodeKey reads the node key (base64, as in NodeInfo.NodeKey) from a
+// member's metadata; "" when it names none.
+func metaNodeKey(meta []byte) string {
+	k, ok := strings.CutPrefix(string(meta), metaNodeKeyPrefix)
+	if !ok {
+		return ""
+	}
+	if _, err := decodeNodeKey(k); err != nil {
+		return ""
+	}
+	return k
+}
+
+// mergeDelegate hears what a peer says of the members when this node
+// joins it (a join, a rejoin, a catch-up). Of them, it reads one thing:
+// this node's own name reported dead or left at another address. That was
+// an earlier run of this node (a host that came back with a new address,
+// its state folder wiped): the store may take that run's records as this
+// node's history (Store.noteEarlierRun), where otherwise a node record of
+// its name at another address means a live duplicate.
+type mergeDelegate struct{ c *Cluster }
+
+var _ memberlist.MergeDelegate = (*mergeDelegate)(nil)
+
+// NotifyMerge is called by memberlist before it merges a join's state;
+// an error would cancel the merge, so it never returns one.
+func (d *mergeDelegate) NotifyMerge(peers []*memberlist.Node) error {
+	c := d.c
+	for _, p := range peers {
+		if p.Name != c.cfg.NodeName || (p.State != memberlist.StateDead && p.State != memberlist.StateLeft) {
+			continue
+		}
+		if p.Addr.String() == c.localHost && int(p.Port) == c.localPort {
+			continue // this very address: the store knows it already
+		}
+		c.store.noteEarlierRun(p.Addr.String(), int(p.Port))
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"testing"
@@ -108,5 +109,78 @@ func TestClusterDuplicateNameRefusedOnBothSides(t *testing.T) {
 	}
 	if rej := other.store.Rejections(); rej.ByReason[rejectOtherKey] != 0 || rej.ByReason[rejectOwnName] != 0 {
 		t.Errorf("n01 refused the restarted owner's records: %v", rej.ByReason)
+	}
+}
+
+// A host whose state folder is wiped restarts under its name with a new
+// node key, from the same address and port: at once (memberlist on the
+// peer still has it alive; its refutation carries the new key in its
+// metadata) or after the peer declared it dead; or from another address
+// after its death (the peer's join state says the name is dead at the old
+// address, so its old records are the host's own history). Either way the peer takes
+// the new key, and the host takes back the endpoint its earlier run wrote,
+// signed again with its new key; nobody is told to leave.
+func TestClusterWipedStateRestartKeepsName(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		waitDead, moveAddr bool
+	}{{"at once", false, false}, {"after death", true, false}, {"after death at another address", true, true}} {
+		waitDead := tc.waitDead
+		t.Run(tc.name, func(t *testing.T) {
+			checkGoroutineLeaks(t)
+			cfg0, cfg1 := testConfig(t, 0), testConfig(t, 1)
+			owner := startSignedNode(t, cfg0, newNodeKey(t))
+			cfg1.Join = []string{owner.addr()}
+			other := startSignedNode(t, cfg1, newNodeKey(t))
+			nodes := []*testNode{owner, other}
+			eventually(t, converge, "membership", func() error { return expectMembers(nodes, allAlive(nodes)) })
+			if _, err := owner.store.Put(KindEndpoint, "ep", endpoint("10.42.0.5")); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, converge, "endpoint", func() error { return expectRecord(nodes, KindEndpoint, "n00", "ep", true) })
+			host, port := owner.c.LocalAddr()
+			owner.kill()
+			if waitDead {
+				eventually(t, converge, "n00 dead", func() error {
+					if s := memberStates(other, "n00")["n00"]; s != StateDead {
+						return fmt.Errorf("n00 is %s", s)
+					}
+					return nil
+				})
+			}
+			again := cfg0
+			again.BindAddr, again.BindPort = host, port
+			if tc.moveAddr {
+				again.BindAddr, again.BindPort = testIP(), 0
+			}
+			again.Join = []string{other.addr()}
+			wiped := startSignedNode(t, again, newNodeKey(t))
+			both := []*testNode{wiped, other}
+			eventually(t, converge, "n00 back", func() error { return expectMembers(both, allAlive(both)) })
+			eventually(t, converge, "the new key everywhere", func() error {
+				if pin, _ := other.store.Pinned("n00"); !pin.Equal(wiped.store.PublicKey()) {
+					return fmt.Errorf("n01 pins n00 to %s", EncodeNodeKey(pin))
+				}
+				for _, n := range both {
+					r, ok := n.store.Snapshot().Get(KindEndpoint, "n00", "ep")
+					if !ok || !bytes.Equal(r.Signer, wiped.store.PublicKey()) {
+						return fmt.Errorf("%s: n00's endpoint %v, signed by %s", n.name, ok, EncodeNodeKey(r.Signer))
+					}
+				}
+				return nil
+			})
+			for _, l := range strings.Split(other.log.String(), "\n") {
+				if strings.Contains(l, "a node name moves") {
+					t.Logf("n01: %s", l[strings.Index(l, "msg="):])
+				}
+			}
+			select {
+			case err := <-wiped.c.Conflict():
+				t.Fatalf("the wiped host was refused: %v", err)
+			case err := <-wiped.store.Conflict():
+				t.Fatalf("the wiped host was refused: %v", err)
+			default:
+			}
+		})
 	}
 }

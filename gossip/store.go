@@ -20,6 +20,11 @@ type Member struct {
 	Addr  string      `json:"address"`
 	State MemberState `json:"state"`
 	Since time.Time   `json:"since"`
+	// NodeKey is the node key the member advertises in its memberlist
+	// metadata (base64; "" for a node that does not sign, or not yet
+	// known). A peer takes a new node key for a live name only when the
+	// member advertises it (trust.go).
+	NodeKey string `json:"node_key,omitempty"`
 }
 
 // MemberState is a node's liveness.
@@ -133,6 +138,10 @@ func NewStore(cfg StoreConfig) *Store {
 			unsigned: make(map[string]bool),
 			conflict: make(chan error, 1),
 			runStart: uint64(cfg.Now().UnixNano()),
+			fresh:    true,
+			earlier:  make(map[string]bool),
+			goneAt:   make(map[string]bool),
+			retired:  make(map[retiredKey]bool),
 		},
 	}
 	if cfg.Key != nil {
@@ -162,6 +171,9 @@ func (s *Store) Load(own OwnState) error {
 			return fmt.Errorf("load pinned node keys: %s: %w", name, err)
 		}
 		s.trust.pins[name] = pub
+	}
+	if len(own.Records) > 0 {
+		s.trust.fresh = false
 	}
 	for _, r := range own.Records {
 		if err := r.validate(); err != nil {
@@ -250,8 +262,10 @@ func (s *Store) Merge(recs []Record) ([]Record, error) {
 		persist  bool
 	)
 	// Removals first: whether another node's record in this node's name
-	// is a live conflict or history depends on them (trust.go).
-	if slices.ContainsFunc(recs, func(r Record) bool { return r.Kind == KindRemoval }) {
+	// is a live conflict or history depends on them (trust.go). Node
+	// records next: whether a key may write for a name (a new key taking
+	// a released name, an earlier run of this node) is decided on them.
+	if slices.ContainsFunc(recs, func(r Record) bool { return r.Kind == KindRemoval || r.Kind == KindNode }) {
 		recs = slices.Clone(recs)
 		slices.SortStableFunc(recs, func(a, b Record) int {
 			return cmp.Compare(removalRank(a), removalRank(b))
@@ -259,7 +273,9 @@ func (s *Store) Merge(recs []Record) ([]Record, error) {
 	}
 	s.mu.Lock()
 	for _, r := range recs {
-		if reason, err := s.admitLocked(r); reason != "" {
+		if reason, err := s.admitLocked(r); reason == quietSkip {
+			continue
+		} else if reason != "" {
 			s.rejectLocked(r.Owner, reason, err)
 			invalid++
 			if firstErr == nil {
@@ -290,8 +306,28 @@ func (s *Store) Merge(recs []Record) ([]Record, error) {
 			}
 			// Newer than anything we have: written by an earlier run of
 			// this node whose state was lost. Adopt it.
-			s.cfg.Log.Info("adopting own record from a peer", "record", r.Key.String(), "version", r.Version)
 			persist = true
+			if s.trust.key != nil && len(r.Signer) > 0 && !bytes.Equal(r.Signer, s.trust.pub) {
+				if !s.adoptingLocked() {
+					continue // this node kept its state: its copy stands
+				}
+				// Signed by the node key of an earlier run (its state
+				// folder was wiped: trust.go, earlierRunLocked). Hidden
+				// by a removal, it stays history; otherwise this node
+				// writes it again under its own key, above the old
+				// version, so every copy signed by the old key is
+				// superseded and peers, which now pin the new key,
+				// relay only the new one.
+				if r.Version <= s.removedUpToLocked(s.cfg.Self) {
+					continue
+				}
+				s.cfg.Log.Info("adopting own record of an earlier run (its node key) from a peer", "record", r.Key.String(), "version", r.Version)
+				r = s.signLocked(Record{Key: r.Key, Deleted: r.Deleted, Value: r.Value, Version: s.tickLocked()})
+				s.applyLocked(r)
+				changed = append(changed, r)
+				continue
+			}
+			s.cfg.Log.Info("adopting own record from a peer", "record", r.Key.String(), "version", r.Version)
 		} else if ok && !newer(r, cur) {
 			continue
 		}
@@ -319,10 +355,13 @@ func (s *Store) Merge(recs []Record) ([]Record, error) {
 }
 
 func removalRank(r Record) int {
-	if r.Kind == KindRemoval {
+	switch r.Kind {
+	case KindRemoval:
 		return 0
+	case KindNode:
+		return 1
 	}
-	return 1
+	return 2
 }
 
 // All returns every record and tombstone, for a full-state push/pull.
@@ -364,7 +403,12 @@ func (s *Store) SetMember(m Member) {
 		s.trust.firstPeer = s.cfg.Now()
 	}
 	cur, ok := s.members[m.Name]
-	if ok && cur.State == m.State && cur.Addr == m.Addr {
+	if m.NodeKey == "" && ok {
+		// Suspicions (suspect.go) and a leaving node's "leaving"
+		// metadata say nothing of its key: keep the one it advertised.
+		m.NodeKey = cur.NodeKey
+	}
+	if ok && cur.State == m.State && cur.Addr == m.Addr && cur.NodeKey == m.NodeKey {
 		return
 	}
 	if ok && cur.State == m.State {

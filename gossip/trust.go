@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 )
 
@@ -65,7 +67,24 @@ type trust struct {
 	conflicted bool
 	runStart   uint64    // the wall clock when this run started (NewStore)
 	firstPeer  time.Time // when another member was first up (SetMember)
+
+	// A name's key changes (pinMovesLocked, earlierRunLocked).
+	fresh   bool                // no own records were loaded: this run began with an empty state folder
+	heardAt time.Time           // the first full state merged from a peer (HeardState)
+	earlier map[string]bool     // node keys of earlier runs of this node (base64)
+	goneAt  map[string]bool     // addr:port where peers saw this node's name dead or left (noteEarlierRun)
+	retired map[retiredKey]bool // keys a name's pin moved away from
 }
+
+// retiredKey is a node key a name's pin moved away from: records it signed
+// are superseded (the new key's node record, the records the node adopted
+// again), so copies still relayed are dropped without a word.
+type retiredKey struct{ owner, key string }
+
+// quietSkip is admitLocked's reason for a record dropped without counting
+// or logging: a copy signed by a key its owner no longer uses, relayed by
+// a peer that has not caught up yet. It is no attack and no news.
+const quietSkip = "-"
 
 // admitLocked decides whether a peer's record may enter the store. It
 // returns the reason and the detail when not. It pins a key seen for the
@@ -119,6 +138,9 @@ func (s *Store) authenticateLocked(r Record) (string, error) {
 		return rejectNodeKey, fmt.Errorf("node record %s names key %q, signed by %s", r.Key, nodeKeyOf(r), EncodeNodeKey(r.Signer))
 	}
 	if r.Owner == s.cfg.Self && t.key != nil && !bytes.Equal(r.Signer, t.pub) {
+		if s.earlierRunLocked(r) {
+			return "", nil // Merge adopts it or lets it be (store.go)
+		}
 		return rejectOwnName, s.ownNameLocked(r)
 	}
 	switch {
@@ -126,19 +148,139 @@ func (s *Store) authenticateLocked(r Record) (string, error) {
 		t.pins[r.Owner] = append(ed25519.PublicKey(nil), r.Signer...)
 		t.pinsDirty = true
 	case bytes.Equal(pin, r.Signer):
-	case r.Kind == KindNode && !r.Deleted && aboveRemoval(r.Version, s.removedUpToLocked(r.Owner)):
-		// The name was removed (meshctl rmpeer) and a node announces
-		// itself under it, above the removal: a new installation takes
-		// the name. Only its node record may move the pin, so stale
-		// records of the old key cannot move it back.
-		s.cfg.Log.Warn("a removed node's name is taken by a new node key", "node", r.Owner, "old_key", EncodeNodeKey(pin), "new_key", EncodeNodeKey(r.Signer))
-		t.pins[r.Owner] = append(ed25519.PublicKey(nil), r.Signer...)
-		t.pinsDirty = true
+	case r.Kind == KindNode && !r.Deleted && s.pinMovesLocked(r, pin):
+	case t.retired[retiredKey{owner: r.Owner, key: EncodeNodeKey(r.Signer)}]:
+		return quietSkip, nil
 	default:
-		return rejectOtherKey, fmt.Errorf("record %s is signed by %s, but %s is pinned to %s (a node reinstalled under the same name must be removed first: meshctl rmpeer %s while it is stopped)",
-			r.Key, EncodeNodeKey(r.Signer), r.Owner, EncodeNodeKey(pin), r.Owner)
+		return rejectOtherKey, fmt.Errorf("record %s is signed by %s, but %s is pinned to %s while that node is alive (another node uses its name; a host restarted without its node.key is taken once the cluster sees its old run dead, or at once from the same address)",
+			r.Key, EncodeNodeKey(r.Signer), r.Owner, EncodeNodeKey(pin))
 	}
 	return "", nil
+}
+
+// pinMovesLocked decides whether a node record of another node, validly
+// signed by a key other than the one pinned to its name, takes the name
+// (and moves the pin, reporting true). Node keys live in the state folder,
+// and a host whose folder was wiped (or that was reinstalled) comes back
+// under its name with a new key; a second node under a live node's name
+// must not. The rule follows memberlist, which refuses a live name at
+// another address and lets a dead or departed one go:
+//
+//   - the record must be newer than the node record held for the name, so
+//     a stale copy of an older key's node record never moves the pin back;
+//   - the name is dead or left here: whoever held it is gone, so the pin
+//     is released (a returning host with a new key is a fresh identity).
+//     A name this node has not seen as a member in this run is not
+//     released: nothing says its holder is gone; or
+//   - the name is alive here, and memberlist has it at the address the
+//     record names with the new key in its metadata (identity.go): the
+//     same host, restarted before the cluster declared it dead; or
+//   - the name was removed (meshctl rmpeer) and the record comes above the
+//     removal.
+//
+// Everything else (a live name claimed from another address, or with a
+// key its member does not advertise) is refused.
+func (s *Store) pinMovesLocked(r Record, pin ed25519.PublicKey) bool {
+	if cur, ok := s.records[r.Key]; ok && !newer(r, cur) {
+		return false
+	}
+	var info NodeInfo
+	_ = r.Decode(&info) // checkValue decoded it
+	newKey := EncodeNodeKey(r.Signer)
+	m, known := s.members[r.Owner]
+	var why string
+	switch {
+	case aboveRemoval(r.Version, s.removedUpToLocked(r.Owner)):
+		why = "its name was removed (meshctl rmpeer) before"
+	case !known:
+		// Never seen in this run: nothing says its holder is gone. It
+		// is taken once memberlist reports it alive with the key.
+		return false
+	case !m.State.Up():
+		why = "its name is " + string(m.State) + " here: a host back with a new node key (state folder wiped or reinstalled)"
+	case m.NodeKey == newKey && m.Addr == info.Addr:
+		why = "the member alive at " + m.Addr + " advertises the new key: the same host restarted with a wiped state folder"
+	default:
+		return false
+	}
+	t := &s.trust
+	s.cfg.Log.Warn("a node name moves to a new node key", "node", r.Owner, "old_key", EncodeNodeKey(pin), "new_key", newKey, "addr", info.Addr, "because", why)
+	if len(t.retired) < maxRejectKeys {
+		t.retired[retiredKey{owner: r.Owner, key: EncodeNodeKey(pin)}] = true
+	}
+	delete(t.retired, retiredKey{owner: r.Owner, key: newKey})
+	t.pins[r.Owner] = append(ed25519.PublicKey(nil), r.Signer...)
+	t.pinsDirty = true
+	return true
+}
+
+// earlierRunLocked reports whether a record in this node's name, signed by
+// another node key, was written by an earlier run of this node: its key's
+// node record names this node's own address and gossip port, or one where
+// a peer saw this name dead or left (noteEarlierRun), and predates this
+// run (two live processes cannot share an address and port, so that run
+// is over: its state folder was wiped or its node.key lost). Such a
+// key's records written before this run are this node's own history: a
+// node that started with an empty state folder adopts them, signing them
+// again with its own key (Store.Merge); one that kept its state drops them.
+func (s *Store) earlierRunLocked(r Record) bool {
+	t := &s.trust
+	key := EncodeNodeKey(r.Signer)
+	if r.Version >= t.runStart {
+		return false // written while this run is alive: not an earlier one
+	}
+	if t.earlier[key] {
+		return true
+	}
+	if r.Kind != KindNode || r.Deleted {
+		return false
+	}
+	var theirs, mine NodeInfo
+	_ = r.Decode(&theirs) // checkValue decoded it
+	cur, ok := s.records[Key{Kind: KindNode, Owner: s.cfg.Self}]
+	if !ok || cur.Deleted || cur.Decode(&mine) != nil {
+		return false
+	}
+	sameAddr := theirs.Addr == mine.Addr && theirs.GossipPort == mine.GossipPort
+	if !sameAddr && !t.goneAt[net.JoinHostPort(theirs.Addr, strconv.Itoa(theirs.GossipPort))] || len(t.earlier) >= maxRejectKeys {
+		return false
+	}
+	t.earlier[key] = true
+	s.cfg.Log.Info("this node's name was used by an earlier run of this host with another node key (its state folder was wiped or its node.key lost)",
+		"node_key", key, "earlier_key", theirs.NodeKey, "started", theirs.Started.Format(time.RFC3339), "adopts_its_records", s.adoptingLocked())
+	return true
+}
+
+// noteEarlierRun records that a peer saw this node's name dead or left at
+// addr:port, another address than this run's (the Cluster's
+// mergeDelegate): a node record of its name naming that address is an
+// earlier run's, not a live duplicate's.
+func (s *Store) noteEarlierRun(addr string, port int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.trust.goneAt) < maxRejectKeys {
+		s.trust.goneAt[net.JoinHostPort(addr, strconv.Itoa(port))] = true
+	}
+}
+
+// adoptingLocked: this node started with an empty state folder and has not
+// yet been in its cluster for newcomerWindow since its first full state
+// (the join's push/pull carries everything peers hold in its name). Only
+// then does it take records of an earlier run's key as its own; later, a
+// key holder could hand it made-up history.
+func (s *Store) adoptingLocked() bool {
+	t := &s.trust
+	return t.fresh && (t.heardAt.IsZero() || s.cfg.Now().Sub(t.heardAt) < newcomerWindow)
+}
+
+// HeardState notes that a full state from a peer was merged (the Cluster
+// calls it after every push/pull; the first one counts).
+func (s *Store) HeardState() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.trust.heardAt.IsZero() {
+		s.trust.heardAt = s.cfg.Now()
+	}
 }
 
 // ownNameLocked handles a validly signed record in this node's name from

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"log/slog"
@@ -245,17 +246,18 @@ func TestRollingUpgradeUnsignedThenSigned(t *testing.T) {
 	}
 }
 
-// Two nodes under one name with different keys: the one that started
-// later is refused (its store reports the conflict), the first keeps its
-// name and records everywhere; after the first is removed (rmpeer), the
-// new key takes the name.
-func TestDuplicateNameRefusedUntilRemoved(t *testing.T) {
+// Two nodes under one name with different keys and addresses: the one
+// that started later is refused (its store reports the conflict), the
+// first keeps its name and records everywhere, as memberlist refuses a
+// live name at another address. Once the first is dead, the name is
+// released and the second takes it.
+func TestDuplicateNameRefusedWhileAlive(t *testing.T) {
 	clock := newFakeClock()
 	first := newSignedStore(t, "x", newNodeKey(t), clock)
 	c := newSignedStore(t, "c", newNodeKey(t), clock)
 	first.announce(t, "198.18.0.1", clock.Now())
 	mustPut(t, first.Store, KindEndpoint, "ep", endpoint("10.42.0.5"))
-	c.SetMember(Member{Name: "x", State: StateAlive})
+	c.SetMember(Member{Name: "x", Addr: "198.18.0.1", State: StateAlive, NodeKey: EncodeNodeKey(first.PublicKey())})
 	mustMerge(t, c.Store, first.All())
 
 	clock.Advance(time.Minute)
@@ -268,6 +270,9 @@ func TestDuplicateNameRefusedUntilRemoved(t *testing.T) {
 	_, _ = c.Merge(second.All())
 	if !sameRecords(c.All(), cBefore) {
 		t.Fatal("the duplicate's records changed another node's store")
+	}
+	if n := c.Rejections().ByReason[rejectOtherKey]; n != 2 {
+		t.Errorf("c refused %d of the duplicate's records as another key's, want 2: %v", n, c.Rejections().ByReason)
 	}
 	// The second one learns that the name is taken, and by whom.
 	_, _ = second.Merge(c.All())
@@ -301,14 +306,43 @@ func TestDuplicateNameRefusedUntilRemoved(t *testing.T) {
 		t.Errorf("the first node logged the duplicate %d times, want once:\n%s", n, first.log.String())
 	}
 
-	// Dead is not enough: the name stays pinned.
-	c.SetMember(Member{Name: "x", State: StateDead})
-	_, _ = c.Merge(second.All())
-	if !sameRecords(c.All(), cBefore) {
-		t.Fatal("a dead node's name went to another key without a removal")
+	// Dead releases the name: the second node takes it, its records
+	// with it; copies of the first one's relayed later are dropped
+	// without a word.
+	c.SetMember(Member{Name: "x", Addr: "198.18.0.1", State: StateDead})
+	mustMerge(t, c.Store, second.All())
+	if pin, _ := c.Pinned("x"); !pin.Equal(second.PublicKey()) {
+		t.Fatal("the name of a dead node did not move to the new key")
 	}
+	if r, _ := c.Snapshot().Get(KindEndpoint, "x", "ep"); !strings.Contains(string(r.Value), "10.42.0.99") {
+		t.Errorf("c's endpoint of x after the name moved: %s", r.Value)
+	}
+	refused := c.Rejections().Total
+	mustMerge(t, c.Store, firstBefore)
+	if r, _ := c.Snapshot().Get(KindNode, "x", ""); !strings.Contains(string(r.Value), "198.18.0.2") {
+		t.Errorf("a stale copy of the old key's node record moved the name back: %s", r.Value)
+	}
+	if c.Rejections().Total != refused {
+		t.Errorf("copies signed by the retired key were counted as refusals: %v", c.Rejections().ByReason)
+	}
+}
 
-	// rmpeer x on c: the new key may take the name above the removal.
+// A removal (meshctl rmpeer) also releases a name, even on a node that
+// has never seen the name's new holder as a member.
+func TestRemovedNameTakenByNewKey(t *testing.T) {
+	clock := newFakeClock()
+	old := newSignedStore(t, "x", newNodeKey(t), clock)
+	c := newSignedStore(t, "c", newNodeKey(t), clock)
+	old.announce(t, "198.18.0.1", clock.Now())
+	mustMerge(t, c.Store, old.All())
+	fresh := newSignedStore(t, "x", newNodeKey(t), clock)
+	clock.Advance(time.Minute)
+	fresh.announce(t, "198.18.0.2", clock.Now())
+	// Not a member here, never seen: not released.
+	_, _ = c.Merge(fresh.All())
+	if pin, _ := c.Pinned("x"); !pin.Equal(old.PublicKey()) {
+		t.Fatal("a name this node never saw as a member moved to another key")
+	}
 	var upTo uint64
 	for _, r := range c.All() {
 		if r.Owner == "x" {
@@ -316,22 +350,169 @@ func TestDuplicateNameRefusedUntilRemoved(t *testing.T) {
 		}
 	}
 	mustPut(t, c.Store, KindRemoval, "x", Removal{UpTo: upTo, At: clock.Now(), By: "c"})
-	clock.Advance(time.Minute)
-	again := newSignedStore(t, "x", second.key, clock) // the second node, started again
-	again.announce(t, "198.18.0.2", clock.Now())
-	again.SetMember(Member{Name: "c", State: StateAlive})
-	mustMerge(t, c.Store, again.All())
-	if pin, _ := c.Pinned("x"); !pin.Equal(again.PublicKey()) {
+	mustMerge(t, c.Store, fresh.All())
+	if pin, _ := c.Pinned("x"); !pin.Equal(fresh.PublicKey()) {
 		t.Fatal("the name did not move to the new key after the removal")
 	}
-	_, _ = again.Merge(c.All())
+	_, _ = fresh.Merge(c.All())
 	select {
-	case err := <-again.Conflict():
+	case err := <-fresh.Conflict():
 		t.Fatalf("the new node was refused after the old one's removal: %v", err)
 	default:
 	}
 	if r, ok := c.Snapshot().Get(KindNode, "x", ""); !ok || !strings.Contains(string(r.Value), "198.18.0.2") {
 		t.Errorf("c's node record for x: %s", r.Value)
+	}
+}
+
+// A host whose state folder is wiped comes back under its name with a new
+// node key, from the same address: after the cluster declared it dead, or
+// before (memberlist then has it alive at that address, advertising the
+// new key). Either way its peers take the new key, and the host takes its
+// earlier run's records back (endpoints, address blocks), signed again
+// with its new key, so nothing it held is lost or held twice; no conflict,
+// no refusal on either side. A record hidden by a removal stays hidden.
+func TestWipedStateRejoinsWithNewKey(t *testing.T) {
+	for _, beforeDeath := range []bool{false, true} {
+		t.Run(map[bool]string{false: "after death", true: "before death"}[beforeDeath], func(t *testing.T) {
+			clock := newFakeClock()
+			x := newSignedStore(t, "x", newNodeKey(t), clock)
+			c := newSignedStore(t, "c", newNodeKey(t), clock)
+			x.announce(t, "198.18.0.3", clock.Now())
+			mustPut(t, x.Store, KindEndpoint, "ep", endpoint("10.42.0.5"))
+			mustPut(t, x.Store, KindBlock, "10.42.0.0/26", map[string]string{"subnet": "10.42.0.0/24"})
+			gone := mustPut(t, x.Store, KindEndpoint, "gone", endpoint("10.42.0.6"))
+			if err := x.Delete(KindEndpoint, "gone"); err != nil {
+				t.Fatal(err)
+			}
+			c.SetMember(Member{Name: "x", Addr: "198.18.0.3", State: StateAlive, NodeKey: EncodeNodeKey(x.PublicKey())})
+			mustMerge(t, c.Store, x.All())
+
+			// x is killed, its state folder wiped; it starts again with a
+			// new node key from the same address.
+			clock.Advance(time.Minute)
+			wiped := newSignedStore(t, "x", newNodeKey(t), clock)
+			wiped.announce(t, "198.18.0.3", clock.Now())
+			wiped.SetMember(Member{Name: "c", Addr: "198.18.0.9", State: StateAlive})
+			if beforeDeath {
+				// Memberlist on c has x alive still, at its address; the
+				// new key's node record comes before its refutation
+				// (which carries the new key's metadata): refused; after
+				// it, taken.
+				_, _ = c.Merge(wiped.All())
+				if pin, _ := c.Pinned("x"); !pin.Equal(x.PublicKey()) {
+					t.Fatal("the name moved before the member at its address advertised the new key")
+				}
+				c.SetMember(Member{Name: "x", Addr: "198.18.0.3", State: StateAlive, NodeKey: EncodeNodeKey(wiped.PublicKey())})
+			} else {
+				c.SetMember(Member{Name: "x", Addr: "198.18.0.3", State: StateDead})
+			}
+			refusedBefore := c.Rejections().Total
+			// The join's push/pull, both ways, then once more.
+			mustMerge(t, wiped.Store, c.All())
+			mustMerge(t, c.Store, wiped.All())
+			mustMerge(t, wiped.Store, c.All())
+			select {
+			case err := <-wiped.Conflict():
+				t.Fatalf("the wiped host was refused its own name: %v", err)
+			default:
+			}
+			if pin, _ := c.Pinned("x"); !pin.Equal(wiped.PublicKey()) {
+				t.Fatal("the peer did not take the wiped host's new key")
+			}
+			for _, s := range []signedStore{wiped, c} {
+				snap := s.Snapshot()
+				for _, k := range []Key{{Kind: KindEndpoint, Owner: "x", ID: "ep"}, {Kind: KindBlock, Owner: "x", ID: "10.42.0.0/26"}} {
+					r, ok := snap.Get(k.Kind, k.Owner, k.ID)
+					if !ok {
+						t.Errorf("%s lost %s", s.Self(), k)
+						continue
+					}
+					if !verifySig(r) || !bytes.Equal(r.Signer, wiped.PublicKey()) {
+						t.Errorf("%s holds %s signed by %s, want the new key", s.Self(), k, EncodeNodeKey(r.Signer))
+					}
+				}
+				if _, ok := snap.Get(KindEndpoint, "x", gone.ID); ok {
+					t.Errorf("%s has the deleted endpoint back", s.Self())
+				}
+			}
+			if !sameRecords(wiped.All(), c.All()) {
+				t.Errorf("the two stores differ:\n%s\nand\n%s", formatRecords(wiped.All()), formatRecords(c.All()))
+			}
+			if n := c.Rejections().Total - refusedBefore; n != 0 {
+				t.Errorf("the peer refused %d records of the wiped host: %v", n, c.Rejections().ByReason)
+			}
+			if n := wiped.Rejections().Total; n != 0 {
+				t.Errorf("the wiped host refused %d records: %v", n, wiped.Rejections().ByReason)
+			}
+			// A later copy of the old key's records, from a peer that has
+			// not caught up, changes nothing and is not counted.
+			before := c.All()
+			mustMerge(t, c.Store, x.All())
+			if !sameRecords(c.All(), before) || c.Rejections().Total != refusedBefore {
+				t.Errorf("an old copy changed the peer or was counted: %v", c.Rejections().ByReason)
+			}
+		})
+	}
+}
+
+// A node that kept its state folder never adopts records of another key,
+// even from its own address (a key holder could hand it made-up history);
+// and a node that started empty stops adopting newcomerWindow after its
+// first full state.
+func TestEarlierRunRecordsAdoptedOnlyByAFreshNode(t *testing.T) {
+	clock := newFakeClock()
+	x := newSignedStore(t, "x", newNodeKey(t), clock)
+	x.announce(t, "198.18.0.3", clock.Now())
+	mustPut(t, x.Store, KindEndpoint, "ep", endpoint("10.42.0.5"))
+	old := x.All()
+	clock.Advance(time.Minute)
+
+	kept := newSignedStore(t, "x", newNodeKey(t), clock)
+	if err := kept.Load(OwnState{Records: []Record{old[0]}}); err != nil { // its endpoint only
+		t.Fatal(err)
+	}
+	kept.announce(t, "198.18.0.3", clock.Now())
+	before := kept.All()
+	mustMerge(t, kept.Store, old)
+	if !sameRecords(kept.All(), before) {
+		t.Errorf("a node that kept its state adopted another key's records:\n%s", formatRecords(kept.All()))
+	}
+
+	late := newSignedStore(t, "x", newNodeKey(t), clock)
+	late.announce(t, "198.18.0.3", clock.Now())
+	late.HeardState()
+	clock.Advance(newcomerWindow)
+	mustMerge(t, late.Store, old)
+	if _, ok := late.Snapshot().Get(KindEndpoint, "x", "ep"); ok {
+		t.Error("a node adopted another key's records long after it joined")
+	}
+}
+
+// A record in this node's name signed by another key whose node record
+// names another address is no earlier run of this node: a newcomer under
+// a taken name is told (the conflict), and a forger's node record that
+// names this node's address but was written after it started is refused.
+func TestOwnNameFromAnotherAddressIsNoEarlierRun(t *testing.T) {
+	clock := newFakeClock()
+	x := newSignedStore(t, "x", newNodeKey(t), clock)
+	x.announce(t, "198.18.0.3", clock.Now())
+	clock.Advance(time.Minute)
+	dup := newSignedStore(t, "x", newNodeKey(t), clock)
+	dup.announce(t, "198.18.0.4", clock.Now())
+	_, _ = dup.Merge(x.All())
+	select {
+	case <-dup.Conflict():
+	default:
+		t.Fatal("a newcomer took a live node's records from another address as its own")
+	}
+
+	forger := newNodeKey(t)
+	clock.Advance(time.Second)
+	forged := sign(Record{Key: Key{Kind: KindNode, Owner: "x"}, Version: uint64(clock.Now().UnixNano()),
+		Value: rawJSON(t, NodeInfo{Addr: "198.18.0.3", GossipPort: 7946, NodeKey: EncodeNodeKey(forger.Public().(ed25519.PublicKey))})}, forger)
+	if _, err := x.Merge([]Record{forged}); err == nil {
+		t.Fatal("a node record in this node's name from another key, written while it runs, was taken")
 	}
 }
 
@@ -432,5 +613,40 @@ func TestRemovalNeedsDeadNode(t *testing.T) {
 	mustMerge(t, late.Store, append(append(w.All(), v.All()...), rm))
 	if late.Snapshot().Removed["v"] == 0 {
 		t.Fatal("a node started after the removal did not take it")
+	}
+}
+
+// A host back with a wiped state folder at another address takes its
+// earlier run's records when a peer reported its name dead or left at the
+// old address (the join's member list); without that word, a node record
+// of its name at another address is a live duplicate's.
+func TestEarlierRunAtAnotherAddressSeenDead(t *testing.T) {
+	clock := newFakeClock()
+	x := newSignedStore(t, "x", newNodeKey(t), clock)
+	x.announce(t, "198.18.0.3", clock.Now())
+	mustPut(t, x.Store, KindEndpoint, "ep", endpoint("10.42.0.5"))
+	clock.Advance(time.Minute)
+
+	back := newSignedStore(t, "x", newNodeKey(t), clock)
+	back.announce(t, "198.18.0.7", clock.Now())
+	back.noteEarlierRun("198.18.0.3", 7946)
+	mustMerge(t, back.Store, x.All())
+	select {
+	case err := <-back.Conflict():
+		t.Fatalf("refused after its old address was reported dead: %v", err)
+	default:
+	}
+	if r, ok := back.Snapshot().Get(KindEndpoint, "x", "ep"); !ok || !bytes.Equal(r.Signer, back.PublicKey()) {
+		t.Errorf("the earlier run's endpoint was not adopted under the new key: %v", ok)
+	}
+
+	dup := newSignedStore(t, "x", newNodeKey(t), clock)
+	dup.announce(t, "198.18.0.8", clock.Now())
+	dup.noteEarlierRun("198.18.0.99", 7946) // some other address
+	_, _ = dup.Merge(x.All())
+	select {
+	case <-dup.Conflict():
+	default:
+		t.Fatal("a node record of this name at an address nobody reported gone was taken as an earlier run")
 	}
 }

@@ -3,8 +3,10 @@
 // It joins the cluster over memberlist and hands every member, as gossip
 // messages and in its push/pull state, records it has no right to write:
 // an endpoint in another node's name (signed with its own key), a removal
-// of that live node, and a record at version 2^64-1. Then it stays until
-// killed. It is never built into meshnet's binaries.
+// of that live node, a record at version 2^64-1, and a node record in that
+// node's name that claims its address with the forger's key (what a host
+// restarted there with a wiped state folder would send). Then it stays
+// until killed. It is never built into meshnet's binaries.
 package main
 
 import (
@@ -20,6 +22,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -83,7 +86,7 @@ func run(name, bind, join, keyFile, label, victim, subnet, addr string, rounds i
 	mc.BindAddr, mc.AdvertiseAddr = bind, bind
 	mc.Label = label
 	mc.Keyring = ring
-	mc.Delegate = forgedState(state)
+	mc.Delegate = &forgedState{state: state}
 	mc.Logger = log.New(io.Discard, "", 0)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -96,6 +99,23 @@ func run(name, bind, join, keyFile, label, victim, subnet, addr string, rounds i
 		return fmt.Errorf("join %s: %w", join, err)
 	}
 	time.Sleep(2 * time.Second) // the members list fills in
+	// A node record in the victim's name that claims the victim's own
+	// address, with the forger's key: what a wiped host restarted at that
+	// address would send. Peers take a new key for a live name only when
+	// memberlist's member at that address advertises it; the victim does
+	// not.
+	for _, m := range ml.Members() {
+		if m.Name != victim {
+			continue
+		}
+		node, _ := json.Marshal(gossip.NodeInfo{Addr: m.Addr.String(), GossipPort: int(m.Port),
+			NodeKey: base64.StdEncoding.EncodeToString(own.Public().(ed25519.PublicKey)), Started: time.Now().UTC()})
+		recs = append(recs, gossip.Sign(gossip.Record{Key: gossip.Key{Kind: gossip.KindNode, Owner: victim}, Version: uint64(time.Now().UnixNano()), Value: node}, own))
+	}
+	if state, err = gossip.EncodeState(recs); err != nil {
+		return err
+	}
+	mc.Delegate.(*forgedState).set(state)
 	for i := 0; i < rounds; i++ {
 		for _, m := range ml.Members() {
 			if m.Name == name {
@@ -116,10 +136,23 @@ func run(name, bind, join, keyFile, label, victim, subnet, addr string, rounds i
 
 // forgedState is a memberlist delegate whose push/pull state is the forged
 // records.
-type forgedState []byte
+type forgedState struct {
+	mu    sync.Mutex
+	state []byte
+}
 
-func (s forgedState) NodeMeta(int) []byte                 { return nil }
-func (s forgedState) NotifyMsg([]byte)                    {}
-func (s forgedState) GetBroadcasts(int, int) [][]byte     { return nil }
-func (s forgedState) LocalState(bool) []byte              { return s }
-func (s forgedState) MergeRemoteState(buf []byte, _ bool) {}
+func (s *forgedState) set(state []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.state = state
+}
+
+func (s *forgedState) NodeMeta(int) []byte             { return nil }
+func (s *forgedState) NotifyMsg([]byte)                {}
+func (s *forgedState) GetBroadcasts(int, int) [][]byte { return nil }
+func (s *forgedState) LocalState(bool) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+func (s *forgedState) MergeRemoteState(buf []byte, _ bool) {}
