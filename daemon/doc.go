@@ -52,8 +52,13 @@
 //     rebuilding it. The node key (nodekey.go) signs every record the node
 //     writes; peers know the node by it (gossip/doc.go, "Records bound to
 //     their owner"), so it must live as long as records.json.
-//   - Node identity: when gossip finds this node's name taken by a node
-//     that was there first (another address or node key), Run closes
+//   - Node identity: the node key in --state-dir is the node's identity
+//     for its records; a wiped state folder gives the host a new one,
+//     which the cluster takes under the same name once the old run is
+//     dead or left, or at once from the same address (gossip/doc.go, "A
+//     name's key changes"), and the host adopts its earlier run's records
+//     from its peers. When gossip finds this node's name taken by a live
+//     node that was there first (another address), Run closes
 //     gossip without a graceful leave (which would announce the other
 //     node's name as gone) and returns IdentityConflictError; meshnetd
 //     exits with status 3.

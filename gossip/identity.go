@@ -17,8 +17,10 @@ import (
 // Which of the two is the newcomer is judged by time: a node that meets its
 // own name alive elsewhere before it has had a peer for newcomerWindow is
 // joining now, so it is the one that came second. The store judges the
-// same for a name taken by another node key (trust.go, ownNameLocked),
-// which also covers a newcomer that arrives while the owner is dead.
+// same for a node record of its name under another node key at another
+// address that no peer reports dead or left (trust.go, ownNameLocked); one
+// at its own address, or where a peer saw the name gone, is an earlier
+// run of this node (earlierRunLocked, mergeDelegate below).
 // Either way the newcomer gets the error (Cluster.Conflict for
 // memberlist's, Store.Conflict for the store's) and the daemon exits with
 // it; every other node logs the attempt once.
