@@ -150,9 +150,12 @@
 // and gossip port, or the address where a peer's member list at the join
 // reports this name dead or left (identity.go, mergeDelegate), and
 // predates this run (two live processes cannot share an address and port),
-// and the record also predates this run (earlierRunLocked). A node that started with an empty state folder
-// adopts such records while it is new to the cluster (newcomerWindow from
-// its first full state): it writes each again under its own key at a new
+// and the record also predates this run (earlierRunLocked). A node that
+// started with an empty state folder adopts such records while it is new
+// to the cluster (newcomerWindow from its first full state): the name,
+// not the key, owns records, so whoever holds the name next holds its
+// address blocks (which stay reserved meanwhile, as for any dead node).
+// It writes each again under its own key at a new
 // version (store.go), so its endpoints and address blocks stay its own,
 // every copy under the old key is superseded, and peers, which now pin the
 // new key, relay only the new ones; a record hidden by a removal stays
@@ -183,10 +186,10 @@
 // with a higher incarnation and its own key, until the node refutes it)
 // can move the name on the nodes that believe it; and one that is first
 // to hand a node that has just started with an empty state folder made-up
-// records "of its earlier run" at its own address gets them adopted. Two nodes that share one
-// node.key (a cloned state directory) are refused at membership by
-// address, but records the clone sends in its first exchange are validly
-// signed and taken.
+// records "of its earlier run" at its own address gets them adopted. Two
+// nodes that share one node.key (a cloned state directory) are refused at
+// membership by address, but records the clone sends in its first
+// exchange are validly signed and taken.
 //
 // # Member states
 //
