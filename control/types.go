@@ -33,13 +33,26 @@ type Status struct {
 	// JoinedCluster says when and how the node first heard from its
 	// cluster; nil while it has not, and creates no network until then.
 	JoinedCluster *JoinInfo `json:"joined_cluster,omitempty"`
-	Problems      []string  `json:"problems"`
+	// Refused counts the peers' records this node refused (forged,
+	// invalid, too far ahead of its clock), by reason; each owner and
+	// reason is logged once, these count every one.
+	Refused  RefusedRecords `json:"refused_records"`
+	Problems []string       `json:"problems"`
 }
 
 // JoinInfo is when and how a node first heard from its cluster.
 type JoinInfo struct {
 	At  time.Time `json:"at"`
 	How string    `json:"how"`
+}
+
+// RefusedRecords counts refused records since the daemon started.
+type RefusedRecords struct {
+	Total    uint64            `json:"total"`
+	ByReason map[string]uint64 `json:"by_reason,omitempty"`
+	// UnsignedAccepted counts records accepted without a signature from
+	// nodes not yet upgraded to signing.
+	UnsignedAccepted uint64 `json:"unsigned_accepted"`
 }
 
 // MemberCounts counts peers by state.

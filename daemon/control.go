@@ -57,6 +57,8 @@ func (b controlBackend) Status() control.Status {
 		Dataplane: control.DataplaneInfo{Default: d.cfg.Dataplane},
 		DNS:       control.DNSInfo{Addr: d.cfg.DNSAddr, Domain: d.cfg.DNSDomain},
 	}
+	rej := d.store.Rejections()
+	st.Refused = control.RefusedRecords{Total: rej.Total, ByReason: rej.ByReason, UnsignedAccepted: rej.Unsigned}
 	for _, m := range snap.Members {
 		switch m.State {
 		case gossip.StateAlive:

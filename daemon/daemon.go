@@ -112,9 +112,14 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory %s: %w", cfg.StateDir, err)
 	}
+	nodeKey, err := loadNodeKey(cfg.StateDir, log)
+	if err != nil {
+		return nil, err
+	}
 	recordsPath := filepath.Join(cfg.StateDir, recordsFile)
 	d.store = gossip.NewStore(gossip.StoreConfig{
 		Self: cfg.NodeName,
+		Key:  nodeKey,
 		Log:  log,
 		Persist: func(own gossip.OwnState) error {
 			buf, err := json.Marshal(own)
@@ -200,7 +205,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	host, port := d.cluster.LocalAddr()
-	self := gossip.NodeInfo{Addr: d.advertise.String(), GossipPort: port, Version: versionString(), Started: d.started}
+	self := gossip.NodeInfo{Addr: d.advertise.String(), GossipPort: port, NodeKey: gossip.EncodeNodeKey(d.store.PublicKey()), Version: versionString(), Started: d.started}
 	d.wireGuardNodeInfo(&self)
 	if _, err := d.store.Put(gossip.KindNode, "", self); err != nil {
 		return fmt.Errorf("publish node record: %w", err)
@@ -259,6 +264,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+	case cerr := <-d.cluster.Conflict():
+		err = d.identityConflict(cerr)
+	case cerr := <-d.store.Conflict():
+		err = d.identityConflict(cerr)
 	}
 	cancel()
 	wg.Wait()
@@ -269,6 +278,25 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.log.Info("meshnetd stopped")
 	return err
+}
+
+// IdentityConflictError is why a node stays out of the cluster: its name
+// is taken by another node that was there first. meshnetd exits with a
+// status of its own for it (a service manager should not restart it).
+type IdentityConflictError struct{ Err error }
+
+func (e IdentityConflictError) Error() string { return "refused by the cluster: " + e.Err.Error() }
+func (e IdentityConflictError) Unwrap() error { return e.Err }
+
+// identityConflict takes this node out of the cluster at once, without a
+// graceful leave: a leave would announce the name as gone, and the name
+// belongs to the other node, which must stay untouched.
+func (d *Daemon) identityConflict(err error) error {
+	d.log.Error("this node's name is taken by another node; leaving the cluster", "err", err)
+	if cerr := d.cluster.Close(); cerr != nil {
+		d.log.Warn("closing gossip", "err", cerr)
+	}
+	return IdentityConflictError{Err: err}
 }
 
 // reconcileLoop applies the desired state on every store change and on a

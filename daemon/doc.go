@@ -49,10 +49,23 @@
 //   - The leak sweep (sweep.go): what Docker could not release while
 //     meshnetd was down is freed once no container has held it for
 //     --reclaim-after, judged against what the engine itself reports.
-//   - Persistence of this node's own records, its last-known peers, its
-//     gossip keyring and WireGuard key under --state-dir, each written
+//   - Persistence of this node's own records (with the node keys it has
+//     pinned to names), its last-known peers, its gossip keyring, its
+//     WireGuard key and its node key under --state-dir, each written
 //     atomically, so a restart adopts the kernel state it finds instead of
-//     rebuilding it.
+//     rebuilding it. The node key (nodekey.go) signs every record the node
+//     writes; peers know the node by it (gossip/doc.go, "Records bound to
+//     their owner"), so it must live as long as records.json.
+//   - Node identity: the node key in --state-dir is the node's identity
+//     for its records; a wiped state folder gives the host a new one,
+//     which the cluster takes under the same name once the old run is
+//     dead or left, or at once from the same address (gossip/doc.go, "A
+//     name's key changes"), and the host adopts its earlier run's records
+//     from its peers. When gossip finds this node's name taken by a live
+//     node that was there first (another address), Run closes
+//     gossip without a graceful leave (which would announce the other
+//     node's name as gone) and returns IdentityConflictError; meshnetd
+//     exits with status 3.
 //   - The plugin backends' option parsing (netopts.go): meshnet's own -o
 //     options and what compose files written for Docker's overlay carry
 //     (com.docker.network.driver.mtu, encrypted).

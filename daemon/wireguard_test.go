@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"bytes"
+	"encoding/base64"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -67,11 +69,11 @@ func wgSnapshot(t *testing.T, h2Addr string, dead ...string) *gossip.Snapshot {
 		return gossip.EndpointInfo{Subnet: subnet, Addr: addr, MAC: "02:00:00:00:00:01", Healthy: true}
 	}
 	recs := []gossip.Record{
-		record(t, gossip.KindNode, "h1", "", node("198.18.0.11", "K1")),
-		record(t, gossip.KindNode, "h2", "", node(h2Addr, "K2")),
-		record(t, gossip.KindNode, "h3", "", node("198.18.0.13", "K3")),
+		record(t, gossip.KindNode, "h1", "", node("198.18.0.11", wgKey(1))),
+		record(t, gossip.KindNode, "h2", "", node(h2Addr, wgKey(2))),
+		record(t, gossip.KindNode, "h3", "", node("198.18.0.13", wgKey(3))),
 		record(t, gossip.KindNode, "h4", "", gossip.NodeInfo{Addr: "198.18.0.14"}),
-		record(t, gossip.KindNode, "h5", "", node("198.18.0.15", "K5")),
+		record(t, gossip.KindNode, "h5", "", node("198.18.0.15", wgKey(5))),
 		record(t, gossip.KindNetwork, "h1", wg.Subnet, wg),
 		record(t, gossip.KindNetwork, "h2", wg.Subnet, wg),
 		record(t, gossip.KindNetwork, "h3", wg.Subnet, wg),
@@ -99,6 +101,12 @@ func wgSnapshot(t *testing.T, h2Addr string, dead ...string) *gossip.Snapshot {
 	return s.Snapshot()
 }
 
+// wgKey is a WireGuard public key for the tests: the store refuses node
+// records whose key is not 32 bytes of base64.
+func wgKey(n byte) string {
+	return base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{n}, 32))
+}
+
 func wgBlocks() map[netip.Prefix][]block {
 	p := netip.MustParsePrefix
 	return map[netip.Prefix][]block{
@@ -119,8 +127,8 @@ func peerSummary(st dataplane.WireGuardState) []string {
 func TestDesiredWireGuard(t *testing.T) {
 	st := desiredWireGuard(wgSnapshot(t, "198.18.0.12"), wgBlocks(), 51820, 25*time.Second)
 	want := []string{
-		"K2 198.18.0.12:51820 25s [10.8.0.16/28 10.8.0.32/28 10.8.0.50/32]",
-		"K3 198.18.0.13:51820 25s [10.8.0.48/28]",
+		wgKey(2) + " 198.18.0.12:51820 25s [10.8.0.16/28 10.8.0.32/28 10.8.0.50/32]",
+		wgKey(3) + " 198.18.0.13:51820 25s [10.8.0.48/28]",
 	}
 	if got := peerSummary(st); !slices.Equal(got, want) || st.Port != 51820 {
 		t.Errorf("peers\n got %q\nwant %q (port %d)", got, want, st.Port)
@@ -128,14 +136,14 @@ func TestDesiredWireGuard(t *testing.T) {
 
 	// h3 dies: its peer and blocks go; h2 is unchanged.
 	st = desiredWireGuard(wgSnapshot(t, "198.18.0.12", "h3"), wgBlocks(), 51820, 0)
-	want = []string{"K2 198.18.0.12:51820 0s [10.8.0.16/28 10.8.0.32/28 10.8.0.50/32]"}
+	want = []string{wgKey(2) + " 198.18.0.12:51820 0s [10.8.0.16/28 10.8.0.32/28 10.8.0.50/32]"}
 	if got := peerSummary(st); !slices.Equal(got, want) {
 		t.Errorf("with h3 dead\n got %q\nwant %q", got, want)
 	}
 
 	// h2 moves to another address: the same peer (same key), a new endpoint.
 	st = desiredWireGuard(wgSnapshot(t, "198.18.0.22"), wgBlocks(), 51820, 0)
-	if len(st.Peers) != 2 || st.Peers[0].PublicKey != "K2" || st.Peers[0].Endpoint != netip.MustParseAddrPort("198.18.0.22:51820") {
+	if len(st.Peers) != 2 || st.Peers[0].PublicKey != wgKey(2) || st.Peers[0].Endpoint != netip.MustParseAddrPort("198.18.0.22:51820") {
 		t.Errorf("after h2 moved: %q", peerSummary(st))
 	}
 

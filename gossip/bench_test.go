@@ -42,10 +42,10 @@ func BenchmarkConvergence25(b *testing.B) {
 		writer := nodes[rng.IntN(size)]
 		id := fmt.Sprintf("bench-%d-%d", b.N, i)
 		start := time.Now()
-		if _, err := writer.store.Put(KindEndpoint, id, i); err != nil {
+		if _, err := writer.store.Put(kindTest, id, i); err != nil {
 			b.Fatal(err)
 		}
-		for expectRecord(nodes, KindEndpoint, writer.name, id, true) != nil {
+		for expectRecord(nodes, kindTest, writer.name, id, true) != nil {
 			if time.Since(start) > 2*time.Minute {
 				b.Fatalf("record %s not everywhere after 2 minutes", id)
 			}

@@ -35,14 +35,14 @@ func TestClusterCatchesUpAfterAHeal(t *testing.T) {
 	eventually(t, converge, "the others dead to x", func() error {
 		return expectMembers([]*testNode{x}, map[string]MemberState{nodes[0].name: StateDead, b.name: StateDead, nodes[2].name: StateDead})
 	})
-	if _, err := b.store.Put(KindEndpoint, "majority", 1); err != nil {
+	if _, err := b.store.Put(kindTest, "majority", 1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := x.store.Put(KindEndpoint, "minority", 2); err != nil {
+	if _, err := x.store.Put(kindTest, "minority", 2); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, converge, "majority write within the majority", func() error {
-		return expectRecord(majority, KindEndpoint, b.name, "majority", true)
+		return expectRecord(majority, kindTest, b.name, "majority", true)
 	})
 	time.Sleep(testMemberlistConfig().GossipToTheDeadTime + 500*time.Millisecond)
 	for _, n := range nodes {
@@ -53,10 +53,10 @@ func TestClusterCatchesUpAfterAHeal(t *testing.T) {
 	eventually(t, converge, "membership after the heal", func() error { return expectMembers(nodes, allAlive(nodes)) })
 	healed := time.Now()
 	eventually(t, converge, "records after the heal", func() error {
-		if err := expectRecord(nodes, KindEndpoint, b.name, "majority", true); err != nil {
+		if err := expectRecord(nodes, kindTest, b.name, "majority", true); err != nil {
 			return err
 		}
-		return expectRecord(nodes, KindEndpoint, x.name, "minority", true)
+		return expectRecord(nodes, kindTest, x.name, "minority", true)
 	})
 	t.Logf("records crossed %v after membership healed", time.Since(healed).Round(time.Millisecond))
 }

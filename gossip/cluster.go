@@ -162,13 +162,15 @@ type Cluster struct {
 
 	heard     chan struct{} // closed at the first merged push/pull state (heard.go)
 	heardOnce sync.Once
+	conf      conflicts // identity conflicts (identity.go), under mu
 }
 
 type peer struct {
-	addr  string // host:port memberlist reaches it at
-	ip    net.IP // the same, apart (a copy: memberlist reuses its own)
-	port  uint16
-	state MemberState
+	addr    string // host:port memberlist reaches it at
+	ip      net.IP // the same, apart (a copy: memberlist reuses its own)
+	port    uint16
+	state   MemberState
+	nodeKey string // from its metadata (identity.go)
 }
 
 // leaveTimeout bounds how long a graceful leave waits for its broadcast.
@@ -215,6 +217,7 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 		done:          make(chan struct{}),
 		cameUp:        make(chan string, catchUpQueue),
 		heard:         make(chan struct{}),
+		conf:          conflicts{logged: make(map[string]bool), fatal: make(chan error, 1)},
 	}
 	mc := cfg.Memberlist
 	if mc == nil {
@@ -237,6 +240,8 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 	}
 	mc.Delegate = &delegate{c: c}
 	mc.Events = &events{c: c}
+	mc.Conflict = &conflictDelegate{c: c}
+	mc.Merge = &mergeDelegate{c: c}
 	mc.Logger = log.New(&memberlistLog{log: c.log, note: c.noteLogLine}, "", 0)
 	mc.LogOutput = nil
 	if cfg.Transport != nil {
@@ -498,12 +503,26 @@ func memberState(n *memberlist.Node, gone bool) MemberState {
 // setMember is called only from memberlist's event callbacks (see peers).
 // It must not call into memberlist or the broadcast queue.
 func (c *Cluster) setMember(n *memberlist.Node, gone bool) {
-	m := Member{Name: n.Name, Addr: n.Addr.String(), State: memberState(n, gone)}
+	m := Member{Name: n.Name, Addr: n.Addr.String(), State: memberState(n, gone), NodeKey: metaNodeKey(n.Meta)}
 	c.mu.Lock()
-	if prev, known := c.peers[n.Name]; known && !prev.state.Up() && m.State.Up() && n.Name != c.cfg.NodeName {
-		c.noteUp(n.Address()) // it is back: catch up (catchup.go)
+	prev, known := c.peers[n.Name]
+	if known && m.State.Up() && n.Name != c.cfg.NodeName {
+		switch {
+		case !prev.state.Up():
+			c.noteUp(n.Address()) // it is back: catch up (catchup.go)
+		case m.NodeKey != "" && prev.nodeKey != "" && m.NodeKey != prev.nodeKey:
+			// Restarted with a new node key before it was declared
+			// dead: its node record under that key is taken now
+			// (Store, pinMovesLocked), so fetch it and the records it
+			// adopted again rather than wait for push/pull.
+			c.noteUp(n.Address())
+		}
 	}
-	c.peers[n.Name] = peer{addr: n.Address(), ip: append(net.IP(nil), n.Addr...), port: n.Port, state: m.State}
+	if m.NodeKey == "" {
+		m.NodeKey = prev.nodeKey
+	}
+	c.peers[n.Name] = peer{addr: n.Address(), ip: append(net.IP(nil), n.Addr...), port: n.Port, state: m.State, nodeKey: m.NodeKey}
+	c.notePeerLocked(n.Name, m.State.Up())
 	delete(c.suspects, n.Name) // memberlist's verdict ends a suspicion
 	c.mu.Unlock()
 	c.store.SetMember(m)
@@ -595,7 +614,7 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	if d.c.leaving.Load() {
 		return metaLeaving
 	}
-	return nil
+	return nodeKeyMeta(d.c.store.PublicKey(), limit)
 }
 
 func (d *delegate) NotifyMsg(buf []byte) {
@@ -612,9 +631,11 @@ func (d *delegate) NotifyMsg(buf []byte) {
 		d.c.log.Warn("dropping a gossip message", "err", err)
 		return
 	}
+	// Refused records are logged by the store, once per owner and
+	// reason: here they would be logged once per message.
 	changed, err := d.c.store.Merge(recs)
 	if err != nil {
-		d.c.log.Warn("merging a gossip message", "err", err)
+		d.c.log.Debug("merging a gossip message", "err", err)
 	}
 	// Pass on what was news here, as memberlist does with its own alive and
 	// dead messages: the queue sends a message only to a few random nodes
@@ -649,8 +670,9 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 		return
 	}
 	if _, err := d.c.store.Merge(recs); err != nil {
-		d.c.log.Warn("merging a peer's push/pull state", "err", err)
+		d.c.log.Debug("merging a peer's push/pull state", "err", err) // logged by the store
 	}
+	d.c.store.HeardState()
 	d.c.markHeard()
 }
 
@@ -837,6 +859,11 @@ func (w *memberlistLog) Write(p []byte) (int, error) {
 		}
 	}
 	line = strings.TrimPrefix(line, "memberlist: ")
+	if strings.HasPrefix(line, "Conflicting address for ") {
+		// Said for every alive message of the refused node; the
+		// ConflictDelegate logs each conflict once (identity.go).
+		level = slog.LevelDebug
+	}
 	if w.note != nil {
 		w.note(line)
 	}

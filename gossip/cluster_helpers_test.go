@@ -3,6 +3,7 @@ package gossip
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -110,6 +111,19 @@ type testNode struct {
 // test ends. A blockable node gets a transport the test can cut.
 func startNode(t testing.TB, cfg Config, blockable bool) *testNode {
 	t.Helper()
+	return startNodeWith(t, cfg, blockable, nil)
+}
+
+// startSignedNode starts a node whose store signs with key and which,
+// like the daemon, publishes its node record (naming the key) before it
+// joins.
+func startSignedNode(t testing.TB, cfg Config, key ed25519.PrivateKey) *testNode {
+	t.Helper()
+	return startNodeWith(t, cfg, false, key)
+}
+
+func startNodeWith(t testing.TB, cfg Config, blockable bool, key ed25519.PrivateKey) *testNode {
+	t.Helper()
 	var tr *blockTransport
 	if blockable {
 		tr = newBlockTransport(t, cfg.BindAddr, cfg.BindPort)
@@ -119,7 +133,7 @@ func startNode(t testing.TB, cfg Config, blockable bool) *testNode {
 	n := &testNode{t: t, name: cfg.NodeName, log: &logBuffer{}, done: make(chan error, 1), tr: tr}
 	cfg.Log = slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	n.cfg = cfg
-	n.store = NewStore(StoreConfig{Self: cfg.NodeName, Log: cfg.Log})
+	n.store = NewStore(StoreConfig{Self: cfg.NodeName, Log: cfg.Log, Key: key})
 	c, err := New(cfg, n.store)
 	if err != nil {
 		if tr != nil {
@@ -128,6 +142,14 @@ func startNode(t testing.TB, cfg Config, blockable bool) *testNode {
 		t.Fatalf("start %s: %v", cfg.NodeName, err)
 	}
 	n.c = c
+	if key != nil {
+		host, port := c.LocalAddr()
+		info := NodeInfo{Addr: host, GossipPort: port, NodeKey: EncodeNodeKey(key.Public().(ed25519.PublicKey)), Started: time.Now()}
+		if _, err := n.store.Put(KindNode, "", info); err != nil {
+			c.Close()
+			t.Fatalf("publish the node record of %s: %v", cfg.NodeName, err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	go func() { n.done <- c.Run(ctx) }()
@@ -441,3 +463,7 @@ func checkGoroutineLeaks(t testing.TB) {
 		}
 	})
 }
+
+// kindTest is a record kind whose values the store does not check
+// (checkValue): the tests of replication rules write arbitrary values.
+const kindTest Kind = "test"

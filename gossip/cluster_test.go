@@ -21,14 +21,14 @@ func TestClusterThreeNodesConverge(t *testing.T) {
 	nodes := startCluster(t, 3, false)
 	eventually(t, converge, "membership", func() error { return expectMembers(nodes, allAlive(nodes)) })
 
-	if _, err := nodes[1].store.Put(KindEndpoint, "ep1", EndpointInfo{Addr: "10.42.0.7", Healthy: true}); err != nil {
+	if _, err := nodes[1].store.Put(kindTest, "ep1", EndpointInfo{Addr: "10.42.0.7", Healthy: true}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, converge, "record on every node", func() error { return expectRecord(nodes, KindEndpoint, "n01", "ep1", true) })
-	if err := nodes[1].store.Delete(KindEndpoint, "ep1"); err != nil {
+	eventually(t, converge, "record on every node", func() error { return expectRecord(nodes, kindTest, "n01", "ep1", true) })
+	if err := nodes[1].store.Delete(kindTest, "ep1"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, converge, "delete on every node", func() error { return expectRecord(nodes, KindEndpoint, "n01", "ep1", false) })
+	eventually(t, converge, "delete on every node", func() error { return expectRecord(nodes, kindTest, "n01", "ep1", false) })
 	eventually(t, converge, "same state", func() error { return expectSameState(nodes) })
 	for _, n := range nodes {
 		if got := n.c.NumMembers(); got != 3 {
@@ -50,10 +50,10 @@ func TestClusterTwentyFiveNodesConverge(t *testing.T) {
 	for i, writer := range []*testNode{nodes[17], nodes[3]} {
 		put := time.Now()
 		id := fmt.Sprint("ep", i)
-		if _, err := writer.store.Put(KindEndpoint, id, EndpointInfo{Addr: "10.42.0.9"}); err != nil {
+		if _, err := writer.store.Put(kindTest, id, EndpointInfo{Addr: "10.42.0.9"}); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, converge, "record on all 25", func() error { return expectRecord(nodes, KindEndpoint, writer.name, id, true) })
+		eventually(t, converge, "record on all 25", func() error { return expectRecord(nodes, kindTest, writer.name, id, true) })
 		t.Logf("a record put on %s reached all 25 nodes in %v", writer.name, time.Since(put).Round(time.Millisecond))
 	}
 }
@@ -66,10 +66,10 @@ func TestClusterPartitionHealsThroughRejoinAndPushPull(t *testing.T) {
 	nodes := startCluster(t, 4, true)
 	a, b, x := nodes[0], nodes[1], nodes[3]
 	eventually(t, converge, "membership", func() error { return expectMembers(nodes, allAlive(nodes)) })
-	if _, err := a.store.Put(KindEndpoint, "before", 1); err != nil {
+	if _, err := a.store.Put(kindTest, "before", 1); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, converge, "record before the partition", func() error { return expectRecord(nodes, KindEndpoint, a.name, "before", true) })
+	eventually(t, converge, "record before the partition", func() error { return expectRecord(nodes, kindTest, a.name, "before", true) })
 
 	phase := time.Now()
 	logPhase := func(what string) {
@@ -87,17 +87,17 @@ func TestClusterPartitionHealsThroughRejoinAndPushPull(t *testing.T) {
 
 	logPhase("partition detected")
 	// Both sides write; a deletes what x still has.
-	if _, err := a.store.Put(KindEndpoint, "majority", 2); err != nil {
+	if _, err := a.store.Put(kindTest, "majority", 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.store.Delete(KindEndpoint, "before"); err != nil {
+	if err := a.store.Delete(kindTest, "before"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := x.store.Put(KindEndpoint, "minority", 3); err != nil {
+	if _, err := x.store.Put(kindTest, "minority", 3); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, converge, "majority write within the majority", func() error {
-		return expectRecord(majority, KindEndpoint, a.name, "majority", true)
+		return expectRecord(majority, kindTest, a.name, "majority", true)
 	})
 	// Wait until memberlist stops gossiping to the dead (the dropped
 	// broadcasts are spent), then drop whatever is still queued: only
@@ -106,10 +106,10 @@ func TestClusterPartitionHealsThroughRejoinAndPushPull(t *testing.T) {
 	for _, n := range nodes {
 		n.c.queue.Reset()
 	}
-	if err := expectRecord([]*testNode{x}, KindEndpoint, a.name, "majority", false); err != nil {
+	if err := expectRecord([]*testNode{x}, kindTest, a.name, "majority", false); err != nil {
 		t.Fatalf("a record crossed the partition: %v", err)
 	}
-	if err := expectRecord(majority, KindEndpoint, x.name, "minority", false); err != nil {
+	if err := expectRecord(majority, kindTest, x.name, "minority", false); err != nil {
 		t.Fatalf("a record crossed the partition: %v", err)
 	}
 
@@ -118,13 +118,13 @@ func TestClusterPartitionHealsThroughRejoinAndPushPull(t *testing.T) {
 	eventually(t, converge, "membership after the heal", func() error { return expectMembers(nodes, allAlive(nodes)) })
 	logPhase("membership healed")
 	eventually(t, converge, "records after the heal", func() error {
-		if err := expectRecord(nodes, KindEndpoint, a.name, "majority", true); err != nil {
+		if err := expectRecord(nodes, kindTest, a.name, "majority", true); err != nil {
 			return err
 		}
-		if err := expectRecord(nodes, KindEndpoint, x.name, "minority", true); err != nil {
+		if err := expectRecord(nodes, kindTest, x.name, "minority", true); err != nil {
 			return err
 		}
-		return expectRecord(nodes, KindEndpoint, a.name, "before", false)
+		return expectRecord(nodes, kindTest, a.name, "before", false)
 	})
 	eventually(t, converge, "same state after the heal", func() error { return expectSameState(nodes) })
 	logPhase("records healed")
@@ -138,14 +138,14 @@ func TestClusterStoppedNodeIsDeadAndComesBack(t *testing.T) {
 	nodes := startCluster(t, 3, false)
 	eventually(t, converge, "membership", func() error { return expectMembers(nodes, allAlive(nodes)) })
 	victim, others := nodes[2], nodes[:2]
-	if _, err := victim.store.Put(KindEndpoint, "ep", EndpointInfo{Addr: "10.42.0.3"}); err != nil {
+	if _, err := victim.store.Put(kindTest, "ep", EndpointInfo{Addr: "10.42.0.3"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := victim.store.Put(KindBlock, "10.42.0.0/26", 1); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, converge, "records", func() error {
-		if err := expectRecord(others, KindEndpoint, victim.name, "ep", true); err != nil {
+		if err := expectRecord(others, kindTest, victim.name, "ep", true); err != nil {
 			return err
 		}
 		return expectRecord(others, KindBlock, victim.name, "10.42.0.0/26", true)
@@ -157,13 +157,13 @@ func TestClusterStoppedNodeIsDeadAndComesBack(t *testing.T) {
 	})
 	for _, n := range others {
 		snap := n.store.Snapshot()
-		if countOwned(snap.UpRecords(KindEndpoint), victim.name) != 0 {
+		if countOwned(snap.UpRecords(kindTest), victim.name) != 0 {
 			t.Errorf("%s: a dead node's endpoint is still up", n.name)
 		}
 		if countOwned(snap.Records(KindBlock), victim.name) != 1 {
 			t.Errorf("%s: a dead node's block is no longer reserved", n.name)
 		}
-		if countOwned(snap.Records(KindEndpoint), victim.name) != 1 {
+		if countOwned(snap.Records(kindTest), victim.name) != 1 {
 			t.Errorf("%s: a dead node's endpoint record is gone from the store", n.name)
 		}
 	}
@@ -176,7 +176,7 @@ func TestClusterStoppedNodeIsDeadAndComesBack(t *testing.T) {
 	eventually(t, converge, "back alive", func() error { return expectMembers(all, allAlive(all)) })
 	eventually(t, converge, "endpoint up again", func() error {
 		for _, n := range all {
-			if countOwned(n.store.Snapshot().UpRecords(KindEndpoint), victim.name) != 1 {
+			if countOwned(n.store.Snapshot().UpRecords(kindTest), victim.name) != 1 {
 				return fmt.Errorf("%s: endpoint of %s not up", n.name, victim.name)
 			}
 		}
@@ -206,10 +206,10 @@ func TestClusterGracefulLeaveShowsLeft(t *testing.T) {
 	nodes := startCluster(t, 3, false)
 	eventually(t, converge, "membership", func() error { return expectMembers(nodes, allAlive(nodes)) })
 	leaver := nodes[2]
-	if _, err := leaver.store.Put(KindEndpoint, "ep", 1); err != nil {
+	if _, err := leaver.store.Put(kindTest, "ep", 1); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, converge, "record", func() error { return expectRecord(nodes, KindEndpoint, leaver.name, "ep", true) })
+	eventually(t, converge, "record", func() error { return expectRecord(nodes, kindTest, leaver.name, "ep", true) })
 	if err := leaver.leave(); err != nil {
 		t.Fatalf("Run after leaving: %v", err)
 	}
@@ -217,7 +217,7 @@ func TestClusterGracefulLeaveShowsLeft(t *testing.T) {
 		return expectMembers(nodes[:2], map[string]MemberState{leaver.name: StateLeft})
 	})
 	for _, n := range nodes[:2] {
-		if countOwned(n.store.Snapshot().UpRecords(KindEndpoint), leaver.name) != 0 {
+		if countOwned(n.store.Snapshot().UpRecords(kindTest), leaver.name) != 0 {
 			t.Errorf("%s: the left node's endpoint is still up", n.name)
 		}
 	}
@@ -451,11 +451,11 @@ func TestClusterLargeRecordsSpread(t *testing.T) {
 	eventually(t, converge, "membership", func() error { return expectMembers(nodes, allAlive(nodes)) })
 	for _, size := range []int{1000, 1400, 4000, maxValueLen - 2} {
 		id := fmt.Sprint("big-", size)
-		if _, err := nodes[1].store.Put(KindEndpoint, id, strings.Repeat("v", size-2)); err != nil {
+		if _, err := nodes[1].store.Put(kindTest, id, strings.Repeat("v", size-2)); err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, 10*time.Second, fmt.Sprintf("a %d-byte record on every node", size), func() error {
-			return expectRecord(nodes, KindEndpoint, nodes[1].name, id, true)
+			return expectRecord(nodes, kindTest, nodes[1].name, id, true)
 		})
 	}
 	for _, n := range nodes {

@@ -9,9 +9,11 @@
 //   - Owner authority. Every record has an owner node and only the owner
 //     writes it (Store.Put, Store.Update and Store.Delete act as the local
 //     node; Update is the read-modify-write that sees deletions made
-//     meanwhile). Versions are the owner's hybrid logical clock: above everything the node has
-//     seen and at least its wall clock in nanoseconds, so a node that lost
-//     its state and restarts still writes above its earlier versions. If a
+//     meanwhile), which peers check: see "Records bound to their owner"
+//     below. Versions are the owner's hybrid logical clock: above
+//     everything the node has seen and at least its wall clock in
+//     nanoseconds, so a node that lost its state and restarts still writes
+//     above its earlier versions. If a
 //     peer hands a node one of its own records it does not know, the owner
 //     decides: newer than anything it knows means an earlier run wrote it
 //     and it is adopted; at or below the tombstones it has collected means
@@ -41,13 +43,155 @@
 //     counts again.
 //   - Bounded input. Records, messages and push/pull states from peers are
 //     validated and size-bounded; a gzip bomb or a huge state is refused
-//     without being held in memory.
+//     without being held in memory. Values of the kinds this package
+//     defines are checked where they enter (check.go): a node record with
+//     an address that does not parse or a WireGuard key of the wrong
+//     length, an endpoint with a bad address, MAC or subnet, a network with
+//     a bad subnet, gateway or VNI, a removal reaching past its own version
+//     never reach a consumer, so one bad record cannot fail every node at
+//     once. A version more than MaxClockAhead (a minute) ahead of the local
+//     wall clock is refused and the clock does not move to it: versions are
+//     hybrid logical clocks, and one record at 2^64-1 would otherwise win
+//     over every later write of its key, on every node, forever.
+//   - One name, one node. A node started under a name that is alive
+//     elsewhere in the cluster (another address, or a node key its member
+//     does not advertise) is refused: memberlist refuses its address,
+//     every node that sees the attempt logs it once, the owner of the name
+//     keeps it, and the newcomer is told (Cluster.Conflict,
+//     Store.Conflict) with the other node's address, and exits
+//     (identity.go). A node that restarts with its key, from the same or
+//     a new address, is the same node; one that restarts without it (a
+//     wiped state folder, a reinstalled host) takes its name back as a
+//     new identity (see "A name's key changes" below).
 //   - Key rotation without downtime. Every node holds a memberlist keyring
 //     (one primary key encrypts, every installed key decrypts); Cluster.Keyring
 //     walks all members that are up through install, use and remove with
 //     request/reply user messages, encrypted with the current key, and
 //     reports each node's result (keyring.go). Each node persists its keyring
 //     (Config.PersistKeys) before a change takes effect.
+//
+// # Records bound to their owner
+//
+// Every node has an Ed25519 node key (the daemon keeps it in --state-dir,
+// node.key), and its node record names the public key. Every record a node
+// writes carries that key and a signature over kind, owner, ID, version,
+// deletion flag and value bytes in a length-prefixed encoding (sign.go).
+// Every record a peer hands over, by broadcast or push/pull, passes
+// Store.Merge's admission (trust.go) or is dropped:
+//
+//   - the signature verifies, and its key is the one pinned to the owner's
+//     name. The first key seen for a name is pinned (trust on first use)
+//     and kept in the node's state file, so a restart opens no window.
+//     A record for that name under another key is refused unless it is a
+//     node record that moves the pin (next section). A record in a node's
+//     own name under another key is refused too, unless it comes from an
+//     earlier run of the node itself (next section); if it is a node
+//     record and this node is the newcomer (it has had a peer for less
+//     than newcomerWindow and the other started first), it is told so
+//     (Store.Conflict) and exits.
+//   - rolling upgrade: a node that has never been seen signing is taken to
+//     run a version from before signing, and its unsigned records are
+//     accepted (logged once per node, counted in meshctl status). Once a
+//     node has signed, unsigned records in its name are forgeries. Old
+//     nodes ignore the signature fields, so both versions keep one cluster
+//     during the upgrade. They also drop them when they pass records on:
+//     an upgraded node refuses such a stripped copy of a signing node's
+//     record (counted as "unsigned record from a node that signs") and
+//     takes the record from the owner or another upgraded node instead,
+//     by broadcast or push/pull, so records may cross a half-upgraded
+//     cluster a push/pull round later than usual.
+//   - a removal (KindRemoval) is signed by whoever ran rmpeer, and never
+//     taken for a node that is alive and has not announced itself since
+//     the removal. It is taken whether or not its writer is alive here: a
+//     removal must reach every node, through relays and after its writer
+//     left, or the nodes would disagree on who holds the removed node's
+//     address blocks (a rule that wanted the writer alive failed the
+//     ipam simulation for exactly that).
+//
+// # A name's key changes
+//
+// A node key lives in the state folder, and a folder gets wiped: a host
+// reinstalled or restored from an image reuses its hostname, which is a
+// normal operator event and must not cost the host its name. Pinning a
+// name for good (a first version of this did, releasing it only on
+// meshctl rmpeer) left such a host refused under its own name forever.
+// The rule now follows memberlist, which already decides who holds a name
+// at the membership level: it refuses a live name at another address and
+// lets a dead or departed name go (DeadNodeReclaimTime). A peer moves a
+// name's pin to a new key when that key's node record is newer than the
+// node record it holds for the name (so a stale copy never moves it back)
+// and (trust.go, pinMovesLocked):
+//
+//   - the name is dead or left in its member view: the pin was released
+//     at that transition, and a host back with a new key is taken as a
+//     fresh identity. A name never seen as a member in this run is not
+//     released: nothing says its holder is gone; or
+//   - the name is alive, and memberlist has its member at the address the
+//     record names with the new key in its metadata (every signing node
+//     advertises its key there, identity.go): the same host restarted
+//     with a wiped state folder before the cluster declared it dead. A
+//     member's metadata is bound to its address by memberlist (a live
+//     name at another address is a conflict, and a node refutes any alive
+//     message about itself that carries other metadata), so a key holder
+//     elsewhere cannot claim it by writing the address into a record; or
+//   - a removal of the name (meshctl rmpeer) lies below the record.
+//
+// A second node under a live name at another address is refused on every
+// node that sees the name alive, as memberlist refuses its address. Where
+// nodes' views of a name's liveness differ (one sees it dead, another
+// alive), they differ on its key just as memberlist differs on its
+// address, and converge with it: once the name is alive everywhere at one
+// address with one key in its metadata, every node takes that key's node
+// record at the next exchange (a member whose key changes triggers a
+// catch-up push/pull, catchup.go). Copies signed by a key a name moved
+// away from are dropped without a word: they are superseded, not forged.
+//
+// The host itself sees its earlier run's records come back from its peers,
+// signed by the old key. A record in its own name under another key is its
+// own history when that key's node record names this node's own address
+// and gossip port, or the address where a peer's member list at the join
+// reports this name dead or left (identity.go, mergeDelegate), and
+// predates this run (two live processes cannot share an address and port),
+// and the record also predates this run (earlierRunLocked). A node that
+// started with an empty state folder adopts such records while it is new
+// to the cluster (newcomerWindow from its first full state): the name,
+// not the key, owns records, so whoever holds the name next holds its
+// address blocks (which stay reserved meanwhile, as for any dead node).
+// It writes each again under its own key at a new
+// version (store.go), so its endpoints and address blocks stay its own,
+// every copy under the old key is superseded, and peers, which now pin the
+// new key, relay only the new ones; a record hidden by a removal stays
+// hidden. A node that kept its state folder has its own copies and drops
+// them. A node record of its name at another address that no peer reports
+// gone is a live duplicate's: this node is the newcomer under a taken
+// name and exits (above).
+//
+// Refusals are logged once per owner and reason and counted
+// (Store.Rejections, meshctl status), so a peer that keeps sending the same
+// bad records cannot flood the log.
+//
+// What this protects against: a holder of the gossip key (a stolen key, a
+// host that was in the cluster once, a compromised container with the key
+// file) writing in a live node's name: its endpoints, tunnel endpoints or
+// WireGuard keys, address blocks, deletes of its records, removals of live
+// nodes; and any record that would freeze a key or crash consumers. What
+// it does not protect against: a thief of both the gossip key and a node's
+// node.key, who is that node; a node that lies about its own records (its
+// own endpoints, addresses and blocks are its word); a key holder that
+// pins its key to a name no node has used yet (trust on first use), or
+// that writes wrong records under its own name; and a key holder's load
+// on memberlist itself (joining, probing). Since a name's key follows
+// memberlist's view, whoever can steer that view can take a name: a key
+// holder may claim the name of a node that is dead or left (as memberlist
+// lets it claim its address), and one that forges memberlist's own
+// messages (a leave of a live node, or an alive message at its address
+// with a higher incarnation and its own key, until the node refutes it)
+// can move the name on the nodes that believe it; and one that is first
+// to hand a node that has just started with an empty state folder made-up
+// records "of its earlier run" at its own address gets them adopted. Two
+// nodes that share one node.key (a cloned state directory) are refused at
+// membership by address, but records the clone sends in its first
+// exchange are validly signed and taken.
 //
 // # Member states
 //

@@ -136,11 +136,11 @@ func TestKeyRotationWithoutDowntime(t *testing.T) {
 	expectAnswers(t, KeyRemove, got, err, nodes, testKeyB, testKeyB)
 
 	// Gossip keeps flowing on B alone.
-	if _, err := nodes[2].store.Put(KindEndpoint, "after-rotation", EndpointInfo{Addr: "10.42.0.7"}); err != nil {
+	if _, err := nodes[2].store.Put(kindTest, "after-rotation", EndpointInfo{Addr: "10.42.0.7"}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, converge, "a record after the rotation", func() error {
-		return expectRecord(nodes, KindEndpoint, nodes[2].name, "after-rotation", true)
+		return expectRecord(nodes, kindTest, nodes[2].name, "after-rotation", true)
 	})
 	// Long enough for a node that could not decrypt its peers to be
 	// declared dead (probe 400 ms, suspicion about 4 rounds).

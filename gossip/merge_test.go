@@ -15,7 +15,7 @@ import (
 
 var (
 	propOwners = []string{"a", "b", "c", "self"}
-	propKinds  = []Kind{KindEndpoint, KindBlock}
+	propKinds  = []Kind{kindTest, KindBlock}
 	propIDs    = []string{"", "1", "2"}
 	propValues = []json.RawMessage{nil, json.RawMessage(`1`), json.RawMessage(`2`), json.RawMessage(`{"a":1}`), json.RawMessage(`"x"`)}
 )

@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 )
@@ -53,6 +54,11 @@ type Record struct {
 	Version uint64          `json:"version"`
 	Deleted bool            `json:"deleted,omitempty"`
 	Value   json.RawMessage `json:"value,omitempty"`
+	// Signer is the writer's node key (Ed25519 public key) and Sig its
+	// signature over the record (sign.go). Both are empty on records of
+	// nodes from before records were signed (trust.go, the upgrade rule).
+	Signer []byte `json:"signer,omitempty"`
+	Sig    []byte `json:"sig,omitempty"`
 }
 
 // Decode unmarshals the record's value into v.
@@ -78,6 +84,10 @@ func (r Record) validate() error {
 		return fmt.Errorf("record %s has version 0", r.Key)
 	case !r.Deleted && len(r.Value) > 0 && !json.Valid(r.Value):
 		return fmt.Errorf("record %s value is not JSON", r.Key)
+	case (len(r.Signer) == 0) != (len(r.Sig) == 0):
+		return fmt.Errorf("record %s has a signer without a signature or the reverse", r.Key)
+	case len(r.Signer) != 0 && (len(r.Signer) != ed25519.PublicKeySize || len(r.Sig) != ed25519.SignatureSize):
+		return fmt.Errorf("record %s: signer of %d bytes or signature of %d bytes (want %d and %d)", r.Key, len(r.Signer), len(r.Sig), ed25519.PublicKeySize, ed25519.SignatureSize)
 	}
 	return nil
 }

@@ -1,10 +1,14 @@
 package gossip
 
 import (
+	"bytes"
+	"cmp"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -16,6 +20,11 @@ type Member struct {
 	Addr  string      `json:"address"`
 	State MemberState `json:"state"`
 	Since time.Time   `json:"since"`
+	// NodeKey is the node key the member advertises in its memberlist
+	// metadata (base64; "" for a node that does not sign, or not yet
+	// known). A peer takes a new node key for a live name only when the
+	// member advertises it (trust.go).
+	NodeKey string `json:"node_key,omitempty"`
 }
 
 // MemberState is a node's liveness.
@@ -40,6 +49,10 @@ func (s MemberState) Up() bool { return s == StateAlive || s == StateSuspect }
 type OwnState struct {
 	Records       []Record `json:"records"`
 	CollectedUpTo uint64   `json:"collected_up_to"`
+	// Pins are the node keys this node has pinned to names (trust on
+	// first use, trust.go), base64: kept so that a restart does not open
+	// a window in which any key may take a known name.
+	Pins map[string]string `json:"pins,omitempty"`
 }
 
 // StoreConfig configures a Store.
@@ -57,6 +70,13 @@ type StoreConfig struct {
 	// Broadcast, when set, is handed every record that changed locally or
 	// arrived newer from a peer, to be gossiped on.
 	Broadcast func(Record)
+	// Key is this node's Ed25519 node key: every record it writes is
+	// signed with it (sign.go). Nil: records are written unsigned, as by
+	// a node from before signing (tests of the upgrade rule).
+	Key ed25519.PrivateKey
+	// MaxClockAhead bounds how far ahead of the wall clock a peer's
+	// version may be (DefaultMaxClockAhead when zero).
+	MaxClockAhead time.Duration
 	// Now is the clock (tests replace it).
 	Now func() time.Time
 	Log *slog.Logger
@@ -89,6 +109,7 @@ type Store struct {
 	subs      map[int]chan struct{} // change notifications
 	nextSub   int
 	snap      *Snapshot // cached; nil when stale
+	trust     trust     // node keys, pins and refusals (trust.go)
 }
 
 // NewStore returns an empty store. Load restores the node's own records.
@@ -102,13 +123,33 @@ func NewStore(cfg StoreConfig) *Store {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Store{
+	if cfg.MaxClockAhead == 0 {
+		cfg.MaxClockAhead = DefaultMaxClockAhead
+	}
+	s := &Store{
 		cfg:       cfg,
 		records:   make(map[Key]Record),
 		deletedAt: make(map[Key]time.Time),
 		members:   make(map[string]Member),
 		subs:      make(map[int]chan struct{}),
+		trust: trust{
+			pins:     make(map[string]ed25519.PublicKey),
+			logged:   make(map[rejectKey]bool),
+			unsigned: make(map[string]bool),
+			conflict: make(chan error, 1),
+			runStart: uint64(cfg.Now().UnixNano()),
+			fresh:    true,
+			earlier:  make(map[string]bool),
+			goneAt:   make(map[string]bool),
+			retired:  make(map[retiredKey]bool),
+		},
 	}
+	if cfg.Key != nil {
+		s.trust.key = cfg.Key
+		s.trust.pub = cfg.Key.Public().(ed25519.PublicKey)
+		s.trust.pins[cfg.Self] = s.trust.pub
+	}
+	return s
 }
 
 // Self returns the local node's name.
@@ -121,6 +162,19 @@ func (s *Store) Load(own OwnState) error {
 	defer s.mu.Unlock()
 	s.collected = own.CollectedUpTo
 	s.observeLocked(own.CollectedUpTo)
+	for name, k := range own.Pins {
+		if name == s.cfg.Self && s.trust.key != nil {
+			continue // this node's own key, not what an earlier run had
+		}
+		pub, err := decodeNodeKey(k)
+		if err != nil {
+			return fmt.Errorf("load pinned node keys: %s: %w", name, err)
+		}
+		s.trust.pins[name] = pub
+	}
+	if len(own.Records) > 0 {
+		s.trust.fresh = false
+	}
 	for _, r := range own.Records {
 		if err := r.validate(); err != nil {
 			return fmt.Errorf("load own records: %w", err)
@@ -129,6 +183,12 @@ func (s *Store) Load(own OwnState) error {
 			return fmt.Errorf("load own records: record %s is owned by %q, not this node %q (was the node renamed? use the old --node-name or a fresh --state-dir)", r.Key, r.Owner, s.cfg.Self)
 		}
 		s.observeLocked(r.Version)
+		// Records kept from before this node signed (or signed by a
+		// key it no longer has) are signed again, same version: they
+		// are this node's, and peers that pinned its key want them so.
+		if s.trust.key != nil && !bytes.Equal(r.Signer, s.trust.pub) {
+			r = s.signLocked(r)
+		}
 		s.applyLocked(r)
 	}
 	s.changedLocked()
@@ -205,6 +265,7 @@ func (s *Store) writeLocked(r Record) (_ Record, changed bool, _ error) {
 		return cur, false, nil // unchanged: no new version, no gossip
 	}
 	r.Version = s.tickLocked()
+	r = s.signLocked(r)
 	if err := r.validate(); err != nil {
 		return Record{}, false, fmt.Errorf("write %s: %w", r.Key, err)
 	}
@@ -235,9 +296,22 @@ func (s *Store) Merge(recs []Record) ([]Record, error) {
 		firstErr error
 		persist  bool
 	)
+	// Removals first: whether another node's record in this node's name
+	// is a live conflict or history depends on them (trust.go). Node
+	// records next: whether a key may write for a name (a new key taking
+	// a released name, an earlier run of this node) is decided on them.
+	if slices.ContainsFunc(recs, func(r Record) bool { return r.Kind == KindRemoval || r.Kind == KindNode }) {
+		recs = slices.Clone(recs)
+		slices.SortStableFunc(recs, func(a, b Record) int {
+			return cmp.Compare(removalRank(a), removalRank(b))
+		})
+	}
 	s.mu.Lock()
 	for _, r := range recs {
-		if err := r.validate(); err != nil {
+		if reason, err := s.admitLocked(r); reason == quietSkip {
+			continue
+		} else if reason != "" {
+			s.rejectLocked(r.Owner, reason, err)
 			invalid++
 			if firstErr == nil {
 				firstErr = err
@@ -259,7 +333,7 @@ func (s *Store) Merge(recs []Record) ([]Record, error) {
 				// A record of ours we no longer have and did not write
 				// since: a stale copy whose tombstone was collected.
 				// Re-delete it, as its owner.
-				t := Record{Key: r.Key, Deleted: true, Version: s.tickLocked()}
+				t := s.signLocked(Record{Key: r.Key, Deleted: true, Version: s.tickLocked()})
 				s.applyLocked(t)
 				changed = append(changed, t)
 				persist = true
@@ -267,15 +341,35 @@ func (s *Store) Merge(recs []Record) ([]Record, error) {
 			}
 			// Newer than anything we have: written by an earlier run of
 			// this node whose state was lost. Adopt it.
-			s.cfg.Log.Info("adopting own record from a peer", "record", r.Key.String(), "version", r.Version)
 			persist = true
+			if s.trust.key != nil && len(r.Signer) > 0 && !bytes.Equal(r.Signer, s.trust.pub) {
+				if !s.adoptingLocked() {
+					continue // this node kept its state: its copy stands
+				}
+				// Signed by the node key of an earlier run (its state
+				// folder was wiped: trust.go, earlierRunLocked). Hidden
+				// by a removal, it stays history; otherwise this node
+				// writes it again under its own key, above the old
+				// version, so every copy signed by the old key is
+				// superseded and peers, which now pin the new key,
+				// relay only the new one.
+				if r.Version <= s.removedUpToLocked(s.cfg.Self) {
+					continue
+				}
+				s.cfg.Log.Info("adopting own record of an earlier run (its node key) from a peer", "record", r.Key.String(), "version", r.Version)
+				r = s.signLocked(Record{Key: r.Key, Deleted: r.Deleted, Value: r.Value, Version: s.tickLocked()})
+				s.applyLocked(r)
+				changed = append(changed, r)
+				continue
+			}
+			s.cfg.Log.Info("adopting own record from a peer", "record", r.Key.String(), "version", r.Version)
 		} else if ok && !newer(r, cur) {
 			continue
 		}
 		s.applyLocked(r)
 		changed = append(changed, r)
 	}
-	if persist {
+	if persist || s.trust.pinsDirty {
 		if err := s.persistLocked(); err != nil {
 			s.cfg.Log.Error("persisting own records after merge", "err", err)
 		}
@@ -290,9 +384,19 @@ func (s *Store) Merge(recs []Record) ([]Record, error) {
 		}
 	}
 	if invalid > 0 {
-		return changed, fmt.Errorf("merge: skipped %d invalid records, first: %w", invalid, firstErr)
+		return changed, fmt.Errorf("merge: skipped %d invalid or refused records, first: %w", invalid, firstErr)
 	}
 	return changed, nil
+}
+
+func removalRank(r Record) int {
+	switch r.Kind {
+	case KindRemoval:
+		return 0
+	case KindNode:
+		return 1
+	}
+	return 2
 }
 
 // All returns every record and tombstone, for a full-state push/pull.
@@ -330,8 +434,16 @@ func (s *Store) ownedLocked() []Record {
 func (s *Store) SetMember(m Member) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if m.Name != s.cfg.Self && m.State.Up() && s.trust.firstPeer.IsZero() {
+		s.trust.firstPeer = s.cfg.Now()
+	}
 	cur, ok := s.members[m.Name]
-	if ok && cur.State == m.State && cur.Addr == m.Addr {
+	if m.NodeKey == "" && ok {
+		// Suspicions (suspect.go) and a leaving node's "leaving"
+		// metadata say nothing of its key: keep the one it advertised.
+		m.NodeKey = cur.NodeKey
+	}
+	if ok && cur.State == m.State && cur.Addr == m.Addr && cur.NodeKey == m.NodeKey {
 		return
 	}
 	if ok && cur.State == m.State {
@@ -500,7 +612,11 @@ func (s *Store) persistLocked() error {
 	if s.cfg.Persist == nil {
 		return nil
 	}
-	return s.cfg.Persist(OwnState{Records: s.ownedLocked(), CollectedUpTo: s.collected})
+	err := s.cfg.Persist(OwnState{Records: s.ownedLocked(), CollectedUpTo: s.collected, Pins: s.encodePinsLocked()})
+	if err == nil {
+		s.trust.pinsDirty = false
+	}
+	return err
 }
 
 func (s *Store) changedLocked() {

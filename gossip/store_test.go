@@ -173,7 +173,7 @@ func TestStoreRecordWrittenByOneNodeIsSeenByAllAfterMerge(t *testing.T) {
 		stores[i] = newTestStore(t, n, clock)
 	}
 	ep := EndpointInfo{Subnet: "10.42.0.0/16", Addr: "10.42.0.5", MAC: "02:42:0a:2a:00:05", Healthy: true}
-	written := mustPut(t, stores[0].Store, KindEndpoint, "ep1", ep)
+	written := mustPut(t, stores[0].Store, kindTest, "ep1", ep)
 	mustPut(t, stores[1].Store, KindNode, "", NodeInfo{Addr: "198.18.0.12"})
 
 	// One round of full-state exchange, as push/pull does, in both directions.
@@ -185,7 +185,7 @@ func TestStoreRecordWrittenByOneNodeIsSeenByAllAfterMerge(t *testing.T) {
 		}
 	}
 	for _, s := range stores {
-		got, ok := s.Snapshot().Get(KindEndpoint, "a", "ep1")
+		got, ok := s.Snapshot().Get(kindTest, "a", "ep1")
 		if !ok {
 			t.Fatalf("%s does not see a's endpoint after merge; has:\n%s", s.Self(), formatRecords(s.All()))
 		}
@@ -207,11 +207,11 @@ func TestStoreRecordWrittenByOneNodeIsSeenByAllAfterMerge(t *testing.T) {
 
 func TestStoreDeleteWinsOverOlderWriteInAnyOrder(t *testing.T) {
 	a := newTestStore(t, "a", nil)
-	w1 := mustPut(t, a.Store, KindEndpoint, "ep", map[string]string{"v": "1"})
+	w1 := mustPut(t, a.Store, kindTest, "ep", map[string]string{"v": "1"})
 	a.clock.Advance(time.Second)
-	w2 := mustPut(t, a.Store, KindEndpoint, "ep", map[string]string{"v": "2"})
+	w2 := mustPut(t, a.Store, kindTest, "ep", map[string]string{"v": "2"})
 	a.clock.Advance(time.Second)
-	if err := a.Delete(KindEndpoint, "ep"); err != nil {
+	if err := a.Delete(kindTest, "ep"); err != nil {
 		t.Fatal(err)
 	}
 	del := a.rec.lastBroadcast(t)
@@ -235,14 +235,14 @@ func TestStoreDeleteWinsOverOlderWriteInAnyOrder(t *testing.T) {
 					mustMerge(t, b.Store, []Record{r})
 				}
 			}
-			if r, ok := b.Snapshot().Get(KindEndpoint, "a", "ep"); ok {
+			if r, ok := b.Snapshot().Get(kindTest, "a", "ep"); ok {
 				t.Errorf("order %d batch=%v: deleted record visible: %+v", i, batch, r)
 			}
 			all := b.All()
 			if len(all) != 1 || !sameRecord(all[0], del) {
 				t.Errorf("order %d batch=%v: store holds\n%s want only the tombstone", i, batch, formatRecords(all))
 			}
-			if len(b.Snapshot().Records(KindEndpoint)) != 0 {
+			if len(b.Snapshot().Records(kindTest)) != 0 {
 				t.Errorf("order %d: snapshot lists a tombstone", i)
 			}
 		}
@@ -296,9 +296,10 @@ func TestStoreClockStaysMonotonicWhenWallClockGoesBack(t *testing.T) {
 		}
 		prev = r
 	}
-	// A peer's version from the future pushes the clock: the next local
-	// write must still win over it.
-	future := Record{Key: Key{Kind: KindNode, Owner: "b"}, Version: prev.Version + 1e12, Value: rawJSON(t, 1)}
+	// A peer's version from the future (within the bound) pushes the
+	// clock: the next local write must still win over it.
+	s.clock.Advance(20 * time.Hour) // the wall clock back above prev
+	future := Record{Key: Key{Kind: kindTest, Owner: "b"}, Version: uint64(s.clock.Now().Add(30 * time.Second).UnixNano()), Value: rawJSON(t, 1)}
 	mustMerge(t, s.Store, []Record{future})
 	r := mustPut(t, s.Store, KindNode, "", "after")
 	if r.Version <= future.Version {
@@ -307,7 +308,7 @@ func TestStoreClockStaysMonotonicWhenWallClockGoesBack(t *testing.T) {
 }
 
 func validRecord(t testing.TB) Record {
-	return Record{Key: Key{Kind: KindEndpoint, Owner: "b", ID: "ep"}, Version: 7, Value: rawJSON(t, map[string]any{"addr": "10.0.0.1"})}
+	return Record{Key: Key{Kind: kindTest, Owner: "b", ID: "ep"}, Version: 7, Value: rawJSON(t, map[string]any{"addr": "10.0.0.1"})}
 }
 
 func TestStoreRejectsInvalidRecords(t *testing.T) {
@@ -349,16 +350,16 @@ func TestStoreRejectsInvalidRecords(t *testing.T) {
 	}
 	t.Run("local writes", func(t *testing.T) {
 		s := newTestStore(t, "a", nil)
-		if _, err := s.Put(KindEndpoint, long(maxIDLen+1), 1); err == nil {
+		if _, err := s.Put(kindTest, long(maxIDLen+1), 1); err == nil {
 			t.Error("put with an over-long id succeeded")
 		}
 		if _, err := s.Put("", "x", 1); err == nil {
 			t.Error("put with an empty kind succeeded")
 		}
-		if _, err := s.Put(KindEndpoint, "x", strings.Repeat("y", maxValueLen)); err == nil {
+		if _, err := s.Put(kindTest, "x", strings.Repeat("y", maxValueLen)); err == nil {
 			t.Error("put with an over-long value succeeded")
 		}
-		if _, err := s.Put(KindEndpoint, "x", make(chan int)); err == nil {
+		if _, err := s.Put(kindTest, "x", make(chan int)); err == nil {
 			t.Error("put of an unencodable value succeeded")
 		}
 		if p, b := s.rec.counts(); p != 0 || b != 0 || len(s.All()) != 0 {
@@ -450,9 +451,9 @@ func TestStoreAdoptsNewerOwnRecordAfterStateLoss(t *testing.T) {
 // it with a fresh tombstone.
 func TestStoreRedeletesStaleOwnRecordAfterTombstoneCollected(t *testing.T) {
 	a := newTestStore(t, "a", nil)
-	stale := mustPut(t, a.Store, KindEndpoint, "ep", map[string]int{"n": 1})
+	stale := mustPut(t, a.Store, kindTest, "ep", map[string]int{"n": 1})
 	a.clock.Advance(time.Minute)
-	if err := a.Delete(KindEndpoint, "ep"); err != nil {
+	if err := a.Delete(kindTest, "ep"); err != nil {
 		t.Fatal(err)
 	}
 	tomb := a.rec.lastBroadcast(t)
@@ -477,7 +478,7 @@ func TestStoreRedeletesStaleOwnRecordAfterTombstoneCollected(t *testing.T) {
 		t.Helper()
 		_, before := s.rec.counts()
 		changed := mustMerge(t, s.Store, []Record{stale})
-		if _, ok := s.Snapshot().Get(KindEndpoint, "a", "ep"); ok {
+		if _, ok := s.Snapshot().Get(kindTest, "a", "ep"); ok {
 			t.Fatal("stale own record came back")
 		}
 		if len(changed) != 1 || !changed[0].Deleted || changed[0].Version <= tomb.Version {
@@ -525,8 +526,8 @@ func TestStoreTombstonesAreCollectedEverywhere(t *testing.T) {
 			if owner == "a" {
 				w = a
 			}
-			mustPut(t, w.Store, KindEndpoint, "ep", 1)
-			if err := w.Delete(KindEndpoint, "ep"); err != nil {
+			mustPut(t, w.Store, kindTest, "ep", 1)
+			if err := w.Delete(kindTest, "ep"); err != nil {
 				t.Fatal(err)
 			}
 			mustMerge(t, a.Store, w.All())
@@ -553,7 +554,7 @@ func TestStoreTombstonesAreCollectedEverywhere(t *testing.T) {
 
 func TestStorePersistFailureUndoesWrite(t *testing.T) {
 	s := newTestStore(t, "a", nil)
-	orig := mustPut(t, s.Store, KindEndpoint, "ep", "v1")
+	orig := mustPut(t, s.Store, kindTest, "ep", "v1")
 	changes, cancel := s.Subscribe()
 	defer cancel()
 	<-changes
@@ -561,19 +562,19 @@ func TestStorePersistFailureUndoesWrite(t *testing.T) {
 	s.rec.setFail(errDisk)
 	_, b0 := s.rec.counts()
 
-	if _, err := s.Put(KindEndpoint, "ep", "v2"); !errors.Is(err, errDisk) {
+	if _, err := s.Put(kindTest, "ep", "v2"); !errors.Is(err, errDisk) {
 		t.Fatalf("put with failing persist: %v, want %v", err, errDisk)
 	}
-	if _, err := s.Put(KindEndpoint, "new", "v"); !errors.Is(err, errDisk) {
+	if _, err := s.Put(kindTest, "new", "v"); !errors.Is(err, errDisk) {
 		t.Fatalf("put of a new record with failing persist: %v", err)
 	}
-	if err := s.Delete(KindEndpoint, "ep"); !errors.Is(err, errDisk) {
+	if err := s.Delete(kindTest, "ep"); !errors.Is(err, errDisk) {
 		t.Fatalf("delete with failing persist: %v", err)
 	}
 	if all := s.All(); len(all) != 1 || !sameRecord(all[0], orig) {
 		t.Errorf("store after failed writes:\n%s want only\n%s", formatRecords(all), formatRecords([]Record{orig}))
 	}
-	if got, ok := s.Snapshot().Get(KindEndpoint, "a", "ep"); !ok || !sameRecord(got, orig) {
+	if got, ok := s.Snapshot().Get(kindTest, "a", "ep"); !ok || !sameRecord(got, orig) {
 		t.Errorf("snapshot after failed writes has %+v, %v", got, ok)
 	}
 	if _, b := s.rec.counts(); b != b0 {
@@ -588,7 +589,7 @@ func TestStorePersistFailureUndoesWrite(t *testing.T) {
 	// A delete that fails leaves no tombstone to expire later, and a later
 	// delete that succeeds is a normal tombstone.
 	s.rec.setFail(nil)
-	if err := s.Delete(KindEndpoint, "ep"); err != nil {
+	if err := s.Delete(kindTest, "ep"); err != nil {
 		t.Fatal(err)
 	}
 	s.clock.Advance(2 * time.Hour)
@@ -619,8 +620,8 @@ func TestStoreLoad(t *testing.T) {
 	t.Run("own records", func(t *testing.T) {
 		prev := newTestStore(t, "a", nil)
 		mustPut(t, prev.Store, KindNode, "", NodeInfo{Addr: "198.18.0.11"})
-		mustPut(t, prev.Store, KindEndpoint, "gone", 1)
-		if err := prev.Delete(KindEndpoint, "gone"); err != nil {
+		mustPut(t, prev.Store, kindTest, "gone", 1)
+		if err := prev.Delete(kindTest, "gone"); err != nil {
 			t.Fatal(err)
 		}
 		st := prev.rec.lastPersisted(t)
@@ -661,10 +662,10 @@ func TestSnapshotHidesTombstonesAndRemovedNodes(t *testing.T) {
 	clock := newFakeClock()
 	a := newTestStore(t, "a", clock)
 	c := newTestStore(t, "c", clock)
-	mustPut(t, c.Store, KindEndpoint, "old", 1)
+	mustPut(t, c.Store, kindTest, "old", 1)
 	mustPut(t, c.Store, KindBlock, "10.42.0.0/26", 1)
-	mustPut(t, c.Store, KindEndpoint, "deleted", 1)
-	if err := c.Delete(KindEndpoint, "deleted"); err != nil {
+	mustPut(t, c.Store, kindTest, "deleted", 1)
+	if err := c.Delete(kindTest, "deleted"); err != nil {
 		t.Fatal(err)
 	}
 	mustMerge(t, a.Store, c.All())
@@ -672,30 +673,31 @@ func TestSnapshotHidesTombstonesAndRemovedNodes(t *testing.T) {
 	// The operator removes c up to what a has seen of it; a second removal
 	// by another node with a lower bound must not shrink it.
 	mustPut(t, a.Store, KindRemoval, "c", Removal{UpTo: upTo, At: clock.Now(), By: "a"})
+	a.SetMember(Member{Name: "b", State: StateAlive}) // removals are taken from live writers only
 	mustMerge(t, a.Store, []Record{{Key: Key{Kind: KindRemoval, Owner: "b", ID: "c"}, Version: 5, Value: rawJSON(t, Removal{UpTo: 1, By: "b"})}})
 	// A deleted removal (e.g. withdrawn) does not count either.
 	mustMerge(t, a.Store, []Record{{Key: Key{Kind: KindRemoval, Owner: "d", ID: "c"}, Version: 5, Deleted: true}})
 
 	// c comes back later and writes again, above the removal.
 	clock.Advance(time.Minute)
-	back := mustPut(t, c.Store, KindEndpoint, "new", 2)
+	back := mustPut(t, c.Store, kindTest, "new", 2)
 	mustMerge(t, a.Store, c.All())
 
 	snap := a.Snapshot()
 	if snap.Removed["c"] != upTo {
 		t.Errorf("Removed[c] = %d, want %d", snap.Removed["c"], upTo)
 	}
-	eps := snap.Records(KindEndpoint)
+	eps := snap.Records(kindTest)
 	if len(eps) != 1 || !sameRecord(eps[0], back) {
 		t.Errorf("endpoints after removal:\n%s want only c's write after it", formatRecords(eps))
 	}
 	if blocks := snap.Records(KindBlock); len(blocks) != 0 {
 		t.Errorf("removed node's blocks still listed:\n%s", formatRecords(blocks))
 	}
-	if _, ok := snap.Get(KindEndpoint, "c", "old"); ok {
+	if _, ok := snap.Get(kindTest, "c", "old"); ok {
 		t.Error("Get returns a removed node's record")
 	}
-	if _, ok := snap.Get(KindEndpoint, "c", "deleted"); ok {
+	if _, ok := snap.Get(kindTest, "c", "deleted"); ok {
 		t.Error("Get returns a tombstone")
 	}
 	if rms := snap.Records(KindRemoval); len(rms) != 2 {
@@ -713,7 +715,7 @@ func TestSnapshotUpRecordsFollowOwnerLiveness(t *testing.T) {
 	var recs []Record
 	for _, o := range owners {
 		recs = append(recs,
-			Record{Key: Key{Kind: KindEndpoint, Owner: o, ID: "ep"}, Version: 1, Value: rawJSON(t, 1)},
+			Record{Key: Key{Kind: kindTest, Owner: o, ID: "ep"}, Version: 1, Value: rawJSON(t, 1)},
 			Record{Key: Key{Kind: KindBlock, Owner: o, ID: "blk"}, Version: 1, Value: rawJSON(t, 1)})
 	}
 	mustMerge(t, s.Store, recs)
@@ -729,29 +731,29 @@ func TestSnapshotUpRecordsFollowOwnerLiveness(t *testing.T) {
 		return strings.Join(o, ",")
 	}
 	snap := s.Snapshot()
-	if got, want := owned(snap.UpRecords(KindEndpoint)), "a,alive,suspect"; got != want {
+	if got, want := owned(snap.UpRecords(kindTest)), "a,alive,suspect"; got != want {
 		t.Errorf("UpRecords(endpoint) owners = %s, want %s", got, want)
 	}
 	if got, want := owned(snap.Records(KindBlock)), "a,alive,dead,left,suspect,unknown"; got != want {
 		t.Errorf("Records(block) owners = %s, want %s (blocks stay reserved)", got, want)
 	}
-	if got, want := owned(snap.Records(KindEndpoint)), "a,alive,dead,left,suspect,unknown"; got != want {
+	if got, want := owned(snap.Records(kindTest)), "a,alive,dead,left,suspect,unknown"; got != want {
 		t.Errorf("Records(endpoint) owners = %s, want %s", got, want)
 	}
 	// The dead node comes back; the left node rejoins.
 	s.SetMember(Member{Name: "dead", State: StateAlive})
 	s.SetMember(Member{Name: "left", State: StateAlive})
-	if got, want := owned(s.Snapshot().UpRecords(KindEndpoint)), "a,alive,dead,left,suspect"; got != want {
+	if got, want := owned(s.Snapshot().UpRecords(kindTest)), "a,alive,dead,left,suspect"; got != want {
 		t.Errorf("after return UpRecords(endpoint) owners = %s, want %s", got, want)
 	}
 	// The local node is up even before memberlist reports it.
 	s2 := newTestStore(t, "a", nil)
-	mustPut(t, s2.Store, KindEndpoint, "mine", 1)
-	if len(s2.Snapshot().UpRecords(KindEndpoint)) != 1 {
+	mustPut(t, s2.Store, kindTest, "mine", 1)
+	if len(s2.Snapshot().UpRecords(kindTest)) != 1 {
 		t.Error("own endpoint not up before any member event")
 	}
 	// The old snapshot is immutable.
-	if got := owned(snap.UpRecords(KindEndpoint)); got != "a,alive,suspect" {
+	if got := owned(snap.UpRecords(kindTest)); got != "a,alive,suspect" {
 		t.Errorf("an earlier snapshot changed: %s", got)
 	}
 }
@@ -797,7 +799,7 @@ func TestStoreSubscribeCoalescesAndNotifies(t *testing.T) {
 	expect("subscribe", true) // the current state is news
 	expect("nothing happened", false)
 	for i := 0; i < 50; i++ {
-		mustPut(t, s.Store, KindEndpoint, fmt.Sprint(i), i)
+		mustPut(t, s.Store, kindTest, fmt.Sprint(i), i)
 	}
 	expect("50 puts", true)
 	expect("50 puts, coalesced", false)
@@ -806,7 +808,7 @@ func TestStoreSubscribeCoalescesAndNotifies(t *testing.T) {
 	if s.Snapshot() != snap {
 		t.Error("unchanged store rebuilt its snapshot")
 	}
-	mustPut(t, s.Store, KindEndpoint, "0", 0) // unchanged value
+	mustPut(t, s.Store, kindTest, "0", 0) // unchanged value
 	expect("unchanged put", false)
 	mustMerge(t, s.Store, s.All()) // nothing new
 	expect("merge of known records", false)
@@ -814,13 +816,13 @@ func TestStoreSubscribeCoalescesAndNotifies(t *testing.T) {
 	expect("member change", true)
 	s.SetMember(Member{Name: "b", State: StateAlive})
 	expect("same member state", false)
-	mustMerge(t, s.Store, []Record{{Key: Key{Kind: KindNode, Owner: "b"}, Version: 1, Value: rawJSON(t, 1)}})
+	mustMerge(t, s.Store, []Record{{Key: Key{Kind: KindBlock, Owner: "b"}, Version: 1, Value: rawJSON(t, 1)}})
 	expect("merge of a new record", true)
-	if err := s.Delete(KindEndpoint, "1"); err != nil {
+	if err := s.Delete(kindTest, "1"); err != nil {
 		t.Fatal(err)
 	}
 	expect("delete", true)
-	if snap2 := s.Snapshot(); snap2 == snap || len(snap.Records(KindEndpoint)) != 50 || len(snap2.Records(KindEndpoint)) != 49 {
+	if snap2 := s.Snapshot(); snap2 == snap || len(snap.Records(kindTest)) != 50 || len(snap2.Records(kindTest)) != 49 {
 		t.Error("snapshot not rebuilt after changes, or the old one changed")
 	}
 	s.clock.Advance(2 * time.Hour)
@@ -832,7 +834,7 @@ func TestStoreSubscribeCoalescesAndNotifies(t *testing.T) {
 	<-ch2
 	cancel()
 	cancel() // idempotent
-	mustPut(t, s.Store, KindEndpoint, "x", 1)
+	mustPut(t, s.Store, kindTest, "x", 1)
 	expect("after cancel", false)
 	select {
 	case <-ch2:
@@ -848,7 +850,7 @@ func TestSnapshotGet(t *testing.T) {
 	var recs []Record
 	for _, owner := range []string{"a", "b", "m", "z"} {
 		for _, id := range []string{"", "1", "10", "2", "x/y"} {
-			r := Record{Key: Key{Kind: KindEndpoint, Owner: owner, ID: id}, Version: 3, Value: rawJSON(t, owner+id)}
+			r := Record{Key: Key{Kind: kindTest, Owner: owner, ID: id}, Version: 3, Value: rawJSON(t, owner+id)}
 			recs = append(recs, r)
 			want[r.Key] = r
 		}
@@ -864,7 +866,7 @@ func TestSnapshotGet(t *testing.T) {
 			t.Errorf("Get(%s) = %+v, %v", k, got, ok)
 		}
 	}
-	for _, k := range []Key{{KindEndpoint, "a", "3"}, {KindEndpoint, "c", ""}, {KindEndpoint, "", ""}, {KindEndpoint, "zz", ""}, {KindNode, "a", ""}, {KindBlock, "b", "2"}} {
+	for _, k := range []Key{{kindTest, "a", "3"}, {kindTest, "c", ""}, {kindTest, "", ""}, {kindTest, "zz", ""}, {KindNode, "a", ""}, {KindBlock, "b", "2"}} {
 		if got, ok := snap.Get(k.Kind, k.Owner, k.ID); ok {
 			t.Errorf("Get(%s) found %+v", k, got)
 		}
@@ -885,15 +887,15 @@ func TestStoreConcurrentUse(t *testing.T) {
 				id := fmt.Sprint(i % 17)
 				switch i % 5 {
 				case 0:
-					_ = s.Delete(KindEndpoint, id)
+					_ = s.Delete(kindTest, id)
 				case 1:
-					_, _ = s.Merge([]Record{{Key: Key{Kind: KindEndpoint, Owner: "b", ID: id}, Version: uint64(i + 1), Value: rawJSON(t, i)}})
+					_, _ = s.Merge([]Record{{Key: Key{Kind: kindTest, Owner: "b", ID: id}, Version: uint64(i + 1), Value: rawJSON(t, i)}})
 				case 2:
-					s.Snapshot().UpRecords(KindEndpoint)
+					s.Snapshot().UpRecords(kindTest)
 				case 3:
 					s.SetMember(Member{Name: "b", State: []MemberState{StateAlive, StateDead}[i%2]})
 				default:
-					_, _ = s.Put(KindEndpoint, id, g)
+					_, _ = s.Put(kindTest, id, g)
 				}
 			}
 		}()
@@ -909,12 +911,12 @@ func TestStoreConcurrentUse(t *testing.T) {
 func TestStoreAnnounce(t *testing.T) {
 	var sent []Record
 	s := NewStore(StoreConfig{Self: "a", Broadcast: func(r Record) { sent = append(sent, r) }})
-	r, err := s.Put(KindEndpoint, "e1", 1)
+	r, err := s.Put(kindTest, "e1", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Announce(KindEndpoint, "e1")
-	s.Announce(KindEndpoint, "missing") // nothing held: nothing sent
+	s.Announce(kindTest, "e1")
+	s.Announce(kindTest, "missing") // nothing held: nothing sent
 	if len(sent) != 2 || sent[1].Key != r.Key || sent[1].Version != r.Version || string(sent[1].Value) != string(r.Value) {
 		t.Fatalf("broadcasts %+v; want the Put and the same record again", sent)
 	}

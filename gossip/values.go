@@ -13,10 +13,14 @@ type NodeInfo struct {
 	// GossipPort is the memberlist port, for rejoining after a partition.
 	GossipPort int `json:"gossip_port,omitempty"`
 	// WireGuardKey and WireGuardPort describe the WireGuard endpoint.
-	WireGuardKey  string    `json:"wireguard_key,omitempty"`
-	WireGuardPort int       `json:"wireguard_port,omitempty"`
-	Version       string    `json:"version,omitempty"`
-	Started       time.Time `json:"started"`
+	WireGuardKey  string `json:"wireguard_key,omitempty"`
+	WireGuardPort int    `json:"wireguard_port,omitempty"`
+	// NodeKey is the node's Ed25519 public key (base64), which signs
+	// every record it writes (trust.go). Empty on nodes from before
+	// records were signed.
+	NodeKey string    `json:"node_key,omitempty"`
+	Version string    `json:"version,omitempty"`
+	Started time.Time `json:"started"`
 }
 
 // NetworkInfo is a KindNetwork record (ID = subnet): the owner has this

@@ -20,8 +20,24 @@ func (rs *recs) add(kind gossip.Kind, owner, id string, version uint64, v any) {
 func viewOf(t *testing.T, self string, up []string, rs recs, subnet netip.Prefix) *poolView {
 	t.Helper()
 	st := gossip.NewStore(gossip.StoreConfig{Self: self})
+	// The store takes removals only from writers that are alive: those
+	// the test does not have up are alive for the merge only.
+	isUp := map[string]bool{}
+	for _, n := range up {
+		isUp[n] = true
+	}
+	for _, r := range rs {
+		if r.Kind == gossip.KindRemoval && !isUp[r.Owner] {
+			st.SetMember(gossip.Member{Name: r.Owner, State: gossip.StateAlive})
+		}
+	}
 	if _, err := st.Merge(rs); err != nil {
 		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if r.Kind == gossip.KindRemoval && !isUp[r.Owner] {
+			st.ForgetMember(r.Owner)
+		}
 	}
 	for _, n := range up {
 		st.SetMember(gossip.Member{Name: n, State: gossip.StateAlive})

@@ -12,8 +12,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -336,6 +338,13 @@ func printStatus(w io.Writer, st control.Status, now time.Time) error {
 	}
 	fmt.Fprintf(tw, "Docker engine:\t%s\n", engineLine(st.Engine, now))
 	printWireGuard(tw, st.Dataplane.WireGuard, now)
+	fmt.Fprintf(tw, "Refused records:\t%d\n", st.Refused.Total)
+	for _, reason := range slices.Sorted(maps.Keys(st.Refused.ByReason)) {
+		fmt.Fprintf(tw, "  %s:\t%d\n", reason, st.Refused.ByReason[reason])
+	}
+	if st.Refused.UnsignedAccepted > 0 {
+		fmt.Fprintf(tw, "Unsigned records taken:\t%d (from nodes not upgraded yet)\n", st.Refused.UnsignedAccepted)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -53,6 +53,9 @@ func main() {
 	}
 	if err := d.Run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "meshnetd: %v\n", oneLine(err))
+		if errors.As(err, new(daemon.IdentityConflictError)) {
+			os.Exit(3) // restarting would only be refused again
+		}
 		os.Exit(1)
 	}
 }
