@@ -274,6 +274,12 @@ func TestOperatorFirewall(t *testing.T) {
 	h1, h2, h3 := hosts[0], hosts[1], hosts[2]
 	ds := startMesh(t, ctx, c, hosts)
 	waitAllAlive(t, ctx, c, hosts, 15*time.Second)
+	// The operator's rule comes first, as a host's own firewall does (set at boot, before
+	// any container): meshnet's accepts, made later, must not overrule it.
+	early := []string{"DOCKER-USER", "-d", h3.Addr().String() + "/32", "-j", "DROP"}
+	if _, err := h1.Exec(ctx, append([]string{"iptables", "-I"}, early...)...); err != nil {
+		t.Fatal(err)
+	}
 	createNetworkEverywhere(t, ctx, hosts, "app", "10.42.0.0/24")
 	for _, w := range []struct {
 		h             harness.Host
@@ -345,6 +351,14 @@ func TestOperatorFirewall(t *testing.T) {
 			expectFetch(t, ctx, h1, "d0", h1.Addr(), 8081) // the published port stays reachable
 		})
 	}
+	t.Run("a DOCKER-USER drop made before the network", func(t *testing.T) {
+		expectFetch(t, ctx, h2, "web2", web1, 8080) // the overlay works
+		harness.Eventually(t, 15*time.Second, func() error { return pingFails(ctx, h1, "web1", h3.Addr()) })
+		if _, err := h1.Exec(ctx, append([]string{"iptables", "-D"}, early...)...); err != nil {
+			t.Fatal(err)
+		}
+		harness.Eventually(t, 15*time.Second, func() error { return harness.Ping(ctx, h1, "web1", h3.Addr()) })
+	})
 	t.Run("composed", composed)
 	if t.Failed() {
 		t.FailNow()
