@@ -48,7 +48,10 @@ type Config struct {
 	// (127.0.0.11) inside its own namespace first (package sandbox), so
 	// bare names resolve cluster-wide with no engine setting.
 	ContainerDNS bool
-	LogLevel     string
+	// AllowDockerBridges lets containers on Docker's own bridges and on
+	// meshnet networks open connections to each other (dataplane.State).
+	AllowDockerBridges bool
+	LogLevel           string
 	// ManagedPlugin: meshnetd runs as a Docker managed plugin (see
 	// internal/pluginbundle), with the plugin's settings and sandbox.
 	ManagedPlugin bool

@@ -326,6 +326,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	snap := d.store.Snapshot()
 	st := desiredDataplane(snap, dataplane.UnderlayInfo{Addr: d.advertise}, d.cfg.VXLANPort)
 	st.ServiceAddrs = []netip.Addr{d.dnsAddr}
+	st.AllowDockerBridges = d.cfg.AllowDockerBridges
 	d.tunnelState(&st, snap)
 	err := d.dp.Apply(ctx, st)
 	d.ports.sync(ownPublished(snap))

@@ -84,7 +84,8 @@
 // meshnet's own rules live in table inet meshnet: masquerade for traffic from a
 // network's subnet leaving through anything but its bridge, a forward-hook
 // drop between two meshnet bridges (networks are isolated even where FORWARD's
-// policy is ACCEPT), and the NAT of published ports (below).
+// policy is ACCEPT), the drops between Docker's bridges and meshnet's (below),
+// the tunnel port guards, and the NAT of published ports.
 //
 // That is not enough on a real Docker host. Docker sets the iptables FORWARD
 // policy to DROP and loads br_netfilter with bridge-nf-call-iptables=1, so both
@@ -92,19 +93,52 @@
 // the iptables FORWARD chain and are dropped there. In nftables an accept in one
 // base chain does not stop another base chain on the same hook from dropping,
 // so an accept in table inet meshnet cannot help. The accepts therefore go into
-// iptables' own table: table ip (and ip6) filter, chain DOCKER-USER when it
-// exists (Docker jumps to it first from FORWARD and leaves it to others), else
-// FORWARD. Per bridge B: -i B -o B (bridged), -i B ! -o mnbr+ (egress), and -o B
-// -m conntrack --ctstate RELATED,ESTABLISHED (replies). They are written over
-// nftables netlink, encoded byte for byte as iptables-nft 1.8 encodes those
-// options (meta iifname/oifname compares, the xt "conntrack" match revision 3,
-// which iptables 1.8.9 uses and which it can parse back, unlike a native
-// "ct state"), and tagged with a rule comment (nftables userdata, shown by
-// iptables as -m comment). So `iptables -S` and Docker's own iptables calls keep
-// working, and Apply finds its rules by comment. Where no filter table or no
-// FORWARD chain exists nothing is created there (nothing drops). Where only
+// iptables' own table: table ip (and ip6) filter, chain FORWARD. Per bridge B:
+// -i B -o B (bridged), -i B ! -o mnbr+ (egress), and -o B -m conntrack
+// --ctstate RELATED,ESTABLISHED (replies). They are written over nftables
+// netlink, encoded byte for byte as iptables-nft 1.8 encodes those options
+// (meta iifname/oifname compares, the xt "conntrack" match revision 3, which
+// iptables 1.8.9 uses and which it can parse back, unlike a native "ct
+// state"), and tagged with a rule comment (nftables userdata, shown by
+// iptables as -m comment). So `iptables -S` and Docker's own iptables calls
+// keep working, and Apply finds its rules by comment. Where no filter table or
+// no FORWARD chain exists nothing is created there (nothing drops). Where only
 // iptables-legacy has a filter table, Apply logs a warning: meshnet does not
 // write legacy tables.
+//
+// The accepts are appended to FORWARD, not put at the head of DOCKER-USER (as
+// meshnet once did): an accept there ends the packet's walk through FORWARD,
+// so an operator's own drop in DOCKER-USER (the cloud metadata address is the
+// classic) no longer applied to meshnet containers, and Docker's isolation
+// and bridge rules were skipped. Docker keeps its jumps at the head of
+// FORWARD: engine 20.10 inserts -j DOCKER-USER first and
+// DOCKER-ISOLATION-STAGE-1 after it, engine 28 -j DOCKER-USER then -j
+// DOCKER-FORWARD, and each re-inserts them at the head when it starts or
+// makes a network. Appended, meshnet's accepts come after all of them, so the
+// operator's DOCKER-USER rules and Docker's own verdicts are seen first; a
+// packet reaches meshnet's accepts only where Docker would have left it to
+// the DROP policy. Apply checks the order from the kernel every time: a
+// meshnet rule found in FORWARD ahead of a jump to DOCKER-USER (someone
+// appended the jump, or flushed and rebuilt the chain in another order) is
+// appended again and the old one deleted, and rules left in DOCKER-USER by
+// an older meshnet are deleted.
+//
+// # Docker's bridges
+//
+// Docker keeps its bridges apart (DOCKER-ISOLATION-STAGE-1/2, or DOCKER-FORWARD
+// in engine 28), but only its own: its rule -i docker0 ! -o docker0 -j ACCEPT
+// lets a docker0 container open connections to anything else, a meshnet bridge
+// included, and meshnet's egress accept does the same the other way. Table
+// inet meshnet's forward chain therefore drops, both ways, what crosses between
+// a meshnet bridge (mnbr*) and a bridge named as Docker names its bridges
+// (docker0, br-*, docker_gwbridge), unless the connection was DNATed (ct status
+// dnat): published ports, meshnet's and Docker's, stay reachable from both,
+// through the host's address. Names, because Docker creates bridges at any
+// moment and the rules must hold before the next Apply; the cost is that an
+// uplink named br-... would be cut off from meshnet networks, and a default
+// bridge renamed with dockerd --bridge is not covered.
+// State.AllowDockerBridges (meshnetd --allow-docker-bridges) leaves the drops
+// out.
 //
 // # Published ports
 //
@@ -134,7 +168,7 @@
 //     route_localnet would otherwise let reach the host's loopback
 //     services. Before conntrack, because the reply to a 127.0.0.1
 //     connection is addressed to the gateway until conntrack restores it.
-//   - iptables filter (DOCKER-USER or FORWARD): -d ADDR/32 -o BR -p PROTO
+//   - iptables filter (appended to FORWARD): -d ADDR/32 -o BR -p PROTO
 //     -m PROTO --dport PORT -j ACCEPT, Docker's own form, encoded as
 //     iptables-nft encodes it, so FORWARD DROP lets the new connection in;
 //     replies pass the "return" and "egress" accepts.
@@ -142,7 +176,8 @@
 //     spares DNATed connections (ct status dnat, which both directions
 //     carry), so other networks reach a published port through the host's
 //     address, as on Docker's bridge through its proxy. Connections from
-//     other hosts or Docker's bridges never matched it.
+//     other hosts never matched it; those from Docker's bridges are spared
+//     by the drops between them and meshnet's the same way.
 //
 // Rules are named by comment (protocol, host address and port, container
 // address and port, bridge), found and diffed like every other rule. Two
@@ -197,15 +232,40 @@
 //
 // # Tunnel ports
 //
-// Table inet meshnet's input chain accepts the VXLAN and WireGuard ports only
-// from the cluster's current members (State.Members, held in the named sets
-// members4 and members6, so rules stay fixed while hosts come and go) and
-// drops everyone else: the kernel's VXLAN socket decapsulates whatever
-// reaches it, so without this any host that can reach the underlay could
-// inject frames into an overlay. Containers may not send to a member's tunnel
-// port at all (masqueraded, they would come from a member's address). The
-// vxlan device's bridge port has learning off, so a forged source MAC
-// arriving from the overlay cannot redirect traffic.
+// The kernel's VXLAN socket decapsulates whatever reaches its port: VXLAN
+// carries a VNI and a frame and nothing that proves who sent it, and VNIs and
+// MACs are easy to guess. So the tunnel ports are accepted only as tunnel
+// traffic, in table inet meshnet:
+//
+//   - chain input accepts the VXLAN and WireGuard ports only from the cluster's
+//     current members (State.Members, held in the named sets members4 and
+//     members6, so rules stay fixed while hosts come and go), and only when the
+//     packet arrived on the interface the member's address is routed through
+//     (fib saddr . iif oif, the reverse-path check): the underlay interface,
+//     without naming it. A container on this host forging a member's source
+//     arrives on a veth of a bridge and fails it. Everyone else is dropped.
+//   - chain forward drops packets to a member's tunnel port whatever interface
+//     they come from: a container on a meshnet bridge, on docker0 or any other
+//     bridge of a member host would be masqueraded to that host's address, a
+//     member's.
+//   - chain localout (filter, output) drops packets to a member's VXLAN port
+//     from the host's own sockets: meta skuid matches only a socket a process
+//     holds (any user, root included), and the kernel's VXLAN socket has none.
+//     A host process's packet into an overlay (the host pinging a remote
+//     container) is encapsulated with that process's socket still attached,
+//     so packets routed out of a meshnet bridge are marked first (bit
+//     0x01000000 of the mark, set with "mark | bit", so other marks are kept)
+//     and marked packets pass; setting a mark on one's socket takes
+//     CAP_NET_ADMIN. WireGuard's port is left out: the embedded wireguard-go
+//     sends from meshnetd's own socket, and WireGuard drops what it cannot
+//     authenticate.
+//
+// This leaves what no host firewall can tell: anyone who can put a packet with
+// a member's source address on the underlay (a machine on its segment, a
+// router on the path, root on a member) can still inject into a vxlan network.
+// The README says so; a wireguard network is the answer. The vxlan device's
+// bridge port has learning off, so a forged source MAC arriving from the
+// overlay cannot redirect traffic.
 //
 // # Namespaces
 //

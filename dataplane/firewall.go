@@ -27,10 +27,12 @@ import (
 // accepts. Docker sets the FORWARD policy to DROP and turns on br_netfilter, so
 // both bridged frames on a meshnet bridge and routed egress cross that chain; an
 // accept in another table cannot overrule a drop there, so the accepts must be in
-// that very chain (Docker's DOCKER-USER when it exists, which FORWARD jumps to
-// first). They are encoded exactly as iptables-nft encodes "-i", "-o",
-// "-m conntrack --ctstate" and "-j ACCEPT", and carry a rule comment, so that
-// iptables -S, and Docker's own iptables calls, still parse the chain.
+// that very chain. They are appended to FORWARD, after the jumps Docker inserts
+// at its head (DOCKER-USER first, then its isolation or DOCKER-FORWARD), so an
+// operator's drop in DOCKER-USER and Docker's own rules are seen first. They are
+// encoded exactly as iptables-nft encodes "-i", "-o", "-m conntrack --ctstate"
+// and "-j ACCEPT", and carry a rule comment, so that iptables -S, and Docker's
+// own iptables calls, still parse the chain.
 
 const (
 	meshnetTable     = "meshnet"
@@ -58,7 +60,8 @@ type ruleSpec struct {
 	Comment string
 	Exprs   []expr.Any
 	// First puts the rule at the head of its chain (accepts that must come
-	// before a drop in the same chain); otherwise it is appended.
+	// before a drop in the same chain); otherwise it is appended. Rules in
+	// the iptables filter table are always appended.
 	First bool
 }
 
@@ -69,6 +72,10 @@ type ruleRef struct {
 	Chain   string
 	Comment string
 	Handle  uint64
+	// Misplaced: the rule sits in FORWARD ahead of Docker's jump to
+	// DOCKER-USER, where it would overrule the operator's drops; it is
+	// deleted and appended again.
+	Misplaced bool
 }
 
 type ruleKey struct {
@@ -82,9 +89,12 @@ func (r ruleRef) key() ruleKey  { return ruleKey{r.Family, r.Table, r.Chain, r.C
 // firewallView is what the firewall looks like before meshnet touches it.
 type firewallView struct {
 	// acceptChain maps an iptables family (ip, ip6) to the chain of its "filter"
-	// table that receives meshnet's accepts; a family without a FORWARD chain
-	// there is absent: nothing drops, so nothing is needed.
+	// table that receives meshnet's accepts (FORWARD); a family without a
+	// FORWARD chain there is absent: nothing drops, so nothing is needed.
 	acceptChain map[nftables.TableFamily]string
+	// dockerUser: the family's filter table has a DOCKER-USER chain (where
+	// meshnet's accepts used to go: old ones are found there and removed).
+	dockerUser map[nftables.TableFamily]bool
 	// meshnetChains are the chains of table inet meshnet that exist.
 	meshnetTable  bool
 	meshnetChains map[string]bool
@@ -146,6 +156,7 @@ func wantRules(f firewallSpec, view firewallView) []ruleSpec {
 		}
 	}
 	rules = append(rules, publishRules(f, view)...)
+	rules = append(rules, dockerBridgeRules(f)...)
 	return append(rules, tunnelRules(f)...)
 }
 
@@ -168,8 +179,9 @@ func internalRules(n Network) []ruleSpec {
 	}
 }
 
-// planRules returns the wanted rules that are missing and the meshnet rules that
-// are no longer wanted (also duplicates of a wanted one).
+// planRules returns the wanted rules that are missing (or misplaced) and the
+// meshnet rules that are no longer wanted (also duplicates of a wanted one, and
+// misplaced ones).
 func planRules(want []ruleSpec, have []ruleRef) (add []ruleSpec, del []ruleRef) {
 	wantSet := map[ruleKey]bool{}
 	for _, r := range want {
@@ -177,10 +189,12 @@ func planRules(want []ruleSpec, have []ruleRef) (add []ruleSpec, del []ruleRef) 
 	}
 	haveSet := map[ruleKey]bool{}
 	for _, r := range have {
-		if !wantSet[r.key()] || haveSet[r.key()] {
+		if !wantSet[r.key()] || haveSet[r.key()] || r.Misplaced {
 			del = append(del, r)
 		}
-		haveSet[r.key()] = true
+		if !r.Misplaced {
+			haveSet[r.key()] = true
+		}
 	}
 	for _, r := range want {
 		if !haveSet[r.key()] {
@@ -293,6 +307,16 @@ func ruleBridge(comment string) string {
 	return ""
 }
 
+// jumpsTo reports whether r jumps to chain (as iptables' "-j CHAIN" does).
+func jumpsTo(r *nftables.Rule, chain string) bool {
+	for _, e := range r.Exprs {
+		if v, ok := e.(*expr.Verdict); ok && v.Kind == expr.VerdictJump && v.Chain == chain {
+			return true
+		}
+	}
+	return false
+}
+
 func ruleComment(udata []byte) string {
 	s, _ := userdata.GetString(udata, userdata.TypeComment)
 	return s
@@ -300,7 +324,8 @@ func ruleComment(udata []byte) string {
 
 // firewallView reads which tables and chains exist.
 func (d *VXLAN) firewallView() (firewallView, error) {
-	view := firewallView{acceptChain: map[nftables.TableFamily]string{}, meshnetChains: map[string]bool{}}
+	view := firewallView{acceptChain: map[nftables.TableFamily]string{},
+		dockerUser: map[nftables.TableFamily]bool{}, meshnetChains: map[string]bool{}}
 	var errs []error
 	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6, nftables.TableFamilyINet} {
 		chains, err := d.nft.ListChainsOfTableFamily(fam)
@@ -322,12 +347,10 @@ func (d *VXLAN) firewallView() (firewallView, error) {
 			view.meshnetChains = names
 			continue
 		}
-		switch {
-		case names[iptForward] && names[iptDockerUser]:
-			view.acceptChain[fam] = iptDockerUser
-		case names[iptForward]:
+		if names[iptForward] {
 			view.acceptChain[fam] = iptForward
 		}
+		view.dockerUser[fam] = names[iptDockerUser]
 	}
 	tables, err := d.nft.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
@@ -342,7 +365,9 @@ func (d *VXLAN) firewallView() (firewallView, error) {
 }
 
 // firewallRules lists the meshnet rules in the kernel: every rule of table inet
-// meshnet, and the commented ones in the iptables FORWARD and DOCKER-USER chains.
+// meshnet, and the commented ones in the iptables FORWARD and DOCKER-USER chains
+// (the latter only to remove them). A meshnet rule in FORWARD ahead of a jump
+// to DOCKER-USER is marked misplaced.
 func (d *VXLAN) firewallRules(view firewallView) ([]ruleRef, error) {
 	type place struct {
 		fam          nftables.TableFamily
@@ -352,9 +377,9 @@ func (d *VXLAN) firewallRules(view firewallView) ([]ruleRef, error) {
 	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
 		if _, ok := view.acceptChain[fam]; ok {
 			places = append(places, place{fam, iptFilterTable, iptForward})
-			if view.acceptChain[fam] == iptDockerUser {
-				places = append(places, place{fam, iptFilterTable, iptDockerUser})
-			}
+		}
+		if view.dockerUser[fam] {
+			places = append(places, place{fam, iptFilterTable, iptDockerUser})
 		}
 	}
 	for c := range view.meshnetChains {
@@ -368,12 +393,21 @@ func (d *VXLAN) firewallRules(view firewallView) ([]ruleRef, error) {
 			errs = append(errs, fmt.Errorf("list rules of %s %s: %w", p.table, p.chain, err))
 			continue
 		}
-		for _, r := range rules {
+		lastJump := -1 // index of FORWARD's last jump to DOCKER-USER
+		if p.chain == iptForward {
+			for i, r := range rules {
+				if jumpsTo(r, iptDockerUser) {
+					lastJump = i
+				}
+			}
+		}
+		for i, r := range rules {
 			c := ruleComment(r.UserData)
 			if p.table == iptFilterTable && !strings.HasPrefix(c, commentPrefix) {
 				continue // not ours
 			}
-			refs = append(refs, ruleRef{Family: p.fam, Table: p.table, Chain: p.chain, Comment: c, Handle: r.Handle})
+			refs = append(refs, ruleRef{Family: p.fam, Table: p.table, Chain: p.chain, Comment: c, Handle: r.Handle,
+				Misplaced: i < lastJump})
 		}
 	}
 	return refs, errors.Join(errs...)
@@ -407,6 +441,7 @@ func (d *VXLAN) syncFirewallAdds(f firewallSpec) error {
 			{Name: meshnetPrerouting, Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest, Policy: &accept},
 			{Name: meshnetOutput, Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityNATDest, Policy: &accept},
 			{Name: meshnetRaw, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw, Policy: &accept},
+			{Name: meshnetLocalOut, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &accept},
 		} {
 			if !view.meshnetChains[c.Name] {
 				c.Table = t
@@ -426,7 +461,7 @@ func (d *VXLAN) syncFirewallAdds(f firewallSpec) error {
 			Exprs:    r.Exprs,
 			UserData: userdata.AppendString(nil, userdata.TypeComment, r.Comment),
 		}
-		if r.Table == iptFilterTable || r.First {
+		if r.First && r.Table != iptFilterTable {
 			d.nft.InsertRule(rule) // first in the chain, ahead of any drop
 		} else {
 			d.nft.AddRule(rule)

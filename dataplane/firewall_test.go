@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/nftables"
@@ -33,7 +34,7 @@ func TestWantRules(t *testing.T) {
 	accepts := []string{"meshnet: accept mnbr7 bridged", "meshnet: accept mnbr7 egress", "meshnet: accept mnbr7 return"}
 
 	// No iptables: nothing in the filter table.
-	got := ruleComments(withoutTunnelRules(wantRules(firewallSpec{Nets: nets, VXLANPort: 4789}, firewallView{})))
+	got := ruleComments(withoutTunnelRules(wantRules(firewallSpec{Nets: nets, VXLANPort: 4789, AllowDockerBridges: true}, firewallView{})))
 	if len(got) != 3 || !slices.Equal(got["meshnet/forward"], meshnetOnly["meshnet/forward"]) ||
 		!slices.Equal(got["meshnet/postrouting"], meshnetOnly["meshnet/postrouting"]) ||
 		!slices.Equal(got["meshnet/raw"], meshnetOnly["meshnet/raw"]) {
@@ -43,7 +44,7 @@ func TestWantRules(t *testing.T) {
 	view := firewallView{acceptChain: map[nftables.TableFamily]string{
 		nftables.TableFamilyIPv4: iptForward, nftables.TableFamilyIPv6: iptDockerUser,
 	}}
-	rules := withoutTunnelRules(wantRules(firewallSpec{Nets: nets, VXLANPort: 4789}, view))
+	rules := withoutTunnelRules(wantRules(firewallSpec{Nets: nets, VXLANPort: 4789, AllowDockerBridges: true}, view))
 	var v4, v6 []string
 	for _, r := range rules {
 		switch {
@@ -77,9 +78,10 @@ func TestPlanRules(t *testing.T) {
 	want := wantRules(firewallSpec{Nets: nets, VXLANPort: 4789}, view)
 	var have []ruleRef
 	for i, r := range want[:3] {
-		have = append(have, ruleRef{r.Family, r.Table, r.Chain, r.Comment, uint64(10 + i)})
+		have = append(have, ruleRef{Family: r.Family, Table: r.Table, Chain: r.Chain, Comment: r.Comment, Handle: uint64(10 + i)})
 	}
-	stale := ruleRef{nftables.TableFamilyIPv4, iptFilterTable, iptForward, "meshnet: accept mnbr7 bridged", 3} // moved chain
+	stale := ruleRef{Family: nftables.TableFamilyIPv4, Table: iptFilterTable, Chain: iptForward,
+		Comment: "meshnet: accept mnbr7 bridged", Handle: 3} // moved chain
 	dup := have[0]
 	dup.Handle = 99
 	have = append(have, stale, dup)
@@ -119,5 +121,71 @@ func TestMasqueradeExprs(t *testing.T) {
 	}
 	if got := netipMask(20, 32); !bytes.Equal(got, []byte{255, 255, 240, 0}) {
 		t.Errorf("netipMask(20) = %v", got)
+	}
+}
+
+// TestPlanRulesMisplaced: a meshnet accept found ahead of Docker's jump to
+// DOCKER-USER is appended again and the old one deleted; one after it stays.
+func TestPlanRulesMisplaced(t *testing.T) {
+	nets := []Network{{VNI: 7, Subnet: netip.MustParsePrefix("10.7.0.0/16"), Gateway: netip.MustParseAddr("10.7.0.1")}}
+	view := firewallView{acceptChain: map[nftables.TableFamily]string{nftables.TableFamilyIPv4: iptForward}}
+	want := wantRules(firewallSpec{Nets: nets, VXLANPort: 4789}, view)
+	var have []ruleRef
+	for i, r := range want {
+		have = append(have, ruleRef{Family: r.Family, Table: r.Table, Chain: r.Chain, Comment: r.Comment, Handle: uint64(10 + i)})
+	}
+	i := slices.IndexFunc(have, func(r ruleRef) bool { return r.Chain == iptForward })
+	have[i].Misplaced = true
+	add, del := planRules(want, have)
+	if len(add) != 1 || add[0].Comment != have[i].Comment || add[0].Chain != iptForward {
+		t.Errorf("adds %v, want the misplaced %q again", add, have[i].Comment)
+	}
+	if len(del) != 1 || del[0] != have[i] {
+		t.Errorf("deletes %v, want the misplaced rule", del)
+	}
+}
+
+// TestDockerBridgeRules: both directions for every Docker bridge name,
+// published connections spared, none with the allow option or no network.
+func TestDockerBridgeRules(t *testing.T) {
+	nets := []Network{{VNI: 7, Subnet: netip.MustParsePrefix("10.7.0.0/16"), Gateway: netip.MustParseAddr("10.7.0.1")}}
+	got := ruleComments(dockerBridgeRules(firewallSpec{Nets: nets}))
+	want := []string{
+		"meshnet: isolate docker bridge br-* from meshnet bridges except published",
+		"meshnet: isolate docker bridge br-* to meshnet bridges except published",
+		"meshnet: isolate docker bridge docker0 from meshnet bridges except published",
+		"meshnet: isolate docker bridge docker0 to meshnet bridges except published",
+		"meshnet: isolate docker bridge docker_gwbridge from meshnet bridges except published",
+		"meshnet: isolate docker bridge docker_gwbridge to meshnet bridges except published",
+	}
+	if len(got) != 1 || !slices.Equal(got["meshnet/forward"], want) {
+		t.Errorf("rules %q, want %q in meshnet/forward", got, want)
+	}
+	for _, r := range dockerBridgeRules(firewallSpec{Nets: nets}) {
+		var ifnames [][]byte
+		dnat := false
+		for _, e := range r.Exprs {
+			if c, ok := e.(*expr.Cmp); ok && len(c.Data) > 0 && c.Data[0] >= 'a' {
+				ifnames = append(ifnames, c.Data)
+			}
+			if _, ok := e.(*expr.Ct); ok {
+				dnat = true
+			}
+		}
+		if len(ifnames) != 2 || !dnat || ruleBridge(r.Comment) != "" {
+			t.Errorf("%q: interface names %q, ct status %v", r.Comment, ifnames, dnat)
+		}
+		if strings.Contains(r.Comment, "br-* from") && (string(ifnames[0]) != "br-" || string(ifnames[1]) != "mnbr") {
+			t.Errorf("%q matches %q", r.Comment, ifnames)
+		}
+		if strings.Contains(r.Comment, "docker0 to") && (string(ifnames[0]) != "mnbr" || string(ifnames[1]) != "docker0\x00") {
+			t.Errorf("%q matches %q", r.Comment, ifnames)
+		}
+	}
+	if r := dockerBridgeRules(firewallSpec{Nets: nets, AllowDockerBridges: true}); len(r) != 0 {
+		t.Errorf("allowed: %v", ruleComments(r))
+	}
+	if r := dockerBridgeRules(firewallSpec{}); len(r) != 0 {
+		t.Errorf("no network: %v", ruleComments(r))
 	}
 }

@@ -97,9 +97,9 @@ func TestTwoHosts(t *testing.T) {
 	apply(t, d2, st2)
 	t.Run("docker-drop-with-accepts", connectivity)
 	for _, ns := range []netns.NsHandle{h1ns, h2ns} {
-		out := mustRunIn(t, ns, "iptables", "-S", "DOCKER-USER") // must still parse
+		out := mustRunIn(t, ns, "iptables", "-S", "FORWARD") // must still parse
 		if strings.Count(out, "meshnet: accept") != 6 {
-			t.Errorf("iptables -S DOCKER-USER:\n%s", out)
+			t.Errorf("iptables -S FORWARD:\n%s", out)
 		}
 	}
 

@@ -25,7 +25,7 @@ import (
 //     reply would go straight back, un-NATed; so is one from 127.0.0.0/8
 //     (route_localnet is on for the bridge, or the kernel would drop it as
 //     a martian). Nothing else is: the container sees the client's address.
-//   - iptables filter (DOCKER-USER or FORWARD): -d ADDR/32 -o BR -p PROTO
+//   - iptables filter (appended to FORWARD): -d ADDR/32 -o BR -p PROTO
 //     --dport PORT -j ACCEPT, Docker's own form, so FORWARD DROP lets the
 //     new connection through (replies are the "return" accept's).
 //   - chain forward: the isolation drop between meshnet bridges spares

@@ -79,7 +79,7 @@ func TestInternalRules(t *testing.T) {
 	if ps := c.Networks[0].Locals[0].Ports; len(ps) != 0 {
 		t.Errorf("internal network kept ports %v", ps)
 	}
-	got := ruleComments(withoutTunnelRules(wantRules(firewallSpec{Nets: c.Networks}, view)))
+	got := ruleComments(withoutTunnelRules(wantRules(firewallSpec{Nets: c.Networks, AllowDockerBridges: true}, view)))
 	want := map[string][]string{
 		"meshnet/forward": {"meshnet: internal mnbr7 drop from outside 10.7.0.0/24",
 			"meshnet: internal mnbr7 drop to outside 10.7.0.0/24", "meshnet: isolate mnbr7 except published"},

@@ -46,6 +46,11 @@ type State struct {
 	// those ports from anyone else are dropped, and containers may not send
 	// to a member's tunnel port at all.
 	Members []netip.Addr
+	// AllowDockerBridges lets Docker's bridges (docker0, br-*,
+	// docker_gwbridge) and meshnet's open connections to each other; by
+	// default they are kept apart as Docker keeps its own bridges apart
+	// (published ports stay reachable either way).
+	AllowDockerBridges bool
 	// WireGuard is the host's WireGuard device, shared by every network with
 	// Dataplane "wireguard"; ignored when there is none.
 	WireGuard WireGuardState
@@ -162,7 +167,7 @@ func (s State) Equal(o State) bool {
 	a, b := s.normalized(), o.normalized()
 	if a.Underlay != b.Underlay || a.port() != b.port() || len(a.Networks) != len(b.Networks) ||
 		!slices.Equal(a.ServiceAddrs, b.ServiceAddrs) || !slices.Equal(a.Members, b.Members) ||
-		!a.WireGuard.equal(b.WireGuard) {
+		a.AllowDockerBridges != b.AllowDockerBridges || !a.WireGuard.equal(b.WireGuard) {
 		return false
 	}
 	for i := range a.Networks {

@@ -50,12 +50,35 @@ func TestTunnelRules(t *testing.T) {
 			var wantInput []string
 			for _, p := range tc.ports {
 				ps := strconv.Itoa(p)
-				wantInput = append(wantInput, "meshnet: tunnel udp "+ps+" accept ip members",
-					"meshnet: tunnel udp "+ps+" accept ip6 members", "meshnet: tunnel udp "+ps+" drop others")
+				wantInput = append(wantInput, "meshnet: tunnel udp "+ps+" accept ip members on their route",
+					"meshnet: tunnel udp "+ps+" accept ip6 members on their route", "meshnet: tunnel udp "+ps+" drop others")
+				for _, fam := range []string{"ip", "ip6"} {
+					want := "meshnet: tunnel udp " + ps + " drop forwarded to " + fam + " members"
+					if !slices.Contains(byChain["meshnet/forward"], want) {
+						t.Errorf("forward chain %q lacks %q", byChain["meshnet/forward"], want)
+					}
+				}
 			}
 			slices.Sort(wantInput)
 			if got := byChain["meshnet/input"]; !slices.Equal(got, wantInput) {
 				t.Errorf("input chain %q, want %q", got, wantInput)
+			}
+			// Host sockets are kept from the VXLAN port only (wireguard-go
+			// sends from meshnetd's own socket), and the mark that exempts
+			// host packets into an overlay comes first.
+			var wantOut []string
+			if slices.Contains(tc.ports, 4789) {
+				wantOut = []string{"meshnet: tunnel mark host packets into overlays",
+					"meshnet: tunnel udp 4789 drop host sockets to ip members",
+					"meshnet: tunnel udp 4789 drop host sockets to ip6 members"}
+			}
+			if got := byChain["meshnet/localout"]; !slices.Equal(got, wantOut) {
+				t.Errorf("localout chain %q, want %q", got, wantOut)
+			}
+			for _, r := range rules {
+				if r.Chain == meshnetLocalOut && r.First != strings.Contains(r.Comment, " mark ") {
+					t.Errorf("%q: First=%v", r.Comment, r.First)
+				}
 			}
 			// Accepts go first, the drop after them.
 			for _, r := range rules {

@@ -14,15 +14,28 @@ import (
 
 // Firewall rules for the tunnels, in table inet meshnet.
 //
-// Tunnel ports: a VXLAN or WireGuard packet is accepted only from a current
-// member's underlay address. The kernel's VXLAN socket decapsulates whatever
-// reaches its port, so without this anyone who can send a UDP packet to a
-// host could inject frames into an overlay; WireGuard authenticates, but
-// there is no reason to let strangers make it compute. Members live in two
-// named sets (members4, members6) whose elements follow State.Members, so
-// the rules themselves never change when hosts come and go. Containers may
-// not send to a member's tunnel port at all (masqueraded, they would come
-// from a member's address).
+// Tunnel ports: a VXLAN or WireGuard packet is accepted only as tunnel
+// traffic, i.e. from a current member's underlay address arriving on the
+// interface that address is routed through (fib saddr . iif oif: a forged
+// member source arriving from a container's veth, a bridge or lo fails
+// it). The kernel's VXLAN socket decapsulates whatever reaches its port,
+// so without this anyone who can send a UDP packet to a host could inject
+// frames into an overlay; WireGuard authenticates, but there is no reason
+// to let strangers make it compute. Members live in two named sets
+// (members4, members6) whose elements follow State.Members, so the rules
+// themselves never change when hosts come and go.
+//
+// A member's own address is a member's, though: what leaves a member host
+// must be kept from the tunnel ports too. Forwarded packets (containers on
+// meshnet's or Docker's bridges, masqueraded to the host's address) may not
+// go to a member's tunnel port at all. The host's own sockets may not send to
+// a member's VXLAN port (chain localout, meta skuid: the kernel's VXLAN
+// socket has no owner, so encapsulated frames do not match). A host
+// process's packet into an overlay is encapsulated with that process's
+// socket still attached, so packets routed out of a meshnet bridge are
+// first marked (overlayMark), and marked packets pass. WireGuard's port is
+// left out: wireguard-go sends from meshnetd's own socket, and WireGuard
+// drops what it cannot authenticate.
 //
 // WireGuard isolation: every wireguard network shares one WireGuard device,
 // so the forward chain drops what crosses between the device and a bridge
@@ -32,8 +45,17 @@ import (
 
 const (
 	meshnetInput = "input"
-	membersSet4  = "members4"
-	membersSet6  = "members6"
+	// meshnetLocalOut is a filter chain at the output hook (the nat chain
+	// "output" cannot drop).
+	meshnetLocalOut = "localout"
+	membersSet4     = "members4"
+	membersSet6     = "members6"
+	// overlayMark is the packet mark bit that exempts a host packet routed
+	// into an overlay from the host-socket drop once it is encapsulated. It
+	// is set with "mark | bit" and tested with "mark & bit", so other
+	// users of marks keep theirs; policy routing that matches this bit would
+	// see it.
+	overlayMark = 0x01000000
 )
 
 // firewallSpec is everything the wanted rules depend on.
@@ -43,6 +65,9 @@ type firewallSpec struct {
 	VXLANPort     int
 	WireGuardPort int
 	Tunnel        string // WireGuard device; "" = none
+	// AllowDockerBridges leaves out the drops between Docker's bridges and
+	// meshnet's (State.AllowDockerBridges).
+	AllowDockerBridges bool
 }
 
 // tunnelPorts returns the UDP ports to guard: VXLAN's when a vxlan network
@@ -91,25 +116,29 @@ func tunnelRules(f firewallSpec) []ruleSpec {
 		rules = append(rules, ruleSpec{Family: nftables.TableFamilyINet, Table: meshnetTable, Chain: chain,
 			Comment: commentPrefix + " " + comment, Exprs: exprs, First: first})
 	}
+	drop := []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}
 	for _, port := range f.tunnelPorts() {
 		for _, fam := range []struct {
 			name, set string
 			v6        bool
 		}{{"ip", membersSet4, false}, {"ip6", membersSet6, true}} {
-			inet(meshnetInput, fmt.Sprintf("tunnel udp %d accept %s members", port, fam.name), true,
-				append(udpPortMatch(port, fam.v6, fam.set, false), acceptVerdict()...))
-			inet(meshnetForward, fmt.Sprintf("tunnel udp %d drop from containers to %s members", port, fam.name), false,
-				append(append(metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnamePrefix(BridgePrefix)),
-					udpPortMatch(port, fam.v6, fam.set, true)...),
-					&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}))
+			inet(meshnetInput, fmt.Sprintf("tunnel udp %d accept %s members on their route", port, fam.name), true,
+				append(append(udpPortMatch(port, fam.v6, fam.set, false), fibSaddrIif()...), acceptVerdict()...))
+			inet(meshnetForward, fmt.Sprintf("tunnel udp %d drop forwarded to %s members", port, fam.name), false,
+				append(udpPortMatch(port, fam.v6, fam.set, true), drop...))
+			if port == f.VXLANPort && port != f.WireGuardPort {
+				inet(meshnetLocalOut, fmt.Sprintf("tunnel udp %d drop host sockets to %s members", port, fam.name), false,
+					append(append(udpPortMatch(port, fam.v6, fam.set, true), hostSocketNotOverlay()...), drop...))
+			}
 		}
-		inet(meshnetInput, fmt.Sprintf("tunnel udp %d drop others", port), false, append(udpPort(port),
-			&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}))
+		inet(meshnetInput, fmt.Sprintf("tunnel udp %d drop others", port), false, append(udpPort(port), drop...))
+	}
+	if slices.Contains(f.tunnelPorts(), f.VXLANPort) && f.VXLANPort != f.WireGuardPort {
+		inet(meshnetLocalOut, "tunnel mark host packets into overlays", true, markOverlay())
 	}
 	if f.Tunnel == "" || !slices.ContainsFunc(f.Nets, Network.wireguard) {
 		return rules
 	}
-	drop := []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}
 	// What comes out of the tunnel goes to a meshnet bridge and nowhere
 	// else: not the underlay, not Docker's other networks.
 	onlyBridges := metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnameExact(f.Tunnel))
@@ -135,6 +164,41 @@ func tunnelRules(f firewallSpec) []ruleSpec {
 		inet(meshnetForward, fmt.Sprintf("isolate %s remote blocks from other interfaces", br), false, append(others, drop...))
 	}
 	return rules
+}
+
+// fibSaddrIif: fib saddr . iif oif != 0, the reverse-path check: the source
+// is routed back through the interface the packet came in by.
+func fibSaddrIif() []expr.Any {
+	return []expr.Any{
+		&expr.Fib{Register: 1, FlagSADDR: true, FlagIIF: true, ResultOIF: true},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+// hostSocketNotOverlay: meta skuid >= 0 (the packet belongs to a socket a
+// process owns; the kernel's tunnel sockets have no owner, and the match
+// fails), meta mark & overlayMark == 0.
+func hostSocketNotOverlay() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: make([]byte, 4)},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(overlayMark), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+// markOverlay: oifname "mnbr*" meta mark set mark | overlayMark.
+func markOverlay() []expr.Any {
+	e := metaIfname(expr.MetaKeyOIFNAME, expr.CmpOpEq, ifnamePrefix(BridgePrefix))
+	return append(e,
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(^uint32(overlayMark)), Xor: binaryutil.NativeEndian.PutUint32(overlayMark)},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+		&expr.Counter{},
+	)
 }
 
 // udpPort: meta l4proto udp udp dport PORT.

@@ -166,7 +166,7 @@ func (d *VXLAN) applyLocked(ctx context.Context, st State, tunnel string) error 
 	c, err := compile(st, d.underlayMTU(st.Underlay), tunnel)
 	report(err)
 	fw := firewallSpec{Nets: c.Networks, Members: st.Members, VXLANPort: st.port(),
-		WireGuardPort: st.WireGuard.port(), Tunnel: tunnel}
+		WireGuardPort: st.WireGuard.port(), Tunnel: tunnel, AllowDockerBridges: st.AllowDockerBridges}
 
 	// 1. Devices.
 	if len(c.Networks) > 0 {

@@ -264,9 +264,13 @@ func checkKernel(t *testing.T, host hostNS, st State, underlayMTU int, acceptCha
 		// Per network: isolation, and masquerade for egress, hairpin and
 		// localhost (internal: two drops instead); per published port: DNAT
 		// in prerouting and output; the input drop to 127.0.0.0/8; per
-		// tunnel port: accept from members (ip, ip6), drop others, drop from
-		// containers (ip, ip6).
-		want := 1 + 5
+		// tunnel port: accept from members (ip, ip6), drop others, drop
+		// forwarded (ip, ip6), drop from host sockets (ip, ip6) and the
+		// overlay mark; Docker's bridges apart, both ways.
+		want := 1 + 8
+		if !st.AllowDockerBridges {
+			want += 2 * len(dockerBridges)
+		}
 		for _, n := range st.Networks {
 			want += 4
 			if n.Internal {
@@ -281,9 +285,11 @@ func checkKernel(t *testing.T, host hostNS, st State, underlayMTU int, acceptCha
 			t.Errorf("table inet meshnet has %d meshnet rules, want %d:\n%s", got, want, out)
 		}
 		for _, want := range []string{
-			fmt.Sprintf(`udp dport %d ip saddr @members4 counter`, port),
+			fmt.Sprintf(`udp dport %d ip saddr @members4 fib saddr . iif oif != 0 counter`, port),
 			fmt.Sprintf(`udp dport %d counter packets 0 bytes 0 drop comment "meshnet: tunnel udp %d drop others"`, port, port),
-			fmt.Sprintf(`iifname "mnbr*" udp dport %d ip daddr @members4 counter`, port),
+			fmt.Sprintf(`udp dport %d ip daddr @members4 counter packets 0 bytes 0 drop comment "meshnet: tunnel udp %d drop forwarded`, port, port),
+			fmt.Sprintf(`udp dport %d ip daddr @members4 meta skuid >= 0 meta mark & 0x01000000 == 0x00000000 counter`, port),
+			`oifname "mnbr*" meta mark set meta mark | 0x01000000 counter`,
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("table inet meshnet lacks %q:\n%s", want, out)
@@ -332,6 +338,12 @@ func checkKernel(t *testing.T, host hostNS, st State, underlayMTU int, acceptCha
 			gotRules = append(gotRules, line)
 		}
 	}
+	// Every accept after Docker's jump to DOCKER-USER, where the operator's
+	// drops are.
+	fwd := mustRunIn(t, host.ns, "iptables", "-S", "FORWARD")
+	if j := strings.Index(fwd, "-A FORWARD -j DOCKER-USER"); j >= 0 && strings.Contains(fwd[:j], "meshnet:") {
+		t.Errorf("meshnet rules ahead of the jump to DOCKER-USER:\n%s", fwd)
+	}
 	slices.Sort(gotRules)
 	slices.Sort(wantRules)
 	if !slices.Equal(gotRules, wantRules) {
@@ -369,7 +381,7 @@ func TestApplyTransitions(t *testing.T) {
 			for _, i := range order {
 				s := states[i]
 				apply(t, d, s.st)
-				checkKernel(t, host, s.st, 1500, "DOCKER-USER")
+				checkKernel(t, host, s.st, 1500, "FORWARD")
 				if t.Failed() {
 					t.Fatalf("after applying %q", s.name)
 				}
@@ -381,7 +393,7 @@ func TestApplyTransitions(t *testing.T) {
 			if err := d.Teardown(); err != nil {
 				t.Fatalf("Teardown: %v", err)
 			}
-			checkKernel(t, host, State{}, 1500, "DOCKER-USER")
+			checkKernel(t, host, State{}, 1500, "FORWARD")
 		})
 	}
 }
@@ -428,7 +440,7 @@ func TestApplyIdempotentAndReplaces(t *testing.T) {
 	d := newTestDataplane(t, host.ns)
 	st := oneNetwork("198.18.0.1")
 	apply(t, d, st)
-	checkKernel(t, host, st, 1500, "DOCKER-USER")
+	checkKernel(t, host, st, 1500, "FORWARD")
 	before := linkIndexes(t, host.h)
 	rulesBefore := mustRunIn(t, host.ns, "nft", "-a", "list", "ruleset")
 
@@ -489,10 +501,10 @@ func TestApplyIdempotentAndReplaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustRunIn(t, host.ns, "ip", "addr", "add", "10.9.0.1/24", "dev", "mnbr100")
-	mustRunIn(t, host.ns, "iptables", "-D", "DOCKER-USER", "-i", "mnbr100", "-o", "mnbr100",
+	mustRunIn(t, host.ns, "iptables", "-D", "FORWARD", "-i", "mnbr100", "-o", "mnbr100",
 		"-m", "comment", "--comment", "meshnet: accept mnbr100 bridged", "-j", "ACCEPT")
 	apply(t, d, st)
-	checkKernel(t, host, st, 1500, "DOCKER-USER")
+	checkKernel(t, host, st, 1500, "FORWARD")
 	if after := linkIndexes(t, host.h); !mapsEqual(before, after) {
 		t.Errorf("repairing drift recreated links: %v -> %v", before, after)
 	}
@@ -540,7 +552,7 @@ func TestAdoption(t *testing.T) {
 	if err := d1.Apply(context.Background(), st); err == nil {
 		t.Error("Apply after Close succeeded")
 	}
-	checkKernel(t, host, st, 1500, "DOCKER-USER") // Close removed nothing
+	checkKernel(t, host, st, 1500, "FORWARD") // Close removed nothing
 	before := linkIndexes(t, host.h)
 
 	d2 := newTestDataplane(t, host.ns)
@@ -555,7 +567,7 @@ func TestAdoption(t *testing.T) {
 	// The new state drops network 300: it goes, network 100 stays untouched.
 	st.Networks = st.Networks[:1]
 	apply(t, d2, st)
-	checkKernel(t, host, st, 1500, "DOCKER-USER")
+	checkKernel(t, host, st, 1500, "FORWARD")
 	after := linkIndexes(t, host.h)
 	for _, name := range []string{"mnbr100", "mnvx100", st.Networks[0].Locals[0].HostIf} {
 		if after[name] != before[name] {
@@ -567,7 +579,7 @@ func TestAdoption(t *testing.T) {
 	// recreated.
 	st.VXLANPort = 4790
 	apply(t, d2, st)
-	checkKernel(t, host, st, 1500, "DOCKER-USER")
+	checkKernel(t, host, st, 1500, "FORWARD")
 	again := linkIndexes(t, host.h)
 	if again["mnvx100"] == after["mnvx100"] {
 		t.Error("vxlan device not recreated for a new port")
@@ -578,9 +590,11 @@ func TestAdoption(t *testing.T) {
 }
 
 // TestFirewallPlacement: no iptables table → meshnet creates none; FORWARD only
-// → accepts go there; Docker starts later and creates DOCKER-USER → the accepts
-// move there. Rules other than meshnet's are kept, and Teardown leaves a table
-// iptables still parses.
+// → accepts are appended there; Docker starts later and inserts its jump to
+// DOCKER-USER → the accepts stay after it; a jump that lands after them (or
+// accepts an older meshnet left in DOCKER-USER) → they are moved behind it.
+// Rules other than meshnet's are kept, and Teardown leaves a table iptables
+// still parses.
 func TestFirewallPlacement(t *testing.T) {
 	requireRoot(t)
 	host := newHost(t, "198.18.0.1")
@@ -598,12 +612,30 @@ func TestFirewallPlacement(t *testing.T) {
 	mustRunIn(t, host.ns, "iptables", "-N", "DOCKER-USER")
 	mustRunIn(t, host.ns, "iptables", "-I", "FORWARD", "-j", "DOCKER-USER")
 	apply(t, d, st)
-	checkKernel(t, host, st, 1500, "DOCKER-USER")
+	checkKernel(t, host, st, 1500, "FORWARD")
+
+	// The jump moved behind meshnet's accepts, and an old-style accept in
+	// DOCKER-USER: the next Apply puts the accepts after the jump again and
+	// removes the old one.
+	mustRunIn(t, host.ns, "iptables", "-D", "FORWARD", "-j", "DOCKER-USER")
+	mustRunIn(t, host.ns, "iptables", "-A", "FORWARD", "-j", "DOCKER-USER")
+	// (nft, not iptables: meshnet's comments are nftables userdata.)
+	mustRunIn(t, host.ns, "nft", "insert", "rule", "ip", "filter", "DOCKER-USER", "iifname", "mnbr100", "oifname", "mnbr100",
+		"counter", "accept", "comment", `"meshnet: accept mnbr100 bridged"`)
+	apply(t, d, st)
+	checkKernel(t, host, st, 1500, "FORWARD")
+	if out := mustRunIn(t, host.ns, "iptables", "-S", "DOCKER-USER"); strings.Contains(out, "meshnet:") {
+		t.Errorf("old accept left in DOCKER-USER:\n%s", out)
+	}
+	apply(t, d, st)
+	if len(d.changes) != 0 {
+		t.Errorf("re-apply after the move changed %q", d.changes)
+	}
 
 	if err := d.Teardown(); err != nil {
 		t.Fatalf("Teardown: %v", err)
 	}
-	checkKernel(t, host, State{}, 1500, "DOCKER-USER")
+	checkKernel(t, host, State{}, 1500, "FORWARD")
 	out := mustRunIn(t, host.ns, "iptables", "-S", "FORWARD")
 	if !strings.Contains(out, "-A FORWARD -i eth9 -j ACCEPT") || !strings.Contains(out, "-A FORWARD -j DOCKER-USER") {
 		t.Errorf("Teardown removed rules that are not meshnet's:\n%s", out)

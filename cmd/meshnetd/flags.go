@@ -37,9 +37,10 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (daemo
 	fs.StringVar(&upstreams, "dns-upstream", "", "comma-separated resolvers (IP or IP:port) for names outside the zone, asked for this host's containers only (default: the host's /etc/resolv.conf; none: no forwarding)")
 	fs.Float64Var(&cfg.DNSRateLimit, "dns-rate-limit", cfg.DNSRateLimit, "DNS queries per second one source may send (bursts of twice that); over it UDP queries are dropped; 0 = no limit")
 	fs.BoolVar(&cfg.ContainerDNS, "container-dns", cfg.ContainerDNS, "answer each meshnet container's queries to Docker's resolver (127.0.0.11) in its own namespace first, so a bare service name, container name or alias resolves to every replica in the cluster; false: Docker's resolver alone (local replicas only), the DNS address for the rest")
+	fs.BoolVar(&cfg.AllowDockerBridges, "allow-docker-bridges", false, "let containers on Docker's own bridges (docker0, br-*, docker_gwbridge) and on meshnet networks open connections to each other; by default they are kept apart as Docker keeps its bridges apart (published ports stay reachable)")
 	fs.DurationVar(&cfg.ReclaimAfter, "reclaim-after", cfg.ReclaimAfter, "free addresses and endpoint records no container on this host has held for this long (Docker's release calls lost while meshnetd was down); 0 = never")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
-	fs.BoolVar(&cfg.ManagedPlugin, "managed-plugin", false, "running as a Docker managed plugin: also read the plugin's settings JOIN, KEY, ADVERTISE_ADDR, DATAPLANE and LOG_LEVEL (docker plugin set)")
+	fs.BoolVar(&cfg.ManagedPlugin, "managed-plugin", false, "running as a Docker managed plugin: also read the plugin's settings JOIN, KEY, ADVERTISE_ADDR, DATAPLANE, LOG_LEVEL and ALLOW_DOCKER_BRIDGES (docker plugin set)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: meshnetd [flags]\n\nmeshnetd joins this host to the meshnet overlay and serves Docker's network and IPAM\nplugin. Every flag can also be set as MESHNET_<FLAG> (upper case, - as _).\n\nFlags:\n")
 		fs.PrintDefaults()

@@ -180,7 +180,7 @@ func TestWriteBundle(t *testing.T) {
 			t.Errorf("env %s is not settable", e.Name)
 		}
 	}
-	if want := []string{"JOIN", "KEY", "ADVERTISE_ADDR", "DATAPLANE", "LOG_LEVEL"}; !slices.Equal(names, want) {
+	if want := []string{"JOIN", "KEY", "ADVERTISE_ADDR", "DATAPLANE", "LOG_LEVEL", "ALLOW_DOCKER_BRIDGES"}; !slices.Equal(names, want) {
 		t.Errorf("env %v, want %v", names, want)
 	}
 }

@@ -97,6 +97,7 @@ var Settings = []Env{
 	{Name: "ADVERTISE_ADDR", Description: "underlay address other hosts reach this one at (default: detected)"},
 	{Name: "DATAPLANE", Description: "default dataplane of new networks: vxlan or wireguard", Value: "vxlan"},
 	{Name: "LOG_LEVEL", Description: "debug, info, warn or error", Value: "info"},
+	{Name: "ALLOW_DOCKER_BRIDGES", Description: "true: containers on Docker's own bridges and on meshnet networks may open connections to each other (default: kept apart)"},
 }
 
 // Manifest returns meshnet's config.json.

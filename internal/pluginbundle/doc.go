@@ -22,8 +22,9 @@
 //     allocations and peers, and meshctl on the host needs no options.
 //   - The rootfs holds the static binaries and nothing else: no shell, no
 //     libc, no mount points (the runtime makes those).
-//   - The operator's settings are five environment variables, JOIN, KEY,
-//     ADVERTISE_ADDR, DATAPLANE and LOG_LEVEL (`docker plugin set`), which
+//   - The operator's settings are six environment variables, JOIN, KEY,
+//     ADVERTISE_ADDR, DATAPLANE, LOG_LEVEL and ALLOW_DOCKER_BRIDGES
+//     (`docker plugin set`), which
 //     meshnetd reads when started with --managed-plugin, its entrypoint.
 //
 // # Why it is shaped so
