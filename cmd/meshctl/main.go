@@ -54,7 +54,7 @@ type options struct {
 	socket  string
 	output  string
 	version bool // --version: print meshctl's own version, ask no daemon
-	force  bool // rmpeer: remove even while a live node still sees the node alive
+	force   bool // rmpeer: remove even while a live node still sees the node alive
 }
 
 func main() {
