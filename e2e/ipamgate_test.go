@@ -69,7 +69,7 @@ type statusJSON struct {
 
 func meshStatus(ctx context.Context, c *harness.Cluster, h harness.Host) (statusJSON, error) {
 	var st statusJSON
-	out, err := c.Meshctl(ctx, h, "-o", "json", "status")
+	out, err := c.MeshctlStatus(ctx, h, "-o", "json")
 	if err != nil {
 		return st, err
 	}

@@ -176,7 +176,7 @@ func lookup(ctx context.Context, h harness.Host, container, name string) ([]neti
 
 // applyClean checks that the daemon on h applied its last desired state without an error.
 func applyClean(ctx context.Context, c *harness.Cluster, h harness.Host) error {
-	out, err := c.Meshctl(ctx, h, "-o", "json", "status")
+	out, err := c.MeshctlStatus(ctx, h, "-o", "json")
 	if err != nil {
 		return err
 	}

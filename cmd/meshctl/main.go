@@ -90,6 +90,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := dispatch(ctx, rest[0], rest[1:], opts, stdout); err != nil {
+		var pe problemsError
+		if errors.As(err, &pe) {
+			// The status printed says what is wrong; nothing is added on
+			// stderr, so `-o json status 2>&1` stays one JSON document.
+			return 1
+		}
 		fmt.Fprintf(stderr, "meshctl: %v\n", err)
 		var ue usageError
 		if errors.As(err, &ue) {
