@@ -186,7 +186,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		d.sandboxes = sandbox.New(sandbox.Config{Domain: cfg.DNSDomain, TTL: d.dnsCfg.TTL, Counts: d.boxCounts}, log)
 	}
 	if cfg.MetricsAddr != "" {
-		d.metrics = metrics.New(d.metricsState, func() []string { return d.notReady(context.Background()) })
+		d.metrics = metrics.New(d.metricsState, d.notReady)
 	}
 	d.watcher = plugin.NewWatcher(cfg.DockerHost, log)
 	d.watcher.RestartStranded("meshnet")

@@ -28,6 +28,7 @@ func (d *Daemon) metricsState() metrics.State {
 		Records:         map[string]int{},
 		FDBEntries:      int(d.fdbEntries.Load()),
 		NeighborEntries: int(d.neighEntries.Load()),
+		DNSListening:    d.dnsListening.Load(),
 		DNS:             map[string]*dns.Counts{"host": d.dnsCounts},
 	}
 	if d.sandboxes != nil {

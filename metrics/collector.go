@@ -146,9 +146,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstHistogram(dnsForwardDesc, h.Count, h.Sum, buckets, server)
 	}
-	dnsUp := 1.0
-	if s.DNS.Error != "" {
-		dnsUp = 0
+	dnsUp := 0.0
+	if st.DNSListening {
+		dnsUp = 1
 	}
 	gauge(dnsUpDesc, dnsUp)
 

@@ -55,7 +55,7 @@ func testState(t *testing.T) State {
 		Endpoints:  []control.Endpoint{{Node: "h1"}, {Node: "h1"}, {Node: "h2"}},
 		Records:    map[string]int{"node": 3, "endpoint": 3, "network": 2, "block": 3},
 		Pools:      []Pool{{Subnet: "10.42.0.0/24", Size: 256}},
-		FDBEntries: 1, NeighborEntries: 1,
+		FDBEntries: 1, NeighborEntries: 1, DNSListening: true,
 		DNS: map[string]*dns.Counts{"host": counts},
 	}
 }
@@ -144,7 +144,7 @@ func TestScrapePassesPromtool(t *testing.T) {
 	}
 	st := testState(t)
 	var notReady []string
-	m := New(func() State { return st }, func() []string { return notReady })
+	m := New(func() State { return st }, func(context.Context) []string { return notReady })
 	m.Events().Applied(3*time.Millisecond, nil)
 	m.Events().Applied(40*time.Millisecond, errors.New("boom"))
 	sink.incr([]string{"memberlist", "udp", "sent"}, 120)
@@ -156,7 +156,7 @@ func TestScrapePassesPromtool(t *testing.T) {
 		"meshnet_dataplane_applies_total 2", "meshnet_dataplane_apply_errors_total 1",
 		`meshnet_dataplane_apply_duration_seconds_bucket{le="0.005"} 1`,
 		`meshnet_gossip_packets_total{direction="sent"}`, `meshnet_build_info{node="h1",version="v1.2.3"} 1`,
-		"go_goroutines", "process_open_fds",
+		"go_goroutines", "process_open_fds", "meshnet_dns_up 1",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("scrape lacks %q", want)

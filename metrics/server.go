@@ -19,13 +19,13 @@ import (
 type Metrics struct {
 	reg    *prometheus.Registry
 	events *Events
-	ready  func() []string
+	ready  func(context.Context) []string
 }
 
 // New registers the collector reading src, the event counters, the gossip
 // sink's counts and Go's and the process's own metrics. ready returns what
 // keeps the daemon from being ready (nothing: ready); /readyz shows it.
-func New(src Source, ready func() []string) *Metrics {
+func New(src Source, ready func(context.Context) []string) *Metrics {
 	InstallGossipSink()
 	m := &Metrics{reg: prometheus.NewRegistry(), events: newEvents(), ready: ready}
 	m.reg.MustRegister(collector{src: src}, gossipCollector{sink},
@@ -55,7 +55,7 @@ func (m *Metrics) Handler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if notReady := m.ready(); len(notReady) > 0 {
+		if notReady := m.ready(r.Context()); len(notReady) > 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintln(w, "not ready: "+strings.Join(notReady, "; "))
 			return

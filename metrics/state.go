@@ -19,6 +19,8 @@ type State struct {
 	// entries the last apply asked the kernel for (one of each per remote
 	// container on a VXLAN network).
 	FDBEntries, NeighborEntries int
+	// DNSListening: the DNS server listens on the DNS address.
+	DNSListening bool
 	// DNS are the DNS servers' counts by server ("host": the DNS address;
 	// "container": the servers in containers' namespaces).
 	DNS map[string]*dns.Counts
