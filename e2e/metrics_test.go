@@ -24,7 +24,8 @@ const metricsAddr = "127.0.0.1:9464"
 // TestMetrics: meshnetd with --metrics-addr on 3 hosts, containers on a vxlan network on each;
 // a scrape on every host passes `promtool check metrics`, and its peers, endpoints, address
 // allocations and FDB/neighbour entries agree with `meshctl -o json peers/endpoints/status` on
-// that host; /healthz and /readyz answer 200.
+// that host; /healthz and /readyz answer 200; the start-up log gives no advice to add the DNS
+// address by hand (meshnetd adds it).
 func TestMetrics(t *testing.T) {
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
@@ -84,6 +85,21 @@ func TestMetrics(t *testing.T) {
 		if m.get("meshnet_dataplane_applies_total") < 1 || m.get("meshnet_dns_up") != 1 || m.sum("meshnet_gossip_bytes_total") == 0 {
 			t.Errorf("%s: applies %v, dns_up %v, gossip bytes %v: want applies, DNS up and gossip counted",
 				h.Name(), m.get("meshnet_dataplane_applies_total"), m.get("meshnet_dns_up"), m.sum("meshnet_gossip_bytes_total"))
+		}
+		// A fresh start waits for the DNS address meshnetd adds itself: its log says so and
+		// gives no advice to add it by hand.
+		if log, err := c.Daemon(h).Log(); err != nil {
+			t.Error(err)
+		} else if strings.Contains(log, "ip addr add") {
+			t.Errorf("%s's meshnetd log advises adding the DNS address by hand at a fresh start:\n%s", h.Name(), firstLineWith(log, "ip addr add"))
+		} else if !strings.Contains(log, "DNS server listening") {
+			t.Errorf("%s's meshnetd log does not say the DNS server listens", h.Name())
+		} else {
+			for _, l := range strings.Split(log, "\n") {
+				if strings.Contains(l, "DNS server") {
+					t.Logf("%s: %s", h.Name(), l)
+				}
+			}
 		}
 		t.Logf("%s: %d series; peers alive %v, FDB %v, applies %v, gossip bytes %v", h.Name(), len(m),
 			m.get("meshnet_peers", "state", "alive"), m.get("meshnet_dataplane_fdb_entries"),
@@ -222,4 +238,14 @@ func (m scrape) sum(name string) float64 {
 		}
 	}
 	return s
+}
+
+// firstLineWith is the first line of s containing want.
+func firstLineWith(s, want string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, want) {
+			return l
+		}
+	}
+	return ""
 }
