@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -52,6 +53,13 @@ type Config struct {
 	// meshnet networks open connections to each other (dataplane.State).
 	AllowDockerBridges bool
 	LogLevel           string
+	// LogFormat is "text" (slog's key=value lines) or "json" (one object
+	// per line, for log collectors).
+	LogFormat string
+	// MetricsAddr is host:port of the HTTP listener for Prometheus
+	// (/metrics) and health checks (/healthz, /readyz); "" = off. Give a
+	// loopback or underlay address: the endpoints have no authentication.
+	MetricsAddr string
 	// ManagedPlugin: meshnetd runs as a Docker managed plugin (see
 	// internal/pluginbundle), with the plugin's settings and sandbox.
 	ManagedPlugin bool
@@ -82,6 +90,7 @@ func DefaultConfig() Config {
 		DNSRateLimit:   dns.DefaultConfig().RateLimit.QPS,
 		ContainerDNS:   true,
 		LogLevel:       "info",
+		LogFormat:      "text",
 		ResyncInterval: 30 * time.Second,
 		ReclaimAfter:   2 * time.Minute,
 	}
@@ -134,6 +143,16 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("--log-level %q: choose debug, info, warn or error", c.LogLevel))
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("--log-format %q: choose text or json", c.LogFormat))
+	}
+	if c.MetricsAddr != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("--metrics-addr %q: give host:port, e.g. 127.0.0.1:9464 (or :9464 for every address)", c.MetricsAddr))
+		}
 	}
 	if !strings.HasPrefix(c.DockerHost, "unix://") {
 		errs = append(errs, fmt.Errorf("--docker-host %q: only unix:// sockets are supported", c.DockerHost))

@@ -22,10 +22,10 @@ type controlBackend struct{ d *Daemon }
 
 var _ control.Backend = controlBackend{}
 
-func versionString() string { return version.Version }
+func versionString() string { return version.String() }
 
 func (b controlBackend) Version() control.Version {
-	return control.Version{Version: version.Version, Go: runtime.Version()}
+	return control.Version{Version: version.String(), Go: runtime.Version()}
 }
 
 func (b controlBackend) Peers() []control.Peer {
@@ -52,7 +52,7 @@ func (b controlBackend) Status() control.Status {
 	snap := d.store.Snapshot()
 	host, port := d.cluster.LocalAddr()
 	st := control.Status{
-		Node: d.cfg.NodeName, Version: version.Version, Address: host, GossipPort: port,
+		Node: d.cfg.NodeName, Version: version.String(), Address: host, GossipPort: port,
 		Encrypted: d.encrypted, Started: d.started,
 		Dataplane: control.DataplaneInfo{Default: d.cfg.Dataplane},
 		DNS:       control.DNSInfo{Addr: d.cfg.DNSAddr, Domain: d.cfg.DNSDomain},

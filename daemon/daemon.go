@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/meshnet/meshnet/control"
@@ -21,6 +22,7 @@ import (
 	"github.com/meshnet/meshnet/gossip"
 	"github.com/meshnet/meshnet/internal/atomicfile"
 	"github.com/meshnet/meshnet/ipam"
+	"github.com/meshnet/meshnet/metrics"
 	"github.com/meshnet/meshnet/plugin"
 	"github.com/meshnet/meshnet/sandbox"
 )
@@ -82,6 +84,17 @@ type Daemon struct {
 		sync.Mutex
 		err error
 	}
+	// dnsListening is set while the DNS server listens on the DNS address
+	// (/readyz).
+	dnsListening atomic.Bool
+
+	// metrics is nil without --metrics-addr; its Events are nil then too,
+	// and count nothing. dnsCounts and boxCounts are the DNS servers'
+	// counts (the DNS address's, the containers'), kept across servers.
+	metrics              *metrics.Metrics
+	dnsCounts, boxCounts *dns.Counts
+	// fdbEntries and neighEntries are what the last apply asked for.
+	fdbEntries, neighEntries atomic.Int64
 }
 
 // recordsFile holds the node's own records across restarts.
@@ -172,8 +185,13 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	d.dnsCfg.Upstreams = cfg.upstreams()
 	d.dnsCfg.RateLimit.QPS = cfg.DNSRateLimit
 	d.dnsCfg.RateLimit.Burst = int(2 * cfg.DNSRateLimit)
+	d.dnsCounts, d.boxCounts = new(dns.Counts), new(dns.Counts)
+	d.dnsCfg.Counts = d.dnsCounts
 	if cfg.ContainerDNS {
-		d.sandboxes = sandbox.New(sandbox.Config{Domain: cfg.DNSDomain, TTL: d.dnsCfg.TTL}, log)
+		d.sandboxes = sandbox.New(sandbox.Config{Domain: cfg.DNSDomain, TTL: d.dnsCfg.TTL, Counts: d.boxCounts}, log)
+	}
+	if cfg.MetricsAddr != "" {
+		d.metrics = metrics.New(d.metricsState, d.notReady)
 	}
 	d.watcher = plugin.NewWatcher(cfg.DockerHost, log)
 	d.watcher.RestartStranded("meshnet")
@@ -213,7 +231,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("meshnetd starting", "node", d.cfg.NodeName, "gossip", net.JoinHostPort(host, strconv.Itoa(port)), "join", d.cfg.Join, "encrypted", d.encrypted)
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	run := func(name string, f func(context.Context) error, fatal bool) {
 		wg.Add(1)
 		go func() {
@@ -235,6 +253,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	run("control socket", func(ctx context.Context) error {
 		return control.Serve(ctx, d.cfg.ControlSocket, control.NewHandler(controlBackend{d}, d.log))
 	}, true)
+	run("systemd notification", d.notifyReady, false)
+	if d.metrics != nil {
+		// Fatal like the sockets: an operator who asked for metrics and
+		// health checks must learn at once that the address is taken.
+		run("metrics", func(ctx context.Context) error { return d.metrics.Serve(ctx, d.cfg.MetricsAddr, d.log) }, true)
+	}
 	run("gossip", d.cluster.Run, false)
 	run("ipam", d.ipam.Run, false)
 	run("ipam gate", d.runIPAMGate, false)
@@ -328,7 +352,12 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	st.ServiceAddrs = []netip.Addr{d.dnsAddr}
 	st.AllowDockerBridges = d.cfg.AllowDockerBridges
 	d.tunnelState(&st, snap)
+	start := time.Now()
 	err := d.dp.Apply(ctx, st)
+	d.metrics.Events().Applied(time.Since(start), err)
+	fdb, neigh := forwardingEntries(st)
+	d.fdbEntries.Store(int64(fdb))
+	d.neighEntries.Store(int64(neigh))
 	d.ports.sync(ownPublished(snap))
 	d.applied.Lock()
 	d.applied.at, d.applied.err = time.Now(), err
@@ -343,6 +372,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 // runDNS serves DNS, retrying while the service address is not yet on lo.
 func (d *Daemon) runDNS(ctx context.Context) error {
 	delay := 250 * time.Millisecond
+	var failingSince time.Time // start of the current run of failed attempts
 	for {
 		srv := dns.NewServer(d.dnsCfg, d.log)
 		d.dnsServer.Store(srv)
@@ -354,17 +384,21 @@ func (d *Daemon) runDNS(ctx context.Context) error {
 		err := srv.Listen()
 		d.setDNSErr(err)
 		if err == nil {
+			failingSince = time.Time{}
+			d.dnsListening.Store(true)
 			d.log.Info("DNS server listening", "addr", d.dnsCfg.Addr, "domain", d.cfg.DNSDomain)
 			err = srv.Run(ctx)
+			d.dnsListening.Store(false)
 		}
 		_ = srv.Close()
 		if ctx.Err() != nil {
 			return nil
 		}
 		d.setDNSErr(err)
-		// The service address appears on lo with the first apply: retry
-		// soon at first, then settle.
-		d.log.Warn("DNS server not serving; retrying", "err", err, "in", delay)
+		if failingSince.IsZero() {
+			failingSince = time.Now()
+		}
+		d.logDNSRetry(err, time.Since(failingSince), delay)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -372,6 +406,24 @@ func (d *Daemon) runDNS(ctx context.Context) error {
 		}
 		delay = min(2*delay, 5*time.Second)
 	}
+}
+
+// dnsAddrGrace is how long the DNS server waits quietly for its address:
+// the reconcile loop puts it on lo with the first apply, within a second
+// of a fresh start, and puts it back at the next resync if someone took it
+// away.
+const dnsAddrGrace = 10 * time.Second
+
+// logDNSRetry says what is happening while the DNS server cannot listen.
+// A missing address is what every fresh start meets until the first apply
+// adds it: that is said as it is, and the error with its advice (add the
+// address to lo) is only logged once it has lasted past dnsAddrGrace.
+func (d *Daemon) logDNSRetry(err error, failingFor, retryIn time.Duration) {
+	if errors.Is(err, syscall.EADDRNOTAVAIL) && failingFor < dnsAddrGrace {
+		d.log.Info("DNS server waiting for its address, which meshnetd is adding to lo", "addr", d.cfg.DNSAddr, "retry_in", retryIn)
+		return
+	}
+	d.log.Warn("DNS server not serving; retrying", "err", err, "for", failingFor.Round(time.Second), "retry_in", retryIn)
 }
 
 // ownSubnets are the subnets of this host's meshnet networks.

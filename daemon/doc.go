@@ -75,6 +75,18 @@
 //   - meshctl's answers (control.go, keys.go), including how the event
 //     watcher stands with the engine (engine.go): the negotiated API version,
 //     and a problem once it has been without the engine for 20 s.
+//   - Metrics and readiness (health.go; package metrics serves them with
+//     --metrics-addr): a scrape reads the same status meshctl gets, plus
+//     the store's record counts, the FDB and neighbour entries of the last
+//     apply, and the DNS servers' counts (one dns.Counts for the server on
+//     the DNS address, one shared by every container's server, so counters
+//     survive the servers). Ready means the plugin socket answers
+//     Plugin.Activate, as the engine asks it, and the DNS server listens;
+//     systemd hears READY=1 at the first, STOPPING=1 when Run ends.
+//   - What start-up says about DNS (daemon.go, runDNS): the DNS address is
+//     added to lo by the first apply, so a fresh start's first listen
+//     fails; that is logged as waiting for the address meshnetd is adding,
+//     and the error with its advice only once it has lasted dnsAddrGrace.
 //
 // # Why it is shaped so
 //

@@ -172,3 +172,22 @@ func TestValidate(t *testing.T) {
 		t.Error("remote without MAC passed validation")
 	}
 }
+
+// A WireGuard network's changes are logged as wireguard, not vxlan (the
+// WireGuard dataplane applies through the VXLAN one).
+func TestLogKinds(t *testing.T) {
+	vx, wg := Network{VNI: 1}, Network{VNI: 2, Kind: KindWireGuard}
+	for _, c := range []struct {
+		nets []Network
+		want string
+	}{
+		{nil, "none"},
+		{[]Network{vx}, "vxlan"},
+		{[]Network{wg}, "wireguard"},
+		{[]Network{wg, vx}, "vxlan+wireguard"},
+	} {
+		if got := logKinds(State{Networks: c.nets}); got != c.want {
+			t.Errorf("%v: %q, want %q", c.nets, got, c.want)
+		}
+	}
+}

@@ -44,6 +44,10 @@ type WireGuard struct {
 	base *VXLAN
 	opts WireGuardOptions
 	log  *slog.Logger
+	// root is the logger without a dataplane attribute: each Apply gives
+	// base's log the kinds of network it applies (logKinds), so that the
+	// changes it logs say wireguard when they are for WireGuard networks.
+	root *slog.Logger
 
 	// Guarded by base.mu (held through base.applyLocked and here).
 	dev      wgDevice
@@ -78,7 +82,7 @@ func NewWireGuard(log *slog.Logger, opts Options, wg WireGuardOptions) (*WireGua
 	if log == nil {
 		log = base.log
 	}
-	return &WireGuard{base: base, opts: wg, log: log.With("dataplane", "wireguard"),
+	return &WireGuard{base: base, opts: wg, log: log.With("dataplane", "wireguard"), root: log,
 		lastEndpoint: map[wgtypes.Key]netip.AddrPort{}}, nil
 }
 
@@ -97,6 +101,7 @@ func (w *WireGuard) Apply(ctx context.Context, st State) error {
 		return errClosed
 	}
 	d.changes = d.changes[:0]
+	d.log = w.root.With("dataplane", logKinds(st))
 	wantDev := slices.ContainsFunc(st.Networks, Network.wireguard)
 	var errs []error
 	tunnel := ""
@@ -330,4 +335,26 @@ func (w *WireGuard) Status() WireGuardStatus {
 		st.Peers = append(st.Peers, ps)
 	}
 	return st
+}
+
+// logKinds names the kinds of network st holds, for the log lines of an
+// Apply: "vxlan", "wireguard", "vxlan+wireguard", or "none".
+func logKinds(st State) string {
+	var vx, wg bool
+	for _, n := range st.Networks {
+		if n.wireguard() {
+			wg = true
+		} else {
+			vx = true
+		}
+	}
+	switch {
+	case vx && wg:
+		return "vxlan+wireguard"
+	case wg:
+		return KindWireGuard
+	case vx:
+		return KindVXLAN
+	}
+	return "none"
 }

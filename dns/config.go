@@ -76,6 +76,10 @@ type Config struct {
 	// (at least 512). Default 4096, the largest EDNS size in common use;
 	// 1232 avoids IP fragmentation everywhere (DNS flag day 2020).
 	MaxUDPSize int
+	// Counts, when set, is where the server counts its replies, drops and
+	// forwards; servers given the same Counts add into it (see Counts).
+	// nil: a Counts of the server's own.
+	Counts *Counts
 }
 
 // RateLimit is a token bucket per source address. Zero QPS: no limit.

@@ -40,7 +40,8 @@ type Server struct {
 	forwardSlots chan struct{}
 	forwards     sync.WaitGroup // async forwards started by the UDP listeners
 
-	stats stats
+	stats  stats
+	counts *Counts
 
 	lis listeners
 }
@@ -84,6 +85,9 @@ func NewServer(cfg Config, log *slog.Logger) *Server {
 		ttl:          uint32(cfg.TTL / time.Second),
 		limiter:      newLimiter(cfg.RateLimit),
 		forwardSlots: make(chan struct{}, maxForwards),
+	}
+	if s.counts = cfg.Counts; s.counts == nil {
+		s.counts = new(Counts)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.table.Store(NewTable(cfg.Domain, nil))
@@ -136,6 +140,10 @@ func (s *Server) SetScope(sc *Scope) { s.scope.Store(sc) }
 // Table returns the table in use.
 func (s *Server) Table() *Table { return s.table.Load() }
 
+// Counts returns where the server counts replies by type and rcode, drops
+// and forward latencies (shared with other servers when Config.Counts was).
+func (s *Server) Counts() *Counts { return s.counts }
+
 // Stats returns the counters.
 func (s *Server) Stats() Stats {
 	return Stats{
@@ -158,6 +166,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	src, udp := remote(w)
 	if !s.limiter.allow(src) {
 		s.stats.dropped.Add(1)
+		s.counts.dropped()
 		if !udp {
 			s.writeRcode(w, r, dns.RcodeRefused, false)
 		}
@@ -199,6 +208,7 @@ func (s *Server) handlePacket(raw []byte, w dns.ResponseWriter, src netip.Addr, 
 		if b := c.lookup(raw, cq.ra, cq.view); b != nil {
 			s.stats.queries.Add(1)
 			s.stats.answered.Add(1)
+			s.counts.reply(qtypeOf(raw), int(b[3]&0xF))
 			if _, err := w.Write(b); err != nil {
 				s.log.Debug("dns: write reply", "err", err)
 			}
@@ -227,6 +237,7 @@ func (s *Server) handleTruncated(raw []byte, w dns.ResponseWriter, src netip.Add
 func (s *Server) admit(raw []byte, w dns.ResponseWriter, src netip.Addr) (dns.Header, bool) {
 	if !s.limiter.allow(src) {
 		s.stats.dropped.Add(1)
+		s.counts.dropped()
 		return dns.Header{}, false
 	}
 	dh, ok := parseHeader(raw)
@@ -305,6 +316,7 @@ func parseHeader(b []byte) (dns.Header, bool) {
 // server does: no larger than what came in.
 func (s *Server) writeHeaderOnly(w dns.ResponseWriter, dh dns.Header, rcode int) {
 	s.stats.malformed.Add(1)
+	s.counts.reply(0, rcode) // the question was not parsed: type "other"
 	const qr, rd, opcodeMask = 1 << 15, 1 << 8, 0xF << 11
 	var b [12]byte
 	binary.BigEndian.PutUint16(b[0:], dh.Id)
@@ -416,7 +428,9 @@ func (s *Server) forwardOrRefuse(w dns.ResponseWriter, r *dns.Msg, src netip.Add
 }
 
 func (s *Server) forward(w dns.ResponseWriter, r *dns.Msg, udp bool) {
+	start := time.Now()
 	resp, err := s.fwd.exchange(s.ctx, r, !udp)
+	s.counts.forwarded(time.Since(start))
 	if err != nil {
 		s.log.Debug("dns: forward failed", "err", err)
 		s.writeServFail(w, r, udp)
@@ -428,6 +442,7 @@ func (s *Server) forward(w dns.ResponseWriter, r *dns.Msg, udp bool) {
 		resp.Truncate(s.udpSize(r))
 	}
 	resp.Compress = true
+	s.counts.reply(r.Question[0].Qtype, resp.Rcode)
 	if err := w.WriteMsg(resp); err != nil {
 		// An upstream answer we cannot re-pack: give the client something.
 		s.log.Debug("dns: relay upstream answer", "err", err)
@@ -464,8 +479,14 @@ func (s *Server) write(w dns.ResponseWriter, r, m *dns.Msg, udp bool) {
 	}
 }
 
-// finish adds the OPT and truncates m, as write explains.
+// finish adds the OPT and truncates m, as write explains; every reply
+// built here is counted here.
 func (s *Server) finish(r, m *dns.Msg, udp bool) {
+	var qtype uint16
+	if len(r.Question) == 1 {
+		qtype = r.Question[0].Qtype
+	}
+	s.counts.reply(qtype, m.Rcode)
 	if opt := r.IsEdns0(); opt != nil {
 		o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
 		o.SetUDPSize(uint16(s.cfg.MaxUDPSize))

@@ -30,7 +30,7 @@ func TestEngineStatus(t *testing.T) {
 	}
 	engineAPI := strings.TrimSpace(out)
 	status := func() (control.Status, error) {
-		out, err := c.Meshctl(ctx, h, "-o", "json", "status")
+		out, err := c.MeshctlStatus(ctx, h, "-o", "json")
 		if err != nil {
 			return control.Status{}, err
 		}
@@ -72,7 +72,7 @@ func TestEngineStatus(t *testing.T) {
 	if st.Engine.APIVersion != want {
 		t.Errorf("meshnetd speaks API %s to an engine of API %s; want %s", st.Engine.APIVersion, engineAPI, want)
 	}
-	if table, err := c.Meshctl(ctx, h, "status"); err != nil || !strings.Contains(table, "API "+st.Engine.APIVersion+", following events") {
+	if table, err := c.MeshctlStatus(ctx, h); err != nil || !strings.Contains(table, "API "+st.Engine.APIVersion+", following events") {
 		t.Errorf("meshctl status does not show the engine's line: %v\n%s", err, table)
 	}
 

@@ -351,7 +351,7 @@ func TestStateDirFull(t *testing.T) {
 		if !c.Daemon(h).Running() {
 			t.Fatalf("meshnetd exited with its state directory %s", fault.name)
 		}
-		if _, err := c.Meshctl(ctx, h, "status"); err != nil {
+		if _, err := c.MeshctlStatus(ctx, h); err != nil {
 			t.Fatalf("meshctl status with the state directory %s: %v", fault.name, err)
 		}
 		_, _ = harness.Docker(ctx, h, "rm", "-f", "s-"+fault.name)

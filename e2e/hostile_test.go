@@ -135,7 +135,7 @@ func TestHostileInput(t *testing.T) {
 		if !c.Daemon(h).Running() {
 			t.Fatalf("meshnetd on %s exited", h.Name())
 		}
-		if _, err := c.Meshctl(ctx, h, "status"); err != nil {
+		if _, err := c.MeshctlStatus(ctx, h); err != nil {
 			t.Fatalf("meshctl status after the attack: %v", err)
 		}
 	})

@@ -250,7 +250,7 @@ func countLines(lines []string, substr string) int {
 
 func meshStatus(ctx context.Context, c *harness.Cluster, h harness.Host) (control.Status, error) {
 	var st control.Status
-	out, err := c.Meshctl(ctx, h, "-o", "json", "status")
+	out, err := c.MeshctlStatus(ctx, h, "-o", "json")
 	if err != nil {
 		return st, err
 	}

@@ -154,7 +154,7 @@ func runningOn(t *testing.T, ctx context.Context, h harness.Host, network string
 // usageOn is the number of addresses h's meshnetd holds in pool, and of its endpoint records
 // (meshctl status).
 func usageOn(ctx context.Context, c *harness.Cluster, h harness.Host, pool string) (allocated, endpoints int, err error) {
-	out, err := c.Meshctl(ctx, h, "-o", "json", "status")
+	out, err := c.MeshctlStatus(ctx, h, "-o", "json")
 	if err != nil {
 		return 0, 0, err
 	}

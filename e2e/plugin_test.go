@@ -50,6 +50,8 @@ func installPlugin(t *testing.T, ctx context.Context, c *harness.Cluster, h harn
 		"KEY=" + c.Key,
 		"ADVERTISE_ADDR=" + h.Addr().String(),
 		"LOG_LEVEL=debug",
+		// The plugin shares the host's network namespace: this is the host's loopback.
+		"METRICS_ADDR=" + metricsAddr,
 		"state.source=" + sim.StateSource(),
 	}
 	if join != "" {
@@ -176,7 +178,7 @@ func lookup(ctx context.Context, h harness.Host, container, name string) ([]neti
 
 // applyClean checks that the daemon on h applied its last desired state without an error.
 func applyClean(ctx context.Context, c *harness.Cluster, h harness.Host) error {
-	out, err := c.Meshctl(ctx, h, "-o", "json", "status")
+	out, err := c.MeshctlStatus(ctx, h, "-o", "json")
 	if err != nil {
 		return err
 	}
@@ -241,6 +243,20 @@ func TestManagedPlugin(t *testing.T) {
 		if err := applyClean(ctx, c, h); err != nil {
 			t.Error(err)
 		}
+		// METRICS_ADDR reaches the plugin's meshnetd: ready, and its scrape sees the mesh.
+		if _, err := h.Exec(ctx, "curl", "-sSf", "--max-time", "5", "http://"+metricsAddr+"/readyz"); err != nil {
+			t.Errorf("the plugin's /readyz on %s: %v", h.Name(), err)
+		}
+		harness.Eventually(t, 30*time.Second, func() error {
+			out, err := h.Exec(ctx, "curl", "-sSf", "--max-time", "5", "http://"+metricsAddr+"/metrics")
+			if err != nil {
+				return err
+			}
+			if got := parseScrape(out).get("meshnet_peers", "state", "alive"); got != float64(len(hosts)) {
+				return fmt.Errorf("the plugin's meshnet_peers{state=\"alive\"} on %s is %v, want %d", h.Name(), got, len(hosts))
+			}
+			return nil
+		})
 	}
 
 	// DNS: a container's name and the service resolve from another host.

@@ -198,7 +198,7 @@ func hostIndex(hosts []harness.Host, h harness.Host) int {
 // wireGuardStatus is the WireGuard part of `meshctl -o json status` on h.
 func wireGuardStatus(t *testing.T, ctx context.Context, c *harness.Cluster, h harness.Host) control.WireGuardInfo {
 	t.Helper()
-	out, err := c.Meshctl(ctx, h, "-o", "json", "status")
+	out, err := c.MeshctlStatus(ctx, h, "-o", "json")
 	if err != nil {
 		t.Fatalf("meshctl status on %s: %v", h.Name(), err)
 	}

@@ -18,6 +18,9 @@ type Config struct {
 	// Domain and TTL are the DNS zone's, as the daemon's server has them.
 	Domain string
 	TTL    time.Duration
+	// Counts, when set, is where every container's server counts its
+	// replies (dns.Counts): one set for all containers, which come and go.
+	Counts *dns.Counts
 	// Mark is the firewall mark on meshnet's own queries to Docker's
 	// resolver, which the redirect lets through. Default 0x6d6e7364 ("mnsd").
 	Mark uint32

@@ -2,8 +2,9 @@
 # Installs what meshnet's build, demo and tests need on a Debian host, as root:
 # Docker's engine (the e2e hosts run real engines), busybox for the test image,
 # the kernel tools the suite inspects with, the load generators `make bench`
-# drives (iperf3, dnsperf), Debian's docker-compose (the compose e2e test), and the
-# Go modules.
+# drives (iperf3, dnsperf), Debian's docker-compose (the compose e2e test),
+# Debian's prometheus for promtool (the metrics tests check a scrape with
+# `promtool check metrics`), and the Go modules.
 set -euo pipefail
 
 if [ "$(id -u)" != 0 ]; then
@@ -18,7 +19,7 @@ fi
 
 pkgs=(docker.io busybox-static iproute2 iptables nftables kmod util-linux procps
 	iperf3 dnsperf tcpdump dnsutils openssh-server openssh-client ca-certificates curl make
-	docker-compose)
+	docker-compose prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,6 +33,11 @@ fi
 # iptables rules into the root namespace that would filter the test underlay.
 if command -v systemctl >/dev/null && systemctl is-active --quiet docker 2>/dev/null; then
 	systemctl stop docker docker.socket containerd 2>/dev/null || true
+fi
+# Only promtool is wanted from the prometheus package: a server the package
+# started would scrape nothing of ours and hold port 9090.
+if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+	systemctl disable --now prometheus 2>/dev/null || true
 fi
 modprobe br_netfilter 2>/dev/null || true
 modprobe vxlan 2>/dev/null || true

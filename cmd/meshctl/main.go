@@ -29,7 +29,8 @@ const usage = `Usage: meshctl [--socket PATH] [-o table|json] COMMAND [ARGS]
 
 Commands:
   peers          nodes in the mesh: address, state (alive|suspect|dead|left), for how long
-  status         this daemon: membership, dataplane, DNS, address usage, conflicts
+  status         this daemon: membership, dataplane, DNS, address usage, conflicts;
+                 exits 1 when it lists problems (so scripts and checks can act on it)
   networks       meshnet networks, their hosts and address blocks
   endpoints      container endpoints: container, host, address
   services       service names and their replicas
@@ -45,12 +46,17 @@ Commands:
 Flags (before or after the command):
   --socket PATH  control socket (default /run/meshnet/meshnet.sock, or MESHNET_CONTROL_SOCKET)
   -o FORMAT      table (default) or json
+  --version      print meshctl's version and exit (the daemon's: meshctl version)
+
+Exit status: 0 on success, 1 on an error or when status lists problems,
+2 on a usage error.
 `
 
 type options struct {
-	socket string
-	output string
-	force  bool // rmpeer: remove even while a live node still sees the node alive
+	socket  string
+	output  string
+	version bool // --version: print meshctl's own version, ask no daemon
+	force   bool // rmpeer: remove even while a live node still sees the node alive
 }
 
 func main() {
@@ -71,6 +77,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "meshctl: %v\n\n%s", err, usage)
 		return 2
 	}
+	if opts.version {
+		fmt.Fprintf(stdout, "meshctl %s (%s)\n", version.String(), runtime.Version())
+		return 0
+	}
 	if len(rest) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -82,6 +92,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := dispatch(ctx, rest[0], rest[1:], opts, stdout); err != nil {
+		var pe problemsError
+		if errors.As(err, &pe) {
+			// The status printed says what is wrong; nothing is added on
+			// stderr, so `-o json status 2>&1` stays one JSON document.
+			return 1
+		}
 		fmt.Fprintf(stderr, "meshctl: %v\n", err)
 		var ue usageError
 		if errors.As(err, &ue) {
@@ -90,6 +106,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// problemsError is meshctl status's exit 1: the status was printed and
+// lists problems.
+type problemsError int
+
+func (e problemsError) Error() string {
+	if e == 1 {
+		return "status lists 1 problem"
+	}
+	return fmt.Sprintf("status lists %d problems", int(e))
 }
 
 type usageError struct{ msg string }
@@ -112,6 +139,8 @@ func parseOptions(args []string, o *options) ([]string, error) {
 			return nil, flag.ErrHelp
 		case "force":
 			o.force = true
+		case "version":
+			o.version = true
 		case "socket", "o", "output":
 			if !hasVal {
 				if i+1 >= len(args) {
@@ -155,7 +184,7 @@ func dispatch(ctx context.Context, cmd string, args []string, o options, w io.Wr
 		if err := want(0, "no arguments"); err != nil {
 			return err
 		}
-		local := control.Version{Version: version.Version, Go: runtime.Version()}
+		local := control.Version{Version: version.String(), Go: runtime.Version()}
 		remote, err := c.Version(ctx)
 		if o.output == "json" {
 			v := map[string]any{"meshctl": local}
@@ -194,9 +223,14 @@ func dispatch(ctx context.Context, cmd string, args []string, o options, w io.Wr
 			return err
 		}
 		if o.output == "json" {
-			return printJSON(w, st)
+			err = printJSON(w, st)
+		} else {
+			err = printStatus(w, st, time.Now())
 		}
-		return printStatus(w, st, time.Now())
+		if err == nil && len(st.Problems) > 0 {
+			err = problemsError(len(st.Problems))
+		}
+		return err
 	case "networks":
 		if err := want(0, "no arguments"); err != nil {
 			return err

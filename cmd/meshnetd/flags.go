@@ -40,7 +40,10 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (daemo
 	fs.BoolVar(&cfg.AllowDockerBridges, "allow-docker-bridges", false, "let containers on Docker's own bridges (docker0, br-*, docker_gwbridge) and on meshnet networks open connections to each other; by default they are kept apart as Docker keeps its bridges apart (published ports stay reachable)")
 	fs.DurationVar(&cfg.ReclaimAfter, "reclaim-after", cfg.ReclaimAfter, "free addresses and endpoint records no container on this host has held for this long (Docker's release calls lost while meshnetd was down); 0 = never")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
-	fs.BoolVar(&cfg.ManagedPlugin, "managed-plugin", false, "running as a Docker managed plugin: also read the plugin's settings JOIN, KEY, ADVERTISE_ADDR, DATAPLANE, LOG_LEVEL and ALLOW_DOCKER_BRIDGES (docker plugin set)")
+	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text (key=value lines) or json (one object per line)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "host:port for Prometheus metrics (/metrics) and health checks (/healthz, /readyz), e.g. 127.0.0.1:9464; unauthenticated: keep it off public addresses (default: off)")
+	fs.Bool("version", false, "print meshnetd's version and exit")
+	fs.BoolVar(&cfg.ManagedPlugin, "managed-plugin", false, "running as a Docker managed plugin: also read the plugin's settings ("+pluginSettingNames()+"; docker plugin set)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: meshnetd [flags]\n\nmeshnetd joins this host to the meshnet overlay and serves Docker's network and IPAM\nplugin. Every flag can also be set as MESHNET_<FLAG> (upper case, - as _).\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -58,7 +61,7 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (daemo
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var errs []string
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
+		if set[f.Name] || f.Name == "version" { // main answers --version; no variable twin
 			return
 		}
 		name := "MESHNET_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/meshnet/meshnet/daemon"
 	"io"
 	"strings"
 	"testing"
@@ -79,5 +80,52 @@ func TestHelpListsEveryContractFlag(t *testing.T) {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("--help does not mention %s", f)
 		}
+	}
+}
+
+func TestLogFormatAndMetricsFlags(t *testing.T) {
+	cfg, err := parseFlags([]string{"--log-format", "json", "--metrics-addr", "127.0.0.1:9464"}, envMap(nil), io.Discard)
+	if err != nil || cfg.LogFormat != "json" || cfg.MetricsAddr != "127.0.0.1:9464" || cfg.Validate() != nil {
+		t.Fatalf("flags: %+v %v %v", cfg, err, cfg.Validate())
+	}
+	cfg, err = parseFlags(nil, envMap(map[string]string{"MESHNET_LOG_FORMAT": "yaml", "MESHNET_METRICS_ADDR": "9464", "MESHNET_VERSION": "v9"}), io.Discard)
+	if err != nil {
+		t.Fatalf("MESHNET_VERSION is no setting and must not be parsed: %v", err)
+	}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--log-format") || !strings.Contains(err.Error(), "--metrics-addr") {
+		t.Fatalf("Validate should name both bad settings: %v", err)
+	}
+	if DefaultLog := mustParse(t).LogFormat; DefaultLog != "text" {
+		t.Fatalf("default --log-format %q", DefaultLog)
+	}
+}
+
+func mustParse(t *testing.T, args ...string) daemon.Config {
+	t.Helper()
+	cfg, err := parseFlags(args, envMap(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestVersionFlagFirst(t *testing.T) {
+	if !wantsVersion([]string{"--log-level", "debug", "--version"}) || wantsVersion([]string{"--log-level", "debug"}) {
+		t.Fatal("wantsVersion")
+	}
+	var out strings.Builder
+	_, _ = parseFlags([]string{"--help"}, envMap(nil), &out)
+	for _, f := range []string{"-version", "-log-format", "-metrics-addr", "METRICS_ADDR", "LOG_FORMAT"} {
+		if !strings.Contains(out.String(), f) {
+			t.Errorf("--help does not mention %s", f)
+		}
+	}
+}
+
+func TestJSONLogs(t *testing.T) {
+	var b strings.Builder
+	newLogger(&b, "json", "info").Info("hello", "k", "v")
+	if !strings.HasPrefix(b.String(), "{") || !strings.Contains(b.String(), `"msg":"hello"`) {
+		t.Fatalf("json log line %q", b.String())
 	}
 }

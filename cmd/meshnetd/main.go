@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/meshnet/meshnet/daemon"
+	"github.com/meshnet/meshnet/internal/version"
 )
 
 // The main goroutine keeps the main thread to itself. Threads that enter a
@@ -25,6 +27,10 @@ import (
 func init() { runtime.LockOSThread() }
 
 func main() {
+	if wantsVersion(os.Args[1:]) {
+		fmt.Printf("meshnetd %s (%s)\n", version.String(), runtime.Version())
+		return
+	}
 	cfg, err := parseFlags(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return
@@ -43,7 +49,7 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level(cfg.LogLevel)}))
+	log := newLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d, err := daemon.New(cfg, log)
@@ -58,6 +64,27 @@ func main() {
 		}
 		os.Exit(1)
 	}
+}
+
+// newLogger logs to w in format (text or json; Validate checked it) at
+// level and above.
+func newLogger(w io.Writer, format, lvl string) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level(lvl)}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// wantsVersion reports whether --version (or -version) is among args: it
+// is answered before anything else is parsed or checked.
+func wantsVersion(args []string) bool {
+	for _, a := range args {
+		if a == "--version" || a == "-version" {
+			return true
+		}
+	}
+	return false
 }
 
 func level(s string) slog.Level {

@@ -1,6 +1,10 @@
 package main
 
-import "github.com/meshnet/meshnet/internal/pluginbundle"
+import (
+	"strings"
+
+	"github.com/meshnet/meshnet/internal/pluginbundle"
+)
 
 // pluginEnv reads the settings of a managed plugin. `docker plugin set`
 // takes short names (JOIN, KEY, ...: pluginbundle.Settings); with
@@ -20,4 +24,13 @@ func pluginEnv(env func(string) string) func(string) string {
 		}
 		return ""
 	}
+}
+
+// pluginSettingNames lists the settings for --help.
+func pluginSettingNames() string {
+	names := make([]string, len(pluginbundle.Settings))
+	for i, s := range pluginbundle.Settings {
+		names[i] = s.Name
+	}
+	return strings.Join(names, ", ")
 }

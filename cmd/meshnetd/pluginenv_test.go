@@ -47,3 +47,16 @@ func TestManagedPluginSettings(t *testing.T) {
 		t.Fatalf("MESHNET_ variables and flags should win over plugin settings: %+v", cfg)
 	}
 }
+
+// Every flag a plugin user may need beyond the five first settings: the
+// new ones are settable too.
+func TestManagedPluginNewSettings(t *testing.T) {
+	env := envMap(map[string]string{"METRICS_ADDR": "127.0.0.1:9464", "LOG_FORMAT": "json"})
+	cfg, err := parseFlags([]string{"--managed-plugin"}, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MetricsAddr != "127.0.0.1:9464" || cfg.LogFormat != "json" {
+		t.Fatalf("METRICS_ADDR and LOG_FORMAT not applied: %+v", cfg)
+	}
+}

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -294,6 +295,19 @@ func (c *Cluster) Meshctl(ctx context.Context, h Host, args ...string) (string, 
 		return "", err
 	}
 	return Meshctl(ctx, h, b.Meshctl, args...)
+}
+
+// MeshctlStatus runs `meshctl ARGS status` on h with the cluster's binaries. meshctl status
+// exits 1 when it lists problems; that is no error here (the problems are in the output, which
+// tests read): only a meshctl that could not print a status is.
+func (c *Cluster) MeshctlStatus(ctx context.Context, h Host, args ...string) (string, error) {
+	out, err := c.Meshctl(ctx, h, append(args, "status")...)
+	var ce *CommandError
+	if errors.As(err, &ce) && ce.ExitCode() == 1 && strings.TrimSpace(ce.Output) != "" &&
+		!strings.HasPrefix(ce.Output, "meshctl: ") {
+		return ce.Output, nil
+	}
+	return out, err
 }
 
 // Peers runs `meshctl -o json peers` on h with the cluster's binaries.

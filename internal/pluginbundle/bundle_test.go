@@ -172,7 +172,7 @@ func TestWriteBundle(t *testing.T) {
 		}
 	}
 
-	// Env: exactly the five settings, each settable.
+	// Env: exactly the settings, each settable.
 	var names []string
 	for _, e := range cfg.Env {
 		names = append(names, e.Name)
@@ -180,7 +180,7 @@ func TestWriteBundle(t *testing.T) {
 			t.Errorf("env %s is not settable", e.Name)
 		}
 	}
-	if want := []string{"JOIN", "KEY", "ADVERTISE_ADDR", "DATAPLANE", "LOG_LEVEL", "ALLOW_DOCKER_BRIDGES"}; !slices.Equal(names, want) {
+	if want := []string{"JOIN", "KEY", "ADVERTISE_ADDR", "DATAPLANE", "LOG_LEVEL", "LOG_FORMAT", "METRICS_ADDR", "ALLOW_DOCKER_BRIDGES"}; !slices.Equal(names, want) {
 		t.Errorf("env %v, want %v", names, want)
 	}
 }

@@ -97,6 +97,8 @@ var Settings = []Env{
 	{Name: "ADVERTISE_ADDR", Description: "underlay address other hosts reach this one at (default: detected)"},
 	{Name: "DATAPLANE", Description: "default dataplane of new networks: vxlan or wireguard", Value: "vxlan"},
 	{Name: "LOG_LEVEL", Description: "debug, info, warn or error", Value: "info"},
+	{Name: "LOG_FORMAT", Description: "text or json (docker plugin logs show meshnetd's output in the engine's log)", Value: "text"},
+	{Name: "METRICS_ADDR", Description: "host:port for Prometheus metrics and health checks (/metrics, /healthz, /readyz), e.g. 127.0.0.1:9464; the plugin shares the host's network; empty: off"},
 	{Name: "ALLOW_DOCKER_BRIDGES", Description: "true: containers on Docker's own bridges and on meshnet networks may open connections to each other (default: kept apart)"},
 }
 

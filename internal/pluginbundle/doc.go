@@ -22,10 +22,13 @@
 //     allocations and peers, and meshctl on the host needs no options.
 //   - The rootfs holds the static binaries and nothing else: no shell, no
 //     libc, no mount points (the runtime makes those).
-//   - The operator's settings are six environment variables, JOIN, KEY,
-//     ADVERTISE_ADDR, DATAPLANE, LOG_LEVEL and ALLOW_DOCKER_BRIDGES
-//     (`docker plugin set`), which
+//   - The operator's settings are environment variables (Settings: JOIN,
+//     KEY, ADVERTISE_ADDR, DATAPLANE, LOG_LEVEL, LOG_FORMAT, METRICS_ADDR,
+//     ALLOW_DOCKER_BRIDGES;
+//     `docker plugin set`), one per meshnetd flag of the same name, which
 //     meshnetd reads when started with --managed-plugin, its entrypoint.
+//     The plugin shares the host's network namespace, so METRICS_ADDR is
+//     an address of the host.
 //
 // # Why it is shaped so
 //
