@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/meshnet/meshnet/internal/version.Version=$(VERSION)
 # Pure packages: no root, run with the race detector.
-PURE := ./gossip/... ./ipam/... ./dns/... ./plugin/... ./control/... ./daemon/... ./cmd/... ./internal/... ./bench/... ./discover/...
+PURE := ./gossip/... ./ipam/... ./dns/... ./plugin/... ./control/... ./daemon/... ./cmd/... ./internal/... ./bench/... ./discover/... ./metrics/...
 
 .PHONY: help build plugin check unit kernel e2e test demo bench clean
 
