@@ -244,4 +244,3 @@ func l2Counters(t *testing.T, ns netns.NsHandle) map[string]int {
 	}
 	return m
 }
-
