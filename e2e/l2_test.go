@@ -97,12 +97,14 @@ func sniffSpoof(t *testing.T, ctx context.Context, hosts []harness.Host, network
 		}
 	}
 	lines := sniffA()
+	theirs := 0
 	for _, l := range lines {
 		if incoming(l) && (mentions(l, cc.ep.MAC, cc.ep.IP.String()) || strings.Contains(l, "> "+b.ep.MAC+" ")) {
 			t.Errorf("A captured traffic between B and C: %s", l)
+			theirs++
 		}
 	}
-	t.Logf("A captured %d frames while B talked to C, none of theirs:\n%s", len(lines), strings.Join(lines, "\n"))
+	t.Logf("A captured %d frames while B talked to C, %d of theirs:\n%s", len(lines), theirs, strings.Join(lines, "\n"))
 
 	// Spoofing: A forges as C towards B while B keeps pinging C.
 	before := l2Drops(t, ctx, hosts[0])
@@ -212,18 +214,20 @@ func mentions(line, mac, ip string) bool {
 // l2Drops reads the packet counters of table bridge meshnet on h, by rule comment.
 func l2Drops(t *testing.T, ctx context.Context, h harness.Host) map[string]int {
 	t.Helper()
+	m := map[string]int{}
 	out, err := h.Exec(ctx, "nft", "list", "table", "bridge", "meshnet")
 	if err != nil {
-		t.Fatalf("table bridge meshnet on %s: %v\n%s", h.Name(), err, out)
+		// Not fatal: what B and C received says more.
+		t.Errorf("table bridge meshnet on %s: %v\n%s", h.Name(), err, out)
+		return m
 	}
 	re := regexp.MustCompile(`counter packets (\d+) bytes \d+ drop comment "meshnet: ([^"]+)"`)
-	m := map[string]int{}
 	for _, s := range re.FindAllStringSubmatch(out, -1) {
 		n, _ := strconv.Atoi(s[1])
 		m[s[2]] = n
 	}
 	if len(m) == 0 {
-		t.Fatalf("no counters in table bridge meshnet on %s:\n%s", h.Name(), out)
+		t.Errorf("no counters in table bridge meshnet on %s:\n%s", h.Name(), out)
 	}
 	return m
 }

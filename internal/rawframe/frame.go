@@ -97,7 +97,8 @@ type Frame struct {
 	// ARP only.
 	ARPOp    uint16
 	ARPSrcHW net.HardwareAddr
-	// ICMP echo request or reply only.
+	// ICMP echo request (8) or reply (0) only, with ICMPEcho set.
+	ICMPEcho bool
 	ICMPType uint8
 	ICMPID   uint16
 	// Outgoing is set for frames the capturing interface sent itself.
@@ -124,7 +125,7 @@ func Parse(b []byte) Frame {
 		ihl := int(p[0]&0x0f) * 4
 		if p[9] == 1 && len(p) >= ihl+8 {
 			if t := p[ihl]; t == 0 || t == 8 {
-				f.ICMPType = t
+				f.ICMPEcho, f.ICMPType = true, t
 				f.ICMPID = binary.BigEndian.Uint16(p[ihl+4 : ihl+6])
 			}
 		}
@@ -148,7 +149,7 @@ func (f Frame) String() string {
 	switch f.EtherType {
 	case EtherIPv4:
 		s := fmt.Sprintf("%s %s > %s IPv4 %v > %v", dir, f.Src, f.Dst, f.SrcIP, f.DstIP)
-		if f.ICMPType == 8 || f.ICMPType == 0 {
+		if f.ICMPEcho {
 			s += fmt.Sprintf(" icmp type %d id %#x", f.ICMPType, f.ICMPID)
 		}
 		return s

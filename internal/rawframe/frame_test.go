@@ -13,7 +13,7 @@ func TestBuildAndParse(t *testing.T) {
 
 	f := Parse(ICMPEcho(c, a, ipC, ipA, 0x5a5a, 1))
 	if f.Src.String() != c.String() || f.Dst.String() != a.String() || f.EtherType != EtherIPv4 ||
-		f.SrcIP != ipC || f.DstIP != ipA || f.ICMPType != 8 || f.ICMPID != 0x5a5a {
+		f.SrcIP != ipC || f.DstIP != ipA || !f.ICMPEcho || f.ICMPType != 8 || f.ICMPID != 0x5a5a {
 		t.Errorf("echo parsed as %v", f)
 	}
 	if !f.Involves(c, netip.Addr{}) || !f.Involves(net.HardwareAddr{1, 2, 3, 4, 5, 6}, ipA) ||
