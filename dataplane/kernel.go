@@ -20,8 +20,9 @@ func isOurName(name string) bool {
 		strings.HasPrefix(name, HostVethPrefix) || strings.HasPrefix(name, ContainerVethPrefix)
 }
 
-// observe reads meshnet's devices, their addresses, vxlan FDB and neighbour
-// entries from the kernel.
+// observe reads meshnet's devices (with their bridge port flags), their
+// addresses, vxlan FDB and neighbour entries and the bridges' entries for
+// meshnet ports from the kernel.
 func (d *VXLAN) observe() (kernelModel, error) {
 	m := kernelModel{Links: map[string]link{}}
 	links, err := d.nl.LinkList()
