@@ -48,25 +48,70 @@
 //
 // Everything meshnet creates has a prefix — bridges mnbr<VNI>, vxlan devices
 // mnvx<VNI>, host veths mnh<endpoint-id>, container veths mnc<endpoint-id>,
-// the WireGuard device mnwg0, routes with protocol 109, table inet meshnet,
-// rule comments "meshnet: ..." — which is how a new run
+// the WireGuard device mnwg0, routes with protocol 109, tables inet meshnet
+// and bridge meshnet, rule comments "meshnet: ..." — which is how a new run
 // finds what an old one left, and how it knows what it may delete.
 //
-// # Why static FDB and neighbour entries
+// # Each container receives only its own unicast
 //
 // Each vxlan device has learning off and proxy (ARP/ND reply) on. For every
-// remote container Apply writes a permanent FDB entry (MAC → remote VTEP) and a
-// permanent neighbour entry (IP → MAC). A container's ARP request is then
-// answered by the local vxlan device from its neighbour table, and a frame to a
-// remote MAC is unicast straight to the host holding it. Nothing is flooded
-// (there is no all-zeros default entry), and no multicast underlay is needed.
-// The cluster store already knows every endpoint's IP, MAC and host, so there
-// is nothing to learn; learning would only let a forged source MAC redirect
-// traffic. Kernel miss callbacks (l2miss/l3miss), flannel's original design and
-// Docker's overlay, need a daemon answering in the packet path: the first packet
-// to a new peer waits for it, and when the daemon is down nothing resolves.
-// Static entries keep working with the daemon stopped, and flannel moved to
-// them for the same reasons.
+// remote container Apply writes a permanent FDB entry on the vxlan device
+// (MAC → remote VTEP, NTF_SELF) and a permanent neighbour entry (IP → MAC).
+// A container's ARP request is then answered by the local vxlan device from
+// its neighbour table, and a frame to a remote MAC is unicast straight to the
+// host holding it; no multicast underlay is needed. Kernel miss callbacks
+// (l2miss/l3miss), flannel's original design and Docker's overlay, need a
+// daemon answering in the packet path: the first packet to a new peer waits
+// for it, and when the daemon is down nothing resolves. Static entries keep
+// working with the daemon stopped, and flannel moved to them for the same
+// reasons.
+//
+// That entry alone is not enough: the vxlan device's table is consulted only
+// once a frame reaches the vxlan port, and the bridge decides that from its
+// own table. A bridge that learns and floods sends a frame for a MAC it has
+// not learned to every port, so each container saw its neighbours' traffic
+// to other hosts, and a container sending with a remote container's MAC made
+// the bridge learn that MAC on its port and drew that traffic to itself
+// (issue 15). So the bridge's table is static too (brfdb.go): Apply writes,
+// for every container of the network, an entry of the bridge itself
+// (NTF_MASTER, static, not permanent, which would mean "the host's own
+// address"): a local container's MAC on its veth, a remote container's MAC
+// on the vxlan port. Both tables are reconciled from the full State like
+// everything else; an entry the bridge learned, or one on the wrong port, is
+// replaced, and one for a MAC no container has is deleted.
+//
+// Every meshnet bridge port has learning off (nothing is learned, so nothing
+// can be moved by a forged source MAC), and every veth has unicast flooding
+// off (BR_FLOOD): a frame to a MAC the bridge does not know goes to no
+// container. Broadcast and multicast still flood, as on any switch. The
+// static entry of a local container is written in the same Apply that
+// creates its veth, which the daemon runs inside Join, before Docker moves
+// the interface into the container: the container's first frame, and the
+// first frame to it, find the entry, so flooding has nothing to cover for
+// (one-shot containers work from their first instruction). Should that write
+// fail, the container is unreachable until the next Apply (the reconciler's
+// timer), and the failure is reported.
+//
+// Anti-spoofing (antispoof.go) makes that hold against a hostile container,
+// which has CAP_NET_RAW in Docker's default and can send any frame. Table
+// bridge meshnet judges every frame entering a meshnet bridge from a veth
+// (any meshnet network, vxlan or wireguard): the source MAC, the IPv4
+// source, and ARP's sender MAC and address must be the container's own;
+// IPv6 only from a link-local source (networks are IPv4 only today) and no
+// router advertisements or redirects; no other ether type. Everything else
+// is dropped and counted. A second chain passes ARP to a container only when
+// it asks about or answers that container's address, so a neighbour's
+// who-has for a remote container does not even show. The rules name ports
+// only through two named sets (veth . MAC, veth . address), so they are
+// fixed while containers come and go; Apply adds and removes elements, and
+// Teardown removes the table. Nothing else needs an exception: DNS to
+// 127.0.0.11 is answered inside the container's namespace (sandbox
+// package), replies of published ports and hairpin connections carry the
+// container's own addresses (NAT happens after the bridge's prerouting),
+// and what comes from the vxlan port was checked on the host it left. A
+// container that routes for others (a VPN gateway inside a container)
+// cannot do so on a meshnet network: its forwarded packets carry sources
+// that are not its own.
 //
 // The bridge holds the gateway address, the same on every host, so containers
 // route through their own host. Its MAC is fixed per host and network (derived

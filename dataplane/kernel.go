@@ -20,8 +20,9 @@ func isOurName(name string) bool {
 		strings.HasPrefix(name, HostVethPrefix) || strings.HasPrefix(name, ContainerVethPrefix)
 }
 
-// observe reads meshnet's devices, their addresses, vxlan FDB and neighbour
-// entries from the kernel.
+// observe reads meshnet's devices (with their bridge port flags), their
+// addresses, vxlan FDB and neighbour entries and the bridges' entries for
+// meshnet ports from the kernel.
 func (d *VXLAN) observe() (kernelModel, error) {
 	m := kernelModel{Links: map[string]link{}}
 	links, err := d.nl.LinkList()
@@ -33,6 +34,13 @@ func (d *VXLAN) observe() (kernelModel, error) {
 		names[l.Attrs().Index] = l.Attrs().Name
 	}
 	var errs []error
+	// One dump of every bridge-family FDB entry: the vxlan devices' own
+	// tables and the bridges' (brfdb.go).
+	fdbAll, err := d.nl.NeighList(0, unix.AF_BRIDGE)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list FDB entries: %w", err))
+	}
+	byIndex := map[int]link{}
 	for _, l := range links {
 		a := l.Attrs()
 		if !isOurName(a.Name) {
@@ -53,22 +61,20 @@ func (d *VXLAN) observe() (kernelModel, error) {
 			k.Local = ipToAddr(vx.SrcAddr)
 			k.Learning = vx.Learning
 			k.Proxy = vx.Proxy
-			if a.MasterIndex != 0 {
-				pi, err := d.nl.LinkGetProtinfo(l)
-				if err != nil {
-					errs = append(errs, fmt.Errorf("read bridge port flags of %s: %w", a.Name, err))
-				}
-				k.PortLearning = err == nil && pi.Learning
-			}
 		}
-		if k.Kind == kindVeth && a.MasterIndex != 0 {
+		if (k.Kind == kindVeth || k.Kind == kindVXLAN) && a.MasterIndex != 0 {
 			pi, err := d.nl.LinkGetProtinfo(l)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("read bridge port flags of %s: %w", a.Name, err))
 			}
-			k.Hairpin = err == nil && pi.Hairpin
+			k.PortLearning = err == nil && pi.Learning
+			if k.Kind == kindVeth {
+				k.Hairpin = err == nil && pi.Hairpin
+				k.PortFlood = err == nil && pi.Flood
+			}
 		}
 		m.Links[a.Name] = k
+		byIndex[a.Index] = k
 
 		switch k.Kind {
 		case kindBridge:
@@ -83,11 +89,7 @@ func (d *VXLAN) observe() (kernelModel, error) {
 				m.Addrs = append(m.Addrs, addrEntry{Dev: a.Name, Prefix: netip.PrefixFrom(ip, ones)})
 			}
 		case kindVXLAN:
-			fdb, err := d.nl.NeighList(a.Index, unix.AF_BRIDGE)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("list FDB of %s: %w", a.Name, err))
-			}
-			for _, n := range fdb {
+			for _, n := range fdbAll {
 				// Only the vxlan device's own table (self); entries of the bridge
 				// it is a port of (master) are the bridge's business.
 				if n.LinkIndex != a.Index || n.Flags&netlink.NTF_SELF == 0 || n.Flags&netlink.NTF_MASTER != 0 {
@@ -116,6 +118,7 @@ func (d *VXLAN) observe() (kernelModel, error) {
 			}
 		}
 	}
+	m.BrFDB = observeBrFDB(fdbAll, byIndex)
 	routes, err := d.observeRoutes(names)
 	if err != nil {
 		errs = append(errs, err)
@@ -185,9 +188,18 @@ func (d *VXLAN) execLink(s linkStep) error {
 			errs = append(errs, err)
 		} else {
 			d.changed(fmt.Sprintf("set master of %s to %s", w.Name, w.Master))
-			// A new bridge port learns by default, and has no hairpin.
-			s.PortLearning = w.Kind == kindVXLAN && w.Master != ""
+			// A new bridge port learns and floods by default, and has no
+			// hairpin.
+			s.PortLearning = isPort(w)
+			s.PortFlood = w.Kind == kindVeth && w.Master != "" && !w.PortFlood
 			s.Hairpin = w.Kind == kindVeth && w.Master != "" && w.Hairpin
+		}
+	}
+	if s.PortFlood {
+		if err := d.nl.LinkSetFlood(l, w.PortFlood); err != nil {
+			errs = append(errs, fmt.Errorf("set flood %v on bridge port %s: %w", w.PortFlood, w.Name, err))
+		} else {
+			d.changed(fmt.Sprintf("set flood %v on bridge port %s", w.PortFlood, w.Name))
 		}
 	}
 	if s.Hairpin {
@@ -299,11 +311,18 @@ func (d *VXLAN) createLink(w link) error {
 	if err := d.nl.LinkAdd(l); err != nil {
 		return fmt.Errorf("create %s %s: %w", w.Kind, w.Name, err)
 	}
-	if w.Kind == kindVXLAN && w.Master != "" {
-		// Every remote MAC is a static FDB entry on the vxlan device; the
-		// bridge must not learn (and let a forged source MAC redirect) them.
+	if isPort(w) {
+		// Every MAC of the network is a static entry of the bridge's table
+		// (brfdb.go); the bridge must not learn (and let a forged source
+		// MAC redirect) them.
 		if err := d.nl.LinkSetLearning(l, false); err != nil {
 			return fmt.Errorf("turn off learning on bridge port %s: %w", w.Name, err)
+		}
+	}
+	if w.Kind == kindVeth && w.Master != "" && !w.PortFlood {
+		// A frame to a MAC the bridge does not know goes to no container.
+		if err := d.nl.LinkSetFlood(l, false); err != nil {
+			return fmt.Errorf("turn off flooding on bridge port %s: %w", w.Name, err)
 		}
 	}
 	if w.Kind == kindVeth && w.Master != "" && w.Hairpin {

@@ -40,10 +40,16 @@ type link struct {
 	Local    netip.Addr
 	Learning bool
 	Proxy    bool
-	// PortLearning is the bridge-port flag of an enslaved vxlan device: with
-	// it the bridge learns source MACs arriving from the overlay, so a forged
-	// frame could redirect traffic. Wanted off; observed from the kernel.
+	// PortLearning is the bridge-port flag of an enslaved vxlan device or
+	// veth: with it the bridge learns source MACs arriving on the port, so a
+	// forged frame could redirect traffic. Wanted off on every meshnet port
+	// (the bridge's table is static, brfdb.go); observed from the kernel.
 	PortLearning bool
+	// PortFlood is a veth port's BR_FLOOD flag: with it a frame to a MAC the
+	// bridge does not know is copied to the port. Wanted off on veths, so
+	// one container never receives unicast meant for another; observed from
+	// the kernel.
+	PortFlood bool
 	// Hairpin is the bridge-port flag of a container's veth: the bridge may
 	// send a frame back out of the port it came in by. A container reaching
 	// its own published port through the host's address needs it (the DNAT
@@ -96,6 +102,8 @@ type kernelModel struct {
 	FDB    []fdbEntry
 	Neigh  []neighEntry
 	Routes []routeEntry
+	// BrFDB are static entries of meshnet bridges' own forwarding tables.
+	BrFDB []brFDBEntry
 }
 
 // compiled is what a State implies, plus the names of objects Apply must leave
@@ -108,6 +116,9 @@ type compiled struct {
 	// ReservedSubnets are the subnets of networks left alone: their routes
 	// are neither added nor deleted.
 	ReservedSubnets []netip.Prefix
+	// Locals are the valid local endpoints of the valid networks, each
+	// with its own veth and MAC: the ports the anti-spoofing rules know.
+	Locals []LocalEndpoint
 }
 
 // compile turns st into the kernel model it implies. underlayMTU sizes networks
@@ -175,6 +186,7 @@ func compile(st State, underlayMTU int, tunnel string) (compiled, error) {
 		c.Want.Addrs = append(c.Want.Addrs, addrEntry{Dev: br, Prefix: netip.PrefixFrom(n.Gateway, n.Subnet.Bits())})
 
 		locals := c.Networks[len(c.Networks)-1].Locals
+		brMACs := map[string]string{} // MAC -> port in this bridge's table
 		for i, l := range n.Locals {
 			locals[i].Ports = nil // until checked
 			if err := l.validate(); err != nil {
@@ -199,6 +211,15 @@ func compile(st State, underlayMTU int, tunnel string) (compiled, error) {
 				Name: l.HostIf, Kind: kindVeth, MTU: mtu, Master: br, Up: true,
 				Peer: l.ContainerIf, PeerMAC: l.MAC.String(), Hairpin: !n.Internal,
 			}
+			c.Locals = append(c.Locals, l)
+			mac := l.MAC.String()
+			if other, dup := brMACs[mac]; dup {
+				errs = append(errs, fmt.Errorf("network VNI %d: endpoint %s: MAC %s already used by %s; frames to it go to %s",
+					n.VNI, l.ID, mac, other, other))
+				continue
+			}
+			brMACs[mac] = l.HostIf
+			c.Want.BrFDB = append(c.Want.BrFDB, brFDBEntry{Bridge: br, MAC: mac, Port: l.HostIf, Static: true})
 		}
 
 		byMAC := map[string]netip.Addr{}
@@ -222,8 +243,17 @@ func compile(st State, underlayMTU int, tunnel string) (compiled, error) {
 					n.VNI, r.Addr, m, mac))
 				continue
 			}
+			if port, local := brMACs[mac]; local && port != vx {
+				// The address moved here and the store still shows the old
+				// holder (gossip lags): the local container is certainly here.
+				errs = append(errs, fmt.Errorf("network VNI %d: remote %v has MAC %s of local port %s; kept local",
+					n.VNI, r.Addr, mac, port))
+				continue
+			}
 			if _, ok := byMAC[mac]; !ok {
 				c.Want.FDB = append(c.Want.FDB, fdbEntry{Dev: vx, MAC: mac, Dst: r.VTEP, Permanent: true})
+				c.Want.BrFDB = append(c.Want.BrFDB, brFDBEntry{Bridge: br, MAC: mac, Port: vx, Static: true})
+				brMACs[mac] = vx
 			}
 			if _, ok := byIP[r.Addr]; !ok {
 				c.Want.Neigh = append(c.Want.Neigh, neighEntry{Dev: vx, IP: r.Addr, MAC: mac, Permanent: true})
@@ -300,13 +330,21 @@ type linkStep struct {
 	Want link
 	// For linkUpdate: which attributes differ.
 	MTU, Master, Up, MAC bool
-	// PortLearning: a vxlan device's bridge port learns; turn it off.
+	// PortLearning: a vxlan device's or veth's bridge port learns; turn it off.
 	PortLearning bool
+	// PortFlood: a veth's flood flag differs from the wanted one.
+	PortFlood bool
 	// Hairpin: a veth's hairpin flag differs from the wanted one.
 	Hairpin bool
 	// For a veth whose container end is still in this namespace (Docker has not
 	// moved it yet): which of that end's attributes differ.
 	PeerMTU, PeerMAC bool
+}
+
+// isPort reports whether w is a vxlan device or veth enslaved to a bridge:
+// a port whose flags Apply manages.
+func isPort(w link) bool {
+	return (w.Kind == kindVXLAN || w.Kind == kindVeth) && w.Master != ""
 }
 
 // kindRank orders creation: a vxlan or veth needs its bridge to exist.
@@ -345,14 +383,15 @@ func planLinks(want, have kernelModel) []linkStep {
 			MAC:    w.MAC != "" && w.MAC != h.MAC,
 			// Checked only where it is observed: on a port of the wanted
 			// master (a port moving to another master is fixed next time).
-			PortLearning: w.Kind == kindVXLAN && w.Master != "" && w.Master == h.Master && h.PortLearning && !w.PortLearning,
+			PortLearning: isPort(w) && w.Master == h.Master && h.PortLearning && !w.PortLearning,
+			PortFlood:    w.Kind == kindVeth && w.Master != "" && w.Master == h.Master && h.PortFlood != w.PortFlood,
 			Hairpin:      w.Kind == kindVeth && w.Master != "" && w.Master == h.Master && h.Hairpin != w.Hairpin,
 		}
 		if p, ok := have.Links[w.Peer]; ok && w.Kind == kindVeth && p.Kind == kindVeth {
 			s.PeerMTU = p.MTU != w.MTU
 			s.PeerMAC = w.PeerMAC != "" && p.MAC != w.PeerMAC
 		}
-		if s.MTU || s.Master || s.Up || s.MAC || s.PeerMTU || s.PeerMAC || s.PortLearning || s.Hairpin {
+		if s.MTU || s.Master || s.Up || s.MAC || s.PeerMTU || s.PeerMAC || s.PortLearning || s.PortFlood || s.Hairpin {
 			steps = append(steps, s)
 		}
 	}

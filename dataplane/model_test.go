@@ -325,6 +325,7 @@ func (k *simKernel) deleteLink(name string) {
 	k.m.Addrs = slices.DeleteFunc(k.m.Addrs, func(a addrEntry) bool { return a.Dev == name })
 	k.m.FDB = slices.DeleteFunc(k.m.FDB, func(e fdbEntry) bool { return e.Dev == name })
 	k.m.Neigh = slices.DeleteFunc(k.m.Neigh, func(e neighEntry) bool { return e.Dev == name })
+	k.m.BrFDB = slices.DeleteFunc(k.m.BrFDB, func(e brFDBEntry) bool { return e.Port == name || e.Bridge == name })
 }
 
 func (k *simKernel) apply(c compiled) {
@@ -345,11 +346,21 @@ func (k *simKernel) apply(c compiled) {
 				l.MTU = s.Want.MTU
 			}
 			if s.Master {
+				// A port leaving a bridge takes its entries along.
+				k.m.BrFDB = slices.DeleteFunc(k.m.BrFDB, func(e brFDBEntry) bool { return e.Port == l.Name })
 				l.Master = s.Want.Master
-				l.Hairpin = s.Want.Hairpin // execLink sets it on the new port
+				l.Hairpin = s.Want.Hairpin // execLink sets them on the new port
+				l.PortFlood = s.Want.PortFlood
+				l.PortLearning = false
 			}
 			if s.Hairpin {
 				l.Hairpin = s.Want.Hairpin
+			}
+			if s.PortFlood {
+				l.PortFlood = s.Want.PortFlood
+			}
+			if s.PortLearning {
+				l.PortLearning = false
 			}
 			if s.Up {
 				l.Up = true
@@ -374,6 +385,11 @@ func (k *simKernel) apply(c compiled) {
 			k.m.FDB[i] = e
 		}
 	}
+	setB, _ := planBrFDB(c.Want, k.m)
+	for _, e := range setB {
+		k.m.BrFDB = slices.DeleteFunc(k.m.BrFDB, func(h brFDBEntry) bool { return h.key() == e.key() })
+		k.m.BrFDB = append(k.m.BrFDB, e)
+	}
 	setN, _ := planNeigh(c.Want, k.m)
 	for _, e := range setN {
 		k.m.Neigh = slices.DeleteFunc(k.m.Neigh, func(h neighEntry) bool { return h.Dev == e.Dev && h.IP == e.IP })
@@ -383,6 +399,10 @@ func (k *simKernel) apply(c compiled) {
 	_, delN := planNeigh(c.Want, k.m)
 	for _, e := range delN {
 		k.m.Neigh = slices.DeleteFunc(k.m.Neigh, func(h neighEntry) bool { return h == e })
+	}
+	_, delB := planBrFDB(c.Want, k.m)
+	for _, e := range delB {
+		k.m.BrFDB = slices.DeleteFunc(k.m.BrFDB, func(h brFDBEntry) bool { return h == e })
 	}
 	_, delF := planFDB(c.Want, k.m)
 	for _, e := range delF {
@@ -404,8 +424,11 @@ func (m kernelModel) summary() string {
 		if !managed(l) {
 			continue
 		}
-		lines = append(lines, fmt.Sprintf("link %s %s mtu=%d master=%s up=%v mac=%s vni=%d port=%d local=%v learn=%v proxy=%v hairpin=%v",
-			l.Name, l.Kind, l.MTU, l.Master, l.Up, l.MAC, l.VNI, l.Port, l.Local, l.Learning, l.Proxy, l.Hairpin))
+		lines = append(lines, fmt.Sprintf("link %s %s mtu=%d master=%s up=%v mac=%s vni=%d port=%d local=%v learn=%v proxy=%v hairpin=%v portlearn=%v flood=%v",
+			l.Name, l.Kind, l.MTU, l.Master, l.Up, l.MAC, l.VNI, l.Port, l.Local, l.Learning, l.Proxy, l.Hairpin, l.PortLearning, l.PortFlood))
+	}
+	for _, e := range m.BrFDB {
+		lines = append(lines, fmt.Sprintf("brfdb %s %s %s static=%v", e.Bridge, e.MAC, e.Port, e.Static))
 	}
 	for _, a := range m.Addrs {
 		if strings.HasPrefix(a.Dev, BridgePrefix) {
@@ -447,6 +470,19 @@ func TestPlanTransitions(t *testing.T) {
 					fdbEntry{Dev: "mnvx100", MAC: "02:00:00:01:00:21", Dst: netip.MustParseAddr("198.18.0.77")},
 					fdbEntry{Dev: "mnvx100", MAC: "02:00:00:99:00:99", Dst: netip.MustParseAddr("198.18.0.77"), Permanent: true})
 				k.m.Neigh = append(k.m.Neigh, neighEntry{Dev: "mnvx100", IP: netip.MustParseAddr("10.1.0.21"), MAC: "02:00:00:99:00:99"})
+				// The bridge learned a stranger, and a remote's MAC on
+				// the wrong port.
+				k.m.BrFDB = slices.DeleteFunc(k.m.BrFDB, func(e brFDBEntry) bool { return e.MAC == "02:00:00:01:00:21" })
+				k.m.BrFDB = append(k.m.BrFDB,
+					brFDBEntry{Bridge: "mnbr100", MAC: "02:00:00:99:00:98", Port: "mnvx100"},
+					brFDBEntry{Bridge: "mnbr100", MAC: "02:00:00:01:00:21", Port: "mnhe1e1e1e1e1", Static: true})
+				// Ports as an older meshnet left them: learning and flooding.
+				for n, l := range k.m.Links {
+					if isPort(l) {
+						l.PortLearning, l.PortFlood = true, l.Kind == kindVeth
+						k.m.Links[n] = l
+					}
+				}
 			}
 			ct, err := compile(to.st, 1500, "")
 			if err != nil {

@@ -167,6 +167,7 @@ func (d *VXLAN) applyLocked(ctx context.Context, st State, tunnel string) error 
 	report(err)
 	fw := firewallSpec{Nets: c.Networks, Members: st.Members, VXLANPort: st.port(),
 		WireGuardPort: st.WireGuard.port(), Tunnel: tunnel, AllowDockerBridges: st.AllowDockerBridges}
+	l2 := l2Spec{Active: len(c.Networks) > 0 || len(c.Reserved) > 0, Ports: c.Locals, Keep: c.Reserved}
 
 	// 1. Devices.
 	if len(c.Networks) > 0 {
@@ -213,6 +214,10 @@ func (d *VXLAN) applyLocked(ctx context.Context, st State, tunnel string) error 
 	for _, e := range setFDB {
 		report(d.fdbOp(e, false))
 	}
+	setBrFDB, _ := planBrFDB(c.Want, have)
+	for _, e := range setBrFDB {
+		report(d.brFDBOp(e, false))
+	}
 	setNeigh, _ := planNeigh(c.Want, have)
 	for _, e := range setNeigh {
 		report(d.neighOp(e, false))
@@ -222,6 +227,7 @@ func (d *VXLAN) applyLocked(ctx context.Context, st State, tunnel string) error 
 		report(d.routeOp(r, false))
 	}
 	report(d.syncFirewallAdds(fw))
+	report(d.syncL2Adds(l2))
 	report(d.syncServiceAddrs(st.ServiceAddrs))
 	if err := ctx.Err(); err != nil {
 		return errors.Join(append(errs, err)...)
@@ -238,6 +244,10 @@ func (d *VXLAN) applyLocked(ctx context.Context, st State, tunnel string) error 
 	for _, e := range delNeigh {
 		report(d.neighOp(e, true))
 	}
+	_, delBrFDB := planBrFDB(c.Want, have)
+	for _, e := range delBrFDB {
+		report(d.brFDBOp(e, true))
+	}
 	_, delFDB := planFDB(c.Want, have)
 	for _, e := range delFDB {
 		report(d.fdbOp(e, true))
@@ -250,6 +260,7 @@ func (d *VXLAN) applyLocked(ctx context.Context, st State, tunnel string) error 
 		report(d.deleteLink(l.Name))
 	}
 	report(d.syncFirewallDeletes(fw, c.Reserved))
+	report(d.syncL2Deletes(l2))
 
 	if len(d.changes) > 0 {
 		d.log.Info("applied", "networks", len(c.Networks), "changes", len(d.changes), "errors", len(errs))
@@ -286,6 +297,9 @@ func (d *VXLAN) Teardown() error {
 		}
 	}
 	if err := d.syncFirewallDeletes(firewallSpec{}, nil); err != nil {
+		errs = append(errs, err)
+	}
+	if err := d.syncL2Deletes(l2Spec{}); err != nil {
 		errs = append(errs, err)
 	}
 	if err := d.syncServiceAddrs(nil); err != nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -166,11 +167,16 @@ func checkKernel(t *testing.T, host hostNS, st State, underlayMTU int, acceptCha
 				t.Errorf("%s: master %s mtu %d flags %v; want %s, %d, up", l.HostIf, byIndex[v.MasterIndex], v.MTU, v.Flags, brName, mtu)
 			}
 			var port []struct {
-				Hairpin *bool `json:"hairpin"`
+				Hairpin  *bool `json:"hairpin"`
+				Learning *bool `json:"learning"`
+				Flood    *bool `json:"flood"`
 			}
 			mustJSON(t, mustRunIn(t, host.ns, "bridge", "-d", "-j", "link", "show", "dev", l.HostIf), &port)
 			if len(port) != 1 || port[0].Hairpin == nil || *port[0].Hairpin == n.Internal {
 				t.Errorf("%s bridge port: hairpin %+v on a network with internal=%v; want hairpin unless internal", l.HostIf, port, n.Internal)
+			}
+			if len(port) != 1 || port[0].Learning == nil || *port[0].Learning || port[0].Flood == nil || *port[0].Flood {
+				t.Errorf("%s bridge port: %+v, want learning and flood off", l.HostIf, port)
 			}
 			if c, ok := byName[l.ContainerIf]; ok {
 				expected[l.ContainerIf] = true
@@ -198,6 +204,33 @@ func checkKernel(t *testing.T, host hostNS, st State, underlayMTU int, acceptCha
 				gotFDB = append(gotFDB, fmt.Sprintf("%s %s self %s", e.MAC, e.Dst, e.State))
 			}
 		}
+		// The bridge's own table: a static entry per container, on its veth
+		// or on the vxlan port, and nothing learned.
+		var wantBr, gotBr []string
+		for _, l := range n.Locals {
+			wantBr = append(wantBr, fmt.Sprintf("%s %s static", l.MAC, l.HostIf))
+		}
+		for _, r := range n.Remotes {
+			wantBr = append(wantBr, fmt.Sprintf("%s %s static", r.MAC, vxName))
+		}
+		var brFDB []struct {
+			MAC    string `json:"mac"`
+			Ifname string `json:"ifname"`
+			State  string `json:"state"`
+			Master string `json:"master"`
+		}
+		mustJSON(t, mustRunIn(t, host.ns, "bridge", "-j", "fdb", "show", "br", brName), &brFDB)
+		for _, e := range brFDB {
+			if e.Master == brName && e.State != "permanent" && e.Ifname != brName {
+				gotBr = append(gotBr, fmt.Sprintf("%s %s %s", e.MAC, e.Ifname, e.State))
+			}
+		}
+		slices.Sort(wantBr)
+		slices.Sort(gotBr)
+		if !slices.Equal(gotBr, wantBr) {
+			t.Errorf("%s bridge FDB:\n got %q\nwant %q", brName, gotBr, wantBr)
+		}
+
 		var neigh []struct {
 			Dst    string   `json:"dst"`
 			LLAddr string   `json:"lladdr"`
@@ -322,6 +355,8 @@ func checkKernel(t *testing.T, host hostNS, st State, underlayMTU int, acceptCha
 			}
 		}
 	}
+
+	checkL2Table(t, host, st)
 
 	// iptables: still parseable, and holding exactly meshnet's expected accepts.
 	if acceptChain == "" {
@@ -859,4 +894,51 @@ func BenchmarkApply(b *testing.B) {
 			}
 		}
 	})
+}
+
+// checkL2Table checks table bridge meshnet: present exactly when networks
+// exist, its ten drops, and one element per local container in each set.
+func checkL2Table(t *testing.T, host hostNS, st State) {
+	t.Helper()
+	out, err := runIn(host.ns, "nft", "list", "table", "bridge", "meshnet")
+	if len(st.Networks) == 0 {
+		if err == nil {
+			t.Errorf("table bridge meshnet exists without networks:\n%s", out)
+		}
+		return
+	}
+	if err != nil {
+		t.Errorf("table bridge meshnet: %v", err)
+		return
+	}
+	if got := strings.Count(out, `drop comment "meshnet: `); got != len(l2Rules()) {
+		t.Errorf("table bridge meshnet has %d meshnet drops, want %d:\n%s", got, len(l2Rules()), out)
+	}
+	for _, want := range []string{
+		`iifname "mnh*" iifname . ether saddr != @port_mac counter`,
+		`iifname "mnh*" iifname . ip saddr != @port_ip4 counter`,
+		`iifname "mnh*" iifname . arp saddr ether != @port_mac counter`,
+		`iifname "mnh*" iifname . arp saddr ip != @port_ip4 counter`,
+		`oifname "mnh*" oifname . arp daddr ip != @port_ip4 counter`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table bridge meshnet lacks %q:\n%s", want, out)
+		}
+	}
+	var wantMAC, wantIP []string
+	for _, n := range st.Networks {
+		for _, l := range n.Locals {
+			wantMAC = append(wantMAC, fmt.Sprintf(`"%s" . %s`, l.HostIf, l.MAC))
+			wantIP = append(wantIP, fmt.Sprintf(`"%s" . %v`, l.HostIf, l.Addr.Addr()))
+		}
+	}
+	for set, want := range map[string][]string{"port_mac": wantMAC, "port_ip4": wantIP} {
+		out := mustRunIn(t, host.ns, "nft", "list", "set", "bridge", "meshnet", set)
+		got := regexp.MustCompile(`"mnh[^"]*" \. [0-9a-f:.]+`).FindAllString(out, -1)
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("set bridge meshnet %s:\n got %q\nwant %q\n%s", set, got, want, out)
+		}
+	}
 }

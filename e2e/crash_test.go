@@ -142,8 +142,9 @@ func pingCounts(out string) (sent, received int, err error) {
 }
 
 // kernelState lists, one entry per line, what meshnet's dataplane put in h's kernel: its
-// links (with their indexes, so a recreated link shows), addresses, routes, permanent
-// forwarding and neighbour entries, and its firewall rules (without counters).
+// links (with their indexes, so a recreated link shows), bridge port flags, addresses,
+// routes, permanent forwarding and neighbour entries, the bridges' static entries, and its
+// firewall rules (without counters).
 func kernelState(ctx context.Context, h harness.Host) ([]string, error) {
 	var out []string
 	add := func(prefix string, args ...string) error {
@@ -194,7 +195,17 @@ func kernelState(ctx context.Context, h harness.Host) ([]string, error) {
 				return nil, err
 			}
 		}
+		if strings.HasPrefix(name, "mnh") || strings.HasPrefix(name, "mnvx") {
+			// Bridge port flags: learning, flood, hairpin.
+			if err := add("port "+name, "bridge", "-d", "link", "show", "dev", name); err != nil {
+				return nil, err
+			}
+		}
 		if strings.HasPrefix(name, "mnbr") {
+			// The bridge's own static entries (every container's MAC and its port).
+			if err := add("brfdb "+name, "sh", "-c", "bridge fdb show br "+name+" | grep ' static' || true"); err != nil {
+				return nil, err
+			}
 			// IPv4 only: the kernel's IPv6 link-local address flips "tentative" on its own.
 			if err := add("addr "+name, "ip", "-4", "-o", "addr", "show", "dev", name); err != nil {
 				return nil, err
@@ -210,6 +221,7 @@ func kernelState(ctx context.Context, h harness.Host) ([]string, error) {
 	}{
 		{"lo", []string{"ip", "-o", "addr", "show", "dev", "lo", "label", "lo:meshnet"}},
 		{"nft", []string{"nft", "list", "table", "inet", "meshnet"}},
+		{"nft bridge", []string{"nft", "list", "table", "bridge", "meshnet"}},
 		{"iptables DOCKER-USER", []string{"iptables", "-S", "DOCKER-USER"}},
 		{"iptables FORWARD", []string{"iptables", "-S", "FORWARD"}},
 	}
