@@ -56,6 +56,9 @@ type Daemon struct {
 	// peersAtStart counts the peers peers.json held at start: a node that
 	// knew peers is no new cluster's first node (gate.go).
 	peersAtStart int
+	// heldDeletes is whether the last reconcile held the dataplane's
+	// deletes (holddeletes.go), for logging the transitions.
+	heldDeletes atomic.Bool
 	watcher      *plugin.Watcher
 	// sandboxes serves DNS inside each local container's namespace; nil
 	// with --container-dns=false.
@@ -351,6 +354,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	st := desiredDataplane(snap, dataplane.UnderlayInfo{Addr: d.advertise}, d.cfg.VXLANPort)
 	st.ServiceAddrs = []netip.Addr{d.dnsAddr}
 	st.AllowDockerBridges = d.cfg.AllowDockerBridges
+	st.HoldDeletes = d.holdDeletes()
 	d.tunnelState(&st, snap)
 	start := time.Now()
 	err := d.dp.Apply(ctx, st)

@@ -11,7 +11,9 @@
 //     every live remote endpoint, WireGuard peers from the owned address
 //     blocks, the members allowed on the tunnel ports) and hands it to
 //     dataplane.Apply. Nothing is applied from events: a missed event or a
-//     hand-deleted link is repaired by the next pass.
+//     hand-deleted link is repaired by the next pass. A daemon started with
+//     an empty state folder holds Apply's deletes until the cluster has
+//     handed its earlier records back (holddeletes.go).
 //   - The DNS table (dnstable.go): its own subscriber to the store, built
 //     once per snapshot and swapped into every DNS server, so a name answers
 //     as soon as its record arrives and never waits behind an Apply.

@@ -43,6 +43,10 @@
 //     validation is reported and its existing devices are left alone (neither
 //     changed nor deleted), so a bad record upstream cannot cut running
 //     containers off.
+//   - State.HoldDeletes makes Apply add and change only: a caller that does
+//     not know yet which kernel objects are stale (a daemon started with an
+//     empty state folder while containers run) keeps them instead of cutting
+//     running containers off.
 //   - Close removes nothing: containers keep talking while the daemon restarts
 //     or is down. Teardown removes everything meshnet made (`meshnetd --cleanup`).
 //

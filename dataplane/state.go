@@ -51,6 +51,12 @@ type State struct {
 	// default they are kept apart as Docker keeps its own bridges apart
 	// (published ports stay reachable either way).
 	AllowDockerBridges bool
+	// HoldDeletes makes Apply add and change but delete nothing: the caller
+	// does not know yet which of the kernel's meshnet objects are stale (a
+	// daemon started with an empty state folder while containers run has
+	// not heard its own records back from the cluster). Links, entries,
+	// rules and set members it does not want stay as they are.
+	HoldDeletes bool
 	// WireGuard is the host's WireGuard device, shared by every network with
 	// Dataplane "wireguard"; ignored when there is none.
 	WireGuard WireGuardState
@@ -167,7 +173,7 @@ func (s State) Equal(o State) bool {
 	a, b := s.normalized(), o.normalized()
 	if a.Underlay != b.Underlay || a.port() != b.port() || len(a.Networks) != len(b.Networks) ||
 		!slices.Equal(a.ServiceAddrs, b.ServiceAddrs) || !slices.Equal(a.Members, b.Members) ||
-		a.AllowDockerBridges != b.AllowDockerBridges || !a.WireGuard.equal(b.WireGuard) {
+		a.AllowDockerBridges != b.AllowDockerBridges || a.HoldDeletes != b.HoldDeletes || !a.WireGuard.equal(b.WireGuard) {
 		return false
 	}
 	for i := range a.Networks {

@@ -234,6 +234,10 @@ func (d *VXLAN) applyLocked(ctx context.Context, st State, tunnel string) error 
 	}
 
 	// 3. Deletes, computed from what the kernel holds now.
+	if st.HoldDeletes {
+		d.log.Debug("applied without deletes: held by the caller", "networks", len(c.Networks), "errors", len(errs))
+		return errors.Join(errs...)
+	}
 	have, err = d.observe()
 	report(err)
 	_, delRoutes := planRoutes(c.Want, have, c.ReservedSubnets)

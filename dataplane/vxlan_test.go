@@ -942,3 +942,28 @@ func checkL2Table(t *testing.T, host hostNS, st State) {
 		}
 	}
 }
+
+// TestHoldDeletes: a daemon that started with an empty state folder applies a
+// state without its own network and endpoint while holding deletes: the
+// container keeps its interface, bridge and entries (nothing deleted, nothing
+// recreated); once deletes resume, what the state does not want goes.
+func TestHoldDeletes(t *testing.T) {
+	requireRoot(t)
+	host := newHost(t, "198.18.0.1")
+	dockerLikeFirewall(t, host.ns)
+	st := oneNetwork("198.18.0.1")
+	d := newTestDataplane(t, host.ns)
+	apply(t, d, st)
+	before := linkIndexes(t, host.h)
+
+	empty := State{Underlay: st.Underlay, HoldDeletes: true}
+	apply(t, d, empty)
+	checkKernel(t, host, st, 1500, "FORWARD") // everything of st is still there
+	if after := linkIndexes(t, host.h); !mapsEqual(before, after) {
+		t.Errorf("links changed while deletes were held: %v -> %v", before, after)
+	}
+
+	empty.HoldDeletes = false
+	apply(t, d, empty)
+	checkKernel(t, host, State{Underlay: st.Underlay}, 1500, "FORWARD")
+}

@@ -209,9 +209,10 @@ func TestIPAMGateBlockedGossip(t *testing.T) {
 	// The wipe took host3's node.key too: it is back under its name with a new node key. The
 	// others took the new key, and host3 took back its earlier run's records (its blocks, its
 	// containers' endpoints, its pool) under it: every host still lists host3's containers at
-	// their addresses, up, so none of those addresses can go to another container. (Those
-	// containers lost their interfaces, and the engine's network cannot allocate on host3 until
-	// the engine asks for its pool again: see e2e/README.md, this test's row.)
+	// their addresses, up, so none of those addresses can go to another container. Until then
+	// host3's dataplane held its deletes, so those containers kept their interfaces and are
+	// reached from host1 as before. (The engine's network cannot allocate on host3 until the
+	// engine asks for its pool again: see e2e/README.md, this test's row.)
 	for _, h := range hosts[:2] {
 		harness.Eventually(t, 60*time.Second, func() error {
 			log, err := c.Daemon(h).Log()
@@ -230,6 +231,16 @@ func TestIPAMGateBlockedGossip(t *testing.T) {
 	}
 	if countLines(logSince(log3, wiped), "adopting own record of an earlier run") == 0 {
 		t.Errorf("%s did not adopt its earlier run's records", h3.Name())
+	}
+	if countLines(logSince(log3, wiped), "dataplane deletes held") == 0 {
+		t.Errorf("%s did not hold its dataplane deletes after starting with an empty state folder", h3.Name())
+	}
+	if n := countLines(logSince(log3, wiped), "delete link mnh"); n > 0 {
+		t.Errorf("%s deleted %d container links after starting with an empty state folder", h3.Name(), n)
+	}
+	for i := range 2 {
+		old := ips[key(h3, fmt.Sprintf("g-%s-%d", h3.Name(), i))]
+		harness.Eventually(t, 30*time.Second, func() error { return harness.Ping(ctx, h1, "g-"+h1.Name()+"-0", old) })
 	}
 	for _, h := range hosts {
 		harness.Eventually(t, 30*time.Second, func() error {

@@ -273,6 +273,16 @@ func (s *Store) adoptingLocked() bool {
 	return t.fresh && (t.heardAt.IsZero() || s.cfg.Now().Sub(t.heardAt) < newcomerWindow)
 }
 
+// AwaitingOwnRecords says whether this node started with an empty state
+// folder and may still be handed records of its earlier run (see
+// adoptingLocked): until then it cannot tell which of the host's kernel
+// objects are its own.
+func (s *Store) AwaitingOwnRecords() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.adoptingLocked()
+}
+
 // HeardState notes that a full state from a peer was merged (the Cluster
 // calls it after every push/pull; the first one counts).
 func (s *Store) HeardState() {
