@@ -59,7 +59,7 @@ type Daemon struct {
 	// heldDeletes is whether the last reconcile held the dataplane's
 	// deletes (holddeletes.go), for logging the transitions.
 	heldDeletes atomic.Bool
-	watcher      *plugin.Watcher
+	watcher     *plugin.Watcher
 	// sandboxes serves DNS inside each local container's namespace; nil
 	// with --container-dns=false.
 	sandboxes *sandbox.Manager

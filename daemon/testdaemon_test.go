@@ -18,6 +18,9 @@ import (
 // having heard from its cluster; join are its seeds.
 func testDaemon(t testing.TB, log *slog.Logger, joined bool, join ...string) (*Daemon, http.Handler) {
 	t.Helper()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	store := gossip.NewStore(gossip.StoreConfig{Self: "n1", Log: log})
 	store.SetMember(gossip.Member{Name: "n1", Addr: "198.18.0.11", State: gossip.StateAlive})
 	icfg := ipam.DefaultConfig()
