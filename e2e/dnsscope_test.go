@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -62,6 +63,13 @@ func TestDNSScopedByNetwork(t *testing.T) {
 		{dnsAddr, "secret-db.meshnet"},
 	} {
 		rcode, answers, err := b.dig(ctx, q.server, q.name, "A")
+		if err != nil && strings.Contains(err.Error(), "exit status 9") {
+			// dig got no reply: meshnet passed the name it does not know on this
+			// network to Docker's resolver, which forwards it to the host's
+			// resolvers, and the simulated hosts have none that answers.
+			t.Logf("from client-b, %s at %s: no reply (forwarded past meshnet)", q.name, q.server)
+			continue
+		}
 		if err != nil {
 			t.Errorf("from client-b, %s at %s: %v", q.name, q.server, err)
 			continue
