@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshnet/meshnet/gossip"
 	"github.com/meshnet/meshnet/internal/atomicfile"
+	"github.com/meshnet/meshnet/internal/clock"
 )
 
 // Config configures an IPAM. Zero values take the defaults of DefaultConfig.
@@ -51,8 +52,9 @@ type Config struct {
 	// ResyncInterval is how often Run re-checks without a store change
 	// (request timeouts, lazy counts).
 	ResyncInterval time.Duration
-	// Now is the clock (tests replace it).
-	Now func() time.Time
+	// Clock tells the time and makes the timers of RequestAddress and Run
+	// (tests pass a clock.Fake and advance it instead of sleeping).
+	Clock clock.Clock
 }
 
 // DefaultConfig returns the defaults, without Store and Dir.
@@ -65,7 +67,7 @@ func DefaultConfig() Config {
 		FullAfter:       3 * time.Second,  // a few gossip rounds
 		PublishInterval: 10 * time.Second, // status hint only
 		ResyncInterval:  time.Second,
-		Now:             time.Now,
+		Clock:           clock.Real{},
 	}
 }
 
@@ -89,8 +91,8 @@ func (c Config) withDefaults() Config {
 	if c.ResyncInterval == 0 {
 		c.ResyncInterval = d.ResyncInterval
 	}
-	if c.Now == nil {
-		c.Now = d.Now
+	if c.Clock == nil {
+		c.Clock = d.Clock
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
@@ -217,7 +219,7 @@ func New(cfg Config) (*IPAM, error) {
 func (a *IPAM) Run(ctx context.Context) error {
 	ch, cancel := a.store.Subscribe()
 	defer cancel()
-	t := time.NewTicker(a.cfg.ResyncInterval)
+	t := a.cfg.Clock.NewTicker(a.cfg.ResyncInterval)
 	defer t.Stop()
 	for {
 		a.mu.Lock()
@@ -227,7 +229,7 @@ func (a *IPAM) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-ch:
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }
@@ -290,7 +292,7 @@ func (a *IPAM) viewLocked(key string) *poolView {
 // nextVersion is a creation stamp: above every version seen, at least the
 // wall clock, so that "first created" compares across nodes.
 func (a *IPAM) nextVersion() uint64 {
-	return max(a.store.Clock()+1, uint64(a.cfg.Now().UnixNano()))
+	return max(a.store.Clock()+1, uint64(a.cfg.Clock.Now().UnixNano()))
 }
 
 // ---- pools -------------------------------------------------------------
@@ -606,12 +608,12 @@ func (a *IPAM) RequestAddress(ctx context.Context, poolID string, preferred neti
 	}
 	a.mu.Unlock()
 
-	started := time.Now()
-	deadline := time.NewTimer(a.cfg.HandoffWait)
+	started := a.cfg.Clock.Now()
+	deadline := a.cfg.Clock.NewTimer(a.cfg.HandoffWait)
 	defer deadline.Stop()
 	ch, cancel := a.store.Subscribe()
 	defer cancel()
-	tick := time.NewTicker(max(a.cfg.RequestTimeout/4, 10*time.Millisecond))
+	tick := a.cfg.Clock.NewTicker(max(a.cfg.RequestTimeout/4, 10*time.Millisecond))
 	defer tick.Stop()
 	waiting := false
 	defer func() {
@@ -660,15 +662,15 @@ func (a *IPAM) RequestAddress(ctx context.Context, poolID string, preferred neti
 			lp.waiters++
 		}
 		a.mu.Unlock()
-		if err != nil && !(errors.Is(err, ErrExhausted) && time.Since(started) < a.cfg.FullAfter) {
+		if err != nil && !(errors.Is(err, ErrExhausted) && a.cfg.Clock.Now().Sub(started) < a.cfg.FullAfter) {
 			return netip.Prefix{}, err
 		}
 		select {
 		case <-ch:
-		case <-tick.C:
+		case <-tick.C():
 		case <-ctx.Done():
 			return netip.Prefix{}, fmt.Errorf("request address in %s: waiting for a block from another node: %w", poolID, ctx.Err())
-		case <-deadline.C:
+		case <-deadline.C():
 			return netip.Prefix{}, &Error{Kind: ErrHandoffTimeout, Msg: fmt.Sprintf(
 				"pool %s: this node owns no free address and no other node handed it a block within %s; check meshctl status for down nodes and for blocks two creations of the pool still claim, then retry", poolID, a.cfg.HandoffWait)}
 		}
@@ -748,7 +750,7 @@ func (a *IPAM) takeLocked(lp *localPool, v *poolView, ad netip.Addr) error {
 	if lp.takenAt == nil {
 		lp.takenAt = make(map[netip.Addr]time.Time)
 	}
-	lp.takenAt[ad] = a.cfg.Now()
+	lp.takenAt[ad] = a.cfg.Clock.Now()
 	if i, ok := v.geo.blockOf(ad); ok {
 		a.countsLocked(lp, v)[i]++
 	}

@@ -9,11 +9,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/meshnet/meshnet/gossip"
+	"github.com/meshnet/meshnet/internal/clock"
 )
 
 var subnet16 = netip.MustParsePrefix("10.42.0.0/16")
@@ -860,12 +860,10 @@ func TestRecreateReleasedPool(t *testing.T) {
 func TestReleaseStale(t *testing.T) {
 	net := newFakeNet(1, true)
 	dir := t.TempDir()
-	var now atomic.Int64 // the ipam's goroutines read the clock too
-	now.Store(time.Date(2026, 11, 27, 4, 0, 0, 0, time.UTC).UnixNano())
-	clock := func() time.Time { return time.Unix(0, now.Load()) }
-	advance := func(d time.Duration) { now.Add(int64(d)) }
+	clk := clock.NewFake(time.Date(2026, 11, 27, 4, 0, 0, 0, time.UTC))
+	now, advance := clk.Now, clk.Advance
 	cfg := testConfig()
-	cfg.Now = clock
+	cfg.Clock = clk
 	n1 := net.addNode(t, "n1", dir, cfg)
 	a := n1.ipamOf()
 	pool := mustPool(t, a, subnet16, nil)
@@ -874,7 +872,7 @@ func TestReleaseStale(t *testing.T) {
 	}
 	leaked := alloc(t, a, pool)
 	advance(time.Minute)
-	watchedFrom := clock() // the sweep first saw leaked unused here
+	watchedFrom := now() // the sweep first saw leaked unused here
 
 	// Held since before the sweep saw it unused: freed.
 	if ok, err := a.ReleaseStale(pool, leaked, watchedFrom); !ok || err != nil {
@@ -894,17 +892,17 @@ func TestReleaseStale(t *testing.T) {
 		t.Fatalf("ReleaseStale of an address allocated after the sweep saw it unused = %v, %v; want kept", ok, err)
 	}
 	// Not held, unknown pool: nothing to do, no error.
-	if ok, err := a.ReleaseStale(pool, netip.MustParseAddr("10.42.200.1"), clock()); ok || err != nil {
+	if ok, err := a.ReleaseStale(pool, netip.MustParseAddr("10.42.200.1"), now()); ok || err != nil {
 		t.Fatalf("ReleaseStale of a free address = %v, %v", ok, err)
 	}
-	if ok, err := a.ReleaseStale("10.99.0.0/16", again, clock()); ok || err != nil {
+	if ok, err := a.ReleaseStale("10.99.0.0/16", again, now()); ok || err != nil {
 		t.Fatalf("ReleaseStale in an unknown pool = %v, %v", ok, err)
 	}
 	// Loaded from disk after a restart: held since before this process, freed.
 	n1.stop()
 	n1 = net.addNode(t, "n1", dir, cfg)
 	a = n1.ipamOf()
-	if ok, err := a.ReleaseStale(pool, again, clock().Add(-time.Hour)); !ok || err != nil {
+	if ok, err := a.ReleaseStale(pool, again, now().Add(-time.Hour)); !ok || err != nil {
 		t.Fatalf("ReleaseStale after a restart = %v, %v; want freed", ok, err)
 	}
 }

@@ -560,7 +560,7 @@ func (a *IPAM) publishPoolLocked(lp *localPool, force bool) {
 	next := cur
 	next.Released = lp.released
 	next.Spare = len(a.giveableLocked(lp, v, nil))
-	now := a.cfg.Now()
+	now := a.cfg.Clock.Now()
 	changed := next.Spare != cur.Spare || next.Released != cur.Released
 	if next.Allocated != len(lp.addrs) && (force || changed || now.Sub(lp.published) >= a.cfg.PublishInterval || len(lp.addrs) == 0) {
 		next.Allocated = len(lp.addrs)
@@ -608,7 +608,7 @@ func (a *IPAM) ownedCount(v *poolView) int {
 // ensureRequestLocked makes sure a request for a block (any, or the given
 // one) is out to a donor that is up and has not already said no.
 func (a *IPAM) ensureRequestLocked(lp *localPool, v *poolView, block netip.Prefix) error {
-	now := a.cfg.Now()
+	now := a.cfg.Clock.Now()
 	if lp.req.tried == nil {
 		lp.req.tried = make(map[string]time.Time)
 	}
@@ -690,7 +690,7 @@ func (a *IPAM) pickDonorLocked(lp *localPool, v *poolView, block netip.Prefix) (
 			down = append(down, n)
 			continue
 		}
-		if t, ok := lp.req.tried[n]; ok && a.cfg.Now().Sub(t) < a.cfg.RequestTimeout {
+		if t, ok := lp.req.tried[n]; ok && a.cfg.Clock.Now().Sub(t) < a.cfg.RequestTimeout {
 			// It said no yet advertises spare blocks: a passing state
 			// (its blocks frozen by a merge, say). Ask again later.
 			waitFor = true
