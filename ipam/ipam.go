@@ -586,9 +586,11 @@ func (a *IPAM) CanRemove(node string) error {
 
 // RequestAddress allocates an address of the pool on this node: the
 // gateway (gateway true), a preferred address, or any free one. When the
-// node owns no free address it asks another node for a block and waits,
-// bounded by ctx and Config.HandoffWait. The result carries the subnet's
-// prefix length.
+// node owns no free address it claims the blocks handed to it, else asks
+// another node for a block and waits, bounded by ctx and
+// Config.HandoffWait; it does nothing else of the pool's upkeep, which is
+// Run's (Run must be running for handoffs to complete). The result
+// carries the subnet's prefix length.
 func (a *IPAM) RequestAddress(ctx context.Context, poolID string, preferred netip.Addr, gateway bool) (netip.Prefix, error) {
 	preferred = preferred.Unmap()
 	a.mu.Lock()
@@ -633,7 +635,10 @@ func (a *IPAM) RequestAddress(ctx context.Context, poolID string, preferred neti
 			return netip.Prefix{}, &Error{Kind: ErrUnknownPool, Msg: fmt.Sprintf("pool %s was released while waiting", poolID)}
 		}
 		// Fast path: any free address in what the node owns. Otherwise
-		// reconcile first (claim blocks handed to it), then try or ask.
+		// claim the blocks handed to it, then try again or ask for one.
+		// Everything else this node owes the cluster (answering others,
+		// conceding, inheriting) is Run's: each change it makes wakes
+		// this loop through the store.
 		a.persistCacheLocked()
 		if v := a.viewLocked(lp.key); v != nil && !preferred.IsValid() {
 			if ad, ok := a.findFreeLocked(lp, v); ok {
@@ -645,7 +650,9 @@ func (a *IPAM) RequestAddress(ctx context.Context, poolID string, preferred neti
 				return netip.PrefixFrom(ad, bits), nil
 			}
 		}
-		a.reconcilePoolLocked(lp)
+		if a.viewOrRecreateLocked(lp) != nil {
+			a.claimGrantsLocked(lp)
+		}
 		ad, wait, err := a.allocateLocked(lp, preferred)
 		if err == nil && !wait {
 			a.mu.Unlock()
@@ -853,7 +860,8 @@ func (a *IPAM) gatewayLocked(lp *localPool, preferred netip.Addr) (netip.Addr, e
 		if err := a.createLocked(lp, v.lineages[0].Epoch+1, preferred, v.geo.blockBits); err != nil {
 			return netip.Addr{}, err
 		}
-		a.reconcilePoolLocked(lp)
+		// Run retires the lineage this one replaces: the records just
+		// written wake it.
 		return preferred, nil
 	}
 	return netip.Addr{}, &Error{Kind: ErrGateway, Msg: fmt.Sprintf(

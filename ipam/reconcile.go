@@ -41,33 +41,9 @@ func (a *IPAM) reconcileLocked() {
 // Every step is idempotent: the store skips writes that change nothing.
 func (a *IPAM) reconcilePoolLocked(lp *localPool) {
 	a.persistCacheLocked()
-	v := a.viewLocked(lp.key)
-	if v == nil {
-		if lp.released || lp.refs == 0 {
-			return
-		}
-		// No record of the pool is visible, ours included: our state was
-		// lost or a removal hid it. Start a lineage again; an older one,
-		// when it shows up, wins and this one is retired.
-		if a.joined == nil {
-			// What it held here may be another lineage's by now: only
-			// the cluster can say (joined.go).
-			if !lp.noViewWait {
-				lp.noViewWait = true
-				a.log.Warn("no record of a pool in use here; waiting to hear from the cluster before creating it again", "subnet", lp.key)
-			}
-			return
-		}
-		if !lp.noView {
-			lp.noView = true
-			a.log.Warn("no record of a pool in use here; creating it again", "subnet", lp.key)
-		}
-		if err := a.createLocked(lp, 1, firstHost(lp.subnet), 0); err != nil {
-			a.log.Error("re-create pool", "subnet", lp.key, "err", err)
-		}
+	if v := a.viewOrRecreateLocked(lp); v == nil {
 		return
 	}
-	lp.noView = false
 	a.retireForeignLocked(lp)
 	a.joinLineageLocked(lp)
 	a.concedeLostLocked(lp)
@@ -78,6 +54,38 @@ func (a *IPAM) reconcilePoolLocked(lp *localPool) {
 	a.publishPoolLocked(lp, false)
 	a.requestIfShortLocked(lp)
 	a.logConflictsLocked(lp)
+}
+
+// viewOrRecreateLocked returns the pool's view. When no record of a pool
+// in use here is visible, ours included (our state was lost, or a removal
+// hid it), it starts a lineage again, once the node has heard from its
+// cluster (joined.go): an older lineage, when it shows up, wins and this
+// one is retired. It returns nil while there is still no view.
+func (a *IPAM) viewOrRecreateLocked(lp *localPool) *poolView {
+	if v := a.viewLocked(lp.key); v != nil {
+		lp.noView = false
+		return v
+	}
+	if lp.released || lp.refs == 0 {
+		return nil
+	}
+	if a.joined == nil {
+		// What it held here may be another lineage's by now: only the
+		// cluster can say.
+		if !lp.noViewWait {
+			lp.noViewWait = true
+			a.log.Warn("no record of a pool in use here; waiting to hear from the cluster before creating it again", "subnet", lp.key)
+		}
+		return nil
+	}
+	if !lp.noView {
+		lp.noView = true
+		a.log.Warn("no record of a pool in use here; creating it again", "subnet", lp.key)
+	}
+	if err := a.createLocked(lp, 1, firstHost(lp.subnet), 0); err != nil {
+		a.log.Error("re-create pool", "subnet", lp.key, "err", err)
+	}
+	return nil
 }
 
 // persistCacheLocked writes what this node knows of others to disk when it
