@@ -204,6 +204,17 @@ func (a *IPAM) ensureRequestLocked(lp *localPool, v *poolView, block netip.Prefi
 		lp.req = requestState{seq: cur.Seq, donor: cur.Donor, sentAt: now, owned: owned, tried: lp.req.tried}
 		adopted = true
 	}
+	if hasCur && cur.Origin == v.origin && cur.Block != blockStr {
+		m, ok := v.members[cur.Donor]
+		if ok && m.up && m.rec.Answered[a.self] < cur.Seq && now.Sub(lp.req.sentAt) < a.cfg.RequestTimeout {
+			// Another waiter's request (for another block, or for any) is
+			// out, and a pool has one request record: rewriting it would
+			// take turns with that waiter at every store change, a write
+			// each time, and no answer would match the request it
+			// answers. Wait until it is answered or timed out.
+			return nil
+		}
+	}
 	if hasCur && cur.Origin == v.origin && cur.Block == blockStr {
 		m, ok := v.members[cur.Donor]
 		answered := ok && m.rec.Answered[a.self] >= cur.Seq

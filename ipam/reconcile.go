@@ -209,8 +209,18 @@ func (a *IPAM) retireForeignLocked(lp *localPool) {
 				if !f.prefix.Overlaps(p) || (f.v.Origin == v.origin && v.blocks[i].owner == a.self) {
 					continue // (a block it owns again keeps its claim)
 				}
+				id := blockID(lp.key, p.String(), f.v.Origin)
+				if _, ok := a.ownRecord(gossip.KindBlock, id); ok && slices.ContainsFunc(foreign, func(o ownBlock) bool { return o.rec.ID == id }) {
+					// Its own record of that block (one it was handed in the
+					// lost lineage) is conceded as a single block below:
+					// writing it here too, from the covering record's
+					// generation, made the two writes take turns at every
+					// pass, each a store change that started another.
+					heldIn = append(heldIn, p.String())
+					continue
+				}
 				c := BlockRecord{Pool: lp.key, Prefix: p.String(), Origin: f.v.Origin, Gen: f.v.Gen, Conceded: true, Held: encodeAddrs(addrs)}
-				if err := a.putLocked(gossip.KindBlock, blockID(lp.key, p.String(), f.v.Origin), c); err != nil {
+				if err := a.putLocked(gossip.KindBlock, id, c); err != nil {
 					a.log.Error("concede block", "block", p, "err", err)
 					return // the covering record stays unconceded: the owner keeps waiting
 				}
