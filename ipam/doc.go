@@ -165,10 +165,42 @@
 //	                   OWNED by B, FROZEN
 //	                 (B allocates nothing here)
 //
+// # Two loops, one lock
+//
+// RequestAddress (Docker's allocation path) does as little as it can under
+// the IPAM's lock: take a free address in a block this node owns, else
+// claim the blocks handed to it, else ask a donor and wait for the store
+// to change. Everything else this node owes the cluster — retiring a
+// lineage that lost, conceding lost blocks, inheriting orphans, answering
+// other nodes' requests, publishing its pool record and conflicts — is
+// Run's reconcile pass, made on every store change and every
+// ResyncInterval. So a handoff needs both: the donor's Run grants, the
+// requester's RequestAddress claims. Every wait reads Config.Clock, which
+// tests replace with a clock.Fake they advance.
+//
+// # Where things are
+//
+//	config.go     Config and its defaults
+//	ipam.go       the IPAM type, New, Run, the cached view of the store
+//	pool.go       RequestPool, ReleasePool, creating a lineage
+//	alloc.go      RequestAddress, finding a free address
+//	release.go    ReleaseAddress, ReleaseStale
+//	reconcile.go  Run's pass: retire, join, concede, publish
+//	handoff.go    requests, grants and claims
+//	inherit.go    the heir's claims
+//	conflicts.go  doubly held addresses
+//	own.go        this node's own records
+//	view.go       a pool as the records say (pure: same records, same view)
+//	cluster.go    the input of views; the cluster cache file
+//	joined.go     waiting for the cluster (MarkJoined)
+//	records.go    the record types; state.go the allocation table
+//	addr.go       address arithmetic and block geometry; status.go Status
+//
 // # What the daemon must do
 //
 // Wire the store's Persist hook and Load the node's own state before New
-// (ownership lives in those records); call MarkJoined once the node has
+// (ownership lives in those records); run Run for as long as the IPAM is
+// used (without it no handoff completes); call MarkJoined once the node has
 // heard from its cluster, as above (until then creations fail with
 // ErrNotJoined, which the plugin turns into an error naming the seeds);
 // write EndpointInfo.Subnet as the pool ID and Addr as "a.b.c.d" or

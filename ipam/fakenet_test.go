@@ -7,14 +7,17 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/meshnet/meshnet/gossip"
 	"github.com/meshnet/meshnet/internal/atomicfile"
+	"github.com/meshnet/meshnet/internal/clock"
 )
 
 // fakeNet is an in-memory gossip: every record a store broadcasts is queued
@@ -30,6 +33,9 @@ type fakeNet struct {
 	queue []delivery
 	// instant delivers inside Broadcast (unit tests); otherwise pump does.
 	instant bool
+	// clk is every node's clock unless its Config names one: a clock.Fake
+	// that the tests move on (step), or the bubble's own time (sim_test.go).
+	clk clock.Clock
 }
 
 type delivery struct {
@@ -38,7 +44,8 @@ type delivery struct {
 }
 
 func newFakeNet(seed int64, instant bool) *fakeNet {
-	return &fakeNet{rng: rand.New(rand.NewSource(seed)), nodes: map[string]*node{}, group: map[string]int{}, instant: instant}
+	return &fakeNet{rng: rand.New(rand.NewSource(seed)), nodes: map[string]*node{}, group: map[string]int{}, instant: instant,
+		clk: clock.NewFake(time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC))}
 }
 
 func (n *fakeNet) broadcast(from string, r gossip.Record) {
@@ -217,6 +224,7 @@ func testConfig() Config {
 	c.HandoffWait = 5 * time.Second
 	c.ResyncInterval = 50 * time.Millisecond
 	c.PublishInterval = 200 * time.Millisecond
+	c.Clock = nil // the network's: fakeNet.clk
 	return c
 }
 
@@ -263,6 +271,9 @@ func (nd *node) start() {
 	}
 	cfg := nd.cfg
 	cfg.Store, cfg.Dir, cfg.Log = st, nd.dir, testLogger(t, nd.name)
+	if cfg.Clock == nil {
+		cfg.Clock = nd.net.clk
+	}
 	a, err := New(cfg)
 	if err != nil {
 		t.Fatalf("%s: new ipam: %v", nd.name, err)
@@ -334,15 +345,76 @@ func (n *fakeNet) removeNode(t testing.TB, by *node, victim string) {
 	}
 }
 
-// eventually polls cond until it holds or the (generous) deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
+// The tests that run nodes run inside a synctest bubble (synctest.Test):
+// the nodes' goroutines are the bubble's, so synctest.Wait tells when every
+// one of them has done what it can and blocks. Time moves only when a test
+// says so: the network's clock.Fake by step, the bubble's own clock (the
+// contexts' deadlines) only once everything in the bubble is blocked. No
+// test sleeps in real time.
+
+// stepSize is how far step moves the clock when a test waits for
+// something: a fraction of testConfig's ResyncInterval, so that Run's
+// resync and RequestAddress's request timeouts come due as they would.
+const stepSize = 10 * time.Millisecond
+
+// step moves the network's clock on by d and lets every goroutine run
+// until it blocks again. On the bubble's own clock (the simulation's) it
+// sleeps, which in a bubble returns once everything else is blocked and d
+// has passed in the bubble's time, at once in real time.
+func (n *fakeNet) step(d time.Duration) {
+	if f, ok := n.clk.(*clock.Fake); ok {
+		f.Advance(d)
+		synctest.Wait()
+		return
+	}
+	time.Sleep(d)
+}
+
+// eventually lets the nodes run, moving the clock on a step at a time,
+// until cond holds; it fails after 20 s of the network's time, saying
+// what state reports then.
+func (n *fakeNet) eventually(t testing.TB, what string, cond func() bool, state ...func() string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
+	synctest.Wait()
+	for i := 0; !cond(); i++ {
+		if i >= int(20*time.Second/stepSize) {
+			for _, s := range state {
+				what += "\n" + s()
+			}
+			t.Fatalf("not true after 20 s of the nodes' time: %s", what)
 		}
-		time.Sleep(5 * time.Millisecond)
+		n.step(stepSize)
+	}
+}
+
+// requestAddress calls a.RequestAddress as Docker does, and while the
+// call waits (for a block, for FullAfter) moves a's fake clock on a step
+// at a time once everything has blocked: as much time passes for the
+// IPAM as it waits for, and none is spent. On any other clock it just
+// calls. Only the test's goroutine may use it (synctest.Wait).
+func requestAddress(ctx context.Context, a *IPAM, pool string, preferred netip.Addr, gateway bool) (netip.Prefix, error) {
+	f, ok := a.cfg.Clock.(*clock.Fake)
+	if !ok {
+		return a.RequestAddress(ctx, pool, preferred, gateway)
+	}
+	type result struct {
+		p   netip.Prefix
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		p, err := a.RequestAddress(ctx, pool, preferred, gateway)
+		done <- result{p, err}
+	}()
+	for {
+		synctest.Wait()
+		select {
+		case r := <-done:
+			return r.p, r.err
+		default:
+		}
+		// Blocked: HandoffWait, on this clock, bounds the loop.
+		f.Advance(stepSize)
 	}
 }
 

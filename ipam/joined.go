@@ -35,7 +35,7 @@ func (a *IPAM) MarkJoined(how string) error {
 	if a.joined != nil {
 		return nil
 	}
-	a.joined = &JoinInfo{At: a.cfg.Now().UTC(), How: how}
+	a.joined = &JoinInfo{At: a.cfg.Clock.Now().UTC(), How: how}
 	a.log.Info("ipam may now create pools and take blocks: heard from the cluster", "how", how)
 	a.clusterLocked()
 	a.cacheFP = "" // the mark is new: write the cache even if the records did not change

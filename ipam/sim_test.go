@@ -14,9 +14,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/meshnet/meshnet/gossip"
+	"github.com/meshnet/meshnet/internal/clock"
 )
 
 var longSim = flag.Bool("ipam.long", false, "run the long randomized IPAM simulation (or MESHNET_IPAM_LONG=1)")
@@ -28,16 +30,18 @@ var longSim = flag.Bool("ipam.long", false, "run the long randomized IPAM simula
 // created on both sides of a partition doubled before the sides met,
 // which must all be reported and never handed out again.
 func TestSimulation(t *testing.T) {
-	rounds := 30
-	if *longSim || os.Getenv("MESHNET_IPAM_LONG") == "1" {
-		rounds = 400
-	}
-	seed := int64(20261126)
-	if s := os.Getenv("MESHNET_IPAM_SEED"); s != "" {
-		seed, _ = strconv.ParseInt(s, 10, 64)
-	}
-	t.Logf("seed %d, %d rounds", seed, rounds)
-	newSim(t, seed).run(rounds)
+	synctest.Test(t, func(t *testing.T) {
+		rounds := 30
+		if *longSim || os.Getenv("MESHNET_IPAM_LONG") == "1" {
+			rounds = 400
+		}
+		seed := int64(20261126)
+		if s := os.Getenv("MESHNET_IPAM_SEED"); s != "" {
+			seed, _ = strconv.ParseInt(s, 10, 64)
+		}
+		t.Logf("seed %d, %d rounds", seed, rounds)
+		newSim(t, seed).run(rounds)
+	})
 }
 
 type sim struct {
@@ -74,6 +78,10 @@ func newSim(t *testing.T, seed int64) *sim {
 		cfg:  cfg,
 		dirs: map[string]string{},
 	}
+	// The bubble's own clock: it moves whenever every node, worker and the
+	// gossip pump wait, so timeouts fire as they would on real hosts, in
+	// no real time.
+	s.net.clk = clock.Real{}
 	return s
 }
 
@@ -418,7 +426,7 @@ func (s *sim) run(rounds int) {
 		}()
 	}
 	wg.Wait()
-	time.Sleep(50 * time.Millisecond)
+	s.net.step(50 * time.Millisecond)
 	s.net.syncAll()
 	for _, n := range []string{"n2", "n3", "n5", "n6"} {
 		if _, err := s.net.nodes[n].ipamOf().RequestPool(q, nil); err != nil {
@@ -515,7 +523,7 @@ func (s *sim) run(rounds int) {
 	}
 	s.heal()
 	ns := s.nodes(true)
-	eventually(t, "nodes agree on every block's owner", func() bool {
+	s.net.eventually(t, "nodes agree on every block's owner", func() bool {
 		s.net.syncAll()
 		var ref []string
 		for i, nd := range ns {
@@ -541,7 +549,7 @@ func (s *sim) run(rounds int) {
 	// Every address Q still holds twice is reported by every node; P has
 	// no conflict anywhere.
 	dq = s.dupsQ()
-	eventually(t, "every node reports Q's remaining conflicts and none in P", func() bool {
+	s.net.eventually(t, "every node reports Q's remaining conflicts and none in P", func() bool {
 		s.net.syncAll()
 		for _, nd := range ns {
 			got := map[string]bool{}
@@ -562,7 +570,7 @@ func (s *sim) run(rounds int) {
 	// Every node can still get an address in P (it is not full).
 	for _, nd := range ns {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := nd.ipamOf().RequestAddress(ctx, s.poolP, netip.Addr{}, false)
+		_, err := requestAddress(ctx, nd.ipamOf(), s.poolP, netip.Addr{}, false)
 		cancel()
 		if err != nil && !errors.Is(err, ErrExhausted) {
 			t.Errorf("%s: after healing, allocation in P: %v", nd.name, err)
