@@ -256,7 +256,11 @@ func (nd *node) start() {
 			return atomicfile.Write(own, b, 0o600)
 		},
 		Broadcast: func(r gossip.Record) { nd.net.broadcast(nd.name, r) },
-		Log:       testLogger(t, nd.name),
+		// The network's clock: record versions, the removal rule (a
+		// removal of a node written while it runs is refused) and
+		// ipam's timers all read one time.
+		Now: nd.net.clk.Now,
+		Log: testLogger(t, nd.name),
 	})
 	if b, err := os.ReadFile(own); err == nil {
 		var s gossip.OwnState

@@ -712,7 +712,10 @@ func TestRemovedNodeReturns(t *testing.T) {
 			taken = pr.Addr()
 			return err == nil
 		})
-		// n2 comes back (the operator was wrong: it was not dead for good).
+		// n2 comes back a while later (the operator was wrong: it was not
+		// dead for good). Its new run starts after everything it wrote
+		// before, as with a real clock.
+		net.step(time.Second)
 		n1.net.mu.Lock()
 		n2.removed = false
 		n1.net.mu.Unlock()
