@@ -32,20 +32,8 @@ func TestForgedRecords(t *testing.T) {
 	if remoteHosts() {
 		t.Skip("runs the forger from the test machine's file system: simulated hosts only")
 	}
-	c, hosts := meshHosts(t)
-	if len(c.Hosts) < 4 {
-		t.Fatalf("needs a fourth host for the forger; the cluster has %d", len(c.Hosts))
-	}
 	start := time.Now()
-	outsider := c.Hosts[3]
-	ctx := testCtx(t)
-	startMesh(t, ctx, c, hosts)
-	waitAllAlive(t, ctx, c, hosts, 15*time.Second)
-	createNetworkEverywhere(t, ctx, hosts, "app", "10.42.0.0/24")
-	ip := map[string]netip.Addr{}
-	for _, h := range hosts {
-		ip[h.Name()] = runContainer(t, ctx, h, "f-"+h.Name(), "app")
-	}
+	c, hosts, outsider, ctx, ip := meshWithOutsider(t, "forger", "f-")
 	victim := hosts[1].Name()
 
 	if err := outsider.WriteFile(harness.KeyFile, []byte(c.Key+"\n"), 0o600); err != nil {
@@ -130,20 +118,8 @@ func TestForgedRecords(t *testing.T) {
 // message that names host1's address and --node-name; host1 logs the attempt once; host2 and
 // host3 still list host1 alive at its own address, and its container stays reachable.
 func TestDuplicateNodeName(t *testing.T) {
-	c, hosts := meshHosts(t)
-	if len(c.Hosts) < 4 {
-		t.Fatalf("needs a fourth host for the duplicate; the cluster has %d", len(c.Hosts))
-	}
 	start := time.Now()
-	outsider := c.Hosts[3]
-	ctx := testCtx(t)
-	startMesh(t, ctx, c, hosts)
-	waitAllAlive(t, ctx, c, hosts, 15*time.Second)
-	createNetworkEverywhere(t, ctx, hosts, "app", "10.42.0.0/24")
-	ip := map[string]netip.Addr{}
-	for _, h := range hosts {
-		ip[h.Name()] = runContainer(t, ctx, h, "d-"+h.Name(), "app")
-	}
+	c, hosts, outsider, ctx, ip := meshWithOutsider(t, "duplicate", "d-")
 	owner := hosts[0]
 	// Let host1 be in its cluster for longer than a newcomer is (gossip's newcomerWindow).
 	time.Sleep(11 * time.Second)
@@ -288,4 +264,24 @@ func forgerBinary(t *testing.T) string {
 		t.Fatal(forger.err)
 	}
 	return forger.path
+}
+
+// meshWithOutsider starts meshnet on the three cluster hosts with network app (10.42.0.0/24)
+// and a container (prefix + host name) on each, and returns the fourth host, left out for
+// the test's intruder (what), and the containers' addresses by host name.
+func meshWithOutsider(t *testing.T, what, prefix string) (*harness.Cluster, []harness.Host, harness.Host, context.Context, map[string]netip.Addr) {
+	t.Helper()
+	c, hosts := meshHosts(t)
+	if len(c.Hosts) < 4 {
+		t.Fatalf("needs a fourth host for the %s; the cluster has %d", what, len(c.Hosts))
+	}
+	ctx := testCtx(t)
+	startMesh(t, ctx, c, hosts)
+	waitAllAlive(t, ctx, c, hosts, 15*time.Second)
+	createNetworkEverywhere(t, ctx, hosts, "app", "10.42.0.0/24")
+	ip := map[string]netip.Addr{}
+	for _, h := range hosts {
+		ip[h.Name()] = runContainer(t, ctx, h, prefix+h.Name(), "app")
+	}
+	return c, hosts, c.Hosts[3], ctx, ip
 }
