@@ -350,11 +350,14 @@ func (d *Daemon) reconcileLoop(ctx context.Context) error {
 func (d *Daemon) reconcile(ctx context.Context) error {
 	d.reconcileMu.Lock()
 	defer d.reconcileMu.Unlock()
+	// Whether to hold deletes is decided before the snapshot is taken: once
+	// it says no, the full state that ended the wait is in the snapshot.
+	hold := d.holdDeletes()
 	snap := d.store.Snapshot()
 	st := desiredDataplane(snap, dataplane.UnderlayInfo{Addr: d.advertise}, d.cfg.VXLANPort)
 	st.ServiceAddrs = []netip.Addr{d.dnsAddr}
 	st.AllowDockerBridges = d.cfg.AllowDockerBridges
-	st.HoldDeletes = d.holdDeletes()
+	st.HoldDeletes = hold
 	d.tunnelState(&st, snap)
 	start := time.Now()
 	err := d.dp.Apply(ctx, st)

@@ -6,7 +6,7 @@ package daemon
 // networks until the cluster hands its earlier run's records back (gossip's
 // adoption, in the first full state exchange): deleting what it does not
 // know would take the interfaces out of running containers for good. So
-// until the store stops awaiting its own records, Apply only adds. The first
+// until it has merged a full state from a peer, Apply only adds. The first
 // node of a new cluster has nobody to hear from and holds nothing; a node
 // restarted with its state never holds.
 func (d *Daemon) holdDeletes() bool {

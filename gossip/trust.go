@@ -274,13 +274,16 @@ func (s *Store) adoptingLocked() bool {
 }
 
 // AwaitingOwnRecords says whether this node started with an empty state
-// folder and may still be handed records of its earlier run (see
-// adoptingLocked): until then it cannot tell which of the host's kernel
-// objects are its own.
+// folder and has not merged a full state from a peer yet: until then it
+// cannot tell which of the host's kernel objects are its own. The first full
+// state carries everything peers hold in its name, and the merge adopts it
+// (adoptingLocked), so the wait ends there; the adoption window goes on for
+// what arrives late, but a fresh node must not hold back its deletes for it
+// (a removed container's entries would linger on a new node).
 func (s *Store) AwaitingOwnRecords() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.adoptingLocked()
+	return s.trust.fresh && s.trust.heardAt.IsZero()
 }
 
 // HeardState notes that a full state from a peer was merged (the Cluster
