@@ -59,7 +59,11 @@ type Daemon struct {
 	// heldDeletes is whether the last reconcile held the dataplane's
 	// deletes (holddeletes.go), for logging the transitions.
 	heldDeletes atomic.Bool
-	watcher     *plugin.Watcher
+	// firstNode is set by the IPAM gate when this node starts a new
+	// cluster (no seed but itself, no known peers): it has nobody to hear
+	// from, so it holds no deletes.
+	firstNode atomic.Bool
+	watcher   *plugin.Watcher
 	// sandboxes serves DNS inside each local container's namespace; nil
 	// with --container-dns=false.
 	sandboxes *sandbox.Manager

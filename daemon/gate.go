@@ -35,6 +35,7 @@ func (d *Daemon) runIPAMGate(ctx context.Context) error {
 	how := ""
 	if d.peersAtStart == 0 && d.cluster.SeedsOnlySelf() {
 		how = "first node of a new cluster: no --join naming another node, no known peers"
+		d.firstNode.Store(true)
 	} else {
 		d.log.Info("ipam waits to hear from the cluster before it creates networks or takes address blocks", "join", d.cfg.Join, "known_peers", d.peersAtStart)
 		select {
