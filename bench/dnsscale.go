@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -55,16 +56,12 @@ func MeasureDNSScale(ctx context.Context, sizes []int, rounds int, d time.Durati
 	}
 	out := make([]DNSScaleFigures, len(sizes))
 	for i, rs := range runs {
+		// Failed rounds sort last, the others by p99.
 		slices.SortFunc(rs, func(a, b DNSScaleFigures) int {
-			switch {
-			case a.Err != "" || b.Err != "":
-				return len(a.Err) - len(b.Err)
-			case a.P99US < b.P99US:
-				return -1
-			case a.P99US > b.P99US:
-				return 1
+			if c := cmp.Compare(boolInt(a.Err != ""), boolInt(b.Err != "")); c != 0 {
+				return c
 			}
-			return 0
+			return cmp.Compare(a.P99US, b.P99US)
 		})
 		out[i] = rs[len(rs)/2]
 	}
@@ -216,4 +213,11 @@ func DNSScaleRows(figs []DNSScaleFigures) []Row {
 	p50 := Compare("dns", fmt.Sprintf("query latency p50, %d records (same runs)", large.Records), "µs", Lower,
 		fig(large, large.P50US), peer, fig(small, small.P50US), nil)
 	return []Row{p99, p50}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
