@@ -121,16 +121,7 @@ func TestIPAMGateBlockedGossip(t *testing.T) {
 	}
 	healed := time.Now()
 	waitAllAlive(t, ctx, c, hosts, 90*time.Second)
-	harness.Eventually(t, 30*time.Second, func() error {
-		st, err := meshStatus(ctx, c, h3)
-		if err != nil {
-			return err
-		}
-		if st.JoinedCluster == nil {
-			return fmt.Errorf("%s has not heard from its cluster yet: %q", h3.Name(), st.Problems)
-		}
-		return nil
-	})
+	waitJoined(t, ctx, c, h3)
 	t.Logf("%s allocates %s after gossip returned", h3.Name(), time.Since(healed).Round(time.Millisecond))
 	if err := harness.CreateNetwork(ctx, h3, "app", subnet.String()); err != nil {
 		t.Fatalf("creating the network on %s once joined: %v", h3.Name(), err)
@@ -194,16 +185,7 @@ func TestIPAMGateBlockedGossip(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAllAlive(t, ctx, c, hosts, 90*time.Second)
-	harness.Eventually(t, 30*time.Second, func() error {
-		st, err := meshStatus(ctx, c, h3)
-		if err != nil {
-			return err
-		}
-		if st.JoinedCluster == nil {
-			return fmt.Errorf("%s has not heard from its cluster yet: %q", h3.Name(), st.Problems)
-		}
-		return nil
-	})
+	waitJoined(t, ctx, c, h3)
 	noConflicts()
 
 	// The wipe took host3's node.key too: it is back under its name with a new node key. The
@@ -443,4 +425,19 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, " | ")
+}
+
+// waitJoined waits up to 30 s for meshctl status on h to say it heard from its cluster.
+func waitJoined(t *testing.T, ctx context.Context, c *harness.Cluster, h harness.Host) {
+	t.Helper()
+	harness.Eventually(t, 30*time.Second, func() error {
+		st, err := meshStatus(ctx, c, h)
+		if err != nil {
+			return err
+		}
+		if st.JoinedCluster == nil {
+			return fmt.Errorf("%s has not heard from its cluster yet: %q", h.Name(), st.Problems)
+		}
+		return nil
+	})
 }
