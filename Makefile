@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/meshnet/meshnet/internal/version.Version=$(VERSION)
 # Pure packages: no root, run with the race detector.
-PURE := ./gossip/... ./ipam/... ./dns/... ./plugin/... ./control/... ./daemon/... ./cmd/... ./internal/... ./bench/... ./discover/... ./metrics/...
+PURE := ./gossip/... ./ipam/... ./dns/... ./plugin/... ./control/... ./daemon/... ./cmd/... ./internal/... ./bench/... ./discover/... ./metrics/... ./e2e/failsum/...
 
 .PHONY: help build plugin check unit kernel e2e test demo bench clean
 
@@ -36,8 +36,10 @@ unit:
 kernel:
 	go test -count=1 -p 1 ./dataplane/... ./sandbox/...
 
+# failsum repeats each failure's own last log lines at the end, past the hosts' dumps.
 e2e: build
-	go test -count=1 -p 1 -v -timeout 70m ./e2e/...
+	go build -o build/failsum ./e2e/failsum
+	set -o pipefail; go test -count=1 -p 1 -v -timeout 70m ./e2e/... 2>&1 | build/failsum
 
 test: check unit kernel e2e
 
