@@ -82,7 +82,11 @@
 //  3. B sees the grant and writes its claim {Gen+1, From: A}; it allocates.
 //
 // A donor that has nothing says so by answering with no grant; B asks the
-// next donor, or after RequestTimeout. A preferred address in another
+// next donor, or the same one after RequestTimeout. A donor that does not
+// answer at all most likely lost the broadcast (or B's pool record, without
+// which the request is not a member's): after a quarter of RequestTimeout B
+// gossips both once more, and after RequestTimeout it asks again at once
+// (another donor with spare blocks first). A preferred address in another
 // node's block asks for that block; its owner gives it only if empty.
 // Crash anywhere: records are persisted by the store before they are
 // gossiped, a lost answer only means an extra block.

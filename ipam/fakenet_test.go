@@ -33,6 +33,9 @@ type fakeNet struct {
 	queue []delivery
 	// instant delivers inside Broadcast (unit tests); otherwise pump does.
 	instant bool
+	// drop, when set, loses the broadcasts it returns true for, as a lost
+	// gossip packet would (push/pull still carries the record).
+	drop func(from, to string, r gossip.Record) bool
 	// clk is every node's clock unless its Config names one: a clock.Fake
 	// that the tests move on (step), or the bubble's own time (sim_test.go).
 	clk clock.Clock
@@ -53,6 +56,9 @@ func (n *fakeNet) broadcast(from string, r gossip.Record) {
 	var targets []*node
 	for name, nd := range n.nodes {
 		if name == from || !nd.isUp() || n.group[name] != n.group[from] {
+			continue
+		}
+		if n.drop != nil && n.drop(from, name, r) {
 			continue
 		}
 		if n.instant {

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/meshnet/meshnet/gossip"
 )
@@ -189,7 +188,7 @@ func (a *IPAM) ownedCount(v *poolView) int {
 func (a *IPAM) ensureRequestLocked(lp *localPool, v *poolView, block netip.Prefix) error {
 	now := a.cfg.Clock.Now()
 	if lp.req.tried == nil {
-		lp.req.tried = make(map[string]time.Time)
+		lp.req.tried = make(map[string]triedDonor)
 	}
 	owned := a.ownedCount(v)
 	blockStr := ""
@@ -220,13 +219,23 @@ func (a *IPAM) ensureRequestLocked(lp *localPool, v *poolView, block netip.Prefi
 		answered := ok && m.rec.Answered[a.self] >= cur.Seq
 		switch {
 		case !answered && ok && m.up && now.Sub(lp.req.sentAt) < a.cfg.RequestTimeout:
+			if !lp.req.reannounced && now.Sub(lp.req.sentAt) >= a.cfg.RequestTimeout/4 {
+				// No answer yet from a donor that answers within a gossip
+				// round or two: its copy of the request, or of this node's
+				// pool record (without which the request is not a member's),
+				// may have been lost. Gossip both once more.
+				lp.req.reannounced = true
+				a.store.Announce(KindPool, lp.key)
+				a.store.Announce(KindRequest, lp.key)
+				a.log.Debug("no answer yet; request gossiped again", "subnet", lp.key, "donor", cur.Donor, "seq", cur.Seq)
+			}
 			return nil // in flight
 		case answered && (adopted || owned > lp.req.owned):
 			// It gave; ask again, maybe the same donor.
 		case !lp.req.judged:
-			// It said no, or did not answer in time: skip it for a
+			// It said no, or did not answer in time: prefer others for a
 			// while (once per request, so that the while can end).
-			lp.req.tried[cur.Donor] = now
+			lp.req.tried[cur.Donor] = triedDonor{at: now, answered: answered}
 			lp.req.judged = true
 		}
 	}
@@ -256,10 +265,11 @@ func (a *IPAM) ensureRequestLocked(lp *localPool, v *poolView, block netip.Prefi
 }
 
 // pickDonorLocked chooses whom to ask: the owner of a wanted block, else
-// the member with the most spare blocks that is up and has not said no
-// within RequestTimeout. It returns "" without error when the only
-// candidates said no lately but still advertise spare blocks: the caller
-// waits and asks again.
+// the member with the most spare blocks that is up and has given nothing
+// to this node's requests within RequestTimeout; failing that, the one of
+// those that did not answer at all (asked again at once). It returns ""
+// without error when the only candidates said no lately but still
+// advertise spare blocks: the caller waits and asks again.
 func (a *IPAM) pickDonorLocked(lp *localPool, v *poolView, block netip.Prefix) (string, error) {
 	if block.IsValid() {
 		i, _ := v.geo.blockOf(block.Addr())
@@ -270,8 +280,12 @@ func (a *IPAM) pickDonorLocked(lp *localPool, v *poolView, block netip.Prefix) (
 		return owner, nil
 	}
 	best, bestSpare := "", 0
+	silent, silentSpare := "", 0
 	var down []string
 	waitFor := false
+	better := func(n string, spare int, than string, thanSpare int) bool {
+		return spare > thanSpare || (spare == thanSpare && n < than)
+	}
 	for n, m := range v.members {
 		if n == a.self || m.rec.Spare <= 0 {
 			continue
@@ -280,15 +294,22 @@ func (a *IPAM) pickDonorLocked(lp *localPool, v *poolView, block netip.Prefix) (
 			down = append(down, n)
 			continue
 		}
-		if t, ok := lp.req.tried[n]; ok && a.cfg.Clock.Now().Sub(t) < a.cfg.RequestTimeout {
-			// It said no yet advertises spare blocks: a passing state
-			// (its blocks frozen by a merge, say). Ask again later.
-			waitFor = true
+		if t, ok := lp.req.tried[n]; ok && a.cfg.Clock.Now().Sub(t.at) < a.cfg.RequestTimeout {
+			if t.answered {
+				// It said no yet advertises spare blocks: a passing state
+				// (its blocks frozen by a merge, say). Ask again later.
+				waitFor = true
+			} else if silent == "" || better(n, m.rec.Spare, silent, silentSpare) {
+				silent, silentSpare = n, m.rec.Spare
+			}
 			continue
 		}
-		if m.rec.Spare > bestSpare || (m.rec.Spare == bestSpare && n < best) {
+		if best == "" || better(n, m.rec.Spare, best, bestSpare) {
 			best, bestSpare = n, m.rec.Spare
 		}
+	}
+	if best == "" {
+		best = silent
 	}
 	if best != "" || waitFor {
 		return best, nil

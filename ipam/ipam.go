@@ -77,9 +77,22 @@ type requestState struct {
 	seq    uint64
 	donor  string
 	sentAt time.Time
-	owned  int                  // blocks owned when the request was sent
-	judged bool                 // its outcome was taken into account
-	tried  map[string]time.Time // donors that gave nothing, and when: not asked again for RequestTimeout
+	owned  int  // blocks owned when the request was sent
+	judged bool // its outcome was taken into account
+	// reannounced: the request and the pool record were gossiped once more
+	// while no answer had come (a lost broadcast otherwise costs a timeout).
+	reannounced bool
+	tried       map[string]triedDonor // donors that gave nothing
+}
+
+// triedDonor is a donor that gave nothing to a request. One that answered
+// without a block is not asked again for RequestTimeout (its answer would
+// be the same); one that did not answer at all is asked again at once when
+// no other donor has spare blocks: its silence is more often a lost message
+// than a refusal.
+type triedDonor struct {
+	at       time.Time
+	answered bool
 }
 
 // New returns an IPAM over cfg.Store, loading the allocation table from
