@@ -160,6 +160,8 @@ type Cluster struct {
 
 	cameUp chan string // peers that came up, for a catch-up exchange (catchup.go)
 
+	unrelayed unrelayed // records a push/pull brought, not passed on yet (relay.go)
+
 	heard     chan struct{} // closed at the first merged push/pull state (heard.go)
 	heardOnce sync.Once
 	conf      conflicts // identity conflicts (identity.go), under mu
@@ -648,6 +650,25 @@ func (d *delegate) NotifyMsg(buf []byte) {
 			d.c.broadcast(r)
 		}
 	}
+	// A copy of a record that came by push/pull first is passed on once
+	// too (relay.go).
+	if len(changed) < len(recs) {
+		now := time.Now()
+		for _, r := range recs {
+			if r.Owner != d.c.cfg.NodeName && !hasRecordKey(changed, r.Key) && d.c.unrelayed.take(r, now) {
+				d.c.broadcast(r)
+			}
+		}
+	}
+}
+
+func hasRecordKey(recs []Record, k Key) bool {
+	for _, r := range recs {
+		if r.Key == k {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
@@ -669,9 +690,11 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 		d.c.log.Warn("dropping a peer's push/pull state", "err", err)
 		return
 	}
-	if _, err := d.c.store.Merge(recs); err != nil {
+	changed, err := d.c.store.Merge(recs)
+	if err != nil {
 		d.c.log.Debug("merging a peer's push/pull state", "err", err) // logged by the store
 	}
+	d.c.unrelayed.note(d.c.cfg.NodeName, changed, time.Now())
 	d.c.store.HeardState()
 	d.c.markHeard()
 }

@@ -26,9 +26,10 @@
 //     Tombstones are collected after TombstoneTTL counted from their version
 //     (the writer's clock), so all nodes drop them at about the same time.
 //   - Convergence. Each change is broadcast (memberlist's piggybacked
-//     gossip; every node passes on what was news to it, once), and the whole
-//     state travels in memberlist's push/pull, so a node that missed
-//     broadcasts or was partitioned converges anyway. The rejoin loop
+//     gossip; every node passes on what was news to it, once, also when the
+//     news came by push/pull first and a broadcast copy follows: relay.go),
+//     and the whole state travels in memberlist's push/pull, so a node that
+//     missed broadcasts or was partitioned converges anyway. The rejoin loop
 //     contacts seeds and lost peers, because memberlist itself stops talking
 //     to nodes it declared dead and two healed halves would otherwise stay
 //     apart; and a node exchanges full state with peers that come back

@@ -1,0 +1,73 @@
+package gossip
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// A record that came by push/pull first is passed on once when a broadcast
+// copy of it arrives (relay.go): the seed of a joiner that got the joiner's
+// node record in the join's exchange must still relay its broadcast, or the
+// other members wait for a periodic push/pull.
+func TestRelayOfRecordFirstLearnedByPushPull(t *testing.T) {
+	c := fuzzCluster(t)
+	d := &delegate{c: c}
+	rec := Record{Key: Key{Kind: KindNode, Owner: "joiner"}, Version: 10, Value: rawJSON(t, NodeInfo{Addr: "198.18.0.13"})}
+	other := Record{Key: Key{Kind: kindTest, Owner: "member", ID: "x"}, Version: 11, Value: rawJSON(t, 1)}
+	state, err := EncodeState([]Record{rec, other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.MergeRemoteState(state, true)
+	if n := c.queue.NumQueued(); n != 0 {
+		t.Fatalf("a push/pull queued %d broadcasts; it must relay nothing by itself", n)
+	}
+	msg := func(r Record) []byte {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append([]byte{msgRecord}, b...)
+	}
+	d.NotifyMsg(msg(rec))
+	if n := c.queue.NumQueued(); n != 1 {
+		t.Fatalf("the first broadcast copy of a record learned by push/pull queued %d broadcasts, want 1 (relayed)", n)
+	}
+	c.queue.Reset()
+	d.NotifyMsg(msg(rec))
+	if n := c.queue.NumQueued(); n != 0 {
+		t.Fatalf("a second copy queued %d broadcasts; a record is passed on once", n)
+	}
+
+	// An older copy does not count, and does not use up the relay of the
+	// version the push/pull brought.
+	newer := other
+	newer.Version = 20
+	state, _ = EncodeState([]Record{newer})
+	d.MergeRemoteState(state, false)
+	d.NotifyMsg(msg(other))
+	if n := c.queue.NumQueued(); n != 0 {
+		t.Fatalf("an older copy queued %d broadcasts", n)
+	}
+	d.NotifyMsg(msg(newer))
+	if n := c.queue.NumQueued(); n != 1 {
+		t.Fatalf("the copy of the version the push/pull brought queued %d broadcasts, want 1", n)
+	}
+}
+
+func TestUnrelayedForgetsAfterTTL(t *testing.T) {
+	var u unrelayed
+	now := time.Now()
+	r := Record{Key: Key{Kind: kindTest, Owner: "peer", ID: "a"}, Version: 5}
+	u.note("self", []Record{r, {Key: Key{Kind: kindTest, Owner: "self", ID: "own"}, Version: 6}}, now)
+	if len(u.pending) != 1 {
+		t.Fatalf("pending %v: this node's own records are not relayed", u.pending)
+	}
+	if u.take(r, now.Add(unrelayedTTL)) {
+		t.Fatal("relayed a copy after the TTL")
+	}
+	if len(u.pending) != 0 {
+		t.Fatalf("pending after take: %v", u.pending)
+	}
+}
