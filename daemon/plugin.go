@@ -302,6 +302,17 @@ func (b ipamBackend) RequestPool(ctx context.Context, req plugin.PoolRequest) (p
 	if err := b.d.checkSubnetForHost(req.Pool.Masked()); err != nil {
 		return plugin.PoolResponse{}, err
 	}
+	if !b.d.ipam.KnowsPool(req.Pool.Masked()) {
+		// This host would create the pool. Another host may have created it
+		// a moment ago, its record still on the way: ask two peers for
+		// their state first, so that this host joins that creation rather
+		// than start a rival one (which resolves, but an address handed
+		// out in the losing creation meanwhile stays in another host's
+		// block).
+		if b.d.cluster != nil { // nil in unit tests
+			b.d.cluster.SyncWithPeers(2)
+		}
+	}
 	id, err := b.d.ipam.RequestPool(req.Pool.Masked(), req.Options)
 	if err != nil {
 		return plugin.PoolResponse{}, b.d.gateError(err)

@@ -86,3 +86,39 @@ func (c *Cluster) catchUp() {
 		}
 	}
 }
+
+// SyncWithPeers exchanges full state with up to n random peers that are up,
+// one after the other, and returns how many exchanges succeeded. A caller
+// about to create something the cluster may already have (a pool: ipam
+// would otherwise start a rival creation of it) uses it to hear of the
+// others' records now rather than when their broadcasts arrive, which can
+// take half a second on a busy cluster. A peer that is up answers on the
+// LAN in milliseconds.
+func (c *Cluster) SyncWithPeers(n int) int {
+	c.mu.Lock()
+	var targets []string
+	for name, p := range c.peers {
+		if name != c.cfg.NodeName && p.state.Up() {
+			targets = append(targets, p.addr)
+		}
+	}
+	c.mu.Unlock()
+	rand.Shuffle(len(targets), func(i, j int) { targets[i], targets[j] = targets[j], targets[i] })
+	done := 0
+	for _, a := range targets {
+		if done == n {
+			break
+		}
+		select {
+		case <-c.stop:
+			return done
+		default:
+		}
+		if k, err := c.ml.Join([]string{a}); k == 0 {
+			c.log.Debug("state exchange failed", "peer", a, "err", err)
+			continue
+		}
+		done++
+	}
+	return done
+}

@@ -60,3 +60,35 @@ func TestClusterCatchesUpAfterAHeal(t *testing.T) {
 	})
 	t.Logf("records crossed %v after membership healed", time.Since(healed).Round(time.Millisecond))
 }
+
+// SyncWithPeers brings a peer's records now, not when their broadcasts
+// arrive: here the record is never broadcast at all.
+func TestSyncWithPeers(t *testing.T) {
+	checkGoroutineLeaks(t)
+	nodes := make([]*testNode, 2)
+	for i := range nodes {
+		cfg := testConfig(t, i)
+		cfg.Memberlist.PushPullInterval = 0 // off: nothing else exchanges state
+		if i > 0 {
+			cfg.Join = []string{nodes[0].addr()}
+		}
+		nodes[i] = startNode(t, cfg, false)
+	}
+	stopTogether(t, nodes)
+	a, b := nodes[0], nodes[1]
+	eventually(t, converge, "membership", func() error { return expectMembers(nodes, allAlive(nodes)) })
+	hook := b.store.setBroadcast(nil)
+	if _, err := b.store.Put(kindTest, "quiet", 1); err != nil {
+		t.Fatal(err)
+	}
+	b.store.setBroadcast(hook)
+	if err := expectRecord([]*testNode{a}, kindTest, b.name, "quiet", true); err == nil {
+		t.Fatal("a has the record before any exchange: the test proves nothing")
+	}
+	if n := a.c.SyncWithPeers(2); n != 1 {
+		t.Fatalf("SyncWithPeers exchanged with %d peers, want 1 (the only one)", n)
+	}
+	if err := expectRecord([]*testNode{a}, kindTest, b.name, "quiet", true); err != nil {
+		t.Fatalf("right after SyncWithPeers: %v", err)
+	}
+}

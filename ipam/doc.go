@@ -93,7 +93,11 @@
 //
 // # Conflicts
 //
-// Lineages (creations of a subnet): the later epoch wins (a pool every
+// Two hosts creating one subnet at about the same time make two lineages.
+// The daemon makes that rare (before a host creates a pool it exchanges
+// state with two peers, so a creation made a moment before elsewhere is
+// joined, not rivalled), but cannot rule it out. Lineages (creations of a
+// subnet): the later epoch wins (a pool every
 // node released and created again with other settings), else the first
 // creation (creator's clock), else the smaller creator name. Within a
 // lineage, two claims at the same generation: the smaller node name wins.

@@ -19,6 +19,19 @@ func (a *IPAM) nextVersion() uint64 {
 	return max(a.store.Clock()+1, uint64(a.cfg.Clock.Now().UnixNano()))
 }
 
+// KnowsPool reports whether subnet is a pool this node uses or one the
+// cluster's records name: RequestPool would join it rather than create it.
+func (a *IPAM) KnowsPool(subnet netip.Prefix) bool {
+	key := subnet.String()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.pools[key]; ok {
+		return true
+	}
+	v := a.viewLocked(key)
+	return v != nil && !v.idle()
+}
+
 // RequestPool makes this node take part in the pool of subnet: it creates
 // the pool (owning all of it) when no node has it, or joins the lineage
 // that wins. It is idempotent per subnet and reference counted; the pool ID
