@@ -35,7 +35,11 @@ func TestReachabilityTiming(t *testing.T) {
 		// The loop runs inside the pinger, so each try costs a ping, not a docker exec.
 		script := fmt.Sprintf("i=0; until ping -c1 -W1 %s >/dev/null 2>&1; do i=$((i+1)); [ $i -ge 30 ] && exit 1; done", ip)
 		if out, err := harness.Docker(ctx, a, "exec", "pinger", "sh", "-c", script); err != nil {
-			t.Fatalf("%s on %s never answered the pinger on %s: %v %s", name, b.Name(), a.Name(), err, out)
+			// What the pinger sees, for the report: one ping with its output, its
+			// neighbour and route tables.
+			diag, _ := harness.Docker(ctx, a, "exec", "pinger", "sh", "-c",
+				fmt.Sprintf("date +%%T.%%N; ping -c1 -W1 %s 2>&1; echo exit=$?; ip neigh; ip route; ip addr show eth0", ip))
+			t.Fatalf("%s on %s never answered the pinger on %s: %v %s\nthe pinger now:\n%s", name, b.Name(), a.Name(), err, out, diag)
 		}
 		d := time.Since(t0)
 		took = append(took, d)
