@@ -100,7 +100,7 @@ func FuzzPluginDaemon(f *testing.F) {
 			t.Fatalf("%s %q: a backend panicked", path, body)
 		}
 		snap := d.store.Snapshot()
-		nets := decodeNetworks(snap.Records(gossip.KindNetwork))
+		nets := networks(snap)
 		if len(nets) != len(snap.Records(gossip.KindNetwork)) {
 			t.Fatalf("%s %q (%d): recorded a network that does not parse", path, body, code)
 		}
@@ -109,7 +109,7 @@ func FuzzPluginDaemon(f *testing.F) {
 				t.Fatalf("%s %q (%d): recorded network %s with gateway %s", path, body, code, n.subnet, n.gateway)
 			}
 		}
-		eps := decodeEndpoints(snap.Records(gossip.KindEndpoint))
+		eps := endpoints(snap, false)
 		if len(eps) != len(snap.Records(gossip.KindEndpoint)) {
 			t.Fatalf("%s %q (%d): recorded an endpoint that does not parse", path, body, code)
 		}

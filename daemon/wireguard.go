@@ -94,16 +94,11 @@ type wireGuardNode struct {
 
 func wireGuardNodes(snap *gossip.Snapshot) map[string]wireGuardNode {
 	out := map[string]wireGuardNode{}
-	for _, r := range snap.Records(gossip.KindNode) {
-		var ni gossip.NodeInfo
-		if r.Decode(&ni) != nil || ni.WireGuardKey == "" || ni.WireGuardPort <= 0 {
+	for name, n := range snap.View().Nodes {
+		if n.Info.WireGuardKey == "" || n.Info.WireGuardPort <= 0 {
 			continue
 		}
-		a, err := netip.ParseAddr(ni.Addr)
-		if err != nil {
-			continue
-		}
-		out[r.Owner] = wireGuardNode{addr: a, key: ni.WireGuardKey, port: ni.WireGuardPort}
+		out[name] = wireGuardNode{addr: n.Addr, key: n.Info.WireGuardKey, port: n.Info.WireGuardPort}
 	}
 	return out
 }
@@ -120,7 +115,7 @@ func desiredWireGuard(snap *gossip.Snapshot, blocks map[netip.Prefix][]block, po
 	self := snap.Self
 	mine := map[netip.Prefix]bool{}
 	members := map[netip.Prefix][]string{} // wireguard subnet -> nodes that have it
-	for _, n := range decodeNetworks(snap.Records(gossip.KindNetwork)) {
+	for _, n := range networks(snap) {
 		if n.info.Dataplane != dataplane.KindWireGuard {
 			continue
 		}
@@ -153,7 +148,7 @@ func desiredWireGuard(snap *gossip.Snapshot, blocks map[netip.Prefix][]block, po
 	// Containers outside their host's blocks; the first holder (by node
 	// name) wins an address two hosts hold, as WireGuard can route it to
 	// one peer only.
-	eps := decodeEndpoints(snap.UpRecords(gossip.KindEndpoint))
+	eps := endpoints(snap, true)
 	sort.Slice(eps, func(i, j int) bool { return eps[i].owner < eps[j].owner })
 	taken := map[netip.Addr]bool{}
 	for _, e := range eps {

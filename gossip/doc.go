@@ -70,6 +70,34 @@
 //     reports each node's result (keyring.go). Each node persists its keyring
 //     (Config.PersistKeys) before a change takes effect.
 //
+// # Record values
+//
+// This package is the one place record values are decoded and checked
+// (decode.go): the wire types of every kind (values.go, and ipam's in
+// ipamvalues.go, whose meaning stays ipam's), the parsers that turn them
+// into typed values with netip addresses (ParseNode, ParseNetwork,
+// ParseEndpoint, ParseRemoval, ParseBlock, ParsePool, ParseRequest), and
+// Snapshot.View, which decodes a snapshot's nodes, networks and endpoints
+// once, for every reader (the daemon's desired state, the DNS table, the
+// sweep, the control API, ipam). Merge admits a peer's node, network,
+// endpoint or removal record only if it parses, with the same functions
+// every reader uses, so what one reader takes every reader takes; a bad
+// record is refused and counted (Store.Rejections), and one that reaches a
+// view another way (a node's own record from a version with other rules)
+// is left out and counted in View.Rejected.
+//
+// It is here, not in a package of its own, because gossip itself must read
+// values to admit records (node keys and addresses, removals: trust.go)
+// and a record package above gossip could not serve that, while one below
+// it would need a copy of Record and Kind. Readers take values only
+// through these functions; Record has no Decode method.
+//
+// An endpoint's address has one form, the bare address ("10.42.0.5") that
+// every meshnet version writes; "10.42.0.5/16", which ipam used to accept
+// and the daemon silently dropped, is refused. The wire format is
+// unchanged: old and new daemons parse each other's records, and
+// decode_test.go keeps the encodings of the version before this layer.
+//
 // # Records bound to their owner
 //
 // Every node has an Ed25519 node key (the daemon keeps it in --state-dir,
