@@ -32,7 +32,7 @@ func newDataplane(cfg Config, log *slog.Logger) (*dataplane.WireGuard, error) {
 // address blocks they own.
 func (d *Daemon) tunnelState(st *dataplane.State, snap *gossip.Snapshot) {
 	st.Members = memberAddrs(snap)
-	st.WireGuard = desiredWireGuard(snap, blocksBySubnet(d.ipam.Status()), d.cfg.WireGuardPort, d.cfg.WireGuardKeepalive)
+	st.WireGuard = desiredWireGuard(snap, d.ipam.Owners(), d.cfg.WireGuardPort, d.cfg.WireGuardKeepalive)
 }
 
 // wireGuardNodeInfo fills the WireGuard facts of this node's record.

@@ -283,24 +283,24 @@ func (w *WireGuard) Teardown() error {
 // WireGuardStatus is what meshctl status shows of the WireGuard device.
 type WireGuardStatus struct {
 	// Mode is "kernel", "userspace", or "" when no device runs.
-	Mode string `json:"mode"`
+	Mode string
 	// Reason says why this mode, or why no device runs.
-	Reason    string       `json:"reason,omitempty"`
-	Offloads  string       `json:"offloads,omitempty"`
-	Device    string       `json:"device,omitempty"`
-	PublicKey string       `json:"public_key"`
-	Port      int          `json:"port,omitempty"`
-	Peers     []PeerStatus `json:"peers"`
+	Reason    string
+	Offloads  string
+	Device    string
+	PublicKey string
+	Port      int
+	Peers     []PeerStatus
 }
 
 // PeerStatus is one peer as the device has it.
 type PeerStatus struct {
-	PublicKey     string    `json:"public_key"`
-	Endpoint      string    `json:"endpoint,omitempty"`
-	AllowedIPs    []string  `json:"allowed_ips"`
-	LastHandshake time.Time `json:"last_handshake,omitzero"`
-	RxBytes       int64     `json:"rx_bytes"`
-	TxBytes       int64     `json:"tx_bytes"`
+	PublicKey     string
+	Endpoint      string
+	AllowedIPs    []string
+	LastHandshake time.Time
+	RxBytes       int64
+	TxBytes       int64
 }
 
 // Status reports the device and its peers.

@@ -197,6 +197,9 @@
 //	              gossip's, ipamvalues.go and decode.go); state.go the
 //	              allocation table
 //	addr.go       address arithmetic and block geometry; status.go Status
+//	              (for meshctl; no JSON here, control's types own it)
+//	owners.go     Owners: each node's blocks merged into the fewest
+//	              prefixes, what the dataplane routes to each host
 //
 // # What the daemon must do
 //
