@@ -21,6 +21,10 @@ type nopDataplane struct{}
 
 func (nopDataplane) Apply(context.Context, dataplane.State) error { return nil }
 func (nopDataplane) Close() error                                 { return nil }
+func (nopDataplane) PublicKey() string                            { return "" }
+func (nopDataplane) WireGuardStatus() (dataplane.WireGuardStatus, bool) {
+	return dataplane.WireGuardStatus{}, false
+}
 
 // panicLog counts "panicked" records: the plugin handler recovers a
 // backend panic into a 500 and logs it.
