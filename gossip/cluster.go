@@ -148,6 +148,11 @@ type Cluster struct {
 	kr    keyring   // gossip key rotation (keyring.go)
 	sight sightings // who sees a node alive (sightings.go)
 
+	// in carries peers' records from the delegate to mergeLoop
+	// (inbound.go); inDropped counts messages dropped when it was full.
+	in        chan inbound
+	inDropped atomic.Uint64
+
 	// life serialises the end: Run's graceful leave and Close. It is held
 	// across Leave, which waits for gossip, so nothing on memberlist's
 	// paths may take it.
@@ -217,6 +222,7 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 		done:          make(chan struct{}),
 		cameUp:        make(chan string, catchUpQueue),
 		heard:         make(chan struct{}),
+		in:            make(chan inbound, inboundQueue),
 		conf:          conflicts{logged: make(map[string]bool), fatal: make(chan error, 1)},
 	}
 	mc := cfg.Memberlist
@@ -266,8 +272,12 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 	c.sight.pending = make(map[string]chan sightReply)
 	c.sight.requests = make(chan sightRequest, sightQueue)
 	prevBroadcast := store.setBroadcast(c.broadcast)
+	c.sends.Add(1) // mergeLoop; shutdown waits for it
+	go c.mergeLoop()
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		close(c.stop)
+		c.sends.Wait()
 		store.setBroadcast(prevBroadcast)
 		return nil, fmt.Errorf("gossip: start memberlist on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
@@ -605,7 +615,8 @@ func (b *recordBroadcast) Finished()       {}
 
 // delegate is memberlist's Delegate. Its methods are called from
 // memberlist's packet and push/pull goroutines: they must not block, and
-// they must be safe for concurrent use (the Store is).
+// they must be safe for concurrent use. Records only pass through: they
+// are decoded here and merged by mergeLoop (inbound.go).
 type delegate struct{ c *Cluster }
 
 var _ memberlist.Delegate = (*delegate)(nil)
@@ -631,23 +642,7 @@ func (d *delegate) NotifyMsg(buf []byte) {
 		d.c.log.Warn("dropping a gossip message", "err", err)
 		return
 	}
-	// Refused records are logged by the store, once per owner and
-	// reason: here they would be logged once per message.
-	changed, err := d.c.store.Merge(recs)
-	if err != nil {
-		d.c.log.Debug("merging a gossip message", "err", err)
-	}
-	// Pass on what was news here, as memberlist does with its own alive and
-	// dead messages: the queue sends a message only to a few random nodes
-	// (RetransmitMult * log(N) in all), so a record the owner alone
-	// broadcast would miss most of a large cluster until push/pull. A node
-	// passes a record on once per version (it is news only once), so the
-	// spreading stops by itself. The store broadcasts its own records.
-	for _, r := range changed {
-		if r.Owner != d.c.cfg.NodeName {
-			d.c.broadcast(r)
-		}
-	}
+	d.c.enqueueMessage(recs) // merged by mergeLoop (inbound.go)
 }
 
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
@@ -669,11 +664,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 		d.c.log.Warn("dropping a peer's push/pull state", "err", err)
 		return
 	}
-	if _, err := d.c.store.Merge(recs); err != nil {
-		d.c.log.Debug("merging a peer's push/pull state", "err", err) // logged by the store
-	}
-	d.c.store.HeardState()
-	d.c.markHeard()
+	d.c.enqueueState(recs) // merged by mergeLoop (inbound.go)
 }
 
 // DecodeMessage decodes one gossip user message.

@@ -252,7 +252,10 @@
 //
 // The store is pure Go with an injected clock and persistence hook, so its
 // rules are tested without a network (store_test.go, merge_test.go); the
-// Cluster only wires memberlist's delegates to it. Memberlist's *Node values
+// Cluster only wires memberlist's delegates to it. The delegates never
+// call the store: memberlist forbids blocking in them, and a local write
+// holds the store's lock across its fsync, so they decode and enqueue, and
+// one goroutine merges, persists and passes news on (inbound.go). Memberlist's *Node values
 // are rewritten in place under memberlist's lock, so the Cluster reads them
 // only inside the event callbacks (which hold that lock) and keeps its own
 // copy for the rejoin loop. The owner persists its own records before
