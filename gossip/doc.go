@@ -261,4 +261,19 @@
 // copy for the rejoin loop. The owner persists its own records before
 // announcing them (a write it cannot keep is undone and never published),
 // because after a restart it must be the authority on them again.
+//
+// # Files
+//
+//	record.go, values.go, ipamvalues.go  records and their wire values
+//	decode.go, check.go, view.go         decoding and checks, the typed view
+//	store.go, snapshot.go                the store, its snapshots
+//	trust.go, sign.go, identity.go       owners' keys, signatures, one name one node
+//	cluster.go                           Cluster: config, New, Run, Close
+//	delegate.go, inbound.go              memberlist's delegate, the merge queue
+//	codec.go                             gossip messages and push/pull states on the wire
+//	broadcast.go                         spreading records (queue, large ones over TCP)
+//	members.go, suspect.go               members' liveness from memberlist's events and log
+//	rejoin.go, seeds.go, catchup.go      finding the cluster again after a partition
+//	keyring.go, keyring_rotate.go        gossip key rotation
+//	heard.go, known.go, sightings.go     heard from the cluster, known peers, who sees whom
 package gossip
