@@ -57,8 +57,7 @@ func (b controlBackend) Status() control.Status {
 		Dataplane: control.DataplaneInfo{Default: d.cfg.Dataplane},
 		DNS:       control.DNSInfo{Addr: d.cfg.DNSAddr, Domain: d.cfg.DNSDomain},
 	}
-	rej := d.store.Rejections()
-	st.Refused = control.RefusedRecords{Total: rej.Total, ByReason: rej.ByReason, UnsignedAccepted: rej.Unsigned}
+	st.Refused = refusedRecords(d.store.Rejections(), snap.View())
 	for _, m := range snap.Members {
 		switch m.State {
 		case gossip.StateAlive:
