@@ -44,7 +44,7 @@ func MeasureApply(ctx context.Context, n int, log *slog.Logger) ApplyFigures {
 		f.Err = err.Error()
 		return f
 	}
-	dp, err := dataplane.NewVXLAN(log, dataplane.Options{NetNS: ns})
+	dp, err := dataplane.New(log, dataplane.Options{NetNS: ns})
 	if err != nil {
 		f.Err = fmt.Sprintf("opening the dataplane: %v", err)
 		return f

@@ -63,13 +63,8 @@ func MeasureMemory(endpoints, hosts int) (MemoryFigures, error) {
 	snap := store.Snapshot()
 	afterStore := liveHeap()
 	entries := make([]dns.Entry, 0, endpoints)
-	for _, r := range snap.Records(gossip.KindEndpoint) {
-		var ep gossip.EndpointInfo
-		if err := r.Decode(&ep); err != nil {
-			return f, err
-		}
-		a, _ := netip.ParseAddr(ep.Addr)
-		entries = append(entries, dns.Entry{Container: ep.Container, Services: ep.Services, Network: ep.Network, Addr: a, Node: r.Owner})
+	for _, e := range snap.View().Endpoints {
+		entries = append(entries, dns.Entry{Container: e.Info.Container, Services: e.Info.Services, Network: e.Info.Network, Addr: e.Addr, Node: e.Owner})
 	}
 	table := dns.NewTable("meshnet", entries)
 	entries = nil

@@ -35,7 +35,9 @@ type Status struct {
 	JoinedCluster *JoinInfo `json:"joined_cluster,omitempty"`
 	// Refused counts the peers' records this node refused (forged,
 	// invalid, too far ahead of its clock), by reason; each owner and
-	// reason is logged once, these count every one.
+	// reason is logged once, these count every one. Records in the store
+	// that the typed record view leaves out (gossip.View) are counted too,
+	// under reasons that start "left out of the record view: ".
 	Refused  RefusedRecords `json:"refused_records"`
 	Problems []string       `json:"problems"`
 }

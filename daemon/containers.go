@@ -31,9 +31,12 @@ func (d *Daemon) onContainers(containers []plugin.ContainerInfo, networks map[st
 			continue
 		}
 		if _, _, err := d.store.Update(gossip.KindNetwork, r.ID, func(cur gossip.Record, ok bool) (any, bool, error) {
-			var info gossip.NetworkInfo
-			if !ok || cur.Decode(&info) != nil {
+			if !ok {
 				return nil, false, nil // removed meanwhile: not brought back
+			}
+			info, err := gossip.DecodeNetwork(cur)
+			if err != nil {
+				return nil, false, nil
 			}
 			name, known := networks[info.DockerID]
 			if !known || name == "" || name == info.Name {
@@ -64,8 +67,11 @@ func (d *Daemon) onContainers(containers []plugin.ContainerInfo, networks map[st
 			continue
 		}
 		if _, _, err := d.store.Update(gossip.KindEndpoint, r.ID, func(cur gossip.Record, ok bool) (any, bool, error) {
-			var info gossip.EndpointInfo
-			if !ok || cur.Decode(&info) != nil {
+			if !ok {
+				return nil, false, nil
+			}
+			info, err := gossip.DecodeEndpoint(cur)
+			if err != nil {
 				return nil, false, nil
 			}
 			next := describeEndpoint(info, byEndpoint[r.ID])
@@ -85,7 +91,7 @@ var testHookContainersRead func()
 // this node, for the container DNS.
 func sandboxesOf(cs []plugin.ContainerInfo, snap *gossip.Snapshot, self string) []sandbox.Sandbox {
 	own := make(map[string]netip.Prefix)
-	for _, e := range decodeEndpoints(snap.Records(gossip.KindEndpoint)) {
+	for _, e := range endpoints(snap, false) {
 		if e.owner == self {
 			own[e.id] = e.subnet
 		}

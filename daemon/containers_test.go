@@ -50,7 +50,7 @@ func TestContainersPassDescribesEndpoints(t *testing.T) {
 		ID: "c1", Name: "web", Running: true, Labels: map[string]string{labelService: "API"},
 		Networks: map[string]plugin.EndpointSettings{"app": {EndpointID: ep}},
 	}}, nil)
-	for _, e := range decodeEndpoints(d.store.Snapshot().Records(gossip.KindEndpoint)) {
+	for _, e := range endpoints(d.store.Snapshot(), false) {
 		if e.id == ep {
 			if e.info.Container != "web" || e.info.Network != "app" || !e.info.Healthy || len(e.info.Services) != 1 || e.info.Services[0] != "api" {
 				t.Fatalf("endpoint after the pass: %+v", e.info)

@@ -57,8 +57,7 @@ func (b controlBackend) Status() control.Status {
 		Dataplane: control.DataplaneInfo{Default: d.cfg.Dataplane},
 		DNS:       control.DNSInfo{Addr: d.cfg.DNSAddr, Domain: d.cfg.DNSDomain},
 	}
-	rej := d.store.Rejections()
-	st.Refused = control.RefusedRecords{Total: rej.Total, ByReason: rej.ByReason, UnsignedAccepted: rej.Unsigned}
+	st.Refused = refusedRecords(d.store.Rejections(), snap.View())
 	for _, m := range snap.Members {
 		switch m.State {
 		case gossip.StateAlive:
@@ -71,7 +70,7 @@ func (b controlBackend) Status() control.Status {
 			st.Members.Left++
 		}
 	}
-	for _, n := range decodeNetworks(snap.Records(gossip.KindNetwork)) {
+	for _, n := range networks(snap) {
 		if n.owner == d.cfg.NodeName {
 			st.Networks++
 		}
@@ -144,7 +143,7 @@ func (b controlBackend) Networks() []control.Network {
 	snap := b.d.store.Snapshot()
 	bySubnet := map[string]*control.Network{}
 	var order []string
-	for _, n := range decodeNetworks(snap.Records(gossip.KindNetwork)) {
+	for _, n := range networks(snap) {
 		cn, ok := bySubnet[n.info.Subnet]
 		if !ok {
 			cn = &control.Network{Subnet: n.info.Subnet, Gateway: n.info.Gateway, VNI: n.info.VNI, Dataplane: n.info.Dataplane, MTU: n.info.MTU, Internal: n.info.Internal}
@@ -156,7 +155,7 @@ func (b controlBackend) Networks() []control.Network {
 			cn.Names = append(cn.Names, n.info.Name)
 		}
 	}
-	for _, e := range decodeEndpoints(snap.Records(gossip.KindEndpoint)) {
+	for _, e := range endpoints(snap, false) {
 		if cn, ok := bySubnet[e.subnet.String()]; ok {
 			cn.Endpoints++
 		}
@@ -187,7 +186,7 @@ func (b controlBackend) Endpoints() []control.Endpoint {
 	snap := b.d.store.Snapshot()
 	nodes := nodeAddrs(snap)
 	var out []control.Endpoint
-	for _, e := range decodeEndpoints(snap.Records(gossip.KindEndpoint)) {
+	for _, e := range endpoints(snap, false) {
 		out = append(out, control.Endpoint{
 			ID: e.id, Container: e.info.Container, Network: e.info.Network, Subnet: e.info.Subnet,
 			Addr: e.info.Addr, MAC: e.info.MAC, Node: e.owner, NodeAddr: nodes[e.owner].String(),

@@ -440,7 +440,7 @@ func (d *Daemon) logDNSRetry(err error, failingFor, retryIn time.Duration) {
 // ownSubnets are the subnets of this host's meshnet networks.
 func (d *Daemon) ownSubnets() []netip.Prefix {
 	var out []netip.Prefix
-	for _, n := range decodeNetworks(d.store.Snapshot().Records(gossip.KindNetwork)) {
+	for _, n := range networks(d.store.Snapshot()) {
 		if n.owner == d.cfg.NodeName {
 			out = append(out, n.subnet)
 		}

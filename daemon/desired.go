@@ -18,16 +18,16 @@ import (
 // change (reconcile from full state), so nothing depends on having seen
 // every event.
 
-// network is a decoded KindNetwork record.
+// network is a KindNetwork record of the snapshot's typed view
+// (gossip.View: decoded and checked once per snapshot).
 type network struct {
-	owner string
-	info  gossip.NetworkInfo
-	// subnet and gateway parsed; records that do not parse are skipped.
+	owner   string
+	info    gossip.NetworkInfo
 	subnet  netip.Prefix
 	gateway netip.Addr
 }
 
-// endpoint is a decoded KindEndpoint record.
+// endpoint is a KindEndpoint record of the snapshot's typed view.
 type endpoint struct {
 	id     string
 	owner  string
@@ -37,59 +37,41 @@ type endpoint struct {
 	mac    net.HardwareAddr
 }
 
-func decodeNetworks(recs []gossip.Record) []network {
-	var out []network
-	for _, r := range recs {
-		var n network
-		if r.Decode(&n.info) != nil {
-			continue
-		}
-		var err error
-		if n.subnet, err = netip.ParsePrefix(n.info.Subnet); err != nil {
-			continue
-		}
-		if n.gateway, err = netip.ParseAddr(n.info.Gateway); err != nil {
-			continue
-		}
-		n.owner = r.Owner
-		out = append(out, n)
+// networks lists the snapshot's networks.
+func networks(snap *gossip.Snapshot) []network {
+	v := snap.View()
+	out := make([]network, 0, len(v.Networks))
+	for _, n := range v.Networks {
+		out = append(out, network{owner: n.Owner, info: n.Info, subnet: n.Subnet, gateway: n.Gateway})
 	}
 	return out
 }
 
-func decodeEndpoints(recs []gossip.Record) []endpoint {
-	var out []endpoint
-	for _, r := range recs {
-		e := endpoint{id: r.ID, owner: r.Owner}
-		if r.Decode(&e.info) != nil {
+// endpoints lists the snapshot's endpoints that have a MAC (one without
+// has nothing to forward to; ipam still counts its address), of every node
+// or, with upOnly, of the nodes that are up.
+func endpoints(snap *gossip.Snapshot, upOnly bool) []endpoint {
+	v := snap.View()
+	out := make([]endpoint, 0, len(v.Endpoints))
+	for _, e := range v.Endpoints {
+		if e.MAC == nil || upOnly && !e.Up {
 			continue
 		}
-		var err error
-		if e.subnet, err = netip.ParsePrefix(e.info.Subnet); err != nil {
-			continue
-		}
-		if e.addr, err = netip.ParseAddr(e.info.Addr); err != nil {
-			continue
-		}
-		if e.mac, err = net.ParseMAC(e.info.MAC); err != nil {
-			continue
-		}
-		out = append(out, e)
+		out = append(out, endpointOf(e))
 	}
 	return out
+}
+
+func endpointOf(e gossip.Endpoint) endpoint {
+	return endpoint{id: e.ID, owner: e.Owner, info: e.Info, subnet: e.Subnet, addr: e.Addr, mac: e.MAC}
 }
 
 // nodeAddrs maps node names to their underlay address from KindNode records.
 func nodeAddrs(snap *gossip.Snapshot) map[string]netip.Addr {
-	out := make(map[string]netip.Addr)
-	for _, r := range snap.Records(gossip.KindNode) {
-		var ni gossip.NodeInfo
-		if r.Decode(&ni) != nil {
-			continue
-		}
-		if a, err := netip.ParseAddr(ni.Addr); err == nil {
-			out[r.Owner] = a
-		}
+	nodes := snap.View().Nodes
+	out := make(map[string]netip.Addr, len(nodes))
+	for name, n := range nodes {
+		out[name] = n.Addr
 	}
 	return out
 }
@@ -103,12 +85,12 @@ func desiredDataplane(snap *gossip.Snapshot, underlay dataplane.UnderlayInfo, vx
 	self := snap.Self
 	nodes := nodeAddrs(snap)
 	var local []network
-	for _, n := range decodeNetworks(snap.Records(gossip.KindNetwork)) {
+	for _, n := range networks(snap) {
 		if n.owner == self && (n.info.Dataplane == dataplane.KindVXLAN || n.info.Dataplane == dataplane.KindWireGuard) {
 			local = append(local, n)
 		}
 	}
-	eps := decodeEndpoints(snap.UpRecords(gossip.KindEndpoint))
+	eps := endpoints(snap, true)
 	for _, n := range local {
 		dn := dataplane.Network{
 			VNI:      n.info.VNI,
@@ -150,13 +132,13 @@ func desiredDataplane(snap *gossip.Snapshot, underlay dataplane.UnderlayInfo, vx
 // networks that are not internal.
 func ownPublished(snap *gossip.Snapshot) []published {
 	internal := map[string]bool{}
-	for _, n := range decodeNetworks(snap.Records(gossip.KindNetwork)) {
+	for _, n := range networks(snap) {
 		if n.owner == snap.Self && n.info.Internal {
 			internal[n.info.Subnet] = true
 		}
 	}
 	var out []published
-	for _, e := range decodeEndpoints(snap.Records(gossip.KindEndpoint)) {
+	for _, e := range endpoints(snap, false) {
 		if e.owner == snap.Self && !internal[e.info.Subnet] {
 			out = append(out, parsePublishedList(e.info.Published)...)
 		}
@@ -167,7 +149,7 @@ func ownPublished(snap *gossip.Snapshot) []published {
 // dnsEntries lists every healthy endpoint of an up node, for the DNS table.
 func dnsEntries(snap *gossip.Snapshot) []dns.Entry {
 	var out []dns.Entry
-	for _, e := range decodeEndpoints(snap.UpRecords(gossip.KindEndpoint)) {
+	for _, e := range endpoints(snap, true) {
 		if !e.info.Healthy {
 			continue
 		}

@@ -15,6 +15,7 @@ import (
 // stuckDataplane's Apply blocks until the test ends: a dataplane that takes
 // its time (a cold Apply at 10,000 endpoints, a Join holding its lock).
 type stuckDataplane struct {
+	nopDataplane
 	entered chan struct{}
 	release chan struct{}
 	once    sync.Once

@@ -7,7 +7,9 @@
 //
 //   - The reconcile loop (daemon.go, desired.go, wireguard.go, tunnels.go):
 //     on every store change and every 30 s it computes the
-//     whole desired kernel state from one snapshot (this host's networks,
+//     whole desired kernel state from one snapshot's typed view
+//     (gossip.View, decoded once per snapshot and shared with the DNS
+//     table, the sweep and the control API; this host's networks,
 //     every live remote endpoint, WireGuard peers from the owned address
 //     blocks, the members allowed on the tunnel ports) and hands it to
 //     dataplane.Apply. Nothing is applied from events: a missed event or a

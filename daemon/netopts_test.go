@@ -79,7 +79,7 @@ func TestCreateNetworkTakesOverlayDriverOpts(t *testing.T) {
 	if code, body := create("n-mtu", "10.42.0", `{"com.docker.network.driver.mtu":"1400"}`); code != http.StatusOK {
 		t.Fatalf("create with the overlay's mtu option: %d %s", code, body)
 	}
-	nets := decodeNetworks(d.store.Snapshot().Records(gossip.KindNetwork))
+	nets := networks(d.store.Snapshot())
 	if len(nets) != 1 || nets[0].info.MTU != 1400 || nets[0].info.Dataplane != "vxlan" {
 		t.Fatalf("recorded %+v; want one vxlan network with MTU 1400", nets)
 	}

@@ -63,7 +63,7 @@ func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetw
 		return err
 	}
 	snap := d.store.Snapshot()
-	for _, n := range decodeNetworks(snap.Records(gossip.KindNetwork)) {
+	for _, n := range networks(snap) {
 		switch {
 		case n.subnet == subnet && n.owner == d.cfg.NodeName && n.info.DockerID != req.NetworkID:
 			return plugin.BadRequest("subnet %s is already a meshnet network on this host (Docker network %s): remove it first or use another subnet", subnet, short(n.info.DockerID))
@@ -253,7 +253,7 @@ func (d *Daemon) haveLink(name string) bool {
 }
 
 func (d *Daemon) ownNetworkByDockerID(id string) (network, bool) {
-	for _, n := range decodeNetworks(d.store.Snapshot().Records(gossip.KindNetwork)) {
+	for _, n := range networks(d.store.Snapshot()) {
 		if n.owner == d.cfg.NodeName && n.info.DockerID == id {
 			return n, true
 		}
@@ -266,11 +266,11 @@ func (d *Daemon) ownEndpoint(id string) (endpoint, bool) {
 	if !ok {
 		return endpoint{}, false
 	}
-	eps := decodeEndpoints([]gossip.Record{r})
-	if len(eps) == 0 {
+	e, err := gossip.ParseEndpoint(r)
+	if err != nil || e.MAC == nil {
 		return endpoint{}, false
 	}
-	return eps[0], true
+	return endpointOf(e), true
 }
 
 func bridgeName(vni uint32) string { return "mnbr" + strconv.FormatUint(uint64(vni), 10) }
@@ -372,7 +372,7 @@ func (b networkBackend) ProgramExternalConnectivity(ctx context.Context, req plu
 	old := parsePublishedList(e.info.Published)
 	d.ports.release(old...)
 	var users []portUser
-	for _, o := range decodeEndpoints(d.store.Snapshot().Records(gossip.KindEndpoint)) {
+	for _, o := range endpoints(d.store.Snapshot(), false) {
 		if o.owner != d.cfg.NodeName || o.id == req.EndpointID {
 			continue
 		}

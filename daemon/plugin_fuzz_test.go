@@ -21,6 +21,10 @@ type nopDataplane struct{}
 
 func (nopDataplane) Apply(context.Context, dataplane.State) error { return nil }
 func (nopDataplane) Close() error                                 { return nil }
+func (nopDataplane) PublicKey() string                            { return "" }
+func (nopDataplane) WireGuardStatus() (dataplane.WireGuardStatus, bool) {
+	return dataplane.WireGuardStatus{}, false
+}
 
 // panicLog counts "panicked" records: the plugin handler recovers a
 // backend panic into a 500 and logs it.
@@ -100,7 +104,7 @@ func FuzzPluginDaemon(f *testing.F) {
 			t.Fatalf("%s %q: a backend panicked", path, body)
 		}
 		snap := d.store.Snapshot()
-		nets := decodeNetworks(snap.Records(gossip.KindNetwork))
+		nets := networks(snap)
 		if len(nets) != len(snap.Records(gossip.KindNetwork)) {
 			t.Fatalf("%s %q (%d): recorded a network that does not parse", path, body, code)
 		}
@@ -109,7 +113,7 @@ func FuzzPluginDaemon(f *testing.F) {
 				t.Fatalf("%s %q (%d): recorded network %s with gateway %s", path, body, code, n.subnet, n.gateway)
 			}
 		}
-		eps := decodeEndpoints(snap.Records(gossip.KindEndpoint))
+		eps := endpoints(snap, false)
 		if len(eps) != len(snap.Records(gossip.KindEndpoint)) {
 			t.Fatalf("%s %q (%d): recorded an endpoint that does not parse", path, body, code)
 		}

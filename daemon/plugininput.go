@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/meshnet/meshnet/gossip"
 	"github.com/meshnet/meshnet/plugin"
 )
 
@@ -35,7 +34,7 @@ func (d *Daemon) checkEndpointMAC(n network, endpointID string, mac net.Hardware
 	case bytes.Equal(mac, make(net.HardwareAddr, 6)):
 		return plugin.BadRequest("--mac-address %s is all zeros: %s", mac, what)
 	}
-	for _, e := range decodeEndpoints(d.store.Snapshot().Records(gossip.KindEndpoint)) {
+	for _, e := range endpoints(d.store.Snapshot(), false) {
 		if e.subnet != n.subnet || e.id == endpointID || !bytes.Equal(e.mac, mac) {
 			continue
 		}

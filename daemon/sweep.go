@@ -46,10 +46,10 @@ func unheld(self string, snap *gossip.Snapshot, allocations map[string][]netip.A
 		if r.Owner != self || held.Endpoints[r.ID] {
 			continue
 		}
-		var info gossip.EndpointInfo
-		_ = r.Decode(&info) // the address only names it in the log
-		a, _ := netip.ParseAddr(info.Addr)
-		out = append(out, leak{endpoint: r.ID, addr: a})
+		// Every own record counts, one that does not parse too: the
+		// address only names it in the log.
+		e, _ := gossip.ParseEndpoint(r)
+		out = append(out, leak{endpoint: r.ID, addr: e.Addr})
 	}
 	for pool, addrs := range allocations {
 		for _, a := range addrs {

@@ -15,12 +15,12 @@ import (
 // newDataplane opens the kernel dataplane: vxlan networks, and wireguard
 // networks through a WireGuard device made on demand with the node's key
 // (generated once, kept under --state-dir).
-func newDataplane(cfg Config, log *slog.Logger) (*dataplane.WireGuard, error) {
+func newDataplane(cfg Config, log *slog.Logger) (dataplane.Dataplane, error) {
 	key, err := loadWireGuardKey(cfg.StateDir, log)
 	if err != nil {
 		return nil, err
 	}
-	dp, err := dataplane.NewWireGuard(log, dataplane.Options{}, dataplane.WireGuardOptions{PrivateKey: key})
+	dp, err := dataplane.New(log, dataplane.Options{WireGuard: dataplane.WireGuardOptions{PrivateKey: key}})
 	if err != nil {
 		return nil, fmt.Errorf("start the dataplane: %w", err)
 	}
@@ -32,13 +32,13 @@ func newDataplane(cfg Config, log *slog.Logger) (*dataplane.WireGuard, error) {
 // address blocks they own.
 func (d *Daemon) tunnelState(st *dataplane.State, snap *gossip.Snapshot) {
 	st.Members = memberAddrs(snap)
-	st.WireGuard = desiredWireGuard(snap, blocksBySubnet(d.ipam.Status()), d.cfg.WireGuardPort, d.cfg.WireGuardKeepalive)
+	st.WireGuard = desiredWireGuard(snap, d.ipam.Owners(), d.cfg.WireGuardPort, d.cfg.WireGuardKeepalive)
 }
 
 // wireGuardNodeInfo fills the WireGuard facts of this node's record.
 func (d *Daemon) wireGuardNodeInfo(ni *gossip.NodeInfo) {
-	if wg, ok := d.dp.(*dataplane.WireGuard); ok {
-		ni.WireGuardKey = wg.PublicKey()
+	if key := d.dp.PublicKey(); key != "" {
+		ni.WireGuardKey = key
 		ni.WireGuardPort = d.cfg.WireGuardPort
 	}
 }
@@ -46,11 +46,10 @@ func (d *Daemon) wireGuardNodeInfo(ni *gossip.NodeInfo) {
 // wireGuardInfo reports the WireGuard device for meshctl status, naming each
 // peer's node from the node records.
 func (d *Daemon) wireGuardInfo(snap *gossip.Snapshot) *control.WireGuardInfo {
-	wg, ok := d.dp.(*dataplane.WireGuard)
+	s, ok := d.dp.WireGuardStatus()
 	if !ok {
 		return nil
 	}
-	s := wg.Status()
 	byKey := map[string]string{}
 	for node, n := range wireGuardNodes(snap) {
 		byKey[n.key] = node

@@ -8,7 +8,6 @@ import (
 
 	"github.com/meshnet/meshnet/dataplane"
 	"github.com/meshnet/meshnet/gossip"
-	"github.com/meshnet/meshnet/internal/netaddr"
 	"github.com/meshnet/meshnet/ipam"
 )
 
@@ -18,72 +17,9 @@ import (
 // their address blocks, so the configuration grows with hosts and blocks,
 // not with containers.
 
-// block is an address block and the node that owns it.
-type block struct {
-	prefix netip.Prefix
-	owner  string
-}
-
-// blocksBySubnet turns IPAM's status into the owned blocks of every pool,
-// keyed by subnet. Runs of consecutive blocks with one owner are merged into
-// as few prefixes as cover them exactly.
-func blocksBySubnet(st ipam.Status) map[netip.Prefix][]block {
-	out := map[netip.Prefix][]block{}
-	for _, p := range st.Pools {
-		subnet, err := netip.ParsePrefix(p.Subnet)
-		if err != nil {
-			continue
-		}
-		subnet = subnet.Masked()
-		for _, r := range p.Ranges {
-			first, err := netip.ParseAddr(r.First)
-			if err != nil || r.Owner == "" || r.Blocks < 1 {
-				continue
-			}
-			var ps []netip.Prefix
-			a := first
-			for i := 0; i < r.Blocks && a.IsValid(); i++ {
-				bp := netip.PrefixFrom(a, p.BlockLen).Masked()
-				ps = append(ps, bp)
-				a = netaddr.Last(bp).Next()
-			}
-			for _, m := range mergePrefixes(ps) {
-				out[subnet] = append(out[subnet], block{prefix: m, owner: r.Owner})
-			}
-		}
-	}
-	return out
-}
-
-// mergePrefixes merges sibling prefixes (two halves of one parent) until no
-// two are siblings: the exact cover of the same addresses, in fewer routes.
-func mergePrefixes(ps []netip.Prefix) []netip.Prefix {
-	ps = slices.Clone(ps)
-	for {
-		slices.SortFunc(ps, func(a, b netip.Prefix) int {
-			if c := a.Addr().Compare(b.Addr()); c != 0 {
-				return c
-			}
-			return a.Bits() - b.Bits()
-		})
-		ps = slices.Compact(ps)
-		merged := false
-		for i := 0; i+1 < len(ps); i++ {
-			a, b := ps[i], ps[i+1]
-			if a.Bits() == b.Bits() && a.Bits() > 0 {
-				parent := netip.PrefixFrom(a.Addr(), a.Bits()-1).Masked()
-				if parent.Addr() == a.Addr() && parent.Contains(b.Addr()) {
-					ps[i] = parent
-					ps = slices.Delete(ps, i+1, i+2)
-					merged = true
-				}
-			}
-		}
-		if !merged {
-			return ps
-		}
-	}
-}
+// block is a prefix of a pool and the node that owns it (ipam.Owners:
+// each node's blocks merged into the fewest prefixes).
+type block = ipam.Owned
 
 // wireGuardNode is a node's WireGuard facts from its KindNode record.
 type wireGuardNode struct {
@@ -94,16 +30,11 @@ type wireGuardNode struct {
 
 func wireGuardNodes(snap *gossip.Snapshot) map[string]wireGuardNode {
 	out := map[string]wireGuardNode{}
-	for _, r := range snap.Records(gossip.KindNode) {
-		var ni gossip.NodeInfo
-		if r.Decode(&ni) != nil || ni.WireGuardKey == "" || ni.WireGuardPort <= 0 {
+	for name, n := range snap.View().Nodes {
+		if n.Info.WireGuardKey == "" || n.Info.WireGuardPort <= 0 {
 			continue
 		}
-		a, err := netip.ParseAddr(ni.Addr)
-		if err != nil {
-			continue
-		}
-		out[r.Owner] = wireGuardNode{addr: a, key: ni.WireGuardKey, port: ni.WireGuardPort}
+		out[name] = wireGuardNode{addr: n.Addr, key: n.Info.WireGuardKey, port: n.Info.WireGuardPort}
 	}
 	return out
 }
@@ -120,7 +51,7 @@ func desiredWireGuard(snap *gossip.Snapshot, blocks map[netip.Prefix][]block, po
 	self := snap.Self
 	mine := map[netip.Prefix]bool{}
 	members := map[netip.Prefix][]string{} // wireguard subnet -> nodes that have it
-	for _, n := range decodeNetworks(snap.Records(gossip.KindNetwork)) {
+	for _, n := range networks(snap) {
 		if n.info.Dataplane != dataplane.KindWireGuard {
 			continue
 		}
@@ -145,15 +76,15 @@ func desiredWireGuard(snap *gossip.Snapshot, blocks map[netip.Prefix][]block, po
 			}
 		}
 		for _, b := range blocks[subnet] {
-			if sharing[subnet][b.owner] {
-				allowed[b.owner] = append(allowed[b.owner], b.prefix)
+			if sharing[subnet][b.Node] {
+				allowed[b.Node] = append(allowed[b.Node], b.Prefix)
 			}
 		}
 	}
 	// Containers outside their host's blocks; the first holder (by node
 	// name) wins an address two hosts hold, as WireGuard can route it to
 	// one peer only.
-	eps := decodeEndpoints(snap.UpRecords(gossip.KindEndpoint))
+	eps := endpoints(snap, true)
 	sort.Slice(eps, func(i, j int) bool { return eps[i].owner < eps[j].owner })
 	taken := map[netip.Addr]bool{}
 	for _, e := range eps {

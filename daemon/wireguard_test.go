@@ -11,49 +11,7 @@ import (
 
 	"github.com/meshnet/meshnet/dataplane"
 	"github.com/meshnet/meshnet/gossip"
-	"github.com/meshnet/meshnet/internal/netaddr"
-	"github.com/meshnet/meshnet/ipam"
 )
-
-func TestBlocksBySubnet(t *testing.T) {
-	st := ipam.Status{Pools: []ipam.PoolStatus{{
-		Subnet: "10.8.0.0/24", BlockLen: 28,
-		Ranges: []ipam.BlockRange{
-			{First: "10.8.0.0", Last: "10.8.0.31", Blocks: 2, Owner: "h1", State: ipam.StateOwned},
-			{First: "10.8.0.32", Last: "10.8.0.79", Blocks: 3, Owner: "h2", State: ipam.StateOwned},
-			{First: "10.8.0.80", Last: "10.8.0.255", Blocks: 11, State: ipam.StateUnknown},
-		},
-	}, {Subnet: "not a subnet"}}}
-	got := blocksBySubnet(st)
-	want := []block{
-		{netip.MustParsePrefix("10.8.0.0/27"), "h1"},  // two sibling /28s
-		{netip.MustParsePrefix("10.8.0.32/27"), "h2"}, // 32/28 + 48/28
-		{netip.MustParsePrefix("10.8.0.64/28"), "h2"}, // not a sibling of the /27
-	}
-	if b := got[netip.MustParsePrefix("10.8.0.0/24")]; !slices.Equal(b, want) {
-		t.Errorf("blocks\n got %v\nwant %v", b, want)
-	}
-	if len(got) != 1 {
-		t.Errorf("pools %v", got)
-	}
-}
-
-func TestMergePrefixes(t *testing.T) {
-	p := netip.MustParsePrefix
-	for _, tc := range []struct{ in, want []netip.Prefix }{
-		{nil, nil},
-		{[]netip.Prefix{p("10.0.0.16/28"), p("10.0.0.0/28"), p("10.0.0.32/27")}, []netip.Prefix{p("10.0.0.0/26")}},
-		{[]netip.Prefix{p("10.0.0.16/28"), p("10.0.0.32/28")}, []netip.Prefix{p("10.0.0.16/28"), p("10.0.0.32/28")}},
-		{[]netip.Prefix{p("10.0.0.0/28"), p("10.0.0.0/28")}, []netip.Prefix{p("10.0.0.0/28")}},
-	} {
-		if got := mergePrefixes(tc.in); !slices.Equal(got, tc.want) {
-			t.Errorf("mergePrefixes(%v) = %v, want %v", tc.in, got, tc.want)
-		}
-	}
-	if got := netaddr.Last(p("10.8.0.16/28")); got != netip.MustParseAddr("10.8.0.31") {
-		t.Errorf("lastAddr = %v", got)
-	}
-}
 
 // wgSnapshot: h1 (self), h2, h3 share wireguard network 10.8.0.0/24; h4 has
 // it as well but publishes no WireGuard key; h5 has only a vxlan network.
@@ -110,9 +68,9 @@ func wgKey(n byte) string {
 func wgBlocks() map[netip.Prefix][]block {
 	p := netip.MustParsePrefix
 	return map[netip.Prefix][]block{
-		p("10.8.0.0/24"): {{p("10.8.0.0/28"), "h1"}, {p("10.8.0.16/28"), "h2"}, {p("10.8.0.32/28"), "h2"},
-			{p("10.8.0.48/28"), "h3"}, {p("10.8.0.64/28"), "h4"}},
-		p("10.9.0.0/24"): {{p("10.9.0.0/28"), "h5"}},
+		p("10.8.0.0/24"): {{Prefix: p("10.8.0.0/28"), Node: "h1"}, {Prefix: p("10.8.0.16/28"), Node: "h2"}, {Prefix: p("10.8.0.32/28"), Node: "h2"},
+			{Prefix: p("10.8.0.48/28"), Node: "h3"}, {Prefix: p("10.8.0.64/28"), Node: "h4"}},
+		p("10.9.0.0/24"): {{Prefix: p("10.9.0.0/28"), Node: "h5"}},
 	}
 }
 

@@ -214,7 +214,7 @@ type l2View struct {
 	sets   map[string]*nftables.Set
 }
 
-func (d *VXLAN) l2View() (l2View, error) {
+func (d *Kernel) l2View() (l2View, error) {
 	v := l2View{chains: map[string]bool{}, sets: map[string]*nftables.Set{}}
 	tables, err := d.nft.ListTablesOfFamily(nftables.TableFamilyBridge)
 	if err != nil {
@@ -246,7 +246,7 @@ func (d *VXLAN) l2View() (l2View, error) {
 	return v, nil
 }
 
-func (d *VXLAN) l2RuleRefs(v l2View) ([]ruleRef, error) {
+func (d *Kernel) l2RuleRefs(v l2View) ([]ruleRef, error) {
 	var refs []ruleRef
 	var errs []error
 	t := &nftables.Table{Name: l2Table, Family: nftables.TableFamilyBridge}
@@ -268,7 +268,7 @@ func (d *VXLAN) l2RuleRefs(v l2View) ([]ruleRef, error) {
 
 // syncL2Adds creates table bridge meshnet, its chains, sets and rules as
 // far as they are missing, and adds the elements of new ports.
-func (d *VXLAN) syncL2Adds(s l2Spec) error {
+func (d *Kernel) syncL2Adds(s l2Spec) error {
 	if !s.Active {
 		return nil
 	}
@@ -359,7 +359,7 @@ func (d *VXLAN) syncL2Adds(s l2Spec) error {
 
 // syncL2Deletes removes the elements of ports that are gone and rules that
 // are not wanted, or the whole table when no network is left.
-func (d *VXLAN) syncL2Deletes(s l2Spec) error {
+func (d *Kernel) syncL2Deletes(s l2Spec) error {
 	v, err := d.l2View()
 	if err != nil {
 		return err

@@ -91,7 +91,7 @@ func observeBrFDB(entries []netlink.Neigh, byIndex map[int]link) []brFDBEntry {
 // brFDBOp replaces (bridge fdb replace MAC dev PORT master static) or deletes
 // one bridge entry. Static, not permanent: the bridge treats a permanent
 // entry as its own address and delivers such frames to the host.
-func (d *VXLAN) brFDBOp(e brFDBEntry, del bool) error {
+func (d *Kernel) brFDBOp(e brFDBEntry, del bool) error {
 	l, err := d.linkByName(e.Port)
 	if err != nil {
 		return err

@@ -6,11 +6,15 @@
 //
 // # Shape
 //
-// One small interface, Dataplane{Apply, Close}, in the manner of tailscale's
-// router: Apply takes the whole desired State every time, not events. Two
-// implementations: VXLAN (vxlan networks only) and WireGuard (vxlan networks
-// as VXLAN does them, plus wireguard networks over a WireGuard device); both
-// kinds of network coexist on one host. The
+// One small interface, Dataplane{Apply, PublicKey, WireGuardStatus, Close},
+// in the manner of tailscale's router: Apply takes the whole desired State
+// every time, not events. One implementation, Kernel (New): vxlan networks,
+// and, when Options.WireGuard holds a key, wireguard networks over one
+// WireGuard device that it drives through the wgDevice boundary (the kernel
+// module or the embedded wireguard-go, wgdevice.go); both kinds of network
+// coexist on one host. Without a key, wireguard networks are reported and
+// left alone and PublicKey is "". The daemon reads the WireGuard key and
+// status through the interface, never the type. The
 // reconciler calls it on every change and on a timer, so a missed event or a
 // hand-made change in the kernel is repaired by the next call (flannel's vxlan
 // backend, which only reacts to events, keeps a missed delete forever).

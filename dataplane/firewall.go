@@ -323,7 +323,7 @@ func ruleComment(udata []byte) string {
 }
 
 // firewallView reads which tables and chains exist.
-func (d *VXLAN) firewallView() (firewallView, error) {
+func (d *Kernel) firewallView() (firewallView, error) {
 	view := firewallView{acceptChain: map[nftables.TableFamily]string{},
 		dockerUser: map[nftables.TableFamily]bool{}, meshnetChains: map[string]bool{}}
 	var errs []error
@@ -368,7 +368,7 @@ func (d *VXLAN) firewallView() (firewallView, error) {
 // meshnet, and the commented ones in the iptables FORWARD and DOCKER-USER chains
 // (the latter only to remove them). A meshnet rule in FORWARD ahead of a jump
 // to DOCKER-USER is marked misplaced.
-func (d *VXLAN) firewallRules(view firewallView) ([]ruleRef, error) {
+func (d *Kernel) firewallRules(view firewallView) ([]ruleRef, error) {
 	type place struct {
 		fam          nftables.TableFamily
 		table, chain string
@@ -415,7 +415,7 @@ func (d *VXLAN) firewallRules(view firewallView) ([]ruleRef, error) {
 
 // syncFirewallAdds creates table inet meshnet, its chains and member sets
 // when networks exist, and adds every wanted rule that is missing.
-func (d *VXLAN) syncFirewallAdds(f firewallSpec) error {
+func (d *Kernel) syncFirewallAdds(f firewallSpec) error {
 	nets := f.Nets
 	view, err := d.firewallView()
 	if err != nil {
@@ -477,7 +477,7 @@ func (d *VXLAN) syncFirewallAdds(f firewallSpec) error {
 // syncFirewallDeletes removes meshnet rules and members that are no longer
 // wanted, and table inet meshnet when no network is left. Rules of reserved
 // bridges (an invalid network's) stay.
-func (d *VXLAN) syncFirewallDeletes(f firewallSpec, reserved map[string]bool) error {
+func (d *Kernel) syncFirewallDeletes(f firewallSpec, reserved map[string]bool) error {
 	nets := f.Nets
 	view, err := d.firewallView()
 	if err != nil {
@@ -521,7 +521,7 @@ func (d *VXLAN) syncFirewallDeletes(f firewallSpec, reserved map[string]bool) er
 // warnLegacyLocked logs, once, that an iptables-legacy filter table exists
 // while iptables-nft has none: meshnet cannot put its accepts there, and a
 // FORWARD DROP policy in it would eat overlay traffic.
-func (d *VXLAN) warnLegacyLocked(view firewallView) {
+func (d *Kernel) warnLegacyLocked(view firewallView) {
 	if d.warnedLegacy {
 		return
 	}

@@ -133,11 +133,11 @@ func (w testWriter) Write(p []byte) (int, error) {
 var _ io.Writer = testWriter{}
 
 // newTestDataplane opens a VXLAN dataplane on ns, closed at Cleanup.
-func newTestDataplane(t *testing.T, ns netns.NsHandle) *VXLAN {
+func newTestDataplane(t *testing.T, ns netns.NsHandle) *Kernel {
 	t.Helper()
-	d, err := NewVXLAN(testLogger(t), Options{NetNS: ns})
+	d, err := New(testLogger(t), Options{NetNS: ns})
 	if err != nil {
-		t.Fatalf("NewVXLAN: %v", err)
+		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { d.Close() })
 	return d

@@ -23,7 +23,7 @@ func isOurName(name string) bool {
 // observe reads meshnet's devices (with their bridge port flags), their
 // addresses, vxlan FDB and neighbour entries and the bridges' entries for
 // meshnet ports from the kernel.
-func (d *VXLAN) observe() (kernelModel, error) {
+func (d *Kernel) observe() (kernelModel, error) {
 	m := kernelModel{Links: map[string]link{}}
 	links, err := d.nl.LinkList()
 	if err != nil {
@@ -136,7 +136,7 @@ func ipToAddr(ip net.IP) netip.Addr {
 }
 
 // linkByName finds a device by name; a missing one is an error that names it.
-func (d *VXLAN) linkByName(name string) (netlink.Link, error) {
+func (d *Kernel) linkByName(name string) (netlink.Link, error) {
 	l, err := d.nl.LinkByName(name)
 	if err != nil {
 		return nil, fmt.Errorf("find %s: %w", name, err)
@@ -145,7 +145,7 @@ func (d *VXLAN) linkByName(name string) (netlink.Link, error) {
 }
 
 // execLink carries out one link step.
-func (d *VXLAN) execLink(s linkStep) error {
+func (d *Kernel) execLink(s linkStep) error {
 	w := s.Want
 	switch s.Op {
 	case linkRecreate:
@@ -228,7 +228,7 @@ func (d *VXLAN) execLink(s linkStep) error {
 
 // updatePeer fixes the container end of a veth that is still in this
 // namespace: Docker moves it into the container with the MAC and MTU it has.
-func (d *VXLAN) updatePeer(w link, s linkStep) error {
+func (d *Kernel) updatePeer(w link, s linkStep) error {
 	p, err := d.linkByName(w.Peer)
 	if err != nil {
 		return err
@@ -252,7 +252,7 @@ func (d *VXLAN) updatePeer(w link, s linkStep) error {
 	return errors.Join(errs...)
 }
 
-func (d *VXLAN) setMaster(l netlink.Link, master string) error {
+func (d *Kernel) setMaster(l netlink.Link, master string) error {
 	if master == "" {
 		if err := d.nl.LinkSetNoMaster(l); err != nil {
 			return fmt.Errorf("release %s from its master: %w", l.Attrs().Name, err)
@@ -270,7 +270,7 @@ func (d *VXLAN) setMaster(l netlink.Link, master string) error {
 }
 
 // createLink creates a device with all wanted attributes and sets it up.
-func (d *VXLAN) createLink(w link) error {
+func (d *Kernel) createLink(w link) error {
 	attrs := netlink.NewLinkAttrs() // keeps TxQLen at -1: a literal would ask for a zero queue
 	attrs.Name = w.Name
 	attrs.MTU = w.MTU
@@ -337,7 +337,7 @@ func (d *VXLAN) createLink(w link) error {
 }
 
 // deleteLink deletes a device by name; one already gone is not an error.
-func (d *VXLAN) deleteLink(name string) error {
+func (d *Kernel) deleteLink(name string) error {
 	l, err := d.nl.LinkByName(name)
 	if err != nil {
 		var notFound netlink.LinkNotFoundError
@@ -367,7 +367,7 @@ func prefixIPNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), bits)}
 }
 
-func (d *VXLAN) addrOp(a addrEntry, del bool) error {
+func (d *Kernel) addrOp(a addrEntry, del bool) error {
 	l, err := d.linkByName(a.Dev)
 	if err != nil {
 		return err
@@ -389,7 +389,7 @@ func (d *VXLAN) addrOp(a addrEntry, del bool) error {
 
 // fdbOp replaces (bridge fdb replace MAC dev VX dst VTEP self permanent) or
 // deletes one vxlan FDB entry.
-func (d *VXLAN) fdbOp(e fdbEntry, del bool) error {
+func (d *Kernel) fdbOp(e fdbEntry, del bool) error {
 	l, err := d.linkByName(e.Dev)
 	if err != nil {
 		return err
@@ -422,7 +422,7 @@ func (d *VXLAN) fdbOp(e fdbEntry, del bool) error {
 
 // neighOp replaces (ip neigh replace IP lladdr MAC dev VX nud permanent) or
 // deletes one neighbour entry.
-func (d *VXLAN) neighOp(e neighEntry, del bool) error {
+func (d *Kernel) neighOp(e neighEntry, del bool) error {
 	l, err := d.linkByName(e.Dev)
 	if err != nil {
 		return err
@@ -457,7 +457,7 @@ func (d *VXLAN) neighOp(e neighEntry, del bool) error {
 // underlayMTU finds the MTU that sizes networks with MTU 0: the configured one,
 // else the MTU of the named underlay interface, else of the device holding the
 // underlay address, else 1500.
-func (d *VXLAN) underlayMTU(u UnderlayInfo) int {
+func (d *Kernel) underlayMTU(u UnderlayInfo) int {
 	if u.MTU > 0 {
 		return u.MTU
 	}

@@ -20,7 +20,7 @@ import (
 // fresh goroutine locked to its thread; the thread is never unlocked, so it exits
 // with the goroutine instead of going back to Go's pool inside the wrong
 // namespace.
-func (d *VXLAN) inNetNS(fn func() error) error {
+func (d *Kernel) inNetNS(fn func() error) error {
 	if !d.foreignNS {
 		return fn()
 	}
@@ -45,7 +45,7 @@ type sysctl struct {
 
 // writeSysctls sets each sysctl in the dataplane's namespace, writing only those
 // that differ.
-func (d *VXLAN) writeSysctls(settings []sysctl) error {
+func (d *Kernel) writeSysctls(settings []sysctl) error {
 	if len(settings) == 0 {
 		return nil
 	}

@@ -112,7 +112,7 @@ func planRoutes(want, have kernelModel, reserved []netip.Prefix) (set, del []rou
 
 // observeRoutes reads meshnet's routes (those tagged routeProtocol) from the
 // main table.
-func (d *VXLAN) observeRoutes(names map[int]string) ([]routeEntry, error) {
+func (d *Kernel) observeRoutes(names map[int]string) ([]routeEntry, error) {
 	filter := &netlink.Route{Protocol: routeProtocol, Table: unix.RT_TABLE_MAIN}
 	rs, err := d.nl.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 	if err != nil {
@@ -131,7 +131,7 @@ func (d *VXLAN) observeRoutes(names map[int]string) ([]routeEntry, error) {
 }
 
 // routeOp replaces or deletes one meshnet route.
-func (d *VXLAN) routeOp(r routeEntry, del bool) error {
+func (d *Kernel) routeOp(r routeEntry, del bool) error {
 	rt := &netlink.Route{
 		Dst:      prefixIPNet(r.Dst),
 		Protocol: routeProtocol,

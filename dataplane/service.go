@@ -15,7 +15,7 @@ const serviceLabel = "lo:meshnet"
 
 // syncServiceAddrs holds exactly want on lo (as /32 or /128), among the
 // addresses labelled serviceLabel: adds first, then removes the stale ones.
-func (d *VXLAN) syncServiceAddrs(want []netip.Addr) error {
+func (d *Kernel) syncServiceAddrs(want []netip.Addr) error {
 	lo, err := d.nl.LinkByName("lo")
 	if err != nil {
 		return fmt.Errorf("find lo for service addresses: %w", err)

@@ -22,6 +22,12 @@ type Dataplane interface {
 	// not stop at the first error: it returns errors.Join of everything it could not
 	// do.
 	Apply(ctx context.Context, st State) error
+	// PublicKey is the node's WireGuard public key (base64), "" when the
+	// dataplane runs no WireGuard. It does not wait for an Apply.
+	PublicKey() string
+	// WireGuardStatus reports the WireGuard device and its peers, for
+	// meshctl status; false when the dataplane runs no WireGuard.
+	WireGuardStatus() (WireGuardStatus, bool)
 	// Close releases the dataplane's handles. It removes nothing from the kernel:
 	// running containers keep talking when the daemon stops or crashes. Removing
 	// everything is Teardown's job.

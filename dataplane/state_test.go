@@ -174,7 +174,7 @@ func TestValidate(t *testing.T) {
 }
 
 // A WireGuard network's changes are logged as wireguard, not vxlan (the
-// WireGuard dataplane applies through the VXLAN one).
+// WireGuard half applies through the same applyLocked).
 func TestLogKinds(t *testing.T) {
 	vx, wg := Network{VNI: 1}, Network{VNI: 2, Kind: KindWireGuard}
 	for _, c := range []struct {

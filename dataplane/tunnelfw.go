@@ -308,7 +308,7 @@ func masqueradeOffSubnetExprs(subnet netip.Prefix, br string) []expr.Any {
 // syncMemberSets makes the member sets exist (when the table does) and
 // holds exactly the wanted addresses: additions now, removals when
 // deletes is true (Apply's last phase).
-func (d *VXLAN) syncMemberSets(f firewallSpec, tableExists, deletes bool) error {
+func (d *Kernel) syncMemberSets(f firewallSpec, tableExists, deletes bool) error {
 	t := &nftables.Table{Name: meshnetTable, Family: nftables.TableFamilyINet}
 	v4, v6 := f.members()
 	have := map[string]*nftables.Set{}

@@ -15,6 +15,10 @@ import (
 
 // Options configures a dataplane.
 type Options struct {
+	// WireGuard configures the WireGuard device of wireguard networks. A
+	// zero PrivateKey means none: wireguard networks are reported by
+	// Apply and left alone, and an existing device is not touched.
+	WireGuard WireGuardOptions
 	// NetNS is the network namespace to program. Values <= 0 (the zero value)
 	// mean the namespace of the calling process. The caller keeps the handle open
 	// until Close. Tests use it to program a fresh namespace without switching the
@@ -25,11 +29,16 @@ type Options struct {
 	NetNSPath string
 }
 
-// VXLAN is the kernel VXLAN dataplane: per network a bridge holding the gateway,
-// a vxlan device enslaved to it, the local containers' veths, static FDB and
-// neighbour entries for remote containers, and firewall rules.
-type VXLAN struct {
+// Kernel is meshnet's one kernel dataplane. Per vxlan network: a bridge
+// holding the gateway, a vxlan device enslaved to it, the local containers'
+// veths, static FDB and neighbour entries for remote containers, and
+// firewall rules. Wireguard networks get the same bridge, veths and
+// firewall, and are routed through one WireGuard device per host
+// (wireguard.go), which it drives through the wgDevice boundary
+// (wgdevice.go: the kernel module or the embedded wireguard-go).
+type Kernel struct {
 	log       *slog.Logger
+	root      *slog.Logger   // log without a dataplane attribute (see Apply)
 	ns        netns.NsHandle // the namespace programmed; only valid if foreignNS
 	ownNS     bool           // ns was opened by New and is closed by Close
 	foreignNS bool           // ns is not the process's own: sysctls need a thread in it
@@ -41,23 +50,23 @@ type VXLAN struct {
 	closed       bool
 	warnedLegacy bool
 	changes      []string // kernel writes done by the current Apply/Teardown
+	wg           wgHalf
 }
 
-var _ Dataplane = (*VXLAN)(nil)
+var _ Dataplane = (*Kernel)(nil)
 
-// New returns the VXLAN dataplane; see NewVXLAN.
-func New(log *slog.Logger, opts Options) (Dataplane, error) {
-	return NewVXLAN(log, opts)
-}
-
-// NewVXLAN opens netlink and nftables handles in the namespace opts names. It
+// New opens netlink and nftables handles in the namespace opts names. It
 // changes nothing in the kernel: the first Apply adopts what a previous run
-// left.
-func NewVXLAN(log *slog.Logger, opts Options) (*VXLAN, error) {
+// left, and creates the WireGuard device if a wireguard network needs it.
+func New(log *slog.Logger, opts Options) (*Kernel, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	d := &VXLAN{log: log.With("dataplane", "vxlan"), ns: netns.None()}
+	wg, err := newWGHalf(log, opts.WireGuard)
+	if err != nil {
+		return nil, err
+	}
+	d := &Kernel{log: log.With("dataplane", "vxlan"), root: log, ns: netns.None(), wg: wg}
 	switch {
 	case opts.NetNS > 0:
 		d.ns, d.foreignNS = opts.NetNS, true
@@ -68,7 +77,6 @@ func NewVXLAN(log *slog.Logger, opts Options) (*VXLAN, error) {
 		}
 		d.ns, d.foreignNS, d.ownNS = ns, true, true
 	}
-	var err error
 	if d.foreignNS {
 		d.nl, err = netlink.NewHandleAt(d.ns)
 	} else {
@@ -90,18 +98,23 @@ func NewVXLAN(log *slog.Logger, opts Options) (*VXLAN, error) {
 	return d, nil
 }
 
-func (d *VXLAN) closeNS() {
+func (d *Kernel) closeNS() {
 	if d.ownNS {
 		d.ns.Close()
 	}
 }
 
-// Close releases the handles and removes nothing. It is idempotent.
-func (d *VXLAN) Close() error {
+// Close stops an embedded WireGuard device (see wireguard.go), releases
+// the handles and removes nothing. It is idempotent.
+func (d *Kernel) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return nil
+	}
+	if d.wg.dev != nil {
+		_ = d.wg.dev.close()
+		d.wg.dev = nil
 	}
 	d.closed = true
 	d.nl.Close()
@@ -116,12 +129,13 @@ func (d *VXLAN) Close() error {
 var errClosed = errors.New("dataplane closed")
 
 // changed records one kernel write; Apply logs them and tests count them.
-func (d *VXLAN) changed(what string) {
+func (d *Kernel) changed(what string) {
 	d.changes = append(d.changes, what)
 	d.log.Info("changed", "what", what)
 }
 
-// Apply makes the kernel match st. Order matters and is fixed:
+// applyLocked makes the kernel match st, but for the WireGuard device and
+// its peers (Apply). Order matters and is fixed:
 //
 //  1. devices (bridges before vxlans and veths, which need them);
 //  2. sysctls, bridge addresses, FDB and neighbour entries, firewall accepts
@@ -132,18 +146,9 @@ func (d *VXLAN) changed(what string) {
 // has (a veth moves to its new bridge before the old one goes), and a failure in
 // one step does not stop the others.
 //
-// The VXLAN dataplane alone has no WireGuard device: a wireguard network in st
-// is reported and left alone. The WireGuard dataplane applies through apply
-// with its device's name.
-func (d *VXLAN) Apply(ctx context.Context, st State) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.applyLocked(ctx, st, "")
-}
-
-// applyLocked is Apply with the WireGuard device wireguard networks route
-// through ("" = none).
-func (d *VXLAN) applyLocked(ctx context.Context, st State, tunnel string) error {
+// tunnel is the WireGuard device wireguard networks route through ("" =
+// none: they are reported and left alone).
+func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error {
 	if d.closed {
 		return errClosed
 	}
@@ -275,17 +280,23 @@ func (d *VXLAN) applyLocked(ctx context.Context, st State, tunnel string) error 
 }
 
 // Teardown removes everything meshnet made in the namespace: its devices (and
-// with the veths the containers' ends), table inet meshnet, and its rules in the
+// with the veths the containers' ends; the WireGuard device if this
+// dataplane runs WireGuard), table inet meshnet, and its rules in the
 // iptables filter chains. Used by `meshnetd --cleanup` and tests; Close does not
 // do it, so containers survive a daemon restart.
-func (d *VXLAN) Teardown() error {
+func (d *Kernel) Teardown() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return errClosed
 	}
-	d.changes = d.changes[:0]
 	var errs []error
+	if d.wg.enabled {
+		if err := d.removeDeviceLocked(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	d.changes = d.changes[:0]
 	have, err := d.observe()
 	if err != nil {
 		errs = append(errs, err)

@@ -393,7 +393,7 @@ func mustJSON(t *testing.T, s string, v any) {
 	}
 }
 
-func apply(t *testing.T, d *VXLAN, st State) {
+func apply(t *testing.T, d *Kernel, st State) {
 	t.Helper()
 	if err := d.Apply(context.Background(), st); err != nil {
 		t.Fatalf("Apply: %v", err)
@@ -863,7 +863,7 @@ func BenchmarkApply(b *testing.B) {
 	b.Run("create", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			h := ns()
-			d, err := NewVXLAN(nil, Options{NetNS: h})
+			d, err := New(nil, Options{NetNS: h})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -879,7 +879,7 @@ func BenchmarkApply(b *testing.B) {
 	b.Run("noop", func(b *testing.B) {
 		h := ns()
 		defer h.Close()
-		d, err := NewVXLAN(nil, Options{NetNS: h})
+		d, err := New(nil, Options{NetNS: h})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -37,7 +37,7 @@ const (
 
 // kernelWG drives a kernel WireGuard device through wgctrl (generic netlink).
 type kernelWG struct {
-	d    *VXLAN
+	d    *Kernel
 	name string
 }
 
@@ -74,7 +74,7 @@ func (k *kernelWG) close() error { return nil }
 
 // createKernelWG adds a kernel WireGuard link (or adopts the one a previous
 // run left). errNoKernelWG means the module is not there.
-func (d *VXLAN) createKernelWG(name string, mtu int) (*kernelWG, error) {
+func (d *Kernel) createKernelWG(name string, mtu int) (*kernelWG, error) {
 	if l, err := d.nl.LinkByName(name); err == nil {
 		if l.Type() == "wireguard" {
 			return &kernelWG{d: d, name: name}, nil
@@ -99,7 +99,7 @@ var errNoKernelWG = errors.New("the kernel has no WireGuard module")
 
 // userWG is the embedded wireguard-go on a TUN device.
 type userWG struct {
-	d   *VXLAN
+	d   *Kernel
 	dev *device.Device
 	// Offloads describes the TUN's offloads, for meshctl status.
 	offloads string
@@ -129,7 +129,7 @@ func (u *userWG) close() error {
 // kernel has it), so the device reads and writes batches of coalesced
 // segments (GSO/GRO) instead of one packet per syscall: the offloads are
 // what make userspace WireGuard fast, and they are checked, not assumed.
-func (d *VXLAN) createUserWG(name string, mtu int, tunPath string, log *slog.Logger) (*userWG, error) {
+func (d *Kernel) createUserWG(name string, mtu int, tunPath string, log *slog.Logger) (*userWG, error) {
 	if err := checkTUN(tunPath); err != nil {
 		return nil, err
 	}

@@ -25,9 +25,8 @@ type WireGuardOptions struct {
 	TUNPath string
 }
 
-// WireGuard is the dataplane of hosts that have wireguard networks: every
-// network of kind vxlan is applied exactly as by VXLAN, and networks of kind
-// wireguard are L3 over one WireGuard device (WireGuardDevice) per host.
+// The WireGuard half of Kernel: networks of kind wireguard are L3 over one
+// WireGuard device (WireGuardDevice) per host.
 //
 // The device is the kernel's where the module is (configured through
 // wgctrl) and otherwise the embedded wireguard-go on a TUN device with its
@@ -40,16 +39,14 @@ type WireGuardOptions struct {
 // wireguard networks are cut off while meshnetd is down (kernel devices keep
 // running, as VXLAN does). The next Apply brings it back with the same key,
 // and peers resume within a handshake.
-type WireGuard struct {
-	base *VXLAN
-	opts WireGuardOptions
-	log  *slog.Logger
-	// root is the logger without a dataplane attribute: each Apply gives
-	// base's log the kinds of network it applies (logKinds), so that the
-	// changes it logs say wireguard when they are for WireGuard networks.
-	root *slog.Logger
 
-	// Guarded by base.mu (held through base.applyLocked and here).
+// wgHalf is Kernel's WireGuard device and what it last configured, guarded
+// by Kernel.mu.
+type wgHalf struct {
+	enabled bool // a key was given (Options.WireGuard)
+	opts    WireGuardOptions
+	log     *slog.Logger
+
 	dev      wgDevice
 	mode     string // "kernel" or "userspace" once the device runs
 	reason   string // why this mode, or why no device
@@ -59,54 +56,56 @@ type WireGuard struct {
 	lastEndpoint map[wgtypes.Key]netip.AddrPort
 }
 
-var _ Dataplane = (*WireGuard)(nil)
-
-// NewWireGuard opens the kernel handles (see NewVXLAN). It creates no device:
-// the first Apply that needs one does.
-func NewWireGuard(log *slog.Logger, opts Options, wg WireGuardOptions) (*WireGuard, error) {
-	base, err := NewVXLAN(log, opts)
-	if err != nil {
-		return nil, err
+func newWGHalf(log *slog.Logger, wg WireGuardOptions) (wgHalf, error) {
+	if wg.PrivateKey == (wgtypes.Key{}) {
+		return wgHalf{}, nil
 	}
 	switch wg.Mode {
 	case "":
 		wg.Mode = ModeAuto
 	case ModeAuto, ModeKernel, ModeUserspace:
 	default:
-		base.Close()
-		return nil, fmt.Errorf("WireGuard mode %q: choose %s, %s or %s", wg.Mode, ModeAuto, ModeKernel, ModeUserspace)
+		return wgHalf{}, fmt.Errorf("WireGuard mode %q: choose %s, %s or %s", wg.Mode, ModeAuto, ModeKernel, ModeUserspace)
 	}
 	if wg.TUNPath == "" {
 		wg.TUNPath = "/dev/net/tun"
 	}
-	if log == nil {
-		log = base.log
-	}
-	return &WireGuard{base: base, opts: wg, log: log.With("dataplane", "wireguard"), root: log,
+	return wgHalf{enabled: true, opts: wg, log: log.With("dataplane", "wireguard"),
 		lastEndpoint: map[wgtypes.Key]netip.AddrPort{}}, nil
 }
 
-// PublicKey is the node's WireGuard public key, base64, as peers name it.
-func (w *WireGuard) PublicKey() string { return w.opts.PrivateKey.PublicKey().String() }
+// PublicKey is the node's WireGuard public key, base64, as peers name it;
+// "" when the dataplane runs no WireGuard. It does not wait for an Apply.
+func (d *Kernel) PublicKey() string {
+	if !d.wg.enabled {
+		return ""
+	}
+	return d.wg.opts.PrivateKey.PublicKey().String()
+}
 
 // Apply makes the kernel match st: the WireGuard device first (wireguard
-// networks route through it), then everything VXLAN applies, with the
+// networks route through it), then everything applyLocked applies, with the
 // routes to remote blocks, then the device's peers; a device no network
-// needs goes last.
-func (w *WireGuard) Apply(ctx context.Context, st State) error {
-	d := w.base
+// needs goes last. Without WireGuard (no key), wireguard networks in st are
+// reported and left alone.
+func (d *Kernel) Apply(ctx context.Context, st State) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return errClosed
 	}
+	if !d.wg.enabled {
+		return d.applyLocked(ctx, st, "")
+	}
 	d.changes = d.changes[:0]
-	d.log = w.root.With("dataplane", logKinds(st))
+	// The changes it logs say wireguard when they are for WireGuard
+	// networks.
+	d.log = d.root.With("dataplane", logKinds(st))
 	wantDev := slices.ContainsFunc(st.Networks, Network.wireguard)
 	var errs []error
 	tunnel := ""
 	if wantDev {
-		if err := w.ensureDeviceLocked(st); err != nil {
+		if err := d.ensureDeviceLocked(st); err != nil {
 			errs = append(errs, err)
 		} else {
 			tunnel = WireGuardDevice
@@ -118,12 +117,12 @@ func (w *WireGuard) Apply(ctx context.Context, st State) error {
 	}
 	d.changes = append(changes, d.changes...)
 	if tunnel != "" {
-		if err := w.configurePeersLocked(st.WireGuard); err != nil {
+		if err := d.configurePeersLocked(st.WireGuard); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if !wantDev && ctx.Err() == nil {
-		if err := w.removeDeviceLocked(); err != nil {
+		if err := d.removeDeviceLocked(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -132,36 +131,35 @@ func (w *WireGuard) Apply(ctx context.Context, st State) error {
 
 // ensureDeviceLocked makes the device exist, listen on the wanted port with
 // the node's key, and have the wanted MTU and be up.
-func (w *WireGuard) ensureDeviceLocked(st State) error {
-	d := w.base
+func (d *Kernel) ensureDeviceLocked(st State) error {
 	mtu := d.underlayMTU(st.Underlay) - WireGuardOverhead4
 	if st.Underlay.Addr.Is6() {
 		mtu = d.underlayMTU(st.Underlay) - WireGuardOverhead6
 	}
-	if w.dev != nil {
+	if d.wg.dev != nil {
 		if _, err := d.nl.LinkByName(WireGuardDevice); err != nil {
 			// Deleted behind our back (or the embedded device died):
 			// start over, with the same key.
-			w.log.Warn("WireGuard device gone; recreating it", "device", WireGuardDevice, "err", err)
-			_ = w.dev.close()
-			w.dev = nil
-			clear(w.lastEndpoint)
+			d.wg.log.Warn("WireGuard device gone; recreating it", "device", WireGuardDevice, "err", err)
+			_ = d.wg.dev.close()
+			d.wg.dev = nil
+			clear(d.wg.lastEndpoint)
 		}
 	}
-	if w.dev == nil {
-		if err := w.startLocked(mtu); err != nil {
-			w.reason = err.Error()
+	if d.wg.dev == nil {
+		if err := d.startLocked(mtu); err != nil {
+			d.wg.reason = err.Error()
 			return err
 		}
-		w.port = 0
+		d.wg.port = 0
 	}
-	if port := st.WireGuard.port(); w.port != port {
-		cfg := wgtypes.Config{PrivateKey: &w.opts.PrivateKey, ListenPort: &port}
-		if err := w.dev.configure(cfg); err != nil {
+	if port := st.WireGuard.port(); d.wg.port != port {
+		cfg := wgtypes.Config{PrivateKey: &d.wg.opts.PrivateKey, ListenPort: &port}
+		if err := d.wg.dev.configure(cfg); err != nil {
 			return fmt.Errorf("set WireGuard key and port %d: %w", port, err)
 		}
 		d.changed(fmt.Sprintf("set WireGuard listen port %d", port))
-		w.port = port
+		d.wg.port = port
 	}
 	l, err := d.linkByName(WireGuardDevice)
 	if err != nil {
@@ -183,59 +181,57 @@ func (w *WireGuard) ensureDeviceLocked(st State) error {
 }
 
 // startLocked creates the device in the configured mode.
-func (w *WireGuard) startLocked(mtu int) error {
-	d := w.base
+func (d *Kernel) startLocked(mtu int) error {
 	var kernelErr error
-	if w.opts.Mode != ModeUserspace {
+	if d.wg.opts.Mode != ModeUserspace {
 		k, err := d.createKernelWG(WireGuardDevice, mtu)
 		if err == nil {
-			w.dev, w.mode, w.offloads = k, ModeKernel, ""
-			w.reason = "kernel WireGuard module present"
-			w.log.Info("WireGuard device up", "mode", w.mode, "reason", w.reason)
+			d.wg.dev, d.wg.mode, d.wg.offloads = k, ModeKernel, ""
+			d.wg.reason = "kernel WireGuard module present"
+			d.wg.log.Info("WireGuard device up", "mode", d.wg.mode, "reason", d.wg.reason)
 			return nil
 		}
-		if w.opts.Mode == ModeKernel || !errors.Is(err, errNoKernelWG) {
+		if d.wg.opts.Mode == ModeKernel || !errors.Is(err, errNoKernelWG) {
 			return fmt.Errorf("start kernel WireGuard: %w", err)
 		}
 		kernelErr = err
 	}
-	u, err := d.createUserWG(WireGuardDevice, mtu, w.opts.TUNPath, w.log)
+	u, err := d.createUserWG(WireGuardDevice, mtu, d.wg.opts.TUNPath, d.wg.log)
 	if err != nil {
 		if kernelErr != nil {
 			return fmt.Errorf("%w; and the kernel has no WireGuard module", err)
 		}
 		return err
 	}
-	w.dev, w.mode, w.offloads = u, ModeUserspace, u.offloads
+	d.wg.dev, d.wg.mode, d.wg.offloads = u, ModeUserspace, u.offloads
 	if kernelErr != nil {
-		w.reason = "no kernel WireGuard module (ip link add type wireguard: not supported): embedded wireguard-go on TUN"
+		d.wg.reason = "no kernel WireGuard module (ip link add type wireguard: not supported): embedded wireguard-go on TUN"
 	} else {
-		w.reason = "userspace requested: embedded wireguard-go on TUN"
+		d.wg.reason = "userspace requested: embedded wireguard-go on TUN"
 	}
-	w.log.Info("WireGuard device up", "mode", w.mode, "reason", w.reason, "offloads", w.offloads)
+	d.wg.log.Info("WireGuard device up", "mode", d.wg.mode, "reason", d.wg.reason, "offloads", d.wg.offloads)
 	return nil
 }
 
 // configurePeersLocked brings the device's peers to the wanted ones.
-func (w *WireGuard) configurePeersLocked(want WireGuardState) error {
-	d := w.base
-	_, have, err := w.dev.read()
+func (d *Kernel) configurePeersLocked(want WireGuardState) error {
+	_, have, err := d.wg.dev.read()
 	if err != nil {
 		return fmt.Errorf("read WireGuard peers: %w", err)
 	}
-	changes, planErr := planPeers(want, have, w.lastEndpoint)
+	changes, planErr := planPeers(want, have, d.wg.lastEndpoint)
 	if len(changes) == 0 {
 		return planErr
 	}
-	if err := w.dev.configure(wgtypes.Config{Peers: changes}); err != nil {
+	if err := d.wg.dev.configure(wgtypes.Config{Peers: changes}); err != nil {
 		return errors.Join(planErr, fmt.Errorf("configure WireGuard peers: %w", err))
 	}
 	for _, pc := range changes {
 		switch {
 		case pc.Remove:
-			delete(w.lastEndpoint, pc.PublicKey)
+			delete(d.wg.lastEndpoint, pc.PublicKey)
 		case pc.Endpoint != nil:
-			w.lastEndpoint[pc.PublicKey] = pc.Endpoint.AddrPort()
+			d.wg.lastEndpoint[pc.PublicKey] = pc.Endpoint.AddrPort()
 		}
 		d.changed(describePeerChange(pc))
 	}
@@ -244,14 +240,13 @@ func (w *WireGuard) configurePeersLocked(want WireGuardState) error {
 
 // removeDeviceLocked stops and deletes the device when no network needs it,
 // including a kernel device a previous run left.
-func (w *WireGuard) removeDeviceLocked() error {
-	d := w.base
-	if w.dev != nil {
-		if err := w.dev.close(); err != nil {
+func (d *Kernel) removeDeviceLocked() error {
+	if d.wg.dev != nil {
+		if err := d.wg.dev.close(); err != nil {
 			return fmt.Errorf("stop WireGuard device: %w", err)
 		}
-		w.dev, w.mode, w.reason, w.offloads = nil, "", "no wireguard network on this host", ""
-		clear(w.lastEndpoint)
+		d.wg.dev, d.wg.mode, d.wg.reason, d.wg.offloads = nil, "", "no wireguard network on this host", ""
+		clear(d.wg.lastEndpoint)
 	}
 	if _, err := d.nl.LinkByName(WireGuardDevice); err == nil {
 		return d.deleteLink(WireGuardDevice)
@@ -259,68 +254,50 @@ func (w *WireGuard) removeDeviceLocked() error {
 	return nil
 }
 
-// Close stops an embedded device (see WireGuard) and closes the handles.
-func (w *WireGuard) Close() error {
-	d := w.base
-	d.mu.Lock()
-	if w.dev != nil && !d.closed {
-		_ = w.dev.close()
-		w.dev = nil
-	}
-	d.mu.Unlock()
-	return d.Close()
-}
-
-// Teardown removes everything meshnet made, the WireGuard device included.
-func (w *WireGuard) Teardown() error {
-	d := w.base
-	d.mu.Lock()
-	err := w.removeDeviceLocked()
-	d.mu.Unlock()
-	return errors.Join(err, d.Teardown())
-}
-
 // WireGuardStatus is what meshctl status shows of the WireGuard device.
 type WireGuardStatus struct {
 	// Mode is "kernel", "userspace", or "" when no device runs.
-	Mode string `json:"mode"`
+	Mode string
 	// Reason says why this mode, or why no device runs.
-	Reason    string       `json:"reason,omitempty"`
-	Offloads  string       `json:"offloads,omitempty"`
-	Device    string       `json:"device,omitempty"`
-	PublicKey string       `json:"public_key"`
-	Port      int          `json:"port,omitempty"`
-	Peers     []PeerStatus `json:"peers"`
+	Reason    string
+	Offloads  string
+	Device    string
+	PublicKey string
+	Port      int
+	Peers     []PeerStatus
 }
 
 // PeerStatus is one peer as the device has it.
 type PeerStatus struct {
-	PublicKey     string    `json:"public_key"`
-	Endpoint      string    `json:"endpoint,omitempty"`
-	AllowedIPs    []string  `json:"allowed_ips"`
-	LastHandshake time.Time `json:"last_handshake,omitzero"`
-	RxBytes       int64     `json:"rx_bytes"`
-	TxBytes       int64     `json:"tx_bytes"`
+	PublicKey     string
+	Endpoint      string
+	AllowedIPs    []string
+	LastHandshake time.Time
+	RxBytes       int64
+	TxBytes       int64
 }
 
-// Status reports the device and its peers.
-func (w *WireGuard) Status() WireGuardStatus {
-	d := w.base
+// WireGuardStatus reports the device and its peers; false when the
+// dataplane runs no WireGuard.
+func (d *Kernel) WireGuardStatus() (WireGuardStatus, bool) {
+	if !d.wg.enabled {
+		return WireGuardStatus{}, false
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	st := WireGuardStatus{Mode: w.mode, Reason: w.reason, Offloads: w.offloads,
-		PublicKey: w.opts.PrivateKey.PublicKey().String(), Peers: []PeerStatus{}}
+	st := WireGuardStatus{Mode: d.wg.mode, Reason: d.wg.reason, Offloads: d.wg.offloads,
+		PublicKey: d.wg.opts.PrivateKey.PublicKey().String(), Peers: []PeerStatus{}}
 	if st.Reason == "" {
 		st.Reason = "no wireguard network on this host"
 	}
-	if w.dev == nil {
-		return st
+	if d.wg.dev == nil {
+		return st, true
 	}
 	st.Device = WireGuardDevice
-	port, peers, err := w.dev.read()
+	port, peers, err := d.wg.dev.read()
 	if err != nil {
 		st.Reason += "; reading the device failed: " + err.Error()
-		return st
+		return st, true
 	}
 	st.Port = port
 	for _, p := range peers {
@@ -334,7 +311,7 @@ func (w *WireGuard) Status() WireGuardStatus {
 		}
 		st.Peers = append(st.Peers, ps)
 	}
-	return st
+	return st, true
 }
 
 // logKinds names the kinds of network st holds, for the log lines of an

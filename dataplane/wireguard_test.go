@@ -24,7 +24,7 @@ import (
 
 // newTestWireGuard opens a WireGuard dataplane on ns with a fresh key,
 // closed at Cleanup.
-func newTestWireGuard(t *testing.T, ns netns.NsHandle, wg WireGuardOptions) *WireGuard {
+func newTestWireGuard(t *testing.T, ns netns.NsHandle, wg WireGuardOptions) *Kernel {
 	t.Helper()
 	if wg.PrivateKey == (wgtypes.Key{}) {
 		k, err := wgtypes.GeneratePrivateKey()
@@ -33,15 +33,15 @@ func newTestWireGuard(t *testing.T, ns netns.NsHandle, wg WireGuardOptions) *Wir
 		}
 		wg.PrivateKey = k
 	}
-	d, err := NewWireGuard(testLogger(t), Options{NetNS: ns}, wg)
+	d, err := New(testLogger(t), Options{NetNS: ns, WireGuard: wg})
 	if err != nil {
-		t.Fatalf("NewWireGuard: %v", err)
+		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { d.Close() })
 	return d
 }
 
-func applyWG(t *testing.T, d *WireGuard, st State) {
+func applyWG(t *testing.T, d *Kernel, st State) {
 	t.Helper()
 	if err := d.Apply(context.Background(), st); err != nil {
 		t.Fatalf("Apply: %v", err)
@@ -99,8 +99,8 @@ func TestWireGuardTwoHosts(t *testing.T) {
 	d1 := newTestWireGuard(t, h1ns, WireGuardOptions{})
 	d2 := newTestWireGuard(t, h2ns, WireGuardOptions{})
 	members := []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")}
-	peer := func(d *WireGuard, ep string, blocks ...string) WireGuardPeer {
-		p := WireGuardPeer{PublicKey: d.opts.PrivateKey.PublicKey().String(), Endpoint: netip.MustParseAddrPort(ep)}
+	peer := func(d *Kernel, ep string, blocks ...string) WireGuardPeer {
+		p := WireGuardPeer{PublicKey: d.wg.opts.PrivateKey.PublicKey().String(), Endpoint: netip.MustParseAddrPort(ep)}
 		for _, b := range blocks {
 			p.AllowedIPs = append(p.AllowedIPs, netip.MustParsePrefix(b))
 		}
@@ -114,7 +114,7 @@ func TestWireGuardTwoHosts(t *testing.T) {
 		Networks:  []Network{wgNet(e2)}}
 	applyWG(t, d1, st1)
 	applyWG(t, d2, st2)
-	if s := d1.Status(); s.Device != WireGuardDevice || s.Mode == "" || len(s.Peers) != 1 || s.Port != DefaultWireGuardPort {
+	if s := status(d1); s.Device != WireGuardDevice || s.Mode == "" || len(s.Peers) != 1 || s.Port != DefaultWireGuardPort {
 		t.Fatalf("status after Apply: %+v", s)
 	} else {
 		t.Logf("mode %s (%s); %s", s.Mode, s.Reason, s.Offloads)
@@ -128,8 +128,8 @@ func TestWireGuardTwoHosts(t *testing.T) {
 	c3 := moveIntoContainer(t, h1, e3, "10.43.0.1")
 	applyWG(t, d1, st1)
 	applyWG(t, d2, st2)
-	if len(d1.base.changes)+len(d2.base.changes) != 0 {
-		t.Errorf("re-apply changed %q %q", d1.base.changes, d2.base.changes)
+	if len(d1.changes)+len(d2.changes) != 0 {
+		t.Errorf("re-apply changed %q %q", d1.changes, d2.changes)
 	}
 
 	srvC1 := serveIn(t, c1, "10.8.0.5:0")
@@ -152,7 +152,7 @@ func TestWireGuardTwoHosts(t *testing.T) {
 	expectBlocked(t, c1, "10.43.0.13:1")    // nor the other way
 
 	// Peers see each other's handshakes.
-	if s := d1.Status(); len(s.Peers) != 1 || s.Peers[0].LastHandshake.IsZero() || s.Peers[0].RxBytes == 0 {
+	if s := status(d1); len(s.Peers) != 1 || s.Peers[0].LastHandshake.IsZero() || s.Peers[0].RxBytes == 0 {
 		t.Errorf("peer status after traffic: %+v", s.Peers)
 	}
 
@@ -192,7 +192,7 @@ func TestWireGuardTwoHosts(t *testing.T) {
 	alone := st1
 	alone.WireGuard.Peers = nil
 	applyWG(t, d1, alone)
-	if s := d1.Status(); len(s.Peers) != 0 {
+	if s := status(d1); len(s.Peers) != 0 {
 		t.Errorf("peers after the host went: %+v", s.Peers)
 	}
 	if out := mustRunIn(t, h1ns, "ip", "route", "show", "proto", "109"); strings.TrimSpace(out) != "" {
@@ -311,7 +311,7 @@ func TestWireGuardNoTUN(t *testing.T) {
 	if _, err := host.h.LinkByName("mnbr8"); err == nil {
 		t.Error("the wireguard network got a bridge without a WireGuard device")
 	}
-	if s := d.Status(); s.Mode != "" || !strings.Contains(s.Reason, "does not exist") {
+	if s := status(d); s.Mode != "" || !strings.Contains(s.Reason, "does not exist") {
 		t.Errorf("status: %+v", s)
 	}
 }
@@ -437,8 +437,8 @@ func TestWireGuardTransitions(t *testing.T) {
 					t.Fatalf("after applying %q", s.name)
 				}
 				applyWG(t, d, s.st)
-				if len(d.base.changes) != 0 {
-					t.Fatalf("re-applying %q changed %q", s.name, d.base.changes)
+				if len(d.changes) != 0 {
+					t.Fatalf("re-applying %q changed %q", s.name, d.changes)
 				}
 			}
 			if err := d.Teardown(); err != nil {
@@ -450,7 +450,7 @@ func TestWireGuardTransitions(t *testing.T) {
 }
 
 // checkWireGuard checks the device, its peers and meshnet's routes against st.
-func checkWireGuard(t *testing.T, host hostNS, d *WireGuard, st State, routes []string) {
+func checkWireGuard(t *testing.T, host hostNS, d *Kernel, st State, routes []string) {
 	t.Helper()
 	wantDev := false
 	for _, n := range st.Networks {
@@ -479,7 +479,7 @@ func checkWireGuard(t *testing.T, host hostNS, d *WireGuard, st State, routes []
 		return
 	}
 	var gotPeers, wantPeers []string
-	for _, p := range d.Status().Peers {
+	for _, p := range status(d).Peers {
 		gotPeers = append(gotPeers, p.PublicKey+" "+p.Endpoint+" "+strings.Join(p.AllowedIPs, ","))
 	}
 	for _, p := range st.WireGuard.normalized().Peers {
@@ -509,7 +509,7 @@ func TestWireGuardKernelMode(t *testing.T) {
 		Networks: []Network{wgNetwork(8, "10.8.0.0/24", "10.8.0.1")}, WireGuard: WireGuardState{Peers: []WireGuardPeer{peer}}}
 	err := d.Apply(context.Background(), st)
 	if errors.Is(err, errNoKernelWG) {
-		if s := d.Status(); s.Mode != "" || !strings.Contains(s.Reason, "no WireGuard module") {
+		if s := status(d); s.Mode != "" || !strings.Contains(s.Reason, "no WireGuard module") {
 			t.Errorf("status without the module: %+v", s)
 		}
 		t.Skipf("no kernel WireGuard module here: %v", err)
@@ -523,8 +523,8 @@ func TestWireGuardKernelMode(t *testing.T) {
 	}
 	checkWireGuard(t, host, d, st, []string{"10.8.0.16/28 dev mnwg0"})
 	applyWG(t, d, st)
-	if len(d.base.changes) != 0 {
-		t.Errorf("re-apply changed %q", d.base.changes)
+	if len(d.changes) != 0 {
+		t.Errorf("re-apply changed %q", d.changes)
 	}
 	// Close leaves a kernel device running; a new dataplane adopts it.
 	if err := d.Close(); err != nil {
@@ -533,7 +533,13 @@ func TestWireGuardKernelMode(t *testing.T) {
 	if _, err := host.h.LinkByName(WireGuardDevice); err != nil {
 		t.Errorf("Close removed the kernel device: %v", err)
 	}
-	d2 := newTestWireGuard(t, host.ns, WireGuardOptions{Mode: ModeKernel, PrivateKey: d.opts.PrivateKey})
+	d2 := newTestWireGuard(t, host.ns, WireGuardOptions{Mode: ModeKernel, PrivateKey: d.wg.opts.PrivateKey})
 	applyWG(t, d2, st)
 	checkWireGuard(t, host, d2, st, []string{"10.8.0.16/28 dev mnwg0"})
+}
+
+// status is the device's status of a dataplane that runs WireGuard.
+func status(d *Kernel) WireGuardStatus {
+	s, _ := d.WireGuardStatus()
+	return s
 }

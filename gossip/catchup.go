@@ -93,7 +93,7 @@ func (c *Cluster) catchUp() {
 // would otherwise start a rival creation of it) uses it to hear of the
 // others' records now rather than when their broadcasts arrive, which can
 // take half a second on a busy cluster. A peer that is up answers on the
-// LAN in milliseconds.
+// LAN in milliseconds. The states are merged when it returns.
 func (c *Cluster) SyncWithPeers(n int) int {
 	c.mu.Lock()
 	var targets []string
@@ -119,6 +119,9 @@ func (c *Cluster) SyncWithPeers(n int) int {
 			continue
 		}
 		done++
+	}
+	if done > 0 {
+		c.flushInbound() // the states are merged when this returns
 	}
 	return done
 }

@@ -1,45 +1,18 @@
 package gossip
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"log/slog"
-	"math"
-	"math/rand/v2"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
-)
-
-// Message types on the wire. The first byte of every user message and of
-// the push/pull state says what follows, so a foreign or future format is
-// rejected rather than misread.
-const (
-	msgRecord    byte = 'r' // one Record, JSON
-	stateVersion byte = 'S' // gzip(JSON([]Record))
-)
-
-// Bounds on what a peer can make us decode.
-const (
-	// maxStateBytes bounds a decompressed push/pull state. Memberlist
-	// already caps the compressed state at 20 MiB; JSON records compress
-	// about tenfold.
-	maxStateBytes = 256 << 20
-	// maxStateRecords bounds the records in one state: ten times a
-	// thousand hosts with a hundred containers each. Without it, a small
-	// state of "{}" repeated would decode to gigabytes of empty Records.
-	maxStateRecords = 1 << 20
 )
 
 // Config configures a Cluster. DefaultConfig explains every default.
@@ -148,6 +121,11 @@ type Cluster struct {
 	kr    keyring   // gossip key rotation (keyring.go)
 	sight sightings // who sees a node alive (sightings.go)
 
+	// in carries peers' records from the delegate to mergeLoop
+	// (inbound.go); inDropped counts messages dropped when it was full.
+	in        chan inbound
+	inDropped atomic.Uint64
+
 	// life serialises the end: Run's graceful leave and Close. It is held
 	// across Leave, which waits for gossip, so nothing on memberlist's
 	// paths may take it.
@@ -177,11 +155,6 @@ type peer struct {
 
 // leaveTimeout bounds how long a graceful leave waits for its broadcast.
 const leaveTimeout = 2 * time.Second
-
-// maxRejoinPeers bounds how many last-known peers one rejoin round tries
-// after the seeds: each unreachable one costs a TCP timeout, and one
-// answer is enough to merge two halves again.
-const maxRejoinPeers = 3
 
 // New creates the memberlist for store's node and starts listening. Run
 // joins the cluster and keeps membership in the store.
@@ -219,6 +192,7 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 		done:          make(chan struct{}),
 		cameUp:        make(chan string, catchUpQueue),
 		heard:         make(chan struct{}),
+		in:            make(chan inbound, inboundQueue),
 		conf:          conflicts{logged: make(map[string]bool), fatal: make(chan error, 1)},
 	}
 	mc := cfg.Memberlist
@@ -268,8 +242,12 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 	c.sight.pending = make(map[string]chan sightReply)
 	c.sight.requests = make(chan sightRequest, sightQueue)
 	prevBroadcast := store.setBroadcast(c.broadcast)
+	c.sends.Add(1) // mergeLoop; shutdown waits for it
+	go c.mergeLoop()
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		close(c.stop)
+		c.sends.Wait()
 		store.setBroadcast(prevBroadcast)
 		return nil, fmt.Errorf("gossip: start memberlist on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
@@ -376,493 +354,6 @@ func (c *Cluster) shutdown(leave bool) error {
 	}
 	return nil
 }
-
-// rejoin contacts the seeds and a few last-known peers that are not up,
-// one at a time until one answers. It reports whether this node has at
-// least one peer afterwards (or needs none: no seeds and no peers).
-func (c *Cluster) rejoin() bool {
-	targets := c.rejoinTargets()
-	if len(targets) == 0 {
-		// Nothing to try: fine without seeds, or with every seed up; but
-		// seeds that resolved to nothing yet are retried soon.
-		return len(c.cfg.Join) == 0 || c.numUp() > 1
-	}
-	var errs []error
-	for _, t := range targets {
-		select {
-		case <-c.stop:
-			return true
-		default:
-		}
-		n, err := c.ml.Join([]string{t})
-		if n > 0 {
-			c.log.Debug("joined", "via", t)
-			return true
-		}
-		errs = append(errs, err)
-	}
-	if c.numUp() > 1 {
-		return true
-	}
-	c.log.Warn("no seed or peer answered; retrying (if peers do answer, check that every node has the same --key-file and cluster label)",
-		"targets", targets, "err", errors.Join(errs...))
-	return false
-}
-
-// rejoinTargets lists the seeds that are not up, then up to maxRejoinPeers
-// last-known peers that are not up, in random order.
-func (c *Cluster) rejoinTargets() []string {
-	c.mu.Lock()
-	up := map[string]bool{net.JoinHostPort(c.localHost, strconv.Itoa(c.localPort)): true}
-	upNames := map[string]bool{c.cfg.NodeName: true}
-	var down []string
-	for name, p := range c.peers {
-		if name == c.cfg.NodeName {
-			continue
-		}
-		if p.state.Up() {
-			up[p.addr] = true
-			upNames[name] = true
-		} else {
-			down = append(down, p.addr)
-		}
-	}
-	c.mu.Unlock()
-	// Peers known from an earlier run (Config.LastKnown): after a restart
-	// memberlist knows nobody, and a node started without seeds (the first
-	// of a cluster) would otherwise stay alone.
-	for _, a := range c.cfg.LastKnown {
-		if !upNames[a.Name] {
-			down = append(down, a.Addr)
-		}
-	}
-
-	seen := make(map[string]bool)
-	var out []string
-	add := func(a string) bool {
-		if a == "" || seen[a] || up[a] {
-			return false
-		}
-		seen[a] = true
-		out = append(out, a)
-		return true
-	}
-	for _, s := range c.seeds() {
-		if _, _, err := net.SplitHostPort(s); err != nil {
-			s = net.JoinHostPort(s, strconv.Itoa(c.cfg.BindPort))
-		}
-		add(s)
-	}
-	rand.Shuffle(len(down), func(i, j int) { down[i], down[j] = down[j], down[i] })
-	for i, added := 0, 0; i < len(down) && added < maxRejoinPeers; i++ {
-		if add(down[i]) {
-			added++
-		}
-	}
-	return out
-}
-
-// NumMembers returns how many nodes memberlist has alive or suspect.
-func (c *Cluster) NumMembers() int { return c.ml.NumMembers() }
-
-// numUp counts the nodes up in this node's view, itself included: the
-// cluster size that broadcast retransmits scale with.
-func (c *Cluster) numUp() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, p := range c.peers {
-		if p.state.Up() {
-			n++
-		}
-	}
-	return max(n, 1)
-}
-
-// metaLeaving is the node metadata of a node that is leaving gracefully.
-// Memberlist's event for a node gone does not say whether it failed or
-// left (the Node it hands over never has its State set: memberlist keeps
-// the state in a field of its own that shadows Node.State), so a leaving
-// node first re-advertises itself with this metadata, and NotifyLeave reads
-// it back.
-var metaLeaving = []byte("leaving")
-
-// memberState is what a memberlist event says of a node. Memberlist
-// offers no event for suspicion (and never sets Node.State); suspect.go
-// reads it from memberlist's log instead. Consumers treat suspect and
-// alive alike anyway.
-func memberState(n *memberlist.Node, gone bool) MemberState {
-	switch {
-	case !gone:
-		return StateAlive
-	case bytes.Equal(n.Meta, metaLeaving):
-		return StateLeft
-	default:
-		return StateDead
-	}
-}
-
-// setMember is called only from memberlist's event callbacks (see peers).
-// It must not call into memberlist or the broadcast queue.
-func (c *Cluster) setMember(n *memberlist.Node, gone bool) {
-	m := Member{Name: n.Name, Addr: n.Addr.String(), State: memberState(n, gone), NodeKey: metaNodeKey(n.Meta)}
-	c.mu.Lock()
-	prev, known := c.peers[n.Name]
-	if known && m.State.Up() && n.Name != c.cfg.NodeName {
-		switch {
-		case !prev.state.Up():
-			c.noteUp(n.Address()) // it is back: catch up (catchup.go)
-		case m.NodeKey != "" && prev.nodeKey != "" && m.NodeKey != prev.nodeKey:
-			// Restarted with a new node key before it was declared
-			// dead: its node record under that key is taken now
-			// (Store, pinMovesLocked), so fetch it and the records it
-			// adopted again rather than wait for push/pull.
-			c.noteUp(n.Address())
-		}
-	}
-	if m.NodeKey == "" {
-		m.NodeKey = prev.nodeKey
-	}
-	c.peers[n.Name] = peer{addr: n.Address(), ip: append(net.IP(nil), n.Addr...), port: n.Port, state: m.State, nodeKey: m.NodeKey}
-	c.notePeerLocked(n.Name, m.State.Up())
-	delete(c.suspects, n.Name) // memberlist's verdict ends a suspicion
-	c.mu.Unlock()
-	c.store.SetMember(m)
-}
-
-func (c *Cluster) broadcast(r Record) {
-	buf, err := json.Marshal(r)
-	if err != nil {
-		c.log.Error("encoding a record for gossip", "record", r.Key.String(), "err", err)
-		return
-	}
-	msg := append([]byte{msgRecord}, buf...)
-	if len(msg) > c.maxPacketMsg {
-		c.sendLarge(r.Key, msg)
-		return
-	}
-	// The queue's name must be unique per key: Key.String's slashes also
-	// occur in IDs (subnets).
-	name := string(r.Kind) + "\x00" + r.Owner + "\x00" + r.ID
-	c.queue.QueueBroadcast(&recordBroadcast{key: name, msg: msg})
-}
-
-// sendLarge sends a record too big for a gossip packet over TCP to a few
-// random peers that are up, about as many as memberlist would retransmit a
-// broadcast. Memberlist's queue skips a message that does not fit in a
-// packet, forever: such a record would travel only by push/pull, and sit
-// in the queue until replaced. Receivers pass it on the same way, once per
-// version, so it spreads like a broadcast.
-func (c *Cluster) sendLarge(k Key, msg []byte) {
-	c.mu.Lock()
-	ml := c.ml
-	if c.sendsClosed || ml == nil {
-		c.mu.Unlock()
-		return
-	}
-	var targets []*memberlist.Node
-	for name, p := range c.peers {
-		if name != c.cfg.NodeName && p.state.Up() {
-			targets = append(targets, &memberlist.Node{Name: name, Addr: p.ip, Port: p.port})
-		}
-	}
-	up := len(targets) + 1
-	// Memberlist's retransmit count, and at least 4: every peer of a
-	// small cluster directly.
-	fanout := max(c.retransmitMult*int(math.Ceil(math.Log10(float64(up+1)))), 4)
-	rand.Shuffle(len(targets), func(i, j int) { targets[i], targets[j] = targets[j], targets[i] })
-	if len(targets) > fanout {
-		targets = targets[:fanout]
-	}
-	if len(targets) == 0 {
-		c.mu.Unlock()
-		return // push/pull carries it to whoever comes
-	}
-	c.sends.Add(1)
-	c.mu.Unlock()
-	// Dialing may take a TCP timeout: not on the caller's goroutine, which
-	// may be memberlist's packet handler or a plugin request.
-	go func() {
-		defer c.sends.Done()
-		for _, n := range targets {
-			if err := ml.SendReliable(n, msg); err != nil {
-				c.log.Debug("sending a large record", "record", k.String(), "to", n.Name, "err", err)
-			}
-		}
-	}()
-}
-
-type recordBroadcast struct {
-	key string
-	msg []byte
-}
-
-func (b *recordBroadcast) Invalidates(o memberlist.Broadcast) bool {
-	ob, ok := o.(*recordBroadcast)
-	return ok && ob.key == b.key
-}
-func (b *recordBroadcast) Name() string    { return b.key }
-func (b *recordBroadcast) Message() []byte { return b.msg }
-func (b *recordBroadcast) Finished()       {}
-
-// delegate is memberlist's Delegate. Its methods are called from
-// memberlist's packet and push/pull goroutines: they must not block, and
-// they must be safe for concurrent use (the Store is).
-type delegate struct{ c *Cluster }
-
-var _ memberlist.Delegate = (*delegate)(nil)
-
-func (d *delegate) NodeMeta(limit int) []byte {
-	if d.c.leaving.Load() {
-		return metaLeaving
-	}
-	return nodeKeyMeta(d.c.store.PublicKey(), limit)
-}
-
-func (d *delegate) NotifyMsg(buf []byte) {
-	if len(buf) > 0 && (buf[0] == msgKeyRequest || buf[0] == msgKeyReply) {
-		d.c.notifyKeyMsg(buf)
-		return
-	}
-	if len(buf) > 0 && (buf[0] == msgSightRequest || buf[0] == msgSightReply) {
-		d.c.notifySightMsg(buf)
-		return
-	}
-	recs, err := DecodeMessage(buf)
-	if err != nil {
-		d.c.log.Warn("dropping a gossip message", "err", err)
-		return
-	}
-	// Refused records are logged by the store, once per owner and
-	// reason: here they would be logged once per message.
-	changed, err := d.c.store.Merge(recs)
-	if err != nil {
-		d.c.log.Debug("merging a gossip message", "err", err)
-	}
-	// Pass on what was news here, as memberlist does with its own alive and
-	// dead messages: the queue sends a message only to a few random nodes
-	// (RetransmitMult * log(N) in all), so a record the owner alone
-	// broadcast would miss most of a large cluster until push/pull. A node
-	// passes a record on once per version (it is news only once), so the
-	// spreading stops by itself. The store broadcasts its own records.
-	for _, r := range changed {
-		if r.Owner != d.c.cfg.NodeName {
-			d.c.broadcast(r)
-		}
-	}
-	// A copy of a record that came by push/pull first is passed on once
-	// too (relay.go).
-	if len(changed) < len(recs) {
-		now := time.Now()
-		for _, r := range recs {
-			if r.Owner != d.c.cfg.NodeName && !hasRecordKey(changed, r.Key) && d.c.unrelayed.take(r, now) {
-				d.c.broadcast(r)
-			}
-		}
-	}
-}
-
-func hasRecordKey(recs []Record, k Key) bool {
-	for _, r := range recs {
-		if r.Key == k {
-			return true
-		}
-	}
-	return false
-}
-
-func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
-	return d.c.queue.GetBroadcasts(overhead, limit)
-}
-
-func (d *delegate) LocalState(join bool) []byte {
-	buf, err := EncodeState(d.c.store.All())
-	if err != nil {
-		d.c.log.Error("encoding state for push/pull", "err", err)
-		return nil
-	}
-	return buf
-}
-
-func (d *delegate) MergeRemoteState(buf []byte, join bool) {
-	recs, err := DecodeState(buf)
-	if err != nil {
-		d.c.log.Warn("dropping a peer's push/pull state", "err", err)
-		return
-	}
-	changed, err := d.c.store.Merge(recs)
-	if err != nil {
-		d.c.log.Debug("merging a peer's push/pull state", "err", err) // logged by the store
-	}
-	d.c.unrelayed.note(d.c.cfg.NodeName, changed, time.Now())
-	d.c.store.HeardState()
-	d.c.markHeard()
-}
-
-// DecodeMessage decodes one gossip user message.
-func DecodeMessage(buf []byte) ([]Record, error) {
-	if len(buf) == 0 {
-		return nil, errors.New("empty message")
-	}
-	if buf[0] != msgRecord {
-		return nil, fmt.Errorf("unknown message type 0x%02x", buf[0])
-	}
-	var r Record
-	if err := json.Unmarshal(buf[1:], &r); err != nil {
-		return nil, fmt.Errorf("decode record message: %w", err)
-	}
-	return []Record{r}, nil
-}
-
-// EncodeState encodes the full state for push/pull.
-func EncodeState(recs []Record) ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteByte(stateVersion)
-	zw := gzip.NewWriter(&b)
-	if err := json.NewEncoder(zw).Encode(recs); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
-}
-
-// DecodeState decodes a peer's push/pull state. What a peer (anyone with
-// the key) can make us allocate is bounded: the decompressed bytes by
-// maxStateBytes, the records by maxStateRecords, each record's encoding by
-// maxStateElement. Records are decoded one at a time, so neither a gzip bomb
-// nor a huge list is ever held whole.
-func DecodeState(buf []byte) ([]Record, error) {
-	return decodeState(buf, maxStateBytes, maxStateRecords)
-}
-
-var errStateTooLarge = errors.New("state is too large")
-
-func decodeState(buf []byte, maxBytes int64, maxRecords int) ([]Record, error) {
-	if len(buf) == 0 {
-		return nil, nil // a peer with nothing to say
-	}
-	if buf[0] != stateVersion {
-		return nil, fmt.Errorf("unknown state format 0x%02x", buf[0])
-	}
-	zr, err := gzip.NewReader(bytes.NewReader(buf[1:]))
-	if err != nil {
-		return nil, fmt.Errorf("decode state: %w", err)
-	}
-	dec := json.NewDecoder(&stateGuard{r: zr, left: maxBytes, limit: maxBytes})
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, fmt.Errorf("decode state: %w", err)
-	}
-	var recs []Record
-	switch tok {
-	case nil: // null: an empty state
-	case json.Delim('['):
-		for dec.More() {
-			if len(recs) >= maxRecords {
-				return nil, fmt.Errorf("decode state: over %d records: %w", maxRecords, errStateTooLarge)
-			}
-			var r Record
-			if err := dec.Decode(&r); err != nil {
-				return nil, fmt.Errorf("decode state: record %d: %w", len(recs), err)
-			}
-			recs = append(recs, r)
-		}
-		if _, err := dec.Token(); err != nil { // the closing ]
-			return nil, fmt.Errorf("decode state: %w", err)
-		}
-	default:
-		return nil, fmt.Errorf("decode state: want a list of records, got %v", tok)
-	}
-	// Read to the end: trailing data is an error, and gzip checks its
-	// checksum only at EOF.
-	if tok, err := dec.Token(); err != io.EOF {
-		if err == nil {
-			err = fmt.Errorf("trailing data %v", tok)
-		}
-		return nil, fmt.Errorf("decode state: %w", err)
-	}
-	return recs, nil
-}
-
-// maxStateElement bounds the encoding of one element of the state list,
-// with the blanks around it. A valid record is at most maxValueLen plus a
-// key of a few hundred bytes (a little more when escaped).
-const maxStateElement = 64 << 10
-
-// stateGuard reads a decompressed state and fails once it exceeds limit
-// bytes in all, or maxStateElement bytes between two separators of the
-// top-level list. The second bound matters because json.Decoder buffers,
-// and rescans on every read, a run of blanks before a value: without it a
-// state of "[" and a gigabyte of spaces costs quadratic time.
-type stateGuard struct {
-	r           io.Reader
-	left, limit int64
-
-	depth    int  // nesting of [ and { outside strings
-	inString bool // inside a JSON string
-	escaped  bool // the previous byte in the string was a backslash
-	element  int  // bytes since the last separator at depth <= 1
-}
-
-func (g *stateGuard) Read(p []byte) (int, error) {
-	if g.left <= 0 {
-		return 0, fmt.Errorf("over %d bytes decompressed: %w", g.limit, errStateTooLarge)
-	}
-	if int64(len(p)) > g.left {
-		p = p[:g.left]
-	}
-	n, err := g.r.Read(p)
-	g.left -= int64(n)
-	for _, c := range p[:n] {
-		g.element++
-		switch {
-		case g.inString:
-			switch {
-			case g.escaped:
-				g.escaped = false
-			case c == '\\':
-				g.escaped = true
-			case c == '"':
-				g.inString = false
-			}
-		case c == '"':
-			g.inString = true
-		case c == '[' || c == '{':
-			g.depth++
-			if g.depth == 1 {
-				g.element = 0
-			}
-		case c == ']' || c == '}':
-			g.depth--
-		case c == ',' && g.depth == 1:
-			g.element = 0
-		}
-		if g.element > maxStateElement {
-			return 0, fmt.Errorf("a state element over %d bytes: %w", maxStateElement, errStateTooLarge)
-		}
-	}
-	return n, err
-}
-
-// events is memberlist's EventDelegate. Memberlist calls it with its node
-// lock held: one call at a time, and the only place where the Node it is
-// handed may be read without a race.
-type events struct{ c *Cluster }
-
-func (e *events) NotifyJoin(n *memberlist.Node) {
-	e.c.log.Info("peer joined", "node", n.Name, "addr", n.Address())
-	e.c.setMember(n, false)
-}
-
-func (e *events) NotifyLeave(n *memberlist.Node) {
-	st := memberState(n, true)
-	e.c.log.Info("peer gone", "node", n.Name, "addr", n.Address(), "state", st)
-	e.c.setMember(n, true)
-}
-
-func (e *events) NotifyUpdate(n *memberlist.Node) { e.c.setMember(n, false) }
 
 // memberlistLog turns memberlist's "[LEVEL] memberlist: msg" lines into
 // slog records at the matching level.

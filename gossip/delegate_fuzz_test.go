@@ -17,6 +17,7 @@ func fuzzCluster(t testing.TB) *Cluster {
 		peers:        map[string]peer{},
 		stop:         make(chan struct{}),
 		maxPacketMsg: 1400,
+		in:           make(chan inbound, inboundQueue),
 	}
 	c.log = slog.New(slog.DiscardHandler)
 	c.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return 3 }, RetransmitMult: 4}
@@ -56,6 +57,7 @@ func FuzzDelegate(f *testing.F) {
 		} else {
 			d.NotifyMsg(buf)
 		}
+		c.mergeQueued() // what mergeLoop does
 		for _, r := range c.store.All() {
 			if err := r.validate(); err != nil {
 				t.Fatalf("stored an invalid record: %v", err)

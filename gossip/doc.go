@@ -71,6 +71,34 @@
 //     reports each node's result (keyring.go). Each node persists its keyring
 //     (Config.PersistKeys) before a change takes effect.
 //
+// # Record values
+//
+// This package is the one place record values are decoded and checked
+// (decode.go): the wire types of every kind (values.go, and ipam's in
+// ipamvalues.go, whose meaning stays ipam's), the parsers that turn them
+// into typed values with netip addresses (ParseNode, ParseNetwork,
+// ParseEndpoint, ParseRemoval, ParseBlock, ParsePool, ParseRequest), and
+// Snapshot.View, which decodes a snapshot's nodes, networks and endpoints
+// once, for every reader (the daemon's desired state, the DNS table, the
+// sweep, the control API, ipam). Merge admits a peer's node, network,
+// endpoint or removal record only if it parses, with the same functions
+// every reader uses, so what one reader takes every reader takes; a bad
+// record is refused and counted (Store.Rejections), and one that reaches a
+// view another way (a node's own record from a version with other rules)
+// is left out and counted in View.Rejected.
+//
+// It is here, not in a package of its own, because gossip itself must read
+// values to admit records (node keys and addresses, removals: trust.go)
+// and a record package above gossip could not serve that, while one below
+// it would need a copy of Record and Kind. Readers take values only
+// through these functions; Record has no Decode method.
+//
+// An endpoint's address has one form, the bare address ("10.42.0.5") that
+// every meshnet version writes; "10.42.0.5/16", which ipam used to accept
+// and the daemon silently dropped, is refused. The wire format is
+// unchanged: old and new daemons parse each other's records, and
+// decode_test.go keeps the encodings of the version before this layer.
+//
 // # Records bound to their owner
 //
 // Every node has an Ed25519 node key (the daemon keeps it in --state-dir,
@@ -225,10 +253,28 @@
 //
 // The store is pure Go with an injected clock and persistence hook, so its
 // rules are tested without a network (store_test.go, merge_test.go); the
-// Cluster only wires memberlist's delegates to it. Memberlist's *Node values
+// Cluster only wires memberlist's delegates to it. The delegates never
+// call the store: memberlist forbids blocking in them, and a local write
+// holds the store's lock across its fsync, so they decode and enqueue, and
+// one goroutine merges, persists and passes news on (inbound.go). Memberlist's *Node values
 // are rewritten in place under memberlist's lock, so the Cluster reads them
 // only inside the event callbacks (which hold that lock) and keeps its own
 // copy for the rejoin loop. The owner persists its own records before
 // announcing them (a write it cannot keep is undone and never published),
 // because after a restart it must be the authority on them again.
+//
+// # Files
+//
+//	record.go, values.go, ipamvalues.go  records and their wire values
+//	decode.go, check.go, view.go         decoding and checks, the typed view
+//	store.go, snapshot.go                the store, its snapshots
+//	trust.go, sign.go, identity.go       owners' keys, signatures, one name one node
+//	cluster.go                           Cluster: config, New, Run, Close
+//	delegate.go, inbound.go              memberlist's delegate, the merge queue
+//	codec.go                             gossip messages and push/pull states on the wire
+//	broadcast.go                         spreading records (queue, large ones over TCP)
+//	members.go, suspect.go               members' liveness from memberlist's events and log
+//	rejoin.go, seeds.go, catchup.go      finding the cluster again after a partition
+//	keyring.go, keyring_rotate.go        gossip key rotation
+//	heard.go, known.go, sightings.go     heard from the cluster, known peers, who sees whom
 package gossip

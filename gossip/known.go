@@ -19,12 +19,11 @@ type KnownPeer struct {
 // the snapshot, so they are not listed.
 func KnownPeers(snap *Snapshot, self string) []KnownPeer {
 	var out []KnownPeer
-	for _, r := range snap.Records(KindNode) {
-		var info NodeInfo
-		if r.Owner == self || r.Decode(&info) != nil || info.Addr == "" || info.GossipPort == 0 {
+	for name, n := range snap.View().Nodes {
+		if name == self || n.Info.GossipPort == 0 {
 			continue
 		}
-		out = append(out, KnownPeer{Name: r.Owner, Addr: net.JoinHostPort(info.Addr, strconv.Itoa(info.GossipPort))})
+		out = append(out, KnownPeer{Name: name, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(n.Info.GossipPort))})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out

@@ -8,7 +8,8 @@ import (
 )
 
 // Kind names a family of records. The store treats every kind alike; what a
-// kind means, and who reads it, is up to the packages that write it.
+// kind means is up to the packages that write it; what its values look like
+// is decoded in one place (decode.go).
 type Kind string
 
 // The record kinds of meshnet's cluster state (DESIGN.md, "Cluster state").
@@ -59,14 +60,6 @@ type Record struct {
 	// nodes from before records were signed (trust.go, the upgrade rule).
 	Signer []byte `json:"signer,omitempty"`
 	Sig    []byte `json:"sig,omitempty"`
-}
-
-// Decode unmarshals the record's value into v.
-func (r Record) Decode(v any) error {
-	if err := json.Unmarshal(r.Value, v); err != nil {
-		return fmt.Errorf("decode %s record %s: %w", r.Kind, r.Key, err)
-	}
-	return nil
 }
 
 // validate rejects records no honest meshnet node writes.

@@ -20,6 +20,7 @@ func TestRelayOfRecordFirstLearnedByPushPull(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.MergeRemoteState(state, true)
+	c.mergeQueued()
 	if n := c.queue.NumQueued(); n != 0 {
 		t.Fatalf("a push/pull queued %d broadcasts; it must relay nothing by itself", n)
 	}
@@ -30,12 +31,16 @@ func TestRelayOfRecordFirstLearnedByPushPull(t *testing.T) {
 		}
 		return append([]byte{msgRecord}, b...)
 	}
-	d.NotifyMsg(msg(rec))
+	notify := func(r Record) {
+		d.NotifyMsg(msg(r))
+		c.mergeQueued()
+	}
+	notify(rec)
 	if n := c.queue.NumQueued(); n != 1 {
 		t.Fatalf("the first broadcast copy of a record learned by push/pull queued %d broadcasts, want 1 (relayed)", n)
 	}
 	c.queue.Reset()
-	d.NotifyMsg(msg(rec))
+	notify(rec)
 	if n := c.queue.NumQueued(); n != 0 {
 		t.Fatalf("a second copy queued %d broadcasts; a record is passed on once", n)
 	}
@@ -46,11 +51,12 @@ func TestRelayOfRecordFirstLearnedByPushPull(t *testing.T) {
 	newer.Version = 20
 	state, _ = EncodeState([]Record{newer})
 	d.MergeRemoteState(state, false)
-	d.NotifyMsg(msg(other))
+	c.mergeQueued()
+	notify(other)
 	if n := c.queue.NumQueued(); n != 0 {
 		t.Fatalf("an older copy queued %d broadcasts", n)
 	}
-	d.NotifyMsg(msg(newer))
+	notify(newer)
 	if n := c.queue.NumQueued(); n != 1 {
 		t.Fatalf("the copy of the version the push/pull brought queued %d broadcasts, want 1", n)
 	}

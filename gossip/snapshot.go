@@ -13,6 +13,7 @@ type Snapshot struct {
 	Removed map[string]uint64
 
 	byKind map[Kind][]Record
+	view   lazyView
 }
 
 // Records returns every live record of a kind, whatever the liveness of its

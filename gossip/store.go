@@ -505,8 +505,7 @@ func (s *Store) Snapshot() *Snapshot {
 		if k.Kind != KindRemoval || r.Deleted {
 			continue
 		}
-		var rm Removal
-		if err := r.Decode(&rm); err == nil && rm.UpTo > removedUpTo[k.ID] {
+		if rm, err := DecodeRemoval(r); err == nil && rm.UpTo > removedUpTo[k.ID] {
 			removedUpTo[k.ID] = rm.UpTo
 		}
 	}

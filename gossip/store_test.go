@@ -192,8 +192,8 @@ func TestStoreRecordWrittenByOneNodeIsSeenByAllAfterMerge(t *testing.T) {
 		if !sameRecord(got, written) {
 			t.Errorf("%s has %+v, want %+v", s.Self(), got, written)
 		}
-		var back EndpointInfo
-		if err := got.Decode(&back); err != nil || back.Addr != ep.Addr {
+		back, err := DecodeEndpoint(got)
+		if err != nil || back.Addr != ep.Addr {
 			t.Errorf("%s: decoded %+v, %v", s.Self(), back, err)
 		}
 		if _, ok := s.Snapshot().Get(KindNode, "b", ""); !ok {

@@ -184,8 +184,7 @@ func (s *Store) pinMovesLocked(r Record, pin ed25519.PublicKey) bool {
 	if cur, ok := s.records[r.Key]; ok && !newer(r, cur) {
 		return false
 	}
-	var info NodeInfo
-	_ = r.Decode(&info) // checkValue decoded it
+	info, _ := DecodeNode(r) // checkValue parsed it
 	newKey := EncodeNodeKey(r.Signer)
 	m, known := s.members[r.Owner]
 	var why string
@@ -235,10 +234,13 @@ func (s *Store) earlierRunLocked(r Record) bool {
 	if r.Kind != KindNode || r.Deleted {
 		return false
 	}
-	var theirs, mine NodeInfo
-	_ = r.Decode(&theirs) // checkValue decoded it
+	theirs, _ := DecodeNode(r) // checkValue parsed it
 	cur, ok := s.records[Key{Kind: KindNode, Owner: s.cfg.Self}]
-	if !ok || cur.Deleted || cur.Decode(&mine) != nil {
+	if !ok || cur.Deleted {
+		return false
+	}
+	mine, err := DecodeNode(cur)
+	if err != nil {
 		return false
 	}
 	sameAddr := theirs.Addr == mine.Addr && theirs.GossipPort == mine.GossipPort
@@ -305,11 +307,13 @@ func (s *Store) ownNameLocked(r Record) error {
 	if r.Kind != KindNode || r.Deleted || r.Version <= s.removedUpToLocked(s.cfg.Self) {
 		return fmt.Errorf("record %s is signed by another node key (%s) than this node's", r.Key, EncodeNodeKey(r.Signer))
 	}
-	var theirs, mine NodeInfo
-	_ = r.Decode(&theirs) // checkValue decoded it
+	theirs, _ := DecodeNode(r) // checkValue parsed it
+	var mine NodeInfo
 	cur, haveMine := s.records[Key{Kind: KindNode, Owner: s.cfg.Self}]
 	if haveMine {
-		haveMine = cur.Decode(&mine) == nil
+		var err error
+		mine, err = DecodeNode(cur)
+		haveMine = err == nil
 	}
 	where := theirs.Addr
 	if theirs.GossipPort != 0 {
@@ -343,8 +347,7 @@ func (s *Store) ownNameLocked(r Record) error {
 // the removed node's address blocks (the ipam simulation finds exactly
 // that when writers must be alive).
 func (s *Store) checkRemovalLocked(r Record) (string, error) {
-	var rm Removal
-	_ = r.Decode(&rm) // checkValue decoded it
+	rm, _ := DecodeRemoval(r) // checkValue parsed it
 	switch {
 	case r.ID == s.cfg.Self:
 		// This node is alive: a removal of it is history only if it
@@ -376,8 +379,7 @@ func (s *Store) removedUpToLocked(node string) uint64 {
 		if k.Kind != KindRemoval || k.ID != node || r.Deleted {
 			continue
 		}
-		var rm Removal
-		if r.Decode(&rm) == nil && rm.UpTo > upTo {
+		if rm, err := DecodeRemoval(r); err == nil && rm.UpTo > upTo {
 			upTo = rm.UpTo
 		}
 	}
@@ -460,8 +462,8 @@ func (s *Store) encodePinsLocked() map[string]string {
 }
 
 func nodeKeyOf(r Record) string {
-	var n NodeInfo
-	if r.Decode(&n) != nil {
+	n, err := DecodeNode(r)
+	if err != nil {
 		return ""
 	}
 	return n.NodeKey

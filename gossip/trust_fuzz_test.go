@@ -67,6 +67,7 @@ func FuzzMergeSigned(f *testing.F) {
 				}
 				d.NotifyMsg(append([]byte{msgRecord}, buf...))
 			}
+			d.c.mergeQueued() // what mergeLoop does
 			limit := uint64(now.Add(DefaultMaxClockAhead).UnixNano())
 			if recv.Clock() > limit {
 				t.Fatalf("clock %d past the bound %d", recv.Clock(), limit)
@@ -101,16 +102,16 @@ func consume(t *testing.T, r Record) {
 	}
 	switch r.Kind {
 	case KindNode:
-		var n NodeInfo
-		if r.Decode(&n) != nil {
+		n, err := DecodeNode(r)
+		if err != nil {
 			t.Fatal("node value does not decode")
 		}
 		if _, err := netip.ParseAddr(n.Addr); err != nil {
 			t.Fatal(err)
 		}
 	case KindEndpoint:
-		var e EndpointInfo
-		if r.Decode(&e) != nil {
+		e, err := DecodeEndpoint(r)
+		if err != nil {
 			t.Fatal("endpoint value does not decode")
 		}
 		if _, err := netip.ParsePrefix(e.Subnet); err != nil {
@@ -122,8 +123,8 @@ func consume(t *testing.T, r Record) {
 			}
 		}
 	case KindNetwork:
-		var n NetworkInfo
-		if r.Decode(&n) != nil || n.VNI > maxVNI {
+		n, err := DecodeNetwork(r)
+		if err != nil || n.VNI > maxVNI {
 			t.Fatal("network value")
 		}
 	}

@@ -71,6 +71,7 @@ func delegateOf(t testing.TB, s *Store) *delegate {
 		stop:         make(chan struct{}),
 		maxPacketMsg: 1400,
 		log:          slog.New(slog.DiscardHandler),
+		in:           make(chan inbound, inboundQueue),
 	}
 	c.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return 3 }, RetransmitMult: 4}
 	if err := c.setupKeyring(&memberlist.Config{}); err != nil {
@@ -85,12 +86,14 @@ func deliverEveryWay(t testing.TB, s *Store, recs []Record) {
 	d := delegateOf(t, s)
 	for _, r := range recs {
 		d.NotifyMsg(append([]byte{msgRecord}, rawJSON(t, r)...))
+		d.c.mergeQueued() // what mergeLoop does
 	}
 	state, err := EncodeState(recs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	d.MergeRemoteState(state, false)
+	d.c.mergeQueued()
 }
 
 func countLines(log, substr string) int {

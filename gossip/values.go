@@ -2,8 +2,10 @@ package gossip
 
 import "time"
 
-// The values of meshnet's shared record kinds. Block values belong to ipam,
-// which owns their meaning.
+// The wire values of meshnet's shared record kinds, as JSON in
+// Record.Value. Their decoding and checks are in decode.go, ipam's kinds'
+// values in ipamvalues.go. Changing a JSON name or a value's meaning breaks
+// mixed-version clusters (decode_test.go holds today's encodings).
 
 // NodeInfo is a node's KindNode record (ID ""): the facts others need to
 // reach it.

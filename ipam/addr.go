@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
-	"sort"
-	"strings"
+
+	"github.com/meshnet/meshnet/gossip"
 )
 
 // u128 is an address (or an offset) as a 128-bit number, so that IPv4 and
@@ -220,77 +220,8 @@ func log2ceil(n int) int {
 	return l
 }
 
-// encodeAddrs writes a set of addresses compactly: sorted, runs as "a-b".
-func encodeAddrs(addrs []netip.Addr) []string {
-	if len(addrs) == 0 {
-		return nil
-	}
-	s := append([]netip.Addr(nil), addrs...)
-	sort.Slice(s, func(i, j int) bool { return s[i].Less(s[j]) })
-	var out []string
-	start, prev := s[0], s[0]
-	flush := func() {
-		if start == prev {
-			out = append(out, start.String())
-		} else {
-			out = append(out, start.String()+"-"+prev.String())
-		}
-	}
-	for _, a := range s[1:] {
-		if a == prev {
-			continue
-		}
-		if a == prev.Next() {
-			prev = a
-			continue
-		}
-		flush()
-		start, prev = a, a
-	}
-	flush()
-	return out
-}
+// encodeAddrs and decodeAddrs are the Held lists' wire form, owned by
+// gossip with every other record's.
+func encodeAddrs(addrs []netip.Addr) []string { return gossip.EncodeAddrList(addrs) }
 
-// maxDecodedAddrs bounds what one record can make us expand.
-const maxDecodedAddrs = 1 << 16
-
-func decodeAddrs(in []string) ([]netip.Addr, error) {
-	var out []netip.Addr
-	for _, s := range in {
-		lo, hi, isRange := strings.Cut(s, "-")
-		a, err := netip.ParseAddr(lo)
-		if err != nil {
-			return nil, fmt.Errorf("address list entry %q: %w", s, err)
-		}
-		b := a
-		if isRange {
-			if b, err = netip.ParseAddr(hi); err != nil {
-				return nil, fmt.Errorf("address list entry %q: %w", s, err)
-			}
-			if b.Less(a) || a.Is4() != b.Is4() {
-				return nil, fmt.Errorf("address list entry %q: not an ascending range", s)
-			}
-		}
-		for x := a; ; x = x.Next() {
-			if len(out) >= maxDecodedAddrs {
-				return nil, fmt.Errorf("address list longer than %d", maxDecodedAddrs)
-			}
-			out = append(out, x)
-			if x == b {
-				break
-			}
-		}
-	}
-	return out, nil
-}
-
-// parseEndpointAddr accepts "10.42.0.5" or "10.42.0.5/16".
-func parseEndpointAddr(s string) (netip.Addr, bool) {
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a.Unmap(), true
-	}
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Addr().Unmap(), true
-	}
-	return netip.Addr{}, false
-}
+func decodeAddrs(in []string) ([]netip.Addr, error) { return gossip.ParseAddrList(in) }

@@ -41,8 +41,7 @@ func newCluster(snap *gossip.Snapshot, all []gossip.Record) *cluster {
 		if r.Kind != gossip.KindRemoval || r.Deleted {
 			continue
 		}
-		var rm gossip.Removal
-		if r.Decode(&rm) == nil && rm.UpTo > c.removed[r.ID] {
+		if rm, err := gossip.DecodeRemoval(r); err == nil && rm.UpTo > c.removed[r.ID] {
 			c.removed[r.ID] = rm.UpTo
 		}
 		c.removedAt[r.ID] = max(c.removedAt[r.ID], r.Version)

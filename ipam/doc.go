@@ -201,8 +201,13 @@
 //	view.go       a pool as the records say (pure: same records, same view)
 //	cluster.go    the input of views; the cluster cache file
 //	joined.go     waiting for the cluster (MarkJoined)
-//	records.go    the record types; state.go the allocation table
+//	records.go    the record types (their wire form and decoding are
+//	              gossip's, ipamvalues.go and decode.go); state.go the
+//	              allocation table
 //	addr.go       address arithmetic and block geometry; status.go Status
+//	              (for meshctl; no JSON here, control's types own it)
+//	owners.go     Owners: each node's blocks merged into the fewest
+//	              prefixes, what the dataplane routes to each host
 //
 // # What the daemon must do
 //
@@ -211,8 +216,8 @@
 // used (without it no handoff completes); call MarkJoined once the node has
 // heard from its cluster, as above (until then creations fail with
 // ErrNotJoined, which the plugin turns into an error naming the seeds);
-// write EndpointInfo.Subnet as the pool ID and Addr as "a.b.c.d" or
-// "a.b.c.d/len"; before writing a removal, ask CanRemove, and ask the
+// write EndpointInfo.Subnet as the pool ID and Addr as the bare address
+// "a.b.c.d" (the one form the record layer takes, gossip/decode.go); before writing a removal, ask CanRemove, and ask the
 // cluster whether any member still sees the node alive (the daemon's
 // rmpeer does both).
 package ipam

@@ -336,7 +336,7 @@ func TestHandoffAndPreferredAddress(t *testing.T) {
 		}
 		// An address in an endpoint record of n1: refused, naming n1.
 		ep := netip.MustParseAddr("10.42.200.9")
-		if _, err := a.store.Put(gossip.KindEndpoint, "ep1", gossip.EndpointInfo{Subnet: pool, Addr: ep.String() + "/16"}); err != nil {
+		if _, err := a.store.Put(gossip.KindEndpoint, "ep1", gossip.EndpointInfo{Subnet: pool, Addr: ep.String()}); err != nil {
 			t.Fatal(err)
 		}
 		_, err = requestAddress(context.Background(), b, pool, ep, false)

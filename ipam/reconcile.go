@@ -265,14 +265,14 @@ func (a *IPAM) concedeLostLocked(lp *localPool) {
 			continue // owned, or handed to us and about to be claimed
 		}
 		m, my := b.mine, mineBy[i]
-		if len(my) == 0 && (m == nil || (m.v.Conceded || m.v.grant()) && len(m.held) == 0) {
+		if len(my) == 0 && (m == nil || (m.v.Conceded || isGrant(m.v)) && len(m.held) == 0) {
 			continue // nothing held, nothing claimed: the common case
 		}
 		p := v.geo.blockPrefix(i)
 		id := blockID(lp.key, p.String(), v.origin)
 		switch {
 		case m == nil || m.prefix.Bits() < v.geo.blockLen:
-			needConcede := m != nil && !m.v.Conceded && !m.v.grant()
+			needConcede := m != nil && !m.v.Conceded && !isGrant(m.v)
 			if !needConcede && len(my) == 0 {
 				continue
 			}
@@ -285,7 +285,7 @@ func (a *IPAM) concedeLostLocked(lp *localPool) {
 				a.log.Error("concede block", "block", p, "err", err)
 			}
 		default:
-			needConcede := !m.v.Conceded && !m.v.grant()
+			needConcede := !m.v.Conceded && !isGrant(m.v)
 			if !needConcede && sameAddrs(m.held, my) {
 				continue
 			}

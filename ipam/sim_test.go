@@ -325,7 +325,7 @@ func (s *sim) worker(nd *node, rng *rand.Rand, ops, w, nw int) {
 		h := held{pool: pool, addr: pr.Addr()}
 		if rng.Intn(2) == 0 {
 			h.ep = fmt.Sprintf("%s-ep%d", nd.name, s.epSeq.Add(1))
-			if _, err := st.Put(gossip.KindEndpoint, h.ep, gossip.EndpointInfo{Subnet: pool, Addr: pr.String(), Healthy: true}); err != nil {
+			if _, err := st.Put(gossip.KindEndpoint, h.ep, gossip.EndpointInfo{Subnet: pool, Addr: pr.Addr().String(), Healthy: true}); err != nil {
 				s.t.Errorf("%s: put endpoint: %v", nd.name, err)
 			}
 			s.endpoint(nd.name, h.addr, h.ep)

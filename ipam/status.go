@@ -5,61 +5,62 @@ import (
 	"slices"
 )
 
-// Status is what ipam reports to meshctl (JSON-stable).
+// Status is what ipam reports for meshctl; the daemon copies it into the
+// control package's types, which own the JSON form.
 type Status struct {
-	Node      string       `json:"node"`
-	Pools     []PoolStatus `json:"pools"`
-	Conflicts []Conflict   `json:"conflicts"`
+	Node      string
+	Pools     []PoolStatus
+	Conflicts []Conflict
 }
 
 // PoolStatus is one pool as this node sees it.
 type PoolStatus struct {
-	Subnet    string `json:"subnet"`
-	Gateway   string `json:"gateway"`
-	BlockLen  int    `json:"block_prefix_len"` // e.g. 26: blocks are /26
-	BlockSize uint64 `json:"block_size"`       // addresses per block (saturates)
-	NumBlocks int    `json:"blocks"`
-	Origin    Origin `json:"origin"`
+	Subnet    string
+	Gateway   string
+	BlockLen  int    // e.g. 26: blocks are /26
+	BlockSize uint64 // addresses per block (saturates)
+	NumBlocks int
+	Origin    Origin
 	// Lineages lists every creation of the subnet seen, the winner first;
 	// more than one means it was created on two sides of a partition.
-	Lineages []Origin `json:"lineages,omitempty"`
+	Lineages []Origin
 	// Heir claims the blocks of removed nodes.
-	Heir   string           `json:"heir,omitempty"`
-	Local  *LocalPoolStatus `json:"local,omitempty"`
-	Ranges []BlockRange     `json:"ranges"`
-	Usage  []NodeUsage      `json:"usage"`
+	Heir   string
+	Local  *LocalPoolStatus
+	Ranges []BlockRange
+	Usage  []NodeUsage
 }
 
 // LocalPoolStatus is this node's use of a pool.
 type LocalPoolStatus struct {
-	Refs      int  `json:"refs"`
-	Released  bool `json:"released"`
-	Allocated int  `json:"allocated"`
-	Waiting   int  `json:"waiting"`
+	Refs      int
+	Released  bool
+	Allocated int
+	Waiting   int
 }
 
 // BlockRange is a run of consecutive blocks in the same hands and state.
 type BlockRange struct {
-	First     string     `json:"first"`
-	Last      string     `json:"last"`
-	Blocks    int        `json:"blocks"`
-	Owner     string     `json:"owner,omitempty"`
-	State     BlockState `json:"state"`
-	Contested bool       `json:"contested,omitempty"`
-	Frozen    bool       `json:"frozen,omitempty"`
+	First     string
+	Last      string
+	Blocks    int
+	Owner     string
+	State     BlockState
+	Contested bool
+	Frozen    bool
 }
 
 // NodeUsage is one node's share of a pool.
 type NodeUsage struct {
-	Node string `json:"node"`
+	Node string
 	// Blocks it owns; Spare of them it would hand away.
-	Blocks int `json:"blocks"`
-	Spare  int `json:"spare"`
+	Blocks int
+	Spare  int
 	// Allocated addresses (exact for this node; for others as last
 	// published).
-	Allocated int  `json:"allocated"`
-	Released  bool `json:"released,omitempty"`
-	Up        bool `json:"up"`
+	Allocated int
+	Released  bool
+	Up        bool
 }
 
 // Conflict is an address that two nodes or more hold: it happens only when
@@ -67,16 +68,14 @@ type NodeUsage struct {
 // while still running). It is never handed out again while any of them
 // holds it.
 type Conflict struct {
-	Subnet string   `json:"subnet"`
-	Addr   string   `json:"addr"`
-	Nodes  []string `json:"nodes"`
+	Subnet string
+	Addr   string
+	Nodes  []string
 }
 
-// Status reports every pool this node knows of.
-func (a *IPAM) Status() Status {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	st := Status{Node: a.self, Pools: []PoolStatus{}, Conflicts: []Conflict{}}
+// poolKeysLocked lists every pool this node knows of (its own, and those
+// of KindPool records), sorted by address.
+func (a *IPAM) poolKeysLocked() []string {
 	keys := map[string]bool{}
 	for k := range a.pools {
 		keys[k] = true
@@ -93,7 +92,15 @@ func (a *IPAM) Status() Status {
 		py, _ := netip.ParsePrefix(y)
 		return px.Addr().Compare(py.Addr())
 	})
-	for _, k := range sorted {
+	return sorted
+}
+
+// Status reports every pool this node knows of.
+func (a *IPAM) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := Status{Node: a.self, Pools: []PoolStatus{}, Conflicts: []Conflict{}}
+	for _, k := range a.poolKeysLocked() {
 		v := a.viewLocked(k)
 		lp := a.pools[k]
 		if v == nil {

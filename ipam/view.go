@@ -135,17 +135,20 @@ func (d *decoder) prune(all []gossip.Record) {
 	d.m = keep
 }
 
+// The parsers below wrap the record layer's (gossip/decode.go) for the
+// decoder cache; a record that does not parse is cached as nil.
+
 func parsePool(r gossip.Record) any {
-	var p PoolRecord
-	if r.Decode(&p) != nil || p.Subnet != r.ID || p.Origin.IsZero() {
+	p, err := gossip.ParsePool(r)
+	if err != nil {
 		return (*PoolRecord)(nil)
 	}
 	return &p
 }
 
 func parseRequest(r gossip.Record) any {
-	var rr RequestRecord
-	if r.Decode(&rr) != nil || rr.Subnet != r.ID {
+	rr, err := gossip.ParseRequest(r)
+	if err != nil {
 		return (*RequestRecord)(nil)
 	}
 	return &rr
@@ -157,36 +160,19 @@ type endpointEntry struct {
 }
 
 func parseEndpoint(r gossip.Record) any {
-	var ep gossip.EndpointInfo
-	if r.Decode(&ep) != nil {
+	ep, err := gossip.ParseEndpoint(r)
+	if err != nil {
 		return (*endpointEntry)(nil)
 	}
-	a, ok := parseEndpointAddr(ep.Addr)
-	if !ok {
-		return (*endpointEntry)(nil)
-	}
-	return &endpointEntry{subnet: ep.Subnet, endpointAddr: endpointAddr{owner: r.Owner, addr: a}}
+	return &endpointEntry{subnet: ep.Info.Subnet, endpointAddr: endpointAddr{owner: r.Owner, addr: ep.Addr}}
 }
 
 func parseBlock(r gossip.Record) any {
-	var b BlockRecord
-	if r.Decode(&b) != nil || r.ID != blockID(b.Pool, b.Prefix, b.Origin) {
+	b, err := gossip.ParseBlock(r)
+	if err != nil {
 		return (*blockRec)(nil)
 	}
-	subnet, err1 := netip.ParsePrefix(b.Pool)
-	p, err2 := netip.ParsePrefix(b.Prefix)
-	if err1 != nil || err2 != nil || p != p.Masked() || p.Bits() < subnet.Bits() || !subnet.Contains(p.Addr()) {
-		return (*blockRec)(nil)
-	}
-	rec := &blockRec{owner: r.Owner, version: r.Version, id: r.ID, prefix: p, v: b}
-	if held, err := decodeAddrs(b.Held); err == nil {
-		for _, a := range held {
-			if p.Contains(a) {
-				rec.held = append(rec.held, a)
-			}
-		}
-	}
-	return rec
+	return &blockRec{owner: b.Owner, version: b.Version, id: b.ID, prefix: b.Prefix, v: b.Value, held: b.Held}
 }
 
 // endpointIndex groups every endpoint record's address by subnet string.
@@ -254,11 +240,11 @@ func buildView(c *cluster, subnet netip.Prefix, eps []endpointAddr, d *decoder) 
 		if !slices.Contains(v.lineages, p.rec.Origin) {
 			v.lineages = append(v.lineages, p.rec.Origin)
 		}
-		if p.rec.Origin.better(best) {
+		if better(p.rec.Origin, best) {
 			best = p.rec.Origin
 		}
 	}
-	sort.Slice(v.lineages, func(i, j int) bool { return v.lineages[i].better(v.lineages[j]) })
+	sort.Slice(v.lineages, func(i, j int) bool { return better(v.lineages[i], v.lineages[j]) })
 	v.origin = best
 
 	// Settings come from the creator's record; every member copies them,
@@ -385,10 +371,10 @@ func (v *poolView) judge(stances []*blockRec) blockInfo {
 		case v.hidden[s]:
 			removedHolder = true // its holder was removed
 			continue
-		case s.v.grant() && v.grantOrphaned(s):
+		case isGrant(s.v) && v.grantOrphaned(s):
 			removedHolder = true // handed to a node removed since
 			continue
-		case s.v.grant():
+		case isGrant(s.v):
 			name = s.v.To
 		}
 		if !slices.Contains(names, name) {
@@ -413,9 +399,9 @@ func (v *poolView) judge(stances []*blockRec) blockInfo {
 			continue
 		}
 		switch {
-		case !s.v.grant() && s.owner == b.owner:
+		case !isGrant(s.v) && s.owner == b.owner:
 			b.state = StateOwned
-		case !s.v.grant():
+		case !isGrant(s.v):
 			b.frozen = true // a rival's claim, not conceded yet
 		case s.v.To == b.owner && b.grant == nil && !v.grantOrphaned(s):
 			b.grant = s
@@ -465,7 +451,7 @@ func (v *poolView) applyRivals() {
 			}
 			continue
 		}
-		if r.v.Origin == v.origin || r.v.grant() || v.inert(r) {
+		if r.v.Origin == v.origin || isGrant(r.v) || v.inert(r) {
 			continue
 		}
 		freeze(r.prefix, r.owner)

@@ -1,0 +1,87 @@
+package gossip
+
+import (
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// This file spreads records: memberlist's broadcast queue for those that
+// fit a gossip packet, TCP to a few peers for the others.
+
+func (c *Cluster) broadcast(r Record) {
+	buf, err := json.Marshal(r)
+	if err != nil {
+		c.log.Error("encoding a record for gossip", "record", r.Key.String(), "err", err)
+		return
+	}
+	msg := append([]byte{msgRecord}, buf...)
+	if len(msg) > c.maxPacketMsg {
+		c.sendLarge(r.Key, msg)
+		return
+	}
+	// The queue's name must be unique per key: Key.String's slashes also
+	// occur in IDs (subnets).
+	name := string(r.Kind) + "\x00" + r.Owner + "\x00" + r.ID
+	c.queue.QueueBroadcast(&recordBroadcast{key: name, msg: msg})
+}
+
+// sendLarge sends a record too big for a gossip packet over TCP to a few
+// random peers that are up, about as many as memberlist would retransmit a
+// broadcast. Memberlist's queue skips a message that does not fit in a
+// packet, forever: such a record would travel only by push/pull, and sit
+// in the queue until replaced. Receivers pass it on the same way, once per
+// version, so it spreads like a broadcast.
+func (c *Cluster) sendLarge(k Key, msg []byte) {
+	c.mu.Lock()
+	ml := c.ml
+	if c.sendsClosed || ml == nil {
+		c.mu.Unlock()
+		return
+	}
+	var targets []*memberlist.Node
+	for name, p := range c.peers {
+		if name != c.cfg.NodeName && p.state.Up() {
+			targets = append(targets, &memberlist.Node{Name: name, Addr: p.ip, Port: p.port})
+		}
+	}
+	up := len(targets) + 1
+	// Memberlist's retransmit count, and at least 4: every peer of a
+	// small cluster directly.
+	fanout := max(c.retransmitMult*int(math.Ceil(math.Log10(float64(up+1)))), 4)
+	rand.Shuffle(len(targets), func(i, j int) { targets[i], targets[j] = targets[j], targets[i] })
+	if len(targets) > fanout {
+		targets = targets[:fanout]
+	}
+	if len(targets) == 0 {
+		c.mu.Unlock()
+		return // push/pull carries it to whoever comes
+	}
+	c.sends.Add(1)
+	c.mu.Unlock()
+	// Dialing may take a TCP timeout: not on the caller's goroutine, which
+	// may be memberlist's packet handler or a plugin request.
+	go func() {
+		defer c.sends.Done()
+		for _, n := range targets {
+			if err := ml.SendReliable(n, msg); err != nil {
+				c.log.Debug("sending a large record", "record", k.String(), "to", n.Name, "err", err)
+			}
+		}
+	}()
+}
+
+type recordBroadcast struct {
+	key string
+	msg []byte
+}
+
+func (b *recordBroadcast) Invalidates(o memberlist.Broadcast) bool {
+	ob, ok := o.(*recordBroadcast)
+	return ok && ob.key == b.key
+}
+func (b *recordBroadcast) Name() string    { return b.key }
+func (b *recordBroadcast) Message() []byte { return b.msg }
+func (b *recordBroadcast) Finished()       {}
