@@ -261,8 +261,8 @@ func fetchWho(t *testing.T, ctx context.Context, h harness.Host, url string, n i
 	counts = map[string]int{}
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		f := strings.Fields(line)
-		if len(f) != 2 {
-			failed++
+		if len(f) != 2 || !strings.HasPrefix(f[0], "web-") {
+			failed++ // "FAILED", or wget's complaint
 			continue
 		}
 		counts[f[0]]++
