@@ -92,7 +92,7 @@ func TestServiceVIP(t *testing.T) {
 
 	url := fmt.Sprintf("http://%s/cgi-bin/who", netip.AddrPortFrom(vip, 8080))
 	harness.Eventually(t, 15*time.Second, func() error {
-		_, err := harness.Docker(ctx, h1, "exec", "client", "wget", "-q", "-O", "-", "-T", "2", url)
+		_, err := harness.Docker(ctx, h1, "exec", "client", "curl", "-sS", "-m", "2", url)
 		return err
 	})
 
@@ -253,7 +253,7 @@ func webService(ctx context.Context, c *harness.Cluster, h harness.Host) (contro
 // addresses the replicas saw other than clientIP.
 func fetchWho(t *testing.T, ctx context.Context, h harness.Host, url string, n int, clientIP netip.Addr) (counts map[string]int, failed int, others []string) {
 	t.Helper()
-	script := fmt.Sprintf("for i in $(seq %d); do wget -q -O - -T 3 %s || echo FAILED; done", n, url)
+	script := fmt.Sprintf("for i in $(seq %d); do curl -s -m 3 %s || echo FAILED; done", n, url)
 	out, err := harness.Docker(ctx, h, "exec", "client", "sh", "-c", script)
 	if err != nil {
 		t.Fatalf("requests from the client: %v", err)
@@ -262,7 +262,7 @@ func fetchWho(t *testing.T, ctx context.Context, h harness.Host, url string, n i
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		f := strings.Fields(line)
 		if len(f) != 2 || !strings.HasPrefix(f[0], "web-") {
-			failed++ // "FAILED", or wget's complaint
+			failed++ // "FAILED", or an error message
 			continue
 		}
 		counts[f[0]]++
