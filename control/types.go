@@ -199,8 +199,26 @@ type Endpoint struct {
 
 // Service is a service name and its replicas (meshctl services).
 type Service struct {
-	Name     string     `json:"name"`
+	Name string `json:"name"`
+	// Replicas are the healthy replicas of up nodes: what DNS and the
+	// VIPs hand out.
 	Replicas []Endpoint `json:"replicas"`
+	// Mode is "vip" when any replica asks for a VIP
+	// (meshnet.endpoint-mode=vip), else "dnsrr".
+	Mode string `json:"mode"`
+	// VIPs are the service's virtual addresses, one per network.
+	VIPs []ServiceVIP `json:"vips,omitempty"`
+	// Unavailable are replicas not handed out: stopped, unhealthy, or on
+	// a node that is down.
+	Unavailable []Endpoint `json:"unavailable,omitempty"`
+}
+
+// ServiceVIP is a service's virtual address on one network.
+type ServiceVIP struct {
+	Subnet  string `json:"subnet"`
+	Network string `json:"network,omitempty"`
+	Addr    string `json:"addr"`
+	Owner   string `json:"owner"` // the node whose IPAM holds it
 }
 
 // Lookup is what the DNS server would answer (meshctl lookup).

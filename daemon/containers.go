@@ -143,6 +143,7 @@ func describeEndpoint(info gossip.EndpointInfo, ce containerEndpoint) gossip.End
 	info.Network = ce.network
 	info.Healthy = ce.c.Running && !ce.c.Paused && ce.c.Health != "unhealthy" && ce.c.Health != "starting"
 	info.Services = serviceNames(ce.c, ce.ep)
+	info.EndpointMode = endpointMode(ce.c.Labels)
 	info.Ports = info.Ports[:0:0]
 	for _, p := range ce.c.Ports {
 		info.Ports = append(info.Ports, fmt.Sprintf("%d/%s", p.Port, p.Proto))
@@ -187,5 +188,5 @@ func serviceNames(c plugin.ContainerInfo, ep plugin.EndpointSettings) []string {
 func endpointInfoEqual(a, b gossip.EndpointInfo) bool {
 	return a.Subnet == b.Subnet && a.Addr == b.Addr && a.MAC == b.MAC && a.Container == b.Container &&
 		a.Network == b.Network && a.Healthy == b.Healthy && slices.Equal(a.Services, b.Services) &&
-		slices.Equal(a.Ports, b.Ports)
+		slices.Equal(a.Ports, b.Ports) && a.EndpointMode == b.EndpointMode
 }

@@ -204,18 +204,49 @@ func (b controlBackend) Endpoints() []control.Endpoint {
 }
 
 func (b controlBackend) Services() []control.Service {
-	byName := map[string][]control.Endpoint{}
+	byName := map[string]*control.Service{}
+	get := func(name string) *control.Service {
+		s := byName[name]
+		if s == nil {
+			s = &control.Service{Name: name, Mode: modeDNSRR}
+			byName[name] = s
+		}
+		return s
+	}
+	snap := b.d.store.Snapshot()
+	modes := map[string]string{} // endpoint ID → mode
+	for _, e := range decodeEndpoints(snap.Records(gossip.KindEndpoint)) {
+		modes[e.id] = e.info.EndpointMode
+	}
+	netNames := map[string]string{}
 	for _, e := range b.Endpoints() {
-		if !e.Up || !e.Healthy {
-			continue
+		if e.Network != "" {
+			netNames[e.Subnet] = e.Network
 		}
 		for _, s := range e.Services {
-			byName[s] = append(byName[s], e)
+			svc := get(s)
+			if modes[e.ID] == modeVIP {
+				svc.Mode = modeVIP
+			}
+			if !e.Up || !e.Healthy {
+				svc.Unavailable = append(svc.Unavailable, e)
+				continue
+			}
+			svc.Replicas = append(svc.Replicas, e)
 		}
 	}
+	for k, v := range vipWinners(snap) {
+		svc := get(k.name)
+		svc.VIPs = append(svc.VIPs, control.ServiceVIP{Subnet: k.subnet.String(), Network: netNames[k.subnet.String()],
+			Addr: v.addr.String(), Owner: v.owner})
+	}
 	out := make([]control.Service, 0, len(byName))
-	for name, reps := range byName {
-		out = append(out, control.Service{Name: name, Replicas: reps})
+	for _, s := range byName {
+		sort.Slice(s.VIPs, func(i, j int) bool { return s.VIPs[i].Subnet < s.VIPs[j].Subnet })
+		if s.Replicas == nil {
+			s.Replicas = []control.Endpoint{}
+		}
+		out = append(out, *s)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -233,7 +264,8 @@ func (b controlBackend) Lookup(name, qtype string) (control.Lookup, error) {
 	if !strings.Contains(name, ".") {
 		name += "." + b.d.cfg.DNSDomain
 	}
-	table := dns.NewTable(b.d.cfg.DNSDomain, dnsEntries(b.d.store.Snapshot()))
+	snap := b.d.store.Snapshot()
+	table := dns.NewTable(b.d.cfg.DNSDomain, withVIPs(snap, dnsEntries(snap)))
 	answers, rcode := table.Lookup(name, qt)
 	res := control.Lookup{Name: mdns.Fqdn(name), Type: mdns.TypeToString[qt], Rcode: mdns.RcodeToString[rcode]}
 	for _, rr := range answers {

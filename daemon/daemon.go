@@ -277,6 +277,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	run("container bridges", d.local.run, false)
 	run("leak sweep", d.reclaimLoop, false)
+	run("service VIPs", d.vipLoop, false)
 	run("docker events", func(ctx context.Context) error { return d.watcher.Run(ctx, d.onContainers) }, false)
 	run("tombstone expiry", func(ctx context.Context) error {
 		t := time.NewTicker(10 * time.Minute)
@@ -360,6 +361,10 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	snap := d.store.Snapshot()
 	st := desiredDataplane(snap, dataplane.UnderlayInfo{Addr: d.advertise}, d.cfg.VXLANPort)
 	st.ServiceAddrs = []netip.Addr{d.dnsAddr}
+	st.VIPs = desiredVIPs(snap, st.Networks)
+	for _, v := range st.VIPs {
+		st.ServiceAddrs = append(st.ServiceAddrs, v.Addr)
+	}
 	st.AllowDockerBridges = d.cfg.AllowDockerBridges
 	st.HoldDeletes = hold
 	d.tunnelState(&st, snap)

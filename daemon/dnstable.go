@@ -30,7 +30,7 @@ func (d *Daemon) dnsTableLoop(ctx context.Context) error {
 			continue
 		}
 		last = snap
-		d.publishDNSTable(dns.NewTable(d.cfg.DNSDomain, dnsEntries(snap)))
+		d.publishDNSTable(dns.NewTable(d.cfg.DNSDomain, withVIPs(snap, dnsEntries(snap))))
 	}
 }
 

@@ -50,6 +50,15 @@
 //     DeleteEndpoint detach it, and every full container list from the
 //     watcher re-syncs the set (a restarted meshnetd finds its containers
 //     again); each new DNS table goes to every container's server.
+//   - Service VIPs (vip.go): a service whose replicas carry
+//     meshnet.endpoint-mode=vip gets one address per network, allocated
+//     from its IPAM by the lowest-named up node holding a replica and
+//     published as a "vip" record (a race between two writers is settled
+//     by the lowest owner, the loser frees its address); the reconciler
+//     puts every winning VIP of a local network, with the healthy
+//     replicas of up nodes, into dataplane.State.VIPs and on lo; the DNS
+//     table answers the VIP for the service's name and every replica for
+//     tasks.<service>. The default mode is dnsrr (why: vip.go).
 //   - The leak sweep (sweep.go): what Docker could not release while
 //     meshnetd was down is freed once no container has held it for
 //     --reclaim-after, judged against what the engine itself reports.

@@ -129,6 +129,9 @@ func (d *Daemon) reclaimPass(ctx context.Context, tracker *leakTracker, grace ti
 			}
 		}
 	}
+	for _, a := range ownVIPAddrs(d.store.Snapshot()) {
+		gateways[a] = true // held by a VIP record, not by a container
+	}
 	due, since := tracker.observe(time.Now(), unheld(d.cfg.NodeName, d.store.Snapshot(), allocations, gateways, held), grace)
 	for i, l := range due {
 		if l.endpoint != "" {

@@ -240,6 +240,92 @@
 // ports with sockets is the daemon's job (daemon/doc.go); the dataplane
 // publishes what State says.
 //
+// # Service VIPs
+//
+// State.VIPs are service addresses balanced in the kernel over the
+// service's healthy replicas, on every host, in table ip meshnet-vip of
+// their own (vip.go); this kernel has no IPVS, and a user's may not.
+//
+// Where the DNAT happens: on the client's host, in a nat prerouting chain,
+// for a VIP the host answers ARP for with its bridge's MAC (the VIP is in
+// ServiceAddrs, a /32 on lo, like the DNS address; arp_ignore 0, the
+// default, answers for any local address on the bridge, and the vxlan
+// device has no neighbour entry for it, so no other host answers). The
+// client sends to its gateway's MAC; prerouting DNATs to a replica chosen
+// by numgen inc over an anonymous map (kube-proxy's nftables mode does
+// the same with random; inc spreads one host's clients exactly evenly);
+// the packet is routed out of the same bridge, to a local veth or into
+// the tunnel. The choice is made once per connection and kept in its
+// conntrack entry: a change of the replica set rewrites the table in one
+// transaction and leaves every established connection on its replica,
+// and the only idle timeout is conntrack's own (TCP established: 5 days
+// by default), none of meshnet's.
+//
+// The reply path: the replica answers the client's own address. For a
+// replica on another host of a wireguard network the reply is routed
+// back through the client's host, whose conntrack un-NATs it. On a vxlan
+// network, client and replica share one L2 segment, and the reply is
+// bridged straight to the client: the client's host un-NATs it only
+// because br_netfilter passes bridged IPv4 frames through conntrack and
+// NAT (bridge-nf-call-iptables=1, as Docker sets it; its hairpin mode
+// depends on the same). Without br_netfilter a bridged reply reaches the
+// client from the replica's address, which drops it: VIPs need it, as
+// published hairpin connections do. Two alternatives were weighed. DNAT
+// in the client's own namespace (Swarm's IPVS placement) keeps the path
+// symmetric with no host help, but means rules in every container's
+// namespace, rewritten in each of them on every replica change. SNAT to
+// the gateway would make the path symmetric too, but the gateway is the
+// same address on every host, so a remote replica's answer would go to
+// its own host, and the replica would lose the client's address.
+//
+// Two details keep the client's address: table inet meshnet masquerades
+// DNATed connections leaving a bridge they came from (hairpin of
+// published ports), which would catch every VIP connection, so the DNAT
+// rule sets bit 25 of the conntrack mark and a nat postrouting chain at
+// srcnat-1 gives such connections an identity SNAT (their own source):
+// the first NAT binding of a connection wins, and the masquerade is not
+// consulted. And the DNAT chain runs at dstnat-10, before meshnet's and
+// Docker's published ports, which match any local address, the VIP
+// included. Traffic to a VIP that was not DNATed (no replica left) is
+// rejected in an input chain: it never reaches a host socket, and a
+// client fails at once instead of waiting. A host's own sockets do not
+// reach VIPs (no output chain: the source would be the gateway, the same
+// on every host, and a remote replica's reply would go astray).
+//
+// # Routing mesh (designed, not built)
+//
+// Issue 16's second part publishes a service's port on every host with
+// the client's address kept. The design this table is shaped for:
+//
+//   - What is published: a label meshnet.publish=80:8080/tcp on the
+//     replicas (the service's port, not a container's: compose ports: of
+//     replicas would make every replica claim the host port and fail
+//     Docker's per-host check). The daemon holds the port on every host
+//     with a network of the service, as it holds published ports today.
+//   - The entry host E DNATs host-port traffic (fib daddr type local, the
+//     port) to a replica from the same numgen map, preferring local
+//     replicas when the operator asks (a second map of local replicas,
+//     used while it is not empty).
+//   - No SNAT: the replica R sees the client's address, so R's reply is
+//     routed towards the client, through R's own host H, not E. For the
+//     reply to be un-NATed it must go back through E. H marks a
+//     connection arriving from the overlay with E's identity: E sends the
+//     DNATed packet out of the bridge with a source MAC of its own per
+//     host (the bridge MAC is per host and network already), the replica's
+//     host records it in conntrack (ct mark = E's index, from an
+//     ether saddr map in a bridge-family chain), and a policy route on H
+//     (fwmark from ct mark → table per entry host, default route via E's
+//     underlay address) sends replies of such connections back to E,
+//     which accepts them on its underlay interface (reverse-path check
+//     loose for overlay sources there), un-NATs them and routes them to
+//     the client. On a wireguard network the same route goes through the
+//     tunnel, whose AllowedIPs already carry R's block. A replica on E
+//     itself needs none of this. Connections R's host makes itself are
+//     untouched (no mark).
+//   - Failover follows the VIP's: the map is rewritten, established
+//     connections keep their replica, one whose replica's host died
+//     breaks (its state lived there).
+//
 // # Internal networks
 //
 // A Network with Internal set (docker network create --internal) keeps its

@@ -66,6 +66,11 @@ type State struct {
 	// WireGuard is the host's WireGuard device, shared by every network with
 	// Dataplane "wireguard"; ignored when there is none.
 	WireGuard WireGuardState
+	// VIPs are the service addresses this host balances over their
+	// replicas (vip.go). Each must also be in ServiceAddrs: held on lo,
+	// it is answered (ARP) by the bridge of its network with the gateway's
+	// MAC, and DNATed before anything else sees it.
+	VIPs []VIP
 }
 
 // Dataplane kinds of a Network.
@@ -179,7 +184,8 @@ func (s State) Equal(o State) bool {
 	a, b := s.normalized(), o.normalized()
 	if a.Underlay != b.Underlay || a.port() != b.port() || len(a.Networks) != len(b.Networks) ||
 		!slices.Equal(a.ServiceAddrs, b.ServiceAddrs) || !slices.Equal(a.Members, b.Members) ||
-		a.AllowDockerBridges != b.AllowDockerBridges || a.HoldDeletes != b.HoldDeletes || !a.WireGuard.equal(b.WireGuard) {
+		a.AllowDockerBridges != b.AllowDockerBridges || a.HoldDeletes != b.HoldDeletes || !a.WireGuard.equal(b.WireGuard) ||
+		!vipsEqual(a.VIPs, b.VIPs) {
 		return false
 	}
 	for i := range a.Networks {

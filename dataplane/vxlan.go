@@ -234,6 +234,7 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	report(d.syncFirewallAdds(fw))
 	report(d.syncL2Adds(l2))
 	report(d.syncServiceAddrs(st.ServiceAddrs))
+	report(d.syncVIPs(st.VIPs, st.HoldDeletes))
 	if err := ctx.Err(); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
@@ -318,6 +319,9 @@ func (d *Kernel) Teardown() error {
 		errs = append(errs, err)
 	}
 	if err := d.syncServiceAddrs(nil); err != nil {
+		errs = append(errs, err)
+	}
+	if err := d.teardownVIPs(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

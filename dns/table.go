@@ -34,6 +34,12 @@ type Entry struct {
 	Addr   netip.Addr
 	Node   string // host node name; not published in DNS, kept for meshctl
 	Ports  []Port // optional; published as SRV
+	// TaskServices are service names answered only as tasks.<service>:
+	// the service has a VIP, which answers <service> (Swarm's answers).
+	TaskServices []string
+	// VIP marks a service's virtual address: its Services answer it as
+	// <service>, <service>.<network> and the bare name, never as tasks.
+	VIP bool
 }
 
 // Table is an immutable index of the zone, built once from a full set of
@@ -212,11 +218,19 @@ func (b *tableBuilder) add(e *Entry) bool {
 		if s == "" {
 			continue
 		}
-		owners = append(owners, s+"."+b.zone, "tasks."+s+"."+b.zone)
+		owners = append(owners, s+"."+b.zone)
+		if !e.VIP {
+			owners = append(owners, "tasks."+s+"."+b.zone)
+		}
 		srvOwners = append(srvOwners, s+"."+b.zone)
 		if network != "" {
 			owners = append(owners, s+"."+network+"."+b.zone)
 			srvOwners = append(srvOwners, s+"."+network+"."+b.zone)
+		}
+	}
+	for _, svc := range e.TaskServices {
+		if s := ServiceName(svc); s != "" {
+			owners = append(owners, "tasks."+s+"."+b.zone)
 		}
 	}
 	owners = slices.DeleteFunc(owners, func(o string) bool { return !isName(o) })

@@ -66,6 +66,10 @@ type EndpointInfo struct {
 	// Healthy is false while the container is paused or stopped: the
 	// address stays allocated, DNS stops answering with it.
 	Healthy bool `json:"healthy"`
+	// EndpointMode is the container's meshnet.endpoint-mode label: "vip"
+	// gives its services a virtual address balanced in the kernel
+	// (daemon/vip.go); anything else is DNS round robin.
+	EndpointMode string `json:"endpoint_mode,omitempty"`
 }
 
 // Removal is a KindRemoval record (ID = removed node's name).

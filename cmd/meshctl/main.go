@@ -496,14 +496,29 @@ func publishedText(ps []string) string {
 
 func printServices(w io.Writer, svcs []control.Service) error {
 	tw := table(w)
-	fmt.Fprintln(tw, "SERVICE\tCONTAINER\tADDRESS\tHOST\t")
+	fmt.Fprintln(tw, "SERVICE\tMODE\tVIP\tCONTAINER\tADDRESS\tHOST\tSTATE\t")
 	for _, s := range svcs {
-		for i, r := range s.Replicas {
-			name := s.Name
-			if i > 0 {
-				name = ""
+		var vips []string
+		for _, v := range s.VIPs {
+			vips = append(vips, v.Addr)
+		}
+		name, mode, vip := s.Name, s.Mode, dash(strings.Join(vips, ","))
+		row := func(r control.Endpoint, state string) {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, mode, vip, dash(r.Container), r.Addr, r.Node, state)
+			name, mode, vip = "", "", ""
+		}
+		for _, r := range s.Replicas {
+			row(r, "healthy")
+		}
+		for _, r := range s.Unavailable {
+			state := "stopped"
+			if !r.Up {
+				state = "node down"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", name, dash(r.Container), r.Addr, r.Node)
+			row(r, state)
+		}
+		if name != "" { // a VIP whose replicas are all gone
+			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t\n", name, mode, vip)
 		}
 	}
 	return tw.Flush()

@@ -1,0 +1,283 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshnet/meshnet/control"
+	"github.com/meshnet/meshnet/e2e/harness"
+)
+
+// whoScript starts, in a replica, busybox httpd on 8080 with a CGI that
+// prints "<hostname> <client address>", and on 9000 a persistent nc
+// server that prefixes every line it gets with the hostname (a connection
+// that stays open).
+const whoScript = `mkdir -p /www/cgi-bin && ` +
+	`printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho "$(hostname) $REMOTE_ADDR"\n' > /www/cgi-bin/who && ` +
+	`printf '#!/bin/sh\nwhile read l; do echo "$(hostname) $l"; done\n' > /echo.sh && ` +
+	`chmod +x /www/cgi-bin/who /echo.sh && (nc -ll -p 9000 -e /echo.sh &) && exec httpd -f -p 8080 -h /www`
+
+// TestServiceVIP: a service of 6 replicas (meshnet.endpoint-mode=vip) on 3
+// hosts gets one VIP, the same in every host's meshctl; web.meshnet answers
+// it and tasks.web.meshnet every replica; 600 new connections from a
+// client land within ±5 points of an even share each, every replica seeing
+// the client's own address; a connection held open reaches its replica
+// through the kernel's conntrack only (its entry carries the kernel's
+// established timeout, nothing of meshnet's), idle for 30 s still carries
+// data, and survives another replica being stopped; 1 s after meshnet
+// learnt of the stop no new connection goes to it (all 60 answered, none
+// by it); once the service is gone, no VIP rule or address is left.
+func TestServiceVIP(t *testing.T) {
+	c, hosts := meshHosts(t)
+	ctx := testCtx(t)
+	startMesh(t, ctx, c, hosts)
+	waitAllAlive(t, ctx, c, hosts, 15*time.Second)
+	createNetworkEverywhere(t, ctx, hosts, "app", "10.47.0.0/24")
+
+	replicas := map[string]netip.Addr{}
+	where := map[string]harness.Host{}
+	for _, h := range hosts {
+		for i := range 2 {
+			name := fmt.Sprintf("web-%s-%d", h.Name(), i)
+			args := []string{"run", "-d", "--label", harness.Label, "--network", "app", "--name", name, "--hostname", name,
+				"--label", "meshnet.service=web", "--label", "meshnet.endpoint-mode=vip", harness.Image, "sh", "-c", whoScript}
+			if _, err := harness.Docker(ctx, h, args...); err != nil {
+				t.Fatalf("starting %s on %s: %v", name, h.Name(), err)
+			}
+			ip, err := harness.ContainerIP(ctx, h, name, "app")
+			if err != nil {
+				t.Fatal(err)
+			}
+			replicas[name], where[name] = ip, h
+		}
+	}
+	h1 := hosts[0]
+	clientIP := runContainer(t, ctx, h1, "client", "app", "--dns", dnsAddr)
+	client := containerNetns{h: h1, name: "client"}
+
+	// One VIP, the same on every host, with 6 healthy replicas.
+	var vip netip.Addr
+	harness.Eventually(t, 30*time.Second, func() error {
+		var seen []string
+		for _, h := range hosts {
+			svc, err := webService(ctx, c, h)
+			if err != nil {
+				return err
+			}
+			// Every host must agree on the VIP; the client's host (the one
+			// that balances its connections) must list all 6 replicas.
+			if svc.Mode != "vip" || len(svc.VIPs) != 1 || (h == hosts[0] && len(svc.Replicas) != 6) {
+				return fmt.Errorf("%s: meshctl services shows web as %+v", h.Name(), svc)
+			}
+			seen = append(seen, svc.VIPs[0].Addr)
+		}
+		if seen[0] != seen[1] || seen[1] != seen[2] {
+			return fmt.Errorf("hosts disagree on the VIP: %v", seen)
+		}
+		vip = netip.MustParseAddr(seen[0])
+		return nil
+	})
+	t.Logf("VIP %s; replicas %v", vip, replicas)
+	if out, err := c.Meshctl(ctx, h1, "services"); err == nil {
+		t.Logf("meshctl services:\n%s", out)
+	}
+	harness.Eventually(t, 15*time.Second, func() error {
+		return client.expectA(ctx, "web.meshnet", map[netip.Addr]bool{vip: true})
+	})
+	harness.Eventually(t, 15*time.Second, func() error { return client.expectA(ctx, "tasks.web.meshnet", addrSet(replicas)) })
+
+	url := fmt.Sprintf("http://%s/cgi-bin/who", netip.AddrPortFrom(vip, 8080))
+	harness.Eventually(t, 15*time.Second, func() error {
+		_, err := harness.Docker(ctx, h1, "exec", "client", "curl", "-sS", "-m", "2", url)
+		return err
+	})
+
+	t.Run("spread", func(t *testing.T) {
+		const n = 600
+		start := time.Now()
+		counts, failed, others := fetchWho(t, ctx, h1, url, n, clientIP)
+		t.Logf("%d connections in %s: %v (failed %d)", n, time.Since(start).Round(time.Millisecond), counts, failed)
+		if failed > 0 || len(others) > 0 {
+			t.Errorf("%d connections failed; seen with another client address: %v", failed, others)
+		}
+		for name := range replicas {
+			share := float64(counts[name]) * 100 / n
+			if share < 100.0/6-5 || share > 100.0/6+5 {
+				t.Errorf("%s got %d of %d (%.1f%%), want %.1f%% ± 5 points", name, counts[name], n, share, 100.0/6)
+			}
+		}
+	})
+
+	// A connection held open (nc to the echo server on 9000), then idle.
+	if _, err := harness.Docker(ctx, h1, "exec", "-d", "client", "sh", "-c",
+		fmt.Sprintf("mkfifo /tmp/in; (echo first; sleep 1000) > /tmp/in & nc %s 9000 < /tmp/in > /tmp/held.out", vip)); err != nil {
+		t.Fatal(err)
+	}
+	var heldBy string
+	harness.Eventually(t, 10*time.Second, func() error {
+		out, _ := harness.Docker(ctx, h1, "exec", "client", "cat", "/tmp/held.out")
+		f := strings.Fields(out)
+		if len(f) < 2 || f[1] != "first" {
+			return fmt.Errorf("held connection answered %q", out)
+		}
+		heldBy = f[0]
+		return nil
+	})
+	t.Logf("held connection on %s", heldBy)
+	sayHeld := func(word string) error {
+		// The writer keeps /tmp/in open; a second writer adds a line.
+		if _, err := harness.Docker(ctx, h1, "exec", "client", "sh", "-c", "echo "+word+" > /tmp/in"); err != nil {
+			return err
+		}
+		return harnessPoll(ctx, 5*time.Second, func() error {
+			out, _ := harness.Docker(ctx, h1, "exec", "client", "cat", "/tmp/held.out")
+			if !strings.Contains(out, heldBy+" "+word) {
+				return fmt.Errorf("held connection to %s did not answer %q: %q", heldBy, word, out)
+			}
+			return nil
+		})
+	}
+
+	t.Run("idle governed by conntrack", func(t *testing.T) {
+		// The kernel's established timeout is the only one on the path:
+		// the held connection's entry on the client's host counts down
+		// from it (meshnet sets none of its own). Waiting the default 5
+		// days is not a test; 30 s idle plus the timer is.
+		tmo, err := h1.Exec(ctx, "cat", "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established")
+		if err != nil {
+			t.Fatal(err)
+		}
+		kernel, _ := strconv.Atoi(strings.TrimSpace(tmo))
+		entries, err := h1.Exec(ctx, "grep", "dport=9000", "/proc/net/nf_conntrack")
+		if err != nil {
+			t.Fatalf("no conntrack entry of the held connection: %v", err)
+		}
+		line := strings.Split(strings.TrimSpace(entries), "\n")[0]
+		f := strings.Fields(line)
+		left, _ := strconv.Atoi(f[4])
+		if !strings.Contains(line, "ESTABLISHED") || left < kernel-120 || !strings.Contains(line, "dst="+vip.String()) {
+			t.Errorf("held connection's entry: %q; want ESTABLISHED, to %s, %d s left of the kernel's %d", line, vip, left, kernel)
+		}
+		t.Logf("entry %q (kernel's established timeout %d s)", line, kernel)
+		time.Sleep(30 * time.Second)
+		if err := sayHeld("after-idle"); err != nil {
+			t.Error(err)
+		}
+	})
+
+	t.Run("replica stopped", func(t *testing.T) {
+		var victim string
+		for name := range replicas {
+			if name != heldBy && where[name] != h1 {
+				victim = name
+				break
+			}
+		}
+		if _, err := harness.Docker(ctx, where[victim], "stop", "-t", "1", victim); err != nil {
+			t.Fatal(err)
+		}
+		// When meshnet on the client's host learnt of it.
+		harness.Eventually(t, 15*time.Second, func() error {
+			svc, err := webService(ctx, c, h1)
+			if err != nil {
+				return err
+			}
+			for _, r := range svc.Replicas {
+				if r.Container == victim {
+					return fmt.Errorf("%s still a replica", victim)
+				}
+			}
+			return nil
+		})
+		learnt := time.Now()
+		time.Sleep(time.Until(learnt.Add(time.Second)))
+		counts, failed, _ := fetchWho(t, ctx, h1, url, 60, clientIP)
+		t.Logf("60 connections from 1 s after meshnet learnt %s stopped: %v, %d failed", victim, counts, failed)
+		if failed > 0 || counts[victim] > 0 {
+			t.Errorf("after the stop: %d connections failed, %d reached %s", failed, counts[victim], victim)
+		}
+		if err := sayHeld("after-stop"); err != nil {
+			t.Errorf("established connection to %s: %v", heldBy, err)
+		}
+	})
+
+	t.Run("gone", func(t *testing.T) {
+		for name, h := range where {
+			if _, err := harness.Docker(ctx, h, "rm", "-f", name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		harness.Eventually(t, 90*time.Second, func() error {
+			for _, h := range hosts {
+				tables, err := h.Exec(ctx, "nft", "list", "tables")
+				if err != nil {
+					return err
+				}
+				addrs, err := h.Exec(ctx, "ip", "-4", "addr", "show", "dev", "lo")
+				if err != nil {
+					return err
+				}
+				if strings.Contains(tables, "meshnet-vip") || strings.Contains(addrs, vip.String()+"/") {
+					return fmt.Errorf("%s still holds the VIP: %s %s", h.Name(), tables, addrs)
+				}
+			}
+			return nil
+		})
+	})
+}
+
+// webService is the "web" service as meshctl on h shows it.
+func webService(ctx context.Context, c *harness.Cluster, h harness.Host) (control.Service, error) {
+	out, err := c.Meshctl(ctx, h, "-o", "json", "services")
+	if err != nil {
+		return control.Service{}, err
+	}
+	var svcs []control.Service
+	if err := json.Unmarshal([]byte(out), &svcs); err != nil {
+		return control.Service{}, fmt.Errorf("meshctl services: %w: %s", err, out)
+	}
+	for _, s := range svcs {
+		if s.Name == "web" {
+			return s, nil
+		}
+	}
+	return control.Service{}, fmt.Errorf("%s: no service web in %s", h.Name(), out)
+}
+
+// fetchWho makes n requests to url from the client container, one new
+// connection each, and counts the answering replicas. others are client
+// addresses the replicas saw other than clientIP.
+func fetchWho(t *testing.T, ctx context.Context, h harness.Host, url string, n int, clientIP netip.Addr) (counts map[string]int, failed int, others []string) {
+	t.Helper()
+	script := fmt.Sprintf("for i in $(seq %d); do curl -s -m 3 %s || echo FAILED; done", n, url)
+	out, err := harness.Docker(ctx, h, "exec", "client", "sh", "-c", script)
+	if err != nil {
+		t.Fatalf("requests from the client: %v", err)
+	}
+	counts = map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 || !strings.HasPrefix(f[0], "web-") {
+			failed++ // "FAILED", or an error message
+			continue
+		}
+		counts[f[0]]++
+		if clientAddr(f[1]) != clientIP.String() {
+			others = append(others, f[1])
+		}
+	}
+	return counts, failed, others
+}
+
+// harnessPoll retries fn until it succeeds or timeout passes.
+func harnessPoll(ctx context.Context, timeout time.Duration, fn func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return harness.Poll(ctx, fn)
+}
