@@ -215,8 +215,8 @@ func (b controlBackend) Services() []control.Service {
 	}
 	snap := b.d.store.Snapshot()
 	modes := map[string]string{} // endpoint ID → mode
-	for _, e := range decodeEndpoints(snap.Records(gossip.KindEndpoint)) {
-		modes[e.id] = e.info.EndpointMode
+	for _, e := range snap.View().Endpoints {
+		modes[e.ID] = e.Info.EndpointMode
 	}
 	netNames := map[string]string{}
 	for _, e := range b.Endpoints() {

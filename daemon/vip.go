@@ -47,7 +47,7 @@ import (
 // loop (vipLoop), never inside the reconciler.
 
 // kindVIP is a service VIP record; only its owner writes it.
-const kindVIP gossip.Kind = "vip"
+const kindVIP = gossip.KindVIP
 
 // Endpoint modes (label meshnet.endpoint-mode, Swarm's endpoint_mode).
 const (
@@ -60,11 +60,7 @@ const (
 const vipLinger = 30 * time.Second
 
 // vipInfo is the value of a kindVIP record.
-type vipInfo struct {
-	Subnet  string `json:"subnet"`
-	Service string `json:"service"`
-	Addr    string `json:"addr"`
-}
+type vipInfo = gossip.VIPInfo
 
 // serviceKey names one service on one network.
 type serviceKey struct {
@@ -97,38 +93,26 @@ func endpointMode(labels map[string]string) string {
 func decodeVIPs(recs []gossip.Record) []vipRecord {
 	var out []vipRecord
 	for _, r := range recs {
-		var v vipInfo
-		if r.Decode(&v) != nil {
-			continue
+		v, err := gossip.ParseVIP(r)
+		if err != nil {
+			continue // refused at Merge from peers; counted nowhere else
 		}
-		subnet, err := netip.ParsePrefix(v.Subnet)
-		if err != nil || v.Service == "" {
-			continue
-		}
-		addr, err := netip.ParseAddr(v.Addr)
-		if err != nil || !subnet.Contains(addr) {
-			continue
-		}
-		k := serviceKey{subnet: subnet.Masked(), name: v.Service}
-		if r.ID != k.id() {
-			continue
-		}
-		out = append(out, vipRecord{owner: r.Owner, key: k, addr: addr})
+		out = append(out, vipRecord{owner: r.Owner, key: serviceKey{subnet: v.Subnet, name: v.Service}, addr: v.Addr})
 	}
 	return out
 }
 
 // vipWanted is every service with an endpoint in vip mode, with the nodes
 // holding its endpoints (any endpoint record, its node up or not).
-func vipWanted(eps []endpoint) map[serviceKey][]string {
+func vipWanted(eps []gossip.Endpoint) map[serviceKey][]string {
 	out := map[serviceKey][]string{}
 	for _, e := range eps {
-		if e.info.EndpointMode != modeVIP {
+		if e.Info.EndpointMode != modeVIP {
 			continue
 		}
-		for _, s := range e.info.Services {
-			k := serviceKey{subnet: e.subnet.Masked(), name: s}
-			out[k] = append(out[k], e.owner)
+		for _, s := range e.Info.Services {
+			k := serviceKey{subnet: e.Subnet.Masked(), name: s}
+			out[k] = append(out[k], e.Owner)
 		}
 	}
 	return out
@@ -137,7 +121,7 @@ func vipWanted(eps []endpoint) map[serviceKey][]string {
 // vipWinners is the VIP every host uses per service: among the records
 // for a wanted service, the lowest owner's.
 func vipWinners(snap *gossip.Snapshot) map[serviceKey]vipRecord {
-	wanted := vipWanted(decodeEndpoints(snap.Records(gossip.KindEndpoint)))
+	wanted := vipWanted(snap.View().Endpoints)
 	out := map[serviceKey]vipRecord{}
 	for _, v := range decodeVIPs(snap.Records(kindVIP)) {
 		if _, ok := wanted[v.key]; !ok {
@@ -158,13 +142,13 @@ func desiredVIPs(snap *gossip.Snapshot, nets []dataplane.Network) []dataplane.VI
 		local[n.Subnet.Masked()] = true
 	}
 	backends := map[serviceKey][]netip.Addr{}
-	for _, e := range decodeEndpoints(snap.UpRecords(gossip.KindEndpoint)) {
-		if !e.info.Healthy {
+	for _, e := range snap.View().Endpoints {
+		if !e.Up || !e.Info.Healthy {
 			continue
 		}
-		for _, s := range e.info.Services {
-			k := serviceKey{subnet: e.subnet.Masked(), name: s}
-			backends[k] = append(backends[k], e.addr)
+		for _, s := range e.Info.Services {
+			k := serviceKey{subnet: e.Subnet.Masked(), name: s}
+			backends[k] = append(backends[k], e.Addr)
 		}
 	}
 	var out []dataplane.VIP
@@ -250,15 +234,15 @@ func (d *Daemon) vipLoop(ctx context.Context) error {
 func (d *Daemon) syncVIPs(ctx context.Context, gone map[serviceKey]time.Time, now time.Time) {
 	snap := d.store.Snapshot()
 	self := snap.Self
-	wanted := vipWanted(decodeEndpoints(snap.Records(gossip.KindEndpoint)))
+	wanted := vipWanted(snap.View().Endpoints)
 	upHolders := map[serviceKey][]string{}
-	for _, e := range decodeEndpoints(snap.UpRecords(gossip.KindEndpoint)) {
-		if e.info.EndpointMode != modeVIP {
+	for _, e := range snap.View().Endpoints {
+		if !e.Up || e.Info.EndpointMode != modeVIP {
 			continue
 		}
-		for _, s := range e.info.Services {
-			k := serviceKey{subnet: e.subnet.Masked(), name: s}
-			upHolders[k] = append(upHolders[k], e.owner)
+		for _, s := range e.Info.Services {
+			k := serviceKey{subnet: e.Subnet.Masked(), name: s}
+			upHolders[k] = append(upHolders[k], e.Owner)
 		}
 	}
 	all := decodeVIPs(snap.Records(kindVIP))

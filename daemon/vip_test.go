@@ -50,11 +50,13 @@ func vipSnapshot(t *testing.T, deadNode string) *gossip.Snapshot {
 		record(t, gossip.KindEndpoint, "h2", "e4", ep("10.42.0.21", true, "", "db")),
 		record(t, kindVIP, "h3", "10.42.0.0/24 api", vip("10.42.0.41")),
 		record(t, kindVIP, "h2", "10.42.0.0/24 api", vip("10.42.0.22")),
-		// A record whose ID does not match its value is ignored.
-		record(t, kindVIP, "h2", "10.42.0.0/24 other", vip("10.42.0.23")),
 	}
 	if _, err := s.Merge(recs); err != nil {
 		t.Fatal(err)
+	}
+	// A record whose ID does not match its value is refused at the door.
+	if _, err := s.Merge([]gossip.Record{record(t, kindVIP, "h2", "10.42.0.0/24 other", vip("10.42.0.23"))}); err == nil {
+		t.Fatal("a VIP record whose ID does not name its value was merged")
 	}
 	for _, n := range []string{"h1", "h2", "h3"} {
 		st := gossip.StateAlive

@@ -121,7 +121,7 @@ func wantVIPComments(vs []VIP) map[string][]string {
 // the kernel applies atomically: no packet sees a half-written table, and
 // connections already balanced keep their replica, because the choice
 // lives in their conntrack entry, not in the rules.
-func (d *VXLAN) syncVIPs(vs []VIP, hold bool) error {
+func (d *Kernel) syncVIPs(vs []VIP, hold bool) error {
 	vs = normalizedVIPs(vs)
 	exists, why, err := d.vipTableDiff(vs)
 	if err != nil {
@@ -161,7 +161,7 @@ func (d *VXLAN) syncVIPs(vs []VIP, hold bool) error {
 
 // vipTableDiff reads the table back: whether it exists and, if it does
 // not hold what vs asks for, why ("" = it does).
-func (d *VXLAN) vipTableDiff(vs []VIP) (exists bool, why string, err error) {
+func (d *Kernel) vipTableDiff(vs []VIP) (exists bool, why string, err error) {
 	tables, err := d.nft.ListTablesOfFamily(nftables.TableFamilyIPv4)
 	if err != nil {
 		return false, "", fmt.Errorf("list nftables ip tables: %w", err)
@@ -213,7 +213,7 @@ func (d *VXLAN) vipTableDiff(vs []VIP) (exists bool, why string, err error) {
 }
 
 // addVIPTable queues the chains, set and rules of the table for vs.
-func (d *VXLAN) addVIPTable(t *nftables.Table, vs []VIP) error {
+func (d *Kernel) addVIPTable(t *nftables.Table, vs []VIP) error {
 	pre := d.nft.AddChain(&nftables.Chain{Table: t, Name: vipPre, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(vipPrioDNAT)})
 	post := d.nft.AddChain(&nftables.Chain{Table: t, Name: vipPost, Type: nftables.ChainTypeNAT,
@@ -285,6 +285,6 @@ func vipDNATExprs(v VIP, m *nftables.Set) []expr.Any {
 }
 
 // teardownVIPs removes the table whatever it holds.
-func (d *VXLAN) teardownVIPs() error {
+func (d *Kernel) teardownVIPs() error {
 	return errors.Join(d.syncVIPs(nil, false))
 }

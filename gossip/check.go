@@ -24,6 +24,8 @@ func checkValue(r Record) error {
 		_, err = ParseEndpoint(r)
 	case KindRemoval:
 		_, err = ParseRemoval(r)
+	case KindVIP:
+		_, err = ParseVIP(r)
 	}
 	if err != nil {
 		return fmt.Errorf("%s record %s: %w", r.Kind, r.Key, err)

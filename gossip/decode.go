@@ -176,6 +176,45 @@ func ParseEndpoint(r Record) (Endpoint, error) {
 	return Endpoint{ID: r.ID, Owner: r.Owner, Info: e, Subnet: subnet, Addr: addr, MAC: mac}, nil
 }
 
+// VIP is a checked KindVIP record.
+type VIP struct {
+	Owner   string
+	Subnet  netip.Prefix // masked
+	Service string
+	Addr    netip.Addr // inside Subnet
+}
+
+// ParseVIP decodes and checks a KindVIP record: its ID must be
+// "<subnet> <service>" of its value, so one service has one record per owner.
+func ParseVIP(r Record) (VIP, error) {
+	v, err := decodeValue[VIPInfo](r)
+	if err != nil {
+		return VIP{}, err
+	}
+	subnet, err := netip.ParsePrefix(v.Subnet)
+	if err != nil {
+		return VIP{}, fmt.Errorf("subnet: %w", err)
+	}
+	if subnet != subnet.Masked() {
+		return VIP{}, fmt.Errorf("subnet %s has host bits set", subnet)
+	}
+	if v.Service == "" {
+		return VIP{}, errors.New("no service name")
+	}
+	addr, err := netip.ParseAddr(v.Addr)
+	if err != nil {
+		return VIP{}, fmt.Errorf("address: %w", err)
+	}
+	addr = addr.Unmap()
+	if !subnet.Contains(addr) {
+		return VIP{}, fmt.Errorf("address %s is outside subnet %s", addr, subnet)
+	}
+	if want := subnet.String() + " " + v.Service; r.ID != want {
+		return VIP{}, fmt.Errorf("ID %q does not name its value (%q)", r.ID, want)
+	}
+	return VIP{Owner: r.Owner, Subnet: subnet, Service: v.Service, Addr: addr}, nil
+}
+
 // ParseRemoval decodes and checks a KindRemoval record.
 func ParseRemoval(r Record) (Removal, error) {
 	if r.ID == "" {

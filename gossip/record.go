@@ -26,6 +26,9 @@ const (
 	// KindRemoval says an operator removed a node (meshctl rmpeer): the
 	// removed node's records up to a version stop counting.
 	KindRemoval Kind = "removal"
+	// KindVIP is a service's virtual address on one network (ID
+	// "<subnet> <service>"), allocated by the owner from its IPAM blocks.
+	KindVIP Kind = "vip"
 )
 
 // Limits on what a record may carry. They bound what a peer, or anyone who

@@ -80,3 +80,10 @@ type Removal struct {
 	At   time.Time `json:"at"`
 	By   string    `json:"by"`
 }
+
+// VIPInfo is the value of a KindVIP record.
+type VIPInfo struct {
+	Subnet  string `json:"subnet"`
+	Service string `json:"service"`
+	Addr    string `json:"addr"`
+}
