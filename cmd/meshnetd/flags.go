@@ -9,6 +9,10 @@ import (
 	"github.com/meshnet/meshnet/daemon"
 )
 
+// commandOnly are the flags that say what meshnetd does rather than how
+// it is set up (main acts on them): they have no variable twin.
+var commandOnly = map[string]bool{"version": true, "cleanup": true}
+
 // parseFlags maps the command line and MESHNET_* environment variables onto
 // a Config. A flag given on the command line wins over its variable.
 func parseFlags(args []string, env func(string) string, stderr io.Writer) (daemon.Config, error) {
@@ -43,6 +47,7 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (daemo
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text (key=value lines) or json (one object per line)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "host:port for Prometheus metrics (/metrics) and health checks (/healthz, /readyz), e.g. 127.0.0.1:9464; unauthenticated: keep it off public addresses (default: off)")
 	fs.Bool("version", false, "print meshnetd's version and exit")
+	fs.Bool("cleanup", false, "remove everything meshnet made on this host (bridges, VXLAN and WireGuard devices, routes, nftables tables, iptables rules, the DNS address on lo), then exit; for uninstalling. Refused while a meshnetd answers on --control-socket or in --plugin-dir. Keeps --state-dir")
 	fs.BoolVar(&cfg.ManagedPlugin, "managed-plugin", false, "running as a Docker managed plugin: also read the plugin's settings ("+pluginSettingNames()+"; docker plugin set)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: meshnetd [flags]\n\nmeshnetd joins this host to the meshnet overlay and serves Docker's network and IPAM\nplugin. Every flag can also be set as MESHNET_<FLAG> (upper case, - as _).\n\nFlags:\n")
@@ -61,7 +66,7 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (daemo
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var errs []string
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || f.Name == "version" { // main answers --version; no variable twin
+		if set[f.Name] || commandOnly[f.Name] {
 			return
 		}
 		name := "MESHNET_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
