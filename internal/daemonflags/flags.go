@@ -28,7 +28,7 @@ func New(cfg *daemon.Config, l *Lists) *flag.FlagSet {
 	fs.StringVar(&cfg.BindAddr, "bind-addr", "", "address the gossip port listens on (default: the advertise address; never 0.0.0.0 unless given)")
 	fs.IntVar(&cfg.BindPort, "bind-port", cfg.BindPort, "gossip port, TCP and UDP")
 	fs.StringVar(&l.Join, "join", "", "comma-separated seeds, host[:port]; a host name may resolve to several seeds. Retried until one answers")
-	fs.StringVar(&cfg.KeyFile, "key-file", "", "file holding the base64 32-byte gossip key (make one: meshctl keygen > /etc/meshnet/key). Or set MESHNET_KEY. The initial key only: once --state-dir holds a keyring (keyring.json, written at the first start and by meshctl keys) that is used")
+	fs.StringVar(&cfg.KeyFile, "key-file", "", "file holding the base64 32-byte gossip key (make one: install -d -m 0700 /etc/meshnet; (umask 077; meshctl keygen > /etc/meshnet/key)). Or set MESHNET_KEY. The initial key only: once --state-dir holds a keyring (keyring.json, written at the first start and by meshctl keys) that is used")
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "allow running without a gossip key (unencrypted, unauthenticated gossip): trusted test networks only")
 	fs.StringVar(&cfg.Cluster, "cluster", cfg.Cluster, "cluster name: gossip from another cluster name is dropped")
 	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "directory for state that must survive restarts (records, allocations, keys)")
