@@ -28,7 +28,7 @@ func cleanup(cfg daemon.Config, log *slog.Logger) error {
 	if err := refuseIfRunning(cfg.ControlSocket, filepath.Join(cfg.PluginDir, pluginbundle.Socket)); err != nil {
 		return err
 	}
-	dp, err := dataplane.NewWireGuard(log, dataplane.Options{}, dataplane.WireGuardOptions{})
+	dp, err := openTeardown(log)
 	if err != nil {
 		return fmt.Errorf("cleanup: open the kernel handles: %w", err)
 	}
@@ -37,6 +37,18 @@ func cleanup(cfg daemon.Config, log *slog.Logger) error {
 		return fmt.Errorf("cleanup: %w (run meshnetd --cleanup again once the cause is fixed: it removes what is left)", err)
 	}
 	return nil
+}
+
+// teardowner is the part of the dataplane cleanup uses.
+type teardowner interface {
+	Teardown() error
+	Close() error
+}
+
+// openTeardown opens the host's dataplane (both kinds, so that mnwg0 goes
+// too); tests replace it so that they never touch the machine's kernel.
+var openTeardown = func(log *slog.Logger) (teardowner, error) {
+	return dataplane.NewWireGuard(log, dataplane.Options{}, dataplane.WireGuardOptions{})
 }
 
 // refuseIfRunning fails when a process answers on one of meshnetd's

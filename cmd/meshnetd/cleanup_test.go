@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -32,6 +33,17 @@ func TestCleanupFlag(t *testing.T) {
 // the socket that answered, before the kernel is touched; a socket file
 // nobody serves (a daemon killed with -9) is not in the way.
 func TestCleanupRefusedWhileRunning(t *testing.T) {
+	opened, real := false, openTeardown
+	t.Cleanup(func() { openTeardown = real })
+	openTeardown = func(*slog.Logger) (teardowner, error) {
+		opened = true
+		return nil, errors.New("the test's stand-in dataplane")
+	}
+	defer func() {
+		if opened {
+			t.Error("cleanup opened the dataplane although a daemon answered")
+		}
+	}()
 	dir := t.TempDir()
 	ctl := filepath.Join(dir, "meshnet.sock")
 	plugins := filepath.Join(dir, "plugins")
