@@ -40,19 +40,22 @@ func TestReadmeRealHostSteps(t *testing.T) {
 cd "$1"
 test ! -e /usr/local/bin/meshnetd && test ! -e /etc/meshnet || { echo "not a fresh host"; exit 1; }
 # The steps as written, in a shell of their own; the last one runs meshnetd.
-setsid sh -ec "$2" > /tmp/meshnet-readme.$$.log 2>&1 &
+log=/tmp/meshnet-readme.$$.log
+setsid sh -ec "$2" > $log 2>&1 &
 steps=$!
+# Whatever happens, the steps' processes (meshnetd) end with this script: they are in a mount
+# namespace of their own, which the harness's teardown does not look in.
+trap 'env kill -TERM -- -$steps 2>/dev/null || true; rm -f $log' EXIT
 i=0
 until meshctl peers >/dev/null 2>&1; do
 	if ! kill -0 $steps 2>/dev/null || [ $i -ge 600 ]; then
-		echo "the steps ended or meshnetd never answered:"; cat /tmp/meshnet-readme.$$.log; exit 1
+		echo "the steps ended or meshnetd never answered:"; cat $log; exit 1
 	fi
 	sleep 0.2; i=$((i+1))
 done
 echo "modes: $(stat -c %a /etc/meshnet) $(stat -c %a /etc/meshnet/key)"
 echo "peers: $(meshctl -o json peers)"
-kill -TERM -- -$steps; wait $steps || true
-rm -f /tmp/meshnet-readme.$$.log
+env kill -TERM -- -$steps; wait $steps || true
 /usr/local/bin/meshnetd --cleanup 2>&1 | tail -n 1
 `
 	out, err := inFreshRoot(ctx, h, script, root, block)

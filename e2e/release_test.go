@@ -117,12 +117,16 @@ envfile=$(sed -n 's/^EnvironmentFile=-\{0,1\}//p' $unit)
 echo "modes: $(stat -c %a /etc/meshnet) $(stat -c %a "$envfile")"
 (umask 077; meshctl keygen > /etc/meshnet/key)
 # As systemd starts the unit: its environment file, its ExecStart, NOTIFY_SOCKET.
-env $(grep -v '^#' "$envfile" | grep =) NOTIFY_SOCKET="$notify" $exec_start > /tmp/meshnetd-deb.$$.log 2>&1 &
+log=/tmp/meshnetd-deb.$$.log
+env $(grep -v '^#' "$envfile" | grep =) NOTIFY_SOCKET="$notify" $exec_start > $log 2>&1 &
 pid=$!
+# meshnetd ends with this script whatever happens: it is in a mount namespace of its own,
+# which the harness's teardown does not look in.
+trap 'kill $pid 2>/dev/null || true; rm -f $log' EXIT
 i=0; while [ ! -e "$done" ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done
-echo "peers: $(meshctl -o json peers)"
+echo "peers: $(meshctl -o json peers | tr -d '\n')"
 kill -TERM $pid; wait $pid || true
-tail -n 5 /tmp/meshnetd-deb.$$.log; rm -f /tmp/meshnetd-deb.$$.log
+echo "meshnetd's log:"; tail -n 5 $log
 /usr/bin/meshnetd --cleanup 2>&1 | tail -n 1
 dpkg -r meshnet >/dev/null
 echo "removed: $(test -e /usr/bin/meshnetd && echo no || echo yes)"
