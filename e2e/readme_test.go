@@ -54,7 +54,7 @@ until meshctl peers >/dev/null 2>&1; do
 	sleep 0.2; i=$((i+1))
 done
 echo "modes: $(stat -c %a /etc/meshnet) $(stat -c %a /etc/meshnet/key)"
-echo "peers: $(meshctl -o json peers)"
+echo "peers: $(meshctl -o json peers | tr -d '\n')"
 env kill -TERM -- -$steps; wait $steps || true
 /usr/local/bin/meshnetd --cleanup 2>&1 | tail -n 1
 `
