@@ -23,7 +23,7 @@ import (
 // is gone when the script exits. Simulated hosts share the machine's /usr and /etc, so without
 // this a dpkg -i would install meshnet on the machine itself.
 const freshRoot = `set -eu
-W=$(mktemp -d /tmp/meshnet-fresh.XXXXXX)
+W=/mnt # a tmpfs over it, in this mount namespace only: nothing is left on the machine
 mount -t tmpfs tmpfs "$W"
 for d in usr etc var/lib/dpkg var/log; do
 	k=$(echo "$d" | tr / _)
