@@ -6,11 +6,12 @@ LDFLAGS := -s -w -X github.com/meshnet/meshnet/internal/version.Version=$(VERSIO
 # Pure packages: no root, run with the race detector.
 PURE := ./gossip/... ./ipam/... ./dns/... ./plugin/... ./control/... ./daemon/... ./cmd/... ./internal/... ./bench/... ./discover/... ./metrics/... ./e2e/failsum/...
 
-.PHONY: help build plugin check unit kernel e2e test demo bench clean
+.PHONY: help build plugin release check unit kernel e2e test demo bench clean
 
 help:
 	@echo "make build   static binaries in bin/"
 	@echo "make plugin  Docker managed-plugin bundle in build/plugin/ (docker plugin create meshnet build/plugin)"
+	@echo "make release static binaries, .deb, plugin tarball and SHA256SUMS for linux/amd64 and arm64 in build/release/"
 	@echo "make check   gofmt and go vet"
 	@echo "make unit    pure-package tests with -race (no root)"
 	@echo "make kernel  dataplane and container-DNS tests in network namespaces (root)"
@@ -25,6 +26,19 @@ build:
 # config.json and rootfs/ with the static binaries; see internal/pluginbundle.
 plugin: build
 	go run ./cmd/mkplugin -o build/plugin bin/meshnetd bin/meshctl
+
+# Everything a release ships, for each of RELEASE_ARCHES, into build/release/ (see
+# internal/release); the version is VERSION (git describe). Needs dpkg-deb.
+RELEASE_ARCHES ?= amd64 arm64
+RELEASE_DIR ?= build/release
+release:
+	rm -rf $(RELEASE_DIR).stage
+	for a in $(RELEASE_ARCHES); do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$a go build -trimpath -ldflags '$(LDFLAGS)' -o $(RELEASE_DIR).stage/$$a/ ./cmd/meshnetd ./cmd/meshctl || exit 1; \
+	done
+	go run ./cmd/mkrelease -version $(VERSION) -o $(RELEASE_DIR) $(foreach a,$(RELEASE_ARCHES),$(a)=$(RELEASE_DIR).stage/$(a))
+	rm -rf $(RELEASE_DIR).stage
+	cd $(RELEASE_DIR) && sha256sum -c --quiet SHA256SUMS
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -52,4 +66,4 @@ bench:
 	go run ./bench/cmd/meshbench $(BENCHFLAGS)
 
 clean:
-	rm -rf bin build/plugin
+	rm -rf bin build/plugin build/release

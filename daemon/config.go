@@ -167,7 +167,7 @@ func (c *Config) GossipKey() ([]byte, error) {
 	if c.KeyFile != "" {
 		b, err := os.ReadFile(c.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("read key file: %w (make one with: meshctl keygen > %s; chmod 600 %s)", err, c.KeyFile, c.KeyFile)
+			return nil, fmt.Errorf("read key file: %w (make one with: (umask 077; meshctl keygen > %s), in a folder of mode 0700)", err, c.KeyFile)
 		}
 		raw, source = string(b), "key file "+c.KeyFile
 	}
@@ -176,7 +176,7 @@ func (c *Config) GossipKey() ([]byte, error) {
 		if c.Insecure {
 			return nil, nil
 		}
-		return nil, errors.New("no gossip key: make one with `meshctl keygen > /etc/meshnet/key` and pass --key-file /etc/meshnet/key (or MESHNET_KEY), the same on every host; or run with --insecure on a trusted test network")
+		return nil, errors.New("no gossip key: make one with `install -d -m 0700 /etc/meshnet; (umask 077; meshctl keygen > /etc/meshnet/key)` and pass --key-file /etc/meshnet/key (or MESHNET_KEY), the same on every host; or run with --insecure on a trusted test network")
 	}
 	key, err := base64.StdEncoding.DecodeString(raw)
 	if err != nil {

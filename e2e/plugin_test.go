@@ -42,8 +42,9 @@ func pluginBundle(t *testing.T) string {
 }
 
 // installPlugin creates, sets and enables the plugin on h with the cluster's key, joining
-// join, and removes it (with the containers and networks using it) when the test ends.
-func installPlugin(t *testing.T, ctx context.Context, c *harness.Cluster, h harness.Host, join string) *harness.Plugin {
+// join, with extra settings (NAME=VALUE), and removes it (with the containers and networks
+// using it) when the test ends.
+func installPlugin(t *testing.T, ctx context.Context, c *harness.Cluster, h harness.Host, join string, extra ...string) *harness.Plugin {
 	t.Helper()
 	sim := h.(*harness.SimHost)
 	settings := []string{
@@ -57,6 +58,7 @@ func installPlugin(t *testing.T, ctx context.Context, c *harness.Cluster, h harn
 	if join != "" {
 		settings = append(settings, "JOIN="+join)
 	}
+	settings = append(settings, extra...)
 	p, err := harness.InstallPlugin(ctx, h, pluginName, pluginBundle(t), settings...)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -110,12 +110,12 @@ func mustParse(t *testing.T, args ...string) daemon.Config {
 }
 
 func TestVersionFlagFirst(t *testing.T) {
-	if !wantsVersion([]string{"--log-level", "debug", "--version"}) || wantsVersion([]string{"--log-level", "debug"}) {
-		t.Fatal("wantsVersion")
+	if !hasFlag([]string{"--log-level", "debug", "--version"}, "version") || hasFlag([]string{"--log-level", "debug"}, "version") {
+		t.Fatal("hasFlag version")
 	}
 	var out strings.Builder
 	_, _ = parseFlags([]string{"--help"}, envMap(nil), &out)
-	for _, f := range []string{"-version", "-log-format", "-metrics-addr", "METRICS_ADDR", "LOG_FORMAT"} {
+	for _, f := range []string{"-version", "-cleanup", "-log-format", "-metrics-addr", "VXLAN_PORT"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("--help does not mention %s", f)
 		}

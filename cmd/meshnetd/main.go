@@ -27,10 +27,11 @@ import (
 func init() { runtime.LockOSThread() }
 
 func main() {
-	if wantsVersion(os.Args[1:]) {
+	if hasFlag(os.Args[1:], "version") {
 		fmt.Printf("meshnetd %s (%s)\n", version.String(), runtime.Version())
 		return
 	}
+	cleanupOnly := hasFlag(os.Args[1:], "cleanup")
 	cfg, err := parseFlags(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return
@@ -50,6 +51,14 @@ func main() {
 		}
 	}
 	log := newLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
+	if cleanupOnly {
+		if err := cleanup(cfg, log); err != nil {
+			fmt.Fprintf(os.Stderr, "meshnetd: %v\n", oneLine(err))
+			os.Exit(1)
+		}
+		log.Info("cleanup done: meshnet's devices, routes, firewall rules and DNS address are gone from this host", "state-dir kept", cfg.StateDir)
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d, err := daemon.New(cfg, log)
@@ -76,11 +85,12 @@ func newLogger(w io.Writer, format, lvl string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// wantsVersion reports whether --version (or -version) is among args: it
-// is answered before anything else is parsed or checked.
-func wantsVersion(args []string) bool {
+// hasFlag reports whether the boolean flag --name (or -name) is among
+// args: --version is answered before anything else is parsed or checked,
+// and --cleanup changes what main does with the parsed settings.
+func hasFlag(args []string, name string) bool {
 	for _, a := range args {
-		if a == "--version" || a == "-version" {
+		if a == "--"+name || a == "-"+name || a == "--"+name+"=true" || a == "-"+name+"=true" {
 			return true
 		}
 	}

@@ -1,5 +1,12 @@
 package pluginbundle
 
+import (
+	"flag"
+
+	"github.com/meshnet/meshnet/daemon"
+	"github.com/meshnet/meshnet/internal/daemonflags"
+)
+
 // Config is a managed plugin's config.json, in the field names Docker reads
 // (docs.docker.com "Plugin Config Version 1 of Plugin V2"; moby's
 // api/types.PluginConfig).
@@ -88,24 +95,47 @@ const (
 	DockerHost    = "unix://" + MountRoot + HostRun + "/docker.sock"
 )
 
+// Fixed are meshnetd's flags that are not plugin settings, each with
+// why: the bundle decides them, or they are commands, not settings.
+var Fixed = map[string]string{
+	"state-dir":      "the entrypoint puts it in the host's /var/lib/meshnet (move it with docker plugin set meshnet state.source=DIR)",
+	"control-socket": "the entrypoint puts it at the host's /run/meshnet/meshnet.sock, where meshctl looks",
+	"docker-host":    "the entrypoint names the host's Docker socket as the plugin sees it",
+	"plugin-dir":     "the engine looks for the plugin's socket in /run/docker/plugins inside the plugin, the default",
+	"managed-plugin": "the entrypoint sets it",
+	"version":        "a command",
+	"cleanup":        "a command (run meshctl's sibling meshnetd --cleanup on the host, with the plugin disabled)",
+}
+
 // Settings are the environment variables an operator sets with `docker
-// plugin set`; meshnetd --managed-plugin reads each as the MESHNET_
-// variable of the same flag (see cmd/meshnetd).
-var Settings = []Env{
-	{Name: "JOIN", Description: "comma-separated seeds: host[:port], a name resolving to several seeds, or cloud discovery such as 'provider=aws tag_key=meshnet tag_value=prod'"},
-	{Name: "KEY", Description: "the gossip key, base64 of 32 bytes (meshctl keygen); the same on every host"},
-	{Name: "ADVERTISE_ADDR", Description: "underlay address other hosts reach this one at (default: detected)"},
-	{Name: "DATAPLANE", Description: "default dataplane of new networks: vxlan or wireguard", Value: "vxlan"},
-	{Name: "LOG_LEVEL", Description: "debug, info, warn or error", Value: "info"},
-	{Name: "LOG_FORMAT", Description: "text or json (docker plugin logs show meshnetd's output in the engine's log)", Value: "text"},
-	{Name: "METRICS_ADDR", Description: "host:port for Prometheus metrics and health checks (/metrics, /healthz, /readyz), e.g. 127.0.0.1:9464; the plugin shares the host's network; empty: off"},
-	{Name: "ALLOW_DOCKER_BRIDGES", Description: "true: containers on Docker's own bridges and on meshnet networks may open connections to each other (default: kept apart)"},
+// plugin set`: one per meshnetd flag that is not Fixed, named as the flag
+// in upper case with _ (VXLAN_PORT for --vxlan-port), described by the
+// flag's help, holding its default; and KEY, which is MESHNET_KEY.
+// meshnetd --managed-plugin reads each as the MESHNET_ variable of the
+// same name (cmd/meshnetd). Built from the flag set meshnetd parses
+// (internal/daemonflags), so a new flag is a new setting.
+func Settings() []Env {
+	cfg := daemon.DefaultConfig()
+	// The default node name is the host's name, found at start; the
+	// machine that builds the bundle must not put its own in.
+	cfg.NodeName = ""
+	var lists daemonflags.Lists
+	fs := daemonflags.New(&cfg, &lists)
+	out := []Env{{Name: "KEY", Description: "the gossip key, base64 of 32 bytes (meshctl keygen); the same on every host. Or KEY_FILE, a path under /host/ (the host's /run and /var/lib)"}}
+	fs.VisitAll(func(f *flag.Flag) {
+		if _, fixed := Fixed[f.Name]; fixed {
+			return
+		}
+		out = append(out, Env{Name: daemonflags.SettingName(f.Name), Description: f.Usage, Value: f.DefValue})
+	})
+	return out
 }
 
 // Manifest returns meshnet's config.json.
 func Manifest() Config {
-	env := make([]Env, len(Settings))
-	for i, e := range Settings {
+	settings := Settings()
+	env := make([]Env, len(settings))
+	for i, e := range settings {
 		e.Settable = []string{"value"}
 		env[i] = e
 	}

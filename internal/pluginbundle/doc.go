@@ -22,13 +22,14 @@
 //     allocations and peers, and meshctl on the host needs no options.
 //   - The rootfs holds the static binaries and nothing else: no shell, no
 //     libc, no mount points (the runtime makes those).
-//   - The operator's settings are environment variables (Settings: JOIN,
-//     KEY, ADVERTISE_ADDR, DATAPLANE, LOG_LEVEL, LOG_FORMAT, METRICS_ADDR,
-//     ALLOW_DOCKER_BRIDGES;
-//     `docker plugin set`), one per meshnetd flag of the same name, which
-//     meshnetd reads when started with --managed-plugin, its entrypoint.
-//     The plugin shares the host's network namespace, so METRICS_ADDR is
-//     an address of the host.
+//   - The operator's settings are environment variables (`docker plugin
+//     set`), one per meshnetd flag, named as the flag in upper case with _
+//     (VXLAN_PORT for --vxlan-port), plus KEY (MESHNET_KEY), which meshnetd
+//     reads when started with --managed-plugin, its entrypoint. Settings
+//     builds them from meshnetd's flag set (internal/daemonflags), so a new
+//     flag is a new setting; only the flags Fixed names are not (paths the
+//     bundle's layout decides, and commands). The plugin shares the host's
+//     network namespace, so METRICS_ADDR is an address of the host.
 //
 // # Why it is shaped so
 //
