@@ -205,7 +205,7 @@ func (p *Probe) Sync(enabled bool, peers []ProbePeer, keep bool) error {
 	for name, pp := range p.peers {
 		p.byAddr[pp.addr] = name
 	}
-	return p.syncEntries(link)
+	return p.syncEntries(link, keep)
 }
 
 func (p *Probe) ensureDevice() (netlink.Link, error) {
@@ -273,8 +273,8 @@ func (p *Probe) ensureAddr(l netlink.Link) error {
 
 // syncEntries writes a permanent FDB entry (peer's probe MAC -> its VTEP)
 // and neighbour entry (probe address -> MAC) per peer, and deletes the
-// permanent ones of hosts no longer probed.
-func (p *Probe) syncEntries(l netlink.Link) error {
+// permanent ones of hosts no longer probed, unless keep is set.
+func (p *Probe) syncEntries(l netlink.Link, keep bool) error {
 	var errs []error
 	idx := l.Attrs().Index
 	wantFDB, wantNeigh := map[string]bool{}, map[netip.Addr]bool{}
@@ -291,6 +291,9 @@ func (p *Probe) syncEntries(l netlink.Link) error {
 		if err := netlink.NeighSet(n); err != nil {
 			errs = append(errs, fmt.Errorf("probe neighbour %s -> %s: %w", pp.addr, pp.mac, err))
 		}
+	}
+	if keep {
+		return errors.Join(errs...)
 	}
 	if fdbs, err := netlink.NeighList(idx, unix.AF_BRIDGE); err == nil {
 		for _, e := range fdbs {
