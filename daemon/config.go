@@ -66,6 +66,11 @@ type Config struct {
 	// ResyncInterval re-applies the whole desired state to the kernel even
 	// when nothing changed, repairing drift and missed events.
 	ResyncInterval time.Duration
+	// LeaveOnStop makes a stopping meshnetd (SIGTERM) leave the cluster
+	// gracefully: peers withdraw its entries at once. Off by default, so a
+	// restart or upgrade loses no packet: peers keep the entries while the
+	// node's data path answers (daemon/datapath.go).
+	LeaveOnStop bool
 	// ReclaimAfter frees addresses and endpoint records no container on
 	// this host has held for this long (daemon/sweep.go); 0 never does.
 	ReclaimAfter time.Duration

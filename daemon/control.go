@@ -44,6 +44,7 @@ func (b controlBackend) Peers() []control.Peer {
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	b.d.addDataPath(out)
 	return out
 }
 
@@ -113,6 +114,7 @@ func (b controlBackend) Status() control.Status {
 	} else {
 		st.Problems = append(st.Problems, d.gateProblem())
 	}
+	st.Problems = append(st.Problems, d.dataPathProblems(snap)...)
 	if st.Members.Alive <= 1 && len(d.cfg.Join) > 0 {
 		st.Problems = append(st.Problems, "no peer reached yet: check --join, the key, and that UDP and TCP "+fmt.Sprint(d.cfg.BindPort)+" are open between hosts")
 	}

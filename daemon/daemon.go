@@ -102,6 +102,11 @@ type Daemon struct {
 	dnsCounts, boxCounts *dns.Counts
 	// fdbEntries and neighEntries are what the last apply asked for.
 	fdbEntries, neighEntries atomic.Int64
+
+	// probe checks every VXLAN peer through the tunnel (datapath.go);
+	// probeErr is its last kernel sync error.
+	probe    *dataplane.Probe
+	probeErr probeError
 }
 
 // recordsFile holds the node's own records across restarts.
@@ -200,6 +205,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	if cfg.MetricsAddr != "" {
 		d.metrics = metrics.New(d.metricsState, d.notReady)
 	}
+	d.probe = newProbe(d)
 	d.watcher = plugin.NewWatcher(cfg.DockerHost, log)
 	d.watcher.RestartStranded("meshnet")
 	return d, nil
@@ -266,7 +272,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		// health checks must learn at once that the address is taken.
 		run("metrics", func(ctx context.Context) error { return d.metrics.Serve(ctx, d.cfg.MetricsAddr, d.log) }, true)
 	}
-	run("gossip", d.cluster.Run, false)
+	// Gossip runs until told otherwise below: a stopping daemon does not
+	// leave the cluster unless --leave-on-stop says so.
+	gctx, gcancel := context.WithCancel(context.Background())
+	defer gcancel()
+	run("gossip", func(context.Context) error { return d.cluster.Run(gctx) }, false)
+	run("data-path probe", d.probe.Run, false)
 	run("ipam", d.ipam.Run, false)
 	run("ipam gate", d.runIPAMGate, false)
 	run("reconciler", d.reconcileLoop, false)
@@ -302,6 +313,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		err = d.identityConflict(cerr)
 	}
 	cancel()
+	d.stopGossip(gcancel)
 	wg.Wait()
 	// Kernel state stays: running containers keep talking while meshnetd
 	// restarts or upgrades.
@@ -344,6 +356,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) error {
 			return nil
 		case <-changes:
 		case <-t.C:
+		case <-d.probe.Changed():
 		}
 		_ = d.reconcile(ctx)
 		d.saveKnownPeers(d.store.Snapshot())
@@ -359,7 +372,10 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	// it says no, the full state that ended the wait is in the snapshot.
 	hold := d.holdDeletes()
 	snap := d.store.Snapshot()
-	st := desiredDataplane(snap, dataplane.UnderlayInfo{Addr: d.advertise}, d.cfg.VXLANPort)
+	// Nodes whose daemon is dead but whose data path answers keep their
+	// entries (datapath.go).
+	view := dataPathView(snap, d.probe.Status())
+	st := desiredDataplane(view, dataplane.UnderlayInfo{Addr: d.advertise}, d.cfg.VXLANPort)
 	st.ServiceAddrs = []netip.Addr{d.dnsAddr}
 	st.VIPs = desiredVIPs(snap, st.Networks)
 	for _, v := range st.VIPs {
@@ -367,9 +383,16 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	}
 	st.AllowDockerBridges = d.cfg.AllowDockerBridges
 	st.HoldDeletes = hold
-	d.tunnelState(&st, snap)
+	d.tunnelState(&st, view, snap)
+	probe := hasVXLAN(st)
+	if !probe {
+		d.syncProbe(false, snap, hold) // before the tunnel guard may go
+	}
 	start := time.Now()
 	err := d.dp.Apply(ctx, st)
+	if probe {
+		d.syncProbe(true, snap, hold) // once the tunnel guard is there
+	}
 	d.metrics.Events().Applied(time.Since(start), err)
 	fdb, neigh := forwardingEntries(st)
 	d.fdbEntries.Store(int64(fdb))

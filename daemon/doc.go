@@ -100,6 +100,52 @@
 //     added to lo by the first apply, so a fresh start's first listen
 //     fails; that is logged as waiting for the address meshnetd is adding,
 //     and the error with its advice only once it has lasted dnsAddrGrace.
+//   - The data-path probe's peers and what follows from its answers
+//     (datapath.go; the probe itself is dataplane/probe.go): see below.
+//
+// # Gossip state and data-path state
+//
+// meshctl peers shows two things per peer: memberlist's verdict (alive,
+// suspect, dead, left) and what the probe through the VXLAN tunnel sees (up
+// with its round trip, down, unknown). The probe runs towards every node
+// holding a vxlan network of a subnet this host has too, whatever gossip
+// says of it, except nodes that left or were removed. A peer gossip has up
+// whose data path is down is a problem in meshctl status (a blocked tunnel
+// port, typically) and meshnet_peer_data_path_up says 0.
+//
+// The two together tell a stopped daemon from a gone host:
+//
+//	gossip      data path   meaning                        its entries here
+//	alive       up          fine                           kept
+//	alive       down        tunnel port blocked            kept (gossip has it up)
+//	dead        up          daemon down, host carries on   kept (reconcile counts it up)
+//	dead        down        host gone                      withdrawn
+//	left        any         told to leave                  withdrawn
+//
+// reconcile applies a view of the snapshot in which a dead node whose
+// probe is up counts as suspect (dataPathView): its endpoints, forwarding
+// and neighbour entries and its place in the tunnel guard's member set stay.
+// A probe going down triggers a reconcile, so a host that goes away is
+// withdrawn within the probe's 3 s of being declared dead (or of the
+// declaration, whichever is later). DNS still follows gossip alone: a dead
+// daemon's services leave the answers, as before.
+//
+// A stopping meshnetd (SIGTERM: systemctl restart, a plugin disable or
+// upgrade) closes gossip without a leave unless --leave-on-stop is set, and
+// leaves every kernel object in place (dataplane Close removes nothing).
+// Restarted with its state folder, it holds its dataplane deletes until it
+// has merged a full state from a peer (holddeletes.go, at most
+// restartHoldMax): its store starts with its own records only, and its
+// first Apply would otherwise delete every other host's entries.
+//
+// The embedded WireGuard (userspace, this machine's only kind) lives in
+// meshnetd's process: while its daemon is down, wireguard networks to and
+// from that host carry nothing, whatever is kept. Its peers are therefore
+// computed from gossip alone and withdrawn as before when it is declared
+// dead; when it is back, the same key and fresh handshakes restore traffic.
+// The VXLAN probe says nothing of it. A kernel WireGuard device would
+// survive its daemon and could be kept like VXLAN entries, with a probe of
+// its own through the WireGuard device (not built: no kernel module here).
 //
 // # Why it is shaped so
 //

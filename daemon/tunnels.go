@@ -28,10 +28,12 @@ func newDataplane(cfg Config, log *slog.Logger) (dataplane.Dataplane, error) {
 }
 
 // tunnelState adds to st what the tunnels need from the snapshot: the
-// members allowed to reach the tunnel ports, and the WireGuard peers with the
-// address blocks they own.
-func (d *Daemon) tunnelState(st *dataplane.State, snap *gossip.Snapshot) {
-	st.Members = memberAddrs(snap)
+// members allowed to reach the tunnel ports (from view: nodes whose data
+// path answers count, datapath.go), and the WireGuard peers with the
+// address blocks they own (from snap, as memberlist has them: the embedded
+// WireGuard dies with its daemon, so a dead daemon's peer is withdrawn).
+func (d *Daemon) tunnelState(st *dataplane.State, view, snap *gossip.Snapshot) {
+	st.Members = memberAddrs(view)
 	st.WireGuard = desiredWireGuard(snap, d.ipam.Owners(), d.cfg.WireGuardPort, d.cfg.WireGuardKeepalive)
 }
 

@@ -369,6 +369,36 @@
 // the embedded device lives in meshnetd's process: it goes when the daemon
 // stops, and the next Apply brings it back with the same key.
 //
+// # The data-path probe
+//
+// Gossip (memberlist over UDP and TCP 7946) says nothing of the tunnel: with
+// UDP 4789 blocked between two hosts every member is alive and no container
+// packet passes. So each host checks every peer through the tunnel itself
+// (probe.go): a VXLAN device of its own, mnprobe, on the reserved VNI 1
+// (networks start at 2), with the same UDP port and local address as the
+// networks' devices, so its packets take the same socket, encapsulation,
+// routes and firewall path (the tunnel guard below included) as containers'
+// traffic. Each host holds one IPv6 link-local address on it, derived from
+// its underlay address (fe80::6d6e:0:a.b.c.d for IPv4, a hash for IPv6:
+// unique as the underlay address is, and link-local, so it needs no route
+// and clashes with nothing the host has), and a MAC derived the same way;
+// for every peer a permanent FDB entry (its probe MAC -> its VTEP) and
+// neighbour entry (its probe address -> MAC), as for containers. Every
+// second the daemon sends an ICMPv6 echo to each peer's probe address from
+// a raw socket carrying the overlay mark (a host socket must, to pass the
+// guard's host-socket drop); the peer's kernel answers, not its daemon, so
+// a host whose meshnetd is down still answers. A peer is up while an answer
+// came within 3 s, down once it has been probed that long without one.
+//
+// The device is outside the prefixes Apply owns, so Apply never deletes it;
+// it exists only while the host has a vxlan network (the tunnel guard on the
+// VXLAN port exists then too: the daemon makes it after Apply and removes it
+// before), and Close leaves it, like everything else. IPv6 must be enabled
+// on the host (a missing address is reported). The probe covers the outer
+// path (encapsulation, UDP port, firewall on both hosts), not a bridge's
+// FORWARD verdicts for containers' frames. WireGuard networks are not
+// probed yet: a blocked WireGuard port shows as stale handshakes only.
+//
 // # Tunnel ports
 //
 // The kernel's VXLAN socket decapsulates whatever reaches its port: VXLAN

@@ -292,10 +292,14 @@ func (d *Kernel) Teardown() error {
 		return errClosed
 	}
 	var errs []error
-	if d.wg.enabled {
-		if err := d.removeDeviceLocked(); err != nil {
-			errs = append(errs, err)
-		}
+	// The WireGuard device goes whether or not this dataplane runs one
+	// (meshnetd --cleanup has no key), and so does the data-path probe's
+	// device, whose name is outside the prefixes Apply manages.
+	if err := d.removeDeviceLocked(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := d.deleteLink(ProbeDevice); err != nil {
+		errs = append(errs, err)
 	}
 	d.changes = d.changes[:0]
 	have, err := d.observe()

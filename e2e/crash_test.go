@@ -106,9 +106,14 @@ func TestDaemonCrash(t *testing.T) {
 			}
 		}
 		harness.Eventually(t, 10*time.Second, want(true))
-		// The host "dies": its daemon is gone for good as far as the others can tell.
+		// The host "dies": its daemon is gone and so is its data path (nothing of it
+		// reaches the others). A daemon killed on a host that still carries traffic keeps
+		// its entries (TestNoLossRestart).
 		d := c.Daemon(h3)
 		if err := d.Kill(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := injectFault(ctx, h3, observers, "drop", false); err != nil {
 			t.Fatal(err)
 		}
 		killed := time.Now()
@@ -119,6 +124,9 @@ func TestDaemonCrash(t *testing.T) {
 		harness.Eventually(t, 5*time.Second, want(false))
 		t.Logf("k3's entries withdrawn from %d hosts %s after its host's daemon was killed (declared dead after %s)",
 			len(observers), time.Since(killed).Round(time.Millisecond), dead.Round(time.Millisecond))
+		if err := clearFault(ctx, h3); err != nil {
+			t.Fatal(err)
+		}
 		if err := d.Restart(ctx); err != nil {
 			t.Fatal(err)
 		}

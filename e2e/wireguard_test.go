@@ -262,7 +262,7 @@ func checkUnderlayOnlyWireGuard(t *testing.T, capture string, hosts []harness.Ho
 	t.Helper()
 	header := regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d+ IP (\S+) > (\S+): (.*)$`)
 	port := func(s string) string { return s[strings.LastIndex(s, ".")+1:] }
-	wg, gossip := 0, 0
+	wg, gossip, probe := 0, 0, 0
 	for _, l := range strings.Split(capture, "\n") {
 		m := header.FindStringSubmatch(l)
 		if m == nil {
@@ -274,6 +274,10 @@ func checkUnderlayOnlyWireGuard(t *testing.T, capture string, hosts []harness.Ho
 			wg++
 		case port(src) == "7946" || port(dst) == "7946":
 			gossip++ // memberlist, encrypted with the cluster key
+		case port(dst) == "4789" && strings.HasSuffix(rest, "vni 1"):
+			// The data-path probe of the vxlan network beside (dataplane/probe.go):
+			// echoes between the hosts' probe addresses, no container traffic.
+			probe++
 		default:
 			t.Errorf("underlay packet that is neither WireGuard nor gossip: %s", l)
 		}
@@ -284,7 +288,7 @@ func checkUnderlayOnlyWireGuard(t *testing.T, capture string, hosts []harness.Ho
 	if wg == 0 {
 		t.Errorf("no WireGuard packet on the underlay:\n%s", tailLines(capture, 20))
 	}
-	t.Logf("underlay: %d WireGuard packets, %d gossip packets, nothing else", wg, gossip)
+	t.Logf("underlay: %d WireGuard packets, %d gossip packets, %d data-path probe packets (VXLAN VNI 1), nothing else", wg, gossip, probe)
 }
 
 func tailLines(s string, n int) string {

@@ -249,6 +249,20 @@
 // memberlist's leave event either: a leaving node first re-advertises itself
 // with the metadata "leaving", and the event carries that metadata.
 //
+// # A dead daemon is not a dead host
+//
+// Gossip cannot tell a host that is gone from a host whose meshnetd is
+// stopped, crashed or being upgraded: both stop answering memberlist's
+// probes and both end up dead here. Only a graceful leave (Run's ctx done)
+// says "left", and meshnetd leaves only when told to (--leave-on-stop); a
+// plain stop closes the Cluster without a leave, as a crash would. The
+// difference is made above gossip, by the daemon's data-path probe
+// (daemon/doc.go, "Gossip state and data-path state"): the kernel of a host
+// whose daemon is down still answers echoes through the VXLAN tunnel, a
+// host that is gone does not. The store reports memberlist's verdict
+// unchanged; it is the daemon's reconcile that keeps a dead node's
+// endpoints while its data path answers.
+//
 // # Why it is shaped so
 //
 // The store is pure Go with an injected clock and persistence hook, so its

@@ -55,3 +55,11 @@ func (s *Snapshot) Up(node string) bool {
 	m, ok := s.Members[node]
 	return ok && m.State.Up()
 }
+
+// WithMembers returns a copy of the snapshot that sees members as the
+// nodes' liveness, with a View of its own (Endpoint.Up follows members).
+// The daemon uses it to count a node whose daemon is dead but whose data
+// path answers as up for the dataplane (daemon/datapath.go).
+func (s *Snapshot) WithMembers(members map[string]Member) *Snapshot {
+	return &Snapshot{Self: s.Self, Members: members, Removed: s.Removed, byKind: s.byKind}
+}

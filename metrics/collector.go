@@ -18,11 +18,13 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 }
 
 var (
-	peersDesc     = desc("meshnet_peers", "Nodes of the cluster as this daemon sees them, itself included, by gossip state (alive, suspect, dead, left).", "state")
-	peerUpDesc    = desc("meshnet_peer_up", "1 while a node carries traffic (gossip alive or suspect; this node always), else 0.", "peer")
-	recordsDesc   = desc("meshnet_store_records", "Live records in the replicated store, by kind (node, network, block, endpoint, removal).", "kind")
-	endpointsDesc = desc("meshnet_endpoints", "Container endpoints known cluster-wide, by the node holding them (meshctl endpoints).", "node")
-	networksDesc  = desc("meshnet_networks", "meshnet networks this node has (docker network create on this host).")
+	peersDesc        = desc("meshnet_peers", "Nodes of the cluster as this daemon sees them, itself included, by gossip state (alive, suspect, dead, left).", "state")
+	peerDataPathDesc = desc("meshnet_peer_data_path_up", "1 while the data-path probe through the tunnel to a peer is answered, 0 when it is not (not exported while unknown or not probed).", "peer")
+	peerRTTDesc      = desc("meshnet_peer_data_path_rtt_seconds", "Round trip of the last answered data-path probe to a peer (exported while its data path is up).", "peer")
+	peerUpDesc       = desc("meshnet_peer_up", "1 while a node carries traffic (gossip alive or suspect; this node always), else 0.", "peer")
+	recordsDesc      = desc("meshnet_store_records", "Live records in the replicated store, by kind (node, network, block, endpoint, removal).", "kind")
+	endpointsDesc    = desc("meshnet_endpoints", "Container endpoints known cluster-wide, by the node holding them (meshctl endpoints).", "node")
+	networksDesc     = desc("meshnet_networks", "meshnet networks this node has (docker network create on this host).")
 
 	lastApplyDesc   = desc("meshnet_dataplane_last_apply_timestamp_seconds", "When the last dataplane apply finished (Unix time); 0 before the first.")
 	lastApplyOKDesc = desc("meshnet_dataplane_last_apply_success", "1 when the last dataplane apply did everything, 0 when it left errors (meshctl status shows them).")
@@ -49,7 +51,7 @@ var (
 )
 
 var allDescs = []*prometheus.Desc{
-	peersDesc, peerUpDesc, recordsDesc, endpointsDesc, networksDesc,
+	peersDesc, peerUpDesc, peerDataPathDesc, peerRTTDesc, recordsDesc, endpointsDesc, networksDesc,
 	lastApplyDesc, lastApplyOKDesc, fdbDesc, neighDesc,
 	ownedDesc, allocatedDesc, sizeDesc, freeDesc, conflictsDesc,
 	dnsRepliesDesc, dnsRateLimitedDesc, dnsForwardDesc, dnsUpDesc,
@@ -83,6 +85,14 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			up = 1
 		}
 		gauge(peerUpDesc, up, p.Name)
+		if p.DataPath == "up" || p.DataPath == "down" {
+			dp := 0.0
+			if p.DataPath == "up" {
+				dp = 1
+				gauge(peerRTTDesc, p.RTTSeconds, p.Name)
+			}
+			gauge(peerDataPathDesc, dp, p.Name)
+		}
 	}
 	for _, state := range sortedKeys(byState) {
 		gauge(peersDesc, float64(byState[state]), state)

@@ -313,10 +313,25 @@ func printJSON(w io.Writer, v any) error {
 
 func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
 
+// dataPath is the data-path column of meshctl peers: what the probe
+// through the tunnel sees, with the round trip while it is up.
+func dataPath(p control.Peer, now time.Time) string {
+	switch {
+	case p.Self:
+		return "self"
+	case p.DataPath == "":
+		return "-"
+	case p.DataPath == "up":
+		return fmt.Sprintf("up %s", time.Duration(p.RTTSeconds*float64(time.Second)).Round(time.Microsecond))
+	default:
+		return p.DataPath + " " + age(now, p.DataPathSince)
+	}
+}
+
 func printPeers(w io.Writer, peers []control.Peer, now time.Time) error {
 	sort.Slice(peers, func(i, j int) bool { return peers[i].Name < peers[j].Name })
 	tw := table(w)
-	fmt.Fprintln(tw, "NAME\tADDRESS\tSTATE\tSINCE\t")
+	fmt.Fprintln(tw, "NAME\tADDRESS\tSTATE\tSINCE\tDATA PATH\t")
 	for _, p := range peers {
 		name := p.Name
 		if p.Self {
@@ -326,7 +341,7 @@ func printPeers(w io.Writer, peers []control.Peer, now time.Time) error {
 		if p.Removed {
 			state += ",removed"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", name, p.Address, state, age(now, p.Since))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", name, p.Address, state, age(now, p.Since), dataPath(p, now))
 	}
 	return tw.Flush()
 }

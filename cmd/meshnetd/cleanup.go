@@ -45,10 +45,11 @@ type teardowner interface {
 	Close() error
 }
 
-// openTeardown opens the host's dataplane (both kinds, so that mnwg0 goes
-// too); tests replace it so that they never touch the machine's kernel.
+// openTeardown opens the host's dataplane (its Teardown removes mnwg0 and
+// the probe's device too); tests replace it so that they never touch the
+// machine's kernel.
 var openTeardown = func(log *slog.Logger) (teardowner, error) {
-	return dataplane.NewWireGuard(log, dataplane.Options{}, dataplane.WireGuardOptions{})
+	return dataplane.New(log, dataplane.Options{})
 }
 
 // refuseIfRunning fails when a process answers on one of meshnetd's

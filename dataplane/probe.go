@@ -1,0 +1,484 @@
+package dataplane
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// The data-path probe: each host checks every peer through the tunnel
+// itself, not through gossip (doc.go, "The data-path probe").
+
+const (
+	// ProbeDevice is the probe's VXLAN device. Its name is outside the
+	// prefixes Apply owns (mnbr, mnvx, mnh, mnc), so Apply never deletes it.
+	ProbeDevice = "mnprobe"
+	// ProbeVNI is reserved for the probe: network VNIs start at 2.
+	ProbeVNI = 1
+	// probeMTU is IPv6's minimum; probes are small.
+	probeMTU = 1280
+)
+
+// ProbeState is what the probe knows of one peer's data path.
+type ProbeState string
+
+const (
+	ProbeUp      ProbeState = "up"      // an echo came back within the timeout
+	ProbeDown    ProbeState = "down"    // none for a whole timeout
+	ProbeUnknown ProbeState = "unknown" // probed for less than a timeout, no answer yet
+)
+
+// ProbePeer is one host to probe: its node name and underlay address (its
+// VTEP).
+type ProbePeer struct {
+	Name     string
+	Underlay netip.Addr
+}
+
+// ProbeStatus is the data path to one peer as last seen.
+type ProbeStatus struct {
+	State ProbeState
+	// RTT is the round trip of the last answered echo (0: none yet).
+	RTT time.Duration
+	// LastReply is when the last echo came back (zero: never).
+	LastReply time.Time
+	// Since is when State last changed (or the peer was first probed).
+	Since time.Time
+}
+
+// ProbeConfig says where the probe sends from.
+type ProbeConfig struct {
+	Underlay netip.Addr // this host's VTEP address
+	Port     int        // the VXLAN port, the one containers' traffic uses
+	// Interval between echoes to each peer (default 1 s); Timeout without
+	// an answer after which a peer's data path is down (default 3 s).
+	Interval, Timeout time.Duration
+	Log               *slog.Logger
+}
+
+// Probe keeps the probe device and its forwarding entries in step with the
+// peers it is given, sends an ICMPv6 echo to each peer's probe address every
+// Interval, and reports per peer whether answers come back.
+type Probe struct {
+	cfg     ProbeConfig
+	log     *slog.Logger
+	changed chan struct{}
+	id      uint16
+
+	mu      sync.Mutex // guards everything below
+	enabled bool
+	ifindex int
+	peers   map[string]*probePeer // by name
+	byAddr  map[netip.Addr]string // probe address -> name
+	seq     uint16
+}
+
+type probePeer struct {
+	ProbePeer
+	addr      netip.Addr // probe address (IPv6 link-local)
+	mac       net.HardwareAddr
+	firstSent time.Time
+	status    ProbeStatus
+}
+
+// NewProbe makes a probe; nothing touches the kernel before Sync.
+func NewProbe(cfg ProbeConfig) *Probe {
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 3 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Probe{cfg: cfg, log: cfg.Log, changed: make(chan struct{}, 1), id: uint16(os.Getpid()),
+		peers: map[string]*probePeer{}, byAddr: map[netip.Addr]string{}}
+}
+
+// Changed receives a value when a peer's data path went up or down. A nil
+// Probe (tests of the daemon without a kernel) never changes, reports no
+// peers and syncs nothing.
+func (p *Probe) Changed() <-chan struct{} {
+	if p == nil {
+		return nil
+	}
+	return p.changed
+}
+
+// ProbeAddr is the probe address of the host with underlay address a:
+// fe80::6d6e:0:<IPv4> for an IPv4 underlay (unique as the underlay
+// address is), a hash of the address for IPv6. Link-local, so it needs no
+// route and clashes with no address or route of the host.
+func ProbeAddr(a netip.Addr) netip.Addr {
+	var b [16]byte
+	b[0], b[1] = 0xfe, 0x80
+	b[8], b[9] = 0x6d, 0x6e // "mn"
+	a = a.Unmap()
+	if a.Is4() {
+		v4 := a.As4()
+		copy(b[12:], v4[:])
+	} else {
+		h := fnv.New64a()
+		s := a.As16()
+		h.Write(s[:])
+		binary.BigEndian.PutUint64(b[8:], h.Sum64())
+		b[8], b[9] = 0x6d, 0x6e
+	}
+	return netip.AddrFrom16(b)
+}
+
+// ProbeMAC is the probe device's MAC on the host with underlay address a:
+// locally administered, derived like ProbeAddr.
+func ProbeMAC(a netip.Addr) net.HardwareAddr {
+	p := ProbeAddr(a).As16()
+	return net.HardwareAddr{0x02, 0x6d, p[12], p[13], p[14], p[15]}
+}
+
+// Sync makes the probe device exist (enabled) or not (disabled) and hold a
+// forwarding and a neighbour entry for every peer. With keep set it only
+// adds: peers it probed before and no longer has are kept (a restarted
+// daemon that has not heard from its cluster yet). It is called by the
+// reconciler; the device is removed only when disabled, never by Close, so
+// the kernel answers peers' probes while the daemon is down.
+func (p *Probe) Sync(enabled bool, peers []ProbePeer, keep bool) error {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !enabled {
+		if keep {
+			return nil
+		}
+		p.enabled, p.ifindex = false, 0
+		p.peers, p.byAddr = map[string]*probePeer{}, map[netip.Addr]string{}
+		return p.removeDevice()
+	}
+	p.enabled = true
+	link, err := p.ensureDevice()
+	if err != nil {
+		return err
+	}
+	p.ifindex = link.Attrs().Index
+	want := map[string]ProbePeer{}
+	for _, pp := range peers {
+		if pp.Underlay.IsValid() && pp.Underlay.Unmap() != p.cfg.Underlay.Unmap() {
+			want[pp.Name] = pp
+		}
+	}
+	if keep {
+		for name, old := range p.peers {
+			if _, ok := want[name]; !ok {
+				want[name] = old.ProbePeer
+			}
+		}
+	}
+	now := time.Now()
+	for name, pp := range want {
+		cur, ok := p.peers[name]
+		if !ok || cur.Underlay != pp.Underlay {
+			cur = &probePeer{ProbePeer: pp, addr: ProbeAddr(pp.Underlay), mac: ProbeMAC(pp.Underlay),
+				status: ProbeStatus{State: ProbeUnknown, Since: now}}
+			p.peers[name] = cur
+		}
+	}
+	for name := range p.peers {
+		if _, ok := want[name]; !ok {
+			delete(p.peers, name)
+		}
+	}
+	p.byAddr = map[netip.Addr]string{}
+	for name, pp := range p.peers {
+		p.byAddr[pp.addr] = name
+	}
+	return p.syncEntries(link, keep)
+}
+
+func (p *Probe) ensureDevice() (netlink.Link, error) {
+	self := p.cfg.Underlay.Unmap()
+	if l, err := netlink.LinkByName(ProbeDevice); err == nil {
+		vx, ok := l.(*netlink.Vxlan)
+		if ok && vx.VxlanId == ProbeVNI && vx.Port == p.cfg.Port && vx.SrcAddr.Equal(net.IP(self.AsSlice())) &&
+			l.Attrs().OperState != netlink.OperDown && l.Attrs().Flags&net.FlagUp != 0 {
+			return l, p.ensureAddr(l)
+		}
+		if ok && vx.VxlanId == ProbeVNI && vx.Port == p.cfg.Port && vx.SrcAddr.Equal(net.IP(self.AsSlice())) {
+			if err := netlink.LinkSetUp(l); err != nil {
+				return nil, fmt.Errorf("set %s up: %w", ProbeDevice, err)
+			}
+			return l, p.ensureAddr(l)
+		}
+		if err := netlink.LinkDel(l); err != nil {
+			return nil, fmt.Errorf("delete outdated %s: %w", ProbeDevice, err)
+		}
+	}
+	vx := &netlink.Vxlan{
+		LinkAttrs: netlink.LinkAttrs{Name: ProbeDevice, MTU: probeMTU, HardwareAddr: ProbeMAC(self)},
+		VxlanId:   ProbeVNI, SrcAddr: net.IP(self.AsSlice()), Port: p.cfg.Port, Learning: false,
+	}
+	if err := netlink.LinkAdd(vx); err != nil {
+		return nil, fmt.Errorf("create probe device %s (vxlan id %d port %d): %w", ProbeDevice, ProbeVNI, p.cfg.Port, err)
+	}
+	// Before it is up: no address of its own making, no router
+	// advertisements, no duplicate address detection (the address is
+	// unique by construction and must work at once).
+	for k, v := range map[string]string{"addr_gen_mode": "1", "accept_ra": "0", "accept_dad": "0", "disable_ipv6": "0"} {
+		path := filepath.Join("/proc/sys/net/ipv6/conf", ProbeDevice, k)
+		if err := os.WriteFile(path, []byte(v), 0o644); err != nil {
+			p.log.Warn("probe device sysctl", "path", path, "err", err)
+		}
+	}
+	l, err := netlink.LinkByName(ProbeDevice)
+	if err != nil {
+		return nil, fmt.Errorf("find the probe device %s just made: %w", ProbeDevice, err)
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return nil, fmt.Errorf("set %s up: %w", ProbeDevice, err)
+	}
+	p.log.Info("data-path probe device made", "device", ProbeDevice, "vni", ProbeVNI, "port", p.cfg.Port, "addr", ProbeAddr(self))
+	return l, p.ensureAddr(l)
+}
+
+func (p *Probe) ensureAddr(l netlink.Link) error {
+	want := ProbeAddr(p.cfg.Underlay)
+	addrs, err := netlink.AddrList(l, unix.AF_INET6)
+	if err != nil {
+		return fmt.Errorf("list addresses of %s: %w", ProbeDevice, err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip == want {
+			return nil
+		}
+	}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(want.AsSlice()), Mask: net.CIDRMask(64, 128)}, Flags: unix.IFA_F_NODAD}
+	if err := netlink.AddrReplace(l, a); err != nil {
+		return fmt.Errorf("add probe address %s to %s (is IPv6 disabled on this host?): %w", want, ProbeDevice, err)
+	}
+	return nil
+}
+
+// syncEntries writes a permanent FDB entry (peer's probe MAC -> its VTEP)
+// and neighbour entry (probe address -> MAC) per peer, and deletes the
+// permanent ones of hosts no longer probed, unless keep is set.
+func (p *Probe) syncEntries(l netlink.Link, keep bool) error {
+	var errs []error
+	idx := l.Attrs().Index
+	wantFDB, wantNeigh := map[string]bool{}, map[netip.Addr]bool{}
+	for _, pp := range p.peers {
+		wantFDB[pp.mac.String()] = true
+		wantNeigh[pp.addr] = true
+		fdb := &netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT, Flags: netlink.NTF_SELF,
+			IP: net.IP(pp.Underlay.Unmap().AsSlice()), HardwareAddr: pp.mac}
+		if err := netlink.NeighSet(fdb); err != nil {
+			errs = append(errs, fmt.Errorf("probe fdb %s -> %s: %w", pp.mac, pp.Underlay, err))
+		}
+		n := &netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET6, State: netlink.NUD_PERMANENT,
+			IP: net.IP(pp.addr.AsSlice()), HardwareAddr: pp.mac}
+		if err := netlink.NeighSet(n); err != nil {
+			errs = append(errs, fmt.Errorf("probe neighbour %s -> %s: %w", pp.addr, pp.mac, err))
+		}
+	}
+	if keep {
+		return errors.Join(errs...)
+	}
+	if fdbs, err := netlink.NeighList(idx, unix.AF_BRIDGE); err == nil {
+		for _, e := range fdbs {
+			if e.State&netlink.NUD_PERMANENT != 0 && !wantFDB[e.HardwareAddr.String()] && e.HardwareAddr[0]&1 == 0 &&
+				!slices.Equal(e.HardwareAddr, ProbeMAC(p.cfg.Underlay)) {
+				if err := netlink.NeighDel(&e); err != nil {
+					errs = append(errs, fmt.Errorf("delete probe fdb %s: %w", e.HardwareAddr, err))
+				}
+			}
+		}
+	}
+	if ns, err := netlink.NeighList(idx, unix.AF_INET6); err == nil {
+		for _, e := range ns {
+			a, _ := netip.AddrFromSlice(e.IP)
+			if e.State&netlink.NUD_PERMANENT != 0 && !wantNeigh[a] {
+				if err := netlink.NeighDel(&e); err != nil {
+					errs = append(errs, fmt.Errorf("delete probe neighbour %s: %w", a, err))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (p *Probe) removeDevice() error {
+	l, err := netlink.LinkByName(ProbeDevice)
+	if err != nil {
+		return nil // gone already
+	}
+	if err := netlink.LinkDel(l); err != nil {
+		return fmt.Errorf("delete probe device %s: %w", ProbeDevice, err)
+	}
+	return nil
+}
+
+// Status reports every probed peer's data path.
+func (p *Probe) Status() map[string]ProbeStatus {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]ProbeStatus, len(p.peers))
+	for name, pp := range p.peers {
+		out[name] = pp.status
+	}
+	return out
+}
+
+// Run sends the echoes and reads the answers until ctx is done. The device
+// and its entries stay when it returns.
+func (p *Probe) Run(ctx context.Context) error {
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6)
+	if err != nil {
+		return fmt.Errorf("open the probe's ICMPv6 socket: %w", err)
+	}
+	// The overlay mark: the tunnel guard drops host sockets' packets to a
+	// member's VXLAN port unless they carry it (tunnelfw.go).
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, overlayMark); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("mark the probe socket: %w", err)
+	}
+	tv := unix.NsecToTimeval((200 * time.Millisecond).Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("set the probe socket's timeout: %w", err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); p.receive(ctx, fd) }()
+	defer func() { wg.Wait(); unix.Close(fd) }()
+	t := time.NewTicker(p.cfg.Interval)
+	defer t.Stop()
+	for {
+		p.send(fd)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		p.evaluate(time.Now())
+	}
+}
+
+func (p *Probe) send(fd int) {
+	p.mu.Lock()
+	if !p.enabled || p.ifindex == 0 {
+		p.mu.Unlock()
+		return
+	}
+	p.seq++
+	seq, idx := p.seq, p.ifindex
+	type dst struct {
+		pp   *probePeer
+		addr netip.Addr
+	}
+	var dsts []dst
+	now := time.Now()
+	for _, pp := range p.peers {
+		if pp.firstSent.IsZero() {
+			pp.firstSent = now
+		}
+		dsts = append(dsts, dst{pp, pp.addr})
+	}
+	p.mu.Unlock()
+	for _, d := range dsts {
+		msg := make([]byte, 16)
+		msg[0] = 128 // echo request; the kernel fills in the checksum
+		binary.BigEndian.PutUint16(msg[4:], p.id)
+		binary.BigEndian.PutUint16(msg[6:], seq)
+		binary.BigEndian.PutUint64(msg[8:], uint64(time.Now().UnixNano()))
+		sa := &unix.SockaddrInet6{Addr: d.addr.As16(), ZoneId: uint32(idx)}
+		if err := unix.Sendto(fd, msg, 0, sa); err != nil {
+			p.log.Debug("probe send", "peer", d.pp.Name, "err", err)
+		}
+	}
+}
+
+func (p *Probe) receive(ctx context.Context, fd int) {
+	buf := make([]byte, 1500)
+	for ctx.Err() == nil {
+		n, from, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			continue // timeout or interrupted: look at ctx again
+		}
+		sa, ok := from.(*unix.SockaddrInet6)
+		if !ok || n < 16 || buf[0] != 129 || binary.BigEndian.Uint16(buf[4:]) != p.id {
+			continue
+		}
+		sent := time.Unix(0, int64(binary.BigEndian.Uint64(buf[8:])))
+		p.answered(netip.AddrFrom16(sa.Addr), time.Now(), sent)
+	}
+}
+
+func (p *Probe) answered(from netip.Addr, now, sent time.Time) {
+	p.mu.Lock()
+	name, ok := p.byAddr[from]
+	if !ok {
+		p.mu.Unlock()
+		return
+	}
+	pp := p.peers[name]
+	pp.status.LastReply, pp.status.RTT = now, now.Sub(sent)
+	p.mu.Unlock()
+	p.evaluate(now)
+}
+
+// evaluate moves each peer's state by the rules in probeState and says
+// when one changed.
+func (p *Probe) evaluate(now time.Time) {
+	p.mu.Lock()
+	flipped := false
+	for name, pp := range p.peers {
+		st := probeState(now, pp.firstSent, pp.status.LastReply, p.cfg.Timeout)
+		if st != pp.status.State {
+			old := pp.status.State
+			pp.status.State, pp.status.Since = st, now
+			if st == ProbeDown || old == ProbeDown {
+				flipped = true
+			}
+			if st == ProbeDown {
+				p.log.Warn("data path down: no probe answer through the tunnel", "peer", name, "underlay", pp.Underlay, "for", p.cfg.Timeout)
+			} else if st == ProbeUp {
+				p.log.Info("data path up", "peer", name, "rtt", pp.status.RTT)
+			}
+		}
+	}
+	p.mu.Unlock()
+	if flipped {
+		select {
+		case p.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// probeState: up while an answer came within timeout; down once the peer
+// has been probed for a whole timeout without one; unknown before.
+func probeState(now, firstSent, lastReply time.Time, timeout time.Duration) ProbeState {
+	switch {
+	case !lastReply.IsZero() && now.Sub(lastReply) < timeout:
+		return ProbeUp
+	case !firstSent.IsZero() && now.Sub(firstSent) >= timeout:
+		return ProbeDown
+	default:
+		return ProbeUnknown
+	}
+}
