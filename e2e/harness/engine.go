@@ -186,7 +186,8 @@ func (h *SimHost) waitContainerdGone(ctx context.Context) error {
 type baseline struct {
 	links    map[string]bool
 	nftables map[string]bool
-	iptables string // iptables-save output
+	iptables string          // iptables-save output
+	loAddrs  map[string]bool // addresses on lo (meshnetd adds its DNS address and leaves it when it stops)
 }
 
 func captureBaseline(ctx context.Context, h *SimHost) (*baseline, error) {
@@ -201,7 +202,34 @@ func captureBaseline(ctx context.Context, h *SimHost) (*baseline, error) {
 	if b.iptables, err = h.Exec(ctx, "iptables-save"); err != nil {
 		return nil, err
 	}
+	if b.loAddrs, err = loAddrs(ctx, h); err != nil {
+		return nil, err
+	}
 	return b, nil
+}
+
+// loAddrs lists lo's addresses as prefixes ("169.254.53.53/32").
+func loAddrs(ctx context.Context, h Host) (map[string]bool, error) {
+	out, err := h.Exec(ctx, "ip", "-j", "addr", "show", "dev", "lo")
+	if err != nil {
+		return nil, err
+	}
+	var ifs []struct {
+		Addrs []struct {
+			Local  string `json:"local"`
+			Prefix int    `json:"prefixlen"`
+		} `json:"addr_info"`
+	}
+	if err := json.Unmarshal([]byte(out), &ifs); err != nil {
+		return nil, fmt.Errorf("parsing ip -j addr show dev lo on %s: %w", h.Name(), err)
+	}
+	m := map[string]bool{}
+	for _, i := range ifs {
+		for _, a := range i.Addrs {
+			m[fmt.Sprintf("%s/%d", a.Local, a.Prefix)] = true
+		}
+	}
+	return m, nil
 }
 
 func linkNames(ctx context.Context, h Host) (map[string]bool, error) {
@@ -238,9 +266,9 @@ func nftTables(ctx context.Context, h Host) (map[string]bool, error) {
 
 // Reset returns every host to the state it had right after the cluster came up: meshnetd
 // daemons stopped, containers and networks the tests made removed, meshnet's state and
-// configuration wiped; on simulated hosts also links, nftables tables and iptables rules that
-// were not there at the start removed, and, when the engine cannot remove a network (its
-// driver is gone), the engine restarted with a clean network store.
+// configuration wiped; on simulated hosts also links, nftables tables, iptables rules and
+// addresses on lo that were not there at the start removed, and, when the engine cannot
+// remove a network (its driver is gone), the engine restarted with a clean network store.
 func (c *Cluster) Reset(ctx context.Context) error {
 	return forEachHost(c.Hosts, func(h Host) error { return c.resetHost(ctx, h) })
 }
@@ -482,6 +510,17 @@ func (h *SimHost) restoreKernel(ctx context.Context) error {
 		if !h.base.nftables[t] {
 			f := strings.Fields(t)
 			if _, err := h.Exec(ctx, "nft", "delete", "table", f[0], f[1]); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	addrs, err := loAddrs(ctx, h)
+	if err != nil {
+		return err
+	}
+	for a := range addrs {
+		if !h.base.loAddrs[a] {
+			if _, err := h.Exec(ctx, "ip", "addr", "del", a, "dev", "lo"); err != nil {
 				errs = append(errs, err)
 			}
 		}
