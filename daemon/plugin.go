@@ -283,6 +283,11 @@ func short(id string) string {
 	return id
 }
 
+// poolSyncWait bounds the state exchange before a pool is created: a peer
+// that is up answers in milliseconds on a LAN, in well under a second
+// across a WAN.
+const poolSyncWait = 2 * time.Second
+
 // ipamBackend answers Docker's IpamDriver calls from the ipam package.
 type ipamBackend struct{ d *Daemon }
 
@@ -309,8 +314,21 @@ func (b ipamBackend) RequestPool(ctx context.Context, req plugin.PoolRequest) (p
 		// than start a rival one (which resolves, but an address handed
 		// out in the losing creation meanwhile stays in another host's
 		// block).
+		// A peer memberlist still counts up may be cut off: its exchange
+		// then waits for a TCP timeout. The create does not wait that long.
 		if b.d.cluster != nil { // nil in unit tests
-			b.d.cluster.SyncWithPeers(2)
+			synced := make(chan struct{})
+			go func() {
+				defer close(synced)
+				b.d.cluster.SyncWithPeers(2)
+			}()
+			select {
+			case <-synced:
+			case <-time.After(poolSyncWait):
+				b.d.log.Info("creating a pool without the peers' latest state: they did not answer in time", "subnet", req.Pool.Masked(), "waited", poolSyncWait)
+			case <-ctx.Done():
+				return plugin.PoolResponse{}, ctx.Err()
+			}
 		}
 	}
 	id, err := b.d.ipam.RequestPool(req.Pool.Masked(), req.Options)
