@@ -31,8 +31,9 @@ const (
 )
 
 type unrelayed struct {
-	mu      sync.Mutex
-	pending map[Key]unrelayedEntry
+	mu        sync.Mutex
+	pending   map[Key]unrelayedEntry
+	lastPrune time.Time
 }
 
 type unrelayedEntry struct {
@@ -46,6 +47,9 @@ func (u *unrelayed) note(self string, recs []Record, now time.Time) {
 	defer u.mu.Unlock()
 	if u.pending == nil {
 		u.pending = make(map[Key]unrelayedEntry)
+	}
+	if now.Sub(u.lastPrune) >= unrelayedTTL {
+		u.pruneLocked(now)
 	}
 	for _, r := range recs {
 		if r.Owner == self {
@@ -76,6 +80,7 @@ func (u *unrelayed) take(r Record, now time.Time) bool {
 }
 
 func (u *unrelayed) pruneLocked(now time.Time) {
+	u.lastPrune = now
 	for k, e := range u.pending {
 		if now.Sub(e.at) >= unrelayedTTL {
 			delete(u.pending, k)

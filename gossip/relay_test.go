@@ -77,3 +77,13 @@ func TestUnrelayedForgetsAfterTTL(t *testing.T) {
 		t.Fatalf("pending after take: %v", u.pending)
 	}
 }
+
+func TestUnrelayedPrunedAtTheNextState(t *testing.T) {
+	var u unrelayed
+	now := time.Now()
+	u.note("self", []Record{{Key: Key{Kind: kindTest, Owner: "peer", ID: "old"}, Version: 1}}, now)
+	u.note("self", []Record{{Key: Key{Kind: kindTest, Owner: "peer", ID: "new"}, Version: 2}}, now.Add(unrelayedTTL))
+	if _, ok := u.pending[Key{Kind: kindTest, Owner: "peer", ID: "old"}]; ok || len(u.pending) != 1 {
+		t.Fatalf("pending %v: the expired entry must go at the next push/pull state", u.pending)
+	}
+}
