@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -61,24 +62,7 @@ func (c *Cluster) catchUp() {
 				break gather
 			}
 		}
-		rand.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
-		seen := map[string]bool{}
-		done := 0
-		for _, a := range batch {
-			if done == catchUpPeers {
-				break
-			}
-			if seen[a] {
-				continue
-			}
-			seen[a] = true
-			if n, err := c.ml.Join([]string{a}); n == 0 {
-				c.log.Debug("catch-up exchange failed", "peer", a, "err", err)
-				continue
-			}
-			done++
-			c.log.Debug("caught up", "peer", a)
-		}
+		c.exchangeWith(batch, catchUpPeers)
 		select {
 		case <-c.stop:
 			return
@@ -103,12 +87,29 @@ func (c *Cluster) SyncWithPeers(n int) int {
 		}
 	}
 	c.mu.Unlock()
-	rand.Shuffle(len(targets), func(i, j int) { targets[i], targets[j] = targets[j], targets[i] })
+	done := c.exchangeWith(targets, n)
+	if done > 0 {
+		c.flushInbound() // the states are merged when this returns
+	}
+	return done
+}
+
+// exchangeWith does a full-state exchange (memberlist's Join of a known
+// node is a push/pull) with up to n of addrs, in random order, each address
+// once, until n succeeded or the node stops; it returns how many did.
+func (c *Cluster) exchangeWith(addrs []string, n int) int {
+	addrs = slices.Clone(addrs)
+	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
+	seen := map[string]bool{}
 	done := 0
-	for _, a := range targets {
+	for _, a := range addrs {
 		if done == n {
 			break
 		}
+		if seen[a] {
+			continue
+		}
+		seen[a] = true
 		select {
 		case <-c.stop:
 			return done
@@ -119,9 +120,7 @@ func (c *Cluster) SyncWithPeers(n int) int {
 			continue
 		}
 		done++
-	}
-	if done > 0 {
-		c.flushInbound() // the states are merged when this returns
+		c.log.Debug("exchanged state", "peer", a)
 	}
 	return done
 }
