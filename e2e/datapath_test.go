@@ -240,14 +240,7 @@ func TestNoLossPluginUpgrade(t *testing.T) {
 	}
 	c, hosts := meshHosts(t)
 	ctx := testCtx(t)
-	var seeds []string
-	for _, h := range hosts {
-		seeds = append(seeds, h.Addr().String())
-	}
-	plugins := map[string]*harness.Plugin{}
-	for _, h := range hosts {
-		plugins[h.Name()] = installPlugin(t, ctx, c, h, strings.Join(seeds, ","))
-	}
+	plugins := installPluginEverywhere(t, ctx, c, hosts)
 	c.DumpOnFailure(t)
 	waitAllAlive(t, ctx, c, hosts, 30*time.Second)
 	for _, h := range hosts {

@@ -44,6 +44,21 @@ func pluginBundle(t *testing.T) string {
 // installPlugin creates, sets and enables the plugin on h with the cluster's key, joining
 // join, with extra settings (NAME=VALUE), and removes it (with the containers and networks
 // using it) when the test ends.
+// installPluginEverywhere installs meshnet as a managed plugin on every host of hosts, each
+// joining all of them, and returns the plugins by host name.
+func installPluginEverywhere(t *testing.T, ctx context.Context, c *harness.Cluster, hosts []harness.Host) map[string]*harness.Plugin {
+	t.Helper()
+	var seeds []string
+	for _, h := range hosts {
+		seeds = append(seeds, h.Addr().String())
+	}
+	plugins := map[string]*harness.Plugin{}
+	for _, h := range hosts {
+		plugins[h.Name()] = installPlugin(t, ctx, c, h, strings.Join(seeds, ","))
+	}
+	return plugins
+}
+
 func installPlugin(t *testing.T, ctx context.Context, c *harness.Cluster, h harness.Host, join string, extra ...string) *harness.Plugin {
 	t.Helper()
 	sim := h.(*harness.SimHost)
@@ -213,14 +228,7 @@ func TestManagedPlugin(t *testing.T) {
 	}
 	c, hosts := meshHosts(t)
 	ctx := testCtx(t)
-	var seeds []string
-	for _, h := range hosts {
-		seeds = append(seeds, h.Addr().String())
-	}
-	plugins := map[string]*harness.Plugin{}
-	for _, h := range hosts {
-		plugins[h.Name()] = installPlugin(t, ctx, c, h, strings.Join(seeds, ","))
-	}
+	plugins := installPluginEverywhere(t, ctx, c, hosts)
 	c.DumpOnFailure(t) // again: runs before the plugins' removal, which the first dump follows
 	// meshctl on the host, with its default socket, reaches the plugin's daemon.
 	waitAllAlive(t, ctx, c, hosts, 30*time.Second)
