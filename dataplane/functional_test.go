@@ -26,13 +26,7 @@ func TestTwoHosts(t *testing.T) {
 	requireRoot(t)
 	h1ns, h2ns, h1, h2 := twoHosts(t)
 
-	endpoint := func(id, mac, addr string) LocalEndpoint {
-		h, c := VethNames(id)
-		return LocalEndpoint{ID: id, HostIf: h, ContainerIf: c, MAC: mustMAC(mac), Addr: netip.MustParsePrefix(addr)}
-	}
-	remote := func(l LocalEndpoint, vtep string) RemoteEndpoint {
-		return RemoteEndpoint{Addr: l.Addr.Addr(), MAC: l.MAC, VTEP: netip.MustParseAddr(vtep)}
-	}
+	endpoint, remote := testLocalEndpoint, testRemoteEndpoint
 	e1 := endpoint("c1c1c1c1c1c1c1", "02:42:00:00:00:11", "10.42.0.11/24") // network A, host 1
 	e2 := endpoint("c2c2c2c2c2c2c2", "02:42:00:00:00:12", "10.42.0.12/24") // network A, host 2
 	e3 := endpoint("c3c3c3c3c3c3c3", "02:43:00:00:00:13", "10.43.0.13/24") // network B, host 1

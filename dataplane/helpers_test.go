@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -165,4 +166,16 @@ func twoHosts(t *testing.T) (h1ns, h2ns netns.NsHandle, h1, h2 *netlink.Handle) 
 		}
 	}
 	return h1ns, h2ns, h1, h2
+}
+
+// testLocalEndpoint is a container endpoint with the veth names Apply gives
+// its ID.
+func testLocalEndpoint(id, mac, addr string) LocalEndpoint {
+	h, c := VethNames(id)
+	return LocalEndpoint{ID: id, HostIf: h, ContainerIf: c, MAC: mustMAC(mac), Addr: netip.MustParsePrefix(addr)}
+}
+
+// testRemoteEndpoint is l as another host sees it, behind vtep.
+func testRemoteEndpoint(l LocalEndpoint, vtep string) RemoteEndpoint {
+	return RemoteEndpoint{Addr: l.Addr.Addr(), MAC: l.MAC, VTEP: netip.MustParseAddr(vtep)}
 }

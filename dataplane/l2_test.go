@@ -27,13 +27,7 @@ import (
 func TestContainersReceiveOnlyTheirOwn(t *testing.T) {
 	requireRoot(t)
 	h1ns, h2ns, h1, h2 := twoHosts(t)
-	endpoint := func(id, mac, addr string) LocalEndpoint {
-		h, c := VethNames(id)
-		return LocalEndpoint{ID: id, HostIf: h, ContainerIf: c, MAC: mustMAC(mac), Addr: netip.MustParsePrefix(addr)}
-	}
-	remote := func(l LocalEndpoint, vtep string) RemoteEndpoint {
-		return RemoteEndpoint{Addr: l.Addr.Addr(), MAC: l.MAC, VTEP: netip.MustParseAddr(vtep)}
-	}
+	endpoint, remote := testLocalEndpoint, testRemoteEndpoint
 	eA := endpoint("a0a0a0a0a0a0a0", "02:42:00:00:00:0a", "10.42.0.10/24")
 	eB := endpoint("b0b0b0b0b0b0b0", "02:42:00:00:00:0b", "10.42.0.11/24")
 	eC := endpoint("c0c0c0c0c0c0c0", "02:42:00:00:00:0c", "10.42.0.12/24")

@@ -23,13 +23,7 @@ func TestPublishedPortsAndInternal(t *testing.T) {
 	h1ns, h2ns, h1, h2 := twoHosts(t)
 	dockerHosts(t, h1ns, h2ns)
 
-	endpoint := func(id, mac, addr string) LocalEndpoint {
-		h, c := VethNames(id)
-		return LocalEndpoint{ID: id, HostIf: h, ContainerIf: c, MAC: mustMAC(mac), Addr: netip.MustParsePrefix(addr)}
-	}
-	remote := func(l LocalEndpoint, vtep string) RemoteEndpoint {
-		return RemoteEndpoint{Addr: l.Addr.Addr(), MAC: l.MAC, VTEP: netip.MustParseAddr(vtep)}
-	}
+	endpoint, remote := testLocalEndpoint, testRemoteEndpoint
 	web := endpoint("d1d1d1d1d1d1d1", "02:42:00:00:01:11", "10.42.0.11/24") // host 1, publishes 8081
 	i1 := endpoint("d2d2d2d2d2d2d2", "02:44:00:00:01:14", "10.44.0.14/24")  // internal, host 1, "publishes" 8082
 	i2 := endpoint("d3d3d3d3d3d3d3", "02:44:00:00:01:15", "10.44.0.15/24")  // internal, host 2

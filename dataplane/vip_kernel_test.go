@@ -22,13 +22,7 @@ func TestVIP(t *testing.T) {
 	h1ns, h2ns, h1, h2 := twoHosts(t)
 	dockerHosts(t, h1ns, h2ns)
 
-	endpoint := func(id, mac, addr string) LocalEndpoint {
-		h, c := VethNames(id)
-		return LocalEndpoint{ID: id, HostIf: h, ContainerIf: c, MAC: mustMAC(mac), Addr: netip.MustParsePrefix(addr)}
-	}
-	remote := func(l LocalEndpoint, vtep string) RemoteEndpoint {
-		return RemoteEndpoint{Addr: l.Addr.Addr(), MAC: l.MAC, VTEP: netip.MustParseAddr(vtep)}
-	}
+	endpoint, remote := testLocalEndpoint, testRemoteEndpoint
 	c1 := endpoint("v1v1v1v1v1v1v1", "02:42:00:00:00:11", "10.42.0.11/24") // client, host 1
 	r1 := endpoint("v2v2v2v2v2v2v2", "02:42:00:00:00:21", "10.42.0.21/24") // replica, host 1
 	r2 := endpoint("v3v3v3v3v3v3v3", "02:42:00:00:00:22", "10.42.0.22/24") // replica, host 2

@@ -82,10 +82,7 @@ func TestWireGuardTwoHosts(t *testing.T) {
 	dockerHost(t, h1ns)
 	dockerHost(t, h2ns)
 
-	endpoint := func(id, mac, addr string) LocalEndpoint {
-		h, c := VethNames(id)
-		return LocalEndpoint{ID: id, HostIf: h, ContainerIf: c, MAC: mustMAC(mac), Addr: netip.MustParsePrefix(addr)}
-	}
+	endpoint := testLocalEndpoint
 	e1 := endpoint("w1w1w1w1w1w1w1", "02:42:00:00:08:05", "10.8.0.5/24")   // wireguard network, host 1's block
 	e2 := endpoint("w2w2w2w2w2w2w2", "02:42:00:00:08:20", "10.8.0.20/24")  // wireguard network, host 2's block
 	e3 := endpoint("v3v3v3v3v3v3v3", "02:43:00:00:00:13", "10.43.0.13/24") // vxlan network, host 1
