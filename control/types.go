@@ -12,16 +12,27 @@ type Peer struct {
 	// Removed is set for a node an operator removed (meshctl rmpeer) that
 	// memberlist still remembers.
 	Removed bool `json:"removed,omitempty"`
-	// DataPath is what the data-path probe sees through the tunnel itself
-	// (up|down|unknown); empty for this node and for nodes it does not
-	// probe (no vxlan network in common). Gossip state and data path are
-	// independent: alive + down is a blocked tunnel port, dead + up a
-	// daemon that is down while its host still carries traffic.
+	// DataPath is what the data-path probes see through the tunnels
+	// themselves (up|down|unknown), the worst of Tunnels; empty for this
+	// node and for nodes it does not probe (no network of the same subnet
+	// and kind in common). Gossip state and data path are independent:
+	// alive + down is a blocked tunnel port, dead + up a daemon that is
+	// down while its host still carries traffic.
 	DataPath string `json:"data_path,omitempty"`
 	// DataPathSince is when DataPath last changed.
 	DataPathSince time.Time `json:"data_path_since,omitzero"`
 	// RTTSeconds is the last probe's round trip while DataPath is up.
 	RTTSeconds float64 `json:"rtt_seconds,omitempty"`
+	// Tunnels is the data path through each tunnel probed (vxlan first).
+	Tunnels []TunnelPath `json:"tunnels,omitempty"`
+}
+
+// TunnelPath is the data path to a peer through one tunnel.
+type TunnelPath struct {
+	Tunnel     string    `json:"tunnel"` // vxlan|wireguard
+	State      string    `json:"state"`  // up|down|unknown
+	Since      time.Time `json:"since"`
+	RTTSeconds float64   `json:"rtt_seconds,omitempty"`
 }
 
 // Status summarises the daemon (meshctl status).

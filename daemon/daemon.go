@@ -103,10 +103,10 @@ type Daemon struct {
 	// fdbEntries and neighEntries are what the last apply asked for.
 	fdbEntries, neighEntries atomic.Int64
 
-	// probe checks every VXLAN peer through the tunnel (datapath.go);
-	// probeErr is its last kernel sync error.
-	probe    *dataplane.Probe
-	probeErr probeError
+	// probes check every peer through each tunnel, VXLAN and WireGuard
+	// (datapath.go); probeChanged hears when a peer's data path flips.
+	probes       []*dataPathProbe
+	probeChanged chan struct{}
 }
 
 // recordsFile holds the node's own records across restarts.
@@ -205,7 +205,8 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	if cfg.MetricsAddr != "" {
 		d.metrics = metrics.New(d.metricsState, d.notReady)
 	}
-	d.probe = newProbe(d)
+	d.probeChanged = make(chan struct{}, 1)
+	d.probes = newProbes(d, d.probeChanged)
 	d.watcher = plugin.NewWatcher(cfg.DockerHost, log)
 	d.watcher.RestartStranded("meshnet")
 	return d, nil
@@ -277,7 +278,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	gctx, gcancel := context.WithCancel(context.Background())
 	defer gcancel()
 	run("gossip", func(context.Context) error { return d.cluster.Run(gctx) }, false)
-	run("data-path probe", d.probe.Run, false)
+	for _, p := range d.probes {
+		run(p.Tunnel()+" data-path probe", p.Run, false)
+	}
 	run("ipam", d.ipam.Run, false)
 	run("ipam gate", d.runIPAMGate, false)
 	run("reconciler", d.reconcileLoop, false)
@@ -356,7 +359,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) error {
 			return nil
 		case <-changes:
 		case <-t.C:
-		case <-d.probe.Changed():
+		case <-d.probeChanged:
 		}
 		_ = d.reconcile(ctx)
 		d.saveKnownPeers(d.store.Snapshot())
@@ -374,7 +377,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	snap := d.store.Snapshot()
 	// Nodes whose daemon is dead but whose data path answers keep their
 	// entries (datapath.go).
-	view := dataPathView(snap, d.probe.Status())
+	view := dataPathView(snap, anyTunnelUp(d.probes))
 	st := desiredDataplane(view, dataplane.UnderlayInfo{Addr: d.advertise}, d.cfg.VXLANPort)
 	st.ServiceAddrs = []netip.Addr{d.dnsAddr}
 	st.VIPs = desiredVIPs(snap, st.Networks)
@@ -383,16 +386,11 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	}
 	st.AllowDockerBridges = d.cfg.AllowDockerBridges
 	st.HoldDeletes = hold
-	d.tunnelState(&st, view, snap)
-	probe := hasVXLAN(st)
-	if !probe {
-		d.syncProbe(false, snap, hold) // before the tunnel guard may go
-	}
+	d.tunnelState(&st, view, dataPathView(snap, d.probeStatus(dataplane.KindWireGuard)))
+	d.syncProbes(st, snap, hold, false)
 	start := time.Now()
 	err := d.dp.Apply(ctx, st)
-	if probe {
-		d.syncProbe(true, snap, hold) // once the tunnel guard is there
-	}
+	d.syncProbes(st, snap, hold, true)
 	d.metrics.Events().Applied(time.Since(start), err)
 	fdb, neigh := forwardingEntries(st)
 	d.fdbEntries.Store(int64(fdb))

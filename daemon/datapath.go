@@ -17,28 +17,62 @@ import (
 // which peers are probed, what a dead daemon with a live data path keeps,
 // and what meshctl hears of it (doc.go, "Gossip state and data-path state").
 
-// newProbe makes the probe of this node's VXLAN data path.
-func newProbe(d *Daemon) *dataplane.Probe {
-	return dataplane.NewProbe(dataplane.ProbeConfig{Underlay: d.advertise, Port: d.cfg.VXLANPort, Log: d.log})
+// dataPathProbe is one tunnel's data-path probe (dataplane/probe.go) with
+// what the daemon says of it: the port to name when it is down and its last
+// kernel sync error.
+type dataPathProbe struct {
+	*dataplane.Probe
+	port int // the tunnel's UDP port
+	err  probeError
 }
 
-// probePeers are the nodes this host exchanges VXLAN traffic with: every
-// node, whatever memberlist says of it, that holds a vxlan network of a
-// subnet this host has as vxlan too, except nodes that left or were
+// newProbes makes the probes of this node's data paths: through VXLAN and
+// through WireGuard, each synced only while the host has a network of its
+// kind.
+func newProbes(d *Daemon, changed chan struct{}) []*dataPathProbe {
+	mk := func(tunnel string, port int) *dataPathProbe {
+		return &dataPathProbe{Probe: dataplane.NewProbe(dataplane.ProbeConfig{Tunnel: tunnel, Underlay: d.advertise,
+			Port: d.cfg.VXLANPort, Log: d.log, Changed: changed}), port: port}
+	}
+	return []*dataPathProbe{mk(dataplane.KindVXLAN, d.cfg.VXLANPort), mk(dataplane.KindWireGuard, d.cfg.WireGuardPort)}
+}
+
+// probeStatus is what the probe through tunnel sees (nil: no such probe,
+// as in tests without a kernel).
+func (d *Daemon) probeStatus(tunnel string) map[string]dataplane.ProbeStatus {
+	for _, p := range d.probes {
+		if p.Tunnel() == tunnel {
+			return p.Status()
+		}
+	}
+	return nil
+}
+
+// probePeers are the nodes this host exchanges traffic with through tunnel
+// (KindVXLAN or KindWireGuard): every node, whatever memberlist says of it,
+// that holds a network of that kind of a subnet this host has as that kind
+// too (and for WireGuard publishes a key), except nodes that left or were
 // removed (their entries go whatever the data path says).
-func probePeers(snap *gossip.Snapshot) []dataplane.ProbePeer {
+func probePeers(snap *gossip.Snapshot, tunnel string) []dataplane.ProbePeer {
+	kind := func(k string) bool {
+		if tunnel == dataplane.KindWireGuard {
+			return k == dataplane.KindWireGuard
+		}
+		return isVXLAN(k)
+	}
 	mine := map[netip.Prefix]bool{}
 	nets := snap.View().Networks
 	for _, n := range nets {
-		if n.Owner == snap.Self && isVXLAN(n.Info.Dataplane) {
+		if n.Owner == snap.Self && kind(n.Info.Dataplane) {
 			mine[n.Subnet] = true
 		}
 	}
 	addrs := nodeAddrs(snap)
+	wg := wireGuardNodes(snap)
 	seen := map[string]bool{}
 	var out []dataplane.ProbePeer
 	for _, n := range nets {
-		if n.Owner == snap.Self || seen[n.Owner] || !mine[n.Subnet] || !isVXLAN(n.Info.Dataplane) {
+		if n.Owner == snap.Self || seen[n.Owner] || !mine[n.Subnet] || !kind(n.Info.Dataplane) {
 			continue
 		}
 		if m, ok := snap.Members[n.Owner]; ok && m.State == gossip.StateLeft {
@@ -48,7 +82,7 @@ func probePeers(snap *gossip.Snapshot) []dataplane.ProbePeer {
 			continue
 		}
 		a, ok := addrs[n.Owner]
-		if !ok {
+		if _, keyed := wg[n.Owner]; !ok || (tunnel == dataplane.KindWireGuard && !keyed) {
 			continue
 		}
 		seen[n.Owner] = true
@@ -60,7 +94,7 @@ func probePeers(snap *gossip.Snapshot) []dataplane.ProbePeer {
 
 func isVXLAN(kind string) bool { return kind == "" || kind == dataplane.KindVXLAN }
 
-// dataPathView is snap as the VXLAN dataplane should see it: a node that
+// dataPathView is snap as the dataplane should see it: a node that
 // memberlist has declared dead but whose data path still answers the probe
 // counts as up (suspect), so its endpoints, forwarding entries and its place
 // in the tunnel guard's member set stay. Its daemon is gone (stopped,
@@ -89,83 +123,145 @@ func dataPathView(snap *gossip.Snapshot, probes map[string]dataplane.ProbeStatus
 	return snap.WithMembers(members)
 }
 
-// syncProbe hands the probe its peers; the device exists only while this
-// host has a vxlan network (then the tunnel guard protects its port too).
-// Called before Apply to remove it, after Apply to make it.
-func (d *Daemon) syncProbe(enabled bool, snap *gossip.Snapshot, hold bool) {
-	var err error
-	if enabled {
-		err = d.probe.Sync(true, probePeers(snap), hold)
-	} else {
-		err = d.probe.Sync(false, nil, hold)
+// anyTunnelUp merges the probes' views: a peer is up when any tunnel to it
+// answers (its host is there), else as the first probe has it.
+func anyTunnelUp(probes []*dataPathProbe) map[string]dataplane.ProbeStatus {
+	out := map[string]dataplane.ProbeStatus{}
+	for _, p := range probes {
+		for name, s := range p.Status() {
+			if cur, ok := out[name]; !ok || (s.State == dataplane.ProbeUp && cur.State != dataplane.ProbeUp) {
+				out[name] = s
+			}
+		}
 	}
-	msg := ""
-	if err != nil {
-		msg = err.Error()
-	}
-	d.probeErr.Lock()
-	defer d.probeErr.Unlock()
-	if msg != d.probeErr.msg && err != nil {
-		d.log.Warn("data-path probe", "err", err)
-	}
-	d.probeErr.msg = msg
+	return out
 }
 
-// hasVXLAN reports whether st has a vxlan network.
-func hasVXLAN(st dataplane.State) bool {
+// syncProbes hands each probe its peers. A probe is enabled only while st
+// has a network of its tunnel's kind; it is disabled before Apply (the VXLAN
+// probe's device goes before the tunnel guard may) and enabled after it (the
+// guard, and the WireGuard device the WireGuard probe uses, exist then).
+func (d *Daemon) syncProbes(st dataplane.State, snap *gossip.Snapshot, hold, afterApply bool) {
+	for _, p := range d.probes {
+		enabled := hasKind(st, p.Tunnel())
+		if enabled != afterApply {
+			continue
+		}
+		var err error
+		if enabled {
+			err = p.Sync(true, probePeers(snap, p.Tunnel()), hold)
+		} else {
+			err = p.Sync(false, nil, hold)
+		}
+		if msg := p.err.set(err); msg != "" {
+			d.log.Warn("data-path probe", "tunnel", p.Tunnel(), "err", err)
+		}
+	}
+}
+
+// hasKind reports whether st has a network of tunnel's kind.
+func hasKind(st dataplane.State, tunnel string) bool {
 	for _, n := range st.Networks {
-		if isVXLAN(n.Kind) {
+		if isVXLAN(n.Kind) == (tunnel == dataplane.KindVXLAN) {
 			return true
 		}
 	}
 	return false
 }
 
-// addDataPath fills each peer's data-path fields from the probe.
+// addDataPath fills each peer's data-path fields from the probes.
 func (d *Daemon) addDataPath(peers []control.Peer) {
-	probes := d.probe.Status()
+	seen := make([]tunnelStatus, 0, len(d.probes))
+	for _, p := range d.probes {
+		seen = append(seen, tunnelStatus{tunnel: p.Tunnel(), peers: p.Status()})
+	}
+	fillDataPath(peers, seen)
+}
+
+// tunnelStatus is one probe's view of its peers.
+type tunnelStatus struct {
+	tunnel string
+	peers  map[string]dataplane.ProbeStatus
+}
+
+// fillDataPath gives each peer one entry per tunnel probed, and DataPath
+// the worst of them (down, then unknown), so that a blocked WireGuard port
+// is not hidden by a VXLAN path that works.
+func fillDataPath(peers []control.Peer, tunnels []tunnelStatus) {
+	rank := map[string]int{"up": 0, "unknown": 1, "down": 2}
 	for i := range peers {
-		s, ok := probes[peers[i].Name]
-		if !ok || peers[i].Self {
+		if peers[i].Self {
 			continue
 		}
-		peers[i].DataPath = string(s.State)
-		peers[i].DataPathSince = s.Since
-		if s.State == dataplane.ProbeUp {
-			peers[i].RTTSeconds = s.RTT.Seconds()
+		for _, ts := range tunnels {
+			s, ok := ts.peers[peers[i].Name]
+			if !ok {
+				continue
+			}
+			t := control.TunnelPath{Tunnel: ts.tunnel, State: string(s.State), Since: s.Since}
+			if s.State == dataplane.ProbeUp {
+				t.RTTSeconds = s.RTT.Seconds()
+			}
+			if len(peers[i].Tunnels) == 0 || rank[t.State] > rank[peers[i].DataPath] {
+				peers[i].DataPath, peers[i].DataPathSince, peers[i].RTTSeconds = t.State, t.Since, t.RTTSeconds
+			}
+			peers[i].Tunnels = append(peers[i].Tunnels, t)
 		}
 	}
 }
 
 // dataPathProblems: a peer gossip has up whose data path does not answer
-// (the VXLAN port blocked between the hosts, typically). A dead peer is no
-// new problem: it shows as dead.
+// through a tunnel (its port blocked between the hosts, typically). A dead
+// peer is no new problem: it shows as dead.
 func (d *Daemon) dataPathProblems(snap *gossip.Snapshot) []string {
 	var out []string
-	probes := d.probe.Status()
-	var names []string
-	for name := range probes {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		s := probes[name]
-		if s.State != dataplane.ProbeDown || !snap.Up(name) {
-			continue
+	for _, p := range d.probes {
+		probes := p.Status()
+		var names []string
+		for name := range probes {
+			names = append(names, name)
 		}
-		out = append(out, fmt.Sprintf("data path to %s down for %s while gossip reaches it: check that UDP %d (VXLAN) is open between the hosts",
-			name, time.Since(s.Since).Round(time.Second), d.cfg.VXLANPort))
-	}
-	if d.probeErr.get() != "" {
-		out = append(out, "data-path probe: "+firstLine(d.probeErr.get()))
+		sort.Strings(names)
+		for _, name := range names {
+			s := probes[name]
+			if s.State != dataplane.ProbeDown || !snap.Up(name) {
+				continue
+			}
+			label := map[string]string{dataplane.KindVXLAN: "VXLAN", dataplane.KindWireGuard: "WireGuard"}[p.Tunnel()]
+			what := "data path"
+			if p.Tunnel() != dataplane.KindVXLAN {
+				what = label + " data path"
+			}
+			out = append(out, fmt.Sprintf("%s to %s down for %s while gossip reaches it: check that UDP %d (%s) is open between the hosts",
+				what, name, time.Since(s.Since).Round(time.Second), p.port, label))
+		}
+		if msg := p.err.get(); msg != "" {
+			out = append(out, p.Tunnel()+" data-path probe: "+firstLine(msg))
+		}
 	}
 	return out
 }
 
-// probeError is the last error of the probe's kernel sync.
+// probeError is the last error of a probe's kernel sync.
 type probeError struct {
 	sync.Mutex
 	msg string
+}
+
+// set records err and returns its message when it is new (to log once).
+func (p *probeError) set(err error) string {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	p.Lock()
+	defer p.Unlock()
+	changed := msg != p.msg
+	p.msg = msg
+	if changed {
+		return msg
+	}
+	return ""
 }
 
 func (p *probeError) get() string {

@@ -4,7 +4,9 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/meshnet/meshnet/control"
 	"github.com/meshnet/meshnet/dataplane"
 	"github.com/meshnet/meshnet/gossip"
 )
@@ -60,10 +62,11 @@ func TestDataPathView(t *testing.T) {
 	}
 }
 
-// Probed: nodes with a vxlan network of a subnet this node has, whatever
-// gossip says of them, not those that left.
+// Probed: nodes with a network of a subnet this node has, of the tunnel's
+// kind, whatever gossip says of them, not those that left; through
+// WireGuard only nodes that publish a key.
 func TestProbePeers(t *testing.T) {
-	got := probePeers(testSnapshot(t, "h2"))
+	got := probePeers(testSnapshot(t, "h2"), dataplane.KindVXLAN)
 	want := []dataplane.ProbePeer{{Name: "h2", Underlay: netip.MustParseAddr("198.18.0.12")}}
 	if !slices.Equal(got, want) {
 		t.Errorf("probePeers (h2 dead) = %v, want %v", got, want)
@@ -74,20 +77,59 @@ func TestProbePeers(t *testing.T) {
 	if _, err := s.Merge([]gossip.Record{
 		record(t, gossip.KindNode, "h1", "", gossip.NodeInfo{Addr: "198.18.0.11"}),
 		record(t, gossip.KindNode, "h2", "", gossip.NodeInfo{Addr: "198.18.0.12"}),
-		record(t, gossip.KindNode, "h3", "", gossip.NodeInfo{Addr: "198.18.0.13"}),
+		record(t, gossip.KindNode, "h3", "", gossip.NodeInfo{Addr: "198.18.0.13", WireGuardKey: wgKey(3), WireGuardPort: 51820}),
 		record(t, gossip.KindNode, "h4", "", gossip.NodeInfo{Addr: "198.18.0.14"}),
+		record(t, gossip.KindNode, "h5", "", gossip.NodeInfo{Addr: "198.18.0.15"}),
 		record(t, gossip.KindNetwork, "h1", "10.42.0.0/24", info),
 		record(t, gossip.KindNetwork, "h1", "10.44.0.0/24", wg),
 		record(t, gossip.KindNetwork, "h2", "10.42.0.0/24", info),
 		record(t, gossip.KindNetwork, "h3", "10.44.0.0/24", wg), // wireguard only: not probed
 		record(t, gossip.KindNetwork, "h4", "10.42.0.0/24", info),
+		record(t, gossip.KindNetwork, "h5", "10.44.0.0/24", wg), // no WireGuard key: not probed
 	}); err != nil {
 		t.Fatal(err)
 	}
 	s.SetMember(gossip.Member{Name: "h2", State: gossip.StateAlive})
 	s.SetMember(gossip.Member{Name: "h4", State: gossip.StateLeft})
-	got = probePeers(s.Snapshot())
+	got = probePeers(s.Snapshot(), dataplane.KindVXLAN)
 	if !slices.Equal(got, want) {
 		t.Errorf("probePeers (h3 wireguard only, h4 left) = %v, want %v", got, want)
+	}
+	got = probePeers(s.Snapshot(), dataplane.KindWireGuard)
+	want = []dataplane.ProbePeer{{Name: "h3", Underlay: netip.MustParseAddr("198.18.0.13")}}
+	if !slices.Equal(got, want) {
+		t.Errorf("probePeers through WireGuard = %v, want %v", got, want)
+	}
+}
+
+// A peer's DataPath is the worst of its tunnels, and each tunnel is listed.
+func TestFillDataPathWorstTunnel(t *testing.T) {
+	t0 := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	vx := map[string]dataplane.ProbeStatus{
+		"h2": {State: dataplane.ProbeUp, RTT: time.Millisecond, Since: t0},
+		"h3": {State: dataplane.ProbeUp, RTT: 2 * time.Millisecond, Since: t0},
+	}
+	wg := map[string]dataplane.ProbeStatus{
+		"h2": {State: dataplane.ProbeDown, Since: t0.Add(time.Second)},
+		"h4": {State: dataplane.ProbeUnknown, Since: t0},
+	}
+	peers := []control.Peer{{Name: "h1", Self: true}, {Name: "h2"}, {Name: "h3"}, {Name: "h4"}, {Name: "h5"}}
+	fillDataPath(peers, []tunnelStatus{{dataplane.KindVXLAN, vx}, {dataplane.KindWireGuard, wg}})
+	for _, tc := range []struct {
+		i       int
+		state   string
+		rtt     float64
+		tunnels int
+	}{{0, "", 0, 0}, {1, "down", 0, 2}, {2, "up", 0.002, 1}, {3, "unknown", 0, 1}, {4, "", 0, 0}} {
+		p := peers[tc.i]
+		if p.DataPath != tc.state || p.RTTSeconds != tc.rtt || len(p.Tunnels) != tc.tunnels {
+			t.Errorf("%s: data path %q rtt %v tunnels %+v; want %q, %v, %d tunnels", p.Name, p.DataPath, p.RTTSeconds, p.Tunnels, tc.state, tc.rtt, tc.tunnels)
+		}
+	}
+	if ts := peers[1].Tunnels; len(ts) == 2 && (ts[0].Tunnel != "vxlan" || ts[0].State != "up" || ts[1].Tunnel != "wireguard" || ts[1].State != "down") {
+		t.Errorf("h2 tunnels %+v", ts)
+	}
+	if !peers[1].DataPathSince.Equal(t0.Add(time.Second)) {
+		t.Errorf("h2 since %v: want the down tunnel's", peers[1].DataPathSince)
 	}
 }

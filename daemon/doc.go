@@ -106,12 +106,15 @@
 // # Gossip state and data-path state
 //
 // meshctl peers shows two things per peer: memberlist's verdict (alive,
-// suspect, dead, left) and what the probe through the VXLAN tunnel sees (up
-// with its round trip, down, unknown). The probe runs towards every node
-// holding a vxlan network of a subnet this host has too, whatever gossip
-// says of it, except nodes that left or were removed. A peer gossip has up
-// whose data path is down is a problem in meshctl status (a blocked tunnel
-// port, typically) and meshnet_peer_data_path_up says 0.
+// suspect, dead, left) and what the probes through the tunnels see (up with
+// the round trip, down, unknown): through VXLAN towards every node holding a
+// vxlan network of a subnet this host has too, through WireGuard towards
+// every node holding such a wireguard network and publishing a key, whatever
+// gossip says of it, except nodes that left or were removed. DataPath is the
+// worst of the two, each listed under Tunnels. A peer gossip has up whose
+// data path is down through either tunnel is a problem in meshctl status (a
+// blocked tunnel port, typically, named with its port) and
+// meshnet_peer_data_path_up{tunnel=...} says 0.
 //
 // The two together tell a stopped daemon from a gone host:
 //
@@ -123,7 +126,7 @@
 //	left        any         told to leave                  withdrawn
 //
 // reconcile applies a view of the snapshot in which a dead node whose
-// probe is up counts as suspect (dataPathView): its endpoints, forwarding
+// probe through either tunnel is up counts as suspect (dataPathView): its endpoints, forwarding
 // and neighbour entries and its place in the tunnel guard's member set stay.
 // A probe going down triggers a reconcile, so a host that goes away is
 // withdrawn within the probe's 3 s of being declared dead (or of the
@@ -138,14 +141,15 @@
 // restartHoldMax): its store starts with its own records only, and its
 // first Apply would otherwise delete every other host's entries.
 //
-// The embedded WireGuard (userspace, this machine's only kind) lives in
+// WireGuard peers follow the WireGuard probe alone: a dead node whose
+// probe through the WireGuard device answers keeps its peer, AllowedIPs and
+// routes. A kernel WireGuard device outlives its daemon like VXLAN devices
+// (Close removes nothing), so it keeps answering and nothing is withdrawn
+// while meshnetd restarts. The embedded WireGuard (userspace) lives in
 // meshnetd's process: while its daemon is down, wireguard networks to and
-// from that host carry nothing, whatever is kept. Its peers are therefore
-// computed from gossip alone and withdrawn as before when it is declared
+// from that host carry nothing, whatever is kept, and its probe goes
+// unanswered, so its peer is withdrawn as before once gossip declares it
 // dead; when it is back, the same key and fresh handshakes restore traffic.
-// The VXLAN probe says nothing of it. A kernel WireGuard device would
-// survive its daemon and could be kept like VXLAN entries, with a probe of
-// its own through the WireGuard device (not built: no kernel module here).
 //
 // # Why it is shaped so
 //

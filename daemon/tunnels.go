@@ -29,12 +29,14 @@ func newDataplane(cfg Config, log *slog.Logger) (dataplane.Dataplane, error) {
 
 // tunnelState adds to st what the tunnels need from the snapshot: the
 // members allowed to reach the tunnel ports (from view: nodes whose data
-// path answers count, datapath.go), and the WireGuard peers with the
-// address blocks they own (from snap, as memberlist has them: the embedded
-// WireGuard dies with its daemon, so a dead daemon's peer is withdrawn).
-func (d *Daemon) tunnelState(st *dataplane.State, view, snap *gossip.Snapshot) {
+// path answers through any tunnel count, datapath.go), and the WireGuard
+// peers with the address blocks they own (from wgView: nodes whose
+// WireGuard probe answers count, so a dead daemon's kernel WireGuard device
+// keeps its peers here, while an embedded one, gone with its daemon, is
+// withdrawn as memberlist says).
+func (d *Daemon) tunnelState(st *dataplane.State, view, wgView *gossip.Snapshot) {
 	st.Members = memberAddrs(view)
-	st.WireGuard = desiredWireGuard(snap, d.ipam.Owners(), d.cfg.WireGuardPort, d.cfg.WireGuardKeepalive)
+	st.WireGuard = desiredWireGuard(wgView, d.ipam.Owners(), d.cfg.WireGuardPort, d.cfg.WireGuardKeepalive)
 }
 
 // wireGuardNodeInfo fills the WireGuard facts of this node's record.

@@ -44,8 +44,9 @@ func wireGuardNodes(snap *gossip.Snapshot) map[string]wireGuardNode {
 // node has too. A peer's AllowedIPs are its blocks in those networks, plus
 // each address its containers hold outside its own blocks (kept after a
 // handoff, or in a conflict), so that every remote container is routed to
-// the host that holds it. A dead node is no peer: its routes go with it, and
-// come back if it does.
+// the host that holds it, plus its data-path probe address (the probe
+// through WireGuard, dataplane/probe.go). A dead node is no peer: its routes
+// go with it, and come back if it does.
 func desiredWireGuard(snap *gossip.Snapshot, blocks map[netip.Prefix][]block, port int, keepalive time.Duration) dataplane.WireGuardState {
 	st := dataplane.WireGuardState{Port: port}
 	self := snap.Self
@@ -113,7 +114,7 @@ func desiredWireGuard(snap *gossip.Snapshot, blocks map[netip.Prefix][]block, po
 			PublicKey:  wn.key,
 			Endpoint:   netip.AddrPortFrom(wn.addr, uint16(wn.port)),
 			Keepalive:  keepalive,
-			AllowedIPs: allowed[n],
+			AllowedIPs: append(allowed[n], dataplane.ProbePrefix(wn.addr)),
 		})
 	}
 	return st

@@ -85,8 +85,9 @@ func peerSummary(st dataplane.WireGuardState) []string {
 func TestDesiredWireGuard(t *testing.T) {
 	st := desiredWireGuard(wgSnapshot(t, "198.18.0.12"), wgBlocks(), 51820, 25*time.Second)
 	want := []string{
-		wgKey(2) + " 198.18.0.12:51820 25s [10.8.0.16/28 10.8.0.32/28 10.8.0.50/32]",
-		wgKey(3) + " 198.18.0.13:51820 25s [10.8.0.48/28]",
+		// Each peer's probe address last (the data-path probe).
+		wgKey(2) + " 198.18.0.12:51820 25s [10.8.0.16/28 10.8.0.32/28 10.8.0.50/32 fe80::6d6e:0:c612:c/128]",
+		wgKey(3) + " 198.18.0.13:51820 25s [10.8.0.48/28 fe80::6d6e:0:c612:d/128]",
 	}
 	if got := peerSummary(st); !slices.Equal(got, want) || st.Port != 51820 {
 		t.Errorf("peers\n got %q\nwant %q (port %d)", got, want, st.Port)
@@ -94,7 +95,7 @@ func TestDesiredWireGuard(t *testing.T) {
 
 	// h3 dies: its peer and blocks go; h2 is unchanged.
 	st = desiredWireGuard(wgSnapshot(t, "198.18.0.12", "h3"), wgBlocks(), 51820, 0)
-	want = []string{wgKey(2) + " 198.18.0.12:51820 0s [10.8.0.16/28 10.8.0.32/28 10.8.0.50/32]"}
+	want = []string{wgKey(2) + " 198.18.0.12:51820 0s [10.8.0.16/28 10.8.0.32/28 10.8.0.50/32 fe80::6d6e:0:c612:c/128]"}
 	if got := peerSummary(st); !slices.Equal(got, want) {
 		t.Errorf("with h3 dead\n got %q\nwant %q", got, want)
 	}

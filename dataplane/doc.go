@@ -396,8 +396,18 @@
 // before), and Close leaves it, like everything else. IPv6 must be enabled
 // on the host (a missing address is reported). The probe covers the outer
 // path (encapsulation, UDP port, firewall on both hosts), not a bridge's
-// FORWARD verdicts for containers' frames. WireGuard networks are not
-// probed yet: a blocked WireGuard port shows as stale handshakes only.
+// FORWARD verdicts for containers' frames.
+//
+// WireGuard networks are probed the same way through the WireGuard device
+// itself (a probe configured with Tunnel KindWireGuard): the device holds
+// this host's probe address, and each peer's AllowedIPs carry the peer's
+// probe address as a /128 (ProbePrefix; the daemon adds it), so an echo is
+// encrypted, sent to the peer's WireGuard port and answered by its kernel
+// through its own device. No FDB or neighbour entries: WireGuard routes by
+// AllowedIPs. The address is added after each Apply (the device may have
+// been made anew) and goes with the device. A kernel WireGuard device
+// answers while its daemon is down; the embedded one does not, as it lives
+// in meshnetd's process.
 //
 // # Tunnel ports
 //

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,12 +62,20 @@ type ProbeStatus struct {
 
 // ProbeConfig says where the probe sends from.
 type ProbeConfig struct {
-	Underlay netip.Addr // this host's VTEP address
-	Port     int        // the VXLAN port, the one containers' traffic uses
+	// Tunnel is what the probe goes through: KindVXLAN ("" means the same),
+	// through a VXLAN device of its own, or KindWireGuard, through the
+	// WireGuard device (WireGuardDevice) that Apply makes; each peer's probe
+	// address must then be among its AllowedIPs (ProbePrefix).
+	Tunnel   string
+	Underlay netip.Addr // this host's underlay address (its VTEP, its WireGuard endpoint)
+	Port     int        // the VXLAN port, the one containers' traffic uses (VXLAN only)
 	// Interval between echoes to each peer (default 1 s); Timeout without
 	// an answer after which a peer's data path is down (default 3 s).
 	Interval, Timeout time.Duration
 	Log               *slog.Logger
+	// Changed, when set, is where the probe says a peer's data path went up
+	// or down (several probes may share one); else Changed() makes one.
+	Changed chan struct{}
 }
 
 // Probe keeps the probe device and its forwarding entries in step with the
@@ -105,7 +114,13 @@ func NewProbe(cfg ProbeConfig) *Probe {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Probe{cfg: cfg, log: cfg.Log, changed: make(chan struct{}, 1), id: uint16(os.Getpid()),
+	if cfg.Tunnel == "" {
+		cfg.Tunnel = KindVXLAN
+	}
+	if cfg.Changed == nil {
+		cfg.Changed = make(chan struct{}, 1)
+	}
+	return &Probe{cfg: cfg, log: cfg.Log, changed: cfg.Changed, id: uint16(os.Getpid()),
 		peers: map[string]*probePeer{}, byAddr: map[netip.Addr]string{}}
 }
 
@@ -141,6 +156,30 @@ func ProbeAddr(a netip.Addr) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
+// ProbePrefix is the probe address of the host with underlay address a as
+// a host prefix: what a WireGuard peer's AllowedIPs carry so that the probe
+// passes through the WireGuard device.
+func ProbePrefix(a netip.Addr) netip.Prefix {
+	p := ProbeAddr(a)
+	return netip.PrefixFrom(p, p.BitLen())
+}
+
+// Tunnel is what the probe goes through (KindVXLAN or KindWireGuard).
+func (p *Probe) Tunnel() string {
+	if p == nil {
+		return ""
+	}
+	return p.cfg.Tunnel
+}
+
+// device is the link the probe sends through.
+func (p *Probe) device() string {
+	if p.cfg.Tunnel == KindWireGuard {
+		return WireGuardDevice
+	}
+	return ProbeDevice
+}
+
 // ProbeMAC is the probe device's MAC on the host with underlay address a:
 // locally administered, derived like ProbeAddr.
 func ProbeMAC(a netip.Addr) net.HardwareAddr {
@@ -149,7 +188,10 @@ func ProbeMAC(a netip.Addr) net.HardwareAddr {
 }
 
 // Sync makes the probe device exist (enabled) or not (disabled) and hold a
-// forwarding and a neighbour entry for every peer. With keep set it only
+// forwarding and a neighbour entry for every peer. Through WireGuard there is
+// no device of the probe's own: enabled, it adds the probe address to the
+// WireGuard device, which must exist (Sync after Apply); routing to peers is
+// WireGuard's AllowedIPs, so there are no entries to hold. With keep set it only
 // adds: peers it probed before and no longer has are kept (a restarted
 // daemon that has not heard from its cluster yet). It is called by the
 // reconciler; the device is removed only when disabled, never by Close, so
@@ -166,10 +208,19 @@ func (p *Probe) Sync(enabled bool, peers []ProbePeer, keep bool) error {
 		}
 		p.enabled, p.ifindex = false, 0
 		p.peers, p.byAddr = map[string]*probePeer{}, map[netip.Addr]string{}
+		if p.cfg.Tunnel == KindWireGuard {
+			return nil // the address goes with the device Apply removes
+		}
 		return p.removeDevice()
 	}
 	p.enabled = true
-	link, err := p.ensureDevice()
+	var link netlink.Link
+	var err error
+	if p.cfg.Tunnel == KindWireGuard {
+		link, err = p.ensureOnWireGuard()
+	} else {
+		link, err = p.ensureDevice()
+	}
 	if err != nil {
 		return err
 	}
@@ -205,7 +256,38 @@ func (p *Probe) Sync(enabled bool, peers []ProbePeer, keep bool) error {
 	for name, pp := range p.peers {
 		p.byAddr[pp.addr] = name
 	}
+	if p.cfg.Tunnel == KindWireGuard {
+		return nil
+	}
 	return p.syncEntries(link, keep)
+}
+
+// ensureOnWireGuard gives the WireGuard device the probe address. Kernel
+// WireGuard devices and TUN devices get no IPv6 link-local address of their
+// own, and the probe's needs no router advertisement or DAD either.
+func (p *Probe) ensureOnWireGuard() (netlink.Link, error) {
+	l, err := netlink.LinkByName(WireGuardDevice)
+	if err != nil {
+		return nil, fmt.Errorf("find the WireGuard device %s to probe through: %w", WireGuardDevice, err)
+	}
+	p.setIPv6Sysctls(WireGuardDevice)
+	return l, p.ensureAddr(l)
+}
+
+// setIPv6Sysctls: no address of the kernel's making, no router
+// advertisements, no duplicate address detection (the probe address is
+// unique by construction and must work at once), IPv6 on.
+func (p *Probe) setIPv6Sysctls(dev string) {
+	for _, k := range []string{"addr_gen_mode", "accept_ra", "accept_dad", "disable_ipv6"} {
+		v := map[string]string{"addr_gen_mode": "1", "accept_ra": "0", "accept_dad": "0", "disable_ipv6": "0"}[k]
+		path := filepath.Join("/proc/sys/net/ipv6/conf", dev, k)
+		if cur, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(cur)) == v {
+			continue
+		}
+		if err := os.WriteFile(path, []byte(v), 0o644); err != nil {
+			p.log.Warn("probe device sysctl", "path", path, "err", err)
+		}
+	}
 }
 
 func (p *Probe) ensureDevice() (netlink.Link, error) {
@@ -233,15 +315,7 @@ func (p *Probe) ensureDevice() (netlink.Link, error) {
 	if err := netlink.LinkAdd(vx); err != nil {
 		return nil, fmt.Errorf("create probe device %s (vxlan id %d port %d): %w", ProbeDevice, ProbeVNI, p.cfg.Port, err)
 	}
-	// Before it is up: no address of its own making, no router
-	// advertisements, no duplicate address detection (the address is
-	// unique by construction and must work at once).
-	for k, v := range map[string]string{"addr_gen_mode": "1", "accept_ra": "0", "accept_dad": "0", "disable_ipv6": "0"} {
-		path := filepath.Join("/proc/sys/net/ipv6/conf", ProbeDevice, k)
-		if err := os.WriteFile(path, []byte(v), 0o644); err != nil {
-			p.log.Warn("probe device sysctl", "path", path, "err", err)
-		}
-	}
+	p.setIPv6Sysctls(ProbeDevice) // before it is up
 	l, err := netlink.LinkByName(ProbeDevice)
 	if err != nil {
 		return nil, fmt.Errorf("find the probe device %s just made: %w", ProbeDevice, err)
@@ -257,7 +331,7 @@ func (p *Probe) ensureAddr(l netlink.Link) error {
 	want := ProbeAddr(p.cfg.Underlay)
 	addrs, err := netlink.AddrList(l, unix.AF_INET6)
 	if err != nil {
-		return fmt.Errorf("list addresses of %s: %w", ProbeDevice, err)
+		return fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
 	}
 	for _, a := range addrs {
 		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip == want {
@@ -266,7 +340,7 @@ func (p *Probe) ensureAddr(l netlink.Link) error {
 	}
 	a := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(want.AsSlice()), Mask: net.CIDRMask(64, 128)}, Flags: unix.IFA_F_NODAD}
 	if err := netlink.AddrReplace(l, a); err != nil {
-		return fmt.Errorf("add probe address %s to %s (is IPv6 disabled on this host?): %w", want, ProbeDevice, err)
+		return fmt.Errorf("add probe address %s to %s (is IPv6 disabled on this host?): %w", want, l.Attrs().Name, err)
 	}
 	return nil
 }
@@ -455,9 +529,9 @@ func (p *Probe) evaluate(now time.Time) {
 				flipped = true
 			}
 			if st == ProbeDown {
-				p.log.Warn("data path down: no probe answer through the tunnel", "peer", name, "underlay", pp.Underlay, "for", p.cfg.Timeout)
+				p.log.Warn("data path down: no probe answer through the tunnel", "tunnel", p.cfg.Tunnel, "peer", name, "underlay", pp.Underlay, "for", p.cfg.Timeout)
 			} else if st == ProbeUp {
-				p.log.Info("data path up", "peer", name, "rtt", pp.status.RTT)
+				p.log.Info("data path up", "tunnel", p.cfg.Tunnel, "peer", name, "rtt", pp.status.RTT)
 			}
 		}
 	}

@@ -18,6 +18,11 @@ type dataPathPeer struct {
 	State      string  `json:"state"`
 	DataPath   string  `json:"data_path"`
 	RTTSeconds float64 `json:"rtt_seconds"`
+	Tunnels    []struct {
+		Tunnel     string  `json:"tunnel"`
+		State      string  `json:"state"`
+		RTTSeconds float64 `json:"rtt_seconds"`
+	} `json:"tunnels"`
 }
 
 func dataPathPeers(ctx context.Context, c *harness.Cluster, h harness.Host) (map[string]dataPathPeer, error) {
@@ -63,9 +68,11 @@ func scrapeLine(ctx context.Context, h harness.Host, series string) (string, err
 	return "", nil
 }
 
-// TestDataPathBlocked: UDP 4789 blocked by nftables between host1 and host2 (gossip untouched):
-// within 10 s both show the other alive with its data path down, the metric says 0, `meshctl
-// status` exits 1 naming it; unblocked, the data path is up again and the problem gone.
+// TestDataPathBlocked: each tunnel's UDP port (4789 for vxlan, then 51820 for wireguard) blocked
+// by nftables between host1 and host2, gossip untouched: within 10 s both show the other alive
+// with the data path through that tunnel down (and the other tunnel up), the metric says 0 for
+// that tunnel, `meshctl status` exits 1 naming the peer and the port; unblocked, the data path is
+// up again and the problem gone.
 func TestDataPathBlocked(t *testing.T) {
 	c, hosts := meshHosts(t)
 	ctx := testCtx(t)
@@ -76,76 +83,121 @@ func TestDataPathBlocked(t *testing.T) {
 	}
 	waitAllAlive(t, ctx, c, hosts, 15*time.Second)
 	createNetworkEverywhere(t, ctx, hosts, "app", "10.42.0.0/24")
+	createNetworkEverywhere(t, ctx, hosts, "secure", "10.44.0.0/24", "-o", "dataplane=wireguard")
 	h1, h2 := hosts[0], hosts[1]
 	for _, pair := range [][2]harness.Host{{h1, h2}, {h2, h1}} {
 		harness.Eventually(t, 15*time.Second, func() error {
-			return expectDataPath(ctx, c, pair[0], pair[1].Name(), "alive", "up")
+			return expectTunnels(ctx, c, pair[0], pair[1].Name(), "alive", map[string]string{"vxlan": "up", "wireguard": "up"})
 		})
 	}
 	ps, err := dataPathPeers(ctx, c, h1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%s -> %s data path up, round trip %.3f ms", h1.Name(), h2.Name(), ps[h2.Name()].RTTSeconds*1000)
+	for _, tp := range ps[h2.Name()].Tunnels {
+		t.Logf("%s -> %s data path through %s up, round trip %.3f ms", h1.Name(), h2.Name(), tp.Tunnel, tp.RTTSeconds*1000)
+	}
 	if out, err := c.Meshctl(ctx, h1, "peers"); err == nil {
 		t.Logf("meshctl peers on %s:\n%s", h1.Name(), out)
 	}
-
-	if err := injectFault(ctx, h1, []harness.Host{h2}, "udp dport 4789 drop", false); err != nil {
-		t.Fatal(err)
-	}
-	blocked := time.Now()
-	for _, pair := range [][2]harness.Host{{h1, h2}, {h2, h1}} {
-		harness.Eventually(t, 10*time.Second-time.Since(blocked), func() error {
-			return expectDataPath(ctx, c, pair[0], pair[1].Name(), "alive", "down")
-		})
-	}
-	t.Logf("both sides show the data path down %s after UDP 4789 was blocked; gossip alive", time.Since(blocked).Round(time.Millisecond))
-	if out, err := c.Meshctl(ctx, h1, "peers"); err == nil {
-		t.Logf("meshctl peers on %s:\n%s", h1.Name(), out)
-	}
-	for _, pair := range [][2]harness.Host{{h1, h2}, {h2, h1}} {
-		h, peer := pair[0], pair[1].Name()
-		v, err := scrapeLine(ctx, h, fmt.Sprintf(`meshnet_peer_data_path_up{peer=%q}`, peer))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if v != "0" {
-			t.Errorf("%s: meshnet_peer_data_path_up{peer=%q} = %q; want 0", h.Name(), peer, v)
-		}
-		out, err := c.Meshctl(ctx, h, "status")
-		if err == nil {
-			t.Errorf("meshctl status on %s exited 0 with the data path to %s down:\n%s", h.Name(), peer, out)
-		}
-		st, _ := c.MeshctlStatus(ctx, h)
-		if !strings.Contains(st, "data path to "+peer+" down") {
-			t.Errorf("meshctl status on %s does not name the data path to %s:\n%s", h.Name(), peer, st)
-		}
-	}
-	// host3 is not concerned.
-	if err := expectDataPath(ctx, c, h1, hosts[2].Name(), "alive", "up"); err != nil {
-		t.Error(err)
-	}
-
-	if err := clearFault(ctx, h1); err != nil {
-		t.Fatal(err)
-	}
-	for _, pair := range [][2]harness.Host{{h1, h2}, {h2, h1}} {
-		harness.Eventually(t, 10*time.Second, func() error {
-			return expectDataPath(ctx, c, pair[0], pair[1].Name(), "alive", "up")
-		})
-		h, peer := pair[0], pair[1].Name()
-		harness.Eventually(t, 10*time.Second, func() error {
-			v, err := scrapeLine(ctx, h, fmt.Sprintf(`meshnet_peer_data_path_up{peer=%q}`, peer))
-			if err == nil && v != "1" {
-				err = fmt.Errorf("%s: meshnet_peer_data_path_up{peer=%q} = %q; want 1", h.Name(), peer, v)
+	for _, tc := range []struct {
+		tunnel, other, problem string
+		port                   int
+	}{
+		{"vxlan", "wireguard", "data path to %s down", 4789},
+		{"wireguard", "vxlan", "WireGuard data path to %s down", 51820},
+	} {
+		t.Run(tc.tunnel, func(t *testing.T) {
+			if err := injectFault(ctx, h1, []harness.Host{h2}, fmt.Sprintf("udp dport %d drop", tc.port), false); err != nil {
+				t.Fatal(err)
 			}
-			return err
+			defer clearFault(ctx, h1)
+			blocked := time.Now()
+			for _, pair := range [][2]harness.Host{{h1, h2}, {h2, h1}} {
+				harness.Eventually(t, 10*time.Second-time.Since(blocked), func() error {
+					return expectTunnels(ctx, c, pair[0], pair[1].Name(), "alive", map[string]string{tc.tunnel: "down", tc.other: "up"})
+				})
+			}
+			t.Logf("both sides show the %s data path down %s after UDP %d was blocked; gossip alive, %s up",
+				tc.tunnel, time.Since(blocked).Round(time.Millisecond), tc.port, tc.other)
+			if out, err := c.Meshctl(ctx, h1, "peers"); err == nil {
+				t.Logf("meshctl peers on %s:\n%s", h1.Name(), out)
+			}
+			for _, pair := range [][2]harness.Host{{h1, h2}, {h2, h1}} {
+				h, peer := pair[0], pair[1].Name()
+				for tunnel, want := range map[string]string{tc.tunnel: "0", tc.other: "1"} {
+					series := fmt.Sprintf(`meshnet_peer_data_path_up{peer=%q,tunnel=%q}`, peer, tunnel)
+					if v, err := scrapeLine(ctx, h, series); err != nil {
+						t.Fatal(err)
+					} else if v != want {
+						t.Errorf("%s: %s = %q; want %s", h.Name(), series, v, want)
+					}
+				}
+				out, err := c.Meshctl(ctx, h, "status")
+				if err == nil {
+					t.Errorf("meshctl status on %s exited 0 with the %s data path to %s down:\n%s", h.Name(), tc.tunnel, peer, out)
+				}
+				st, _ := c.MeshctlStatus(ctx, h)
+				if !strings.Contains(st, fmt.Sprintf(tc.problem, peer)) || !strings.Contains(st, fmt.Sprintf("UDP %d", tc.port)) {
+					t.Errorf("meshctl status on %s does not name the %s data path to %s and UDP %d:\n%s", h.Name(), tc.tunnel, peer, tc.port, st)
+				}
+			}
+			// host3 is not concerned.
+			if err := expectTunnels(ctx, c, h1, hosts[2].Name(), "alive", map[string]string{"vxlan": "up", "wireguard": "up"}); err != nil {
+				t.Error(err)
+			}
+
+			if err := clearFault(ctx, h1); err != nil {
+				t.Fatal(err)
+			}
+			for _, pair := range [][2]harness.Host{{h1, h2}, {h2, h1}} {
+				harness.Eventually(t, 10*time.Second, func() error {
+					return expectTunnels(ctx, c, pair[0], pair[1].Name(), "alive", map[string]string{"vxlan": "up", "wireguard": "up"})
+				})
+				h, peer := pair[0], pair[1].Name()
+				harness.Eventually(t, 10*time.Second, func() error {
+					series := fmt.Sprintf(`meshnet_peer_data_path_up{peer=%q,tunnel=%q}`, peer, tc.tunnel)
+					v, err := scrapeLine(ctx, h, series)
+					if err == nil && v != "1" {
+						err = fmt.Errorf("%s: %s = %q; want 1", h.Name(), series, v)
+					}
+					return err
+				})
+				if out, err := c.Meshctl(ctx, h, "status"); err != nil {
+					t.Errorf("meshctl status on %s after the unblock: %v\n%s", h.Name(), err, out)
+				}
+			}
 		})
-		if out, err := c.Meshctl(ctx, h, "status"); err != nil {
-			t.Errorf("meshctl status on %s after the unblock: %v\n%s", h.Name(), err, out)
+	}
+}
+
+// expectTunnels checks that h sees peer with gossip state as given and, through each tunnel
+// named, the data path as given; DataPath must be the worst of them.
+func expectTunnels(ctx context.Context, c *harness.Cluster, h harness.Host, peer, state string, want map[string]string) error {
+	ps, err := dataPathPeers(ctx, c, h)
+	if err != nil {
+		return err
+	}
+	p := ps[peer]
+	got := map[string]string{}
+	for _, tp := range p.Tunnels {
+		got[tp.Tunnel] = tp.State
+	}
+	worst := "up"
+	for _, s := range want {
+		if s == "down" || (s == "unknown" && worst == "up") {
+			worst = s
 		}
 	}
+	if p.State != state || p.DataPath != worst || len(got) != len(want) {
+		return fmt.Errorf("%s sees %s as gossip %q, data path %q, tunnels %v; want %q, %q, %v", h.Name(), peer, p.State, p.DataPath, got, state, worst, want)
+	}
+	for tunnel, s := range want {
+		if got[tunnel] != s {
+			return fmt.Errorf("%s sees %s through %s as %q (tunnels %v); want %q", h.Name(), peer, tunnel, got[tunnel], got, s)
+		}
+	}
+	return nil
 }
 
 // pingStream pings addr from container every 10 ms for d and returns ping's output.

@@ -258,8 +258,8 @@
 // plain stop closes the Cluster without a leave, as a crash would. The
 // difference is made above gossip, by the daemon's data-path probe
 // (daemon/doc.go, "Gossip state and data-path state"): the kernel of a host
-// whose daemon is down still answers echoes through the VXLAN tunnel, a
-// host that is gone does not. The store reports memberlist's verdict
+// whose daemon is down still answers echoes through the VXLAN tunnel (and
+// a kernel WireGuard device), a host that is gone does not. The store reports memberlist's verdict
 // unchanged; it is the daemon's reconcile that keeps a dead node's
 // endpoints while its data path answers.
 //

@@ -19,8 +19,8 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 
 var (
 	peersDesc        = desc("meshnet_peers", "Nodes of the cluster as this daemon sees them, itself included, by gossip state (alive, suspect, dead, left).", "state")
-	peerDataPathDesc = desc("meshnet_peer_data_path_up", "1 while the data-path probe through the tunnel to a peer is answered, 0 when it is not (not exported while unknown or not probed).", "peer")
-	peerRTTDesc      = desc("meshnet_peer_data_path_rtt_seconds", "Round trip of the last answered data-path probe to a peer (exported while its data path is up).", "peer")
+	peerDataPathDesc = desc("meshnet_peer_data_path_up", "1 while the data-path probe through a tunnel (vxlan, wireguard) to a peer is answered, 0 when it is not (not exported while unknown or not probed).", "peer", "tunnel")
+	peerRTTDesc      = desc("meshnet_peer_data_path_rtt_seconds", "Round trip of the last answered data-path probe to a peer through a tunnel (exported while that data path is up).", "peer", "tunnel")
 	peerUpDesc       = desc("meshnet_peer_up", "1 while a node carries traffic (gossip alive or suspect; this node always), else 0.", "peer")
 	recordsDesc      = desc("meshnet_store_records", "Live records in the replicated store, by kind (node, network, block, endpoint, removal).", "kind")
 	endpointsDesc    = desc("meshnet_endpoints", "Container endpoints known cluster-wide, by the node holding them (meshctl endpoints).", "node")
@@ -85,13 +85,16 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			up = 1
 		}
 		gauge(peerUpDesc, up, p.Name)
-		if p.DataPath == "up" || p.DataPath == "down" {
-			dp := 0.0
-			if p.DataPath == "up" {
-				dp = 1
-				gauge(peerRTTDesc, p.RTTSeconds, p.Name)
+		for _, t := range p.Tunnels {
+			if t.State != "up" && t.State != "down" {
+				continue
 			}
-			gauge(peerDataPathDesc, dp, p.Name)
+			dp := 0.0
+			if t.State == "up" {
+				dp = 1
+				gauge(peerRTTDesc, t.RTTSeconds, p.Name, t.Tunnel)
+			}
+			gauge(peerDataPathDesc, dp, p.Name, t.Tunnel)
 		}
 	}
 	for _, state := range sortedKeys(byState) {

@@ -49,8 +49,9 @@ func testState(t *testing.T) State {
 		},
 		Peers: []control.Peer{
 			{Name: "h1", State: "alive", Self: true},
-			{Name: "h2", State: "alive"},
-			{Name: "h3", State: "dead"},
+			{Name: "h2", State: "alive", DataPath: "down", Tunnels: []control.TunnelPath{
+				{Tunnel: "vxlan", State: "up", RTTSeconds: 0.0004}, {Tunnel: "wireguard", State: "down"}}},
+			{Name: "h3", State: "dead", DataPath: "unknown", Tunnels: []control.TunnelPath{{Tunnel: "vxlan", State: "unknown"}}},
 		},
 		Endpoints:  []control.Endpoint{{Node: "h1"}, {Node: "h1"}, {Node: "h2"}},
 		Records:    map[string]int{"node": 3, "endpoint": 3, "network": 2, "block": 3},
@@ -81,6 +82,13 @@ meshnet_peers{state="suspect"} 0
 meshnet_peer_up{peer="h1"} 1
 meshnet_peer_up{peer="h2"} 1
 meshnet_peer_up{peer="h3"} 0
+# HELP meshnet_peer_data_path_up 1 while the data-path probe through a tunnel (vxlan, wireguard) to a peer is answered, 0 when it is not (not exported while unknown or not probed).
+# TYPE meshnet_peer_data_path_up gauge
+meshnet_peer_data_path_up{peer="h2",tunnel="vxlan"} 1
+meshnet_peer_data_path_up{peer="h2",tunnel="wireguard"} 0
+# HELP meshnet_peer_data_path_rtt_seconds Round trip of the last answered data-path probe to a peer through a tunnel (exported while that data path is up).
+# TYPE meshnet_peer_data_path_rtt_seconds gauge
+meshnet_peer_data_path_rtt_seconds{peer="h2",tunnel="vxlan"} 0.0004
 # HELP meshnet_endpoints Container endpoints known cluster-wide, by the node holding them (meshctl endpoints).
 # TYPE meshnet_endpoints gauge
 meshnet_endpoints{node="h1"} 2
@@ -115,7 +123,7 @@ meshnet_dataplane_last_apply_timestamp_seconds 1.7000001005e+09
 meshnet_problems 1
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want),
-		"meshnet_peers", "meshnet_peer_up", "meshnet_endpoints", "meshnet_ipam_allocated_addresses",
+		"meshnet_peers", "meshnet_peer_up", "meshnet_peer_data_path_up", "meshnet_peer_data_path_rtt_seconds", "meshnet_endpoints", "meshnet_ipam_allocated_addresses",
 		"meshnet_ipam_free_addresses", "meshnet_ipam_conflicts", "meshnet_dns_responses_total",
 		"meshnet_wireguard_peer_last_handshake_timestamp_seconds", "meshnet_wireguard_peer_transmit_bytes_total",
 		"meshnet_dataplane_last_apply_timestamp_seconds", "meshnet_problems"); err != nil {

@@ -58,6 +58,29 @@ func TestPeersTable(t *testing.T) {
 	}
 }
 
+// The DATA PATH column: a VXLAN-only peer reads as it always has; a peer
+// probed through WireGuard names each tunnel.
+func TestDataPathColumn(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		p    control.Peer
+		want string
+	}{
+		{control.Peer{Self: true}, "self"},
+		{control.Peer{}, "-"},
+		{control.Peer{DataPath: "up", RTTSeconds: 0.000312, Tunnels: []control.TunnelPath{{Tunnel: "vxlan", State: "up", RTTSeconds: 0.000312}}}, "up 312µs"},
+		{control.Peer{DataPath: "down", DataPathSince: now.Add(-12 * time.Second), Tunnels: []control.TunnelPath{
+			{Tunnel: "vxlan", State: "up", RTTSeconds: 0.000312},
+			{Tunnel: "wireguard", State: "down", Since: now.Add(-12 * time.Second)}}}, "vxlan up 312µs, wireguard down 12s"},
+		{control.Peer{DataPath: "unknown", DataPathSince: now.Add(-time.Second), Tunnels: []control.TunnelPath{
+			{Tunnel: "wireguard", State: "unknown", Since: now.Add(-time.Second)}}}, "wireguard unknown 1s"},
+	} {
+		if got := dataPath(tc.p, now); got != tc.want {
+			t.Errorf("dataPath(%+v) = %q, want %q", tc.p, got, tc.want)
+		}
+	}
+}
+
 func TestKeygenAndUsageErrors(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run([]string{"keygen"}, &out, &errb); code != 0 {
