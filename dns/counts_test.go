@@ -54,7 +54,7 @@ func TestCountsByTypeAndRcode(t *testing.T) {
 		t.Errorf("forward histogram %+v, want one forward", h)
 	}
 
-	// Over b's limit: dropped over UDP (no reply), counted.
+	// Over b's limit: answered truncated over UDP, counted.
 	c := &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond}
 	for range 3 {
 		_, _, _ = c.Exchange(query("api.meshnet.", dns.TypeA), ba.String())

@@ -68,36 +68,95 @@ func TestLimiterBounded(t *testing.T) {
 	}
 }
 
-// TestServerRateLimit: over the limit, UDP queries get no reply at all and
-// TCP queries get REFUSED; other sources are not affected.
+// TestServerRateLimit: over the limit, UDP queries are answered truncated
+// (header and question, TC set, nothing else) so the client retries over
+// TCP, where the source has a bucket of its own; over that too, REFUSED.
+// Other sources are not affected.
 func TestServerRateLimit(t *testing.T) {
 	s := testServer(t, Config{RateLimit: RateLimit{QPS: 1e-9, Burst: 5}})
-	answered := 0
+	answered, truncated := 0, 0
 	for range 20 {
 		w := newRecorder(overlaySrc, true)
 		s.ServeDNS(w, query("api.meshnet.", dns.TypeA))
-		answered += len(w.raw)
+		m := w.only(t)
+		switch {
+		case m.Truncated && len(m.Answer) == 0 && m.Rcode == dns.RcodeSuccess && len(m.Question) == 1 && m.Question[0].Name == "api.meshnet.":
+			truncated++
+		case !m.Truncated && len(m.Answer) == 2:
+			answered++
+		default:
+			t.Fatalf("unexpected reply %v", m)
+		}
 	}
-	if answered != 5 {
-		t.Errorf("answered %d of 20 UDP queries, want the burst of 5", answered)
+	if answered != 5 || truncated != 15 {
+		t.Errorf("answered %d, truncated %d of 20 UDP queries; want the burst of 5 answered, 15 truncated", answered, truncated)
 	}
-	w := newRecorder(overlaySrc, false)
-	s.ServeDNS(w, query("api.meshnet.", dns.TypeA))
-	if m := w.only(t); m.Rcode != dns.RcodeRefused {
-		t.Errorf("TCP over the limit: %s, want REFUSED", dns.RcodeToString[m.Rcode])
+	// The retries over TCP are answered: TCP's bucket is its own.
+	for i := range 6 {
+		w := newRecorder(overlaySrc, false)
+		s.ServeDNS(w, query("api.meshnet.", dns.TypeA))
+		m := w.only(t)
+		if i < 5 && len(m.Answer) != 2 {
+			t.Errorf("TCP query %d: %v, want its answer", i, m)
+		}
+		if i == 5 && m.Rcode != dns.RcodeRefused {
+			t.Errorf("TCP over its own limit: %s, want REFUSED", dns.RcodeToString[m.Rcode])
+		}
 	}
-	// The raw UDP path limits before parsing: garbage counts too.
+	// The raw UDP path limits before parsing: a query's bytes are answered
+	// truncated, garbage gets nothing.
+	q := query("api.meshnet.", dns.TypeAAAA)
+	raw, _ := q.Pack()
+	w := newRecorder(overlaySrc, true)
+	s.handlePacket(raw, w, netip.MustParseAddr(overlaySrc), false, nil)
+	if m := w.only(t); !m.Truncated || len(m.Answer) != 0 || m.Id != q.Id || m.Question[0].Qtype != dns.TypeAAAA {
+		t.Errorf("raw query over the limit: %v, want it truncated", m)
+	}
 	w = newRecorder(overlaySrc, true)
 	s.handlePacket([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}, w, netip.MustParseAddr(overlaySrc), false, nil)
 	if len(w.raw) != 0 {
-		t.Errorf("replied to a limited source: %x", w.raw)
+		t.Errorf("replied to garbage from a limited source: %x", w.raw)
 	}
 	w = newRecorder("10.42.0.10", true)
 	s.ServeDNS(w, query("api.meshnet.", dns.TypeA))
 	if m := w.only(t); len(m.Answer) != 2 {
 		t.Errorf("another source got %v, want its answer", m)
 	}
-	if st := s.Stats(); st.Dropped != 17 {
-		t.Errorf("dropped %d, want 17", st.Dropped)
+	if st := s.Stats(); st.Dropped != 18 {
+		t.Errorf("over the limit %d, want 18", st.Dropped)
+	}
+}
+
+// truncatedReply keeps the query's ID, opcode, RD and question, sets QR and
+// TC, and drops everything else (an EDNS OPT included); it is never longer
+// than the query, and refuses what is not a one-question query.
+func TestTruncatedReply(t *testing.T) {
+	q := query("db.prod.meshnet.", dns.TypeSRV)
+	q.RecursionDesired = true
+	q.SetEdns0(4096, true)
+	raw, err := q.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, ok := truncatedReply(raw)
+	if !ok || len(b) > len(raw) {
+		t.Fatalf("truncatedReply: %v, %d bytes of %d", ok, len(b), len(raw))
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(b); err != nil {
+		t.Fatal(err)
+	}
+	if !m.Response || !m.Truncated || !m.RecursionDesired || m.Authoritative || m.Id != q.Id || m.Rcode != dns.RcodeSuccess ||
+		len(m.Question) != 1 || m.Question[0] != q.Question[0] || len(m.Answer)+len(m.Ns)+len(m.Extra) != 0 {
+		t.Errorf("got %v", m)
+	}
+	resp := new(dns.Msg)
+	resp.SetReply(q)
+	rraw, _ := resp.Pack()
+	for name, bad := range map[string][]byte{"short": raw[:11], "cut name": raw[:15], "a response": rraw,
+		"compressed name": append(append([]byte{}, raw[:12]...), 0xC0, 0x0C, 0, 1, 0, 1)} {
+		if _, ok := truncatedReply(bad); ok {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }

@@ -26,9 +26,12 @@ type Server struct {
 	log     *slog.Logger
 	ttl     uint32
 	table   atomic.Pointer[Table]
-	limiter *limiter  // nil: no rate limit
-	fwd     exchanger // nil: no upstreams
-	cfgErr  error     // reported by Listen/Run
+	limiter *limiter // UDP queries per source; nil: no rate limit
+	// tcpLimiter is TCP's own bucket per source: the retries of the UDP
+	// queries the limiter answered truncated are served.
+	tcpLimiter *limiter
+	fwd        exchanger // nil: no upstreams
+	cfgErr     error     // reported by Listen/Run
 	// scope, when set, makes this a container's server: bare names of its
 	// networks are answered too (see Scope).
 	scope atomic.Pointer[Scope]
@@ -84,6 +87,7 @@ func NewServer(cfg Config, log *slog.Logger) *Server {
 		log:          log,
 		ttl:          uint32(cfg.TTL / time.Second),
 		limiter:      newLimiter(cfg.RateLimit),
+		tcpLimiter:   newLimiter(cfg.RateLimit),
 		forwardSlots: make(chan struct{}, maxForwards),
 	}
 	if s.counts = cfg.Counts; s.counts == nil {
@@ -160,14 +164,25 @@ func (s *Server) Stats() Stats {
 var _ dns.Handler = (*Server)(nil)
 
 // ServeDNS answers r (a dns.Handler: the TCP listener calls it, and so can
-// tests). Over the rate limit, UDP queries are dropped (no reply that a
-// spoofed source could aim at someone) and TCP queries get REFUSED.
+// tests). Over the rate limit a UDP query is answered truncated (the client
+// retries over TCP at once, as a dropped one would only after its timeout,
+// 5 s for glibc); TCP queries, the retries, have a bucket of their own and
+// get REFUSED over it: a source over both limits is flooding.
 func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	src, udp := remote(w)
-	if !s.limiter.allow(src) {
+	lim := s.tcpLimiter
+	if udp {
+		lim = s.limiter
+	}
+	if !lim.allow(src) {
 		s.stats.dropped.Add(1)
 		s.counts.dropped()
-		if !udp {
+		if udp {
+			m := new(dns.Msg)
+			m.SetReply(r)
+			m.Truncated = true
+			s.write(w, r, m, true)
+		} else {
 			s.writeRcode(w, r, dns.RcodeRefused, false)
 		}
 		return
@@ -238,6 +253,11 @@ func (s *Server) admit(raw []byte, w dns.ResponseWriter, src netip.Addr) (dns.He
 	if !s.limiter.allow(src) {
 		s.stats.dropped.Add(1)
 		s.counts.dropped()
+		if b, ok := truncatedReply(raw); ok {
+			if _, err := w.Write(b); err != nil {
+				s.log.Debug("dns: write reply", "err", err)
+			}
+		}
 		return dns.Header{}, false
 	}
 	dh, ok := parseHeader(raw)
