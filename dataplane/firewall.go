@@ -156,6 +156,7 @@ func wantRules(f firewallSpec, view firewallView) []ruleSpec {
 		}
 	}
 	rules = append(rules, publishRules(f, view)...)
+	rules = append(rules, meshRules(f, view)...)
 	rules = append(rules, dockerBridgeRules(f)...)
 	return append(rules, tunnelRules(f)...)
 }

@@ -89,10 +89,13 @@ type Probe struct {
 
 	mu      sync.Mutex // guards everything below
 	enabled bool
-	ifindex int
-	peers   map[string]*probePeer // by name
-	byAddr  map[netip.Addr]string // probe address -> name
-	seq     uint16
+	// returnPath: the device also carries the routing mesh's replies back
+	// to the host that took a connection (mesh.go); set by SetReturnPath.
+	returnPath bool
+	ifindex    int
+	peers      map[string]*probePeer // by name
+	byAddr     map[netip.Addr]string // probe address -> name
+	seq        uint16
 }
 
 type probePeer struct {
@@ -211,7 +214,12 @@ func (p *Probe) Sync(enabled bool, peers []ProbePeer, keep bool) error {
 		if p.cfg.Tunnel == KindWireGuard {
 			return nil // the address goes with the device Apply removes
 		}
-		return p.removeDevice()
+		var rpErr error
+		if h, err := netlink.NewHandle(); err == nil {
+			rpErr = removeReturnPath(h, nil)
+			h.Close()
+		}
+		return errors.Join(rpErr, p.removeDevice())
 	}
 	p.enabled = true
 	var link netlink.Link
@@ -259,7 +267,42 @@ func (p *Probe) Sync(enabled bool, peers []ProbePeer, keep bool) error {
 	if p.cfg.Tunnel == KindWireGuard {
 		return nil
 	}
-	return p.syncEntries(link, keep)
+	return errors.Join(p.syncEntries(link, keep), p.syncReturnPath(link, keep))
+}
+
+// SetReturnPath says whether the probe device also carries the routing
+// mesh's return path (mesh.go): per peer a neighbour entry, a routing table
+// and an ip rule, made by the next Sync; off, they are removed. Only a
+// VXLAN probe has one.
+func (p *Probe) SetReturnPath(on bool) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.returnPath = on && p.cfg.Tunnel == KindVXLAN
+}
+
+// syncReturnPath keeps the return path in step with the peers (or removes
+// it), in the calling thread's network namespace.
+func (p *Probe) syncReturnPath(link netlink.Link, keep bool) error {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return fmt.Errorf("netlink handle for the mesh return path: %w", err)
+	}
+	defer h.Close()
+	if !p.returnPath {
+		if keep {
+			return nil
+		}
+		return removeReturnPath(h, link)
+	}
+	peers := make([]ProbePeer, 0, len(p.peers))
+	for _, pp := range p.peers {
+		peers = append(peers, pp.ProbePeer)
+	}
+	routes, planErr := planReturnRoutes(p.cfg.Underlay, peers)
+	return errors.Join(planErr, syncReturnPath(h, link, routes, keep))
 }
 
 // ensureOnWireGuard gives the WireGuard device the probe address. Kernel
@@ -276,11 +319,21 @@ func (p *Probe) ensureOnWireGuard() (netlink.Link, error) {
 
 // setIPv6Sysctls: no address of the kernel's making, no router
 // advertisements, no duplicate address detection (the probe address is
-// unique by construction and must work at once), IPv6 on.
+// unique by construction and must work at once), IPv6 on. The VXLAN
+// probe's device also gets no reverse-path check: the routing mesh's
+// replies arrive on it from container addresses routed through a bridge,
+// and the kernel drops whatever arrives on a device without an IPv4
+// address when the check is on, loose or strict (the effective value is
+// the larger of this and net.ipv4.conf.all.rp_filter, which must be 0).
 func (p *Probe) setIPv6Sysctls(dev string) {
-	for _, k := range []string{"addr_gen_mode", "accept_ra", "accept_dad", "disable_ipv6"} {
-		v := map[string]string{"addr_gen_mode": "1", "accept_ra": "0", "accept_dad": "0", "disable_ipv6": "0"}[k]
-		path := filepath.Join("/proc/sys/net/ipv6/conf", dev, k)
+	keys := []string{"ipv6/conf/%s/addr_gen_mode", "ipv6/conf/%s/accept_ra", "ipv6/conf/%s/accept_dad", "ipv6/conf/%s/disable_ipv6"}
+	vals := []string{"1", "0", "0", "0"}
+	if dev == ProbeDevice {
+		keys, vals = append(keys, "ipv4/conf/%s/rp_filter"), append(vals, "0")
+	}
+	for i, k := range keys {
+		v := vals[i]
+		path := filepath.Join("/proc/sys/net", fmt.Sprintf(k, dev))
 		if cur, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(cur)) == v {
 			continue
 		}
@@ -296,6 +349,7 @@ func (p *Probe) ensureDevice() (netlink.Link, error) {
 		vx, ok := l.(*netlink.Vxlan)
 		if ok && vx.VxlanId == ProbeVNI && vx.Port == p.cfg.Port && vx.SrcAddr.Equal(net.IP(self.AsSlice())) &&
 			l.Attrs().OperState != netlink.OperDown && l.Attrs().Flags&net.FlagUp != 0 {
+			p.setIPv6Sysctls(ProbeDevice) // one made by an older meshnetd may lack some
 			return l, p.ensureAddr(l)
 		}
 		if ok && vx.VxlanId == ProbeVNI && vx.Port == p.cfg.Port && vx.SrcAddr.Equal(net.IP(self.AsSlice())) {

@@ -71,6 +71,11 @@ type State struct {
 	// it is answered (ARP) by the bridge of its network with the gateway's
 	// MAC, and DNATed before anything else sees it.
 	VIPs []VIP
+	// MeshPorts are service ports published on every host with the
+	// service's network (mesh.go): a connection to a local address on the
+	// port is balanced over the replicas anywhere, the client's address
+	// kept. Only vxlan networks this host has; others are ignored.
+	MeshPorts []MeshPort
 }
 
 // Dataplane kinds of a Network.
@@ -185,7 +190,7 @@ func (s State) Equal(o State) bool {
 	if a.Underlay != b.Underlay || a.port() != b.port() || len(a.Networks) != len(b.Networks) ||
 		!slices.Equal(a.ServiceAddrs, b.ServiceAddrs) || !slices.Equal(a.Members, b.Members) ||
 		a.AllowDockerBridges != b.AllowDockerBridges || a.HoldDeletes != b.HoldDeletes || !a.WireGuard.equal(b.WireGuard) ||
-		!vipsEqual(a.VIPs, b.VIPs) {
+		!vipsEqual(a.VIPs, b.VIPs) || !meshPortsEqual(a.MeshPorts, b.MeshPorts) {
 		return false
 	}
 	for i := range a.Networks {

@@ -68,6 +68,8 @@ type firewallSpec struct {
 	// AllowDockerBridges leaves out the drops between Docker's bridges and
 	// meshnet's (State.AllowDockerBridges).
 	AllowDockerBridges bool
+	// MeshPorts this host publishes (normalized, on valid vxlan networks).
+	MeshPorts []MeshPort
 }
 
 // tunnelPorts returns the UDP ports to guard: VXLAN's when a vxlan network

@@ -104,34 +104,55 @@ const (
 	vipCommentReject = commentPrefix + " vip without replicas"
 )
 
-// wantVIPComments is what the table holds for vs, chain by chain.
-func wantVIPComments(vs []VIP) map[string][]string {
+// serviceRules is what table ip meshnet-vip holds: the VIPs, the mesh
+// ports this host publishes and the mesh marks of replicas here.
+type serviceRules struct {
+	VIPs  []VIP
+	Mesh  []MeshPort
+	Marks []meshMarkSpec
+}
+
+func (r serviceRules) empty() bool { return len(r.VIPs) == 0 && len(r.Mesh) == 0 && len(r.Marks) == 0 }
+
+// wantVIPComments is what the table holds for r, chain by chain.
+func wantVIPComments(r serviceRules) map[string][]string {
 	want := map[string][]string{vipPost: {vipCommentSNAT}, vipInput: {vipCommentReject}, vipPre: nil}
-	for _, v := range vs {
+	for _, v := range r.VIPs {
 		if len(v.Backends) > 0 {
 			want[vipPre] = append(want[vipPre], v.comment())
 		}
 	}
+	for _, m := range r.Mesh {
+		want[vipPre] = append(want[vipPre], m.comment())
+	}
+	if len(r.Marks) > 0 {
+		for _, m := range r.Marks {
+			want[meshMarkChain] = append(want[meshMarkChain], m.comment())
+		}
+		want[meshMarkChain] = append(want[meshMarkChain], meshCommentRestore)
+		want[meshOutChain] = []string{meshCommentClear}
+	}
 	return want
 }
 
-// syncVIPs makes table ip meshnet-vip hold exactly vs. The table is
+// syncVIPs makes table ip meshnet-vip hold exactly r. The table is
 // compared by its rule comments and set elements; on any difference it is
 // rewritten whole in one nftables transaction (delete and re-add), which
 // the kernel applies atomically: no packet sees a half-written table, and
 // connections already balanced keep their replica, because the choice
 // lives in their conntrack entry, not in the rules.
-func (d *Kernel) syncVIPs(vs []VIP, hold bool) error {
-	vs = normalizedVIPs(vs)
-	exists, why, err := d.vipTableDiff(vs)
+func (d *Kernel) syncVIPs(r serviceRules, hold bool) error {
+	r.VIPs, r.Mesh = normalizedVIPs(r.VIPs), normalizedMeshPorts(r.Mesh)
+	vs := r.VIPs
+	exists, why, err := d.vipTableDiff(r)
 	if err != nil {
 		return err
 	}
 	same := why == ""
 	switch {
-	case len(vs) == 0 && !exists:
+	case r.empty() && !exists:
 		return nil
-	case len(vs) == 0:
+	case r.empty():
 		if hold {
 			return nil
 		}
@@ -149,19 +170,19 @@ func (d *Kernel) syncVIPs(vs []VIP, hold bool) error {
 		d.nft.DelTable(t)
 	}
 	d.nft.AddTable(t)
-	if err := d.addVIPTable(t, vs); err != nil {
+	if err := d.addVIPTable(t, r); err != nil {
 		return err
 	}
 	if err := d.nft.Flush(); err != nil {
-		return fmt.Errorf("write nftables table ip %s (%d VIPs): %w", vipTableName, len(vs), err)
+		return fmt.Errorf("write nftables table ip %s (%d VIPs, %d mesh ports, %d mesh marks): %w", vipTableName, len(vs), len(r.Mesh), len(r.Marks), err)
 	}
-	d.changed(fmt.Sprintf("write nftables table ip %s: %d VIPs (%s)", vipTableName, len(vs), why))
+	d.changed(fmt.Sprintf("write nftables table ip %s: %d VIPs, %d mesh ports, %d mesh marks (%s)", vipTableName, len(vs), len(r.Mesh), len(r.Marks), why))
 	return nil
 }
 
 // vipTableDiff reads the table back: whether it exists and, if it does
 // not hold what vs asks for, why ("" = it does).
-func (d *Kernel) vipTableDiff(vs []VIP) (exists bool, why string, err error) {
+func (d *Kernel) vipTableDiff(r serviceRules) (exists bool, why string, err error) {
 	tables, err := d.nft.ListTablesOfFamily(nftables.TableFamilyIPv4)
 	if err != nil {
 		return false, "", fmt.Errorf("list nftables ip tables: %w", err)
@@ -175,7 +196,7 @@ func (d *Kernel) vipTableDiff(vs []VIP) (exists bool, why string, err error) {
 	if t == nil {
 		return false, "new", nil
 	}
-	for chain, want := range wantVIPComments(vs) {
+	for chain, want := range wantVIPComments(r) {
 		rules, err := d.nft.GetRules(t, &nftables.Chain{Name: chain})
 		if err != nil {
 			return true, "chain " + chain + ": " + err.Error(), nil
@@ -203,17 +224,29 @@ func (d *Kernel) vipTableDiff(vs []VIP) (exists bool, why string, err error) {
 	}
 	slices.SortFunc(have, netip.Addr.Compare)
 	var want []netip.Addr
-	for _, v := range vs {
+	for _, v := range r.VIPs {
 		want = append(want, v.Addr)
 	}
 	if !slices.Equal(have, want) {
 		return true, fmt.Sprintf("set %s holds %v", vipSetName, have), nil
 	}
+	// A chain no longer wanted (the mesh marks') makes the table differ too.
+	chains, err := d.nft.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return true, "chains: " + err.Error(), nil
+	}
+	wantChains := wantVIPComments(r)
+	for _, c := range chains {
+		if _, ok := wantChains[c.Name]; c.Table.Name == vipTableName && !ok {
+			return true, "chain " + c.Name + " no longer wanted", nil
+		}
+	}
 	return true, "", nil
 }
 
-// addVIPTable queues the chains, set and rules of the table for vs.
-func (d *Kernel) addVIPTable(t *nftables.Table, vs []VIP) error {
+// addVIPTable queues the chains, set and rules of the table for r.
+func (d *Kernel) addVIPTable(t *nftables.Table, r serviceRules) error {
+	vs := r.VIPs
 	pre := d.nft.AddChain(&nftables.Chain{Table: t, Name: vipPre, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(vipPrioDNAT)})
 	post := d.nft.AddChain(&nftables.Chain{Table: t, Name: vipPost, Type: nftables.ChainTypeNAT,
@@ -245,6 +278,17 @@ func (d *Kernel) addVIPTable(t *nftables.Table, vs []VIP) error {
 			return fmt.Errorf("add the replica map of VIP %v: %w", v.Addr, err)
 		}
 		d.nft.AddRule(&nftables.Rule{Table: t, Chain: pre, UserData: comment(v.comment()), Exprs: vipDNATExprs(v, m)})
+	}
+	// Mesh ports after the VIPs: a VIP is a local address too.
+	for _, m := range r.Mesh {
+		if err := d.addMeshDNAT(t, pre, m); err != nil {
+			return err
+		}
+	}
+	if len(r.Marks) > 0 {
+		if err := d.addMeshMarks(t, r.Marks); err != nil {
+			return err
+		}
 	}
 	d.nft.AddRule(&nftables.Rule{Table: t, Chain: post, UserData: comment(vipCommentSNAT), Exprs: []expr.Any{
 		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
@@ -286,5 +330,5 @@ func vipDNATExprs(v VIP, m *nftables.Set) []expr.Any {
 
 // teardownVIPs removes the table whatever it holds.
 func (d *Kernel) teardownVIPs() error {
-	return errors.Join(d.syncVIPs(nil, false))
+	return errors.Join(d.syncVIPs(serviceRules{}, false))
 }

@@ -35,7 +35,7 @@ func TestWantVIPComments(t *testing.T) {
 	if len(vs) != 2 {
 		t.Fatalf("normalized: %+v", vs)
 	}
-	want := wantVIPComments(vs)
+	want := wantVIPComments(serviceRules{VIPs: vs})
 	if got := want[vipPre]; len(got) != 1 || got[0] != "meshnet: vip 10.42.0.200 api -> 10.42.0.2,10.42.0.3" {
 		t.Errorf("prerouting rules %q: want one DNAT, for the VIP with replicas, backends sorted", got)
 	}

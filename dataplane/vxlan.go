@@ -170,8 +170,9 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	}
 	c, err := compile(st, d.underlayMTU(st.Underlay), tunnel)
 	report(err)
+	mesh := meshOnNetworks(st.MeshPorts, c.Networks)
 	fw := firewallSpec{Nets: c.Networks, Members: st.Members, VXLANPort: st.port(),
-		WireGuardPort: st.WireGuard.port(), Tunnel: tunnel, AllowDockerBridges: st.AllowDockerBridges}
+		WireGuardPort: st.WireGuard.port(), Tunnel: tunnel, AllowDockerBridges: st.AllowDockerBridges, MeshPorts: mesh}
 	l2 := l2Spec{Active: len(c.Networks) > 0 || len(c.Reserved) > 0, Ports: c.Locals, Keep: c.Reserved}
 
 	// 1. Devices.
@@ -234,7 +235,7 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	report(d.syncFirewallAdds(fw))
 	report(d.syncL2Adds(l2))
 	report(d.syncServiceAddrs(st.ServiceAddrs))
-	report(d.syncVIPs(st.VIPs, st.HoldDeletes))
+	report(d.syncVIPs(serviceRules{VIPs: st.VIPs, Mesh: mesh, Marks: meshMarks(c.Networks, mesh, st.Underlay.Addr, st.Members)}, st.HoldDeletes))
 	if err := ctx.Err(); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
@@ -299,6 +300,10 @@ func (d *Kernel) Teardown() error {
 		errs = append(errs, err)
 	}
 	if err := d.deleteLink(ProbeDevice); err != nil {
+		errs = append(errs, err)
+	}
+	// The routing mesh's return rules live beside the probe device (mesh.go).
+	if err := removeReturnPath(d.nl, nil); err != nil {
 		errs = append(errs, err)
 	}
 	d.changes = d.changes[:0]

@@ -1,0 +1,119 @@
+package dataplane
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/nftables"
+)
+
+func TestMeshIndex(t *testing.T) {
+	for a, want := range map[string]uint32{"198.18.0.11": 11, "10.1.2.3": 0x0203, "10.9.0.0": 0xffff, "::ffff:198.18.1.2": 0x0102} {
+		if got := MeshIndex(netip.MustParseAddr(a)); got != want {
+			t.Errorf("MeshIndex(%s) = %#x, want %#x", a, got, want)
+		}
+	}
+	if i := MeshIndex(netip.MustParseAddr("2001:db8::1")); i == 0 || i > meshIndexMask {
+		t.Errorf("IPv6 index %#x out of range", i)
+	}
+}
+
+// Ports without replicas or of another protocol are dropped, the rest
+// sorted with backends sorted, one service per protocol and port.
+func TestNormalizedMeshPorts(t *testing.T) {
+	a, b := netip.MustParseAddr("10.42.0.3"), netip.MustParseAddr("10.42.0.2")
+	got := normalizedMeshPorts([]MeshPort{
+		{Service: "web", Proto: "tcp", HostPort: 80, TargetPort: 8080, VNI: 42, Backends: []netip.Addr{a, b, a}},
+		{Service: "dns", Proto: "udp", HostPort: 53, TargetPort: 53, VNI: 42, Backends: []netip.Addr{a}},
+		{Service: "late", Proto: "tcp", HostPort: 80, TargetPort: 81, VNI: 42, Backends: []netip.Addr{a}},
+		{Service: "none", Proto: "tcp", HostPort: 81, TargetPort: 81, VNI: 42},
+		{Service: "sctp", Proto: "sctp", HostPort: 82, TargetPort: 82, VNI: 42, Backends: []netip.Addr{a}},
+		{Service: "v6", Proto: "tcp", HostPort: 83, TargetPort: 83, VNI: 42, Backends: []netip.Addr{netip.MustParseAddr("fd00::1")}},
+	})
+	var names []string
+	for _, m := range got {
+		names = append(names, m.Service)
+	}
+	if !slices.Equal(names, []string{"web", "dns"}) {
+		t.Fatalf("kept %v, want web then dns", names)
+	}
+	if !slices.Equal(got[0].Backends, []netip.Addr{b, a}) {
+		t.Errorf("backends %v: want sorted, unique", got[0].Backends)
+	}
+	if c := got[0].comment(); c != "meshnet: mesh tcp 80 web via mnbr42 -> 10.42.0.2,10.42.0.3 :8080" {
+		t.Errorf("comment %q", c)
+	}
+	nets := []Network{{VNI: 42, Subnet: netip.MustParsePrefix("10.42.0.0/24")}, {VNI: 44, Kind: KindWireGuard, Subnet: netip.MustParsePrefix("10.44.0.0/24")}}
+	on := meshOnNetworks([]MeshPort{{Service: "wg", Proto: "tcp", HostPort: 90, TargetPort: 90, VNI: 44, Backends: []netip.Addr{a}},
+		{Service: "gone", Proto: "tcp", HostPort: 91, TargetPort: 91, VNI: 7, Backends: []netip.Addr{a}}, got[0]}, nets)
+	if len(on) != 1 || on[0].Service != "web" {
+		t.Errorf("meshOnNetworks kept %+v; want only the vxlan network's port", on)
+	}
+}
+
+// The replica side marks per network with local endpoints and mesh ports:
+// every other member's bridge MAC on that network, with its index.
+func TestMeshMarks(t *testing.T) {
+	self, h2, h3 := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.3")
+	local := LocalEndpoint{ID: "e1", Addr: netip.MustParsePrefix("10.42.0.5/24")}
+	nets := []Network{
+		{VNI: 42, Subnet: netip.MustParsePrefix("10.42.0.0/24"), Locals: []LocalEndpoint{local}},
+		{VNI: 43, Subnet: netip.MustParsePrefix("10.43.0.0/24")},                                 // no local replica
+		{VNI: 45, Subnet: netip.MustParsePrefix("10.45.0.0/24"), Locals: []LocalEndpoint{local}}, // no mesh port
+	}
+	ports := []MeshPort{{VNI: 42}, {VNI: 43}}
+	got := meshMarks(nets, ports, self, []netip.Addr{self, h2, h3})
+	if len(got) != 1 || got[0].VNI != 42 || len(got[0].Entries) != 2 {
+		t.Fatalf("marks %+v: want network 42 with two entry hosts", got)
+	}
+	if got[0].Entries[bridgeMAC(h2, 42).String()] != 2 || got[0].Entries[bridgeMAC(h3, 42).String()] != 3 {
+		t.Errorf("entries %v", got[0].Entries)
+	}
+	if _, ok := got[0].Entries[bridgeMAC(self, 42).String()]; ok {
+		t.Error("this host's own bridge MAC is marked")
+	}
+	want := wantVIPComments(serviceRules{Mesh: normalizedMeshPorts([]MeshPort{{Service: "web", Proto: "tcp", HostPort: 80, TargetPort: 80, VNI: 42,
+		Backends: []netip.Addr{netip.MustParseAddr("10.42.0.5")}}}), Marks: got})
+	if len(want[meshMarkChain]) != 2 || want[meshMarkChain][1] != meshCommentRestore || !strings.Contains(want[meshMarkChain][0], "mnbr42") ||
+		len(want[vipPre]) != 1 {
+		t.Errorf("table comments %q", want)
+	}
+}
+
+// Two peers with one index: the first by name keeps it, the other is
+// reported; this host's own index is never given to a peer.
+func TestPlanReturnRoutes(t *testing.T) {
+	self := netip.MustParseAddr("10.1.0.1")
+	got, err := planReturnRoutes(self, []ProbePeer{
+		{Name: "c", Underlay: netip.MustParseAddr("10.2.0.5")},
+		{Name: "b", Underlay: netip.MustParseAddr("10.1.0.5")},
+		{Name: "d", Underlay: netip.MustParseAddr("10.3.0.1")}, // as this host
+	})
+	if len(got) != 1 || got[0].Name != "b" || got[0].Index != 5 {
+		t.Errorf("routes %+v: want b alone", got)
+	}
+	if err == nil || !strings.Contains(err.Error(), "c (10.2.0.5) has mesh index 5, as b has") || !strings.Contains(err.Error(), "as this host has") {
+		t.Errorf("error %v", err)
+	}
+}
+
+// The FORWARD accepts: one per replica and target port, and the replies
+// through the probe device once.
+func TestMeshRules(t *testing.T) {
+	view := firewallView{acceptChain: map[nftables.TableFamily]string{nftables.TableFamilyIPv4: "FORWARD"}}
+	f := firewallSpec{MeshPorts: normalizedMeshPorts([]MeshPort{{Service: "web", Proto: "tcp", HostPort: 80, TargetPort: 8080, VNI: 42,
+		Backends: []netip.Addr{netip.MustParseAddr("10.42.0.5"), netip.MustParseAddr("10.42.0.6")}}})}
+	var got []string
+	for _, r := range meshRules(f, view) {
+		got = append(got, r.Comment)
+	}
+	want := []string{"meshnet: accept mnbr42 mesh tcp 10.42.0.5:8080", "meshnet: accept mnbr42 mesh tcp 10.42.0.6:8080", "meshnet: accept mesh replies from mnprobe"}
+	if !slices.Equal(got, want) {
+		t.Errorf("rules %q\nwant %q", got, want)
+	}
+	if len(meshRules(firewallSpec{}, view)) != 0 {
+		t.Error("rules without mesh ports")
+	}
+}
