@@ -232,6 +232,20 @@ type Service struct {
 	// Unavailable are replicas not handed out: stopped, unhealthy, or on
 	// a node that is down.
 	Unavailable []Endpoint `json:"unavailable,omitempty"`
+	// Published are the service's ports published on every host of its
+	// network by the routing mesh (label meshnet.publish).
+	Published []ServicePort `json:"published,omitempty"`
+}
+
+// ServicePort is one routing-mesh port of a service.
+type ServicePort struct {
+	Proto      string `json:"proto"`
+	HostPort   int    `json:"host_port"`
+	TargetPort int    `json:"target_port"`
+	Subnet     string `json:"subnet"`
+	Network    string `json:"network,omitempty"`
+	// Backends is how many healthy replicas the port spreads over.
+	Backends int `json:"backends"`
 }
 
 // ServiceVIP is a service's virtual address on one network.

@@ -49,6 +49,7 @@ func (d *Daemon) onContainers(containers []plugin.ContainerInfo, networks map[st
 		}
 	}
 	byEndpoint := endpointContainers(containers)
+	d.noteLabelErrors(containers)
 	if d.sandboxes != nil {
 		d.sandboxes.Sync(sandboxesOf(containers, snap, d.cfg.NodeName))
 	}
@@ -144,6 +145,9 @@ func describeEndpoint(info gossip.EndpointInfo, ce containerEndpoint) gossip.End
 	info.Healthy = ce.c.Running && !ce.c.Paused && ce.c.Health != "unhealthy" && ce.c.Health != "starting"
 	info.Services = serviceNames(ce.c, ce.ep)
 	info.EndpointMode = endpointMode(ce.c.Labels)
+	// An invalid label publishes nothing; meshctl status says why
+	// (meshProblems).
+	info.MeshPublish, _ = meshPublishStrings(ce.c.Labels)
 	info.Ports = info.Ports[:0:0]
 	for _, p := range ce.c.Ports {
 		info.Ports = append(info.Ports, fmt.Sprintf("%d/%s", p.Port, p.Proto))
@@ -188,5 +192,5 @@ func serviceNames(c plugin.ContainerInfo, ep plugin.EndpointSettings) []string {
 func endpointInfoEqual(a, b gossip.EndpointInfo) bool {
 	return a.Subnet == b.Subnet && a.Addr == b.Addr && a.MAC == b.MAC && a.Container == b.Container &&
 		a.Network == b.Network && a.Healthy == b.Healthy && slices.Equal(a.Services, b.Services) &&
-		slices.Equal(a.Ports, b.Ports) && a.EndpointMode == b.EndpointMode
+		slices.Equal(a.Ports, b.Ports) && a.EndpointMode == b.EndpointMode && slices.Equal(a.MeshPublish, b.MeshPublish)
 }

@@ -115,6 +115,7 @@ func (b controlBackend) Status() control.Status {
 		st.Problems = append(st.Problems, d.gateProblem())
 	}
 	st.Problems = append(st.Problems, d.dataPathProblems(snap)...)
+	st.Problems = append(st.Problems, d.meshProblems(snap)...)
 	if st.Members.Alive <= 1 && len(d.cfg.Join) > 0 {
 		st.Problems = append(st.Problems, "no peer reached yet: check --join, the key, and that UDP and TCP "+fmt.Sprint(d.cfg.BindPort)+" are open between hosts")
 	}
@@ -242,8 +243,19 @@ func (b controlBackend) Services() []control.Service {
 		svc.VIPs = append(svc.VIPs, control.ServiceVIP{Subnet: k.subnet.String(), Network: netNames[k.subnet.String()],
 			Addr: v.addr.String(), Owner: v.owner})
 	}
+	for k, g := range buildMeshTable(snap.View().Endpoints).ports {
+		for name := range g.services {
+			svc := get(name)
+			svc.Published = append(svc.Published, control.ServicePort{Proto: k.proto, HostPort: int(k.hostPort),
+				TargetPort: int(g.target.targetPort), Subnet: g.target.subnet.String(), Network: netNames[g.target.subnet.String()],
+				Backends: len(g.backends)})
+		}
+	}
 	out := make([]control.Service, 0, len(byName))
 	for _, s := range byName {
+		sort.Slice(s.Published, func(i, j int) bool {
+			return s.Published[i].Proto < s.Published[j].Proto || (s.Published[i].Proto == s.Published[j].Proto && s.Published[i].HostPort < s.Published[j].HostPort)
+		})
 		sort.Slice(s.VIPs, func(i, j int) bool { return s.VIPs[i].Subnet < s.VIPs[j].Subnet })
 		if s.Replicas == nil {
 			s.Replicas = []control.Endpoint{}

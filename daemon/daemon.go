@@ -107,6 +107,8 @@ type Daemon struct {
 	// (datapath.go); probeChanged hears when a peer's data path flips.
 	probes       []*dataPathProbe
 	probeChanged chan struct{}
+	// labelErrs are local containers whose meshnet.publish does not parse.
+	labelErrs labelErrors
 }
 
 // recordsFile holds the node's own records across restarts.
@@ -387,6 +389,8 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	st.AllowDockerBridges = d.cfg.AllowDockerBridges
 	st.HoldDeletes = hold
 	d.tunnelState(&st, view, dataPathView(snap, d.probeStatus(dataplane.KindWireGuard)))
+	st.MeshPorts = desiredMeshPorts(buildMeshTable(view.View().Endpoints), st.Networks)
+	d.setReturnPath(len(st.MeshPorts) > 0)
 	d.syncProbes(st, snap, hold, false)
 	start := time.Now()
 	err := d.dp.Apply(ctx, st)
@@ -395,7 +399,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	fdb, neigh := forwardingEntries(st)
 	d.fdbEntries.Store(int64(fdb))
 	d.neighEntries.Store(int64(neigh))
-	d.ports.sync(ownPublished(snap))
+	d.ports.sync(append(ownPublished(snap), meshHeld(st.MeshPorts)...))
 	d.applied.Lock()
 	d.applied.at, d.applied.err = time.Now(), err
 	d.applied.count++

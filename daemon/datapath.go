@@ -48,6 +48,16 @@ func (d *Daemon) probeStatus(tunnel string) map[string]dataplane.ProbeStatus {
 	return nil
 }
 
+// setReturnPath tells the VXLAN probe whether its device carries the
+// routing mesh's replies (dataplane/mesh.go).
+func (d *Daemon) setReturnPath(on bool) {
+	for _, p := range d.probes {
+		if p.Tunnel() == dataplane.KindVXLAN {
+			p.SetReturnPath(on)
+		}
+	}
+}
+
 // probePeers are the nodes this host exchanges traffic with through tunnel
 // (KindVXLAN or KindWireGuard): every node, whatever memberlist says of it,
 // that holds a network of that kind of a subnet this host has as that kind

@@ -70,6 +70,10 @@ type EndpointInfo struct {
 	// gives its services a virtual address balanced in the kernel
 	// (daemon/vip.go); anything else is DNS round robin.
 	EndpointMode string `json:"endpoint_mode,omitempty"`
+	// MeshPublish are the container's meshnet.publish ports, published on
+	// every host of the network by the routing mesh (daemon/mesh.go):
+	// "hostPort:targetPort/proto".
+	MeshPublish []string `json:"mesh_publish,omitempty"`
 }
 
 // Removal is a KindRemoval record (ID = removed node's name).

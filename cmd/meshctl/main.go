@@ -522,16 +522,19 @@ func publishedText(ps []string) string {
 
 func printServices(w io.Writer, svcs []control.Service) error {
 	tw := table(w)
-	fmt.Fprintln(tw, "SERVICE\tMODE\tVIP\tCONTAINER\tADDRESS\tHOST\tSTATE\t")
+	fmt.Fprintln(tw, "SERVICE\tMODE\tVIP\tPUBLISHED\tCONTAINER\tADDRESS\tHOST\tSTATE\t")
 	for _, s := range svcs {
-		var vips []string
+		var vips, pub []string
 		for _, v := range s.VIPs {
 			vips = append(vips, v.Addr)
 		}
-		name, mode, vip := s.Name, s.Mode, dash(strings.Join(vips, ","))
+		for _, p := range s.Published {
+			pub = append(pub, fmt.Sprintf("%d->%d/%s", p.HostPort, p.TargetPort, p.Proto))
+		}
+		name, mode, vip, ports := s.Name, s.Mode, dash(strings.Join(vips, ",")), dash(strings.Join(pub, ","))
 		row := func(r control.Endpoint, state string) {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, mode, vip, dash(r.Container), r.Addr, r.Node, state)
-			name, mode, vip = "", "", ""
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, mode, vip, ports, dash(r.Container), r.Addr, r.Node, state)
+			name, mode, vip, ports = "", "", "", ""
 		}
 		for _, r := range s.Replicas {
 			row(r, "healthy")
@@ -543,8 +546,8 @@ func printServices(w io.Writer, svcs []control.Service) error {
 			}
 			row(r, state)
 		}
-		if name != "" { // a VIP whose replicas are all gone
-			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t\n", name, mode, vip)
+		if name != "" { // a VIP or port whose replicas are all gone
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t-\t\n", name, mode, vip, ports)
 		}
 	}
 	return tw.Flush()

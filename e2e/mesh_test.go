@@ -1,0 +1,156 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshnet/meshnet/control"
+	"github.com/meshnet/meshnet/e2e/harness"
+)
+
+// TestRoutingMesh: a service with replicas on host1 and host2 publishes
+// its port through the routing mesh (label meshnet.publish=8080:8080/tcp).
+// curl from another host to each host's own address, host3 included (it
+// has no replica), is answered; the replica logs the requesting host's own
+// address in every request (no SNAT), whether it runs on the entry host or
+// not; connections spread over both replicas; a stopped replica gets no
+// new connection once meshnet knows; and when the service is gone no mesh
+// rule, return route or held port is left.
+func TestRoutingMesh(t *testing.T) {
+	c, hosts := meshHosts(t)
+	ctx := testCtx(t)
+	startMesh(t, ctx, c, hosts)
+	waitAllAlive(t, ctx, c, hosts, 15*time.Second)
+	createNetworkEverywhere(t, ctx, hosts, "app", "10.48.0.0/24")
+
+	for i, h := range hosts[:2] {
+		name := fmt.Sprintf("web-%d", i+1)
+		args := []string{"run", "-d", "--label", harness.Label, "--network", "app", "--name", name, "--hostname", name,
+			"--label", "meshnet.service=web", "--label", "meshnet.publish=8080:8080/tcp", harness.Image, "sh", "-c", whoScript}
+		if _, err := harness.Docker(ctx, h, args...); err != nil {
+			t.Fatalf("starting %s on %s: %v", name, h.Name(), err)
+		}
+	}
+	// Every host publishes the port, over both replicas.
+	harness.Eventually(t, 30*time.Second, func() error {
+		for _, h := range hosts {
+			p, err := meshPort(ctx, c, h)
+			if err != nil {
+				return err
+			}
+			if p.HostPort != 8080 || p.TargetPort != 8080 || p.Backends != 2 {
+				return fmt.Errorf("%s: meshctl services shows web published as %+v", h.Name(), p)
+			}
+		}
+		return nil
+	})
+	if out, err := c.Meshctl(ctx, hosts[2], "services"); err == nil {
+		t.Logf("meshctl services on %s:\n%s", hosts[2].Name(), out)
+	}
+
+	// Entering at each host, from the next one.
+	for i, entry := range hosts {
+		client := hosts[(i+1)%len(hosts)]
+		url := fmt.Sprintf("http://%s/cgi-bin/who", netip.AddrPortFrom(entry.Addr(), 8080))
+		harness.Eventually(t, 15*time.Second, func() error {
+			_, err := client.Exec(ctx, "curl", "-sS", "-m", "2", url)
+			return err
+		})
+		counts, failed, others := curlWho(t, ctx, client, url, 20, client.Addr())
+		t.Logf("entering at %s from %s: %v", entry.Name(), client.Name(), counts)
+		if failed > 0 || len(others) > 0 {
+			t.Errorf("entering at %s: %d of 20 requests failed; replicas saw the client as %v, want %s every time",
+				entry.Name(), failed, others, client.Addr())
+		}
+		if counts["web-1"] == 0 || counts["web-2"] == 0 {
+			t.Errorf("entering at %s: %v, want both replicas used", entry.Name(), counts)
+		}
+	}
+
+	// A stopped replica gets no new connection once every host knows.
+	if _, err := harness.Docker(ctx, hosts[1], "stop", "-t", "1", "web-2"); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 15*time.Second, func() error {
+		for _, h := range hosts {
+			if p, err := meshPort(ctx, c, h); err != nil || p.Backends != 1 {
+				return fmt.Errorf("%s: web published as %+v (%v), want 1 backend", h.Name(), p, err)
+			}
+		}
+		return nil
+	})
+	url := fmt.Sprintf("http://%s/cgi-bin/who", netip.AddrPortFrom(hosts[2].Addr(), 8080))
+	counts, failed, _ := curlWho(t, ctx, hosts[0], url, 10, hosts[0].Addr())
+	if failed > 0 || counts["web-1"] != 10 {
+		t.Errorf("with web-2 stopped, 10 requests entering at %s: %v, %d failed; want all on web-1", hosts[2].Name(), counts, failed)
+	}
+
+	// Gone: nothing left.
+	for i, h := range hosts[:2] {
+		if _, err := harness.Docker(ctx, h, "rm", "-f", fmt.Sprintf("web-%d", i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	harness.Eventually(t, 15*time.Second, func() error {
+		for _, h := range hosts {
+			for cmd, gone := range map[string]string{"nft list ruleset": "mesh tcp 8080", "ip rule show": "lookup 18359",
+				"iptables -S FORWARD": "mesh tcp", "ss -ltnH": ":8080"} {
+				out, err := h.Exec(ctx, "sh", "-c", cmd)
+				if err != nil {
+					return fmt.Errorf("%s: %s: %v", h.Name(), cmd, err)
+				}
+				if strings.Contains(out, gone) {
+					return fmt.Errorf("%s: %s still shows %q:\n%s", h.Name(), cmd, gone, out)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// meshPort is the routing-mesh port of service web as h's meshctl shows it.
+func meshPort(ctx context.Context, c *harness.Cluster, h harness.Host) (control.ServicePort, error) {
+	out, err := c.Meshctl(ctx, h, "-o", "json", "services")
+	if err != nil {
+		return control.ServicePort{}, err
+	}
+	var svcs []control.Service
+	if err := json.Unmarshal([]byte(out), &svcs); err != nil {
+		return control.ServicePort{}, fmt.Errorf("meshctl services on %s: %w: %s", h.Name(), err, out)
+	}
+	for _, s := range svcs {
+		if s.Name == "web" && len(s.Published) == 1 {
+			return s.Published[0], nil
+		}
+	}
+	return control.ServicePort{}, fmt.Errorf("%s: service web has no one published port in %s", h.Name(), out)
+}
+
+// curlWho makes n requests to url from host h's own namespace, a new
+// connection each, and counts the answering replicas; others are client
+// addresses the replicas saw other than want.
+func curlWho(t *testing.T, ctx context.Context, h harness.Host, url string, n int, want netip.Addr) (counts map[string]int, failed int, others []string) {
+	t.Helper()
+	out, err := h.Exec(ctx, "sh", "-c", fmt.Sprintf("for i in $(seq %d); do curl -s -m 3 %s || echo FAILED; done", n, url))
+	if err != nil {
+		t.Fatalf("requests from %s: %v", h.Name(), err)
+	}
+	counts = map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			failed++
+			continue
+		}
+		counts[f[0]]++
+		if f[1] != want.String() {
+			others = append(others, f[1])
+		}
+	}
+	return counts, failed, others
+}
