@@ -59,6 +59,12 @@
 //     replicas of up nodes, into dataplane.State.VIPs and on lo; the DNS
 //     table answers the VIP for the service's name and every replica for
 //     tasks.<service>. The default mode is dnsrr (why: vip.go).
+//   - The routing mesh (mesh.go): replicas' meshnet.publish ports, carried
+//     in their endpoint records, become dataplane.State.MeshPorts on every
+//     host with the network (one target per port, the lowest subnet and
+//     target port winning a conflict everywhere); the host port is held
+//     with a socket, and the VXLAN probe's device carries the replies back
+//     to the entry host while any port is published.
 //   - The leak sweep (sweep.go): what Docker could not release while
 //     meshnetd was down is freed once no container has held it for
 //     --reclaim-after, judged against what the engine itself reports.

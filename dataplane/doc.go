@@ -292,39 +292,59 @@
 // reach VIPs (no output chain: the source would be the gateway, the same
 // on every host, and a remote replica's reply would go astray).
 //
-// # Routing mesh (designed, not built)
+// # Routing mesh
 //
-// Issue 16's second part publishes a service's port on every host with
-// the client's address kept. The design this table is shaped for:
+// State.MeshPorts publish a service's port on every host that has the
+// service's vxlan network, with the client's address kept (mesh.go):
 //
-//   - What is published: a label meshnet.publish=80:8080/tcp on the
-//     replicas (the service's port, not a container's: compose ports: of
-//     replicas would make every replica claim the host port and fail
-//     Docker's per-host check). The daemon holds the port on every host
-//     with a network of the service, as it holds published ports today.
-//   - The entry host E DNATs host-port traffic (fib daddr type local, the
-//     port) to a replica from the same numgen map, preferring local
-//     replicas when the operator asks (a second map of local replicas,
-//     used while it is not empty).
-//   - No SNAT: the replica R sees the client's address, so R's reply is
-//     routed towards the client, through R's own host H, not E. For the
-//     reply to be un-NATed it must go back through E. H marks a
-//     connection arriving from the overlay with E's identity: E sends the
-//     DNATed packet out of the bridge with a source MAC of its own per
-//     host (the bridge MAC is per host and network already), the replica's
-//     host records it in conntrack (ct mark = E's index, from an
-//     ether saddr map in a bridge-family chain), and a policy route on H
-//     (fwmark from ct mark → table per entry host, default route via E's
-//     underlay address) sends replies of such connections back to E,
-//     which accepts them on its underlay interface (reverse-path check
-//     loose for overlay sources there), un-NATs them and routes them to
-//     the client. On a wireguard network the same route goes through the
-//     tunnel, whose AllowedIPs already carry R's block. A replica on E
-//     itself needs none of this. Connections R's host makes itself are
-//     untouched (no mark).
-//   - Failover follows the VIP's: the map is rewritten, established
-//     connections keep their replica, one whose replica's host died
-//     breaks (its state lived there).
+//   - The entry host E, where the client connects: in table ip
+//     meshnet-vip's prerouting chain, after the VIPs, fib daddr type local
+//     plus the port DNATs to a replica from a numgen inc map, with the
+//     target port, and sets the VIP's conntrack bit, so the identity SNAT
+//     keeps the client's address (and table inet meshnet's hairpin
+//     masquerade stays out). iptables FORWARD accepts the connection towards
+//     each replica in Docker's published-port form, after DOCKER-USER, so
+//     an operator's drop there still wins.
+//   - No SNAT means the replica R answers the client's own address, through
+//     its own host H, which never saw the DNAT. So H must send R's replies
+//     back to E. H recognises such a connection by its first packet: it
+//     arrives bridged from the overlay with a source outside the subnet
+//     and E's bridge MAC as its source MAC (bridge MACs are per host and
+//     network, bridgeMAC), and chain meshmark (prerouting, mangle) stores
+//     E's mesh index (MeshIndex: the low 16 bits of E's IPv4 underlay
+//     address) in its conntrack mark. R's replies are routed (R sends them
+//     to its gateway); the same chain copies the index into their packet
+//     mark, and an ip rule per peer (fwmark index/0xffff, priority 1000)
+//     sends them to a table whose default route goes to E through the
+//     probe device, mnprobe: a host-to-host VXLAN link on VNI 1 whose FDB
+//     already holds every peer's probe MAC; a permanent neighbour entry
+//     maps E's underlay address to that MAC. Chain meshout clears the
+//     index from the mark before encapsulation: the VXLAN driver routes the
+//     outer packet with the inner one's mark and would send it back into
+//     the device. E receives the reply on mnprobe, its conntrack un-NATs it
+//     (iptables FORWARD accepts established traffic from mnprobe), and it
+//     reaches the client from the address it connected to.
+//   - The return path's rules, tables and neighbour entries belong to the
+//     probe (probe.go, SetReturnPath), which owns the device; they exist
+//     while the daemon publishes a mesh port and go with it.
+//
+// Why so: the alternatives each lose something users asked for. SNAT to
+// the entry host (Swarm's ingress) hides the client's address; direct
+// server return needs the replica's host to send from the entry host's
+// address, which cloud networks drop as spoofed; routing the replies over
+// the underlay to E needs hosts on one L2 segment. Over the probe device
+// the replies are encapsulated like any overlay traffic and pass the same
+// ports and the tunnel guard. What it costs: the reverse-path filter must
+// be off on mnprobe (set) and must not be forced on by
+// net.ipv4.conf.all.rp_filter (the kernel drops whatever arrives on a
+// device without an IPv4 address when the check is on; meshctl status says
+// so); two hosts whose underlay addresses share their low 16 bits cannot
+// both be entry hosts for replicas on the other (reported). wireguard
+// networks are not published: WireGuard accepts a packet from a peer only
+// from that peer's AllowedIPs, and a client's address is not among them.
+// A host's own processes reaching the port through a local address are not
+// balanced (no output chain, as for VIPs); they reach a replica through
+// another host's address.
 //
 // # Internal networks
 //

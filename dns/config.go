@@ -101,7 +101,9 @@ type RateLimit struct {
 //     networks are meshnet's;
 //   - 2000 queries/s per source with bursts of 4000: far above what an
 //     application does, low enough that one container cannot take the
-//     server from the others. Raise it for dnsperf-style benchmarks;
+//     server from the others; over it UDP queries are answered truncated
+//     (the client goes on over TCP, with a bucket of its own). Raise it
+//     for dnsperf-style benchmarks;
 //   - one UDP listener per CPU; UDP answers up to 4096 bytes.
 func DefaultConfig() Config {
 	return Config{

@@ -131,9 +131,15 @@
 // lock. A datagram whose interface is unknown is not forwarded. TCP
 // sources answered the handshake, so AllowRecursion alone judges them.
 //
-// Over the rate limit a UDP query is dropped rather than refused: a reply
-// to a forged source is what a reflection attack wants. TCP sources are
-// real (handshake), so they get REFUSED.
+// Over the rate limit a UDP query is answered truncated: its header and
+// question with TC set, nothing else (truncatedReply). A dropped query
+// costs a glibc client its whole timeout (5 s) before it tries again; TC
+// moves it to TCP at once, so a busy but legitimate client is slowed,
+// never stalled. The reply is never larger than the query, so it
+// amplifies nothing, and the server is reachable only from the host and
+// its containers, whose sources the dataplane's anti-spoofing pins. TCP
+// queries (the retries) have a bucket per source of their own; over that
+// too a source is flooding and gets REFUSED.
 //
 // Forwarding goes over the transport the client used, so a truncated
 // upstream answer reaches the client with TC and its TCP retry is
