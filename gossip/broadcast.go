@@ -12,20 +12,69 @@ import (
 // fit a gossip packet, TCP to a few peers for the others.
 
 func (c *Cluster) broadcast(r Record) {
+	c.queueRecord(r)
+}
+
+// queueRecord queues r for gossip (or sends it over TCP when it is too
+// large for a packet) and returns its message, nil when it was not queued.
+func (c *Cluster) queueRecord(r Record) []byte {
 	buf, err := json.Marshal(r)
 	if err != nil {
 		c.log.Error("encoding a record for gossip", "record", r.Key.String(), "err", err)
-		return
+		return nil
 	}
 	msg := append([]byte{msgRecord}, buf...)
 	if len(msg) > c.maxPacketMsg {
 		c.sendLarge(r.Key, msg)
-		return
+		return nil
 	}
 	// The queue's name must be unique per key: Key.String's slashes also
 	// occur in IDs (subnets).
 	name := string(r.Kind) + "\x00" + r.Owner + "\x00" + r.ID
 	c.queue.QueueBroadcast(&recordBroadcast{key: name, msg: msg})
+	return msg
+}
+
+// directFanoutMax: with up to this many up peers, a node sends each of its
+// own records to every one of them directly, besides queueing it.
+const directFanoutMax = 16
+
+// broadcastOwn spreads a record this node wrote (the store's hook). The
+// queue alone does not reach every peer of a small cluster: it sends a
+// message RetransmitMult * log10(N+1) times in all (4 for 3 nodes), each
+// time to whichever peer is gossiped to next, preferring messages sent
+// fewer times; in a burst of writes (a service's replicas starting) a
+// message can go to one peer every time, and the relay of that peer can
+// as well, so the third learns it only at the next push/pull, up to 30 s
+// later (TestOwnRecordsReachEveryPeerOfASmallCluster). One packet to each
+// peer costs a small cluster nothing; a large one relies on the relays of
+// many receivers.
+func (c *Cluster) broadcastOwn(r Record) {
+	msg := c.queueRecord(r)
+	if msg == nil {
+		return
+	}
+	c.mu.Lock()
+	ml := c.ml
+	if c.sendsClosed || ml == nil {
+		c.mu.Unlock()
+		return
+	}
+	var targets []*memberlist.Node
+	for name, p := range c.peers {
+		if name != c.cfg.NodeName && p.state.Up() {
+			targets = append(targets, &memberlist.Node{Name: name, Addr: p.ip, Port: p.port})
+		}
+	}
+	c.mu.Unlock()
+	if len(targets) > directFanoutMax {
+		return
+	}
+	for _, n := range targets {
+		if err := ml.SendBestEffort(n, msg); err != nil {
+			c.log.Debug("sending a record to a peer", "record", r.Key.String(), "to", n.Name, "err", err)
+		}
+	}
 }
 
 // sendLarge sends a record too big for a gossip packet over TCP to a few

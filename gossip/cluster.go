@@ -241,7 +241,7 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 	}
 	c.sight.pending = make(map[string]chan sightReply)
 	c.sight.requests = make(chan sightRequest, sightQueue)
-	prevBroadcast := store.setBroadcast(c.broadcast)
+	prevBroadcast := store.setBroadcast(c.broadcastOwn)
 	c.sends.Add(1) // mergeLoop; shutdown waits for it
 	go c.mergeLoop()
 	ml, err := memberlist.Create(mc)

@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -86,4 +87,46 @@ func TestUnrelayedPrunedAtTheNextState(t *testing.T) {
 	if _, ok := u.pending[Key{Kind: kindTest, Owner: "peer", ID: "old"}]; ok || len(u.pending) != 1 {
 		t.Fatalf("pending %v: the expired entry must go at the next push/pull state", u.pending)
 	}
+}
+
+// A burst of records written on one node reaches both other nodes of a
+// small cluster by gossip alone (push/pull an hour away), even when the
+// queue sends each message to one peer only (RetransmitMult 1): the owner
+// also sends its own records to every peer directly (broadcastOwn).
+// Before that, each record reached the third node only if the one peer it
+// went to relayed it there: about half of them, and a service's VIP record
+// missing on one host for 30 s failed TestServiceVIP.
+func TestOwnRecordsReachEveryPeerOfASmallCluster(t *testing.T) {
+	nodes := make([]*testNode, 3)
+	for i := range nodes {
+		cfg := testConfig(t, i)
+		cfg.Memberlist.RetransmitMult = 1
+		cfg.Memberlist.PushPullInterval = time.Hour
+		if i > 0 {
+			cfg.Join = []string{nodes[0].addr()}
+		}
+		nodes[i] = startNode(t, cfg, false)
+	}
+	stopTogether(t, nodes)
+	eventually(t, 10*time.Second, "all up", func() error { return expectAllUp(nodes) })
+	const n = 30
+	for i := range n {
+		if _, err := nodes[0].store.Put(kindTest, fmt.Sprintf("burst-%02d", i), i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 3*time.Second, "every record on every node", func() error {
+		for _, nd := range nodes[1:] {
+			missing := 0
+			for i := range n {
+				if _, ok := nd.store.Snapshot().Get(kindTest, nodes[0].name, fmt.Sprintf("burst-%02d", i)); !ok {
+					missing++
+				}
+			}
+			if missing > 0 {
+				return fmt.Errorf("%s lacks %d of %d records", nd.name, missing, n)
+			}
+		}
+		return nil
+	})
 }
