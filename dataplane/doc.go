@@ -324,6 +324,13 @@
 //     the device. E receives the reply on mnprobe, its conntrack un-NATs it
 //     (iptables FORWARD accepts established traffic from mnprobe), and it
 //     reaches the client from the address it connected to.
+//   - One client cannot keep its address: one on the replica's own host H
+//     (a process, or a container masqueraded to H's address) connecting
+//     through another host E. The replica's reply is addressed to a local
+//     address of H, and the local table is looked up before any rule, so
+//     it would be delivered on H itself and reset by the client. E SNATs
+//     such connections (source H, replica on H: meshHairpin) to its own
+//     underlay address, and the replica sees E.
 //   - The return path's rules, tables and neighbour entries belong to the
 //     probe (probe.go, SetReturnPath), which owns the device; they exist
 //     while the daemon publishes a mesh port and go with it.

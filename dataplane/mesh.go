@@ -151,6 +151,83 @@ const (
 	meshOutChain = "meshout"
 )
 
+// meshHairpin: connections from member Member to one of Backends, which
+// run on that member, are SNATed to this host's underlay address. Their
+// replies would otherwise never come back here: addressed to a local
+// address of the replica's host, they are delivered there (the local
+// table is looked up before the return path's rules) and the client,
+// expecting this host's address, resets them. Such a client (a process or
+// a masqueraded container on the replica's own host) is the one the
+// replica sees as the entry host.
+type meshHairpin struct {
+	Member   netip.Addr
+	Backends []netip.Addr
+}
+
+func (h meshHairpin) comment() string {
+	bs := make([]string, len(h.Backends))
+	for i, b := range h.Backends {
+		bs[i] = b.String()
+	}
+	return fmt.Sprintf("%s mesh snat from %v to its own replicas %s", commentPrefix, h.Member, strings.Join(bs, ","))
+}
+
+// meshHairpins groups the mesh ports' remote backends by the member that
+// holds them (from the networks' remote endpoints).
+func meshHairpins(nets []Network, ports []MeshPort, self netip.Addr) []meshHairpin {
+	where := map[netip.Addr]netip.Addr{} // container address -> its host's VTEP
+	for _, n := range nets {
+		for _, r := range n.Remotes {
+			where[r.Addr] = r.VTEP.Unmap()
+		}
+	}
+	by := map[netip.Addr][]netip.Addr{}
+	for _, m := range ports {
+		for _, b := range m.Backends {
+			if v, ok := where[b]; ok && v.Is4() && v != self.Unmap() {
+				by[v] = append(by[v], b)
+			}
+		}
+	}
+	out := make([]meshHairpin, 0, len(by))
+	for v, bs := range by {
+		slices.SortFunc(bs, netip.Addr.Compare)
+		out = append(out, meshHairpin{Member: v, Backends: slices.Compact(bs)})
+	}
+	slices.SortFunc(out, func(a, b meshHairpin) int { return a.Member.Compare(b.Member) })
+	return out
+}
+
+// addMeshHairpins queues, in the postrouting chain before the identity
+// SNAT: ct mark & vipCtMark, ip saddr MEMBER, ip daddr { its replicas },
+// snat to SELF.
+func (d *Kernel) addMeshHairpins(t *nftables.Table, post *nftables.Chain, hs []meshHairpin, self netip.Addr) error {
+	for _, h := range hs {
+		set := &nftables.Set{Table: t, Anonymous: true, Constant: true, KeyType: nftables.TypeIPAddr}
+		var elems []nftables.SetElement
+		for _, b := range h.Backends {
+			elems = append(elems, nftables.SetElement{Key: b.AsSlice()})
+		}
+		if err := d.nft.AddSet(set, elems); err != nil {
+			return fmt.Errorf("add the replica set of mesh clients from %v: %w", h.Member, err)
+		}
+		d.nft.AddRule(&nftables.Rule{Table: t, Chain: post, UserData: ruleUserData(h.comment()), Exprs: []expr.Any{
+			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(vipCtMark), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: h.Member.AsSlice()},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+			&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
+			&expr.Counter{},
+			&expr.Immediate{Register: 1, Data: self.Unmap().AsSlice()},
+			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
+		}})
+	}
+	return nil
+}
+
 // meshMarkSpec is what chain meshmark needs on a replica's host: per
 // network with mesh ports and local replicas, the bridge MACs other hosts
 // send from on it, and their indexes.

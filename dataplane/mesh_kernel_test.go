@@ -129,6 +129,25 @@ func TestRoutingMesh(t *testing.T) {
 		t.Logf("entering at %s: %v, client address kept", entry.name, counts)
 	}
 
+	// A client on a replica's own host (host 2's own address) entering at
+	// host 1: the replica on its host sees host 1 (hairpin SNAT: its
+	// replies would be delivered on host 2 itself otherwise), the other
+	// the client's own address.
+	counts := map[string]int{}
+	for range 10 {
+		who, src, err := askWho(h2ns, "198.18.0.1:80")
+		if err != nil {
+			t.Fatalf("from host 2 through host 1: %v", err)
+		}
+		if want := map[string]string{"r1": "198.18.0.2", "r2": "198.18.0.1"}[who]; src != want {
+			t.Errorf("from host 2 through host 1, replica %s saw %s, want %s", who, src, want)
+		}
+		counts[who]++
+	}
+	if counts["r1"] != 5 || counts["r2"] != 5 {
+		t.Errorf("10 connections from host 2 through host 1 landed %v, want 5 on each replica", counts)
+	}
+
 	// Gone: the port, the marks and the return path.
 	st1.MeshPorts, st2.MeshPorts = nil, nil
 	apply(t, d1, st1)

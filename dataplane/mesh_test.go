@@ -117,3 +117,21 @@ func TestMeshRules(t *testing.T) {
 		t.Error("rules without mesh ports")
 	}
 }
+
+// The hairpin SNATs: remote backends grouped by the member holding them;
+// local ones (this host) and unknown ones are not.
+func TestMeshHairpins(t *testing.T) {
+	self := netip.MustParseAddr("198.18.0.1")
+	r2a, r2b, r3, local := netip.MustParseAddr("10.42.0.22"), netip.MustParseAddr("10.42.0.21"), netip.MustParseAddr("10.42.0.33"), netip.MustParseAddr("10.42.0.11")
+	nets := []Network{{VNI: 42, Remotes: []RemoteEndpoint{
+		{Addr: r2a, VTEP: netip.MustParseAddr("198.18.0.2")}, {Addr: r2b, VTEP: netip.MustParseAddr("198.18.0.2")},
+		{Addr: r3, VTEP: netip.MustParseAddr("198.18.0.3")}}}}
+	got := meshHairpins(nets, []MeshPort{{VNI: 42, Backends: []netip.Addr{local, r2a, r3, r2b}}}, self)
+	if len(got) != 2 || got[0].Member != netip.MustParseAddr("198.18.0.2") || !slices.Equal(got[0].Backends, []netip.Addr{r2b, r2a}) ||
+		got[1].Member != netip.MustParseAddr("198.18.0.3") || !slices.Equal(got[1].Backends, []netip.Addr{r3}) {
+		t.Errorf("hairpins %+v", got)
+	}
+	if c := got[0].comment(); c != "meshnet: mesh snat from 198.18.0.2 to its own replicas 10.42.0.21,10.42.0.22" {
+		t.Errorf("comment %q", c)
+	}
+}

@@ -123,7 +123,15 @@ func NewProbe(cfg ProbeConfig) *Probe {
 	if cfg.Changed == nil {
 		cfg.Changed = make(chan struct{}, 1)
 	}
-	return &Probe{cfg: cfg, log: cfg.Log, changed: cfg.Changed, id: uint16(os.Getpid()),
+	// Each probe's echoes carry an identifier of their own: a raw ICMPv6
+	// socket receives every echo reply of the host, and the two probes
+	// send to the same addresses (a peer's probe address through VXLAN and
+	// through WireGuard), so only the identifier tells whose reply it is.
+	id := uint16(os.Getpid())
+	if cfg.Tunnel == KindWireGuard {
+		id ^= 0x5747 // "WG"
+	}
+	return &Probe{cfg: cfg, log: cfg.Log, changed: cfg.Changed, id: id,
 		peers: map[string]*probePeer{}, byAddr: map[netip.Addr]string{}}
 }
 

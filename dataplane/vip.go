@@ -107,16 +107,23 @@ const (
 // serviceRules is what table ip meshnet-vip holds: the VIPs, the mesh
 // ports this host publishes and the mesh marks of replicas here.
 type serviceRules struct {
-	VIPs  []VIP
-	Mesh  []MeshPort
-	Marks []meshMarkSpec
+	VIPs     []VIP
+	Mesh     []MeshPort
+	Marks    []meshMarkSpec
+	Hairpins []meshHairpin
+	Self     netip.Addr // this host's underlay address (the hairpins' SNAT)
 }
 
-func (r serviceRules) empty() bool { return len(r.VIPs) == 0 && len(r.Mesh) == 0 && len(r.Marks) == 0 }
+func (r serviceRules) empty() bool {
+	return len(r.VIPs) == 0 && len(r.Mesh) == 0 && len(r.Marks) == 0 && len(r.Hairpins) == 0
+}
 
 // wantVIPComments is what the table holds for r, chain by chain.
 func wantVIPComments(r serviceRules) map[string][]string {
 	want := map[string][]string{vipPost: {vipCommentSNAT}, vipInput: {vipCommentReject}, vipPre: nil}
+	for _, h := range r.Hairpins {
+		want[vipPost] = append(want[vipPost], h.comment())
+	}
 	for _, v := range r.VIPs {
 		if len(v.Backends) > 0 {
 			want[vipPre] = append(want[vipPre], v.comment())
@@ -289,6 +296,10 @@ func (d *Kernel) addVIPTable(t *nftables.Table, r serviceRules) error {
 		if err := d.addMeshMarks(t, r.Marks); err != nil {
 			return err
 		}
+	}
+	// Before the identity SNAT: the first NAT binding wins.
+	if err := d.addMeshHairpins(t, post, r.Hairpins, r.Self); err != nil {
+		return err
 	}
 	d.nft.AddRule(&nftables.Rule{Table: t, Chain: post, UserData: comment(vipCommentSNAT), Exprs: []expr.Any{
 		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},

@@ -235,7 +235,8 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	report(d.syncFirewallAdds(fw))
 	report(d.syncL2Adds(l2))
 	report(d.syncServiceAddrs(st.ServiceAddrs))
-	report(d.syncVIPs(serviceRules{VIPs: st.VIPs, Mesh: mesh, Marks: meshMarks(c.Networks, mesh, st.Underlay.Addr, st.Members)}, st.HoldDeletes))
+	report(d.syncVIPs(serviceRules{VIPs: st.VIPs, Mesh: mesh, Marks: meshMarks(c.Networks, mesh, st.Underlay.Addr, st.Members),
+		Hairpins: meshHairpins(c.Networks, mesh, st.Underlay.Addr), Self: st.Underlay.Addr}, st.HoldDeletes))
 	if err := ctx.Err(); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
