@@ -142,7 +142,10 @@ func describeEndpoint(info gossip.EndpointInfo, ce containerEndpoint) gossip.End
 	}
 	info.Container = ce.c.Name
 	info.Network = ce.network
-	info.Healthy = ce.c.Running && !ce.c.Paused && ce.c.Health != "unhealthy" && ce.c.Health != "starting"
+	// A container told to stop (docker stop, a rolling update) finishes
+	// what it has but gets no new connections: DNS, VIPs and the routing
+	// mesh leave it out from the stop signal on, not from its death.
+	info.Healthy = ce.c.Running && !ce.c.Paused && !ce.c.Stopping && ce.c.Health != "unhealthy" && ce.c.Health != "starting"
 	info.Services = serviceNames(ce.c, ce.ep)
 	info.EndpointMode = endpointMode(ce.c.Labels)
 	// An invalid label publishes nothing; meshctl status says why

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultDockerHost is the engine's socket when none is given.
@@ -210,7 +212,7 @@ func (c *dockerClient) get(ctx context.Context, path string, query url.Values, v
 // watchedActions are the engine events that change what the watcher reports. Docker matches
 // "health_status" against "health_status: healthy" and the like.
 var watchedActions = []string{
-	"start", "die", "stop", "pause", "unpause", "destroy", "rename", "health_status", // containers
+	"start", "kill", "die", "stop", "pause", "unpause", "destroy", "rename", "health_status", // containers
 	"connect", "disconnect", "create", // networks ("destroy" too)
 }
 
@@ -259,6 +261,7 @@ type dockerInspect struct {
 	Config *struct {
 		Labels       map[string]string   `json:"Labels"`
 		ExposedPorts map[string]struct{} `json:"ExposedPorts"`
+		StopSignal   string              `json:"StopSignal"`
 	} `json:"Config"`
 	State *struct {
 		Running    bool `json:"Running"`
@@ -316,8 +319,12 @@ func (c *dockerClient) inspect(ctx context.Context, id string) (ContainerInfo, b
 	if in.Config != nil && len(in.Config.Labels) > 0 {
 		info.Labels = in.Config.Labels
 	}
+	info.StopSignal = int(unix.SIGTERM)
 	if in.Config != nil {
 		info.Ports = exposedPorts(in.Config.ExposedPorts)
+		if sig, ok := parseSignal(in.Config.StopSignal); ok {
+			info.StopSignal = sig
+		}
 	}
 	if in.NetworkSettings != nil {
 		info.SandboxKey = in.NetworkSettings.SandboxKey
@@ -380,4 +387,35 @@ func exposedPorts(m map[string]struct{}) []Port {
 		return strings.Compare(a.Proto, b.Proto)
 	})
 	return slices.Compact(out)
+}
+
+// parseSignal reads a STOPSIGNAL as the engine takes it: a name with or
+// without SIG ("SIGQUIT", "quit") or a number. "" is not one (SIGTERM then).
+func parseSignal(s string) (int, bool) {
+	s = strings.ToUpper(strings.TrimSpace(s))
+	if s == "" {
+		return 0, false
+	}
+	if n, err := strconv.Atoi(s); err == nil && n > 0 {
+		return n, true
+	}
+	if !strings.HasPrefix(s, "SIG") {
+		s = "SIG" + s
+	}
+	// Real-time signals, as systemd images stop with (SIGRTMIN+3).
+	if rest, ok := strings.CutPrefix(s, "SIGRTMIN"); ok {
+		n := 0
+		if rest != "" {
+			if v, err := strconv.Atoi(strings.TrimPrefix(rest, "+")); err == nil && v >= 0 {
+				n = v
+			} else {
+				return 0, false
+			}
+		}
+		return 34 + n, true // SIGRTMIN as Linux numbers it for processes (glibc reserves 32, 33)
+	}
+	if sig := unix.SignalNum(s); sig != 0 {
+		return int(sig), true
+	}
+	return 0, false
 }

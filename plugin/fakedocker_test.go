@@ -18,6 +18,7 @@ type fakeContainer struct {
 	running  bool
 	paused   bool
 	health   string
+	stopSig  string // Config.StopSignal ("" = the engine's default)
 	networks map[string]dockerEndpoint // by network name
 	// gone404: listed by /containers/json but 404 on inspect (died and was removed in between).
 	gone404 bool
@@ -282,7 +283,7 @@ func inspectJSON(id string, c *fakeContainer) map[string]any {
 	return map[string]any{
 		"Id":              id,
 		"Name":            "/" + c.name,
-		"Config":          map[string]any{"Labels": c.labels, "Image": "busybox"},
+		"Config":          map[string]any{"Labels": c.labels, "Image": "busybox", "StopSignal": c.stopSig},
 		"State":           state,
 		"NetworkSettings": map[string]any{"Networks": nets, "SandboxKey": "/var/run/docker/netns/x"},
 	}

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -37,6 +38,14 @@ type ContainerInfo struct {
 	Paused  bool
 	// Health is the healthcheck status: "" (no healthcheck), "starting", "healthy", "unhealthy".
 	Health string
+	// StopSignal is the signal `docker stop` sends first (the image's STOPSIGNAL; SIGTERM).
+	StopSignal int
+	// Stopping: the engine sent the container its stop signal (docker stop, restart, a
+	// compose update) and it has not died yet. It is still running, finishing what it has;
+	// new connections should go elsewhere. Cleared when it dies or starts again, or after
+	// stoppingMax if it neither dies nor restarts (a stop signal sent by docker kill to a
+	// process that does not exit on it).
+	Stopping bool
 	// Networks is keyed by network name.
 	Networks map[string]EndpointSettings
 	// Ports are the container's exposed ports (EXPOSE, --expose, -p).
@@ -56,7 +65,7 @@ type Port struct {
 // Healthy reports whether the container should receive traffic: running, not paused, and not
 // failing or still starting its healthcheck.
 func (c ContainerInfo) Healthy() bool {
-	return c.Running && !c.Paused && (c.Health == "" || c.Health == "healthy")
+	return c.Running && !c.Paused && !c.Stopping && (c.Health == "" || c.Health == "healthy")
 }
 
 func (c ContainerInfo) clone() ContainerInfo {
@@ -152,16 +161,26 @@ func (w *Watcher) Run(ctx context.Context, onChange func(containers []ContainerI
 	}
 }
 
+// stoppingMax bounds how long a container that got its stop signal counts as stopping.
+const stoppingMax = 2 * time.Minute
+
 // watchState is the engine's state as last seen.
 type watchState struct {
 	containers map[string]ContainerInfo // by ID
 	networks   map[string]string        // ID → name
+	// stopping: containers sent their stop signal, since when (kept across re-lists: the
+	// engine's inspect does not say it).
+	stopping map[string]time.Time
 }
 
 // pending is what a batch of events made stale.
 type pending struct {
 	containers map[string]bool // ID → destroyed (no need to inspect)
 	networks   bool
+	// signals are the signals kill events sent, by container ID (the last one); ended are
+	// containers that died or started since: no longer stopping.
+	signals map[string]int
+	ended   map[string]bool
 }
 
 func (p *pending) empty() bool { return len(p.containers) == 0 && !p.networks }
@@ -173,6 +192,21 @@ func (p *pending) add(ev dockerEvent) {
 			return
 		}
 		p.containers[ev.Actor.ID] = p.containers[ev.Actor.ID] || ev.Action == "destroy"
+		switch ev.Action {
+		case "kill":
+			if sig, err := strconv.Atoi(ev.Actor.Attributes["signal"]); err == nil {
+				if p.signals == nil {
+					p.signals = map[string]int{}
+				}
+				p.signals[ev.Actor.ID] = sig
+			}
+		case "die", "start", "destroy":
+			if p.ended == nil {
+				p.ended = map[string]bool{}
+			}
+			p.ended[ev.Actor.ID] = true
+			delete(p.signals, ev.Actor.ID)
+		}
 	case "network":
 		switch ev.Action {
 		case "create", "destroy":
@@ -265,6 +299,12 @@ func (w *Watcher) session(ctx context.Context, onChange func([]ContainerInfo, ma
 			if err != nil {
 				return true, fmt.Errorf("re-listing docker containers: %w", err)
 			}
+			fresh.stopping = st.stopping
+			for id := range fresh.stopping {
+				if _, ok := fresh.containers[id]; !ok {
+					delete(fresh.stopping, id) // stopped while no event said so
+				}
+			}
 			st = fresh
 			last = w.emitIfChanged(st, last, onChange)
 		}
@@ -337,6 +377,17 @@ func (w *Watcher) apply(ctx context.Context, st *watchState, batch pending) erro
 		}
 		st.containers[info.ID] = info
 	}
+	if st.stopping == nil {
+		st.stopping = map[string]time.Time{}
+	}
+	for id := range batch.ended {
+		delete(st.stopping, id)
+	}
+	for id, sig := range batch.signals {
+		if c, ok := st.containers[id]; ok && sig == c.StopSignal {
+			st.stopping[id] = time.Now()
+		}
+	}
 	return nil
 }
 
@@ -355,7 +406,11 @@ func takeSnapshot(st watchState) snapshot {
 		s.networks = map[string]string{}
 	}
 	for _, id := range slices.Sorted(maps.Keys(st.containers)) {
-		s.containers = append(s.containers, st.containers[id].clone())
+		c := st.containers[id].clone()
+		if since, ok := st.stopping[id]; ok && time.Since(since) < stoppingMax {
+			c.Stopping = true
+		}
+		s.containers = append(s.containers, c)
 	}
 	return s
 }

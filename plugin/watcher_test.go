@@ -116,6 +116,7 @@ func TestWatcherFollowsContainersAndNetworks(t *testing.T) {
 		}},
 		// Where the container DNS enters its namespace.
 		SandboxKey: "/var/run/docker/netns/x", Pid: 42,
+		StopSignal: 15, // no STOPSIGNAL: SIGTERM
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("first set:\n got %+v\nwant %+v", got, want)
@@ -362,5 +363,52 @@ func TestExposedPorts(t *testing.T) {
 	want := []Port{{"udp", 53}, {"tcp", 80}, {"tcp", 8080}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("exposedPorts = %v, want %v", got, want)
+	}
+}
+
+// docker stop: the kill event with the container's stop signal marks it
+// stopping (not Healthy) while it still runs; another signal does not
+// (docker kill -s HUP, a reload); dying and starting again clears it.
+func TestWatcherMarksStoppingContainers(t *testing.T) {
+	d := newFakeDocker(t, sockPath(t))
+	d.update(func(d *fakeDocker) {
+		d.containers["c1"] = &fakeContainer{name: "web-1", running: true}
+		d.containers["c2"] = &fakeContainer{name: "nginx-1", running: true, stopSig: "SIGQUIT"}
+	})
+	d.start()
+	col := startWatcher(t, d.path, nil)
+	col.waitIDs(t, "c1", "c2")
+	stopping := func(id string) bool { c, _ := col.container(id); return c.Stopping }
+
+	d.emit("container", "kill", "c2", map[string]string{"signal": "1"}) // HUP: a reload
+	d.emit("container", "kill", "c1", map[string]string{"signal": "15"})
+	waitFor(t, "c1 stopping", func() bool { return stopping("c1") })
+	if c, _ := col.container("c1"); c.Healthy() {
+		t.Error("a stopping container is Healthy")
+	}
+	if stopping("c2") {
+		t.Error("SIGHUP marked a container whose stop signal is SIGQUIT as stopping")
+	}
+	d.emit("container", "kill", "c2", map[string]string{"signal": "3"})
+	waitFor(t, "c2 stopping on SIGQUIT", func() bool { return stopping("c2") })
+
+	// docker restart: dies, starts again: serving.
+	d.emit("container", "die", "c1", nil)
+	d.emit("container", "start", "c1", nil)
+	waitFor(t, "c1 no longer stopping", func() bool { c, ok := col.container("c1"); return ok && !c.Stopping })
+	if !stopping("c2") {
+		t.Error("c2 lost its stopping mark on another container's events")
+	}
+}
+
+func TestParseSignal(t *testing.T) {
+	for in, want := range map[string]int{"SIGTERM": 15, "quit": 3, "SIGRTMIN+3": 37, "9": 9, " SIGUSR1 ": 10} {
+		got, ok := parseSignal(in)
+		if ok != (want != 0) || got != want {
+			t.Errorf("parseSignal(%q) = %d, %v; want %d", in, got, ok, want)
+		}
+	}
+	if _, ok := parseSignal(""); ok {
+		t.Error(`"" parsed as a signal`)
 	}
 }
