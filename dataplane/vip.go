@@ -171,6 +171,13 @@ func (d *Kernel) syncVIPs(r serviceRules, hold bool) error {
 		return nil
 	case same:
 		return nil
+	case hold && exists:
+		// A restarted daemon that has not heard its cluster yet knows
+		// only part of the services: a rewrite now would drop the mesh's
+		// marks and ports of the rest (breaking the replies of their
+		// established connections), so the table stays as the previous
+		// run left it until deletes are allowed again.
+		return nil
 	}
 	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: vipTableName}
 	if exists {

@@ -342,16 +342,7 @@ func (u *upstream) sources() []netip.Addr {
 // (removed at the end) and serves DNS there.
 func startUpstream(t *testing.T, ctx context.Context, c *harness.Cluster, hostAddr netip.Addr) *upstream {
 	t.Helper()
-	subnet, err := hostAddr.Prefix(24)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootAddr := subnet.Addr().Next()
-	cidr := netip.PrefixFrom(rootAddr, 24).String()
-	if out, err := exec.CommandContext(ctx, "ip", "addr", "add", cidr, "dev", c.Underlay).CombinedOutput(); err != nil {
-		t.Fatalf("addressing the underlay bridge %s: %v %s", c.Underlay, err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "addr", "del", cidr, "dev", c.Underlay).Run() })
+	rootAddr := addRootUnderlayAddr(t, ctx, c, hostAddr)
 	u := &upstream{answer: "192.0.2.53"}
 	pc, err := net.ListenPacket("udp4", netip.AddrPortFrom(rootAddr, 0).String())
 	if err != nil {
@@ -383,4 +374,22 @@ func startUpstream(t *testing.T, ctx context.Context, c *harness.Cluster, hostAd
 	go func() { _ = srv.ActivateAndServe() }()
 	t.Cleanup(func() { _ = srv.Shutdown() })
 	return u
+}
+
+// addRootUnderlayAddr gives the underlay bridge the subnet's first address
+// in the root namespace (removed at the end): a machine on the hosts'
+// network that is not one of them.
+func addRootUnderlayAddr(t *testing.T, ctx context.Context, c *harness.Cluster, hostAddr netip.Addr) netip.Addr {
+	t.Helper()
+	subnet, err := hostAddr.Prefix(24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootAddr := subnet.Addr().Next()
+	cidr := netip.PrefixFrom(rootAddr, 24).String()
+	if out, err := exec.CommandContext(ctx, "ip", "addr", "add", cidr, "dev", c.Underlay).CombinedOutput(); err != nil {
+		t.Fatalf("addressing the underlay bridge %s: %v %s", c.Underlay, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "addr", "del", cidr, "dev", c.Underlay).Run() })
+	return rootAddr
 }

@@ -4,7 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,14 +31,14 @@ import (
 func TestRoutingMesh(t *testing.T) {
 	c, hosts := meshHosts(t)
 	ctx := testCtx(t)
-	startMesh(t, ctx, c, hosts)
+	ds := startMesh(t, ctx, c, hosts)
 	waitAllAlive(t, ctx, c, hosts, 15*time.Second)
 	createNetworkEverywhere(t, ctx, hosts, "app", "10.48.0.0/24")
 
 	for i, h := range hosts[:2] {
 		name := fmt.Sprintf("web-%d", i+1)
 		args := []string{"run", "-d", "--label", harness.Label, "--network", "app", "--name", name, "--hostname", name,
-			"--label", "meshnet.service=web", "--label", "meshnet.publish=8080:8080/tcp", harness.Image, "sh", "-c", whoScript}
+			"--label", "meshnet.service=web", "--label", "meshnet.publish=8080:8080/tcp,9000:9000/tcp", harness.Image, "sh", "-c", whoScript}
 		if _, err := harness.Docker(ctx, h, args...); err != nil {
 			t.Fatalf("starting %s on %s: %v", name, h.Name(), err)
 		}
@@ -73,6 +78,71 @@ func TestRoutingMesh(t *testing.T) {
 		}
 		if counts["web-1"] == 0 || counts["web-2"] == 0 {
 			t.Errorf("entering at %s: %v, want both replicas used", entry.Name(), counts)
+		}
+	}
+
+	// A client outside the cluster (the root namespace on the hosts'
+	// network): every replica sees its own address, whatever the entry.
+	outside := addRootUnderlayAddr(t, ctx, c, hosts[0].Addr())
+	for _, entry := range hosts {
+		url := fmt.Sprintf("http://%s/cgi-bin/who", netip.AddrPortFrom(entry.Addr(), 8080))
+		counts, failed, others := httpWho(t, outside, url, 20)
+		t.Logf("entering at %s from outside (%s): %v", entry.Name(), outside, counts)
+		if failed > 0 || len(others) > 0 || counts["web-1"] == 0 || counts["web-2"] == 0 {
+			t.Errorf("entering at %s from outside: %v, %d of 20 failed, seen as %v; want both replicas, all answered, the client's own address %s",
+				entry.Name(), counts, failed, others, outside)
+		}
+	}
+
+	// Established connections survive kill -9 of meshnetd on the entry
+	// host and on the replica's host: held open from host3 through host1's
+	// port 9000 (the replicas' echo server), one to each replica.
+	dir := t.TempDir()
+	var held []string // replica names
+	for i := range 6 {
+		in, out := filepath.Join(dir, fmt.Sprintf("in%d", i)), filepath.Join(dir, fmt.Sprintf("out%d", i))
+		// The writer keeps the fifo open until the test's folder is gone.
+		script := fmt.Sprintf("mkfifo %[1]s; (echo first; while [ -e %[2]s ]; do sleep 1; done) > %[1]s & nc %[3]s 9000 < %[1]s > %[4]s",
+			in, dir, hosts[0].Addr(), out)
+		go func() { _, _ = hosts[2].Exec(ctx, "sh", "-c", script) }()
+		var who string
+		harness.Eventually(t, 10*time.Second, func() error {
+			b, _ := os.ReadFile(out)
+			f := strings.Fields(string(b))
+			if len(f) < 2 || f[1] != "first" {
+				return fmt.Errorf("held connection %d answered %q", i, b)
+			}
+			who = f[0]
+			return nil
+		})
+		held = append(held, who)
+	}
+	t.Logf("held connections through %s:9000 from %s land on %v", hosts[0].Name(), hosts[2].Name(), held)
+	for _, i := range []int{0, 1} {
+		if err := ds[i].Kill(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(3 * time.Second)
+	for _, i := range []int{0, 1} {
+		if err := ds[i].Restart(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitAllAlive(t, ctx, c, hosts, 30*time.Second)
+	for i, who := range held {
+		in, out := filepath.Join(dir, fmt.Sprintf("in%d", i)), filepath.Join(dir, fmt.Sprintf("out%d", i))
+		if err := os.WriteFile(in, []byte("again\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := harnessPoll(ctx, 5*time.Second, func() error {
+			b, _ := os.ReadFile(out)
+			if !strings.Contains(string(b), who+" again") {
+				return fmt.Errorf("held connection %d (%s) after the kills: %q", i, who, b)
+			}
+			return nil
+		}); err != nil {
+			t.Errorf("an established connection through the mesh broke when meshnetd was killed on %s and %s: %v", hosts[0].Name(), hosts[1].Name(), err)
 		}
 	}
 
@@ -128,11 +198,13 @@ func meshPort(ctx context.Context, c *harness.Cluster, h harness.Host) (control.
 		return control.ServicePort{}, fmt.Errorf("meshctl services on %s: %w: %s", h.Name(), err, out)
 	}
 	for _, s := range svcs {
-		if s.Name == "web" && len(s.Published) == 1 {
-			return s.Published[0], nil
+		for _, p := range s.Published {
+			if s.Name == "web" && p.HostPort == 8080 {
+				return p, nil
+			}
 		}
 	}
-	return control.ServicePort{}, fmt.Errorf("%s: service web has no one published port in %s", h.Name(), out)
+	return control.ServicePort{}, fmt.Errorf("%s: service web has no published port 8080 in %s", h.Name(), out)
 }
 
 // curlWho makes n requests to url from host h's own namespace, a new
@@ -158,6 +230,35 @@ func curlWho(t *testing.T, ctx context.Context, h harness.Host, url string, n in
 			w = wantOwn
 		}
 		if a, err := netip.ParseAddr(strings.Trim(f[1], "[]")); err != nil || a.Unmap() != w {
+			others = append(others, f[1])
+		}
+	}
+	return counts, failed, others
+}
+
+// httpWho makes n requests to url from this process (the root namespace),
+// from address from, a new connection each; others are client addresses
+// the replicas saw other than from.
+func httpWho(t *testing.T, from netip.Addr, url string, n int) (counts map[string]int, failed int, others []string) {
+	t.Helper()
+	d := &net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0)), Timeout: 3 * time.Second}
+	client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+	counts = map[string]int{}
+	for range n {
+		resp, err := client.Get(url)
+		if err != nil {
+			failed++
+			continue
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		f := strings.Fields(string(body))
+		if err != nil || len(f) != 2 {
+			failed++
+			continue
+		}
+		counts[f[0]]++
+		if a, err := netip.ParseAddr(strings.Trim(f[1], "[]")); err != nil || a.Unmap() != from {
 			others = append(others, f[1])
 		}
 	}
