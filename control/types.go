@@ -246,6 +246,9 @@ type ServicePort struct {
 	Network    string `json:"network,omitempty"`
 	// Backends is how many healthy replicas the port spreads over.
 	Backends int `json:"backends"`
+	// PreferLocal: a host with replicas of its own keeps what enters
+	// there on them (meshnet.publish-prefer=local).
+	PreferLocal bool `json:"prefer_local,omitempty"`
 }
 
 // ServiceVIP is a service's virtual address on one network.

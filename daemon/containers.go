@@ -151,6 +151,7 @@ func describeEndpoint(info gossip.EndpointInfo, ce containerEndpoint) gossip.End
 	// An invalid label publishes nothing; meshctl status says why
 	// (meshProblems).
 	info.MeshPublish, _ = meshPublishStrings(ce.c.Labels)
+	info.MeshPreferLocal = len(info.MeshPublish) > 0 && preferLocal(ce.c.Labels)
 	info.Ports = info.Ports[:0:0]
 	for _, p := range ce.c.Ports {
 		info.Ports = append(info.Ports, fmt.Sprintf("%d/%s", p.Port, p.Proto))
@@ -195,5 +196,6 @@ func serviceNames(c plugin.ContainerInfo, ep plugin.EndpointSettings) []string {
 func endpointInfoEqual(a, b gossip.EndpointInfo) bool {
 	return a.Subnet == b.Subnet && a.Addr == b.Addr && a.MAC == b.MAC && a.Container == b.Container &&
 		a.Network == b.Network && a.Healthy == b.Healthy && slices.Equal(a.Services, b.Services) &&
-		slices.Equal(a.Ports, b.Ports) && a.EndpointMode == b.EndpointMode && slices.Equal(a.MeshPublish, b.MeshPublish)
+		slices.Equal(a.Ports, b.Ports) && a.EndpointMode == b.EndpointMode && slices.Equal(a.MeshPublish, b.MeshPublish) &&
+		a.MeshPreferLocal == b.MeshPreferLocal
 }

@@ -248,7 +248,7 @@ func (b controlBackend) Services() []control.Service {
 			svc := get(name)
 			svc.Published = append(svc.Published, control.ServicePort{Proto: k.proto, HostPort: int(k.hostPort),
 				TargetPort: int(g.target.targetPort), Subnet: g.target.subnet.String(), Network: netNames[g.target.subnet.String()],
-				Backends: len(g.backends)})
+				Backends: len(g.backends), PreferLocal: g.preferLocal})
 		}
 	}
 	out := make([]control.Service, 0, len(byName))

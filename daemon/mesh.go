@@ -24,7 +24,8 @@ import (
 // # What is published, and why a label
 //
 // A replica carries meshnet.publish=80:8080/tcp (host port 80 to the
-// replica's 8080; "80" alone is 80:80/tcp; several comma-separated). A
+// replica's 8080; "80" alone is 80:80/tcp; several comma-separated), and
+// optionally meshnet.publish-prefer=local (any replica asking is enough). A
 // label rather than compose's ports:, because ports: is a per-container
 // publication the engine checks per host: two replicas on one host would
 // both claim the host port and the second would fail to start. The label
@@ -42,8 +43,19 @@ import (
 // status. A replica that publishes a port its host's meshnet does not
 // publish (a wireguard or internal network, IPv6) is a problem too.
 
-// labelPublish is the replicas' routing-mesh label.
-const labelPublish = "meshnet.publish"
+// labelPublish is the replicas' routing-mesh label; labelPublishPrefer
+// =local keeps what enters at a host with replicas on those replicas
+// (no second hop; a host without any spreads over all).
+const (
+	labelPublish       = "meshnet.publish"
+	labelPublishPrefer = "meshnet.publish-prefer"
+)
+
+// preferLocal reads meshnet.publish-prefer: "local", or anything else for
+// none (spread over every replica, the default: even load).
+func preferLocal(labels map[string]string) bool {
+	return strings.EqualFold(strings.TrimSpace(labels[labelPublishPrefer]), "local")
+}
 
 // meshPublish is one port of the label.
 type meshPublish struct {
@@ -140,9 +152,10 @@ type meshTarget struct {
 }
 
 type meshGroup struct {
-	target   meshTarget
-	services map[string]bool
-	backends []netip.Addr
+	target      meshTarget
+	services    map[string]bool
+	backends    []netip.Addr
+	preferLocal bool // any replica asks
 }
 
 // meshTable is the cluster's routing mesh as every host computes it from
@@ -180,6 +193,7 @@ func buildMeshTable(eps []gossip.Endpoint) meshTable {
 				name = e.Info.Services[0]
 			}
 			g.services[name] = true
+			g.preferLocal = g.preferLocal || e.Info.MeshPreferLocal
 			if e.Up && e.Info.Healthy && e.Addr.IsValid() {
 				g.backends = append(g.backends, e.Addr)
 			}
@@ -241,7 +255,7 @@ func desiredMeshPorts(t meshTable, nets []dataplane.Network) []dataplane.MeshPor
 			continue
 		}
 		out = append(out, dataplane.MeshPort{Service: names(g.services), Proto: k.proto, HostPort: k.hostPort,
-			TargetPort: g.target.targetPort, VNI: v, Backends: slices.Clone(g.backends)})
+			TargetPort: g.target.targetPort, VNI: v, Backends: slices.Clone(g.backends), PreferLocal: g.preferLocal})
 	}
 	slices.SortFunc(out, func(a, b dataplane.MeshPort) int {
 		return cmp.Or(cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.HostPort, b.HostPort))

@@ -74,3 +74,19 @@ func TestMeshTable(t *testing.T) {
 		t.Errorf("held %v", held)
 	}
 }
+
+// meshnet.publish-prefer=local on any replica makes the port prefer local
+// replicas; the label alone, without a port, publishes nothing.
+func TestMeshPreferLocal(t *testing.T) {
+	a := meshEndpoint("h1", "10.42.0.0/24", "10.42.0.5", "web", true, true, "80:8080/tcp")
+	b := meshEndpoint("h2", "10.42.0.0/24", "10.42.0.6", "web", true, true, "80:8080/tcp")
+	b.Info.MeshPreferLocal = true
+	nets := []dataplane.Network{{VNI: 42, Subnet: netip.MustParsePrefix("10.42.0.0/24")}}
+	got := desiredMeshPorts(buildMeshTable([]gossip.Endpoint{a, b}), nets)
+	if len(got) != 1 || !got[0].PreferLocal {
+		t.Errorf("ports %+v: want one preferring local replicas", got)
+	}
+	if !preferLocal(map[string]string{labelPublishPrefer: " Local "}) || preferLocal(map[string]string{labelPublishPrefer: "spread"}) {
+		t.Error("preferLocal reads the label wrong")
+	}
+}

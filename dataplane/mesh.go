@@ -51,6 +51,9 @@ type MeshPort struct {
 	// host has).
 	VNI      uint32
 	Backends []netip.Addr // healthy replicas anywhere; none = nothing published
+	// PreferLocal: connections entering at a host with replicas of its own
+	// go to those only; a host without any spreads over all.
+	PreferLocal bool
 }
 
 func (m MeshPort) normalized() MeshPort {
@@ -62,7 +65,7 @@ func (m MeshPort) normalized() MeshPort {
 
 func (m MeshPort) equal(o MeshPort) bool {
 	return m.Service == o.Service && m.Proto == o.Proto && m.HostPort == o.HostPort && m.TargetPort == o.TargetPort &&
-		m.VNI == o.VNI && slices.Equal(m.Backends, o.Backends)
+		m.VNI == o.VNI && slices.Equal(m.Backends, o.Backends) && m.PreferLocal == o.PreferLocal
 }
 
 // comment names the DNAT rule of m; it carries the whole rule.
@@ -71,8 +74,12 @@ func (m MeshPort) comment() string {
 	for i, b := range m.Backends {
 		bs[i] = b.String()
 	}
-	return fmt.Sprintf("%s mesh %s %d %s via %s -> %s :%d", commentPrefix, m.Proto, m.HostPort, m.Service,
-		BridgeName(m.VNI), strings.Join(bs, ","), m.TargetPort)
+	local := ""
+	if m.PreferLocal {
+		local = " prefer local"
+	}
+	return fmt.Sprintf("%s mesh %s %d %s via %s -> %s :%d%s", commentPrefix, m.Proto, m.HostPort, m.Service,
+		BridgeName(m.VNI), strings.Join(bs, ","), m.TargetPort, local)
 }
 
 // normalizedMeshPorts sorts, drops what cannot be published (no replica,
@@ -95,16 +102,31 @@ func normalizedMeshPorts(ms []MeshPort) []MeshPort {
 }
 
 // meshOnNetworks keeps the mesh ports of vxlan networks among nets (the
-// valid ones), normalized.
+// valid ones), normalized; a port that prefers local replicas and has
+// some on this host keeps only those (what this host balances over).
 func meshOnNetworks(ms []MeshPort, nets []Network) []MeshPort {
 	vx := map[uint32]bool{}
+	local := map[netip.Addr]bool{}
 	for _, n := range nets {
 		if !n.wireguard() && !n.Internal && n.Subnet.Addr().Is4() {
 			vx[n.VNI] = true
+			for _, l := range n.Locals {
+				local[l.Addr.Addr()] = true
+			}
 		}
 	}
 	out := normalizedMeshPorts(ms)
-	return slices.DeleteFunc(out, func(m MeshPort) bool { return !vx[m.VNI] })
+	out = slices.DeleteFunc(out, func(m MeshPort) bool { return !vx[m.VNI] })
+	for i, m := range out {
+		if !m.PreferLocal {
+			continue
+		}
+		mine := slices.DeleteFunc(slices.Clone(m.Backends), func(a netip.Addr) bool { return !local[a] })
+		if len(mine) > 0 {
+			out[i].Backends = mine
+		}
+	}
+	return out
 }
 
 func meshPortsEqual(a, b []MeshPort) bool {

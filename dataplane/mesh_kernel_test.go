@@ -148,6 +148,21 @@ func TestRoutingMesh(t *testing.T) {
 		t.Errorf("10 connections from host 2 through host 1 landed %v, want 5 on each replica", counts)
 	}
 
+	// Local replicas preferred: entering at a host with one, every
+	// connection stays there.
+	for _, st := range []*State{&st1, &st2} {
+		st.MeshPorts[0].PreferLocal = true
+	}
+	apply(t, d1, st1)
+	apply(t, d2, st2)
+	for _, entry := range []struct{ addr, want string }{{"198.51.100.1:80", "r1"}, {"198.51.100.5:80", "r2"}} {
+		for range 4 {
+			if who, _, err := askWho(cl, entry.addr); err != nil || who != entry.want {
+				t.Errorf("prefer local, entering at %s: %s (%v), want %s", entry.addr, who, err, entry.want)
+			}
+		}
+	}
+
 	// Gone: the port, the marks and the return path.
 	st1.MeshPorts, st2.MeshPorts = nil, nil
 	apply(t, d1, st1)

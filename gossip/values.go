@@ -74,6 +74,9 @@ type EndpointInfo struct {
 	// every host of the network by the routing mesh (daemon/mesh.go):
 	// "hostPort:targetPort/proto".
 	MeshPublish []string `json:"mesh_publish,omitempty"`
+	// MeshPreferLocal is meshnet.publish-prefer=local: a host with
+	// replicas of its own sends what enters there to those only.
+	MeshPreferLocal bool `json:"mesh_prefer_local,omitempty"`
 }
 
 // Removal is a KindRemoval record (ID = removed node's name).

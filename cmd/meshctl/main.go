@@ -529,7 +529,11 @@ func printServices(w io.Writer, svcs []control.Service) error {
 			vips = append(vips, v.Addr)
 		}
 		for _, p := range s.Published {
-			pub = append(pub, fmt.Sprintf("%d->%d/%s", p.HostPort, p.TargetPort, p.Proto))
+			s := fmt.Sprintf("%d->%d/%s", p.HostPort, p.TargetPort, p.Proto)
+			if p.PreferLocal {
+				s += " (local first)"
+			}
+			pub = append(pub, s)
 		}
 		name, mode, vip, ports := s.Name, s.Mode, dash(strings.Join(vips, ",")), dash(strings.Join(pub, ","))
 		row := func(r control.Endpoint, state string) {
