@@ -18,7 +18,7 @@ type fakeContainer struct {
 	running  bool
 	paused   bool
 	health   string
-	stopSig  string // Config.StopSignal ("" = the engine's default)
+	stopSig  string                    // Config.StopSignal ("" = the engine's default)
 	networks map[string]dockerEndpoint // by network name
 	// gone404: listed by /containers/json but 404 on inspect (died and was removed in between).
 	gone404 bool
