@@ -114,6 +114,47 @@ func TestServiceVIP(t *testing.T) {
 		}
 	})
 
+	// The seed's ingress pattern: a proxy container publishing a port on
+	// one host (docker run -p) in front of the service, reaching it by its
+	// name, i.e. its VIP. Requests from another host go through it to
+	// every replica.
+	t.Run("proxy", func(t *testing.T) {
+		proxy := `mkdir -p /www/cgi-bin && printf '#!/bin/sh
+echo Content-Type: text/plain
+echo
+wget -q -O- http://web:8080/cgi-bin/who
+' > /www/cgi-bin/proxy && chmod +x /www/cgi-bin/proxy && exec httpd -f -p 80 -h /www`
+		if _, err := harness.Docker(ctx, h1, "run", "-d", "--label", harness.Label, "--network", "app", "--name", "proxy",
+			"--dns", dnsAddr, "-p", "8088:80", harness.Image, "sh", "-c", proxy); err != nil {
+			t.Fatal(err)
+		}
+		defer harness.Docker(ctx, h1, "rm", "-f", "proxy")
+		url := fmt.Sprintf("http://%s/cgi-bin/proxy", netip.AddrPortFrom(h1.Addr(), 8088))
+		harness.Eventually(t, 15*time.Second, func() error {
+			out, err := hosts[2].Exec(ctx, "curl", "-sS", "-m", "3", url)
+			if err == nil && len(strings.Fields(out)) != 2 {
+				err = fmt.Errorf("proxy answered %q", out)
+			}
+			return err
+		})
+		out, err := hosts[2].Exec(ctx, "sh", "-c", fmt.Sprintf("for i in $(seq 24); do curl -s -m 3 %s || echo FAILED; done", url))
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts, failed := map[string]int{}, 0
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			if f := strings.Fields(line); len(f) == 2 {
+				counts[f[0]]++
+			} else {
+				failed++
+			}
+		}
+		t.Logf("24 requests from %s through the proxy on %s: %v, %d failed", hosts[2].Name(), h1.Name(), counts, failed)
+		if failed > 0 || len(counts) != len(replicas) {
+			t.Errorf("through the proxy: %v, %d failed; want every one of the %d replicas, none failed", counts, failed, len(replicas))
+		}
+	})
+
 	// A connection held open (nc to the echo server on 9000), then idle.
 	if _, err := harness.Docker(ctx, h1, "exec", "-d", "client", "sh", "-c",
 		fmt.Sprintf("mkfifo /tmp/in; (echo first; sleep 1000) > /tmp/in & nc %s 9000 < /tmp/in > /tmp/held.out", vip)); err != nil {
