@@ -248,6 +248,43 @@ wget -q -O- http://web:8080/cgi-bin/who
 		}
 	})
 
+	// A host that goes away (cut off the underlay: its kernel no longer
+	// answers the data-path probe either): 1 s after the client's host has
+	// declared it dead, no new connection goes to its replicas and none
+	// fails; the held connection (on another host) carries on.
+	t.Run("host_gone", func(t *testing.T) {
+		gone := hosts[2]
+		if where[heldBy] == gone {
+			t.Skipf("the held connection is on %s; the test cuts another", gone.Name())
+		}
+		if err := injectFault(ctx, gone, hosts[:2], "drop", false); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := clearFault(context.Background(), gone); err != nil {
+				t.Error(err)
+			}
+			waitAllAlive(t, ctx, c, hosts, 60*time.Second)
+		}()
+		cut := time.Now()
+		harness.Eventually(t, 60*time.Second, func() error { return expectDataPath(ctx, c, h1, gone.Name(), "dead", "down") })
+		t.Logf("%s sees %s dead, its data path down, %s after the cut", h1.Name(), gone.Name(), time.Since(cut).Round(time.Millisecond))
+		time.Sleep(time.Second)
+		counts, failed, _ := fetchWho(t, ctx, h1, url, 60, clientIP)
+		t.Logf("60 connections 1 s after %s was declared dead: %v, %d failed", gone.Name(), counts, failed)
+		for name, h := range where {
+			if h == gone && counts[name] > 0 {
+				t.Errorf("%s (on the dead host) got %d new connections", name, counts[name])
+			}
+		}
+		if failed > 0 {
+			t.Errorf("%d connections failed with %s gone", failed, gone.Name())
+		}
+		if err := sayHeld("host-gone"); err != nil {
+			t.Errorf("established connection to %s: %v", heldBy, err)
+		}
+	})
+
 	t.Run("gone", func(t *testing.T) {
 		for name, h := range where {
 			if _, err := harness.Docker(ctx, h, "rm", "-f", name); err != nil {
