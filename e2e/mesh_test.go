@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -95,54 +94,50 @@ func TestRoutingMesh(t *testing.T) {
 	}
 
 	// Established connections survive kill -9 of meshnetd on the entry
-	// host and on the replica's host: held open from host3 through host1's
-	// port 9000 (the replicas' echo server), one to each replica.
-	dir := t.TempDir()
-	var held []string // replica names
+	// host and on both replicas' hosts, and a restart of the entry host's
+	// engine: 6 held open from outside through host3's port 9000 (host3
+	// has no replica; the replicas run an echo server there), 3 on each
+	// replica by the round robin.
+	var held []*heldConn
 	for i := range 6 {
-		in, out := filepath.Join(dir, fmt.Sprintf("in%d", i)), filepath.Join(dir, fmt.Sprintf("out%d", i))
-		// The writer keeps the fifo open until the test's folder is gone.
-		script := fmt.Sprintf("mkfifo %[1]s; (echo first; while [ -e %[2]s ]; do sleep 1; done) > %[1]s & nc %[3]s 9000 < %[1]s > %[4]s",
-			in, dir, hosts[0].Addr(), out)
-		go func() { _, _ = hosts[2].Exec(ctx, "sh", "-c", script) }()
-		var who string
-		harness.Eventually(t, 10*time.Second, func() error {
-			b, _ := os.ReadFile(out)
-			f := strings.Fields(string(b))
-			if len(f) < 2 || f[1] != "first" {
-				return fmt.Errorf("held connection %d answered %q", i, b)
-			}
-			who = f[0]
-			return nil
-		})
-		held = append(held, who)
+		d := &net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(outside, 0)), Timeout: 3 * time.Second}
+		conn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(hosts[2].Addr(), 9000).String())
+		if err != nil {
+			t.Fatalf("held connection %d: %v", i, err)
+		}
+		defer conn.Close()
+		h := &heldConn{c: conn, r: bufio.NewReader(conn)}
+		if h.who, err = h.echo("first"); err != nil {
+			t.Fatalf("held connection %d: %v", i, err)
+		}
+		held = append(held, h)
 	}
-	t.Logf("held connections through %s:9000 from %s land on %v", hosts[0].Name(), hosts[2].Name(), held)
-	for _, i := range []int{0, 1} {
-		if err := ds[i].Kill(ctx); err != nil {
+	var on []string
+	for _, h := range held {
+		on = append(on, h.who)
+	}
+	t.Logf("held connections from outside through %s:9000 land on %v", hosts[2].Name(), on)
+	for _, d := range ds {
+		if err := d.Kill(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
 	time.Sleep(3 * time.Second)
-	for _, i := range []int{0, 1} {
-		if err := ds[i].Restart(ctx); err != nil {
+	for _, d := range ds {
+		if err := d.Restart(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
 	waitAllAlive(t, ctx, c, hosts, 30*time.Second)
-	for i, who := range held {
-		in, out := filepath.Join(dir, fmt.Sprintf("in%d", i)), filepath.Join(dir, fmt.Sprintf("out%d", i))
-		if err := os.WriteFile(in, []byte("again\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := harnessPoll(ctx, 5*time.Second, func() error {
-			b, _ := os.ReadFile(out)
-			if !strings.Contains(string(b), who+" again") {
-				return fmt.Errorf("held connection %d (%s) after the kills: %q", i, who, b)
-			}
-			return nil
-		}); err != nil {
-			t.Errorf("an established connection through the mesh broke when meshnetd was killed on %s and %s: %v", hosts[0].Name(), hosts[1].Name(), err)
+	if err := hosts[2].KillEngine(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := hosts[2].StartEngine(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range held {
+		if who, err := h.echo("again"); err != nil || who != h.who {
+			t.Errorf("held connection %d (on %s) after the kills and %s's engine restart: %q, %v", i, h.who, hosts[2].Name(), who, err)
 		}
 	}
 
@@ -263,4 +258,29 @@ func httpWho(t *testing.T, from netip.Addr, url string, n int) (counts map[strin
 		}
 	}
 	return counts, failed, others
+}
+
+// heldConn is a connection held open to whoScript's echo server.
+type heldConn struct {
+	c   net.Conn
+	r   *bufio.Reader
+	who string // the replica it landed on
+}
+
+// echo sends word and returns the replica's name from the echoed line
+// ("<hostname> <word>").
+func (h *heldConn) echo(word string) (string, error) {
+	_ = h.c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintln(h.c, word); err != nil {
+		return "", err
+	}
+	line, err := h.r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	f := strings.Fields(line)
+	if len(f) != 2 || f[1] != word {
+		return "", fmt.Errorf("echo server answered %q", line)
+	}
+	return f[0], nil
 }
