@@ -7,7 +7,10 @@
 //     throughput with 1 and 4 streams and TCP request/response round trips, container to
 //     container, over the underlay (host to host), Docker Swarm's overlay, meshnet vxlan,
 //     meshnet wireguard, and a standalone wireguard-go built from the module version go.mod
-//     names (host to host over its tunnel).
+//     names (host to host over its tunnel); new TCP connections per second (connect, a 1-byte
+//     round trip, close) over each; and a service VIP (one replica on host B, vip mode)
+//     against the same replica addressed directly, so the kernel balancing's cost is the
+//     ratio.
 //   - Time to reachability: a container started on host B, first ICMP echo reply seen from a
 //     container on host A, meshnet against Swarm's overlay, runs interleaved.
 //   - DNS: dnsperf at 127.0.0.11 from a meshnet container for `<service>.meshnet` (meshnet's

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,10 +17,13 @@ import (
 
 // Path names, as the report shows them.
 const (
-	PathUnderlay    = "underlay"
-	PathSwarm       = "swarm overlay"
-	PathMeshVXLAN   = "meshnet vxlan"
-	PathMeshWG      = "meshnet wireguard"
+	PathUnderlay  = "underlay"
+	PathSwarm     = "swarm overlay"
+	PathMeshVXLAN = "meshnet vxlan"
+	PathMeshWG    = "meshnet wireguard"
+	// PathMeshVIP is the meshnet vxlan client to a service VIP whose one
+	// replica runs on host B: the same hops as PathMeshVXLAN plus the DNAT.
+	PathMeshVIP     = "meshnet vxlan VIP"
 	PathWireGuardGo = "wireguard-go"
 )
 
@@ -127,6 +131,7 @@ func NewEnv(ctx context.Context, cfg EnvConfig) (_ *Env, err error) {
 		Server: Endpoint{Host: e.B, PID: e.B.AnchorPID(), IP: e.B.Addr()}}
 	e.Paths[PathSwarm] = e.setupSwarm(ctx)
 	e.Paths[PathMeshVXLAN] = e.setupMeshnet(ctx, PathMeshVXLAN, "bench-vx", vxlanSubnet, "vxlan")
+	e.Paths[PathMeshVIP] = e.setupVIP(ctx, e.Paths[PathMeshVXLAN])
 	e.Paths[PathMeshWG] = e.setupMeshnet(ctx, PathMeshWG, "bench-wg", wgSubnet, "wireguard")
 	e.Paths[PathWireGuardGo] = e.setupWireGuardGo(ctx)
 	for name, p := range e.Paths {
@@ -249,4 +254,58 @@ func lastLine(err error) string {
 		s = s[i+1:]
 	}
 	return s
+}
+
+// setupVIP starts a replica of a service in vip mode on host B, on the vxlan path's network,
+// and makes a path from that path's client to the service's VIP (read from meshctl on A).
+func (e *Env) setupVIP(ctx context.Context, vx *Path) *Path {
+	p := &Path{Name: PathMeshVIP}
+	if vx == nil || vx.Err != nil {
+		p.Err = fmt.Errorf("needs the %s path", PathMeshVXLAN)
+		return p
+	}
+	network := e.Networks[PathMeshVXLAN]
+	e.Networks[PathMeshVIP] = network
+	const name = "bench-vip-b"
+	if err := harness.RunContainer(ctx, e.B, name, network, "--label", "meshnet.service=benchvip",
+		"--label", "meshnet.endpoint-mode=vip"); err != nil {
+		p.Err = fmt.Errorf("docker run on %s: %s", e.B.Name(), lastLine(err))
+		return p
+	}
+	server, err := containerEndpoint(ctx, e.B, name, network)
+	if err != nil {
+		p.Err = err
+		return p
+	}
+	var vip netip.Addr
+	deadline := time.Now().Add(60 * time.Second)
+	for !vip.IsValid() {
+		out, err := e.C.Meshctl(ctx, e.A, "-o", "json", "services")
+		var svcs []struct {
+			Name string `json:"name"`
+			VIPs []struct {
+				Addr string `json:"addr"`
+			} `json:"vips"`
+		}
+		if err == nil && json.Unmarshal([]byte(out), &svcs) == nil {
+			for _, s := range svcs {
+				if s.Name == "benchvip" && len(s.VIPs) == 1 {
+					vip, _ = netip.ParseAddr(s.VIPs[0].Addr)
+				}
+			}
+		}
+		if vip.IsValid() {
+			break
+		}
+		if time.Now().After(deadline) {
+			p.Err = fmt.Errorf("no VIP for the service within 60 s (meshctl services: %v)", err)
+			return p
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	server.IP = vip
+	p.Client, p.Server = vx.Client, server
+	// The VIP's DNAT covers ICMP too: the first echo answered is the path ready.
+	p.Err = e.waitPing(ctx, p.Client, p.Server.IP, 60*time.Second)
+	return p
 }

@@ -120,7 +120,16 @@ type Latency struct {
 
 // runRR runs netprobe rr (1-byte request, 1-byte response, one outstanding) for d.
 func runRR(ctx context.Context, p *Path, netprobe string, d time.Duration) (Latency, error) {
-	args := InNS(p.Client, netprobe, "rr", "-addr", fmt.Sprintf("%s:%d", p.Server.IP, rrPort), "-duration", d.String())
+	return runNetprobe(ctx, p, netprobe, "rr", d)
+}
+
+// runConn runs netprobe conn (a new connection per 1-byte round trip) for d.
+func runConn(ctx context.Context, p *Path, netprobe string, d time.Duration) (Latency, error) {
+	return runNetprobe(ctx, p, netprobe, "conn", d)
+}
+
+func runNetprobe(ctx context.Context, p *Path, netprobe, mode string, d time.Duration) (Latency, error) {
+	args := InNS(p.Client, netprobe, mode, "-addr", fmt.Sprintf("%s:%d", p.Server.IP, rrPort), "-duration", d.String())
 	var out string
 	var err error
 	for try := 0; try < 5; try++ {
@@ -130,11 +139,11 @@ func runRR(ctx context.Context, p *Path, netprobe string, d time.Duration) (Late
 		time.Sleep(500 * time.Millisecond)
 	}
 	if err != nil {
-		return Latency{}, fmt.Errorf("netprobe rr over %s: %s", p.Name, lastLine(err))
+		return Latency{}, fmt.Errorf("netprobe %s over %s: %s", mode, p.Name, lastLine(err))
 	}
 	var l Latency
 	if err := json.Unmarshal([]byte(out), &l); err != nil {
-		return Latency{}, fmt.Errorf("parsing netprobe rr over %s: %w: %s", p.Name, err, out)
+		return Latency{}, fmt.Errorf("parsing netprobe %s over %s: %w: %s", mode, p.Name, err, out)
 	}
 	return l, nil
 }

@@ -9,11 +9,13 @@ import (
 
 // PathFigures are one path's measurements over every round.
 type PathFigures struct {
-	Err    string       `json:"unavailable,omitempty"`
-	TCP1   []Throughput `json:"tcp_1_stream,omitempty"`
-	TCP4   []Throughput `json:"tcp_4_streams,omitempty"`
-	RR     []Latency    `json:"request_response,omitempty"`
-	Errors []string     `json:"errors,omitempty"`
+	Err  string       `json:"unavailable,omitempty"`
+	TCP1 []Throughput `json:"tcp_1_stream,omitempty"`
+	TCP4 []Throughput `json:"tcp_4_streams,omitempty"`
+	RR   []Latency    `json:"request_response,omitempty"`
+	// Conn: a new connection per round trip (netprobe conn).
+	Conn   []Latency `json:"new_connections,omitempty"`
+	Errors []string  `json:"errors,omitempty"`
 	// Profile is perf's heaviest process/symbol pairs during one extra 1-stream run.
 	Profile string `json:"profile,omitempty"`
 	Summary struct {
@@ -22,6 +24,8 @@ type PathFigures struct {
 		RRP50US  float64 `json:"rr_p50_us"`
 		RRP99US  float64 `json:"rr_p99_us"`
 		RRPerSec float64 `json:"rr_per_s"`
+		// ConnPerSec: new connections (connect, 1-byte round trip, close) per second.
+		ConnPerSec float64 `json:"new_connections_per_s"`
 	} `json:"summary"`
 }
 
@@ -37,7 +41,7 @@ type DataplaneOptions struct {
 }
 
 // pathOrder is the order paths are measured in within a round.
-var pathOrder = []string{PathUnderlay, PathSwarm, PathMeshVXLAN, PathMeshWG, PathWireGuardGo}
+var pathOrder = []string{PathUnderlay, PathSwarm, PathMeshVXLAN, PathMeshVIP, PathMeshWG, PathWireGuardGo}
 
 // MeasurePaths runs iperf3 (1 and 4 streams) and netprobe rr over every available path,
 // round after round with the paths interleaved, so a burst of load from elsewhere touches
@@ -87,6 +91,7 @@ func MeasurePaths(ctx context.Context, e *Env, o DataplaneOptions) map[string]*P
 		f.Summary.RRP50US = Median(mapf(f.RR, func(l Latency) float64 { return l.P50US }))
 		f.Summary.RRP99US = Median(mapf(f.RR, func(l Latency) float64 { return l.P99US }))
 		f.Summary.RRPerSec = Median(mapf(f.RR, func(l Latency) float64 { return l.PerSecond }))
+		f.Summary.ConnPerSec = Median(mapf(f.Conn, func(l Latency) float64 { return l.PerSecond }))
 	}
 	return out
 }
@@ -112,11 +117,17 @@ func measureOnce(ctx context.Context, p *Path, f *PathFigures, o DataplaneOption
 		return err
 	}
 	f.RR = append(f.RR, l)
+	cn, err := runConn(ctx, p, o.Netprobe, o.RRTime)
+	if err != nil {
+		return err
+	}
+	f.Conn = append(f.Conn, cn)
 	return nil
 }
 
-// DataplaneRows compares the paths as the issue asks: meshnet vxlan against Swarm's overlay
-// and the underlay, meshnet wireguard against standalone wireguard-go.
+// DataplaneRows compares the paths as the issues ask: meshnet vxlan against Swarm's overlay
+// and the underlay, meshnet wireguard against standalone wireguard-go, and a service VIP
+// against the same replica addressed directly (what the kernel balancing costs).
 func DataplaneRows(figs map[string]*PathFigures) []Row {
 	type cmp struct {
 		mesh, peer string
@@ -126,6 +137,7 @@ func DataplaneRows(figs map[string]*PathFigures) []Row {
 		{PathMeshVXLAN, PathSwarm, 0.95},
 		{PathMeshVXLAN, PathUnderlay, 0.85},
 		{PathMeshWG, PathWireGuardGo, 1.0},
+		{PathMeshVIP, PathMeshVXLAN, 0.95},
 	}
 	fig := func(path string, get func(*PathFigures) float64) Figure {
 		f := figs[path]
@@ -155,6 +167,11 @@ func DataplaneRows(figs map[string]*PathFigures) []Row {
 			metric := fmt.Sprintf("TCP %d stream%s, %s", streams, plural(streams), c.mesh)
 			rows = append(rows, Compare("throughput", metric, "Gbit/s", Higher, fig(c.mesh, get), c.peer, fig(c.peer, get), t))
 		}
+	}
+	for _, c := range cmps {
+		rows = append(rows, Compare("connections", "new TCP connections/s (1-byte round trip each), "+c.mesh, "conn/s", Higher,
+			fig(c.mesh, func(f *PathFigures) float64 { return f.Summary.ConnPerSec }), c.peer,
+			fig(c.peer, func(f *PathFigures) float64 { return f.Summary.ConnPerSec }), nil))
 	}
 	for _, c := range cmps {
 		rows = append(rows,

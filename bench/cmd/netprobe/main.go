@@ -3,6 +3,7 @@
 //
 //	netprobe serve -addr :7100                       TCP echo server for rr
 //	netprobe rr -addr 10.42.0.5:7100 -duration 5s    request/response round trips, JSON out
+//	netprobe conn -addr 10.42.0.5:7100 -duration 5s  a new connection per round trip, JSON out
 //	netprobe reach -target 10.42.0.9 -timeout 30s    ICMP echo every 10 ms until the first reply,
 //	                                                 prints the reply's wall-clock time (JSON)
 //
@@ -18,7 +19,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: netprobe serve|rr|reach [flags]")
+		fmt.Fprintln(os.Stderr, "usage: netprobe serve|rr|conn|reach [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -27,10 +28,12 @@ func main() {
 		err = serve(os.Args[2:])
 	case "rr":
 		err = rr(os.Args[2:])
+	case "conn":
+		err = conn(os.Args[2:])
 	case "reach":
 		err = reach(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown mode %q: want serve, rr or reach", os.Args[1])
+		err = fmt.Errorf("unknown mode %q: want serve, rr, conn or reach", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "netprobe:", err)

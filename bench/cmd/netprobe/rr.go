@@ -103,6 +103,11 @@ func rr(args []string) error {
 	if len(lat) == 0 {
 		return errors.New("rr: no round trip completed")
 	}
+	return json.NewEncoder(os.Stdout).Encode(summarize(lat, took))
+}
+
+// summarize turns latencies measured over took into the printed result.
+func summarize(lat []time.Duration, took time.Duration) rrResult {
 	slices.Sort(lat)
 	var sum time.Duration
 	for _, d := range lat {
@@ -110,7 +115,7 @@ func rr(args []string) error {
 	}
 	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 	pct := func(p float64) float64 { return us(lat[min(len(lat)-1, int(p*float64(len(lat))))]) }
-	return json.NewEncoder(os.Stdout).Encode(rrResult{
+	return rrResult{
 		Transactions: len(lat),
 		Seconds:      took.Seconds(),
 		PerSecond:    float64(len(lat)) / took.Seconds(),
@@ -119,5 +124,51 @@ func rr(args []string) error {
 		P90US:        pct(0.90),
 		P99US:        pct(0.99),
 		MaxUS:        us(lat[len(lat)-1]),
-	})
+	}
+}
+
+// conn opens a new connection for every transaction: connect, a 1-byte
+// request, its echo, close; one at a time, for duration. What a client
+// without connection reuse costs (a VIP's DNAT is made per connection).
+func conn(args []string) error {
+	fs := flag.NewFlagSet("conn", flag.ContinueOnError)
+	addr := fs.String("addr", "", "server host:port")
+	duration := fs.Duration("duration", 5*time.Second, "how long to measure")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *addr == "" {
+		return errors.New("conn: -addr is required")
+	}
+	once := func() error {
+		c, err := net.DialTimeout("tcp", *addr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		// Linger 0: no TIME_WAIT pile-up of the client's ports over a run.
+		_ = c.(*net.TCPConn).SetLinger(0)
+		b := []byte{1}
+		if _, err := c.Write(b); err != nil {
+			return err
+		}
+		_, err = io.ReadFull(c, b)
+		return err
+	}
+	if err := once(); err != nil { // warm-up: ARP, the first DNAT
+		return fmt.Errorf("warm-up connection to %s: %w", *addr, err)
+	}
+	lat := make([]time.Duration, 0, 1<<18)
+	start := time.Now()
+	for end := start.Add(*duration); ; {
+		t0 := time.Now()
+		if !t0.Before(end) {
+			break
+		}
+		if err := once(); err != nil {
+			return fmt.Errorf("connection to %s: %w", *addr, err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	return json.NewEncoder(os.Stdout).Encode(summarize(lat, time.Since(start)))
 }
