@@ -73,8 +73,8 @@ type ProbeConfig struct {
 	// an answer after which a peer's data path is down (default 3 s).
 	Interval, Timeout time.Duration
 	Log               *slog.Logger
-	// Changed, when set, is where the probe says a peer's data path went up
-	// or down (several probes may share one); else Changed() makes one.
+	// Changed receives a value when a peer's data path went up or down
+	// (several probes may share one; nil: nobody listens).
 	Changed chan struct{}
 }
 
@@ -120,9 +120,6 @@ func NewProbe(cfg ProbeConfig) *Probe {
 	if cfg.Tunnel == "" {
 		cfg.Tunnel = KindVXLAN
 	}
-	if cfg.Changed == nil {
-		cfg.Changed = make(chan struct{}, 1)
-	}
 	// Each probe's echoes carry an identifier of their own: a raw ICMPv6
 	// socket receives every echo reply of the host, and the two probes
 	// send to the same addresses (a peer's probe address through VXLAN and
@@ -133,16 +130,6 @@ func NewProbe(cfg ProbeConfig) *Probe {
 	}
 	return &Probe{cfg: cfg, log: cfg.Log, changed: cfg.Changed, id: id,
 		peers: map[string]*probePeer{}, byAddr: map[netip.Addr]string{}}
-}
-
-// Changed receives a value when a peer's data path went up or down. A nil
-// Probe (tests of the daemon without a kernel) never changes, reports no
-// peers and syncs nothing.
-func (p *Probe) Changed() <-chan struct{} {
-	if p == nil {
-		return nil
-	}
-	return p.changed
 }
 
 // ProbeAddr is the probe address of the host with underlay address a:
@@ -181,14 +168,6 @@ func (p *Probe) Tunnel() string {
 		return ""
 	}
 	return p.cfg.Tunnel
-}
-
-// device is the link the probe sends through.
-func (p *Probe) device() string {
-	if p.cfg.Tunnel == KindWireGuard {
-		return WireGuardDevice
-	}
-	return ProbeDevice
 }
 
 // ProbeMAC is the probe device's MAC on the host with underlay address a:
