@@ -207,28 +207,16 @@ func meshPort(ctx context.Context, c *harness.Cluster, h harness.Host) (control.
 // addresses the replicas saw other than want (wantOwn for replica own).
 func curlWho(t *testing.T, ctx context.Context, h harness.Host, url string, n int, want netip.Addr, own string, wantOwn netip.Addr) (counts map[string]int, failed int, others []string) {
 	t.Helper()
-	out, err := h.Exec(ctx, "sh", "-c", fmt.Sprintf("for i in $(seq %d); do curl -s -m 3 %s || echo FAILED; done", n, url))
+	out, err := h.Exec(ctx, "sh", "-c", curlLoop(url, n))
 	if err != nil {
 		t.Fatalf("requests from %s: %v", h.Name(), err)
 	}
-	counts = map[string]int{}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 2 {
-			failed++
-			continue
+	return whoAnswers(out, func(replica string) netip.Addr {
+		if replica == own {
+			return wantOwn
 		}
-		counts[f[0]]++
-		// busybox httpd listens on [::]: an IPv4 client shows as ::ffff:a.b.c.d.
-		w := want
-		if f[0] == own {
-			w = wantOwn
-		}
-		if a, err := netip.ParseAddr(strings.Trim(f[1], "[]")); err != nil || a.Unmap() != w {
-			others = append(others, f[1])
-		}
-	}
-	return counts, failed, others
+		return want
+	})
 }
 
 // httpWho makes n requests to url from this process (the root namespace),

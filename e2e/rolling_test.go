@@ -129,15 +129,7 @@ func TestRollingReplacement(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("%s: the request loop did not end", what)
 		}
-		counts, failed := map[string]int{}, 0
-		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-			f := strings.Fields(line)
-			if len(f) != 2 {
-				failed++
-				continue
-			}
-			counts[f[0]]++
-		}
+		counts, failed, _ := whoAnswers(out, nil)
 		t.Logf("%s: %v, %d failed", what, counts, failed)
 		if failed > 0 {
 			t.Errorf("%s: %d requests failed during the rolling replacement; want none", what, failed)

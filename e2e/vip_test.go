@@ -137,18 +137,11 @@ wget -q -O- http://web:8080/cgi-bin/who
 			}
 			return err
 		})
-		out, err := hosts[2].Exec(ctx, "sh", "-c", fmt.Sprintf("for i in $(seq 24); do curl -s -m 3 %s || echo FAILED; done", url))
+		out, err := hosts[2].Exec(ctx, "sh", "-c", curlLoop(url, 24))
 		if err != nil {
 			t.Fatal(err)
 		}
-		counts, failed := map[string]int{}, 0
-		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-			if f := strings.Fields(line); len(f) == 2 {
-				counts[f[0]]++
-			} else {
-				failed++
-			}
-		}
+		counts, failed, _ := whoAnswers(out, nil)
 		t.Logf("24 requests from %s through the proxy on %s: %v, %d failed", hosts[2].Name(), h1.Name(), counts, failed)
 		if failed > 0 || len(counts) != len(replicas) {
 			t.Errorf("through the proxy: %v, %d failed; want every one of the %d replicas, none failed", counts, failed, len(replicas))
@@ -334,20 +327,33 @@ func webService(ctx context.Context, c *harness.Cluster, h harness.Host) (contro
 // addresses the replicas saw other than clientIP.
 func fetchWho(t *testing.T, ctx context.Context, h harness.Host, url string, n int, clientIP netip.Addr) (counts map[string]int, failed int, others []string) {
 	t.Helper()
-	script := fmt.Sprintf("for i in $(seq %d); do curl -s -m 3 %s || echo FAILED; done", n, url)
-	out, err := harness.Docker(ctx, h, "exec", "client", "sh", "-c", script)
+	out, err := harness.Docker(ctx, h, "exec", "client", "sh", "-c", curlLoop(url, n))
 	if err != nil {
 		t.Fatalf("requests from the client: %v", err)
 	}
+	return whoAnswers(out, func(string) netip.Addr { return clientIP })
+}
+
+// curlLoop is a shell loop of n requests to url, a new connection each,
+// "FAILED" for each that fails.
+func curlLoop(url string, n int) string {
+	return fmt.Sprintf("for i in $(seq %d); do curl -s -m 3 %s || echo FAILED; done", n, url)
+}
+
+// whoAnswers reads the answers of whoScript's CGI ("<replica> <client
+// address>", one per line): requests per replica, lines that are no answer
+// ("FAILED", an error), and the client addresses that differ from what
+// want says the replica should have seen (nil want: none checked).
+func whoAnswers(out string, want func(replica string) netip.Addr) (counts map[string]int, failed int, others []string) {
 	counts = map[string]int{}
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		f := strings.Fields(line)
-		if len(f) != 2 || !strings.HasPrefix(f[0], "web-") {
-			failed++ // "FAILED", or an error message
+		if len(f) != 2 || f[0] == "FAILED" {
+			failed++
 			continue
 		}
 		counts[f[0]]++
-		if clientAddr(f[1]) != clientIP.String() {
+		if want != nil && clientAddr(f[1]) != want(f[0]).String() {
 			others = append(others, f[1])
 		}
 	}

@@ -55,19 +55,9 @@ func (c *Cluster) broadcastOwn(r Record) {
 		return
 	}
 	c.mu.Lock()
-	ml := c.ml
-	if c.sendsClosed || ml == nil {
-		c.mu.Unlock()
-		return
-	}
-	var targets []*memberlist.Node
-	for name, p := range c.peers {
-		if name != c.cfg.NodeName && p.state.Up() {
-			targets = append(targets, &memberlist.Node{Name: name, Addr: p.ip, Port: p.port})
-		}
-	}
+	ml, targets := c.upPeersLocked()
 	c.mu.Unlock()
-	if len(targets) > directFanoutMax {
+	if ml == nil || len(targets) > directFanoutMax {
 		return
 	}
 	for _, n := range targets {
@@ -85,16 +75,10 @@ func (c *Cluster) broadcastOwn(r Record) {
 // version, so it spreads like a broadcast.
 func (c *Cluster) sendLarge(k Key, msg []byte) {
 	c.mu.Lock()
-	ml := c.ml
-	if c.sendsClosed || ml == nil {
+	ml, targets := c.upPeersLocked()
+	if ml == nil {
 		c.mu.Unlock()
 		return
-	}
-	var targets []*memberlist.Node
-	for name, p := range c.peers {
-		if name != c.cfg.NodeName && p.state.Up() {
-			targets = append(targets, &memberlist.Node{Name: name, Addr: p.ip, Port: p.port})
-		}
 	}
 	up := len(targets) + 1
 	// Memberlist's retransmit count, and at least 4: every peer of a
@@ -134,3 +118,18 @@ func (b *recordBroadcast) Invalidates(o memberlist.Broadcast) bool {
 func (b *recordBroadcast) Name() string    { return b.key }
 func (b *recordBroadcast) Message() []byte { return b.msg }
 func (b *recordBroadcast) Finished()       {}
+
+// upPeersLocked returns memberlist and the peers that are up, to send to;
+// a nil memberlist when sending is over (or not begun). c.mu is held.
+func (c *Cluster) upPeersLocked() (*memberlist.Memberlist, []*memberlist.Node) {
+	if c.sendsClosed || c.ml == nil {
+		return nil, nil
+	}
+	var targets []*memberlist.Node
+	for name, p := range c.peers {
+		if name != c.cfg.NodeName && p.state.Up() {
+			targets = append(targets, &memberlist.Node{Name: name, Addr: p.ip, Port: p.port})
+		}
+	}
+	return c.ml, targets
+}
