@@ -139,7 +139,10 @@
 // amplifies nothing, and the server is reachable only from the host and
 // its containers, whose sources the dataplane's anti-spoofing pins. TCP
 // queries (the retries) have a bucket per source of their own; over that
-// too a source is flooding and gets REFUSED.
+// too a source is flooding and gets REFUSED. glibc, Go and musl from 1.2.4
+// retry over TCP; an older musl takes the empty truncated answer as the
+// answer, so a container of an old Alpine that legitimately sends more
+// than the limit needs --dns-rate-limit raised.
 //
 // Forwarding goes over the transport the client used, so a truncated
 // upstream answer reaches the client with TC and its TCP retry is
