@@ -37,7 +37,8 @@ func TestRoutingMesh(t *testing.T) {
 	for i, h := range hosts[:2] {
 		name := fmt.Sprintf("web-%d", i+1)
 		args := []string{"run", "-d", "--label", harness.Label, "--network", "app", "--name", name, "--hostname", name,
-			"--label", "meshnet.service=web", "--label", "meshnet.publish=8080:8080/tcp,9000:9000/tcp", harness.Image, "sh", "-c", whoScript}
+			"--label", "meshnet.service=web", "--label", "meshnet.publish=8080:8080/tcp,9000:9000/tcp",
+			"--label", "meshnet.endpoint-mode=vip", harness.Image, "sh", "-c", whoScript}
 		if _, err := harness.Docker(ctx, h, args...); err != nil {
 			t.Fatalf("starting %s on %s: %v", name, h.Name(), err)
 		}
@@ -117,6 +118,21 @@ func TestRoutingMesh(t *testing.T) {
 		on = append(on, h.who)
 	}
 	t.Logf("held connections from outside through %s:9000 land on %v", hosts[2].Name(), on)
+	// And one from a container on host1 to the service's VIP.
+	var vip netip.Addr
+	harness.Eventually(t, 15*time.Second, func() error {
+		svcs, err := servicesOn(ctx, c, hosts[0])
+		if err == nil && len(svcs["web"].VIPs) != 1 {
+			err = fmt.Errorf("web has VIPs %v", svcs["web"].VIPs)
+		}
+		if err == nil {
+			vip, err = netip.ParseAddr(svcs["web"].VIPs[0].Addr)
+		}
+		return err
+	})
+	runContainer(t, ctx, hosts[0], "vipclient", "app")
+	vipHeldBy, sayVIP := holdInContainer(t, ctx, hosts[0], "vipclient", vip)
+	t.Logf("held connection from vipclient on %s through the VIP %s lands on %s", hosts[0].Name(), vip, vipHeldBy)
 	for _, d := range ds {
 		if err := d.Kill(ctx); err != nil {
 			t.Fatal(err)
@@ -139,6 +155,9 @@ func TestRoutingMesh(t *testing.T) {
 		if who, err := h.echo("again"); err != nil || who != h.who {
 			t.Errorf("held connection %d (on %s) after the kills and %s's engine restart: %q, %v", i, h.who, hosts[2].Name(), who, err)
 		}
+	}
+	if err := sayVIP("again"); err != nil {
+		t.Errorf("the connection held through the VIP after the kills: %v", err)
 	}
 
 	// A stopped replica gets no new connection once every host knows.

@@ -149,34 +149,8 @@ wget -q -O- http://web:8080/cgi-bin/who
 	})
 
 	// A connection held open (nc to the echo server on 9000), then idle.
-	if _, err := harness.Docker(ctx, h1, "exec", "-d", "client", "sh", "-c",
-		fmt.Sprintf("mkfifo /tmp/in; (echo first; sleep 1000) > /tmp/in & nc %s 9000 < /tmp/in > /tmp/held.out", vip)); err != nil {
-		t.Fatal(err)
-	}
-	var heldBy string
-	harness.Eventually(t, 10*time.Second, func() error {
-		out, _ := harness.Docker(ctx, h1, "exec", "client", "cat", "/tmp/held.out")
-		f := strings.Fields(out)
-		if len(f) < 2 || f[1] != "first" {
-			return fmt.Errorf("held connection answered %q", out)
-		}
-		heldBy = f[0]
-		return nil
-	})
+	heldBy, sayHeld := holdInContainer(t, ctx, h1, "client", vip)
 	t.Logf("held connection on %s", heldBy)
-	sayHeld := func(word string) error {
-		// The writer keeps /tmp/in open; a second writer adds a line.
-		if _, err := harness.Docker(ctx, h1, "exec", "client", "sh", "-c", "echo "+word+" > /tmp/in"); err != nil {
-			return err
-		}
-		return harnessPoll(ctx, 5*time.Second, func() error {
-			out, _ := harness.Docker(ctx, h1, "exec", "client", "cat", "/tmp/held.out")
-			if !strings.Contains(out, heldBy+" "+word) {
-				return fmt.Errorf("held connection to %s did not answer %q: %q", heldBy, word, out)
-			}
-			return nil
-		})
-	}
 
 	t.Run("idle governed by conntrack", func(t *testing.T) {
 		// The kernel's established timeout is the only one on the path:
@@ -365,4 +339,39 @@ func harnessPoll(ctx context.Context, timeout time.Duration, fn func() error) er
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	return harness.Poll(ctx, fn)
+}
+
+// holdInContainer opens a connection from container on h to whoScript's
+// echo server at addr:9000 and keeps it open; it returns the replica it
+// landed on and a function that sends a word on it and waits for the
+// replica's echo.
+func holdInContainer(t *testing.T, ctx context.Context, h harness.Host, container string, addr netip.Addr) (string, func(word string) error) {
+	t.Helper()
+	if _, err := harness.Docker(ctx, h, "exec", "-d", container, "sh", "-c",
+		fmt.Sprintf("mkfifo /tmp/in; (echo first; sleep 1000) > /tmp/in & nc %s 9000 < /tmp/in > /tmp/held.out", addr)); err != nil {
+		t.Fatal(err)
+	}
+	var heldBy string
+	harness.Eventually(t, 10*time.Second, func() error {
+		out, _ := harness.Docker(ctx, h, "exec", container, "cat", "/tmp/held.out")
+		f := strings.Fields(out)
+		if len(f) < 2 || f[1] != "first" {
+			return fmt.Errorf("held connection answered %q", out)
+		}
+		heldBy = f[0]
+		return nil
+	})
+	return heldBy, func(word string) error {
+		// The writer keeps /tmp/in open; a second writer adds a line.
+		if _, err := harness.Docker(ctx, h, "exec", container, "sh", "-c", "echo "+word+" > /tmp/in"); err != nil {
+			return err
+		}
+		return harnessPoll(ctx, 5*time.Second, func() error {
+			out, _ := harness.Docker(ctx, h, "exec", container, "cat", "/tmp/held.out")
+			if !strings.Contains(out, heldBy+" "+word) {
+				return fmt.Errorf("held connection to %s did not answer %q: %q", heldBy, word, out)
+			}
+			return nil
+		})
+	}
 }
