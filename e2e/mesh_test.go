@@ -160,6 +160,35 @@ func TestRoutingMesh(t *testing.T) {
 		t.Errorf("the connection held through the VIP after the kills: %v", err)
 	}
 
+	// Local replicas preferred (meshnet.publish-prefer=local on a third
+	// replica, on host1: any replica asking is enough): what enters at host1
+	// stays on host1's two replicas; host3, without one, spreads over all.
+	args := []string{"run", "-d", "--label", harness.Label, "--network", "app", "--name", "web-3", "--hostname", "web-3",
+		"--label", "meshnet.service=web", "--label", "meshnet.publish=8080:8080/tcp,9000:9000/tcp", "--label", "meshnet.publish-prefer=local",
+		"--label", "meshnet.endpoint-mode=vip", harness.Image, "sh", "-c", whoScript}
+	if _, err := harness.Docker(ctx, hosts[0], args...); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 30*time.Second, func() error {
+		for _, h := range hosts {
+			if p, err := meshPort(ctx, c, h); err != nil || p.Backends != 3 || !p.PreferLocal {
+				return fmt.Errorf("%s: web published as %+v (%v), want 3 backends, local first", h.Name(), p, err)
+			}
+		}
+		return nil
+	})
+	url1 := fmt.Sprintf("http://%s/cgi-bin/who", netip.AddrPortFrom(hosts[0].Addr(), 8080))
+	url3 := fmt.Sprintf("http://%s/cgi-bin/who", netip.AddrPortFrom(hosts[2].Addr(), 8080))
+	if counts, failed, _ := httpWho(t, outside, url1, 12); failed > 0 || counts["web-2"] > 0 || counts["web-1"] == 0 || counts["web-3"] == 0 {
+		t.Errorf("prefer local, entering at %s: %v, %d failed; want host1's web-1 and web-3 only", hosts[0].Name(), counts, failed)
+	}
+	if counts, failed, _ := httpWho(t, outside, url3, 12); failed > 0 || len(counts) != 3 {
+		t.Errorf("prefer local, entering at %s (no replica): %v, %d failed; want all 3 replicas", hosts[2].Name(), counts, failed)
+	}
+	if _, err := harness.Docker(ctx, hosts[0], "rm", "-f", "web-3"); err != nil {
+		t.Fatal(err)
+	}
+
 	// A stopped replica gets no new connection once every host knows.
 	if _, err := harness.Docker(ctx, hosts[1], "stop", "-t", "1", "web-2"); err != nil {
 		t.Fatal(err)
