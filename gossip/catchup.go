@@ -20,9 +20,14 @@ import (
 // do not count: a joiner's push/pull with its seed already carries its
 // state, and a cluster forming would otherwise have every node exchange
 // with every other (at 250 nodes in one process that overloaded memberlist
-// into flapping). The bound on peers per round and the pause between
-// rounds keep a large heal, or nodes flapping under load, from turning
-// into N×M full-state exchanges.
+// into flapping), except peers of the node's earlier run (Config.LastKnown)
+// on a restart: its store starts with its own records only, and its seed
+// may have restarted too (a cluster-wide restart) and know as little. Such
+// a node also gossips its own records again after its first join
+// (announceOwn): loaded from disk, they were never broadcast in this run.
+// The bound on peers per round and the pause between rounds keep a large
+// heal, or nodes flapping under load, from turning into N×M full-state
+// exchanges.
 
 const (
 	catchUpWindow   = 300 * time.Millisecond // gathers the peers of one heal
@@ -123,4 +128,25 @@ func (c *Cluster) exchangeWith(addrs []string, n int) int {
 		c.log.Debug("exchanged state", "peer", a)
 	}
 	return done
+}
+
+// announceOwn gossips every record this node owns again, once per run, after
+// its first join, when it restarted (it had peers of an earlier run): peers
+// that restarted at the same time lost them, and the join's push/pull
+// reached only the seed. A node's own records are few (its node record,
+// networks, endpoints, blocks); a peer that has them already takes them as
+// no news.
+func (c *Cluster) announceOwn() {
+	if c.announced || len(c.lastKnown) == 0 || c.numUp() < 2 {
+		return
+	}
+	c.announced = true
+	snap := c.store.Snapshot()
+	for _, recs := range snap.byKind {
+		for _, r := range recs {
+			if r.Owner == c.cfg.NodeName {
+				c.store.Announce(r.Kind, r.ID)
+			}
+		}
+	}
 }

@@ -92,3 +92,60 @@ func TestSyncWithPeers(t *testing.T) {
 		t.Fatalf("right after SyncWithPeers: %v", err)
 	}
 }
+
+// A cluster-wide restart (every node at once, as a power cut or a fleet
+// upgrade does): each node starts with its own records only (what the
+// daemon keeps on disk) and the names of its earlier peers. With push/pull
+// an hour away, n01 (which joined n00 first) gets n02's record only because
+// n02 is a peer of its earlier run, seen for the first time in this one
+// (catch-up), and because n02 gossips its own records again after its
+// join. Before, n01's seed n00 had nothing of n02 yet when they exchanged,
+// and n01 (which removes what it does not know once it has heard a state)
+// lacked n02's containers until a push/pull, 30 s on a LAN.
+func TestClusterWideRestartConverges(t *testing.T) {
+	start := func(i int, join *testNode, known []KnownPeer) *testNode {
+		cfg := testConfig(t, i)
+		cfg.Memberlist.PushPullInterval = time.Hour
+		cfg.LastKnown = known
+		if join != nil {
+			cfg.Join = []string{join.addr()}
+		}
+		// Its own record, as a restarted daemon loads it from disk before it
+		// joins: loaded, not written, so nothing broadcasts it.
+		return startNodeWith(t, cfg, false, nil, func(s *Store) {
+			earlier := NewStore(StoreConfig{Self: cfg.NodeName})
+			if _, err := earlier.Put(kindTest, "own", i); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Load(OwnState{Records: earlier.Snapshot().Records(kindTest)}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	// The earlier run: only for the names (the stores start empty below).
+	var known []KnownPeer
+	for i := range 3 {
+		known = append(known, KnownPeer{Name: testConfig(t, i).NodeName, Addr: "192.0.2.1:7946"})
+	}
+	nodes := make([]*testNode, 3)
+	for i := range nodes {
+		var join *testNode
+		if i > 0 {
+			join = nodes[0]
+		}
+		nodes[i] = start(i, join, known)
+		// One after the other, as the scenario needs: n02 joins after
+		// n01 has exchanged with n00.
+		eventually(t, converge, "joined", func() error { return expectMembers(nodes[:i+1], allAlive(nodes[:i+1])) })
+	}
+	stopTogether(t, nodes)
+	eventually(t, converge, "membership", func() error { return expectMembers(nodes, allAlive(nodes)) })
+	eventually(t, 3*time.Second, "every node's record on every node", func() error {
+		for _, n := range nodes {
+			if err := expectRecord(nodes, kindTest, n.name, "own", true); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -137,6 +137,11 @@ type Cluster struct {
 	done    chan struct{} // closed when Run returns
 
 	cameUp chan string // peers that came up, for a catch-up exchange (catchup.go)
+	// lastKnown are the names of Config.LastKnown (read-only after New).
+	lastKnown map[string]bool
+	// announced: this run's own records were gossiped again after its first
+	// join (restarted nodes only; see announceOwn).
+	announced bool
 
 	unrelayed unrelayed // records a push/pull brought, not passed on yet (relay.go)
 
@@ -191,9 +196,13 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 		stop:          make(chan struct{}),
 		done:          make(chan struct{}),
 		cameUp:        make(chan string, catchUpQueue),
+		lastKnown:     map[string]bool{},
 		heard:         make(chan struct{}),
 		in:            make(chan inbound, inboundQueue),
 		conf:          conflicts{logged: make(map[string]bool), fatal: make(chan error, 1)},
+	}
+	for _, k := range cfg.LastKnown {
+		c.lastKnown[k.Name] = true
 	}
 	mc := cfg.Memberlist
 	if mc == nil {
@@ -298,6 +307,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 			return nil
 		case <-join.C:
 			if c.rejoin() {
+				c.announceOwn()
 				delay = c.cfg.RejoinInterval
 			} else if delay < c.cfg.RejoinInterval {
 				delay *= 2

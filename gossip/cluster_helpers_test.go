@@ -122,7 +122,9 @@ func startSignedNode(t testing.TB, cfg Config, key ed25519.PrivateKey) *testNode
 	return startNodeWith(t, cfg, false, key)
 }
 
-func startNodeWith(t testing.TB, cfg Config, blockable bool, key ed25519.PrivateKey) *testNode {
+// before, if given, writes to the node's store before it runs (what a
+// restarted daemon loads from disk).
+func startNodeWith(t testing.TB, cfg Config, blockable bool, key ed25519.PrivateKey, before ...func(*Store)) *testNode {
 	t.Helper()
 	var tr *blockTransport
 	if blockable {
@@ -149,6 +151,9 @@ func startNodeWith(t testing.TB, cfg Config, blockable bool, key ed25519.Private
 			c.Close()
 			t.Fatalf("publish the node record of %s: %v", cfg.NodeName, err)
 		}
+	}
+	for _, f := range before {
+		f(n.store)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel

@@ -56,6 +56,13 @@ func (c *Cluster) setMember(n *memberlist.Node, gone bool) {
 	m := Member{Name: n.Name, Addr: n.Addr.String(), State: memberState(n, gone), NodeKey: metaNodeKey(n.Meta)}
 	c.mu.Lock()
 	prev, known := c.peers[n.Name]
+	if !known && m.State.Up() && n.Name != c.cfg.NodeName && c.lastKnown[n.Name] {
+		// A peer of an earlier run, seen for the first time in this one:
+		// this node restarted and lost the others' records, and the seed
+		// it merged them from may have restarted too (a cluster-wide
+		// restart), so fetch what this peer has (catchup.go).
+		c.noteUp(n.Address())
+	}
 	if known && m.State.Up() && n.Name != c.cfg.NodeName {
 		switch {
 		case !prev.state.Up():
