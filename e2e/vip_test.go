@@ -162,7 +162,9 @@ wget -q -O- http://web:8080/cgi-bin/who
 			t.Fatal(err)
 		}
 		kernel, _ := strconv.Atoi(strings.TrimSpace(tmo))
-		entries, err := h1.Exec(ctx, "grep", "dport=9000", "/proc/net/nf_conntrack")
+		// Its entry: to the VIP's port 9000 (the host's table may still
+		// hold entries of earlier tests' connections to other 9000s).
+		entries, err := h1.Exec(ctx, "grep", "dst="+vip.String()+" sport=[0-9]* dport=9000", "/proc/net/nf_conntrack")
 		if err != nil {
 			t.Fatalf("no conntrack entry of the held connection: %v", err)
 		}
