@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -277,31 +276,10 @@ func (e *Env) setupVIP(ctx context.Context, vx *Path) *Path {
 		p.Err = err
 		return p
 	}
-	var vip netip.Addr
-	deadline := time.Now().Add(60 * time.Second)
-	for !vip.IsValid() {
-		out, err := e.C.Meshctl(ctx, e.A, "-o", "json", "services")
-		var svcs []struct {
-			Name string `json:"name"`
-			VIPs []struct {
-				Addr string `json:"addr"`
-			} `json:"vips"`
-		}
-		if err == nil && json.Unmarshal([]byte(out), &svcs) == nil {
-			for _, s := range svcs {
-				if s.Name == "benchvip" && len(s.VIPs) == 1 {
-					vip, _ = netip.ParseAddr(s.VIPs[0].Addr)
-				}
-			}
-		}
-		if vip.IsValid() {
-			break
-		}
-		if time.Now().After(deadline) {
-			p.Err = fmt.Errorf("no VIP for the service within 60 s (meshctl services: %v)", err)
-			return p
-		}
-		time.Sleep(500 * time.Millisecond)
+	vip, err := e.serviceVIP(ctx, "benchvip", 1)
+	if err != nil {
+		p.Err = err
+		return p
 	}
 	server.IP = vip
 	p.Client, p.Server = vx.Client, server

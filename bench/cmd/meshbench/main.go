@@ -4,7 +4,7 @@
 // table of ratios (build/bench/latest.txt), the raw figures (latest.json), a chart
 // (latest.svg) and the table in docs/benchmarks.md. It needs root (namespaces, engines).
 //
-//	go run ./bench/cmd/meshbench [-parts dataplane,reach,dns,dnscap,dnsscale,memory,apply,scale] [-quick]
+//	go run ./bench/cmd/meshbench [-parts dataplane,services,reach,dns,dnscap,dnsscale,memory,apply,scale] [-quick]
 package main
 
 import (
@@ -66,7 +66,7 @@ func parseFlags() (options, bool, error) {
 	flag.StringVar(&o.meshnetSrc, "meshnet-src", "", "build meshnetd and meshctl from this tree instead of -repo (e.g. an exported commit)")
 	flag.StringVar(&o.out, "out", "build/bench", "where latest.{txt,json,svg} go")
 	flag.StringVar(&o.doc, "doc", "docs/benchmarks.md", "Markdown file whose bench:begin/end block gets the table (empty: none)")
-	parts := flag.String("parts", "dataplane,reach,dns,dnscap,dnsscale,memory,apply,scale", "what to measure")
+	parts := flag.String("parts", "dataplane,services,reach,dns,dnscap,dnsscale,memory,apply,scale", "what to measure")
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds over all paths (iperf3 and round trips), interleaved")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "one iperf3 run (whole seconds)")
 	flag.DurationVar(&o.rrTime, "rr", 3*time.Second, "one request/response run")
@@ -150,7 +150,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		log.Warn("standalone wireguard-go unavailable", "err", tools.WireGuardGoErr)
 	}
 	var dnsFigs map[string]bench.DNSFigures
-	if o.parts["dataplane"] || o.parts["reach"] || o.parts["dns"] {
+	if o.parts["dataplane"] || o.parts["services"] || o.parts["reach"] || o.parts["dns"] {
 		if dnsFigs, err = runHosts(ctx, o, log, rep, tools, work); err != nil {
 			return err
 		}
@@ -251,6 +251,11 @@ func runHosts(ctx context.Context, o options, log *slog.Logger, rep *bench.Repor
 		runs := bench.MeasureReach(ctx, env, bench.ReachOptions{Runs: o.reachRuns, Netprobe: tools.Netprobe, Log: log})
 		rep.Raw["reachability"] = runs
 		rep.Rows = append(rep.Rows, bench.ReachRows(runs)...)
+	}
+	if o.parts["services"] {
+		f := bench.MeasureServices(ctx, env, bench.ServiceOptions{Duration: o.rrTime, Netprobe: tools.Netprobe, Log: log})
+		rep.Raw["services"] = f
+		rep.Rows = append(rep.Rows, bench.ServiceRows(f)...)
 	}
 	var dnsFigs map[string]bench.DNSFigures
 	if o.parts["dns"] {
