@@ -20,7 +20,7 @@ import (
 
 // The routing mesh (doc.go, "Routing mesh"): a service's port published on
 // every host, balanced over its replicas anywhere, the client's address
-// kept. Three parts, each on the host that needs it:
+// kept. Four parts, each on the host that needs it:
 //
 //   - the entry host E (any host with the network): in table ip
 //     meshnet-vip's prerouting chain, after the VIPs, a connection to a
@@ -28,7 +28,8 @@ import (
 //     inc, as for VIPs) and its conntrack entry gets vipCtMark, so the
 //     identity SNAT keeps the client's address; iptables FORWARD accepts it
 //     towards the replica (Docker's form) and accepts the replies that come
-//     back through the probe device (meshRules);
+//     back through the probe device (meshRules); a client on the replica's
+//     own host is SNATed to E (meshHairpin);
 //   - the replica's host H: the DNATed packet arrives bridged from the
 //     overlay with E's bridge MAC as its source and a source address outside
 //     the subnet; chain meshmark stores E's mesh index (MeshIndex) in the
@@ -136,7 +137,8 @@ func meshPortsEqual(a, b []MeshPort) bool {
 // MeshIndex is a host's identity in conntrack and packet marks (the low 16
 // bits) and in its return table's ID: the low 16 bits of its IPv4 underlay
 // address (unique among hosts of one /16), a hash for IPv6; never 0. Two
-// hosts with the same index are reported by the probe (ReturnPath errors).
+// hosts with the same index are reported by the probe's Sync
+// (planReturnRoutes).
 func MeshIndex(underlay netip.Addr) uint32 {
 	a := underlay.Unmap()
 	var i uint32
