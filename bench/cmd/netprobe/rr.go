@@ -19,21 +19,29 @@ func serve(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", *addr)
+	return listenAndServe(*addr, func(c net.Conn) {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+		}
+		_, _ = io.Copy(c, c)
+	})
+}
+
+// listenAndServe accepts connections on addr until killed, handling each
+// in a goroutine of its own, and closes it after.
+func listenAndServe(addr string, handle func(net.Conn)) error {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w", *addr, err)
+		return fmt.Errorf("listening on %s: %w", addr, err)
 	}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			return fmt.Errorf("accepting on %s: %w", *addr, err)
+			return fmt.Errorf("accepting on %s: %w", addr, err)
 		}
 		go func() {
 			defer c.Close()
-			if tc, ok := c.(*net.TCPConn); ok {
-				_ = tc.SetNoDelay(true)
-			}
-			_, _ = io.Copy(c, c)
+			handle(c)
 		}()
 	}
 }

@@ -24,20 +24,7 @@ func whoserve(args []string) error {
 	if *name == "" {
 		return errors.New("whoserve: -name is required")
 	}
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", *addr, err)
-	}
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return fmt.Errorf("accepting on %s: %w", *addr, err)
-		}
-		go func() {
-			defer c.Close()
-			fmt.Fprintln(c, *name)
-		}()
-	}
+	return listenAndServe(*addr, func(c net.Conn) { fmt.Fprintln(c, *name) })
 }
 
 // spreadResult is what spread prints: connections per answering server,
