@@ -189,6 +189,32 @@ func TestRoutingMesh(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The host of a replica cut off the underlay: once host3 has it dead
+	// with its data path down, what enters at host3 goes to web-1 alone,
+	// none failing.
+	if err := injectFault(ctx, hosts[1], []harness.Host{hosts[0], hosts[2]}, "drop", false); err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Now()
+	harness.Eventually(t, 60*time.Second, func() error { return expectDataPath(ctx, c, hosts[2], hosts[1].Name(), "dead", "down") })
+	t.Logf("%s sees %s dead, its data path down, %s after the cut", hosts[2].Name(), hosts[1].Name(), time.Since(cut).Round(time.Millisecond))
+	time.Sleep(time.Second)
+	if counts, failed, _ := httpWho(t, outside, url3, 10); failed > 0 || counts["web-1"] != 10 {
+		t.Errorf("with %s gone, 10 requests entering at %s: %v, %d failed; want all on web-1", hosts[1].Name(), hosts[2].Name(), counts, failed)
+	}
+	if err := clearFault(ctx, hosts[1]); err != nil {
+		t.Fatal(err)
+	}
+	waitAllAlive(t, ctx, c, hosts, 60*time.Second)
+	harness.Eventually(t, 30*time.Second, func() error {
+		for _, h := range hosts {
+			if p, err := meshPort(ctx, c, h); err != nil || p.Backends != 2 {
+				return fmt.Errorf("%s: web published as %+v (%v), want 2 backends again", h.Name(), p, err)
+			}
+		}
+		return nil
+	})
+
 	// A stopped replica gets no new connection once every host knows.
 	if _, err := harness.Docker(ctx, hosts[1], "stop", "-t", "1", "web-2"); err != nil {
 		t.Fatal(err)
