@@ -9,7 +9,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 )
 
@@ -347,7 +346,7 @@ func (d *Kernel) syncL2Adds(s l2Spec) error {
 			Table:    t,
 			Chain:    &nftables.Chain{Name: r.Chain},
 			Exprs:    r.Exprs,
-			UserData: userdata.AppendString(nil, userdata.TypeComment, r.Comment),
+			UserData: ruleUserData(r.Comment),
 		})
 		d.changed(fmt.Sprintf("add rule bridge meshnet %s: %s", r.Chain, r.Comment))
 	}

@@ -318,6 +318,11 @@ func jumpsTo(r *nftables.Rule, chain string) bool {
 	return false
 }
 
+// ruleUserData is a rule's comment as nftables stores it.
+func ruleUserData(comment string) []byte {
+	return userdata.AppendString(nil, userdata.TypeComment, comment)
+}
+
 func ruleComment(udata []byte) string {
 	s, _ := userdata.GetString(udata, userdata.TypeComment)
 	return s
@@ -460,7 +465,7 @@ func (d *Kernel) syncFirewallAdds(f firewallSpec) error {
 			Table:    &nftables.Table{Name: r.Table, Family: r.Family},
 			Chain:    &nftables.Chain{Name: r.Chain},
 			Exprs:    r.Exprs,
-			UserData: userdata.AppendString(nil, userdata.TypeComment, r.Comment),
+			UserData: ruleUserData(r.Comment),
 		}
 		if r.First && r.Table != iptFilterTable {
 			d.nft.InsertRule(rule) // first in the chain, ahead of any drop

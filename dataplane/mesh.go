@@ -13,7 +13,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	"github.com/google/nftables/userdata"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -235,11 +234,7 @@ func (d *Kernel) addMeshHairpins(t *nftables.Table, post *nftables.Chain, hs []m
 		if err := d.nft.AddSet(set, elems); err != nil {
 			return fmt.Errorf("add the replica set of mesh clients from %v: %w", h.Member, err)
 		}
-		d.nft.AddRule(&nftables.Rule{Table: t, Chain: post, UserData: ruleUserData(h.comment()), Exprs: []expr.Any{
-			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-				Mask: binaryutil.NativeEndian.PutUint32(vipCtMark), Xor: make([]byte, 4)},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+		d.nft.AddRule(&nftables.Rule{Table: t, Chain: post, UserData: ruleUserData(h.comment()), Exprs: append(ctMarkHas(vipCtMark),
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: h.Member.AsSlice()},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
@@ -247,7 +242,7 @@ func (d *Kernel) addMeshHairpins(t *nftables.Table, post *nftables.Chain, hs []m
 			&expr.Counter{},
 			&expr.Immediate{Register: 1, Data: self.Unmap().AsSlice()},
 			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
-		}})
+		)})
 	}
 	return nil
 }
@@ -306,13 +301,8 @@ func meshMarks(nets []Network, ports []MeshPort, self netip.Addr, members []neti
 // fib daddr type local, PROTO dport PORT, ct mark |= vipCtMark, dnat to
 // numgen inc mod N map { i: Ri } : TARGET.
 func (d *Kernel) addMeshDNAT(t *nftables.Table, pre *nftables.Chain, m MeshPort) error {
-	mp := &nftables.Set{Table: t, Anonymous: true, Constant: true, IsMap: true,
-		KeyType: nftables.TypeInteger, DataType: nftables.TypeIPAddr}
-	var me []nftables.SetElement
-	for i, b := range m.Backends {
-		me = append(me, nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(i)), Val: b.AsSlice()})
-	}
-	if err := d.nft.AddSet(mp, me); err != nil {
+	mp, err := d.addReplicaMap(t, m.Backends)
+	if err != nil {
 		return fmt.Errorf("add the replica map of mesh port %s/%d: %w", m.Proto, m.HostPort, err)
 	}
 	e := []expr.Any{
@@ -320,14 +310,10 @@ func (d *Kernel) addMeshDNAT(t *nftables.Table, pre *nftables.Chain, m MeshPort)
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 	}
 	e = append(e, l4Dport(m.Proto, m.HostPort)...)
+	e = append(e, &expr.Counter{})
+	e = append(e, ctMarkOr(vipCtMark)...)
+	e = append(e, pickReplica(mp, len(m.Backends))...)
 	e = append(e,
-		&expr.Counter{},
-		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(^uint32(vipCtMark)), Xor: binaryutil.NativeEndian.PutUint32(vipCtMark)},
-		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
-		&expr.Numgen{Register: 1, Modulus: uint32(len(m.Backends)), Type: unix.NFT_NG_INCREMENTAL},
-		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: mp.Name, SetID: mp.ID},
 		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(m.TargetPort)},
 		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
 	)
@@ -374,11 +360,8 @@ func (d *Kernel) addMeshMarks(t *nftables.Table, specs []meshMarkSpec) error {
 		d.nft.AddRule(&nftables.Rule{Table: t, Chain: ch, UserData: ruleUserData(s.comment()), Exprs: e})
 	}
 	e := metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnamePrefix(BridgePrefix))
+	e = append(e, ctMarkHas(meshIndexMask)...)
 	e = append(e,
-		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(meshIndexMask), Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
 		&expr.Counter{},
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
 	)
@@ -589,9 +572,4 @@ func acceptFromEstablishedExprs(dev string) []expr.Any {
 		e[0] = &c
 	}
 	return e
-}
-
-// ruleUserData is a rule's comment as nftables stores it.
-func ruleUserData(comment string) []byte {
-	return userdata.AppendString(nil, userdata.TypeComment, comment)
 }

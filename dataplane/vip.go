@@ -11,7 +11,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 )
 
@@ -276,22 +275,15 @@ func (d *Kernel) addVIPTable(t *nftables.Table, r serviceRules) error {
 	if err := d.nft.AddSet(set, elems); err != nil {
 		return fmt.Errorf("add nftables set ip %s %s: %w", vipTableName, vipSetName, err)
 	}
-	comment := func(s string) []byte { return userdata.AppendString(nil, userdata.TypeComment, s) }
-
 	for _, v := range vs {
 		if len(v.Backends) == 0 {
 			continue
 		}
-		m := &nftables.Set{Table: t, Anonymous: true, Constant: true, IsMap: true,
-			KeyType: nftables.TypeInteger, DataType: nftables.TypeIPAddr}
-		var me []nftables.SetElement
-		for i, b := range v.Backends {
-			me = append(me, nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(i)), Val: b.AsSlice()})
-		}
-		if err := d.nft.AddSet(m, me); err != nil {
+		m, err := d.addReplicaMap(t, v.Backends)
+		if err != nil {
 			return fmt.Errorf("add the replica map of VIP %v: %w", v.Addr, err)
 		}
-		d.nft.AddRule(&nftables.Rule{Table: t, Chain: pre, UserData: comment(v.comment()), Exprs: vipDNATExprs(v, m)})
+		d.nft.AddRule(&nftables.Rule{Table: t, Chain: pre, UserData: ruleUserData(v.comment()), Exprs: vipDNATExprs(v, m)})
 	}
 	// Mesh ports after the VIPs: a VIP is a local address too.
 	for _, m := range r.Mesh {
@@ -308,15 +300,11 @@ func (d *Kernel) addVIPTable(t *nftables.Table, r serviceRules) error {
 	if err := d.addMeshHairpins(t, post, r.Hairpins, r.Self); err != nil {
 		return err
 	}
-	d.nft.AddRule(&nftables.Rule{Table: t, Chain: post, UserData: comment(vipCommentSNAT), Exprs: []expr.Any{
-		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(vipCtMark), Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	d.nft.AddRule(&nftables.Rule{Table: t, Chain: post, UserData: ruleUserData(vipCommentSNAT), Exprs: append(ctMarkHas(vipCtMark),
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}, // ip saddr
 		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
-	}})
-	d.nft.AddRule(&nftables.Rule{Table: t, Chain: in, UserData: comment(vipCommentReject), Exprs: []expr.Any{
+	)})
+	d.nft.AddRule(&nftables.Rule{Table: t, Chain: in, UserData: ruleUserData(vipCommentReject), Exprs: []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}, // ip daddr
 		&expr.Lookup{SourceRegister: 1, SetName: vipSetName, SetID: set.ID},
 		&expr.Counter{},
@@ -331,18 +319,53 @@ func (d *Kernel) addVIPTable(t *nftables.Table, r serviceRules) error {
 // six about ±9 of 100 new connections off its share (one standard
 // deviation) — a spread the issue's ±5 points would catch now and then.
 func vipDNATExprs(v VIP, m *nftables.Set) []expr.Any {
-	return []expr.Any{
+	e := []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: v.Addr.AsSlice()},
 		&expr.Counter{},
-		// ct mark |= vipCtMark, for the postrouting chain.
+	}
+	e = append(e, ctMarkOr(vipCtMark)...) // for the postrouting chain
+	e = append(e, pickReplica(m, len(v.Backends))...)
+	return append(e, &expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1})
+}
+
+// addReplicaMap queues the anonymous map { 0: B0, 1: B1, ... } that
+// pickReplica looks a connection's number up in.
+func (d *Kernel) addReplicaMap(t *nftables.Table, backends []netip.Addr) (*nftables.Set, error) {
+	m := &nftables.Set{Table: t, Anonymous: true, Constant: true, IsMap: true,
+		KeyType: nftables.TypeInteger, DataType: nftables.TypeIPAddr}
+	var me []nftables.SetElement
+	for i, b := range backends {
+		me = append(me, nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(i)), Val: b.AsSlice()})
+	}
+	return m, d.nft.AddSet(m, me)
+}
+
+// pickReplica: numgen inc mod N map @m, the chosen replica into register 1.
+func pickReplica(m *nftables.Set, n int) []expr.Any {
+	return []expr.Any{
+		&expr.Numgen{Register: 1, Modulus: uint32(n), Type: unix.NFT_NG_INCREMENTAL},
+		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
+	}
+}
+
+// ctMarkOr: ct mark set ct mark | bits.
+func ctMarkOr(bits uint32) []expr.Any {
+	return []expr.Any{
 		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(^uint32(vipCtMark)), Xor: binaryutil.NativeEndian.PutUint32(vipCtMark)},
+			Mask: binaryutil.NativeEndian.PutUint32(^bits), Xor: binaryutil.NativeEndian.PutUint32(bits)},
 		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
-		&expr.Numgen{Register: 1, Modulus: uint32(len(v.Backends)), Type: unix.NFT_NG_INCREMENTAL},
-		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
+	}
+}
+
+// ctMarkHas: ct mark & mask != 0, the masked mark left in register 1.
+func ctMarkHas(mask uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(mask), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
 	}
 }
 
