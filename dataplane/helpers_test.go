@@ -168,6 +168,13 @@ func twoHosts(t *testing.T) (h1ns, h2ns netns.NsHandle, h1, h2 *netlink.Handle) 
 	return h1ns, h2ns, h1, h2
 }
 
+// testNet42 is vxlan network 42, 10.42.0.0/24 with gateway .1, holding locals
+// and remotes.
+func testNet42(locals []LocalEndpoint, remotes ...RemoteEndpoint) Network {
+	return Network{VNI: 42, Subnet: netip.MustParsePrefix("10.42.0.0/24"), Gateway: netip.MustParseAddr("10.42.0.1"),
+		Locals: locals, Remotes: remotes}
+}
+
 // testLocalEndpoint is a container endpoint with the veth names Apply gives
 // its ID.
 func testLocalEndpoint(id, mac, addr string) LocalEndpoint {

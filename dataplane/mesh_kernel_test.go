@@ -58,16 +58,12 @@ func TestRoutingMesh(t *testing.T) {
 	r1 := endpoint("m1m1m1m1m1m1m1", "02:42:00:00:00:31", "10.42.0.31/24") // replica, host 1
 	r2 := endpoint("m2m2m2m2m2m2m2", "02:42:00:00:00:32", "10.42.0.32/24") // replica, host 2
 	members := []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")}
-	net42 := func(locals []LocalEndpoint, remotes ...RemoteEndpoint) Network {
-		return Network{VNI: 42, Subnet: netip.MustParsePrefix("10.42.0.0/24"), Gateway: netip.MustParseAddr("10.42.0.1"),
-			Locals: locals, Remotes: remotes}
-	}
 	mesh := []MeshPort{{Service: "web", Proto: "tcp", HostPort: 80, TargetPort: 8080, VNI: 42,
 		Backends: []netip.Addr{r1.Addr.Addr(), r2.Addr.Addr()}}}
 	st1 := State{Underlay: UnderlayInfo{Addr: members[0]}, VXLANPort: 4790, Members: members,
-		Networks: []Network{net42([]LocalEndpoint{r1}, remote(r2, "198.18.0.2"))}, MeshPorts: mesh}
+		Networks: []Network{testNet42([]LocalEndpoint{r1}, remote(r2, "198.18.0.2"))}, MeshPorts: mesh}
 	st2 := State{Underlay: UnderlayInfo{Addr: members[1]}, VXLANPort: 4790, Members: members,
-		Networks: []Network{net42([]LocalEndpoint{r2}, remote(r1, "198.18.0.1"))}, MeshPorts: mesh}
+		Networks: []Network{testNet42([]LocalEndpoint{r2}, remote(r1, "198.18.0.1"))}, MeshPorts: mesh}
 	d1, d2 := newTestDataplane(t, h1ns), newTestDataplane(t, h2ns)
 	apply(t, d1, st1)
 	apply(t, d2, st2)

@@ -27,10 +27,6 @@ func TestVIP(t *testing.T) {
 	r1 := endpoint("v2v2v2v2v2v2v2", "02:42:00:00:00:21", "10.42.0.21/24") // replica, host 1
 	r2 := endpoint("v3v3v3v3v3v3v3", "02:42:00:00:00:22", "10.42.0.22/24") // replica, host 2
 	vip := netip.MustParseAddr("10.42.0.200")
-	net42 := func(locals []LocalEndpoint, remotes ...RemoteEndpoint) Network {
-		return Network{VNI: 42, Subnet: netip.MustParsePrefix("10.42.0.0/24"), Gateway: netip.MustParseAddr("10.42.0.1"),
-			Locals: locals, Remotes: remotes}
-	}
 	members := []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")}
 	states := func(backends ...LocalEndpoint) (State, State) {
 		v := VIP{Addr: vip, Service: "api"}
@@ -38,10 +34,10 @@ func TestVIP(t *testing.T) {
 			v.Backends = append(v.Backends, b.Addr.Addr())
 		}
 		st1 := State{Underlay: UnderlayInfo{Addr: members[0]}, VXLANPort: 4790, Members: members,
-			Networks:     []Network{net42([]LocalEndpoint{c1, r1}, remote(r2, "198.18.0.2"))},
+			Networks:     []Network{testNet42([]LocalEndpoint{c1, r1}, remote(r2, "198.18.0.2"))},
 			ServiceAddrs: []netip.Addr{vip}, VIPs: []VIP{v}}
 		st2 := State{Underlay: UnderlayInfo{Addr: members[1]}, VXLANPort: 4790, Members: members,
-			Networks:     []Network{net42([]LocalEndpoint{r2}, remote(c1, "198.18.0.1"), remote(r1, "198.18.0.1"))},
+			Networks:     []Network{testNet42([]LocalEndpoint{r2}, remote(c1, "198.18.0.1"), remote(r1, "198.18.0.1"))},
 			ServiceAddrs: []netip.Addr{vip}, VIPs: []VIP{v}}
 		return st1, st2
 	}
