@@ -86,18 +86,14 @@ var netStateNoise = regexp.MustCompile(`counter packets \d+ bytes \d+|valid_lft 
 // every table, the nftables ruleset and the iptables and ip6tables rules of every table.
 func hostNetState(ctx context.Context, h harness.Host) ([]string, error) {
 	var out []string
-	links, err := h.Exec(ctx, "ip", "-o", "link", "show")
+	links, err := hostLinks(ctx, h)
 	if err != nil {
 		return nil, err
 	}
-	for _, line := range strings.Split(links, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		entry := "link: " + strings.TrimSuffix(f[1], ":")
-		if i := indexOf(f, "master"); i >= 0 && i+1 < len(f) {
-			entry += " master " + f[i+1]
+	for _, l := range links {
+		entry := "link: " + l.name
+		if l.master != "" {
+			entry += " master " + l.master
 		}
 		out = append(out, entry)
 	}
@@ -151,4 +147,29 @@ func diffNetState(before, after []string) error {
 	}
 	sort.Strings(problems)
 	return errors.New(strings.Join(problems, "\n"))
+}
+
+// ipLink is one line of `ip -o link show`: index ("5:"), name as ip prints
+// it ("mnh1@if4"), flags ("<BROADCAST,UP>") and master ("" when none).
+type ipLink struct{ index, name, flags, master string }
+
+// hostLinks lists h's links.
+func hostLinks(ctx context.Context, h harness.Host) ([]ipLink, error) {
+	out, err := h.Exec(ctx, "ip", "-o", "link", "show")
+	if err != nil {
+		return nil, err
+	}
+	var links []ipLink
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 {
+			continue
+		}
+		l := ipLink{index: f[0], name: strings.TrimSuffix(f[1], ":"), flags: f[2]}
+		if i := indexOf(f, "master"); i >= 0 && i+1 < len(f) {
+			l.master = f[i+1]
+		}
+		links = append(links, l)
+	}
+	return links, nil
 }

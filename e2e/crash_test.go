@@ -176,23 +176,19 @@ func kernelState(ctx context.Context, h harness.Host) ([]string, error) {
 		}
 		return nil
 	}
-	links, err := h.Exec(ctx, "ip", "-o", "link", "show")
+	links, err := hostLinks(ctx, h)
 	if err != nil {
 		return nil, err
 	}
-	for _, line := range strings.Split(links, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		name := strings.SplitN(strings.TrimSuffix(f[1], ":"), "@", 2)[0]
+	for _, l := range links {
+		name := strings.SplitN(l.name, "@", 2)[0]
 		if !strings.HasPrefix(name, "mn") {
 			continue
 		}
 		// Index, name, flags, master: what a recreation or a lost enslavement would change.
-		entry := f[0] + " " + name + " " + f[2]
-		if i := indexOf(f, "master"); i >= 0 && i+1 < len(f) {
-			entry += " master " + f[i+1]
+		entry := l.index + " " + name + " " + l.flags
+		if l.master != "" {
+			entry += " master " + l.master
 		}
 		out = append(out, "link: "+entry)
 		if strings.HasPrefix(name, "mnvx") {
