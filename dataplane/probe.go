@@ -273,15 +273,15 @@ func (p *Probe) SetReturnPath(on bool) {
 // syncReturnPath keeps the return path in step with the peers (or removes
 // it), in the calling thread's network namespace.
 func (p *Probe) syncReturnPath(link netlink.Link, keep bool) error {
+	if !p.returnPath && keep {
+		return nil // nothing to add, deletes held
+	}
 	h, err := netlink.NewHandle()
 	if err != nil {
 		return fmt.Errorf("netlink handle for the mesh return path: %w", err)
 	}
 	defer h.Close()
 	if !p.returnPath {
-		if keep {
-			return nil
-		}
 		return removeReturnPath(h, link)
 	}
 	peers := make([]ProbePeer, 0, len(p.peers))
