@@ -100,6 +100,8 @@ func testEntries() []Entry {
 		// Docker names with '_' and '.'.
 		{Container: "my_app.1", Services: []string{"Data_Base"}, Network: "app", Addr: ip("10.42.0.4"), Node: "n1"},
 		{Container: "six", Services: []string{"v6svc"}, Network: "app", Addr: ip("fd00:42::5"), Node: "n1"},
+		// A dual-stack endpoint: both families under every name.
+		{Container: "dual", Services: []string{"ds"}, Network: "app", Addr: ip("10.42.0.9"), Addr6: ip("fd42::9"), Node: "n2"},
 		// One container on two networks.
 		{Container: "edge", Services: []string{"proxy"}, Network: "front", Addr: ip("10.43.0.2"), Node: "n3"},
 		{Container: "edge", Services: []string{"proxy"}, Network: "back", Addr: ip("10.44.0.2"), Node: "n3"},

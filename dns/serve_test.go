@@ -48,6 +48,13 @@ func TestServeDNS(t *testing.T) {
 		{qname: "v6svc.meshnet.", qtype: dns.TypeAAAA, answer: []string{"v6svc.meshnet. 5 IN AAAA fd00:42::5"}},
 		{qname: "v6svc.meshnet.", qtype: dns.TypeA, ns: soa},
 		{qname: "api.meshnet.", qtype: dns.TypeAAAA, ns: soa},
+		{qname: "ds.meshnet.", qtype: dns.TypeA, answer: []string{"ds.meshnet. 5 IN A 10.42.0.9"}},
+		{qname: "ds.meshnet.", qtype: dns.TypeAAAA, answer: []string{"ds.meshnet. 5 IN AAAA fd42::9"}},
+		{qname: "tasks.ds.meshnet.", qtype: dns.TypeAAAA, answer: []string{"tasks.ds.meshnet. 5 IN AAAA fd42::9"}},
+		{qname: "dual.app.meshnet.", qtype: dns.TypeAAAA, answer: []string{"dual.app.meshnet. 5 IN AAAA fd42::9"}},
+		{qname: "9.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.2.4.d.f.ip6.arpa.", qtype: dns.TypePTR,
+			answer: []string{"9.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.2.4.d.f.ip6.arpa. 5 IN PTR dual.meshnet."}},
+		{qname: "9.0.42.10.in-addr.arpa.", qtype: dns.TypePTR, answer: []string{"9.0.42.10.in-addr.arpa. 5 IN PTR dual.meshnet."}},
 		{qname: "api.meshnet.", qtype: dns.TypeMX, ns: soa},
 		{qname: "api.meshnet.", qtype: dns.TypeANY, answer: []string{
 			"api.meshnet. 5 IN A 10.42.0.2", "api.meshnet. 5 IN A 10.42.1.3"}},
@@ -270,8 +277,8 @@ func TestTableLookup(t *testing.T) {
 	if tbl.Zone() != "meshnet." {
 		t.Errorf("zone %q, want meshnet.", tbl.Zone())
 	}
-	if tbl.Len() != 7 {
-		t.Errorf("indexed %d entries, want 7 (two unusable)", tbl.Len())
+	if tbl.Len() != 8 {
+		t.Errorf("indexed %d entries, want 8 (two unusable)", tbl.Len())
 	}
 	for _, tc := range []struct {
 		name   string

@@ -32,7 +32,11 @@ type Entry struct {
 	// Docker name): bare names are answered per subnet (see Scope).
 	Subnet netip.Prefix
 	Addr   netip.Addr
-	Node   string // host node name; not published in DNS, kept for meshctl
+	// Addr6 is the endpoint's IPv6 address on a dual-stack network (Addr
+	// is then its IPv4 one): every name answers AAAA with it, and it has
+	// its PTR under ip6.arpa. Invalid otherwise.
+	Addr6 netip.Addr
+	Node  string // host node name; not published in DNS, kept for meshctl
 	Ports  []Port // optional; published as SRV
 	// TaskServices are service names answered only as tasks.<service>:
 	// the service has a VIP, which answers <service> (Swarm's answers).
@@ -200,7 +204,10 @@ func (b *tableBuilder) add(e *Entry) bool {
 	if !e.Addr.IsValid() || e.Addr.IsUnspecified() {
 		return false
 	}
-	addr := e.Addr.Unmap().WithZone("")
+	addrs := []netip.Addr{e.Addr.Unmap().WithZone("")}
+	if e.Addr6.Is6() && !e.Addr6.Is4In6() {
+		addrs = append(addrs, e.Addr6.WithZone(""))
+	}
 	container := Label(e.Container)
 	network := Label(e.Network)
 
@@ -238,13 +245,15 @@ func (b *tableBuilder) add(e *Entry) bool {
 		return false
 	}
 	views := b.views(e)
-	for _, vs := range views {
-		for _, o := range owners {
-			addTo(vs.addrs, o, addr)
+	for _, addr := range addrs {
+		for _, vs := range views {
+			for _, o := range owners {
+				addTo(vs.addrs, o, addr)
+			}
 		}
-	}
-	if len(views) > 1 {
-		addBare(views[1], e, addr, container)
+		if len(views) > 1 {
+			addBare(views[1], e, addr, container)
+		}
 	}
 
 	// The PTR and SRV target is the name that is this endpoint alone when
@@ -255,9 +264,11 @@ func (b *tableBuilder) add(e *Entry) bool {
 	} else {
 		target = owners[0]
 	}
-	if rev, err := dns.ReverseAddr(addr.String()); err == nil {
-		for _, vs := range views {
-			addTo(vs.ptrs, rev, target)
+	for _, addr := range addrs {
+		if rev, err := dns.ReverseAddr(addr.String()); err == nil {
+			for _, vs := range views {
+				addTo(vs.ptrs, rev, target)
+			}
 		}
 	}
 

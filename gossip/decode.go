@@ -56,6 +56,19 @@ type Network struct {
 	Info    NetworkInfo
 	Subnet  netip.Prefix // masked: a subnet with host bits is refused
 	Gateway netip.Addr   // inside Subnet
+	// Subnet6 and Gateway6 are a dual-stack network's IPv6 half (Subnet
+	// is then IPv4); invalid on a single-family network.
+	Subnet6  netip.Prefix
+	Gateway6 netip.Addr
+}
+
+// Subnets returns the network's subnets: Subnet, and Subnet6 when the
+// network is dual-stack.
+func (n Network) Subnets() []netip.Prefix {
+	if n.Subnet6.IsValid() {
+		return []netip.Prefix{n.Subnet, n.Subnet6}
+	}
+	return []netip.Prefix{n.Subnet}
 }
 
 // Endpoint is a checked KindEndpoint record.
@@ -68,6 +81,10 @@ type Endpoint struct {
 	// meshnet version writes. "10.42.0.5/16", which ipam used to take, is
 	// refused.
 	Addr netip.Addr
+	// Addr6 is Info.Addr6 on a dual-stack network: an IPv6 address (its
+	// network's Subnet6 is not in the record; readers that have the
+	// network check that it lies inside). Invalid when there is none.
+	Addr6 netip.Addr
 	// MAC is nil when the record has none: ipam counts its address, the
 	// dataplane and DNS have nothing to forward to.
 	MAC net.HardwareAddr
@@ -120,19 +137,18 @@ func ParseNetwork(r Record) (Network, error) {
 	if err != nil {
 		return Network{}, err
 	}
-	subnet, err := netip.ParsePrefix(n.Subnet)
+	subnet, gw, err := parseSubnetGateway(n.Subnet, n.Gateway)
 	if err != nil {
-		return Network{}, fmt.Errorf("subnet: %w", err)
+		return Network{}, err
 	}
-	if subnet != subnet.Masked() {
-		return Network{}, fmt.Errorf("subnet %s has host bits set", subnet)
-	}
-	gw, err := netip.ParseAddr(n.Gateway)
-	if err != nil {
-		return Network{}, fmt.Errorf("gateway: %w", err)
-	}
-	if !subnet.Contains(gw) {
-		return Network{}, fmt.Errorf("gateway %s is outside subnet %s", gw, subnet)
+	out := Network{Owner: r.Owner, Info: n, Subnet: subnet, Gateway: gw}
+	if n.Subnet6 != "" || n.Gateway6 != "" {
+		if out.Subnet6, out.Gateway6, err = parseSubnetGateway(n.Subnet6, n.Gateway6); err != nil {
+			return Network{}, fmt.Errorf("IPv6 half: %w", err)
+		}
+		if !subnet.Addr().Is4() || !out.Subnet6.Addr().Is6() {
+			return Network{}, fmt.Errorf("dual-stack network with subnets %s and %s: want an IPv4 subnet and an IPv6 one, in that order", subnet, out.Subnet6)
+		}
 	}
 	if n.VNI > maxVNI {
 		return Network{}, fmt.Errorf("VNI %d is over the 24-bit limit %d", n.VNI, maxVNI)
@@ -140,7 +156,26 @@ func ParseNetwork(r Record) (Network, error) {
 	if n.MTU < 0 || n.MTU > 65535 {
 		return Network{}, fmt.Errorf("MTU %d is out of range", n.MTU)
 	}
-	return Network{Owner: r.Owner, Info: n, Subnet: subnet, Gateway: gw}, nil
+	return out, nil
+}
+
+// parseSubnetGateway parses a masked subnet and a gateway inside it.
+func parseSubnetGateway(subnetText, gatewayText string) (netip.Prefix, netip.Addr, error) {
+	subnet, err := netip.ParsePrefix(subnetText)
+	if err != nil {
+		return subnet, netip.Addr{}, fmt.Errorf("subnet: %w", err)
+	}
+	if subnet != subnet.Masked() || subnet.Addr().Is4In6() {
+		return subnet, netip.Addr{}, fmt.Errorf("subnet %s has host bits set or is an IPv4-mapped prefix", subnet)
+	}
+	gw, err := netip.ParseAddr(gatewayText)
+	if err != nil {
+		return subnet, gw, fmt.Errorf("gateway: %w", err)
+	}
+	if !subnet.Contains(gw) {
+		return subnet, gw, fmt.Errorf("gateway %s is outside subnet %s", gw, subnet)
+	}
+	return subnet, gw, nil
 }
 
 // ParseEndpoint decodes and checks a KindEndpoint record. Up is left
@@ -162,6 +197,15 @@ func ParseEndpoint(r Record) (Endpoint, error) {
 	if !subnet.Contains(addr) {
 		return Endpoint{}, fmt.Errorf("address %s is outside subnet %s", addr, subnet)
 	}
+	var addr6 netip.Addr
+	if e.Addr6 != "" {
+		if addr6, err = netip.ParseAddr(e.Addr6); err != nil {
+			return Endpoint{}, fmt.Errorf("IPv6 address: %w", err)
+		}
+		if !addr6.Is6() || addr6.Is4In6() || addr6.Zone() != "" || !subnet.Addr().Is4() {
+			return Endpoint{}, fmt.Errorf("IPv6 address %q on subnet %s: a dual-stack endpoint has an IPv4 address in its IPv4 subnet and an IPv6 one", e.Addr6, subnet)
+		}
+	}
 	// No MAC: nothing to forward to (the daemon skips it; ipam counts
 	// the address). A MAC that is there must be an Ethernet one.
 	var mac net.HardwareAddr
@@ -173,7 +217,7 @@ func ParseEndpoint(r Record) (Endpoint, error) {
 			return Endpoint{}, fmt.Errorf("MAC %s is not an Ethernet address", e.MAC)
 		}
 	}
-	return Endpoint{ID: r.ID, Owner: r.Owner, Info: e, Subnet: subnet, Addr: addr, MAC: mac}, nil
+	return Endpoint{ID: r.ID, Owner: r.Owner, Info: e, Subnet: subnet, Addr: addr, Addr6: addr6, MAC: mac}, nil
 }
 
 // VIP is a checked KindVIP record.

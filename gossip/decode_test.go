@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"cmp"
 	"encoding/json"
 	"net"
 	"net/netip"
@@ -177,6 +178,61 @@ func TestSnapshotViewDecodesOnce(t *testing.T) {
 	for reason, n := range v.Rejected {
 		if n != 1 || !strings.HasPrefix(reason, "endpoint: ") || !strings.Contains(reason, "address") {
 			t.Errorf("rejected %q %d times", reason, n)
+		}
+	}
+}
+
+// A dual-stack network's record names its IPv4 subnet (its identity) and
+// its IPv6 one; its endpoints carry an address of each family. Records
+// that mix the families up are refused where they enter, with the reason.
+func TestDualStackRecords(t *testing.T) {
+	for _, tc := range []struct {
+		subnet, gw, subnet6, gw6 string
+		why                      string // "" = accepted
+	}{
+		{"10.42.0.0/16", "10.42.0.1", "fd42::/64", "fd42::1", ""},
+		{"fd42::/64", "fd42::1", "", "", ""}, // IPv6-only
+		{"10.42.0.0/16", "10.42.0.1", "fd42::/64", "fd43::1", "outside subnet"},
+		{"10.42.0.0/16", "10.42.0.1", "10.43.0.0/16", "10.43.0.1", "an IPv4 subnet and an IPv6 one"},
+		{"fd43::/64", "fd43::1", "fd42::/64", "fd42::1", "an IPv4 subnet and an IPv6 one"},
+		{"10.42.0.0/16", "10.42.0.1", "fd42::1/64", "fd42::1", "host bits"},
+		{"10.42.0.0/16", "10.42.0.1", "", "fd42::1", "IPv6 half"},
+	} {
+		v, _ := json.Marshal(NetworkInfo{Subnet: tc.subnet, Gateway: tc.gw, Subnet6: tc.subnet6, Gateway6: tc.gw6, VNI: 7, Dataplane: "vxlan"})
+		r := Record{Key: Key{Kind: KindNetwork, Owner: "h1", ID: tc.subnet}, Version: 1, Value: v}
+		n, err := ParseNetwork(r)
+		if tc.why == "" {
+			if err != nil || n.Subnets()[len(n.Subnets())-1].String() != cmp.Or(tc.subnet6, tc.subnet) {
+				t.Errorf("%s %s: %v, subnets %v", tc.subnet, tc.subnet6, err, n.Subnets())
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.why) {
+			t.Errorf("%s %s: err %v, want one saying %q", tc.subnet, tc.subnet6, err, tc.why)
+		}
+		if checkValue(r) == nil {
+			t.Errorf("%s %s: Merge would admit it", tc.subnet, tc.subnet6)
+		}
+	}
+	for _, tc := range []struct {
+		subnet, addr, addr6 string
+		ok                  bool
+	}{
+		{"10.42.0.0/16", "10.42.0.5", "fd42::5", true},
+		{"10.42.0.0/16", "10.42.0.5", "", true},
+		{"10.42.0.0/16", "10.42.0.5", "10.42.0.6", false},
+		{"10.42.0.0/16", "10.42.0.5", "::ffff:10.42.0.6", false},
+		{"10.42.0.0/16", "10.42.0.5", "fe80::1%eth0", false},
+		{"fd42::/64", "fd42::5", "fd42::6", false}, // IPv6-only: one address
+	} {
+		v, _ := json.Marshal(EndpointInfo{Subnet: tc.subnet, Addr: tc.addr, Addr6: tc.addr6, MAC: "02:42:0a:2a:00:05"})
+		r := Record{Key: Key{Kind: KindEndpoint, Owner: "h1", ID: "ep"}, Version: 1, Value: v}
+		e, err := ParseEndpoint(r)
+		if tc.ok != (err == nil) {
+			t.Errorf("endpoint %s %s: err %v, want ok=%v", tc.addr, tc.addr6, err, tc.ok)
+		}
+		if tc.ok && e.Addr6.IsValid() != (tc.addr6 != "") {
+			t.Errorf("endpoint %s %s: Addr6 %v", tc.addr, tc.addr6, e.Addr6)
 		}
 	}
 }

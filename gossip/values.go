@@ -35,6 +35,15 @@ type NetworkInfo struct {
 	Dataplane string            `json:"dataplane"`
 	MTU       int               `json:"mtu,omitempty"`
 	Options   map[string]string `json:"options,omitempty"`
+	// Subnet6 and Gateway6 are a dual-stack network's IPv6 subnet and
+	// gateway (docker network create --ipv6 with an IPv4 and an IPv6
+	// --subnet). Subnet stays the IPv4 one, the network's identity. An
+	// IPv6-only network has its IPv6 subnet in Subnet and nothing here.
+	Subnet6  string `json:"subnet6,omitempty"`
+	Gateway6 string `json:"gateway6,omitempty"`
+	// IPv6Egress is how IPv6 leaves a dual-stack network: "" (NAT66,
+	// masqueraded to the host's address) or IPv6EgressRouted.
+	IPv6Egress string `json:"ipv6_egress,omitempty"`
 	// Internal is docker network create --internal: containers reach only
 	// the network itself, nothing is masqueraded or published.
 	Internal bool `json:"internal,omitempty"`
@@ -49,8 +58,11 @@ type NetworkInfo struct {
 // EndpointInfo is a KindEndpoint record (ID = Docker endpoint ID): a
 // container's interface on the owner.
 type EndpointInfo struct {
-	Subnet    string   `json:"subnet"`
-	Addr      string   `json:"addr"`
+	Subnet string `json:"subnet"`
+	Addr   string `json:"addr"`
+	// Addr6 is the endpoint's IPv6 address on a dual-stack network
+	// (inside the network's Subnet6); "" on a single-family network.
+	Addr6     string   `json:"addr6,omitempty"`
 	MAC       string   `json:"mac"`
 	Container string   `json:"container,omitempty"`
 	Network   string   `json:"network,omitempty"` // Docker network name
@@ -78,6 +90,12 @@ type EndpointInfo struct {
 	// replicas of its own sends what enters there to those only.
 	MeshPreferLocal bool `json:"mesh_prefer_local,omitempty"`
 }
+
+// IPv6Egress values. An empty IPv6Egress means IPv6EgressNAT.
+const (
+	IPv6EgressNAT    = "nat"
+	IPv6EgressRouted = "routed"
+)
 
 // Removal is a KindRemoval record (ID = removed node's name).
 type Removal struct {
