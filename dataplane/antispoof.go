@@ -23,9 +23,12 @@ import (
 //     address), 0.0.0.0 included: addresses are static, nothing needs it;
 //   - ARP that is not Ethernet/IPv4, or whose sender MAC or address is not
 //     its own (so it cannot poison a neighbour's ARP cache);
-//   - IPv6 from anything but a link-local source, and router advertisements
-//     and redirects: networks are IPv4 only today, and a container must not
-//     become its neighbours' IPv6 router;
+//   - IPv6 with a source other than its address on a dual-stack network (set
+//     port_ip6), a link-local address or :: (duplicate address detection);
+//     neighbour advertisements for a global address not its own (so it
+//     cannot poison a neighbour's cache, the IPv6 form of the ARP rules);
+//     router advertisements and redirects: a container must not become its
+//     neighbours' IPv6 router (Weave's CVE-2020-11091);
 //   - every other ether type (VLAN tags included).
 //
 // Chain forward (filter, bridge forward, priority -200) drops ARP on its way
@@ -51,6 +54,7 @@ const (
 	l2Forward    = "forward"
 	portMACSet   = "port_mac"
 	portIP4Set   = "port_ip4"
+	portIP6Set   = "port_ip6"
 	// l2Priority is the bridge family's "filter" priority.
 	l2Priority = -200
 )
@@ -64,13 +68,15 @@ const (
 
 // ICMPv6 types no container may send on a meshnet network.
 const (
-	icmpv6RouterAdvert = 134
-	icmpv6Redirect     = 137
+	icmpv6RouterAdvert   = 134
+	icmpv6NeighborAdvert = 136
+	icmpv6Redirect       = 137
 )
 
 var (
 	portMACType = nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr)
 	portIP4Type = nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)
+	portIP6Type = nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIP6Addr)
 )
 
 // l2Spec is what table bridge meshnet depends on.
@@ -100,15 +106,24 @@ func portIP4Key(port string, a netip.Addr) []byte {
 	return append(ifnameKey(port), b[:]...)
 }
 
+func portIP6Key(port string, a netip.Addr) []byte {
+	b := a.As16()
+	return append(ifnameKey(port), b[:]...)
+}
+
 // l2Elements are the wanted elements of each set, keyed by their bytes.
 func (s l2Spec) elements() map[string]map[string][]byte {
-	out := map[string]map[string][]byte{portMACSet: {}, portIP4Set: {}}
+	out := map[string]map[string][]byte{portMACSet: {}, portIP4Set: {}, portIP6Set: {}}
 	for _, l := range s.Ports {
 		k := portMACKey(l.HostIf, l.MAC)
 		out[portMACSet][string(k)] = k
 		if a := l.Addr.Addr(); a.Is4() {
 			k := portIP4Key(l.HostIf, a)
 			out[portIP4Set][string(k)] = k
+		}
+		if a := l.Addr6.Addr(); a.Is6() {
+			k := portIP6Key(l.HostIf, a)
+			out[portIP6Set][string(k)] = k
 		}
 	}
 	return out
@@ -185,21 +200,38 @@ func l2Rules() []ruleSpec {
 		notOwn(expr.MetaKeyIIFNAME, nh, 8, 6, portMACSet))
 	rule(l2Prerouting, "from container: ARP sender address not its own", fromContainer, etherType(etherARP),
 		notOwn(expr.MetaKeyIIFNAME, nh, 14, 4, portIP4Set))
-	rule(l2Prerouting, "from container: IPv6 source not link-local", fromContainer, etherType(etherIPv6), []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: nh, Offset: 8, Len: 2},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0xff, 0xc0}, Xor: []byte{0, 0}},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0xfe, 0x80}},
-	})
+	// fe80::/10: the first 10 bits of the address at off.
+	notLinkLocal := func(base expr.PayloadBase, off uint32) []expr.Any {
+		return []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: 2},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0xff, 0xc0}, Xor: []byte{0, 0}},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0xfe, 0x80}},
+		}
+	}
+	icmpv6Type := func(typ byte) []expr.Any {
+		return []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{typ}},
+		}
+	}
+	rule(l2Prerouting, "from container: IPv6 source not link-local, unspecified or its own", fromContainer, etherType(etherIPv6),
+		notLinkLocal(nh, 8), []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: nh, Offset: 8, Len: 16},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 16)},
+		},
+		notOwn(expr.MetaKeyIIFNAME, nh, 8, 16, portIP6Set))
+	// The target address of a neighbour advertisement follows the ICMPv6
+	// header (4 bytes) and the flags (4).
+	rule(l2Prerouting, "from container: IPv6 neighbour advertisement not about its address", fromContainer, etherType(etherIPv6),
+		icmpv6Type(icmpv6NeighborAdvert), notLinkLocal(expr.PayloadBaseTransportHeader, 8),
+		notOwn(expr.MetaKeyIIFNAME, expr.PayloadBaseTransportHeader, 8, 16, portIP6Set))
 	for _, t := range []struct {
 		typ  byte
 		name string
 	}{{icmpv6RouterAdvert, "router advertisement"}, {icmpv6Redirect, "redirect"}} {
-		rule(l2Prerouting, "from container: IPv6 "+t.name, fromContainer, etherType(etherIPv6), []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{t.typ}},
-		})
+		rule(l2Prerouting, "from container: IPv6 "+t.name, fromContainer, etherType(etherIPv6), icmpv6Type(t.typ))
 	}
 	rule(l2Forward, "to container: ARP not about its address", toContainer, etherType(etherARP),
 		notOwn(expr.MetaKeyOIFNAME, nh, 24, 4, portIP4Set))
@@ -298,7 +330,7 @@ func (d *Kernel) syncL2Adds(s l2Spec) error {
 	for _, w := range []struct {
 		name string
 		typ  nftables.SetDatatype
-	}{{portMACSet, portMACType}, {portIP4Set, portIP4Type}} {
+	}{{portMACSet, portMACType}, {portIP4Set, portIP4Type}, {portIP6Set, portIP6Type}} {
 		set, ok := v.sets[w.name]
 		var add []nftables.SetElement
 		if ok {
@@ -430,6 +462,10 @@ func elementString(set string, key []byte) string {
 	if set == portMACSet && len(rest) >= 6 {
 		return fmt.Sprintf("%s . %x:%x:%x:%x:%x:%x", port, rest[0], rest[1], rest[2], rest[3], rest[4], rest[5])
 	}
-	a, _ := netip.AddrFromSlice(rest[:4])
+	n := 4
+	if set == portIP6Set && len(rest) >= 16 {
+		n = 16
+	}
+	a, _ := netip.AddrFromSlice(rest[:n])
 	return fmt.Sprintf("%s . %v", port, a)
 }

@@ -105,12 +105,15 @@
 // bridge meshnet judges every frame entering a meshnet bridge from a veth
 // (any meshnet network, vxlan or wireguard): the source MAC, the IPv4
 // source, and ARP's sender MAC and address must be the container's own;
-// IPv6 only from a link-local source (networks are IPv4 only today) and no
-// router advertisements or redirects; no other ether type. Everything else
-// is dropped and counted. A second chain passes ARP to a container only when
-// it asks about or answers that container's address, so a neighbour's
-// who-has for a remote container does not even show. The rules name ports
-// only through two named sets (veth . MAC, veth . address), so they are
+// IPv6 only from its own address on a dual-stack network, a link-local
+// source or ::, neighbour advertisements only for its own global address,
+// and no router advertisements or redirects; no other ether type.
+// Everything else is dropped and counted. A second chain passes ARP to a
+// container only when it asks about or answers that container's address, so
+// a neighbour's who-has for a remote container does not even show (IPv6
+// neighbour solicitations go to multicast groups; they are not filtered per
+// container). The rules name ports only through three named sets (veth .
+// MAC, veth . IPv4 address, veth . IPv6 address), so they are
 // fixed while containers come and go; Apply adds and removes elements, and
 // Teardown removes the table. Nothing else needs an exception: DNS to
 // 127.0.0.11 is answered inside the container's namespace (sandbox

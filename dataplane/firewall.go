@@ -119,10 +119,22 @@ func wantRules(f firewallSpec, view firewallView) []ruleSpec {
 			Comment: fmt.Sprintf("%s isolate %s except published", commentPrefix, br),
 			Exprs:   isolateExprs(br),
 		})
-		if n.Internal {
-			rules = append(rules, internalRules(n)...)
-		} else {
+		switch {
+		case n.Internal:
+			for _, s := range n.subnets() {
+				rules = append(rules, internalRules(br, s)...)
+			}
+		default:
 			rules = append(rules, masq)
+			if n.Subnet6.IsValid() && !n.IPv6Routed {
+				// NAT66, as Docker does for IPv6 networks: a ULA subnet
+				// reaches nothing outside unless it is masqueraded.
+				rules = append(rules, ruleSpec{
+					Family: nftables.TableFamilyINet, Table: meshnetTable, Chain: meshnetPostroute,
+					Comment: fmt.Sprintf("%s masquerade %v from %s", commentPrefix, n.Subnet6.Masked(), br),
+					Exprs:   masqueradeExprs(n.Subnet6.Masked(), br),
+				})
+			}
 		}
 		for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
 			chain, ok := view.acceptChain[fam]
@@ -161,12 +173,12 @@ func wantRules(f firewallSpec, view firewallView) []ruleSpec {
 	return append(rules, tunnelRules(f)...)
 }
 
-// internalRules keep an internal network's traffic inside it, as Docker's
+// internalRules keep an internal network's traffic inside its subnet (one
+// call per subnet of a dual-stack network), as Docker's
 // bridge does (-i BR ! -d SUBNET -j DROP, -o BR ! -s SUBNET -j DROP): its
 // bridge, vxlan device and tunnel routes carry only the subnet's own
 // addresses, so other hosts' containers of the network stay reachable.
-func internalRules(n Network) []ruleSpec {
-	br, subnet := BridgeName(n.VNI), n.Subnet.Masked()
+func internalRules(br string, subnet netip.Prefix) []ruleSpec {
 	drop := []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}
 	out := metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnameExact(br))
 	out = append(append(out, addrNotIn(subnet, true)...), drop...)

@@ -72,6 +72,36 @@ func TestWantRules(t *testing.T) {
 	}
 }
 
+// A dual-stack network masquerades its IPv6 subnet too (NAT66) unless its
+// IPv6 egress is routed; an internal one keeps both families inside.
+func TestWantRulesDualStack(t *testing.T) {
+	n := Network{VNI: 7, Subnet: netip.MustParsePrefix("10.7.0.0/16"), Gateway: netip.MustParseAddr("10.7.0.1"),
+		Subnet6: netip.MustParsePrefix("fd07::/64"), Gateway6: netip.MustParseAddr("fd07::1")}
+	comments := func(n Network) []string {
+		var out []string
+		for _, r := range wantRules(firewallSpec{Nets: []Network{n}, VXLANPort: 4789, AllowDockerBridges: true}, firewallView{}) {
+			if strings.Contains(r.Comment, "masquerade 10.7") || strings.Contains(r.Comment, "masquerade fd07") || strings.Contains(r.Comment, "internal") {
+				out = append(out, r.Comment)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got := comments(n); !slices.Equal(got, []string{"meshnet: masquerade 10.7.0.0/16 from mnbr7", "meshnet: masquerade fd07::/64 from mnbr7"}) {
+		t.Errorf("dual-stack: %q", got)
+	}
+	n.IPv6Routed = true
+	if got := comments(n); !slices.Equal(got, []string{"meshnet: masquerade 10.7.0.0/16 from mnbr7"}) {
+		t.Errorf("IPv6 routed: %q", got)
+	}
+	n.Internal = true
+	if got := comments(n); !slices.Equal(got, []string{
+		"meshnet: internal mnbr7 drop from outside 10.7.0.0/16", "meshnet: internal mnbr7 drop from outside fd07::/64",
+		"meshnet: internal mnbr7 drop to outside 10.7.0.0/16", "meshnet: internal mnbr7 drop to outside fd07::/64"}) {
+		t.Errorf("internal dual-stack: %q", got)
+	}
+}
+
 func TestPlanRules(t *testing.T) {
 	nets := []Network{{VNI: 7, Subnet: netip.MustParsePrefix("10.7.0.0/16"), Gateway: netip.MustParseAddr("10.7.0.1")}}
 	view := firewallView{acceptChain: map[nftables.TableFamily]string{nftables.TableFamilyIPv4: iptDockerUser}}

@@ -373,6 +373,12 @@ func (d *Kernel) addrOp(a addrEntry, del bool) error {
 		return err
 	}
 	addr := &netlink.Addr{IPNet: prefixIPNet(a.Prefix)}
+	if a.Prefix.Addr().Is6() {
+		// The IPv6 gateway is the same on every host: duplicate address
+		// detection has nothing to find (the overlay carries no
+		// solicitation for it) and would only hold it tentative a second.
+		addr.Flags = unix.IFA_F_NODAD
+	}
 	if del {
 		if err := d.nl.AddrDel(l, addr); err != nil && !isGone(err) {
 			return fmt.Errorf("delete address %v from %s: %w", a.Prefix, a.Dev, err)

@@ -158,9 +158,13 @@ func compile(st State, underlayMTU int, tunnel string) (compiled, error) {
 		seenVNI[n.VNI] = true
 		n.Locals = slices.Clone(n.Locals) // ports are checked below, in this copy
 		for _, o := range c.Networks {
-			if o.Subnet.Overlaps(n.Subnet) {
-				errs = append(errs, fmt.Errorf("network VNI %d: subnet %v overlaps %v of VNI %d",
-					n.VNI, n.Subnet, o.Subnet, o.VNI))
+			for _, s := range n.subnets() {
+				for _, os := range o.subnets() {
+					if os.Overlaps(s) {
+						errs = append(errs, fmt.Errorf("network VNI %d: subnet %v overlaps %v of VNI %d",
+							n.VNI, s, os, o.VNI))
+					}
+				}
 			}
 		}
 		c.Networks = append(c.Networks, n)
@@ -184,6 +188,9 @@ func compile(st State, underlayMTU int, tunnel string) (compiled, error) {
 			}
 		}
 		c.Want.Addrs = append(c.Want.Addrs, addrEntry{Dev: br, Prefix: netip.PrefixFrom(n.Gateway, n.Subnet.Bits())})
+		if n.Subnet6.IsValid() {
+			c.Want.Addrs = append(c.Want.Addrs, addrEntry{Dev: br, Prefix: netip.PrefixFrom(n.Gateway6, n.Subnet6.Bits())})
+		}
 
 		locals := c.Networks[len(c.Networks)-1].Locals
 		brMACs := map[string]string{} // MAC -> port in this bridge's table

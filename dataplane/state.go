@@ -98,7 +98,15 @@ type Network struct {
 	VNI     uint32
 	Subnet  netip.Prefix
 	Gateway netip.Addr // same on every host; the local bridge holds Gateway/Subnet.Bits()
-	MTU     int        // 0 = underlay MTU - the kind's overhead
+	// Subnet6 and Gateway6 are a dual-stack network's IPv6 half (Subnet is
+	// then IPv4; zero on a single-family network). The bridge holds
+	// Gateway6 too; remote IPv6 addresses are further RemoteEndpoints.
+	Subnet6  netip.Prefix
+	Gateway6 netip.Addr
+	// IPv6Routed leaves IPv6 that leaves the network as it is; by default
+	// it is masqueraded (NAT66) to the host's address.
+	IPv6Routed bool
+	MTU        int // 0 = underlay MTU - the kind's overhead
 	// Kind is KindVXLAN ("" means the same) or KindWireGuard. A wireguard
 	// network is routed (L3): its bridge holds the gateway and answers ARP
 	// for remote addresses (proxy_arp), and the prefixes State.WireGuard's
@@ -113,6 +121,15 @@ type Network struct {
 	Remotes  []RemoteEndpoint
 }
 
+// subnets returns the network's subnets: Subnet, and Subnet6 on a
+// dual-stack network.
+func (n Network) subnets() []netip.Prefix {
+	if n.Subnet6.IsValid() {
+		return []netip.Prefix{n.Subnet.Masked(), n.Subnet6.Masked()}
+	}
+	return []netip.Prefix{n.Subnet.Masked()}
+}
+
 // wireguard reports whether n is routed through the WireGuard device.
 func (n Network) wireguard() bool { return n.Kind == KindWireGuard }
 
@@ -123,6 +140,9 @@ type LocalEndpoint struct {
 	ContainerIf string // peer name handed to Docker in Join (Docker moves and renames it)
 	MAC         net.HardwareAddr
 	Addr        netip.Prefix // container address with the subnet's bits
+	// Addr6 is its IPv6 address on a dual-stack network, with Subnet6's
+	// bits; zero otherwise.
+	Addr6 netip.Prefix
 	// Ports are published on the host's addresses (docker run -p).
 	Ports []PortMapping
 }
@@ -260,14 +280,14 @@ func cmpStrings(a1, b1, a2, b2 string) int {
 }
 
 func (n Network) equal(o Network) bool {
-	if n.VNI != o.VNI || n.Subnet != o.Subnet || n.Gateway != o.Gateway || n.MTU != o.MTU ||
+	if n.VNI != o.VNI || n.Subnet != o.Subnet || n.Gateway != o.Gateway || n.Subnet6 != o.Subnet6 || n.Gateway6 != o.Gateway6 || n.IPv6Routed != o.IPv6Routed || n.MTU != o.MTU ||
 		n.wireguard() != o.wireguard() || n.Internal != o.Internal || len(n.Locals) != len(o.Locals) || len(n.Remotes) != len(o.Remotes) {
 		return false
 	}
 	for i, l := range n.Locals {
 		m := o.Locals[i]
 		if l.ID != m.ID || l.HostIf != m.HostIf || l.ContainerIf != m.ContainerIf ||
-			!bytes.Equal(l.MAC, m.MAC) || l.Addr != m.Addr || !slices.Equal(l.Ports, m.Ports) {
+			!bytes.Equal(l.MAC, m.MAC) || l.Addr != m.Addr || l.Addr6 != m.Addr6 || !slices.Equal(l.Ports, m.Ports) {
 			return false
 		}
 	}
@@ -291,6 +311,18 @@ func (n Network) validate() error {
 		errs = append(errs, errors.New("no subnet"))
 	} else if !n.Gateway.IsValid() || !n.Subnet.Contains(n.Gateway) {
 		errs = append(errs, fmt.Errorf("gateway %v not inside subnet %v", n.Gateway, n.Subnet))
+	}
+	if n.Subnet6.IsValid() || n.Gateway6.IsValid() {
+		switch {
+		case !n.Subnet6.IsValid() || !n.Subnet6.Addr().Is6() || n.Subnet6.Addr().Is4In6():
+			errs = append(errs, fmt.Errorf("IPv6 subnet %v is not an IPv6 prefix", n.Subnet6))
+		case !n.Subnet.Addr().Is4():
+			errs = append(errs, fmt.Errorf("dual-stack network with IPv4 subnet %v: want an IPv4 subnet beside IPv6 %v", n.Subnet, n.Subnet6))
+		case !n.Gateway6.IsValid() || !n.Subnet6.Contains(n.Gateway6):
+			errs = append(errs, fmt.Errorf("IPv6 gateway %v not inside subnet %v", n.Gateway6, n.Subnet6))
+		case n.wireguard():
+			errs = append(errs, errors.New("dual-stack networks are vxlan only for now"))
+		}
 	}
 	if n.MTU != 0 && (n.MTU < 576 || n.MTU > 65535) {
 		errs = append(errs, fmt.Errorf("MTU %d outside 576..65535", n.MTU))

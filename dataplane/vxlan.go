@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/google/nftables"
@@ -180,6 +181,12 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 		// Egress is routed from the bridge to the underlay.
 		report(d.writeSysctls([]sysctl{{"net/ipv4/ip_forward", "1"}}))
 	}
+	if slices.ContainsFunc(c.Networks, func(n Network) bool { return n.Subnet6.IsValid() && !n.Internal }) {
+		// IPv6 egress too. Like Docker's IPv6 networks this makes the host
+		// a router: interfaces with accept_ra=1 stop taking router
+		// advertisements (README, "IPv6", says what to do about it).
+		report(d.writeSysctls([]sysctl{{"net/ipv6/conf/all/forwarding", "1"}}))
+	}
 	have, err := d.observe()
 	report(err)
 	for _, s := range planLinks(c.Want, have) {
@@ -198,6 +205,11 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 		// advertisements arriving over the overlay.
 		if br := BridgeName(n.VNI); have.Links[br].Kind == kindBridge {
 			ctls = append(ctls, sysctl{"net/ipv6/conf/" + br + "/accept_ra", "0"})
+			if n.Subnet6.IsValid() {
+				// A host with IPv6 off by default would refuse the
+				// IPv6 gateway.
+				ctls = append(ctls, sysctl{"net/ipv6/conf/" + br + "/disable_ipv6", "0"})
+			}
 			if !n.Internal {
 				// Published ports reached through 127.0.0.1 leave
 				// through the bridge with a loopback source (then
