@@ -180,8 +180,11 @@ type Conflict struct {
 
 // Network is one meshnet network (meshctl networks).
 type Network struct {
-	Subnet    string   `json:"subnet"`
-	Gateway   string   `json:"gateway"`
+	Subnet  string `json:"subnet"`
+	Gateway string `json:"gateway"`
+	// Subnet6 and Gateway6 are a dual-stack network's IPv6 half.
+	Subnet6   string   `json:"subnet6,omitempty"`
+	Gateway6  string   `json:"gateway6,omitempty"`
 	VNI       uint32   `json:"vni"`
 	Dataplane string   `json:"dataplane"`
 	MTU       int      `json:"mtu"`
@@ -189,7 +192,8 @@ type Network struct {
 	Names     []string `json:"names"`              // Docker network names, per host
 	Nodes     []string `json:"nodes"`              // hosts that have it
 	Endpoints int      `json:"endpoints"`
-	Blocks    []Block  `json:"blocks"`
+	// Blocks are the address blocks of its subnets, both families'.
+	Blocks []Block `json:"blocks"`
 }
 
 // Block is an address block and its owner.
@@ -206,6 +210,7 @@ type Endpoint struct {
 	Network   string   `json:"network"`
 	Subnet    string   `json:"subnet"`
 	Addr      string   `json:"addr"`
+	Addr6     string   `json:"addr6,omitempty"` // on a dual-stack network
 	MAC       string   `json:"mac"`
 	Node      string   `json:"node"`
 	NodeAddr  string   `json:"node_addr"`

@@ -149,7 +149,8 @@ func (b controlBackend) Networks() []control.Network {
 	for _, n := range networks(snap) {
 		cn, ok := bySubnet[n.info.Subnet]
 		if !ok {
-			cn = &control.Network{Subnet: n.info.Subnet, Gateway: n.info.Gateway, VNI: n.info.VNI, Dataplane: n.info.Dataplane, MTU: n.info.MTU, Internal: n.info.Internal}
+			cn = &control.Network{Subnet: n.info.Subnet, Gateway: n.info.Gateway, Subnet6: n.info.Subnet6, Gateway6: n.info.Gateway6,
+				VNI: n.info.VNI, Dataplane: n.info.Dataplane, MTU: n.info.MTU, Internal: n.info.Internal}
 			bySubnet[n.info.Subnet] = cn
 			order = append(order, n.info.Subnet)
 		}
@@ -163,9 +164,17 @@ func (b controlBackend) Networks() []control.Network {
 			cn.Endpoints++
 		}
 	}
+	by6 := map[string]*control.Network{}
+	for _, cn := range bySubnet {
+		if cn.Subnet6 != "" {
+			by6[cn.Subnet6] = cn
+		}
+	}
 	for _, p := range b.d.ipam.Status().Pools {
 		if cn, ok := bySubnet[p.Subnet]; ok {
-			cn.Blocks = blocks(p)
+			cn.Blocks = append(cn.Blocks, blocks(p)...)
+		} else if cn, ok := by6[p.Subnet]; ok {
+			cn.Blocks = append(cn.Blocks, blocks(p)...)
 		}
 	}
 	sort.Strings(order)
@@ -192,7 +201,7 @@ func (b controlBackend) Endpoints() []control.Endpoint {
 	for _, e := range endpoints(snap, false) {
 		out = append(out, control.Endpoint{
 			ID: e.id, Container: e.info.Container, Network: e.info.Network, Subnet: e.info.Subnet,
-			Addr: e.info.Addr, MAC: e.info.MAC, Node: e.owner, NodeAddr: nodes[e.owner].String(),
+			Addr: e.info.Addr, Addr6: e.info.Addr6, MAC: e.info.MAC, Node: e.owner, NodeAddr: nodes[e.owner].String(),
 			Services: e.info.Services, Healthy: e.info.Healthy, Up: snap.Up(e.owner),
 			Published: e.info.Published,
 		})

@@ -25,6 +25,9 @@ type network struct {
 	info    gossip.NetworkInfo
 	subnet  netip.Prefix
 	gateway netip.Addr
+	// subnet6 and gateway6: a dual-stack network's IPv6 half.
+	subnet6  netip.Prefix
+	gateway6 netip.Addr
 }
 
 // endpoint is a KindEndpoint record of the snapshot's typed view.
@@ -34,6 +37,7 @@ type endpoint struct {
 	info   gossip.EndpointInfo
 	subnet netip.Prefix
 	addr   netip.Addr
+	addr6  netip.Addr // on a dual-stack network
 	mac    net.HardwareAddr
 }
 
@@ -42,7 +46,8 @@ func networks(snap *gossip.Snapshot) []network {
 	v := snap.View()
 	out := make([]network, 0, len(v.Networks))
 	for _, n := range v.Networks {
-		out = append(out, network{owner: n.Owner, info: n.Info, subnet: n.Subnet, gateway: n.Gateway})
+		out = append(out, network{owner: n.Owner, info: n.Info, subnet: n.Subnet, gateway: n.Gateway,
+			subnet6: n.Subnet6, gateway6: n.Gateway6})
 	}
 	return out
 }
@@ -63,7 +68,7 @@ func endpoints(snap *gossip.Snapshot, upOnly bool) []endpoint {
 }
 
 func endpointOf(e gossip.Endpoint) endpoint {
-	return endpoint{id: e.ID, owner: e.Owner, info: e.Info, subnet: e.Subnet, addr: e.Addr, mac: e.MAC}
+	return endpoint{id: e.ID, owner: e.Owner, info: e.Info, subnet: e.Subnet, addr: e.Addr, addr6: e.Addr6, mac: e.MAC}
 }
 
 // nodeAddrs maps node names to their underlay address from KindNode records.
@@ -93,24 +98,38 @@ func desiredDataplane(snap *gossip.Snapshot, underlay dataplane.UnderlayInfo, vx
 	eps := endpoints(snap, true)
 	for _, n := range local {
 		dn := dataplane.Network{
-			VNI:      n.info.VNI,
-			Subnet:   n.subnet,
-			Gateway:  n.gateway,
-			MTU:      n.info.MTU,
-			Kind:     n.info.Dataplane,
-			Internal: n.info.Internal,
+			VNI:        n.info.VNI,
+			Subnet:     n.subnet,
+			Gateway:    n.gateway,
+			Subnet6:    n.subnet6,
+			Gateway6:   n.gateway6,
+			IPv6Routed: n.info.IPv6Egress == gossip.IPv6EgressRouted,
+			MTU:        n.info.MTU,
+			Kind:       n.info.Dataplane,
+			Internal:   n.info.Internal,
 		}
 		for _, e := range eps {
 			if e.subnet != n.subnet {
 				continue
 			}
+			// An IPv6 address outside this host's view of the IPv6
+			// subnet (a record of a network recreated with another
+			// one) is not forwarded to.
+			addr6 := e.addr6
+			if !n.subnet6.Contains(addr6) {
+				addr6 = netip.Addr{}
+			}
 			if e.owner == self {
 				host, cont := dataplane.VethNames(e.id)
-				dn.Locals = append(dn.Locals, dataplane.LocalEndpoint{
+				l := dataplane.LocalEndpoint{
 					ID: e.id, HostIf: host, ContainerIf: cont, MAC: e.mac,
 					Addr:  netip.PrefixFrom(e.addr, n.subnet.Bits()),
 					Ports: portMappings(e.info.Published),
-				})
+				}
+				if addr6.IsValid() {
+					l.Addr6 = netip.PrefixFrom(addr6, n.subnet6.Bits())
+				}
+				dn.Locals = append(dn.Locals, l)
 				continue
 			}
 			if dn.Kind == dataplane.KindWireGuard {
@@ -121,6 +140,9 @@ func desiredDataplane(snap *gossip.Snapshot, underlay dataplane.UnderlayInfo, vx
 				continue // not reachable yet: its node record has not arrived
 			}
 			dn.Remotes = append(dn.Remotes, dataplane.RemoteEndpoint{Addr: e.addr, MAC: e.mac, VTEP: vtep})
+			if addr6.IsValid() {
+				dn.Remotes = append(dn.Remotes, dataplane.RemoteEndpoint{Addr: addr6, MAC: e.mac, VTEP: vtep})
+			}
 		}
 		st.Networks = append(st.Networks, dn)
 	}
@@ -159,6 +181,7 @@ func dnsEntries(snap *gossip.Snapshot) []dns.Entry {
 			Network:   e.info.Network,
 			Subnet:    e.subnet,
 			Addr:      e.addr,
+			Addr6:     e.addr6,
 			Node:      e.owner,
 			Ports:     dnsPorts(e.info.Ports),
 		})

@@ -16,6 +16,8 @@ var networkOptions = map[string]string{
 	"dataplane": "vxlan or wireguard",
 	"mtu":       "container MTU (default: underlay MTU minus the tunnel overhead)",
 	"vni":       "VXLAN network identifier (default: derived from the subnet)",
+	optIPv6Egress: "with --ipv6: nat (the default: IPv6 leaving the network is masqueraded to the host's address) " +
+		"or routed (left as it is: route the IPv6 subnet to the hosts yourself)",
 	// What a compose file written for Docker's overlay driver carries in
 	// driver_opts, so that it works unchanged.
 	optDockerMTU: "the same as mtu",
@@ -25,6 +27,8 @@ var networkOptions = map[string]string{
 const (
 	optDockerMTU = "com.docker.network.driver.mtu"
 	optEncrypted = "encrypted"
+	// optIPv6Egress picks how a dual-stack network's IPv6 leaves it.
+	optIPv6Egress = "ipv6-egress"
 )
 
 // applyNetworkOptions sets info's dataplane, MTU and VNI from a network's
@@ -73,6 +77,17 @@ func applyNetworkOptions(info *gossip.NetworkInfo, opts map[string]string) error
 			return plugin.BadRequest("-o vni=%s: give a number between 2 and 16777215", v)
 		}
 		info.VNI = uint32(vni)
+	}
+	if v, ok := opts[optIPv6Egress]; ok {
+		switch {
+		case info.Subnet6 == "":
+			return plugin.BadRequest("-o %s=%s on a network without IPv6: add --ipv6 and an IPv6 --subnet, or leave the option out", optIPv6Egress, v)
+		case v == gossip.IPv6EgressNAT:
+		case v == gossip.IPv6EgressRouted:
+			info.IPv6Egress = v
+		default:
+			return plugin.BadRequest("-o %s=%s: choose %s or %s", optIPv6Egress, v, gossip.IPv6EgressNAT, gossip.IPv6EgressRouted)
+		}
 	}
 	return nil
 }

@@ -43,6 +43,7 @@ func TestApplyNetworkOptions(t *testing.T) {
 		{name: "encrypted with vxlan", opts: map[string]string{"encrypted": "", "dataplane": "vxlan"},
 			err: "-o encrypted with -o dataplane=vxlan: a vxlan network is not encrypted"},
 		{name: "bad dataplane", opts: map[string]string{"dataplane": "ipsec"}, err: "choose vxlan or wireguard"},
+		{name: "ipv6-egress without IPv6", opts: map[string]string{"ipv6-egress": "routed"}, err: "on a network without IPv6: add --ipv6"},
 		{name: "unknown", opts: map[string]string{"com.docker.network.driver.overlay.vxlanid_list": "4097"},
 			err: "unknown option -o com.docker.network.driver.overlay.vxlanid_list; meshnet networks take: com.docker.network.driver.mtu (the same as mtu), dataplane"},
 	} {

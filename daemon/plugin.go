@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,9 +26,6 @@ var _ plugin.NetworkBackend = networkBackend{}
 
 func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetworkRequest) error {
 	d := b.d
-	if req.EnableIPv6 || len(req.IPv6Data) > 0 {
-		return plugin.BadRequest("meshnet networks are IPv4 only for now: create the network without --ipv6")
-	}
 	if len(req.IPv4Data) != 1 {
 		return plugin.BadRequest("a meshnet network needs exactly one IPv4 subnet: docker network create -d meshnet --ipam-driver meshnet --subnet 10.42.0.0/16 NAME")
 	}
@@ -50,6 +48,10 @@ func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetw
 	if err := d.checkSubnetForHost(subnet); err != nil {
 		return err
 	}
+	subnet6, gateway6, err := d.ipv6Half(req)
+	if err != nil {
+		return err
+	}
 	info := gossip.NetworkInfo{
 		Subnet:    subnet.String(),
 		Gateway:   data.Gateway.Addr().String(),
@@ -59,11 +61,20 @@ func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetw
 		DockerID:  req.NetworkID,
 		Created:   time.Now().UTC(),
 	}
+	if subnet6.IsValid() {
+		info.Subnet6, info.Gateway6 = subnet6.String(), gateway6.String()
+	}
 	if err := applyNetworkOptions(&info, req.Options); err != nil {
 		return err
 	}
+	if subnet6.IsValid() && info.Dataplane != dataplane.KindVXLAN {
+		return plugin.BadRequest("dual-stack networks are vxlan only for now: create it with -o dataplane=vxlan, or without --ipv6")
+	}
 	snap := d.store.Snapshot()
 	for _, n := range networks(snap) {
+		if subnet6.IsValid() && n.subnet != subnet && n.subnet6.IsValid() && n.subnet6.Overlaps(subnet6) {
+			return plugin.BadRequest("IPv6 subnet %s overlaps meshnet network %s (IPv6 %s, on %s): choose an IPv6 subnet that does not overlap", subnet6, n.subnet, n.subnet6, n.owner)
+		}
 		switch {
 		case n.subnet == subnet && n.owner == d.cfg.NodeName && n.info.DockerID != req.NetworkID:
 			return plugin.BadRequest("subnet %s is already a meshnet network on this host (Docker network %s): remove it first or use another subnet", subnet, short(n.info.DockerID))
@@ -106,6 +117,18 @@ func settingsDiffer(have, want gossip.NetworkInfo) string {
 	if have.Gateway != want.Gateway {
 		d = append(d, "--gateway "+have.Gateway)
 	}
+	if have.Subnet6 != want.Subnet6 {
+		if have.Subnet6 == "" {
+			d = append(d, "no --ipv6")
+		} else {
+			d = append(d, "--ipv6 --subnet "+have.Subnet6)
+		}
+	} else if have.Gateway6 != want.Gateway6 {
+		d = append(d, "--gateway "+have.Gateway6)
+	}
+	if have.IPv6Egress != want.IPv6Egress {
+		d = append(d, "-o ipv6-egress="+cmp.Or(have.IPv6Egress, gossip.IPv6EgressNAT))
+	}
 	if have.Internal != want.Internal {
 		if have.Internal {
 			d = append(d, "--internal")
@@ -141,6 +164,18 @@ func (b networkBackend) CreateEndpoint(ctx context.Context, req plugin.CreateEnd
 	if !n.subnet.Contains(addr) {
 		return plugin.EndpointInterface{}, plugin.BadRequest("address %s is outside the network's subnet %s", addr, n.subnet)
 	}
+	var addr6 netip.Addr
+	switch {
+	case n.subnet6.IsValid() && !req.Interface.AddressIPv6.IsValid():
+		return plugin.EndpointInterface{}, plugin.BadRequest("endpoint %s has no IPv6 address on dual-stack network %s: meshnet networks need --ipam-driver meshnet", short(req.EndpointID), n.subnet)
+	case n.subnet6.IsValid():
+		addr6 = req.Interface.AddressIPv6.Addr()
+		if !n.subnet6.Contains(addr6) {
+			return plugin.EndpointInterface{}, plugin.BadRequest("IPv6 address %s is outside the network's IPv6 subnet %s", addr6, n.subnet6)
+		}
+	case req.Interface.AddressIPv6.IsValid():
+		return plugin.EndpointInterface{}, plugin.BadRequest("IPv6 address %s on network %s, which has no IPv6 subnet: create the network with --ipv6 and an IPv6 --subnet", req.Interface.AddressIPv6.Addr(), n.subnet)
+	}
 	if err := d.checkEndpointMAC(n, req.EndpointID, req.Interface.MacAddress); err != nil {
 		return plugin.EndpointInterface{}, err
 	}
@@ -151,6 +186,9 @@ func (b networkBackend) CreateEndpoint(ctx context.Context, req plugin.CreateEnd
 		out.MacAddress = mac
 	}
 	info := gossip.EndpointInfo{Subnet: n.info.Subnet, Addr: addr.String(), MAC: mac.String(), Network: n.info.Name, Healthy: true}
+	if addr6.IsValid() {
+		info.Addr6 = addr6.String()
+	}
 	if _, err := d.store.Put(gossip.KindEndpoint, req.EndpointID, info); err != nil {
 		return plugin.EndpointInterface{}, fmt.Errorf("record endpoint %s: %w", short(req.EndpointID), err)
 	}
@@ -164,6 +202,9 @@ func (b networkBackend) EndpointInfo(ctx context.Context, networkID, endpointID 
 	}
 	host, _ := dataplane.VethNames(endpointID)
 	info := map[string]any{"address": e.info.Addr, "mac": e.info.MAC, "host_interface": host}
+	if e.info.Addr6 != "" {
+		info["address6"] = e.info.Addr6
+	}
 	if ps := parsePublishedList(e.info.Published); len(ps) > 0 {
 		// In libnetwork's own form, for the engine; it reads it with a Go
 		// type assertion a decoded JSON value never passes, so docker port
@@ -212,13 +253,14 @@ func (b networkBackend) Join(ctx context.Context, req plugin.JoinRequest) (plugi
 	// An internal network gives no default route, as Docker's bridge
 	// driver does since 25 (20.10 still gave one): nothing outside the
 	// subnet is reachable anyway.
-	gateway := n.gateway
+	gateway, gateway6 := n.gateway, n.gateway6
 	if n.info.Internal {
-		gateway = netip.Addr{}
+		gateway, gateway6 = netip.Addr{}, netip.Addr{}
 	}
 	return plugin.JoinResponse{
 		InterfaceName: plugin.InterfaceName{SrcName: cont, DstPrefix: "eth"},
 		Gateway:       gateway,
+		GatewayIPv6:   gateway6,
 		// The engine skips internal networks when it looks for a default
 		// route to add docker_gwbridge for; say it too, in case one does not.
 		DisableGatewayService: n.info.Internal,
@@ -294,11 +336,14 @@ type ipamBackend struct{ d *Daemon }
 var _ plugin.IPAMBackend = ipamBackend{}
 
 func (b ipamBackend) RequestPool(ctx context.Context, req plugin.PoolRequest) (plugin.PoolResponse, error) {
-	if req.V6 {
-		return plugin.PoolResponse{}, plugin.BadRequest("meshnet's IPAM is IPv4 only for now: create the network without --ipv6")
+	if !req.Pool.IsValid() && req.V6 {
+		return plugin.PoolResponse{}, plugin.BadRequest("meshnet needs an IPv6 --subnet with --ipv6: docker network create -d meshnet --ipam-driver meshnet --ipv6 --subnet 10.42.0.0/16 --subnet fd42::/64 NAME")
 	}
 	if !req.Pool.IsValid() {
-		return plugin.PoolResponse{}, plugin.BadRequest("meshnet needs --subnet: docker network create -d meshnet --ipam-driver meshnet --subnet 10.42.0.0/16 NAME")
+		return plugin.PoolResponse{}, plugin.BadRequest("meshnet needs an IPv4 --subnet (IPv6-only networks are not supported yet): docker network create -d meshnet --ipam-driver meshnet --subnet 10.42.0.0/16 NAME")
+	}
+	if req.V6 != req.Pool.Addr().Is6() {
+		return plugin.PoolResponse{}, plugin.BadRequest("subnet %s is not of the family asked for (IPv6: %v)", req.Pool, req.V6)
 	}
 	if req.SubPool.IsValid() && req.SubPool != req.Pool {
 		return plugin.PoolResponse{}, plugin.BadRequest("--ip-range is not supported by meshnet's IPAM (addresses are divided among hosts): leave it out")
@@ -452,4 +497,33 @@ func (b networkBackend) RevokeExternalConnectivity(ctx context.Context, networkI
 	d.ports.release(ps...)
 	d.log.Info("unpublished ports", "endpoint", short(endpointID), "ports", publishedStrings(ps))
 	return nil
+}
+
+// ipv6Half checks the IPv6 part of a CreateNetwork: none, or exactly one
+// IPv6 subnet from meshnet's IPAM with its gateway, beside the IPv4 one.
+func (d *Daemon) ipv6Half(req plugin.CreateNetworkRequest) (netip.Prefix, netip.Addr, error) {
+	const how = "docker network create -d meshnet --ipam-driver meshnet --ipv6 --subnet 10.42.0.0/16 --subnet fd42::/64 NAME"
+	switch {
+	case len(req.IPv6Data) == 0 && req.EnableIPv6:
+		return netip.Prefix{}, netip.Addr{}, plugin.BadRequest("--ipv6 needs an IPv6 --subnet beside the IPv4 one: %s", how)
+	case len(req.IPv6Data) == 0:
+		return netip.Prefix{}, netip.Addr{}, nil
+	case len(req.IPv6Data) > 1:
+		return netip.Prefix{}, netip.Addr{}, plugin.BadRequest("a meshnet network has at most one IPv6 subnet, got %d: %s", len(req.IPv6Data), how)
+	}
+	data := req.IPv6Data[0]
+	if data.AddressSpace != plugin.LocalAddressSpace && data.AddressSpace != plugin.GlobalAddressSpace {
+		return netip.Prefix{}, netip.Addr{}, plugin.BadRequest("IPv6 addresses come from IPAM address space %q, not meshnet's: create the network with --ipam-driver meshnet", data.AddressSpace)
+	}
+	subnet := data.Pool.Masked()
+	if !subnet.IsValid() || !subnet.Addr().Is6() || subnet.Addr().Is4In6() {
+		return netip.Prefix{}, netip.Addr{}, plugin.BadRequest("the IPv6 subnet must be an IPv6 prefix, got %q: %s", data.Pool, how)
+	}
+	if !data.Gateway.IsValid() || !subnet.Contains(data.Gateway.Addr()) {
+		return netip.Prefix{}, netip.Addr{}, plugin.BadRequest("IPv6 gateway %s is not inside %s: leave --gateway out, or give an address inside the subnet", data.Gateway.Addr(), subnet)
+	}
+	if err := d.checkSubnetForHost(subnet); err != nil {
+		return netip.Prefix{}, netip.Addr{}, err
+	}
+	return subnet, data.Gateway.Addr(), nil
 }

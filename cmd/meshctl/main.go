@@ -467,7 +467,8 @@ func printNetworks(w io.Writer, nets []control.Network) error {
 		if n.Internal {
 			dp += " (internal)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t\n", n.Subnet, dash(strings.Join(n.Names, ",")), dp, n.VNI, n.MTU, n.Gateway, dash(strings.Join(n.Nodes, ",")), n.Endpoints)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t\n", both(n.Subnet, n.Subnet6), dash(strings.Join(n.Names, ",")), dp, n.VNI, n.MTU,
+			both(n.Gateway, n.Gateway6), dash(strings.Join(n.Nodes, ",")), n.Endpoints)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -489,6 +490,14 @@ func printNetworks(w io.Writer, nets []control.Network) error {
 	return nil
 }
 
+// both shows a dual-stack pair as "IPv4,IPv6", a single family alone.
+func both(v4, v6 string) string {
+	if v6 == "" {
+		return v4
+	}
+	return v4 + "," + v6
+}
+
 func printEndpoints(w io.Writer, eps []control.Endpoint) error {
 	tw := table(w)
 	fmt.Fprintln(tw, "CONTAINER\tNETWORK\tADDRESS\tMAC\tHOST\tSERVICES\tPUBLISHED\tSTATE\t")
@@ -500,7 +509,7 @@ func printEndpoints(w io.Writer, eps []control.Endpoint) error {
 		case !e.Healthy:
 			state = "unhealthy"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", dash(e.Container), dash(e.Network), e.Addr, e.MAC, e.Node,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", dash(e.Container), dash(e.Network), both(e.Addr, e.Addr6), e.MAC, e.Node,
 			dash(strings.Join(e.Services, ",")), dash(publishedText(e.Published)), state)
 	}
 	return tw.Flush()
@@ -537,7 +546,7 @@ func printServices(w io.Writer, svcs []control.Service) error {
 		}
 		name, mode, vip, ports := s.Name, s.Mode, dash(strings.Join(vips, ",")), dash(strings.Join(pub, ","))
 		row := func(r control.Endpoint, state string) {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, mode, vip, ports, dash(r.Container), r.Addr, r.Node, state)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, mode, vip, ports, dash(r.Container), both(r.Addr, r.Addr6), r.Node, state)
 			name, mode, vip, ports = "", "", "", ""
 		}
 		for _, r := range s.Replicas {

@@ -1,0 +1,132 @@
+package daemon
+
+import (
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/meshnet/meshnet/dataplane"
+	"github.com/meshnet/meshnet/gossip"
+)
+
+// dualStackNetwork creates a dual-stack network as the engine does for
+// `docker network create --ipv6 --subnet S4 --subnet S6`: both pools, both
+// gateways, then CreateNetwork with both halves.
+func (p *pluginDaemon) dualStackNetwork(id, subnet, gateway, subnet6, gateway6 string) (int, string) {
+	p.t.Helper()
+	p.must("/IpamDriver.RequestPool", `{"AddressSpace":"meshnet-local","Pool":"`+subnet+`"}`)
+	p.must("/IpamDriver.RequestAddress", `{"PoolID":"`+subnet+`","Options":{"RequestAddressType":"com.docker.network.gateway"}}`)
+	p.must("/IpamDriver.RequestPool", `{"AddressSpace":"meshnet-local","Pool":"`+subnet6+`","V6":true}`)
+	p.must("/IpamDriver.RequestAddress", `{"PoolID":"`+subnet6+`","Options":{"RequestAddressType":"com.docker.network.gateway"}}`)
+	return p.call("/NetworkDriver.CreateNetwork", `{"NetworkID":"`+id+`","Options":{"com.docker.network.enable_ipv6":true},`+
+		`"IPv4Data":[{"AddressSpace":"meshnet-local","Pool":"`+subnet+`","Gateway":"`+gateway+`"}],`+
+		`"IPv6Data":[{"AddressSpace":"meshnet-local","Pool":"`+subnet6+`","Gateway":"`+gateway6+`"}]}`)
+}
+
+// A dual-stack network through the plugin: the records carry both halves,
+// an endpoint gets an address of each family from the engine, and the
+// desired dataplane and DNS have both.
+func TestDualStackNetwork(t *testing.T) {
+	p := newPluginDaemon(t, true)
+	if code, msg := p.dualStackNetwork("ds", "10.42.0.0/24", "10.42.0.1/24", "fd42::/64", "fd42::1/64"); code != http.StatusOK {
+		t.Fatalf("CreateNetwork dual-stack: %d %s", code, msg)
+	}
+	n, ok := p.d.ownNetworkByDockerID("ds")
+	if !ok || n.subnet6 != netip.MustParsePrefix("fd42::/64") || n.gateway6 != netip.MustParseAddr("fd42::1") {
+		t.Fatalf("network record: %+v", n)
+	}
+	code, addr := p.call("/IpamDriver.RequestAddress", `{"PoolID":"fd42::/64"}`)
+	if code != http.StatusOK {
+		t.Fatalf("an IPv6 address: %d %s", code, addr)
+	}
+	p.must("/NetworkDriver.CreateEndpoint", `{"NetworkID":"ds","EndpointID":"ep1","Interface":{"Address":"10.42.0.2/24","AddressIPv6":"fd42::2/64"}}`)
+	e, ok := p.d.ownEndpoint("ep1")
+	if !ok || e.addr6 != netip.MustParseAddr("fd42::2") {
+		t.Fatalf("endpoint record: %+v", e)
+	}
+	// (Join needs the veth in the kernel: TestDualStack in e2e checks its
+	// IPv6 gateway, inside a container.)
+
+	st := desiredDataplane(p.d.store.Snapshot(), dataplane.UnderlayInfo{Addr: netip.MustParseAddr("198.18.0.11")}, 4789)
+	if len(st.Networks) != 1 || st.Networks[0].Gateway6 != netip.MustParseAddr("fd42::1") ||
+		len(st.Networks[0].Locals) != 1 || st.Networks[0].Locals[0].Addr6 != netip.MustParsePrefix("fd42::2/64") {
+		t.Errorf("desired dataplane: %+v", st.Networks)
+	}
+	// A remote dual-stack endpoint is two remotes, one per address, with
+	// one MAC behind one VTEP.
+	peer := gossip.NewStore(gossip.StoreConfig{Self: "n2"})
+	put := func(kind gossip.Kind, id string, v any) {
+		t.Helper()
+		r, err := peer.Put(kind, id, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.d.store.Merge([]gossip.Record{r})
+	}
+	put(gossip.KindNode, "", gossip.NodeInfo{Addr: "198.18.0.12"})
+	put(gossip.KindEndpoint, "ep9", gossip.EndpointInfo{Subnet: "10.42.0.0/24", Addr: "10.42.0.9", Addr6: "fd42::9", MAC: "02:42:0a:2a:00:09", Healthy: true})
+	p.d.store.SetMember(gossip.Member{Name: "n2", Addr: "198.18.0.12", State: gossip.StateAlive})
+	st = desiredDataplane(p.d.store.Snapshot(), dataplane.UnderlayInfo{Addr: netip.MustParseAddr("198.18.0.11")}, 4789)
+	var remotes []string
+	for _, r := range st.Networks[0].Remotes {
+		remotes = append(remotes, r.Addr.String()+" "+r.MAC.String()+" "+r.VTEP.String())
+	}
+	if strings.Join(remotes, ", ") != "10.42.0.9 02:42:0a:2a:00:09 198.18.0.12, fd42::9 02:42:0a:2a:00:09 198.18.0.12" {
+		t.Errorf("remotes: %q", remotes)
+	}
+	var entries []string
+	for _, e := range dnsEntries(p.d.store.Snapshot()) {
+		entries = append(entries, e.Addr.String()+" "+e.Addr6.String())
+	}
+	if !strings.Contains(strings.Join(entries, ","), "10.42.0.9 fd42::9") {
+		t.Errorf("DNS entries: %q", entries)
+	}
+}
+
+// What the engine or a user can get wrong about IPv6 is refused with what
+// to do, and leaves no network record.
+func TestDualStackRefusals(t *testing.T) {
+	p := newPluginDaemon(t, true)
+	if code, msg := p.dualStackNetwork("ds", "10.42.0.0/24", "10.42.0.1/24", "fd42::/64", "fd42::1/64"); code != http.StatusOK {
+		t.Fatalf("CreateNetwork dual-stack: %d %s", code, msg)
+	}
+	p.network("v4", "10.43.0.0/24", "10.43.0.1/24")
+	for _, tc := range []struct {
+		path, body, want string
+	}{
+		{"/NetworkDriver.CreateNetwork", `{"NetworkID":"x","Options":{"com.docker.network.enable_ipv6":true},"IPv4Data":[{"AddressSpace":"meshnet-local","Pool":"10.44.0.0/24","Gateway":"10.44.0.1/24"}]}`,
+			"--ipv6 needs an IPv6 --subnet"},
+		{"/NetworkDriver.CreateNetwork", `{"NetworkID":"x","IPv4Data":[{"AddressSpace":"meshnet-local","Pool":"10.44.0.0/24","Gateway":"10.44.0.1/24"}],` +
+			`"IPv6Data":[{"AddressSpace":"meshnet-local","Pool":"fd42:0:0:0:8000::/65","Gateway":"fd42::8000:0:0:1/65"}]}`,
+			"overlaps meshnet network 10.42.0.0/24"},
+		{"/NetworkDriver.CreateNetwork", `{"NetworkID":"x","IPv4Data":[{"AddressSpace":"meshnet-local","Pool":"10.44.0.0/24","Gateway":"10.44.0.1/24"}],` +
+			`"IPv6Data":[{"AddressSpace":"meshnet-local","Pool":"fd44::/64","Gateway":"fd44::1/64"},{"AddressSpace":"meshnet-local","Pool":"fd45::/64","Gateway":"fd45::1/64"}]}`,
+			"at most one IPv6 subnet"},
+		{"/NetworkDriver.CreateNetwork", `{"NetworkID":"x","Options":{"com.docker.network.generic":{"dataplane":"wireguard"}},"IPv4Data":[{"AddressSpace":"meshnet-local","Pool":"10.44.0.0/24","Gateway":"10.44.0.1/24"}],` +
+			`"IPv6Data":[{"AddressSpace":"meshnet-local","Pool":"fd44::/64","Gateway":"fd44::1/64"}]}`,
+			"vxlan only for now"},
+		{"/NetworkDriver.CreateNetwork", `{"NetworkID":"x","IPv4Data":[{"AddressSpace":"meshnet-local","Pool":"10.44.0.0/24","Gateway":"10.44.0.1/24"}],` +
+			`"IPv6Data":[{"AddressSpace":"null","Pool":"fd44::/64","Gateway":"fd44::1/64"}]}`,
+			"--ipam-driver meshnet"},
+		{"/NetworkDriver.CreateNetwork", `{"NetworkID":"x","Options":{"com.docker.network.generic":{"ipv6-egress":"nat64"}},"IPv4Data":[{"AddressSpace":"meshnet-local","Pool":"10.44.0.0/24","Gateway":"10.44.0.1/24"}],` +
+			`"IPv6Data":[{"AddressSpace":"meshnet-local","Pool":"fd44::/64","Gateway":"fd44::1/64"}]}`,
+			"choose nat or routed"},
+		{"/IpamDriver.RequestPool", `{"AddressSpace":"meshnet-local","V6":true}`, "needs an IPv6 --subnet"},
+		{"/IpamDriver.RequestPool", `{"AddressSpace":"meshnet-local","Pool":"10.45.0.0/24","V6":true}`, "not of the family"},
+		{"/NetworkDriver.CreateEndpoint", `{"NetworkID":"ds","EndpointID":"e1","Interface":{"Address":"10.42.0.5/24"}}`, "no IPv6 address on dual-stack network"},
+		{"/NetworkDriver.CreateEndpoint", `{"NetworkID":"ds","EndpointID":"e1","Interface":{"Address":"10.42.0.5/24","AddressIPv6":"fd43::5/64"}}`, "outside the network's IPv6 subnet"},
+		{"/NetworkDriver.CreateEndpoint", `{"NetworkID":"v4","EndpointID":"e1","Interface":{"Address":"10.43.0.5/24","AddressIPv6":"fd43::5/64"}}`, "has no IPv6 subnet"},
+	} {
+		code, msg := p.call(tc.path, tc.body)
+		if code != http.StatusBadRequest || !strings.Contains(msg, tc.want) {
+			t.Errorf("%s %s: %d %q, want 400 saying %q", tc.path, tc.body, code, msg, tc.want)
+		}
+	}
+	if _, ok := p.d.ownNetworkByDockerID("x"); ok {
+		t.Error("a refused network left a record")
+	}
+	if _, ok := p.d.ownEndpoint("e1"); ok {
+		t.Error("a refused endpoint left a record")
+	}
+}
