@@ -158,7 +158,13 @@
 // state"), and tagged with a rule comment (nftables userdata, shown by
 // iptables as -m comment). So `iptables -S` and Docker's own iptables calls
 // keep working, and Apply finds its rules by comment. Where no filter table or
-// no FORWARD chain exists nothing is created there (nothing drops). Where only
+// no FORWARD chain exists nothing is created there (nothing drops), with one
+// exception: a daemon's dataplane (Options.GuardForwarding) that turns IP
+// forwarding on, because it was off, first sets FORWARD's policy to DROP,
+// creating the table and chain if need be, as Docker does when it turns
+// forwarding on itself (forwardguard.go). meshnetd starts before the engine
+// at boot; the engine then finds forwarding on and leaves the policy alone,
+// which left a rebooted host forwarding between all its interfaces. Where only
 // iptables-legacy has a filter table, Apply logs a warning: meshnet does not
 // write legacy tables.
 //

@@ -28,6 +28,10 @@ type Options struct {
 	// NetNSPath, if NetNS is unset, names a namespace file (e.g. /run/netns/x)
 	// that New opens and Close closes.
 	NetNSPath string
+	// GuardForwarding: when Apply turns IP forwarding on (it was off), it
+	// first sets the FORWARD policy of iptables' filter table to DROP, as
+	// Docker does when it is the one turning it on (forwardguard.go).
+	GuardForwarding bool
 }
 
 // Kernel is meshnet's one kernel dataplane. Per vxlan network: a bridge
@@ -52,6 +56,7 @@ type Kernel struct {
 	warnedLegacy bool
 	changes      []string // kernel writes done by the current Apply/Teardown
 	wg           wgHalf
+	guardFwd     bool // Options.GuardForwarding
 }
 
 var _ Dataplane = (*Kernel)(nil)
@@ -67,7 +72,7 @@ func New(log *slog.Logger, opts Options) (*Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Kernel{log: log.With("dataplane", "vxlan"), root: log, ns: netns.None(), wg: wg}
+	d := &Kernel{log: log.With("dataplane", "vxlan"), root: log, ns: netns.None(), wg: wg, guardFwd: opts.GuardForwarding}
 	switch {
 	case opts.NetNS > 0:
 		d.ns, d.foreignNS = opts.NetNS, true
@@ -179,13 +184,13 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	// 1. Devices.
 	if len(c.Networks) > 0 {
 		// Egress is routed from the bridge to the underlay.
-		report(d.writeSysctls([]sysctl{{"net/ipv4/ip_forward", "1"}}))
+		report(d.enableForwarding(nftables.TableFamilyIPv4, d.guardFwd))
 	}
 	if slices.ContainsFunc(c.Networks, func(n Network) bool { return n.Subnet6.IsValid() && !n.Internal }) {
 		// IPv6 egress too. Like Docker's IPv6 networks this makes the host
 		// a router: interfaces with accept_ra=1 stop taking router
 		// advertisements (README, "IPv6", says what to do about it).
-		report(d.writeSysctls([]sysctl{{"net/ipv6/conf/all/forwarding", "1"}}))
+		report(d.enableForwarding(nftables.TableFamilyIPv6, d.guardFwd))
 	}
 	have, err := d.observe()
 	report(err)
