@@ -65,7 +65,7 @@ func TestDualStackNetwork(t *testing.T) {
 		p.d.store.Merge([]gossip.Record{r})
 	}
 	put(gossip.KindNode, "", gossip.NodeInfo{Addr: "198.18.0.12"})
-	put(gossip.KindEndpoint, "ep9", gossip.EndpointInfo{Subnet: "10.42.0.0/24", Addr: "10.42.0.9", Addr6: "fd42::9", MAC: "02:42:0a:2a:00:09", Healthy: true})
+	put(gossip.KindEndpoint, "ep9", gossip.EndpointInfo{Subnet: "10.42.0.0/24", Addr: "10.42.0.9", Subnet6: "fd42::/64", Addr6: "fd42::9", MAC: "02:42:0a:2a:00:09", Healthy: true})
 	p.d.store.SetMember(gossip.Member{Name: "n2", Addr: "198.18.0.12", State: gossip.StateAlive})
 	st = desiredDataplane(p.d.store.Snapshot(), dataplane.UnderlayInfo{Addr: netip.MustParseAddr("198.18.0.11")}, 4789)
 	var remotes []string

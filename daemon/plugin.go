@@ -187,7 +187,7 @@ func (b networkBackend) CreateEndpoint(ctx context.Context, req plugin.CreateEnd
 	}
 	info := gossip.EndpointInfo{Subnet: n.info.Subnet, Addr: addr.String(), MAC: mac.String(), Network: n.info.Name, Healthy: true}
 	if addr6.IsValid() {
-		info.Addr6 = addr6.String()
+		info.Subnet6, info.Addr6 = n.info.Subnet6, addr6.String()
 	}
 	if _, err := d.store.Put(gossip.KindEndpoint, req.EndpointID, info); err != nil {
 		return plugin.EndpointInterface{}, fmt.Errorf("record endpoint %s: %w", short(req.EndpointID), err)

@@ -81,10 +81,10 @@ type Endpoint struct {
 	// meshnet version writes. "10.42.0.5/16", which ipam used to take, is
 	// refused.
 	Addr netip.Addr
-	// Addr6 is Info.Addr6 on a dual-stack network: an IPv6 address (its
-	// network's Subnet6 is not in the record; readers that have the
-	// network check that it lies inside). Invalid when there is none.
-	Addr6 netip.Addr
+	// Subnet6 and Addr6 are Info's on a dual-stack network: an IPv6
+	// address inside an IPv6 subnet. Invalid when there are none.
+	Subnet6 netip.Prefix
+	Addr6   netip.Addr
 	// MAC is nil when the record has none: ipam counts its address, the
 	// dataplane and DNS have nothing to forward to.
 	MAC net.HardwareAddr
@@ -197,13 +197,17 @@ func ParseEndpoint(r Record) (Endpoint, error) {
 	if !subnet.Contains(addr) {
 		return Endpoint{}, fmt.Errorf("address %s is outside subnet %s", addr, subnet)
 	}
+	var subnet6 netip.Prefix
 	var addr6 netip.Addr
-	if e.Addr6 != "" {
+	if e.Addr6 != "" || e.Subnet6 != "" {
+		if subnet6, err = netip.ParsePrefix(e.Subnet6); err != nil {
+			return Endpoint{}, fmt.Errorf("IPv6 subnet: %w", err)
+		}
 		if addr6, err = netip.ParseAddr(e.Addr6); err != nil {
 			return Endpoint{}, fmt.Errorf("IPv6 address: %w", err)
 		}
-		if !addr6.Is6() || addr6.Is4In6() || addr6.Zone() != "" || !subnet.Addr().Is4() {
-			return Endpoint{}, fmt.Errorf("IPv6 address %q on subnet %s: a dual-stack endpoint has an IPv4 address in its IPv4 subnet and an IPv6 one", e.Addr6, subnet)
+		if !addr6.Is6() || addr6.Is4In6() || addr6.Zone() != "" || !subnet.Addr().Is4() || !subnet6.Contains(addr6) {
+			return Endpoint{}, fmt.Errorf("IPv6 address %q in %q on subnet %s: a dual-stack endpoint has an IPv4 address in its IPv4 subnet and an IPv6 one in its IPv6 subnet", e.Addr6, e.Subnet6, subnet)
 		}
 	}
 	// No MAC: nothing to forward to (the daemon skips it; ipam counts
@@ -217,7 +221,7 @@ func ParseEndpoint(r Record) (Endpoint, error) {
 			return Endpoint{}, fmt.Errorf("MAC %s is not an Ethernet address", e.MAC)
 		}
 	}
-	return Endpoint{ID: r.ID, Owner: r.Owner, Info: e, Subnet: subnet, Addr: addr, Addr6: addr6, MAC: mac}, nil
+	return Endpoint{ID: r.ID, Owner: r.Owner, Info: e, Subnet: subnet, Addr: addr, Subnet6: subnet6, Addr6: addr6, MAC: mac}, nil
 }
 
 // VIP is a checked KindVIP record.

@@ -215,17 +215,19 @@ func TestDualStackRecords(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct {
-		subnet, addr, addr6 string
-		ok                  bool
+		subnet, addr, subnet6, addr6 string
+		ok                           bool
 	}{
-		{"10.42.0.0/16", "10.42.0.5", "fd42::5", true},
-		{"10.42.0.0/16", "10.42.0.5", "", true},
-		{"10.42.0.0/16", "10.42.0.5", "10.42.0.6", false},
-		{"10.42.0.0/16", "10.42.0.5", "::ffff:10.42.0.6", false},
-		{"10.42.0.0/16", "10.42.0.5", "fe80::1%eth0", false},
-		{"fd42::/64", "fd42::5", "fd42::6", false}, // IPv6-only: one address
+		{"10.42.0.0/16", "10.42.0.5", "fd42::/64", "fd42::5", true},
+		{"10.42.0.0/16", "10.42.0.5", "", "", true},
+		{"10.42.0.0/16", "10.42.0.5", "fd42::/64", "fd43::5", false},
+		{"10.42.0.0/16", "10.42.0.5", "", "fd42::5", false},
+		{"10.42.0.0/16", "10.42.0.5", "10.42.0.0/16", "10.42.0.6", false},
+		{"10.42.0.0/16", "10.42.0.5", "::ffff:10.42.0.0/112", "::ffff:10.42.0.6", false},
+		{"10.42.0.0/16", "10.42.0.5", "fe80::/64", "fe80::1%eth0", false},
+		{"fd42::/64", "fd42::5", "fd42::/64", "fd42::6", false}, // IPv6-only: one address
 	} {
-		v, _ := json.Marshal(EndpointInfo{Subnet: tc.subnet, Addr: tc.addr, Addr6: tc.addr6, MAC: "02:42:0a:2a:00:05"})
+		v, _ := json.Marshal(EndpointInfo{Subnet: tc.subnet, Addr: tc.addr, Subnet6: tc.subnet6, Addr6: tc.addr6, MAC: "02:42:0a:2a:00:05"})
 		r := Record{Key: Key{Kind: KindEndpoint, Owner: "h1", ID: "ep"}, Version: 1, Value: v}
 		e, err := ParseEndpoint(r)
 		if tc.ok != (err == nil) {

@@ -60,8 +60,9 @@ type NetworkInfo struct {
 type EndpointInfo struct {
 	Subnet string `json:"subnet"`
 	Addr   string `json:"addr"`
-	// Addr6 is the endpoint's IPv6 address on a dual-stack network
-	// (inside the network's Subnet6); "" on a single-family network.
+	// Subnet6 and Addr6 are the endpoint's IPv6 subnet and address on a
+	// dual-stack network; "" on a single-family network.
+	Subnet6   string   `json:"subnet6,omitempty"`
 	Addr6     string   `json:"addr6,omitempty"`
 	MAC       string   `json:"mac"`
 	Container string   `json:"container,omitempty"`

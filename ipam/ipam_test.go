@@ -361,6 +361,36 @@ func TestHandoffAndPreferredAddress(t *testing.T) {
 	})
 }
 
+// The IPv6 half of a dual-stack endpoint record counts in its IPv6 pool as
+// the IPv4 address counts in its own: another host asking for it is told
+// where it is in use.
+func TestDualStackEndpointHoldsItsIPv6Address(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net := newFakeNet(1, true)
+		n1 := net.addNode(t, "n1", t.TempDir(), testConfig())
+		n2 := net.addNode(t, "n2", t.TempDir(), testConfig())
+		a, b := n1.ipamOf(), n2.ipamOf()
+		p6 := netip.MustParsePrefix("fd42::/64")
+		pool := mustPool(t, a, p6, nil)
+		mustPool(t, b, p6, nil)
+		// An address far from n1's first allocations, in a block n1 would
+		// hand over, held by an endpoint record of n1.
+		ep := netip.MustParseAddr("fd42::c000:0:0:9")
+		if _, err := a.store.Put(gossip.KindEndpoint, "ep1", gossip.EndpointInfo{Subnet: "10.42.0.0/16", Addr: "10.42.0.9",
+			Subnet6: pool, Addr6: ep.String()}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := requestAddress(context.Background(), b, pool, ep, false)
+		wantKind(t, err, ErrAddressInUse, "in use on host n1")
+		// Its neighbour, held by nobody: handed over.
+		free := netip.MustParseAddr("fd42::c000:0:0:10")
+		got, err := requestAddress(context.Background(), b, pool, free, false)
+		if err != nil || got.Addr() != free || got.Bits() != 64 {
+			t.Fatalf("preferred %s: %s %v", free, got, err)
+		}
+	})
+}
+
 func TestGatewayChoice(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		net := newFakeNet(1, true)

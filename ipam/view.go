@@ -154,9 +154,13 @@ func parseRequest(r gossip.Record) any {
 	return &rr
 }
 
+// endpointEntry is an endpoint record's addresses, by pool: its subnet's,
+// and on a dual-stack network its IPv6 subnet's.
 type endpointEntry struct {
-	subnet string
-	endpointAddr
+	subnet  string
+	addr    endpointAddr
+	subnet6 string // "" on a single-family network
+	addr6   endpointAddr
 }
 
 func parseEndpoint(r gossip.Record) any {
@@ -164,7 +168,11 @@ func parseEndpoint(r gossip.Record) any {
 	if err != nil {
 		return (*endpointEntry)(nil)
 	}
-	return &endpointEntry{subnet: ep.Info.Subnet, endpointAddr: endpointAddr{owner: r.Owner, addr: ep.Addr}}
+	e := &endpointEntry{subnet: ep.Info.Subnet, addr: endpointAddr{owner: r.Owner, addr: ep.Addr}}
+	if ep.Addr6.IsValid() {
+		e.subnet6, e.addr6 = ep.Info.Subnet6, endpointAddr{owner: r.Owner, addr: ep.Addr6}
+	}
+	return e
 }
 
 func parseBlock(r gossip.Record) any {
@@ -180,7 +188,10 @@ func endpointIndex(c *cluster, d *decoder) map[string][]endpointAddr {
 	out := make(map[string][]endpointAddr)
 	for _, r := range c.visible[gossip.KindEndpoint] {
 		if e, _ := d.get(r, parseEndpoint).(*endpointEntry); e != nil {
-			out[e.subnet] = append(out[e.subnet], e.endpointAddr)
+			out[e.subnet] = append(out[e.subnet], e.addr)
+			if e.subnet6 != "" {
+				out[e.subnet6] = append(out[e.subnet6], e.addr6)
+			}
 		}
 	}
 	return out
