@@ -51,19 +51,23 @@ func clearFault(ctx context.Context, h harness.Host) error {
 // TestPartitionHeals cuts one host off the underlay for 30 s, then for 5 minutes, with
 // containers started on both sides meanwhile, and checks that once healed everything
 // converges without an operator: membership, records, forwarding entries, DNS answers, and
-// no address held twice.
+// no address held twice. The network is dual-stack, its IPv6 subnet a /120 (small blocks)
+// the first time and a /64 the second: no IPv6 address held twice either.
 func TestPartitionHeals(t *testing.T) {
-	for _, d := range []time.Duration{30 * time.Second, 5 * time.Minute} {
-		t.Run(d.String(), func(t *testing.T) { partitionAndHeal(t, d) })
+	for _, tc := range []struct {
+		cut     time.Duration
+		subnet6 string
+	}{{30 * time.Second, "fd42::/120"}, {5 * time.Minute, "fd42::/64"}} {
+		t.Run(tc.cut.String(), func(t *testing.T) { partitionAndHeal(t, tc.cut, netip.MustParsePrefix(tc.subnet6)) })
 	}
 }
 
-func partitionAndHeal(t *testing.T, cut time.Duration) {
+func partitionAndHeal(t *testing.T, cut time.Duration, subnet6 netip.Prefix) {
 	c, hosts := meshHosts(t)
 	ctx := testCtx(t)
 	startMesh(t, ctx, c, hosts)
 	waitAllAlive(t, ctx, c, hosts, 15*time.Second)
-	createNetworkEverywhere(t, ctx, hosts, "app", "10.42.0.0/24")
+	createNetworkEverywhere(t, ctx, hosts, "app", "10.42.0.0/24", "--ipv6", "--subnet", subnet6.String())
 	ips := map[string]netip.Addr{}
 	for _, h := range hosts {
 		ips[key(h, "p-"+h.Name())] = runContainer(t, ctx, h, "p-"+h.Name(), "app")
@@ -125,6 +129,7 @@ func partitionAndHeal(t *testing.T, cut time.Duration) {
 		}
 	}
 	checkDistinct(t, ctx, hosts, collectIPs(t, ctx, hosts, ips), netip.MustParsePrefix("10.42.0.0/24"))
+	checkDistinct(t, ctx, hosts, collectIPv6s(t, ctx, hosts, ips), subnet6)
 }
 
 // TestLossyUnderlay runs the mesh over an underlay that loses 5% of packets both ways (and

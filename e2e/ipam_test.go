@@ -151,6 +151,18 @@ func startMany(t *testing.T, ctx context.Context, hosts []harness.Host, prefix s
 // collectIPs returns the current addresses on "app" of the containers keyed HOST/NAME.
 func collectIPs(t *testing.T, ctx context.Context, hosts []harness.Host, keys map[string]netip.Addr) map[string]netip.Addr {
 	t.Helper()
+	return collectAddrs(t, ctx, hosts, keys, harness.ContainerIPs)
+}
+
+// collectIPv6s is collectIPs for the containers' IPv6 addresses on the dual-stack network "app".
+func collectIPv6s(t *testing.T, ctx context.Context, hosts []harness.Host, keys map[string]netip.Addr) map[string]netip.Addr {
+	t.Helper()
+	return collectAddrs(t, ctx, hosts, keys, harness.ContainerIPv6s)
+}
+
+func collectAddrs(t *testing.T, ctx context.Context, hosts []harness.Host, keys map[string]netip.Addr,
+	inspect func(context.Context, harness.Host, string, ...string) (map[string]netip.Addr, error)) map[string]netip.Addr {
+	t.Helper()
 	out := map[string]netip.Addr{}
 	for _, h := range hosts {
 		var names []string
@@ -159,7 +171,7 @@ func collectIPs(t *testing.T, ctx context.Context, hosts []harness.Host, keys ma
 				names = append(names, n)
 			}
 		}
-		ips, err := harness.ContainerIPs(ctx, h, "app", names...)
+		ips, err := inspect(ctx, h, "app", names...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -37,7 +37,11 @@ func RunContainer(ctx context.Context, h Host, name, network string, extra ...st
 type Endpoint struct {
 	IP      netip.Addr
 	Gateway netip.Addr
-	MAC     string
+	// IPv6 and Gateway6 are its IPv6 address and gateway on a dual-stack
+	// network; invalid on others.
+	IPv6     netip.Addr
+	Gateway6 netip.Addr
+	MAC      string
 }
 
 // ContainerEndpoint returns container's address on network ("" means: its only network).
@@ -47,9 +51,11 @@ func ContainerEndpoint(ctx context.Context, h Host, container, network string) (
 		return Endpoint{}, err
 	}
 	var nets map[string]struct {
-		IPAddress  string
-		Gateway    string
-		MacAddress string
+		IPAddress         string
+		Gateway           string
+		GlobalIPv6Address string
+		IPv6Gateway       string
+		MacAddress        string
 	}
 	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &nets); err != nil {
 		return Endpoint{}, fmt.Errorf("parsing docker inspect of %s on %s: %w: %s", container, h.Name(), err, out)
@@ -72,6 +78,8 @@ func ContainerEndpoint(ctx context.Context, h Host, container, network string) (
 	}
 	ep := Endpoint{IP: ip, MAC: strings.ToLower(n.MacAddress)}
 	ep.Gateway, _ = netip.ParseAddr(n.Gateway)
+	ep.IPv6, _ = netip.ParseAddr(n.GlobalIPv6Address)
+	ep.Gateway6, _ = netip.ParseAddr(n.IPv6Gateway)
 	return ep, nil
 }
 
@@ -122,6 +130,15 @@ func HostPing(ctx context.Context, h Host, addr netip.Addr) error {
 // ContainerIPs returns the addresses on network of the named containers on h, with one
 // `docker inspect`. A container without an address on network is an error.
 func ContainerIPs(ctx context.Context, h Host, network string, names ...string) (map[string]netip.Addr, error) {
+	return containerAddrs(ctx, h, network, false, names)
+}
+
+// ContainerIPv6s is ContainerIPs for the containers' IPv6 addresses on a dual-stack network.
+func ContainerIPv6s(ctx context.Context, h Host, network string, names ...string) (map[string]netip.Addr, error) {
+	return containerAddrs(ctx, h, network, true, names)
+}
+
+func containerAddrs(ctx context.Context, h Host, network string, v6 bool, names []string) (map[string]netip.Addr, error) {
 	if len(names) == 0 {
 		return map[string]netip.Addr{}, nil
 	}
@@ -136,11 +153,15 @@ func ContainerIPs(ctx context.Context, h Host, network string, names ...string) 
 			return nil, fmt.Errorf("docker inspect on %s: unexpected line %q", h.Name(), line)
 		}
 		name = strings.TrimPrefix(name, "/")
-		var nets map[string]struct{ IPAddress string }
+		var nets map[string]struct{ IPAddress, GlobalIPv6Address string }
 		if err := json.Unmarshal([]byte(js), &nets); err != nil {
 			return nil, fmt.Errorf("docker inspect of %s on %s: %w", name, h.Name(), err)
 		}
-		ip, err := netip.ParseAddr(nets[network].IPAddress)
+		addr := nets[network].IPAddress
+		if v6 {
+			addr = nets[network].GlobalIPv6Address
+		}
+		ip, err := netip.ParseAddr(addr)
 		if err != nil {
 			return nil, fmt.Errorf("%s on %s has no address on %s: %s", name, h.Name(), network, js)
 		}

@@ -48,8 +48,12 @@ func buildBusyboxTar(ctx context.Context, dir string) (string, error) {
 	// curl with the host's glibc: a client that resolves names through
 	// libc's own resolver (getaddrinfo, /etc/resolv.conf), as applications
 	// do; the static busybox's wget cannot (static glibc has no NSS).
-	if err := addDynamic(ctx, rootfs, "/usr/bin/curl"); err != nil {
-		return "", fmt.Errorf("building the busybox image: %w", err)
+	// getent, for the same reason: getent ahosts lists what libc's
+	// resolver makes of a name, both families.
+	for _, prog := range []string{"/usr/bin/curl", "/usr/bin/getent"} {
+		if err := addDynamic(ctx, rootfs, prog); err != nil {
+			return "", fmt.Errorf("building the busybox image: %w", err)
+		}
 	}
 	files := map[string]string{
 		"etc/passwd":        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",

