@@ -37,7 +37,7 @@ type Entry struct {
 	// its PTR under ip6.arpa. Invalid otherwise.
 	Addr6 netip.Addr
 	Node  string // host node name; not published in DNS, kept for meshctl
-	Ports  []Port // optional; published as SRV
+	Ports []Port // optional; published as SRV
 	// TaskServices are service names answered only as tasks.<service>:
 	// the service has a VIP, which answers <service> (Swarm's answers).
 	TaskServices []string
