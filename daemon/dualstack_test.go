@@ -113,7 +113,7 @@ func TestDualStackRefusals(t *testing.T) {
 			`"IPv6Data":[{"AddressSpace":"meshnet-local","Pool":"fd44::/64","Gateway":"fd44::1/64"}]}`,
 			"choose nat or routed"},
 		{"/IpamDriver.RequestPool", `{"AddressSpace":"meshnet-local","V6":true}`, "needs an IPv6 --subnet"},
-		{"/IpamDriver.RequestPool", `{"AddressSpace":"meshnet-local","Pool":"10.45.0.0/24","V6":true}`, "not of the family"},
+		{"/IpamDriver.RequestPool", `{"AddressSpace":"meshnet-local","Pool":"10.45.0.0/24","V6":true}`, "is not an IPv6 subnet"},
 		{"/NetworkDriver.CreateEndpoint", `{"NetworkID":"ds","EndpointID":"e1","Interface":{"Address":"10.42.0.5/24"}}`, "no IPv6 address on dual-stack network"},
 		{"/NetworkDriver.CreateEndpoint", `{"NetworkID":"ds","EndpointID":"e1","Interface":{"Address":"10.42.0.5/24","AddressIPv6":"fd43::5/64"}}`, "outside the network's IPv6 subnet"},
 		{"/NetworkDriver.CreateEndpoint", `{"NetworkID":"v4","EndpointID":"e1","Interface":{"Address":"10.43.0.5/24","AddressIPv6":"fd43::5/64"}}`, "has no IPv6 subnet"},

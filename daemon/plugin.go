@@ -343,7 +343,8 @@ func (b ipamBackend) RequestPool(ctx context.Context, req plugin.PoolRequest) (p
 		return plugin.PoolResponse{}, plugin.BadRequest("meshnet needs an IPv4 --subnet (IPv6-only networks are not supported yet): docker network create -d meshnet --ipam-driver meshnet --subnet 10.42.0.0/16 NAME")
 	}
 	if req.V6 != req.Pool.Addr().Is6() {
-		return plugin.PoolResponse{}, plugin.BadRequest("subnet %s is not of the family asked for (IPv6: %v)", req.Pool, req.V6)
+		want := map[bool]string{false: "an IPv4", true: "an IPv6"}[req.V6]
+		return plugin.PoolResponse{}, plugin.BadRequest("subnet %s is not %s subnet, which the engine asked for: give the IPv4 subnet and, with --ipv6, the IPv6 one", req.Pool, want)
 	}
 	if req.SubPool.IsValid() && req.SubPool != req.Pool {
 		return plugin.PoolResponse{}, plugin.BadRequest("--ip-range is not supported by meshnet's IPAM (addresses are divided among hosts): leave it out")
