@@ -29,6 +29,9 @@ const routeProtocol = 109
 // overhead is what a network's tunnel adds to each packet.
 func overhead(n Network, underlay netip.Addr) int {
 	if !n.wireguard() {
+		if underlay.Is6() {
+			return VXLANOverhead6
+		}
 		return VXLANOverhead
 	}
 	if underlay.Is6() {

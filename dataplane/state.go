@@ -158,6 +158,10 @@ type RemoteEndpoint struct {
 // (8), VXLAN (8) and the inner Ethernet header (14).
 const VXLANOverhead = 50
 
+// VXLANOverhead6 is the same over an IPv6 underlay: the outer header is 40
+// bytes instead of 20.
+const VXLANOverhead6 = 70
+
 // Device name prefixes. Everything meshnet creates in the kernel starts with
 // one of them, which is how a restarted daemon finds what a previous run left.
 const (
