@@ -39,6 +39,19 @@ func TestGuardForwarding(t *testing.T) {
 			t.Errorf("second Apply changed %q", d.changes)
 		}
 	})
+	t.Run("forwarding off, FORWARD accepting", func(t *testing.T) {
+		host := newHost(t, "198.18.0.1")
+		mustRunIn(t, host.ns, "iptables", "-P", "FORWARD", "ACCEPT") // iptables-nft makes the table
+		d, err := New(testLogger(t), Options{NetNS: host.ns, GuardForwarding: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		apply(t, d, oneNetwork("198.18.0.1"))
+		if out := mustRunIn(t, host.ns, "iptables", "-S", "FORWARD"); !strings.Contains(out, "-P FORWARD DROP") {
+			t.Errorf("iptables -S FORWARD:\n%s", out)
+		}
+	})
 	t.Run("forwarding on", func(t *testing.T) {
 		host := newHost(t, "198.18.0.1")
 		mustRunIn(t, host.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
