@@ -373,6 +373,29 @@
 // no default route. Bridged and tunnelled traffic stays inside the subnet,
 // so containers of the network on other hosts are reachable.
 //
+// # Dual-stack networks
+//
+// A Network with Subnet6 carries IPv6 beside IPv4 on the same bridge and
+// vxlan device; nothing about it is a second network. The bridge holds both
+// gateways. The IPv6 one is added without duplicate address detection: it
+// is the same address on every host, as the IPv4 gateway is, and the
+// overlay never carries a solicitation for it (the vxlan device answers
+// from its own entries and floods nothing), so detection could only delay
+// it. Remote IPv6 addresses are further RemoteEndpoints: a static neighbour
+// entry each on the vxlan device, whose proxy answers neighbour
+// solicitations from them as it answers ARP (the kernel's vxlan proxy does
+// both), behind the same FDB entry as the endpoint's IPv4 address. So IPv6
+// adds no flooding and no learning. Anti-spoofing gains the set port_ip6
+// (see above); the bridge never accepts router advertisements. IPv6 leaving
+// the network is masqueraded (NAT66), as Docker does for its IPv6 networks,
+// unless IPv6Routed; Apply turns IPv6 forwarding on for such networks. An
+// IPv6 underlay needs nothing of its own but the MTU (VXLANOverhead6): the
+// vxlan device's local address, FDB destinations and the tunnel guard's
+// member sets are family-neutral. Dual-stack wireguard networks are refused
+// for now: routed IPv6 would need the bridge to answer neighbour
+// solicitations for every remote address (proxy_ndp takes one entry per
+// address, unlike proxy_arp).
+//
 // # Why WireGuard networks are routed, through one device per host
 //
 // A network with Kind "wireguard" keeps what a vxlan network gives its
