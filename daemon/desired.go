@@ -37,8 +37,10 @@ type endpoint struct {
 	info   gossip.EndpointInfo
 	subnet netip.Prefix
 	addr   netip.Addr
-	addr6  netip.Addr // on a dual-stack network
-	mac    net.HardwareAddr
+	// subnet6 and addr6: its IPv6 half on a dual-stack network.
+	subnet6 netip.Prefix
+	addr6   netip.Addr
+	mac     net.HardwareAddr
 }
 
 // networks lists the snapshot's networks.
@@ -68,7 +70,7 @@ func endpoints(snap *gossip.Snapshot, upOnly bool) []endpoint {
 }
 
 func endpointOf(e gossip.Endpoint) endpoint {
-	return endpoint{id: e.ID, owner: e.Owner, info: e.Info, subnet: e.Subnet, addr: e.Addr, addr6: e.Addr6, mac: e.MAC}
+	return endpoint{id: e.ID, owner: e.Owner, info: e.Info, subnet: e.Subnet, addr: e.Addr, subnet6: e.Subnet6, addr6: e.Addr6, mac: e.MAC}
 }
 
 // nodeAddrs maps node names to their underlay address from KindNode records.
@@ -132,12 +134,18 @@ func desiredDataplane(snap *gossip.Snapshot, underlay dataplane.UnderlayInfo, vx
 				dn.Locals = append(dn.Locals, l)
 				continue
 			}
-			if dn.Kind == dataplane.KindWireGuard {
-				continue // routed by address block: see desiredWireGuard
-			}
 			vtep, ok := nodes[e.owner]
 			if !ok || vtep == underlay.Addr {
 				continue // not reachable yet: its node record has not arrived
+			}
+			if dn.Kind == dataplane.KindWireGuard {
+				// Routed by address block (desiredWireGuard). Only its
+				// IPv6 address is listed: the bridge answers neighbour
+				// solicitations for it (proxy_ndp takes each address).
+				if addr6.IsValid() {
+					dn.Remotes = append(dn.Remotes, dataplane.RemoteEndpoint{Addr: addr6, MAC: e.mac, VTEP: vtep})
+				}
+				continue
 			}
 			dn.Remotes = append(dn.Remotes, dataplane.RemoteEndpoint{Addr: e.addr, MAC: e.mac, VTEP: vtep})
 			if addr6.IsValid() {

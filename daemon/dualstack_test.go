@@ -103,9 +103,6 @@ func TestDualStackRefusals(t *testing.T) {
 		{"/NetworkDriver.CreateNetwork", `{"NetworkID":"x","IPv4Data":[{"AddressSpace":"meshnet-local","Pool":"10.44.0.0/24","Gateway":"10.44.0.1/24"}],` +
 			`"IPv6Data":[{"AddressSpace":"meshnet-local","Pool":"fd44::/64","Gateway":"fd44::1/64"},{"AddressSpace":"meshnet-local","Pool":"fd45::/64","Gateway":"fd45::1/64"}]}`,
 			"at most one IPv6 subnet"},
-		{"/NetworkDriver.CreateNetwork", `{"NetworkID":"x","Options":{"com.docker.network.generic":{"dataplane":"wireguard"}},"IPv4Data":[{"AddressSpace":"meshnet-local","Pool":"10.44.0.0/24","Gateway":"10.44.0.1/24"}],` +
-			`"IPv6Data":[{"AddressSpace":"meshnet-local","Pool":"fd44::/64","Gateway":"fd44::1/64"}]}`,
-			"vxlan only for now"},
 		{"/NetworkDriver.CreateNetwork", `{"NetworkID":"x","IPv4Data":[{"AddressSpace":"meshnet-local","Pool":"10.44.0.0/24","Gateway":"10.44.0.1/24"}],` +
 			`"IPv6Data":[{"AddressSpace":"null","Pool":"fd44::/64","Gateway":"fd44::1/64"}]}`,
 			"--ipam-driver meshnet"},

@@ -67,9 +67,6 @@ func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetw
 	if err := applyNetworkOptions(&info, req.Options); err != nil {
 		return err
 	}
-	if subnet6.IsValid() && info.Dataplane != dataplane.KindVXLAN {
-		return plugin.BadRequest("dual-stack networks are vxlan only for now: create it with -o dataplane=vxlan, or without --ipv6")
-	}
 	snap := d.store.Snapshot()
 	for _, n := range networks(snap) {
 		if subnet6.IsValid() && n.subnet != subnet && n.subnet6.IsValid() && n.subnet6.Overlaps(subnet6) {

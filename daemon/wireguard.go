@@ -56,11 +56,15 @@ func desiredWireGuard(snap *gossip.Snapshot, blocks map[netip.Prefix][]block, po
 		if n.info.Dataplane != dataplane.KindWireGuard {
 			continue
 		}
-		s := n.subnet.Masked()
-		if n.owner == self {
-			mine[s] = true
-		} else {
-			members[s] = append(members[s], n.owner)
+		// A dual-stack network's IPv6 pool is routed like its IPv4 one.
+		for _, s := range []netip.Prefix{n.subnet.Masked(), n.subnet6.Masked()} {
+			switch {
+			case !s.IsValid():
+			case n.owner == self:
+				mine[s] = true
+			default:
+				members[s] = append(members[s], n.owner)
+			}
 		}
 	}
 	nodes := wireGuardNodes(snap)
@@ -90,17 +94,22 @@ func desiredWireGuard(snap *gossip.Snapshot, blocks map[netip.Prefix][]block, po
 	taken := map[netip.Addr]bool{}
 	for _, e := range eps {
 		if e.owner == self {
-			taken[e.addr] = true
+			taken[e.addr], taken[e.addr6] = true, true
 		}
 	}
 	for _, e := range eps {
-		s := e.subnet.Masked()
-		if !sharing[s][e.owner] || taken[e.addr] {
-			continue
-		}
-		taken[e.addr] = true
-		if !slices.ContainsFunc(allowed[e.owner], func(p netip.Prefix) bool { return p.Contains(e.addr) }) {
-			allowed[e.owner] = append(allowed[e.owner], netip.PrefixFrom(e.addr, e.addr.BitLen()))
+		for _, held := range []struct {
+			subnet netip.Prefix
+			addr   netip.Addr
+		}{{e.subnet.Masked(), e.addr}, {e.subnet6.Masked(), e.addr6}} {
+			s, a := held.subnet, held.addr
+			if !a.IsValid() || !sharing[s][e.owner] || taken[a] {
+				continue
+			}
+			taken[a] = true
+			if !slices.ContainsFunc(allowed[e.owner], func(p netip.Prefix) bool { return p.Contains(a) }) {
+				allowed[e.owner] = append(allowed[e.owner], netip.PrefixFrom(a, a.BitLen()))
+			}
 		}
 	}
 	names := make([]string, 0, len(peers))

@@ -114,6 +114,38 @@ func TestDesiredWireGuard(t *testing.T) {
 	}
 }
 
+// A dual-stack wireguard network routes its IPv6 pool like its IPv4 one:
+// each peer carries its IPv6 blocks, and an IPv6 address one of its
+// containers holds outside them.
+func TestDesiredWireGuardDualStack(t *testing.T) {
+	s := gossip.NewStore(gossip.StoreConfig{Self: "h1"})
+	wg := gossip.NetworkInfo{Subnet: "10.8.0.0/24", Gateway: "10.8.0.1", Subnet6: "fd08::/64", Gateway6: "fd08::1", VNI: 8, Dataplane: "wireguard"}
+	node := func(addr, key string) gossip.NodeInfo {
+		return gossip.NodeInfo{Addr: addr, WireGuardKey: key, WireGuardPort: 51820}
+	}
+	if _, err := s.Merge([]gossip.Record{
+		record(t, gossip.KindNode, "h1", "", node("198.18.0.11", wgKey(1))),
+		record(t, gossip.KindNode, "h2", "", node("198.18.0.12", wgKey(2))),
+		record(t, gossip.KindNetwork, "h1", wg.Subnet, wg),
+		record(t, gossip.KindNetwork, "h2", wg.Subnet, wg),
+		record(t, gossip.KindEndpoint, "h2", "e2", gossip.EndpointInfo{Subnet: wg.Subnet, Addr: "10.8.0.20", Subnet6: wg.Subnet6,
+			Addr6: "fd08::99", MAC: "02:00:00:00:00:02", Healthy: true}),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.SetMember(gossip.Member{Name: "h2", State: gossip.StateAlive})
+	p := netip.MustParsePrefix
+	blocks := map[netip.Prefix][]block{
+		p("10.8.0.0/24"): {{Prefix: p("10.8.0.0/28"), Node: "h1"}, {Prefix: p("10.8.0.16/28"), Node: "h2"}},
+		p("fd08::/64"):   {{Prefix: p("fd08::/65"), Node: "h1"}, {Prefix: p("fd08:0:0:0:8000::/65"), Node: "h2"}},
+	}
+	st := desiredWireGuard(s.Snapshot(), blocks, 51820, 0)
+	want := []string{wgKey(2) + " 198.18.0.12:51820 0s [10.8.0.16/28 fd08::8000:0:0:0/65 fd08::99/128 fe80::6d6e:0:c612:c/128]"}
+	if got := peerSummary(st); !slices.Equal(got, want) {
+		t.Errorf("peers\n got %q\nwant %q", got, want)
+	}
+}
+
 func TestMemberAddrs(t *testing.T) {
 	snap := wgSnapshot(t, "198.18.0.12", "h3")
 	// memberlist already has h6 alive; its record has not arrived.

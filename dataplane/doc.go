@@ -391,10 +391,11 @@
 // unless IPv6Routed; Apply turns IPv6 forwarding on for such networks. An
 // IPv6 underlay needs nothing of its own but the MTU (VXLANOverhead6): the
 // vxlan device's local address, FDB destinations and the tunnel guard's
-// member sets are family-neutral. Dual-stack wireguard networks are refused
-// for now: routed IPv6 would need the bridge to answer neighbour
-// solicitations for every remote address (proxy_ndp takes one entry per
-// address, unlike proxy_arp).
+// member sets are family-neutral. A dual-stack wireguard network routes its
+// IPv6 blocks through the WireGuard device as it routes IPv4 ones; where
+// proxy_arp lets the bridge answer ARP for every remote IPv4 address,
+// proxy_ndp answers only for addresses with a proxy entry, so Apply keeps
+// one per remote IPv6 address (its Remotes) on the bridge.
 //
 // # Why WireGuard networks are routed, through one device per host
 //

@@ -131,22 +131,12 @@ func dualStackRemotes(l LocalEndpoint, vtep string) []RemoteEndpoint {
 	return []RemoteEndpoint{r, r6}
 }
 
-// moveIntoDualStackContainer is moveIntoContainer with Docker's IPv6 part:
-// the IPv6 address (no duplicate detection, as Docker sets it) and the
-// default route through the IPv6 gateway. The container accepts router
-// advertisements, as a container's namespace does by default.
+// moveIntoDualStackContainer moves ep into a container on network 42,
+// which accepts router advertisements as a container's namespace does by
+// default.
 func moveIntoDualStackContainer(t *testing.T, host *netlink.Handle, ep LocalEndpoint) netns.NsHandle {
 	t.Helper()
-	c := moveIntoContainer(t, host, ep, "10.42.0.1")
-	h := nlHandle(t, c)
-	l := mustLinkIn(t, c, "eth0")
-	a := &netlink.Addr{IPNet: prefixIPNet(ep.Addr6), Flags: unix.IFA_F_NODAD}
-	if err := h.AddrAdd(l, a); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP("fd42::1")}); err != nil {
-		t.Fatalf("IPv6 default route: %v", err)
-	}
+	c := moveIntoDualStackContainerVia(t, host, ep, "10.42.0.1", "fd42::1")
 	mustRunIn(t, c, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=2")
 	return c
 }
@@ -224,4 +214,86 @@ func sendRouterAdvert(t *testing.T, ns netns.NsHandle) {
 	if err != nil {
 		t.Fatalf("send a router advertisement: %v", err)
 	}
+}
+
+// TestDualStackWireGuard: a dual-stack wireguard network on two Docker-like
+// hosts, its blocks of both families split between them. Containers reach
+// each other across hosts over IPv4 and IPv6 with their own addresses: the
+// bridge answers neighbour solicitations for the remote IPv6 address (a
+// proxy entry, with proxy_ndp on) and the IPv6 block is routed through the
+// WireGuard device, as the IPv4 one is.
+func TestDualStackWireGuard(t *testing.T) {
+	requireRoot(t)
+	h1ns, h2ns, h1, h2 := twoHosts(t)
+	dockerHost(t, h1ns)
+	dockerHost(t, h2ns)
+	e1 := dualStackEndpoint("x1x1x1x1x1x1x1", "02:42:00:00:09:05", "10.9.0.5/24", "fd09::5/64")
+	e2 := dualStackEndpoint("x2x2x2x2x2x2x2", "02:42:00:00:09:20", "10.9.0.20/24", "fd09::8000:0:0:20/64")
+	wgNet := func(l LocalEndpoint, remotes ...RemoteEndpoint) Network {
+		n := wgNetwork(9, "10.9.0.0/24", "10.9.0.1", l)
+		n.Subnet6, n.Gateway6 = netip.MustParsePrefix("fd09::/64"), netip.MustParseAddr("fd09::1")
+		n.Remotes = remotes
+		return n
+	}
+	d1 := newTestWireGuard(t, h1ns, WireGuardOptions{})
+	d2 := newTestWireGuard(t, h2ns, WireGuardOptions{})
+	members := []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")}
+	peer := func(d *Kernel, ep string, blocks ...string) WireGuardPeer {
+		p := WireGuardPeer{PublicKey: d.wg.opts.PrivateKey.PublicKey().String(), Endpoint: netip.MustParseAddrPort(ep)}
+		for _, b := range blocks {
+			p.AllowedIPs = append(p.AllowedIPs, netip.MustParsePrefix(b))
+		}
+		return p
+	}
+	remote6 := func(l LocalEndpoint, vtep string) RemoteEndpoint {
+		return RemoteEndpoint{Addr: l.Addr6.Addr(), MAC: l.MAC, VTEP: netip.MustParseAddr(vtep)}
+	}
+	st1 := State{Underlay: UnderlayInfo{Addr: members[0]}, Members: members,
+		WireGuard: WireGuardState{Peers: []WireGuardPeer{peer(d2, "198.18.0.2:51820", "10.9.0.16/28", "fd09:0:0:0:8000::/65")}},
+		Networks:  []Network{wgNet(e1, remote6(e2, "198.18.0.2"))}}
+	st2 := State{Underlay: UnderlayInfo{Addr: members[1]}, Members: members,
+		WireGuard: WireGuardState{Peers: []WireGuardPeer{peer(d1, "198.18.0.1:51820", "10.9.0.0/28", "fd09::/65")}},
+		Networks:  []Network{wgNet(e2, remote6(e1, "198.18.0.1"))}}
+	applyWG(t, d1, st1)
+	applyWG(t, d2, st2)
+	c1 := moveIntoDualStackContainerVia(t, h1, e1, "10.9.0.1", "fd09::1")
+	c2 := moveIntoDualStackContainerVia(t, h2, e2, "10.9.0.1", "fd09::1")
+	applyWG(t, d1, st1)
+	applyWG(t, d2, st2)
+	if len(d1.changes)+len(d2.changes) != 0 {
+		t.Errorf("re-apply changed %q %q", d1.changes, d2.changes)
+	}
+	if out := mustRunIn(t, h1ns, "ip", "-6", "neigh", "show", "proxy", "dev", "mnbr9"); !strings.Contains(out, "fd09::8000:0:0:20") {
+		t.Errorf("host 1's neighbour proxies on mnbr9:\n%s", out)
+	}
+	srv2v6 := serveIn(t, c2, "[fd09::8000:0:0:20]:0")
+	srv1v6 := serveIn(t, c1, "[fd09::5]:0")
+	srv2v4 := serveIn(t, c2, "10.9.0.20:0")
+	expectReach(t, c1, srv2v6, "fd09::5")
+	expectReach(t, c2, srv1v6, "fd09::8000:0:0:20")
+	expectReach(t, c1, srv2v4, "10.9.0.5")
+
+	// The remote container goes: its proxy entry goes with it.
+	st1.Networks = []Network{wgNet(e1)}
+	applyWG(t, d1, st1)
+	if out := mustRunIn(t, h1ns, "ip", "-6", "neigh", "show", "proxy", "dev", "mnbr9"); strings.Contains(out, "fd09::8000:0:0:20") {
+		t.Errorf("a gone remote's proxy entry stayed:\n%s", out)
+	}
+}
+
+// moveIntoDualStackContainerVia is moveIntoContainer with Docker's IPv6
+// part: the IPv6 address (no duplicate detection, as Docker sets it) and
+// the default route through the IPv6 gateway.
+func moveIntoDualStackContainerVia(t *testing.T, host *netlink.Handle, ep LocalEndpoint, gw, gw6 string) netns.NsHandle {
+	t.Helper()
+	c := moveIntoContainer(t, host, ep, gw)
+	h := nlHandle(t, c)
+	l := mustLinkIn(t, c, "eth0")
+	if err := h.AddrAdd(l, &netlink.Addr{IPNet: prefixIPNet(ep.Addr6), Flags: unix.IFA_F_NODAD}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(gw6)}); err != nil {
+		t.Fatalf("IPv6 default route: %v", err)
+	}
+	return c
 }

@@ -105,35 +105,22 @@ func wantRules(f firewallSpec, view firewallView) []ruleSpec {
 	var rules []ruleSpec
 	for _, n := range f.Nets {
 		br := BridgeName(n.VNI)
-		masq := ruleSpec{
-			Family: nftables.TableFamilyINet, Table: meshnetTable, Chain: meshnetPostroute,
-			Comment: fmt.Sprintf("%s masquerade %v from %s", commentPrefix, n.Subnet.Masked(), br),
-			Exprs:   masqueradeExprs(n.Subnet.Masked(), br),
-		}
-		if n.wireguard() {
-			masq.Comment += " off subnet"
-			masq.Exprs = masqueradeOffSubnetExprs(n.Subnet.Masked(), br)
-		}
 		rules = append(rules, ruleSpec{
 			Family: nftables.TableFamilyINet, Table: meshnetTable, Chain: meshnetForward,
 			Comment: fmt.Sprintf("%s isolate %s except published", commentPrefix, br),
 			Exprs:   isolateExprs(br),
 		})
-		switch {
-		case n.Internal:
-			for _, s := range n.subnets() {
+		for _, s := range n.subnets() {
+			switch {
+			case n.Internal:
 				rules = append(rules, internalRules(br, s)...)
-			}
-		default:
-			rules = append(rules, masq)
-			if n.Subnet6.IsValid() && !n.IPv6Routed {
-				// NAT66, as Docker does for IPv6 networks: a ULA subnet
-				// reaches nothing outside unless it is masqueraded.
-				rules = append(rules, ruleSpec{
-					Family: nftables.TableFamilyINet, Table: meshnetTable, Chain: meshnetPostroute,
-					Comment: fmt.Sprintf("%s masquerade %v from %s", commentPrefix, n.Subnet6.Masked(), br),
-					Exprs:   masqueradeExprs(n.Subnet6.Masked(), br),
-				})
+			case s.Addr().Is6() && n.IPv6Routed:
+				// Left as it is: the operator routes the subnet.
+			default:
+				// NAT for IPv6 too (NAT66), as Docker does for IPv6
+				// networks: a ULA subnet reaches nothing outside
+				// unless it is masqueraded.
+				rules = append(rules, masqueradeRule(n, br, s))
 			}
 		}
 		for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
@@ -158,12 +145,14 @@ func wantRules(f firewallSpec, view firewallView) []ruleSpec {
 					Exprs:   r.exprs,
 				})
 			}
-			if n.wireguard() && f.Tunnel != "" && (fam == nftables.TableFamilyIPv6) == n.Subnet.Addr().Is6() {
-				rules = append(rules, ruleSpec{
-					Family: fam, Table: iptFilterTable, Chain: chain,
-					Comment: fmt.Sprintf("%s accept %s from %s", commentPrefix, br, f.Tunnel),
-					Exprs:   acceptFromTunnelExprs(f.Tunnel, br, n.Subnet.Masked()),
-				})
+			for _, s := range n.subnets() {
+				if n.wireguard() && f.Tunnel != "" && (fam == nftables.TableFamilyIPv6) == s.Addr().Is6() {
+					rules = append(rules, ruleSpec{
+						Family: fam, Table: iptFilterTable, Chain: chain,
+						Comment: fmt.Sprintf("%s accept %s from %s", commentPrefix, br, f.Tunnel),
+						Exprs:   acceptFromTunnelExprs(f.Tunnel, br, s),
+					})
+				}
 			}
 		}
 	}
@@ -171,6 +160,22 @@ func wantRules(f firewallSpec, view firewallView) []ruleSpec {
 	rules = append(rules, meshRules(f, view)...)
 	rules = append(rules, dockerBridgeRules(f)...)
 	return append(rules, tunnelRules(f)...)
+}
+
+// masqueradeRule masquerades what leaves subnet s of network n through
+// anything but its bridge; on a wireguard network only what leaves for
+// outside the subnet (its remote blocks keep their sources).
+func masqueradeRule(n Network, br string, s netip.Prefix) ruleSpec {
+	r := ruleSpec{
+		Family: nftables.TableFamilyINet, Table: meshnetTable, Chain: meshnetPostroute,
+		Comment: fmt.Sprintf("%s masquerade %v from %s", commentPrefix, s, br),
+		Exprs:   masqueradeExprs(s, br),
+	}
+	if n.wireguard() {
+		r.Comment += " off subnet"
+		r.Exprs = masqueradeOffSubnetExprs(s, br)
+	}
+	return r
 }
 
 // internalRules keep an internal network's traffic inside its subnet (one

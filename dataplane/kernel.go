@@ -88,6 +88,15 @@ func (d *Kernel) observe() (kernelModel, error) {
 				ones, _ := ad.Mask.Size()
 				m.Addrs = append(m.Addrs, addrEntry{Dev: a.Name, Prefix: netip.PrefixFrom(ip, ones)})
 			}
+			proxies, err := d.nl.NeighProxyList(a.Index, netlink.FAMILY_V6)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("list neighbour proxies of %s: %w", a.Name, err))
+			}
+			for _, p := range proxies {
+				if p.LinkIndex == a.Index && p.IP != nil {
+					m.Proxies = append(m.Proxies, proxyEntry{Dev: a.Name, IP: ipToAddr(p.IP)})
+				}
+			}
 		case kindVXLAN:
 			for _, n := range fdbAll {
 				// Only the vxlan device's own table (self); entries of the bridge
@@ -457,6 +466,27 @@ func (d *Kernel) neighOp(e neighEntry, del bool) error {
 		return fmt.Errorf("set neighbour %v lladdr %s on %s: %w", e.IP, e.MAC, e.Dev, err)
 	}
 	d.changed(fmt.Sprintf("set neighbour %v lladdr %s on %s", e.IP, e.MAC, e.Dev))
+	return nil
+}
+
+// proxyOp adds or deletes one IPv6 neighbour proxy entry.
+func (d *Kernel) proxyOp(e proxyEntry, del bool) error {
+	l, err := d.linkByName(e.Dev)
+	if err != nil {
+		return err
+	}
+	n := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V6, Flags: netlink.NTF_PROXY, IP: net.IP(e.IP.AsSlice())}
+	if del {
+		if err := d.nl.NeighDel(n); err != nil && !isGone(err) {
+			return fmt.Errorf("delete neighbour proxy %v from %s: %w", e.IP, e.Dev, err)
+		}
+		d.changed(fmt.Sprintf("delete neighbour proxy %v from %s", e.IP, e.Dev))
+		return nil
+	}
+	if err := d.nl.NeighSet(n); err != nil {
+		return fmt.Errorf("add neighbour proxy %v on %s: %w", e.IP, e.Dev, err)
+	}
+	d.changed(fmt.Sprintf("add neighbour proxy %v on %s", e.IP, e.Dev))
 	return nil
 }
 

@@ -86,6 +86,15 @@ type neighEntry struct {
 	Permanent bool
 }
 
+// proxyEntry is an IPv6 neighbour proxy entry on a bridge (ip -6 neigh
+// add proxy IP dev BR): with proxy_ndp on, the bridge answers neighbour
+// solicitations for IP with its own MAC. A dual-stack wireguard network
+// has one per remote IPv6 address, as proxy_arp answers for every IPv4 one.
+type proxyEntry struct {
+	Dev string
+	IP  netip.Addr
+}
+
 // routeEntry is a route in the main table that meshnet owns (tagged with
 // routeProtocol): a remote address block of a wireguard network through the
 // WireGuard device, or a local container's address inside a remote block
@@ -97,11 +106,12 @@ type routeEntry struct {
 
 // kernelModel is the part of the kernel the dataplane manages.
 type kernelModel struct {
-	Links  map[string]link
-	Addrs  []addrEntry
-	FDB    []fdbEntry
-	Neigh  []neighEntry
-	Routes []routeEntry
+	Links   map[string]link
+	Addrs   []addrEntry
+	FDB     []fdbEntry
+	Neigh   []neighEntry
+	Proxies []proxyEntry
+	Routes  []routeEntry
 	// BrFDB are static entries of meshnet bridges' own forwarding tables.
 	BrFDB []brFDBEntry
 }
@@ -232,7 +242,14 @@ func compile(st State, underlayMTU int, tunnel string) (compiled, error) {
 		byMAC := map[string]netip.Addr{}
 		byIP := map[netip.Addr]string{}
 		if n.wireguard() {
-			continue // routed: remote containers are reached by prefix, not by MAC
+			// Routed: remote containers are reached by prefix, not by MAC.
+			// Remote IPv6 addresses are answered for by the bridge.
+			for _, r := range n.Remotes {
+				if r.validate() == nil && n.Subnet6.Contains(r.Addr) {
+					c.Want.Proxies = append(c.Want.Proxies, proxyEntry{Dev: br, IP: r.Addr})
+				}
+			}
+			continue
 		}
 		for _, r := range n.Remotes {
 			if err := r.validate(); err != nil {
@@ -539,4 +556,27 @@ func planNeigh(want, have kernelModel) (set, del []neighEntry) {
 		}
 	}
 	return set, del
+}
+
+// planProxies returns the neighbour proxy entries to add and to delete on
+// wanted bridges.
+func planProxies(want, have kernelModel) (add, del []proxyEntry) {
+	devs := wantedDevs(want, kindBridge)
+	haveSet := map[proxyEntry]bool{}
+	for _, e := range have.Proxies {
+		haveSet[e] = true
+	}
+	wantSet := map[proxyEntry]bool{}
+	for _, e := range want.Proxies {
+		wantSet[e] = true
+		if !haveSet[e] {
+			add = append(add, e)
+		}
+	}
+	for _, e := range have.Proxies {
+		if devs[e.Dev] && !wantSet[e] {
+			del = append(del, e)
+		}
+	}
+	return add, del
 }

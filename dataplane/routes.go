@@ -41,41 +41,43 @@ func overhead(n Network, underlay netip.Addr) int {
 }
 
 // tunnelRoutes returns the routes a wireguard network needs: every peer
-// prefix inside its subnet through tunnel, and every local container inside
-// such a prefix back through the bridge. A peer that owns the whole subnet
+// prefix inside its subnets through tunnel, and every local container inside
+// such a prefix back through the bridge. A peer that owns a whole subnet
 // (the creator, until others take blocks) is routed as the subnet's two
 // halves: a route as wide as the subnet would replace the bridge's
 // connected route.
 func tunnelRoutes(n Network, wg WireGuardState, tunnel string) []routeEntry {
 	var routes []routeEntry
-	subnet := n.Subnet.Masked()
-	var remote []netip.Prefix
-	for _, p := range wg.Peers {
-		for _, a := range p.AllowedIPs {
-			a = a.Masked()
-			if !subnet.Overlaps(a) {
-				continue
-			}
-			if a.Bits() <= subnet.Bits() {
-				if subnet.Bits() < subnet.Addr().BitLen() {
-					lo := netip.PrefixFrom(subnet.Addr(), subnet.Bits()+1)
-					hi := netip.PrefixFrom(netaddr.Last(subnet), subnet.Bits()+1).Masked()
-					remote = append(remote, lo, hi)
-				}
-				continue
-			}
-			remote = append(remote, a)
-		}
-	}
-	remote = sortedPrefixes(remote)
-	for _, a := range remote {
-		routes = append(routes, routeEntry{Dst: a, Dev: tunnel})
-	}
 	br := BridgeName(n.VNI)
-	for _, l := range n.Locals {
-		ad := l.Addr.Addr()
-		if slices.ContainsFunc(remote, func(p netip.Prefix) bool { return p.Contains(ad) }) {
-			routes = append(routes, routeEntry{Dst: netip.PrefixFrom(ad, ad.BitLen()), Dev: br})
+	for _, subnet := range n.subnets() {
+		var remote []netip.Prefix
+		for _, p := range wg.Peers {
+			for _, a := range p.AllowedIPs {
+				a = a.Masked()
+				if !subnet.Overlaps(a) {
+					continue
+				}
+				if a.Bits() <= subnet.Bits() {
+					if subnet.Bits() < subnet.Addr().BitLen() {
+						lo := netip.PrefixFrom(subnet.Addr(), subnet.Bits()+1)
+						hi := netip.PrefixFrom(netaddr.Last(subnet), subnet.Bits()+1).Masked()
+						remote = append(remote, lo, hi)
+					}
+					continue
+				}
+				remote = append(remote, a)
+			}
+		}
+		remote = sortedPrefixes(remote)
+		for _, a := range remote {
+			routes = append(routes, routeEntry{Dst: a, Dev: tunnel})
+		}
+		for _, l := range n.Locals {
+			for _, ad := range []netip.Addr{l.Addr.Addr(), l.Addr6.Addr()} {
+				if subnet.Contains(ad) && slices.ContainsFunc(remote, func(p netip.Prefix) bool { return p.Contains(ad) }) {
+					routes = append(routes, routeEntry{Dst: netip.PrefixFrom(ad, ad.BitLen()), Dev: br})
+				}
+			}
 		}
 	}
 	return routes

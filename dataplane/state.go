@@ -110,8 +110,9 @@ type Network struct {
 	// Kind is KindVXLAN ("" means the same) or KindWireGuard. A wireguard
 	// network is routed (L3): its bridge holds the gateway and answers ARP
 	// for remote addresses (proxy_arp), and the prefixes State.WireGuard's
-	// peers carry inside Subnet are routed through the WireGuard device. It
-	// has no vxlan device and ignores Remotes.
+	// peers carry inside its subnets are routed through the WireGuard
+	// device. It has no vxlan device; of its Remotes only the IPv6
+	// addresses count: the bridge answers neighbour solicitations for them.
 	Kind string
 	// Internal is docker network create --internal: nothing is forwarded
 	// between the network and anything but itself, nothing masqueraded,
@@ -324,8 +325,6 @@ func (n Network) validate() error {
 			errs = append(errs, fmt.Errorf("dual-stack network with IPv4 subnet %v: want an IPv4 subnet beside IPv6 %v", n.Subnet, n.Subnet6))
 		case !n.Gateway6.IsValid() || !n.Subnet6.Contains(n.Gateway6):
 			errs = append(errs, fmt.Errorf("IPv6 gateway %v not inside subnet %v", n.Gateway6, n.Subnet6))
-		case n.wireguard():
-			errs = append(errs, errors.New("dual-stack networks are vxlan only for now"))
 		}
 	}
 	if n.MTU != 0 && (n.MTU < 576 || n.MTU > 65535) {

@@ -186,7 +186,7 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 		// Egress is routed from the bridge to the underlay.
 		report(d.enableForwarding(nftables.TableFamilyIPv4, d.guardFwd))
 	}
-	if slices.ContainsFunc(c.Networks, func(n Network) bool { return n.Subnet6.IsValid() && !n.Internal }) {
+	if slices.ContainsFunc(c.Networks, func(n Network) bool { return n.Subnet6.IsValid() && (!n.Internal || n.wireguard()) }) {
 		// IPv6 egress too. Like Docker's IPv6 networks this makes the host
 		// a router: interfaces with accept_ra=1 stop taking router
 		// advertisements (README, "IPv6", says what to do about it).
@@ -223,8 +223,13 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 			}
 			if n.wireguard() {
 				// The bridge answers ARP for remote addresses, which
-				// are routed through the WireGuard device.
+				// are routed through the WireGuard device; and
+				// neighbour solicitations for those it has a proxy
+				// entry for.
 				ctls = append(ctls, sysctl{"net/ipv4/conf/" + br + "/proxy_arp", "1"})
+				if n.Subnet6.IsValid() {
+					ctls = append(ctls, sysctl{"net/ipv6/conf/" + br + "/proxy_ndp", "1"})
+				}
 			}
 		}
 	}
@@ -244,6 +249,10 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	setNeigh, _ := planNeigh(c.Want, have)
 	for _, e := range setNeigh {
 		report(d.neighOp(e, false))
+	}
+	addProxies, _ := planProxies(c.Want, have)
+	for _, e := range addProxies {
+		report(d.proxyOp(e, false))
 	}
 	setRoutes, _ := planRoutes(c.Want, have, c.ReservedSubnets)
 	for _, r := range setRoutes {
@@ -272,6 +281,10 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	_, delNeigh := planNeigh(c.Want, have)
 	for _, e := range delNeigh {
 		report(d.neighOp(e, true))
+	}
+	_, delProxies := planProxies(c.Want, have)
+	for _, e := range delProxies {
+		report(d.proxyOp(e, true))
 	}
 	_, delBrFDB := planBrFDB(c.Want, have)
 	for _, e := range delBrFDB {

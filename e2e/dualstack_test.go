@@ -16,7 +16,8 @@ import (
 // hosts over both families, and resolves a service through libc (getent ahosts, the
 // engine's resolver path) to both families of every replica. A router advertisement
 // sent by a hostile container is dropped at its veth and counted: its neighbour on the
-// same bridge takes no route from it (Weave's CVE-2020-11091).
+// same bridge takes no route from it (Weave's CVE-2020-11091). A dual-stack wireguard
+// network carries both families between every pair too.
 func TestDualStack(t *testing.T) {
 	c, hosts := meshHosts(t)
 	ctx := testCtx(t)
@@ -84,6 +85,37 @@ func TestDualStack(t *testing.T) {
 			}
 		}
 		return nil
+	})
+
+	t.Run("wireguard", func(t *testing.T) {
+		// The same on a wireguard network: routed, the bridge answering
+		// neighbour solicitations for remote IPv6 addresses.
+		createNetworkEverywhere(t, ctx, hosts, "dsw", "10.47.0.0/24", "--ipv6", "--subnet", "fd47::/64", "-o", "dataplane=wireguard")
+		var eps []ctr
+		for i, h := range hosts {
+			name := fmt.Sprintf("dsw%d", i+1)
+			runContainer(t, ctx, h, name, "dsw")
+			ep, err := harness.ContainerEndpoint(ctx, h, name, "dsw")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ep.IPv6.IsValid() {
+				t.Fatalf("%s on %s has no IPv6 address", name, h.Name())
+			}
+			eps = append(eps, ctr{h, name, ep})
+		}
+		start := time.Now()
+		for _, a := range eps {
+			for _, b := range eps {
+				if a.name == b.name {
+					continue
+				}
+				for _, addr := range []netip.Addr{b.ep.IP, b.ep.IPv6} {
+					harness.Eventually(t, 30*time.Second, func() error { return harness.Ping(ctx, a.h, a.name, addr) })
+				}
+			}
+		}
+		t.Logf("every container reaches every other over IPv4 and IPv6 through WireGuard after %s", time.Since(start).Round(time.Millisecond))
 	})
 
 	t.Run("router advertisement", func(t *testing.T) {
