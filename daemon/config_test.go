@@ -65,6 +65,22 @@ func TestDefaultRouteInterface(t *testing.T) {
 	}
 }
 
+// An IPv6-only host's default route, as /proc/net/ipv6_route lists it:
+// the kernel's unreachable default on lo is not it.
+func TestDefaultRouteInterface6(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "ipv6_route")
+	zero := strings.Repeat("0", 32)
+	table := "fd000000000000000000000000000000 40 " + zero + " 00 " + zero + " 00000100 00000001 00000000 00000001     ens3\n" +
+		zero + " 00 " + zero + " 00 " + zero + " ffffffff 00000001 00000000 00200200       lo\n" +
+		zero + " 00 " + zero + " 00 fe800000000000000000000000000001 00000400 00000002 00000000 00000003     ens3\n"
+	if err := os.WriteFile(p, []byte(table), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := defaultRouteInterface6(p); got != "ens3" {
+		t.Fatalf("got %q, want ens3", got)
+	}
+}
+
 func TestDNSUpstreams(t *testing.T) {
 	for _, tc := range []struct {
 		in      []string
