@@ -116,6 +116,7 @@ func (b controlBackend) Status() control.Status {
 	}
 	st.Problems = append(st.Problems, d.dataPathProblems(snap)...)
 	st.Problems = append(st.Problems, d.meshProblems(snap)...)
+	st.Problems = append(st.Problems, underlayFamilyProblems(snap)...)
 	if st.Members.Alive <= 1 && len(d.cfg.Join) > 0 {
 		st.Problems = append(st.Problems, "no peer reached yet: check --join, the key, and that UDP and TCP "+fmt.Sprint(d.cfg.BindPort)+" are open between hosts")
 	}

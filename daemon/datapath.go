@@ -95,6 +95,9 @@ func probePeers(snap *gossip.Snapshot, tunnel string) []dataplane.ProbePeer {
 		if _, keyed := wg[n.Owner]; !ok || (tunnel == dataplane.KindWireGuard && !keyed) {
 			continue
 		}
+		if self, known := addrs[snap.Self]; tunnel != dataplane.KindWireGuard && known && !sameFamily(a, self) {
+			continue // no VXLAN between families: underlayFamilyProblems says so
+		}
 		seen[n.Owner] = true
 		out = append(out, dataplane.ProbePeer{Name: n.Owner, Underlay: a})
 	}

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"hash/fnv"
 	"net"
 	"net/netip"
@@ -147,6 +148,9 @@ func desiredDataplane(snap *gossip.Snapshot, underlay dataplane.UnderlayInfo, vx
 				}
 				continue
 			}
+			if !sameFamily(vtep, underlay.Addr) {
+				continue // out of a vxlan device's reach: see underlayFamilyProblems
+			}
 			dn.Remotes = append(dn.Remotes, dataplane.RemoteEndpoint{Addr: e.addr, MAC: e.mac, VTEP: vtep})
 			if addr6.IsValid() {
 				dn.Remotes = append(dn.Remotes, dataplane.RemoteEndpoint{Addr: addr6, MAC: e.mac, VTEP: vtep})
@@ -156,6 +160,42 @@ func desiredDataplane(snap *gossip.Snapshot, underlay dataplane.UnderlayInfo, vx
 	}
 	sort.Slice(st.Networks, func(i, j int) bool { return st.Networks[i].VNI < st.Networks[j].VNI })
 	return st
+}
+
+// sameFamily reports whether two underlay addresses are of one family: a
+// vxlan device sends over IPv4 or over IPv6, never both.
+func sameFamily(a, b netip.Addr) bool { return a.Unmap().Is4() == b.Unmap().Is4() }
+
+// underlayFamilyProblems names the up peers whose underlay address is of
+// the other family than this host's: VXLAN does not reach them (their
+// containers on vxlan networks are skipped as remotes, and so is their
+// VXLAN data-path probe).
+func underlayFamilyProblems(snap *gossip.Snapshot) []string {
+	nodes := nodeAddrs(snap)
+	self, ok := nodes[snap.Self]
+	if !ok {
+		return nil
+	}
+	fam := func(a netip.Addr) string {
+		if a.Unmap().Is4() {
+			return "IPv4"
+		}
+		return "IPv6"
+	}
+	var names []string
+	for name, a := range nodes {
+		if name != snap.Self && snap.Up(name) && !sameFamily(a, self) {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	var out []string
+	for _, name := range names {
+		a := nodes[name]
+		out = append(out, fmt.Sprintf("peer %s is at %s (%s), this host at %s (%s): VXLAN carries one family, so vxlan networks do not reach it; "+
+			"give every host an underlay address of one family (--advertise-addr)", name, a, fam(a), self, fam(self)))
+	}
+	return out
 }
 
 // ownPublished lists the ports this node's endpoint records publish, on

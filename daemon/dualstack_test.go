@@ -127,3 +127,39 @@ func TestDualStackRefusals(t *testing.T) {
 		t.Error("a refused endpoint left a record")
 	}
 }
+
+// A peer whose underlay address is of the other family is out of VXLAN's
+// reach: its containers are no remotes, it is no VXLAN probe peer, and
+// meshctl status says why and what to do.
+func TestMixedUnderlayFamilies(t *testing.T) {
+	s := gossip.NewStore(gossip.StoreConfig{Self: "h1"})
+	vx := gossip.NetworkInfo{Subnet: "10.42.0.0/24", Gateway: "10.42.0.1", VNI: 42, Dataplane: "vxlan"}
+	if _, err := s.Merge([]gossip.Record{
+		record(t, gossip.KindNode, "h1", "", gossip.NodeInfo{Addr: "198.18.0.11"}),
+		record(t, gossip.KindNode, "h2", "", gossip.NodeInfo{Addr: "fd00:18::12"}),
+		record(t, gossip.KindNode, "h3", "", gossip.NodeInfo{Addr: "198.18.0.13"}),
+		record(t, gossip.KindNetwork, "h1", vx.Subnet, vx),
+		record(t, gossip.KindNetwork, "h2", vx.Subnet, vx),
+		record(t, gossip.KindNetwork, "h3", vx.Subnet, vx),
+		record(t, gossip.KindEndpoint, "h2", "e2", gossip.EndpointInfo{Subnet: vx.Subnet, Addr: "10.42.0.2", MAC: "02:00:00:00:00:02", Healthy: true}),
+		record(t, gossip.KindEndpoint, "h3", "e3", gossip.EndpointInfo{Subnet: vx.Subnet, Addr: "10.42.0.3", MAC: "02:00:00:00:00:03", Healthy: true}),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"h2", "h3"} {
+		s.SetMember(gossip.Member{Name: n, State: gossip.StateAlive})
+	}
+	snap := s.Snapshot()
+	st := desiredDataplane(snap, dataplane.UnderlayInfo{Addr: netip.MustParseAddr("198.18.0.11")}, 4789)
+	if len(st.Networks) != 1 || len(st.Networks[0].Remotes) != 1 || st.Networks[0].Remotes[0].Addr != netip.MustParseAddr("10.42.0.3") {
+		t.Errorf("remotes: %+v", st.Networks)
+	}
+	if peers := probePeers(snap, dataplane.KindVXLAN); len(peers) != 1 || peers[0].Name != "h3" {
+		t.Errorf("VXLAN probe peers: %+v", peers)
+	}
+	problems := underlayFamilyProblems(snap)
+	if len(problems) != 1 || !strings.Contains(problems[0], "peer h2 is at fd00:18::12 (IPv6), this host at 198.18.0.11 (IPv4)") ||
+		!strings.Contains(problems[0], "--advertise-addr") {
+		t.Errorf("problems: %q", problems)
+	}
+}
