@@ -143,8 +143,10 @@ func desiredDataplane(snap *gossip.Snapshot, underlay dataplane.UnderlayInfo, vx
 				// Routed by address block (desiredWireGuard). Only its
 				// IPv6 address is listed: the bridge answers neighbour
 				// solicitations for it (proxy_ndp takes each address).
-				if addr6.IsValid() {
-					dn.Remotes = append(dn.Remotes, dataplane.RemoteEndpoint{Addr: addr6, MAC: e.mac, VTEP: vtep})
+				for _, a := range []netip.Addr{e.addr, addr6} {
+					if a.Is6() {
+						dn.Remotes = append(dn.Remotes, dataplane.RemoteEndpoint{Addr: a, MAC: e.mac, VTEP: vtep})
+					}
 				}
 				continue
 			}
@@ -266,8 +268,20 @@ func vniFor(subnet netip.Prefix) uint32 {
 }
 
 // macFor derives an endpoint's MAC from its address: unique wherever the
-// address is, locally administered (02:), and stable across restarts.
+// address is, locally administered, and stable across restarts. An IPv4
+// address is spelled out (02:6d:a:b:c:d); an IPv6 one (IPv6-only networks)
+// does not fit, so 40 bits of its hash follow 0a: (also locally
+// administered, never an IPv4 one's). A collision is refused like any
+// duplicate MAC (checkEndpointMAC); at 40 bits it needs about a million
+// endpoints on one network to become likely.
 func macFor(a netip.Addr) net.HardwareAddr {
-	b := a.As4()
-	return net.HardwareAddr{0x02, 0x6d, b[0], b[1], b[2], b[3]}
+	if a.Unmap().Is4() {
+		b := a.Unmap().As4()
+		return net.HardwareAddr{0x02, 0x6d, b[0], b[1], b[2], b[3]}
+	}
+	h := fnv.New64a()
+	b := a.As16()
+	h.Write(b[:])
+	s := h.Sum(nil)
+	return net.HardwareAddr{0x0a, s[0], s[1], s[2], s[3], s[4]}
 }

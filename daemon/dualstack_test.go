@@ -163,3 +163,48 @@ func TestMixedUnderlayFamilies(t *testing.T) {
 		t.Errorf("problems: %q", problems)
 	}
 }
+
+// An IPv6-only network, as engine 27 and newer create it (--ipv4=false
+// --ipv6): no IPv4 data at all. Its IPv6 subnet is its identity; endpoints
+// have one address, an IPv6 one, and a MAC derived from it; Join gives the
+// IPv6 gateway and no route to the (IPv4) DNS address.
+func TestIPv6OnlyNetwork(t *testing.T) {
+	p := newPluginDaemon(t, true)
+	p.must("/IpamDriver.RequestPool", `{"AddressSpace":"meshnet-local","Pool":"fd43::/64","V6":true}`)
+	p.must("/IpamDriver.RequestAddress", `{"PoolID":"fd43::/64","Options":{"RequestAddressType":"com.docker.network.gateway"}}`)
+	p.must("/NetworkDriver.CreateNetwork", `{"NetworkID":"v6","Options":{"com.docker.network.enable_ipv6":true},"IPv4Data":[],`+
+		`"IPv6Data":[{"AddressSpace":"meshnet-local","Pool":"fd43::/64","Gateway":"fd43::1/64"}]}`)
+	n, ok := p.d.ownNetworkByDockerID("v6")
+	if !ok || n.subnet != netip.MustParsePrefix("fd43::/64") || n.gateway != netip.MustParseAddr("fd43::1") || n.subnet6.IsValid() {
+		t.Fatalf("network record: %+v", n)
+	}
+	p.must("/NetworkDriver.CreateEndpoint", `{"NetworkID":"v6","EndpointID":"ep6","Interface":{"Address":"","AddressIPv6":"fd43::2/64"}}`)
+	e, ok := p.d.ownEndpoint("ep6")
+	if !ok || e.addr != netip.MustParseAddr("fd43::2") || e.addr6.IsValid() || e.mac[0] != 0x0a {
+		t.Fatalf("endpoint record: %+v", e)
+	}
+	st := desiredDataplane(p.d.store.Snapshot(), dataplane.UnderlayInfo{Addr: netip.MustParseAddr("198.18.0.11")}, 4789)
+	if len(st.Networks) != 1 || st.Networks[0].Gateway != netip.MustParseAddr("fd43::1") ||
+		len(st.Networks[0].Locals) != 1 || st.Networks[0].Locals[0].Addr != netip.MustParsePrefix("fd43::2/64") {
+		t.Errorf("desired dataplane: %+v", st.Networks)
+	}
+	if es := dnsEntries(p.d.store.Snapshot()); len(es) != 1 || es[0].Addr != netip.MustParseAddr("fd43::2") {
+		t.Errorf("DNS entries: %+v", es)
+	}
+	// Engine 20.10 asks for an IPv4 pool without a subnet: what to do.
+	code, msg := p.call("/IpamDriver.RequestPool", `{"AddressSpace":"meshnet-local"}`)
+	if code != http.StatusBadRequest || !strings.Contains(msg, "engine 27 or newer and --ipv4=false") {
+		t.Errorf("an IPv4 pool without a subnet: %d %q", code, msg)
+	}
+}
+
+// MACs derived from addresses: IPv4 spelled out, IPv6 hashed, never equal.
+func TestMACFor(t *testing.T) {
+	if got := macFor(netip.MustParseAddr("10.42.0.5")).String(); got != "02:6d:0a:2a:00:05" {
+		t.Errorf("IPv4: %s", got)
+	}
+	a, b := macFor(netip.MustParseAddr("fd43::2")), macFor(netip.MustParseAddr("fd43::3"))
+	if a[0] != 0x0a || a.String() == b.String() || a.String() != macFor(netip.MustParseAddr("fd43::2")).String() {
+		t.Errorf("IPv6: %s %s", a, b)
+	}
+}

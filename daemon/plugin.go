@@ -26,18 +26,24 @@ var _ plugin.NetworkBackend = networkBackend{}
 
 func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetworkRequest) error {
 	d := b.d
-	if len(req.IPv4Data) != 1 {
-		return plugin.BadRequest("a meshnet network needs exactly one IPv4 subnet: docker network create -d meshnet --ipam-driver meshnet --subnet 10.42.0.0/16 NAME")
+	// An IPv6-only network (engine 27 and newer: --ipv4=false --ipv6)
+	// has its IPv6 subnet as its identity, and no second family.
+	primary, ipv6Only := req.IPv4Data, len(req.IPv4Data) == 0 && len(req.IPv6Data) == 1
+	if ipv6Only {
+		primary = req.IPv6Data
 	}
-	data := req.IPv4Data[0]
+	if len(primary) != 1 {
+		return plugin.BadRequest("a meshnet network needs exactly one IPv4 subnet (or, IPv6-only on engine 27 and newer, --ipv4=false --ipv6 and one IPv6 subnet): docker network create -d meshnet --ipam-driver meshnet --subnet 10.42.0.0/16 NAME")
+	}
+	data := primary[0]
 	if data.AddressSpace != plugin.LocalAddressSpace && data.AddressSpace != plugin.GlobalAddressSpace {
 		return plugin.BadRequest("network addresses come from IPAM address space %q, not meshnet's: without --ipam-driver meshnet, two hosts hand out the same addresses. Create it with --ipam-driver meshnet", data.AddressSpace)
 	}
 	subnet := data.Pool.Masked()
 	// The engine never sends these; a caller that does must not get a
 	// network record the rest of the cluster cannot parse or route.
-	if !subnet.IsValid() || !subnet.Addr().Is4() {
-		return plugin.BadRequest("a meshnet network needs one IPv4 subnet, got %q: docker network create -d meshnet --ipam-driver meshnet --subnet 10.42.0.0/16 NAME", data.Pool)
+	if !subnet.IsValid() || subnet.Addr().Is4() == ipv6Only || subnet.Addr().Is4In6() {
+		return plugin.BadRequest("a meshnet network needs one IPv4 subnet (or one IPv6 subnet with --ipv4=false), got %q: docker network create -d meshnet --ipam-driver meshnet --subnet 10.42.0.0/16 NAME", data.Pool)
 	}
 	if !data.Gateway.IsValid() {
 		return plugin.BadRequest("network %s has no gateway address; meshnet's IPAM always gives one — was it created with --ipam-driver meshnet?", subnet)
@@ -48,9 +54,13 @@ func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetw
 	if err := d.checkSubnetForHost(subnet); err != nil {
 		return err
 	}
-	subnet6, gateway6, err := d.ipv6Half(req)
-	if err != nil {
-		return err
+	var subnet6 netip.Prefix
+	var gateway6 netip.Addr
+	if !ipv6Only {
+		var err error
+		if subnet6, gateway6, err = d.ipv6Half(req); err != nil {
+			return err
+		}
 	}
 	info := gossip.NetworkInfo{
 		Subnet:    subnet.String(),
@@ -154,10 +164,15 @@ func (b networkBackend) CreateEndpoint(ctx context.Context, req plugin.CreateEnd
 	if !ok {
 		return plugin.EndpointInterface{}, plugin.BadRequest("unknown network %s: it is not a meshnet network on this host", short(req.NetworkID))
 	}
-	if !req.Interface.Address.IsValid() {
-		return plugin.EndpointInterface{}, plugin.BadRequest("endpoint %s has no IPv4 address: meshnet networks need --ipam-driver meshnet", short(req.EndpointID))
+	primary := req.Interface.Address
+	if n.subnet.Addr().Is6() { // an IPv6-only network
+		primary = req.Interface.AddressIPv6
+		req.Interface.AddressIPv6 = netip.Prefix{}
 	}
-	addr := req.Interface.Address.Addr()
+	if !primary.IsValid() {
+		return plugin.EndpointInterface{}, plugin.BadRequest("endpoint %s has no address on %s: meshnet networks need --ipam-driver meshnet", short(req.EndpointID), n.subnet)
+	}
+	addr := primary.Addr()
 	if !n.subnet.Contains(addr) {
 		return plugin.EndpointInterface{}, plugin.BadRequest("address %s is outside the network's subnet %s", addr, n.subnet)
 	}
@@ -251,6 +266,18 @@ func (b networkBackend) Join(ctx context.Context, req plugin.JoinRequest) (plugi
 	// driver does since 25 (20.10 still gave one): nothing outside the
 	// subnet is reachable anyway.
 	gateway, gateway6 := n.gateway, n.gateway6
+	var routes []plugin.StaticRoute
+	if gateway.Is6() { // an IPv6-only network: no route to the (IPv4) DNS address
+		gateway, gateway6 = netip.Addr{}, gateway
+	} else {
+		// The DNS address is reached through this network's gateway even
+		// when the container's default route goes through another network.
+		routes = []plugin.StaticRoute{{
+			Destination: netip.PrefixFrom(d.dnsAddr, 32),
+			RouteType:   plugin.RouteNextHop,
+			NextHop:     n.gateway,
+		}}
+	}
 	if n.info.Internal {
 		gateway, gateway6 = netip.Addr{}, netip.Addr{}
 	}
@@ -261,13 +288,7 @@ func (b networkBackend) Join(ctx context.Context, req plugin.JoinRequest) (plugi
 		// The engine skips internal networks when it looks for a default
 		// route to add docker_gwbridge for; say it too, in case one does not.
 		DisableGatewayService: n.info.Internal,
-		// The DNS address is reached through this network's gateway even
-		// when the container's default route goes through another network.
-		StaticRoutes: []plugin.StaticRoute{{
-			Destination: netip.PrefixFrom(d.dnsAddr, 32),
-			RouteType:   plugin.RouteNextHop,
-			NextHop:     n.gateway,
-		}},
+		StaticRoutes:          routes,
 	}, nil
 }
 
@@ -337,7 +358,7 @@ func (b ipamBackend) RequestPool(ctx context.Context, req plugin.PoolRequest) (p
 		return plugin.PoolResponse{}, plugin.BadRequest("meshnet needs an IPv6 --subnet with --ipv6: docker network create -d meshnet --ipam-driver meshnet --ipv6 --subnet 10.42.0.0/16 --subnet fd42::/64 NAME")
 	}
 	if !req.Pool.IsValid() {
-		return plugin.PoolResponse{}, plugin.BadRequest("meshnet needs an IPv4 --subnet (IPv6-only networks are not supported yet): docker network create -d meshnet --ipam-driver meshnet --subnet 10.42.0.0/16 NAME")
+		return plugin.PoolResponse{}, plugin.BadRequest("meshnet needs an IPv4 --subnet (an IPv6-only network needs engine 27 or newer and --ipv4=false): docker network create -d meshnet --ipam-driver meshnet --subnet 10.42.0.0/16 NAME")
 	}
 	if req.V6 != req.Pool.Addr().Is6() {
 		want := map[bool]string{false: "an IPv4", true: "an IPv6"}[req.V6]
@@ -428,6 +449,11 @@ func (b networkBackend) ProgramExternalConnectivity(ctx context.Context, req plu
 		// The engine does not call this for internal networks; if it
 		// did, an internal network still publishes nothing.
 		d.log.Info("not publishing ports on an internal network", "endpoint", short(req.EndpointID), "ports", len(req.Ports))
+		return nil
+	} else if ok && n.subnet.Addr().Is6() && len(req.Ports) > 0 {
+		// Published ports are IPv4 (README, "IPv6"): a container with no
+		// IPv4 address has nothing to forward them to.
+		d.log.Info("not publishing ports of a container on an IPv6-only network", "endpoint", short(req.EndpointID), "ports", len(req.Ports))
 		return nil
 	}
 	old := parsePublishedList(e.info.Published)

@@ -107,7 +107,9 @@ func decodeVIPs(recs []gossip.Record) []vipRecord {
 func vipWanted(eps []gossip.Endpoint) map[serviceKey][]string {
 	out := map[serviceKey][]string{}
 	for _, e := range eps {
-		if e.Info.EndpointMode != modeVIP {
+		// VIPs are IPv4: on an IPv6-only network the service stays
+		// DNS round robin (README, "IPv6").
+		if e.Info.EndpointMode != modeVIP || !e.Subnet.Addr().Is4() {
 			continue
 		}
 		for _, s := range e.Info.Services {

@@ -121,9 +121,12 @@ func (s l2Spec) elements() map[string]map[string][]byte {
 			k := portIP4Key(l.HostIf, a)
 			out[portIP4Set][string(k)] = k
 		}
-		if a := l.Addr6.Addr(); a.Is6() {
-			k := portIP6Key(l.HostIf, a)
-			out[portIP6Set][string(k)] = k
+		// An IPv6-only network's endpoint has its IPv6 address in Addr.
+		for _, a := range []netip.Addr{l.Addr.Addr(), l.Addr6.Addr()} {
+			if a.Is6() {
+				k := portIP6Key(l.HostIf, a)
+				out[portIP6Set][string(k)] = k
+			}
 		}
 	}
 	return out

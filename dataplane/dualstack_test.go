@@ -297,3 +297,76 @@ func moveIntoDualStackContainerVia(t *testing.T, host *netlink.Handle, ep LocalE
 	}
 	return c
 }
+
+// TestIPv6OnlyNetwork: a network whose only subnet is IPv6 (engine 27's
+// --ipv4=false): its containers reach each other across hosts, from their
+// own addresses only, and leave it masqueraded.
+func TestIPv6OnlyNetwork(t *testing.T) {
+	requireRoot(t)
+	h1ns, h2ns, h1, h2 := twoHosts(t)
+	dockerHosts(t, h1ns, h2ns)
+	for _, u := range []struct {
+		h         *netlink.Handle
+		dev, addr string
+	}{{h1, "ulA", "fd00:99::1/64"}, {h2, "ulB", "fd00:99::2/64"}} {
+		l, _ := u.h.LinkByName(u.dev)
+		a, _ := netlink.ParseAddr(u.addr)
+		a.Flags = unix.IFA_F_NODAD
+		if err := u.h.AddrAdd(l, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e1 := testLocalEndpoint("o1o1o1o1o1o1o1", "0a:00:00:00:00:01", "fd43::11/64")
+	e2 := testLocalEndpoint("o2o2o2o2o2o2o2", "0a:00:00:00:00:02", "fd43::12/64")
+	net43 := func(locals []LocalEndpoint, remotes ...RemoteEndpoint) Network {
+		return Network{VNI: 43, Subnet: netip.MustParsePrefix("fd43::/64"), Gateway: netip.MustParseAddr("fd43::1"), Locals: locals, Remotes: remotes}
+	}
+	members := []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")}
+	st1 := State{Underlay: UnderlayInfo{Addr: members[0]}, Members: members, Networks: []Network{net43([]LocalEndpoint{e1}, testRemoteEndpoint(e2, "198.18.0.2"))}}
+	st2 := State{Underlay: UnderlayInfo{Addr: members[1]}, Members: members, Networks: []Network{net43([]LocalEndpoint{e2}, testRemoteEndpoint(e1, "198.18.0.1"))}}
+	d1, d2 := newTestDataplane(t, h1ns), newTestDataplane(t, h2ns)
+	apply(t, d1, st1)
+	apply(t, d2, st2)
+	c1 := moveIntoIPv6Container(t, h1, e1, "fd43::1")
+	c2 := moveIntoIPv6Container(t, h2, e2, "fd43::1")
+	apply(t, d1, st1)
+	apply(t, d2, st2)
+	if len(d1.changes)+len(d2.changes) != 0 {
+		t.Errorf("re-apply changed %q %q", d1.changes, d2.changes)
+	}
+	srv2 := serveIn(t, c2, "[fd43::12]:0")
+	srvH1 := serveIn(t, h1ns, "[fd00:99::1]:0")
+	expectReach(t, c1, srv2, "fd43::11")
+	expectReach(t, c2, srvH1, "fd00:99::2") // egress, masqueraded
+}
+
+// moveIntoIPv6Container is moveIntoContainer for an IPv6-only network: one
+// IPv6 address and the default route through the IPv6 gateway.
+func moveIntoIPv6Container(t *testing.T, host *netlink.Handle, ep LocalEndpoint, gw6 string) netns.NsHandle {
+	t.Helper()
+	cns := newNetNS(t)
+	l, err := host.LinkByName(ep.ContainerIf)
+	if err != nil {
+		t.Fatalf("container end %s: %v", ep.ContainerIf, err)
+	}
+	if err := host.LinkSetNsFd(l, int(cns)); err != nil {
+		t.Fatal(err)
+	}
+	ch := nlHandle(t, cns)
+	if l, err = ch.LinkByName(ep.ContainerIf); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.LinkSetName(l, "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.AddrAdd(l, &netlink.Addr{IPNet: prefixIPNet(ep.Addr), Flags: unix.IFA_F_NODAD}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.LinkSetUp(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(gw6)}); err != nil {
+		t.Fatalf("IPv6 default route: %v", err)
+	}
+	return cns
+}

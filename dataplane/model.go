@@ -245,7 +245,7 @@ func compile(st State, underlayMTU int, tunnel string) (compiled, error) {
 			// Routed: remote containers are reached by prefix, not by MAC.
 			// Remote IPv6 addresses are answered for by the bridge.
 			for _, r := range n.Remotes {
-				if r.validate() == nil && n.Subnet6.Contains(r.Addr) {
+				if r.validate() == nil && r.Addr.Is6() && slices.ContainsFunc(n.subnets(), func(s netip.Prefix) bool { return s.Contains(r.Addr) }) {
 					c.Want.Proxies = append(c.Want.Proxies, proxyEntry{Dev: br, IP: r.Addr})
 				}
 			}

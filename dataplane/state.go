@@ -131,6 +131,10 @@ func (n Network) subnets() []netip.Prefix {
 	return []netip.Prefix{n.Subnet.Masked()}
 }
 
+// hasIPv6 reports whether n carries IPv6: dual-stack, or IPv6-only (its
+// Subnet an IPv6 prefix).
+func (n Network) hasIPv6() bool { return n.Subnet6.IsValid() || n.Subnet.Addr().Is6() }
+
 // wireguard reports whether n is routed through the WireGuard device.
 func (n Network) wireguard() bool { return n.Kind == KindWireGuard }
 

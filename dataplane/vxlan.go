@@ -186,7 +186,7 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 		// Egress is routed from the bridge to the underlay.
 		report(d.enableForwarding(nftables.TableFamilyIPv4, d.guardFwd))
 	}
-	if slices.ContainsFunc(c.Networks, func(n Network) bool { return n.Subnet6.IsValid() && (!n.Internal || n.wireguard()) }) {
+	if slices.ContainsFunc(c.Networks, func(n Network) bool { return n.hasIPv6() && (!n.Internal || n.wireguard()) }) {
 		// IPv6 egress too. Like Docker's IPv6 networks this makes the host
 		// a router: interfaces with accept_ra=1 stop taking router
 		// advertisements (README, "IPv6", says what to do about it).
@@ -210,7 +210,7 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 		// advertisements arriving over the overlay.
 		if br := BridgeName(n.VNI); have.Links[br].Kind == kindBridge {
 			ctls = append(ctls, sysctl{"net/ipv6/conf/" + br + "/accept_ra", "0"})
-			if n.Subnet6.IsValid() {
+			if n.hasIPv6() {
 				// A host with IPv6 off by default would refuse the
 				// IPv6 gateway.
 				ctls = append(ctls, sysctl{"net/ipv6/conf/" + br + "/disable_ipv6", "0"})
@@ -227,7 +227,7 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 				// neighbour solicitations for those it has a proxy
 				// entry for.
 				ctls = append(ctls, sysctl{"net/ipv4/conf/" + br + "/proxy_arp", "1"})
-				if n.Subnet6.IsValid() {
+				if n.hasIPv6() {
 					ctls = append(ctls, sysctl{"net/ipv6/conf/" + br + "/proxy_ndp", "1"})
 				}
 			}
