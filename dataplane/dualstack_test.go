@@ -22,17 +22,7 @@ func TestDualStack(t *testing.T) {
 	requireRoot(t)
 	h1ns, h2ns, h1, h2 := twoHosts(t)
 	dockerHosts(t, h1ns, h2ns)
-	for _, u := range []struct {
-		h         *netlink.Handle
-		dev, addr string
-	}{{h1, "ulA", "fd00:99::1/64"}, {h2, "ulB", "fd00:99::2/64"}} {
-		l, _ := u.h.LinkByName(u.dev)
-		a, _ := netlink.ParseAddr(u.addr)
-		a.Flags = unix.IFA_F_NODAD
-		if err := u.h.AddrAdd(l, a); err != nil {
-			t.Fatalf("IPv6 underlay address: %v", err)
-		}
-	}
+	addUnderlay6(t, h1, h2)
 
 	e1 := dualStackEndpoint("d1d1d1d1d1d1d1", "02:42:00:00:00:11", "10.42.0.11/24", "fd42::11/64")
 	e2 := dualStackEndpoint("d2d2d2d2d2d2d2", "02:42:00:00:00:12", "10.42.0.12/24", "fd42::12/64")
@@ -238,13 +228,7 @@ func TestDualStackWireGuard(t *testing.T) {
 	d1 := newTestWireGuard(t, h1ns, WireGuardOptions{})
 	d2 := newTestWireGuard(t, h2ns, WireGuardOptions{})
 	members := []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")}
-	peer := func(d *Kernel, ep string, blocks ...string) WireGuardPeer {
-		p := WireGuardPeer{PublicKey: d.wg.opts.PrivateKey.PublicKey().String(), Endpoint: netip.MustParseAddrPort(ep)}
-		for _, b := range blocks {
-			p.AllowedIPs = append(p.AllowedIPs, netip.MustParsePrefix(b))
-		}
-		return p
-	}
+	peer := testWGPeer
 	remote6 := func(l LocalEndpoint, vtep string) RemoteEndpoint {
 		return RemoteEndpoint{Addr: l.Addr6.Addr(), MAC: l.MAC, VTEP: netip.MustParseAddr(vtep)}
 	}
@@ -305,17 +289,7 @@ func TestIPv6OnlyNetwork(t *testing.T) {
 	requireRoot(t)
 	h1ns, h2ns, h1, h2 := twoHosts(t)
 	dockerHosts(t, h1ns, h2ns)
-	for _, u := range []struct {
-		h         *netlink.Handle
-		dev, addr string
-	}{{h1, "ulA", "fd00:99::1/64"}, {h2, "ulB", "fd00:99::2/64"}} {
-		l, _ := u.h.LinkByName(u.dev)
-		a, _ := netlink.ParseAddr(u.addr)
-		a.Flags = unix.IFA_F_NODAD
-		if err := u.h.AddrAdd(l, a); err != nil {
-			t.Fatal(err)
-		}
-	}
+	addUnderlay6(t, h1, h2)
 	e1 := testLocalEndpoint("o1o1o1o1o1o1o1", "0a:00:00:00:00:01", "fd43::11/64")
 	e2 := testLocalEndpoint("o2o2o2o2o2o2o2", "0a:00:00:00:00:02", "fd43::12/64")
 	net43 := func(locals []LocalEndpoint, remotes ...RemoteEndpoint) Network {
@@ -327,8 +301,8 @@ func TestIPv6OnlyNetwork(t *testing.T) {
 	d1, d2 := newTestDataplane(t, h1ns), newTestDataplane(t, h2ns)
 	apply(t, d1, st1)
 	apply(t, d2, st2)
-	c1 := moveIntoIPv6Container(t, h1, e1, "fd43::1")
-	c2 := moveIntoIPv6Container(t, h2, e2, "fd43::1")
+	c1 := moveIntoContainer(t, h1, e1, "fd43::1")
+	c2 := moveIntoContainer(t, h2, e2, "fd43::1")
 	apply(t, d1, st1)
 	apply(t, d2, st2)
 	if len(d1.changes)+len(d2.changes) != 0 {
@@ -338,35 +312,4 @@ func TestIPv6OnlyNetwork(t *testing.T) {
 	srvH1 := serveIn(t, h1ns, "[fd00:99::1]:0")
 	expectReach(t, c1, srv2, "fd43::11")
 	expectReach(t, c2, srvH1, "fd00:99::2") // egress, masqueraded
-}
-
-// moveIntoIPv6Container is moveIntoContainer for an IPv6-only network: one
-// IPv6 address and the default route through the IPv6 gateway.
-func moveIntoIPv6Container(t *testing.T, host *netlink.Handle, ep LocalEndpoint, gw6 string) netns.NsHandle {
-	t.Helper()
-	cns := newNetNS(t)
-	l, err := host.LinkByName(ep.ContainerIf)
-	if err != nil {
-		t.Fatalf("container end %s: %v", ep.ContainerIf, err)
-	}
-	if err := host.LinkSetNsFd(l, int(cns)); err != nil {
-		t.Fatal(err)
-	}
-	ch := nlHandle(t, cns)
-	if l, err = ch.LinkByName(ep.ContainerIf); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.LinkSetName(l, "eth0"); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.AddrAdd(l, &netlink.Addr{IPNet: prefixIPNet(ep.Addr), Flags: unix.IFA_F_NODAD}); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.LinkSetUp(l); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(gw6)}); err != nil {
-		t.Fatalf("IPv6 default route: %v", err)
-	}
-	return cns
 }

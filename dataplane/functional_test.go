@@ -14,6 +14,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // TestTwoHosts is the end-to-end check of the VXLAN dataplane: two simulated
@@ -142,22 +143,34 @@ func dockerHosts(t *testing.T, nss ...netns.NsHandle) {
 // default route through the gateway.
 func moveIntoContainer(t *testing.T, host *netlink.Handle, ep LocalEndpoint, gw string) netns.NsHandle {
 	t.Helper()
+	return moveIntoContainerAddressed(t, host, ep.ContainerIf, ep.Addr, gw)
+}
+
+// moveIntoContainerAddressed moves the veth end cont into a fresh
+// namespace as eth0, with address addr (an IPv6 one without duplicate
+// address detection, as Docker sets it) and a default route through gw.
+func moveIntoContainerAddressed(t *testing.T, host *netlink.Handle, cont string, addr netip.Prefix, gw string) netns.NsHandle {
+	t.Helper()
 	cns := newNetNS(t)
-	l, err := host.LinkByName(ep.ContainerIf)
+	l, err := host.LinkByName(cont)
 	if err != nil {
-		t.Fatalf("container end %s: %v", ep.ContainerIf, err)
+		t.Fatalf("container end %s: %v", cont, err)
 	}
 	if err := host.LinkSetNsFd(l, int(cns)); err != nil {
 		t.Fatal(err)
 	}
 	ch := nlHandle(t, cns)
-	if l, err = ch.LinkByName(ep.ContainerIf); err != nil {
+	if l, err = ch.LinkByName(cont); err != nil {
 		t.Fatal(err)
 	}
 	if err := ch.LinkSetName(l, "eth0"); err != nil {
 		t.Fatal(err)
 	}
-	if err := ch.AddrAdd(l, &netlink.Addr{IPNet: prefixIPNet(ep.Addr)}); err != nil {
+	a := &netlink.Addr{IPNet: prefixIPNet(addr)}
+	if addr.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	if err := ch.AddrAdd(l, a); err != nil {
 		t.Fatal(err)
 	}
 	if err := ch.LinkSetUp(l); err != nil {

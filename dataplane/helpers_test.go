@@ -148,13 +148,7 @@ func newTestDataplane(t *testing.T, ns netns.NsHandle) *Kernel {
 // (198.18.0.1, host 1) and ulB (198.18.0.2, host 2), both up.
 func twoHosts(t *testing.T) (h1ns, h2ns netns.NsHandle, h1, h2 *netlink.Handle) {
 	t.Helper()
-	h1ns, h2ns = newNetNS(t), newNetNS(t)
-	h1, h2 = nlHandle(t, h1ns), nlHandle(t, h2ns)
-	attrs := netlink.NewLinkAttrs()
-	attrs.Name = "ulA"
-	if err := h1.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: "ulB", PeerNamespace: netlink.NsFd(int(h2ns))}); err != nil {
-		t.Fatalf("underlay veth: %v", err)
-	}
+	h1ns, h2ns, h1, h2 = twoHostsLinked(t)
 	for _, u := range []struct {
 		h        *netlink.Handle
 		dev, adr string
@@ -164,6 +158,53 @@ func twoHosts(t *testing.T) (h1ns, h2ns netns.NsHandle, h1, h2 *netlink.Handle) 
 		if err := u.h.LinkSetUp(l); err != nil {
 			t.Fatal(err)
 		}
+	}
+	return h1ns, h2ns, h1, h2
+}
+
+// addUnderlay6 gives the two hosts of twoHosts IPv6 underlay addresses
+// beside (or, on hosts made by twoHostsLinked, instead of) their IPv4 ones:
+// fd00:99::1 on ulA, fd00:99::2 on ulB, without duplicate address detection.
+func addUnderlay6(t *testing.T, h1, h2 *netlink.Handle) {
+	t.Helper()
+	for _, u := range []struct {
+		h         *netlink.Handle
+		dev, addr string
+	}{{h1, "ulA", "fd00:99::1/64"}, {h2, "ulB", "fd00:99::2/64"}} {
+		l, err := u.h.LinkByName(u.dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ := netlink.ParseAddr(u.addr)
+		a.Flags = unix.IFA_F_NODAD
+		if err := u.h.AddrAdd(l, a); err != nil {
+			t.Fatalf("IPv6 underlay address %s: %v", u.addr, err)
+		}
+		if err := u.h.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// testWGPeer is d as a WireGuard peer at endpoint ep, carrying blocks.
+func testWGPeer(d *Kernel, ep string, blocks ...string) WireGuardPeer {
+	p := WireGuardPeer{PublicKey: d.wg.opts.PrivateKey.PublicKey().String(), Endpoint: netip.MustParseAddrPort(ep)}
+	for _, b := range blocks {
+		p.AllowedIPs = append(p.AllowedIPs, netip.MustParsePrefix(b))
+	}
+	return p
+}
+
+// twoHostsLinked is twoHosts without addresses: the underlay veth ulA-ulB
+// between two fresh namespaces, down.
+func twoHostsLinked(t *testing.T) (h1ns, h2ns netns.NsHandle, h1, h2 *netlink.Handle) {
+	t.Helper()
+	h1ns, h2ns = newNetNS(t), newNetNS(t)
+	h1, h2 = nlHandle(t, h1ns), nlHandle(t, h2ns)
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = "ulA"
+	if err := h1.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: "ulB", PeerNamespace: netlink.NsFd(int(h2ns))}); err != nil {
+		t.Fatalf("underlay veth: %v", err)
 	}
 	return h1ns, h2ns, h1, h2
 }

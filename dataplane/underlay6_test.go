@@ -4,9 +4,6 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // TestIPv6Underlay: two Docker-like hosts joined only by IPv6 (their
@@ -15,27 +12,8 @@ import (
 // room for the larger outer header, and only members reach the VXLAN port.
 func TestIPv6Underlay(t *testing.T) {
 	requireRoot(t)
-	h1ns, h2ns := newNetNS(t), newNetNS(t)
-	h1, h2 := nlHandle(t, h1ns), nlHandle(t, h2ns)
-	attrs := netlink.NewLinkAttrs()
-	attrs.Name = "ulA"
-	if err := h1.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: "ulB", PeerNamespace: netlink.NsFd(int(h2ns))}); err != nil {
-		t.Fatalf("underlay veth: %v", err)
-	}
-	for _, u := range []struct {
-		h         *netlink.Handle
-		dev, addr string
-	}{{h1, "ulA", "fd00:99::1/64"}, {h2, "ulB", "fd00:99::2/64"}} {
-		l, _ := u.h.LinkByName(u.dev)
-		a, _ := netlink.ParseAddr(u.addr)
-		a.Flags = unix.IFA_F_NODAD
-		if err := u.h.AddrAdd(l, a); err != nil {
-			t.Fatal(err)
-		}
-		if err := u.h.LinkSetUp(l); err != nil {
-			t.Fatal(err)
-		}
-	}
+	h1ns, h2ns, h1, h2 := twoHostsLinked(t)
+	addUnderlay6(t, h1, h2)
 	dockerHosts(t, h1ns, h2ns)
 
 	e1 := dualStackEndpoint("u1u1u1u1u1u1u1", "02:42:00:00:00:21", "10.42.0.21/24", "fd42::21/64")

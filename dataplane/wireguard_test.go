@@ -96,13 +96,7 @@ func TestWireGuardTwoHosts(t *testing.T) {
 	d1 := newTestWireGuard(t, h1ns, WireGuardOptions{})
 	d2 := newTestWireGuard(t, h2ns, WireGuardOptions{})
 	members := []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")}
-	peer := func(d *Kernel, ep string, blocks ...string) WireGuardPeer {
-		p := WireGuardPeer{PublicKey: d.wg.opts.PrivateKey.PublicKey().String(), Endpoint: netip.MustParseAddrPort(ep)}
-		for _, b := range blocks {
-			p.AllowedIPs = append(p.AllowedIPs, netip.MustParsePrefix(b))
-		}
-		return p
-	}
+	peer := testWGPeer
 	st1 := State{Underlay: UnderlayInfo{Addr: members[0]}, Members: members,
 		WireGuard: WireGuardState{Peers: []WireGuardPeer{peer(d2, "198.18.0.2:51820", "10.8.0.16/28")}},
 		Networks:  []Network{wgNet(e1), vxNet}}
