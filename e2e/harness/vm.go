@@ -312,7 +312,8 @@ func (r *vmRun) waitGuest(ctx context.Context, g *vmGuest, i int, keyPath string
 				g.name, time.Since(start).Round(time.Second), stage, ctx.Err(), g.consoleTail(30))
 		case <-time.After(2 * time.Second):
 		}
-		if stage == "sshd" || stage == "engine ready" {
+		// From the network on: sshd may be socket-activated (no line of its own on the console).
+		if stage == "network up" || stage == "sshd" || stage == "engine ready" {
 			probe, cancel := context.WithTimeout(ctx, 30*time.Second)
 			err := exec.CommandContext(probe, "nsenter", "--net=/run/netns/"+r.netns, "--", "ssh", "-F", "/dev/null",
 				"-i", keyPath, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",

@@ -11,8 +11,9 @@ suite=$1 out=$2 pkgfile=$3
 
 pkgs=$(grep -v '^[[:space:]]*#' "$pkgfile" | grep -v '^[[:space:]]*$' | paste -sd, -)
 case $suite in
-# From sid's engine on, docker.io no longer brings the CLI.
-sid | unstable) pkgs="$pkgs,docker-cli" ;;
+# Since trixie, docker.io no longer brings the CLI (package docker-cli).
+bookworm) ;;
+*) pkgs="$pkgs,docker-cli" ;;
 esac
 
 tmp=$(mktemp -d /var/tmp/meshnet-vm-image.XXXXXX)
