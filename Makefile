@@ -63,17 +63,21 @@ e2e: build
 VM_IMAGE ?= bookworm
 VM_MATRIX := bookworm trixie sid
 # What CI runs on bookworm guests after `make test` (.ci/run): the tests only VMs can run.
+# The reboot runs on guests of its own, booted after the others (scripts/e2e-vm.sh), and
+# the harness's sanity checks run again after it.
 VM_CI_TESTS := TestHarnessSanity|TestKernelWireGuard|TestWAN
+VM_CI_AFTER := TestHostReboot|TestHarnessSanity
 VM_TESTS ?= $(VM_CI_TESTS)|TestOverlayPing
+VM_TESTS_AFTER ?= $(VM_CI_AFTER)
 
 e2e-vm:
-	VM_IMAGES='$(VM_IMAGE)' VM_TESTS='$(VM_TESTS)' ./scripts/e2e-vm.sh
+	VM_IMAGES='$(VM_IMAGE)' VM_TESTS='$(VM_TESTS)' VM_TESTS_AFTER='$(VM_TESTS_AFTER)' ./scripts/e2e-vm.sh
 
 e2e-vm-all:
-	VM_IMAGES='$(VM_MATRIX)' VM_TESTS='$(VM_TESTS)' ./scripts/e2e-vm.sh
+	VM_IMAGES='$(VM_MATRIX)' VM_TESTS='$(VM_TESTS)' VM_TESTS_AFTER='$(VM_TESTS_AFTER)' ./scripts/e2e-vm.sh
 
 e2e-vm-ci:
-	VM_IMAGES=bookworm VM_TESTS='$(VM_CI_TESTS)' ./scripts/e2e-vm.sh
+	VM_IMAGES=bookworm VM_TESTS='$(VM_CI_TESTS)' VM_TESTS_AFTER='$(VM_CI_AFTER)' ./scripts/e2e-vm.sh
 
 test: check unit kernel e2e
 
