@@ -229,12 +229,13 @@ func meshHosts(t *testing.T) (*harness.Cluster, []harness.Host) {
 	return c, c.Hosts[:3]
 }
 
-// startMesh starts meshnetd on hosts, one after the other (the first is the join target).
-func startMesh(t *testing.T, ctx context.Context, c *harness.Cluster, hosts []harness.Host) []*harness.Meshnet {
+// startMesh starts meshnetd on hosts, one after the other (the first is the join target),
+// each with flags.
+func startMesh(t *testing.T, ctx context.Context, c *harness.Cluster, hosts []harness.Host, flags ...string) []*harness.Meshnet {
 	t.Helper()
 	var ds []*harness.Meshnet
 	for _, h := range hosts {
-		d, err := c.StartMeshnet(ctx, h)
+		d, err := c.StartMeshnet(ctx, h, flags...)
 		if err != nil {
 			t.Fatalf("starting meshnetd on %s: %v", h.Name(), err)
 		}
