@@ -4,7 +4,7 @@
 // table of ratios (build/bench/latest.txt), the raw figures (latest.json), a chart
 // (latest.svg) and the table in docs/benchmarks.md. It needs root (namespaces, engines).
 //
-//	go run ./bench/cmd/meshbench [-parts dataplane,services,reach,dns,dnscap,dnsscale,memory,apply,scale] [-quick]
+//	go run ./bench/cmd/meshbench [-parts dataplane,services,reach,dns,dnscap,dnsflood,dnsscale,memory,apply,scale] [-quick]
 package main
 
 import (
@@ -169,6 +169,11 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 			rep.Profiles["meshnet DNS server without rate limit (pprof -top -cum)"] = c.Top
 		}
 		rep.Rows = append(rep.Rows, bench.DNSCapacityRows(c, dnsFigs["docker"])...)
+	}
+	if o.parts["dnsflood"] {
+		f := bench.MeasureDNSFlood(ctx, o.dnsTime, 5000, []float64{0, 2000, 10000, 20000}, out, log)
+		rep.Raw["dns_flood"] = f
+		rep.Rows = append(rep.Rows, bench.DNSFloodRows(f)...)
 	}
 	if o.parts["dnsscale"] {
 		figs := bench.MeasureDNSScale(ctx, []int{10, 1000}, max(2*o.rounds-1, 1), min(o.dnsTime, 5*time.Second), log)
