@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X github.com/meshnet/meshnet/internal/version.Version=$(VERSIO
 # Pure packages: no root, run with the race detector.
 PURE := ./gossip/... ./ipam/... ./dns/... ./plugin/... ./control/... ./daemon/... ./cmd/... ./internal/... ./bench/... ./discover/... ./metrics/... ./e2e/failsum/...
 
-.PHONY: help build plugin release check unit kernel e2e test demo bench clean
+.PHONY: help build plugin release check unit kernel e2e e2e-ipv6 test demo bench clean
 
 help:
 	@echo "make build   static binaries in bin/"
@@ -54,6 +54,13 @@ kernel:
 e2e: build
 	go build -o build/failsum ./e2e/failsum
 	set -o pipefail; go test -count=1 -p 1 -v -timeout 70m ./e2e/... 2>&1 | build/failsum
+
+# The e2e tests that must hold on an IPv6-only underlay (issue 19), on simulated hosts
+# whose only addresses are IPv6 (fd00:18::/64).
+E2E_IPV6_TESTS := TestHarnessSanity|TestOverlayPing|TestDNS$$|TestWireGuardOverlay|TestPartitionHeals|TestDualStack
+e2e-ipv6: build
+	go build -o build/failsum ./e2e/failsum
+	set -o pipefail; MESHNET_E2E_UNDERLAY=ipv6 go test -count=1 -p 1 -v -timeout 40m -run '$(E2E_IPV6_TESTS)' ./e2e/ 2>&1 | build/failsum
 
 test: check unit kernel e2e
 
