@@ -356,6 +356,15 @@ func (d *Daemon) reconcileLoop(ctx context.Context) error {
 	defer cancel()
 	t := time.NewTicker(d.cfg.ResyncInterval)
 	defer t.Stop()
+	// The first full state heard from a peer ends a restarted node's hold
+	// on deletes (holddeletes.go). It changes the store only when the peer
+	// had news, so it is a reason to reconcile of its own: else the hold
+	// lasted until the next resync, and what the restart was to remove
+	// (a rule of a changed setting) stayed up to ResyncInterval longer.
+	var heard <-chan struct{}
+	if d.cluster != nil { // nil in unit tests
+		heard = d.cluster.Heard()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -363,6 +372,8 @@ func (d *Daemon) reconcileLoop(ctx context.Context) error {
 		case <-changes:
 		case <-t.C:
 		case <-d.probeChanged:
+		case <-heard:
+			heard = nil // closed for good: once is enough
 		}
 		_ = d.reconcile(ctx)
 		d.saveKnownPeers(d.store.Snapshot())

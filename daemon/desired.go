@@ -31,6 +31,14 @@ type network struct {
 	gateway6 netip.Addr
 }
 
+// subnets returns the network's subnets: its own, and the IPv6 half of a dual-stack one.
+func (n network) subnets() []netip.Prefix {
+	if n.subnet6.IsValid() {
+		return []netip.Prefix{n.subnet, n.subnet6}
+	}
+	return []netip.Prefix{n.subnet}
+}
+
 // endpoint is a KindEndpoint record of the snapshot's typed view.
 type endpoint struct {
 	id     string

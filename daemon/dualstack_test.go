@@ -196,6 +196,27 @@ func TestIPv6OnlyNetwork(t *testing.T) {
 	if code != http.StatusBadRequest || !strings.Contains(msg, "engine 27 or newer and --ipv4=false") {
 		t.Errorf("an IPv4 pool without a subnet: %d %q", code, msg)
 	}
+	// Overlaps across the two kinds of IPv6 subnet: a dual-stack network's IPv6 half
+	// over this IPv6-only network, and an IPv6-only network over a dual-stack half.
+	if code, msg := p.dualStackNetwork("ds", "10.42.0.0/24", "10.42.0.1/24", "fd44::/64", "fd44::1/64"); code != http.StatusOK {
+		t.Fatalf("CreateNetwork dual-stack: %d %s", code, msg)
+	}
+	for _, tc := range []struct{ path, body, want string }{
+		{"/NetworkDriver.CreateNetwork", `{"NetworkID":"x","IPv4Data":[{"AddressSpace":"meshnet-local","Pool":"10.44.0.0/24","Gateway":"10.44.0.1/24"}],` +
+			`"IPv6Data":[{"AddressSpace":"meshnet-local","Pool":"fd43::/80","Gateway":"fd43::1/80"}]}`,
+			"subnet fd43::/80 overlaps meshnet network fd43::/64"},
+		{"/NetworkDriver.CreateNetwork", `{"NetworkID":"x","IPv4Data":[],"IPv6Data":[{"AddressSpace":"meshnet-local","Pool":"fd44::/96","Gateway":"fd44::1/96"}]}`,
+			"subnet fd44::/96 overlaps meshnet network 10.42.0.0/24 (its subnet fd44::/64"},
+		{"/NetworkDriver.CreateEndpoint", `{"NetworkID":"v6","EndpointID":"e4","Interface":{"Address":"10.43.0.5/24","AddressIPv6":"fd43::5/64"}}`,
+			"IPv4 address 10.43.0.5 on IPv6-only network fd43::/64"},
+	} {
+		if code, msg := p.call(tc.path, tc.body); code != http.StatusBadRequest || !strings.Contains(msg, tc.want) {
+			t.Errorf("%s %s: %d %q, want 400 saying %q", tc.path, tc.body, code, msg, tc.want)
+		}
+	}
+	if _, ok := p.d.ownEndpoint("e4"); ok {
+		t.Error("a refused endpoint left a record")
+	}
 }
 
 // MACs derived from addresses: IPv4 spelled out, IPv6 hashed, never equal.

@@ -80,7 +80,7 @@ func applyNetworkOptions(info *gossip.NetworkInfo, opts map[string]string) error
 	}
 	if v, ok := opts[optIPv6Egress]; ok {
 		switch {
-		case info.Subnet6 == "" && !strings.Contains(info.Subnet, ":"): // neither dual-stack nor IPv6-only
+		case !info.HasIPv6():
 			return plugin.BadRequest("-o %s=%s on a network without IPv6: add --ipv6 and an IPv6 --subnet, or leave the option out", optIPv6Egress, v)
 		case v == gossip.IPv6EgressNAT:
 		case v == gossip.IPv6EgressRouted:

@@ -35,36 +35,20 @@ func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetw
 	if len(primary) != 1 {
 		return plugin.BadRequest("a meshnet network needs exactly one IPv4 subnet (or, IPv6-only on engine 27 and newer, --ipv4=false --ipv6 and one IPv6 subnet): docker network create -d meshnet --ipam-driver meshnet --subnet 10.42.0.0/16 NAME")
 	}
-	data := primary[0]
-	if data.AddressSpace != plugin.LocalAddressSpace && data.AddressSpace != plugin.GlobalAddressSpace {
-		return plugin.BadRequest("network addresses come from IPAM address space %q, not meshnet's: without --ipam-driver meshnet, two hosts hand out the same addresses. Create it with --ipam-driver meshnet", data.AddressSpace)
-	}
-	subnet := data.Pool.Masked()
-	// The engine never sends these; a caller that does must not get a
-	// network record the rest of the cluster cannot parse or route.
-	if !subnet.IsValid() || subnet.Addr().Is4() == ipv6Only || subnet.Addr().Is4In6() {
-		return plugin.BadRequest("a meshnet network needs one IPv4 subnet (or one IPv6 subnet with --ipv4=false), got %q: docker network create -d meshnet --ipam-driver meshnet --subnet 10.42.0.0/16 NAME", data.Pool)
-	}
-	if !data.Gateway.IsValid() {
-		return plugin.BadRequest("network %s has no gateway address; meshnet's IPAM always gives one — was it created with --ipam-driver meshnet?", subnet)
-	}
-	if !subnet.Contains(data.Gateway.Addr()) {
-		return plugin.BadRequest("gateway %s is outside the subnet %s: leave --gateway out, or give an address inside the subnet", data.Gateway.Addr(), subnet)
-	}
-	if err := d.checkSubnetForHost(subnet); err != nil {
+	subnet, gateway, err := d.checkPool(primary[0], ipv6Only, ipv6Only)
+	if err != nil {
 		return err
 	}
 	var subnet6 netip.Prefix
 	var gateway6 netip.Addr
 	if !ipv6Only {
-		var err error
 		if subnet6, gateway6, err = d.ipv6Half(req); err != nil {
 			return err
 		}
 	}
 	info := gossip.NetworkInfo{
 		Subnet:    subnet.String(),
-		Gateway:   data.Gateway.Addr().String(),
+		Gateway:   gateway.String(),
 		Dataplane: d.cfg.Dataplane,
 		VNI:       vniFor(subnet),
 		Internal:  req.Internal,
@@ -78,9 +62,19 @@ func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetw
 		return err
 	}
 	snap := d.store.Snapshot()
+	mine := []netip.Prefix{subnet}
+	if subnet6.IsValid() {
+		mine = append(mine, subnet6)
+	}
 	for _, n := range networks(snap) {
-		if subnet6.IsValid() && n.subnet != subnet && n.subnet6.IsValid() && n.subnet6.Overlaps(subnet6) {
-			return plugin.BadRequest("IPv6 subnet %s overlaps meshnet network %s (IPv6 %s, on %s): choose an IPv6 subnet that does not overlap", subnet6, n.subnet, n.subnet6, n.owner)
+		if n.subnet != subnet {
+			for _, a := range mine {
+				for _, b := range n.subnets() {
+					if a.Overlaps(b) {
+						return plugin.BadRequest("subnet %s overlaps meshnet network %s (its subnet %s, on %s): choose a subnet that does not overlap", a, n.subnet, b, n.owner)
+					}
+				}
+			}
 		}
 		switch {
 		case n.subnet == subnet && n.owner == d.cfg.NodeName && n.info.DockerID != req.NetworkID:
@@ -89,8 +83,6 @@ func (b networkBackend) CreateNetwork(ctx context.Context, req plugin.CreateNetw
 			if diff := settingsDiffer(n.info, info); diff != "" {
 				return plugin.BadRequest("subnet %s exists in the cluster (on %s) with %s: create it here with the same options", subnet, n.owner, diff)
 			}
-		case n.subnet != subnet && n.subnet.Overlaps(subnet):
-			return plugin.BadRequest("subnet %s overlaps meshnet network %s (on %s): choose a subnet that does not overlap", subnet, n.subnet, n.owner)
 		case n.subnet != subnet && n.info.VNI == info.VNI:
 			return plugin.BadRequest("VNI %d of subnet %s is taken by meshnet network %s: pass -o vni=N with another number", info.VNI, subnet, n.subnet)
 		}
@@ -164,10 +156,11 @@ func (b networkBackend) CreateEndpoint(ctx context.Context, req plugin.CreateEnd
 	if !ok {
 		return plugin.EndpointInterface{}, plugin.BadRequest("unknown network %s: it is not a meshnet network on this host", short(req.NetworkID))
 	}
-	primary := req.Interface.Address
-	if n.subnet.Addr().Is6() { // an IPv6-only network
-		primary = req.Interface.AddressIPv6
-		req.Interface.AddressIPv6 = netip.Prefix{}
+	// The address of the network's own family, and a dual-stack network's IPv6 one.
+	primary, second := req.Interface.Address, req.Interface.AddressIPv6
+	ipv6Only := n.subnet.Addr().Is6()
+	if ipv6Only {
+		primary, second = second, primary
 	}
 	if !primary.IsValid() {
 		return plugin.EndpointInterface{}, plugin.BadRequest("endpoint %s has no address on %s: meshnet networks need --ipam-driver meshnet", short(req.EndpointID), n.subnet)
@@ -178,15 +171,17 @@ func (b networkBackend) CreateEndpoint(ctx context.Context, req plugin.CreateEnd
 	}
 	var addr6 netip.Addr
 	switch {
-	case n.subnet6.IsValid() && !req.Interface.AddressIPv6.IsValid():
+	case n.subnet6.IsValid() && !second.IsValid():
 		return plugin.EndpointInterface{}, plugin.BadRequest("endpoint %s has no IPv6 address on dual-stack network %s: meshnet networks need --ipam-driver meshnet", short(req.EndpointID), n.subnet)
 	case n.subnet6.IsValid():
-		addr6 = req.Interface.AddressIPv6.Addr()
+		addr6 = second.Addr()
 		if !n.subnet6.Contains(addr6) {
 			return plugin.EndpointInterface{}, plugin.BadRequest("IPv6 address %s is outside the network's IPv6 subnet %s", addr6, n.subnet6)
 		}
-	case req.Interface.AddressIPv6.IsValid():
-		return plugin.EndpointInterface{}, plugin.BadRequest("IPv6 address %s on network %s, which has no IPv6 subnet: create the network with --ipv6 and an IPv6 --subnet", req.Interface.AddressIPv6.Addr(), n.subnet)
+	case second.IsValid() && ipv6Only:
+		return plugin.EndpointInterface{}, plugin.BadRequest("IPv4 address %s on IPv6-only network %s: a meshnet network has its IPv6 half only beside an IPv4 subnet; create a dual-stack network for both families", second.Addr(), n.subnet)
+	case second.IsValid():
+		return plugin.EndpointInterface{}, plugin.BadRequest("IPv6 address %s on network %s, which has no IPv6 subnet: create the network with --ipv6 and an IPv6 --subnet", second.Addr(), n.subnet)
 	}
 	if err := d.checkEndpointMAC(n, req.EndpointID, req.Interface.MacAddress); err != nil {
 		return plugin.EndpointInterface{}, err
@@ -535,16 +530,34 @@ func (d *Daemon) ipv6Half(req plugin.CreateNetworkRequest) (netip.Prefix, netip.
 	case len(req.IPv6Data) > 1:
 		return netip.Prefix{}, netip.Addr{}, plugin.BadRequest("a meshnet network has at most one IPv6 subnet, got %d: %s", len(req.IPv6Data), how)
 	}
-	data := req.IPv6Data[0]
+	return d.checkPool(req.IPv6Data[0], true, false)
+}
+
+// checkPool checks one family's pool of a CreateNetwork, the network's identity or (not
+// identity) the IPv6 half of a dual-stack one: it comes from meshnet's IPAM, is a prefix
+// of the family asked for, holds its gateway, and may be a network on this host. It
+// returns the subnet and gateway.
+func (d *Daemon) checkPool(data plugin.IPAMData, ipv6, identity bool) (netip.Prefix, netip.Addr, error) {
+	how := "docker network create -d meshnet --ipam-driver meshnet --subnet 10.42.0.0/16 NAME"
+	what := "a meshnet network needs one IPv4 subnet (or one IPv6 subnet with --ipv4=false)"
+	if !identity {
+		how = "docker network create -d meshnet --ipam-driver meshnet --ipv6 --subnet 10.42.0.0/16 --subnet fd42::/64 NAME"
+		what = "the IPv6 subnet must be an IPv6 prefix"
+	}
 	if data.AddressSpace != plugin.LocalAddressSpace && data.AddressSpace != plugin.GlobalAddressSpace {
-		return netip.Prefix{}, netip.Addr{}, plugin.BadRequest("IPv6 addresses come from IPAM address space %q, not meshnet's: create the network with --ipam-driver meshnet", data.AddressSpace)
+		return netip.Prefix{}, netip.Addr{}, plugin.BadRequest("network addresses come from IPAM address space %q, not meshnet's: without --ipam-driver meshnet, two hosts hand out the same addresses. Create it with --ipam-driver meshnet", data.AddressSpace)
 	}
 	subnet := data.Pool.Masked()
-	if !subnet.IsValid() || !subnet.Addr().Is6() || subnet.Addr().Is4In6() {
-		return netip.Prefix{}, netip.Addr{}, plugin.BadRequest("the IPv6 subnet must be an IPv6 prefix, got %q: %s", data.Pool, how)
+	// The engine never sends these; a caller that does must not get a
+	// network record the rest of the cluster cannot parse or route.
+	if !subnet.IsValid() || subnet.Addr().Is6() != ipv6 || subnet.Addr().Is4In6() {
+		return netip.Prefix{}, netip.Addr{}, plugin.BadRequest("%s, got %q: %s", what, data.Pool, how)
 	}
-	if !data.Gateway.IsValid() || !subnet.Contains(data.Gateway.Addr()) {
-		return netip.Prefix{}, netip.Addr{}, plugin.BadRequest("IPv6 gateway %s is not inside %s: leave --gateway out, or give an address inside the subnet", data.Gateway.Addr(), subnet)
+	if !data.Gateway.IsValid() {
+		return netip.Prefix{}, netip.Addr{}, plugin.BadRequest("network %s has no gateway address; meshnet's IPAM always gives one — was it created with --ipam-driver meshnet?", subnet)
+	}
+	if !subnet.Contains(data.Gateway.Addr()) {
+		return netip.Prefix{}, netip.Addr{}, plugin.BadRequest("gateway %s is outside the subnet %s: leave --gateway out, or give an address inside the subnet", data.Gateway.Addr(), subnet)
 	}
 	if err := d.checkSubnetForHost(subnet); err != nil {
 		return netip.Prefix{}, netip.Addr{}, err

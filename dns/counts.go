@@ -117,8 +117,8 @@ func (c *Counts) Replies() []ReplyCount {
 	return out
 }
 
-// RateLimited is how many queries the per-source rate limit dropped (UDP)
-// or refused (TCP).
+// RateLimited is how many queries were over the per-source rate limit:
+// answered truncated or, past twice the rate, dropped (UDP); refused (TCP).
 func (c *Counts) RateLimited() uint64 { return c.rateLimited.Load() }
 
 // Forwards is the histogram of forward latencies, failures included (a

@@ -135,7 +135,11 @@
 // question with TC set, nothing else (truncatedReply). A dropped query
 // costs a glibc client its whole timeout (5 s) before it tries again; TC
 // moves it to TCP at once, so a busy but legitimate client is slowed,
-// never stalled. The reply is never larger than the query, so it
+// never stalled. Truncated answers have a budget of their own, the rate
+// again; past twice the rate a source is flooding, not resolving, and its
+// queries are dropped unanswered: a truncated answer costs the server
+// about what an answer does (the write is most of either), so only
+// silence makes a flood cheaper than the clients beside it. The reply is never larger than the query, so it
 // amplifies nothing, and the server is reachable only from the host and
 // its containers, whose sources the dataplane's anti-spoofing pins. TCP
 // queries (the retries) have a bucket per source of their own; over that

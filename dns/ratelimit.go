@@ -35,9 +35,19 @@ type limiterShard struct {
 }
 
 type bucket struct {
-	tokens float64
+	tokens float64 // queries answered
+	spare  float64 // queries over the limit answered truncated
 	last   int64
 }
+
+// verdict is what the limiter says of one query.
+type verdict uint8
+
+const (
+	admit    verdict = iota // within the source's rate: answer it
+	truncate                // over it: answer truncated (TC), the client goes on over TCP
+	drop                    // over twice the rate: a flood, not a client; no answer at all
+)
 
 // newLimiter returns nil (no limit) when rl.QPS is not positive.
 func newLimiter(rl RateLimit) *limiter {
@@ -66,9 +76,18 @@ func newLimiter(rl RateLimit) *limiter {
 }
 
 // allow takes one token from src's bucket and reports whether there was one.
-func (l *limiter) allow(src netip.Addr) bool {
+func (l *limiter) allow(src netip.Addr) bool { return l.take(src) == admit }
+
+// take judges one query from src. Within the rate it is admitted. Over it, a
+// second bucket of the same rate and size pays for truncated answers: a busy
+// client up to twice the limit is slowed (its surplus goes over TCP), never
+// left waiting out a timeout. Past that the source is flooding, and its
+// queries are dropped: a truncated answer costs the server about what an
+// answer does (the write is most of either), so answering a flood in any
+// form is what would take the server from the other clients.
+func (l *limiter) take(src netip.Addr) verdict {
 	if l == nil {
-		return true
+		return admit
 	}
 	now := l.now()
 	sh := &l.shards[shardOf(src)]
@@ -80,20 +99,27 @@ func (l *limiter) allow(src netip.Addr) bool {
 		if b, inPrev = sh.prev[src]; inPrev {
 			delete(sh.prev, src)
 		} else {
-			b = bucket{tokens: l.burst, last: now}
+			b = bucket{tokens: l.burst, spare: l.burst, last: now}
 		}
 		if len(sh.cur) >= l.maxPerGen {
 			sh.prev, sh.cur = sh.cur, make(map[netip.Addr]bucket, l.maxPerGen)
 		}
 	}
-	b.tokens = min(l.burst, b.tokens+float64(now-b.last)*l.rate)
+	refill := float64(now-b.last) * l.rate
+	b.tokens = min(l.burst, b.tokens+refill)
+	b.spare = min(l.burst, b.spare+refill)
 	b.last = now
-	ok := b.tokens >= 1
-	if ok {
+	v := drop
+	switch {
+	case b.tokens >= 1:
 		b.tokens--
+		v = admit
+	case b.spare >= 1:
+		b.spare--
+		v = truncate
 	}
 	sh.cur[src] = b
-	return ok
+	return v
 }
 
 // size returns the number of tracked sources (tests).

@@ -47,6 +47,41 @@ func TestLimiterBucket(t *testing.T) {
 	}
 }
 
+// Over the rate a source's queries are truncated, as many as the rate again;
+// past that they are dropped. Both budgets refill at the rate.
+func TestLimiterVerdicts(t *testing.T) {
+	l := newLimiter(RateLimit{QPS: 2, Burst: 3})
+	var now int64
+	l.now = func() int64 { return now }
+	a := netip.MustParseAddr("10.42.0.1")
+	verdicts := func(n int) string {
+		var b []byte
+		for range n {
+			b = append(b, "atd"[l.take(a)])
+		}
+		return string(b)
+	}
+	if got := verdicts(8); got != "aaatttdd" {
+		t.Errorf("a burst of 8 at a 3-query bucket: %s, want aaatttdd (a admitted, t truncated, d dropped)", got)
+	}
+	now += int64(time.Second) // two of each back
+	if got := verdicts(5); got != "aattd" {
+		t.Errorf("a second later: %s, want aattd", got)
+	}
+	// A client at 1.5 times the rate is never dropped: its surplus is truncated.
+	now += int64(time.Hour)
+	dropped := 0
+	for range 3000 {
+		now += int64(time.Second) / 3 // 3 q/s against 2 q/s
+		if l.take(a) == drop {
+			dropped++
+		}
+	}
+	if dropped != 0 {
+		t.Errorf("a client at 1.5× the rate lost %d of 3000 queries", dropped)
+	}
+}
+
 // TestLimiterBounded: a flood of distinct (spoofed) sources does not grow
 // the limiter past MaxSources, and a steady source keeps its bucket.
 func TestLimiterBounded(t *testing.T) {
@@ -71,11 +106,12 @@ func TestLimiterBounded(t *testing.T) {
 // TestServerRateLimit: over the limit, UDP queries are answered truncated
 // (header and question, TC set, nothing else) so the client retries over
 // TCP, where the source has a bucket of its own; over that too, REFUSED.
-// Other sources are not affected.
+// Past twice the limit UDP queries get nothing: a flood. Other sources are
+// not affected.
 func TestServerRateLimit(t *testing.T) {
 	s := testServer(t, Config{RateLimit: RateLimit{QPS: 1e-9, Burst: 5}})
 	answered, truncated := 0, 0
-	for range 20 {
+	for range 9 {
 		w := newRecorder(overlaySrc, true)
 		s.ServeDNS(w, query("api.meshnet.", dns.TypeA))
 		m := w.only(t)
@@ -88,8 +124,31 @@ func TestServerRateLimit(t *testing.T) {
 			t.Fatalf("unexpected reply %v", m)
 		}
 	}
-	if answered != 5 || truncated != 15 {
-		t.Errorf("answered %d, truncated %d of 20 UDP queries; want the burst of 5 answered, 15 truncated", answered, truncated)
+	if answered != 5 || truncated != 4 {
+		t.Errorf("answered %d, truncated %d of 9 UDP queries; want the burst of 5 answered, 4 truncated", answered, truncated)
+	}
+	// The raw UDP path limits before parsing: a query's bytes are answered
+	// truncated (the fifth and last truncated answer of the burst)...
+	q := query("api.meshnet.", dns.TypeAAAA)
+	raw, _ := q.Pack()
+	w := newRecorder(overlaySrc, true)
+	s.handlePacket(raw, w, netip.MustParseAddr(overlaySrc), false, nil)
+	if m := w.only(t); !m.Truncated || len(m.Answer) != 0 || m.Id != q.Id || m.Question[0].Qtype != dns.TypeAAAA {
+		t.Errorf("raw query over the limit: %v, want it truncated", m)
+	}
+	// ...and past twice the limit nothing is answered, on either path.
+	for _, serve := range []func(w *recorder){
+		func(w *recorder) { s.handlePacket(raw, w, netip.MustParseAddr(overlaySrc), false, nil) },
+		func(w *recorder) { s.ServeDNS(w, query("api.meshnet.", dns.TypeA)) },
+		func(w *recorder) {
+			s.handlePacket([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}, w, netip.MustParseAddr(overlaySrc), false, nil)
+		},
+	} {
+		w := newRecorder(overlaySrc, true)
+		serve(w)
+		if len(w.raw) != 0 || len(w.msgs) != 0 {
+			t.Errorf("answered a source past twice its limit: %x %v", w.raw, w.msgs)
+		}
 	}
 	// The retries over TCP are answered: TCP's bucket is its own.
 	for i := range 6 {
@@ -103,27 +162,13 @@ func TestServerRateLimit(t *testing.T) {
 			t.Errorf("TCP over its own limit: %s, want REFUSED", dns.RcodeToString[m.Rcode])
 		}
 	}
-	// The raw UDP path limits before parsing: a query's bytes are answered
-	// truncated, garbage gets nothing.
-	q := query("api.meshnet.", dns.TypeAAAA)
-	raw, _ := q.Pack()
-	w := newRecorder(overlaySrc, true)
-	s.handlePacket(raw, w, netip.MustParseAddr(overlaySrc), false, nil)
-	if m := w.only(t); !m.Truncated || len(m.Answer) != 0 || m.Id != q.Id || m.Question[0].Qtype != dns.TypeAAAA {
-		t.Errorf("raw query over the limit: %v, want it truncated", m)
-	}
-	w = newRecorder(overlaySrc, true)
-	s.handlePacket([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}, w, netip.MustParseAddr(overlaySrc), false, nil)
-	if len(w.raw) != 0 {
-		t.Errorf("replied to garbage from a limited source: %x", w.raw)
-	}
 	w = newRecorder("10.42.0.10", true)
 	s.ServeDNS(w, query("api.meshnet.", dns.TypeA))
 	if m := w.only(t); len(m.Answer) != 2 {
 		t.Errorf("another source got %v, want its answer", m)
 	}
-	if st := s.Stats(); st.Dropped != 18 {
-		t.Errorf("over the limit %d, want 18", st.Dropped)
+	if st := s.Stats(); st.Dropped != 9 {
+		t.Errorf("over the limit %d, want 9 (5 truncated, 3 dropped, 1 refused)", st.Dropped)
 	}
 }
 

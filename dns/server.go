@@ -69,7 +69,7 @@ type Stats struct {
 	Answered  uint64 // answered from the table
 	Forwarded uint64 // answered by an upstream
 	Refused   uint64 // recursion not allowed, or wrong class
-	Dropped   uint64 // over the rate limit
+	Dropped   uint64 // over the rate limit: truncated, dropped or refused
 	Malformed uint64 // FORMERR / NOTIMP / unparseable
 	Failed    uint64 // SERVFAIL: no upstream answered
 }
@@ -166,24 +166,26 @@ var _ dns.Handler = (*Server)(nil)
 // ServeDNS answers r (a dns.Handler: the TCP listener calls it, and so can
 // tests). Over the rate limit a UDP query is answered truncated (the client
 // retries over TCP at once, as a dropped one would only after its timeout,
-// 5 s for glibc); TCP queries, the retries, have a bucket of their own and
-// get REFUSED over it: a source over both limits is flooding.
+// 5 s for glibc), and over twice the rate dropped (limiter.take); TCP
+// queries, the retries, have a bucket of their own and get REFUSED over it:
+// a source over both limits is flooding.
 func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	src, udp := remote(w)
 	lim := s.tcpLimiter
 	if udp {
 		lim = s.limiter
 	}
-	if !lim.allow(src) {
+	if v := lim.take(src); v != admit {
 		s.stats.dropped.Add(1)
 		s.counts.dropped()
-		if udp {
+		switch {
+		case !udp:
+			s.writeRcode(w, r, dns.RcodeRefused, false)
+		case v == truncate:
 			m := new(dns.Msg)
 			m.SetReply(r)
 			m.Truncated = true
 			s.write(w, r, m, true)
-		} else {
-			s.writeRcode(w, r, dns.RcodeRefused, false)
 		}
 		return
 	}
@@ -250,10 +252,10 @@ func (s *Server) handleTruncated(raw []byte, w dns.ResponseWriter, src netip.Add
 // admit rate-limits src and checks the header of raw, answering a header
 // it rejects. It reports whether the query goes on.
 func (s *Server) admit(raw []byte, w dns.ResponseWriter, src netip.Addr) (dns.Header, bool) {
-	if !s.limiter.allow(src) {
+	if v := s.limiter.take(src); v != admit {
 		s.stats.dropped.Add(1)
 		s.counts.dropped()
-		if b, ok := truncatedReply(raw); ok {
+		if b, ok := truncatedReply(raw); ok && v == truncate {
 			if _, err := w.Write(b); err != nil {
 				s.log.Debug("dns: write reply", "err", err)
 			}

@@ -344,11 +344,11 @@ func startUpstream(t *testing.T, ctx context.Context, c *harness.Cluster, hostAd
 	t.Helper()
 	rootAddr := addRootUnderlayAddr(t, ctx, c, hostAddr)
 	u := &upstream{answer: "192.0.2.53"}
-	pc, err := net.ListenPacket("udp4", netip.AddrPortFrom(rootAddr, 0).String())
+	pc, err := net.ListenPacket("udp", netip.AddrPortFrom(rootAddr, 0).String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	silent, err := net.ListenPacket("udp4", netip.AddrPortFrom(rootAddr, 0).String())
+	silent, err := net.ListenPacket("udp", netip.AddrPortFrom(rootAddr, 0).String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,13 +381,21 @@ func startUpstream(t *testing.T, ctx context.Context, c *harness.Cluster, hostAd
 // network that is not one of them.
 func addRootUnderlayAddr(t *testing.T, ctx context.Context, c *harness.Cluster, hostAddr netip.Addr) netip.Addr {
 	t.Helper()
-	subnet, err := hostAddr.Prefix(24)
+	bits := 24 // the simulated underlay's, in either family
+	if hostAddr.Is6() {
+		bits = 64
+	}
+	subnet, err := hostAddr.Prefix(bits)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rootAddr := subnet.Addr().Next()
-	cidr := netip.PrefixFrom(rootAddr, 24).String()
-	if out, err := exec.CommandContext(ctx, "ip", "addr", "add", cidr, "dev", c.Underlay).CombinedOutput(); err != nil {
+	cidr := netip.PrefixFrom(rootAddr, bits).String()
+	args := []string{"ip", "addr", "add", cidr, "dev", c.Underlay}
+	if hostAddr.Is6() {
+		args = append(args, "nodad")
+	}
+	if out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
 		t.Fatalf("addressing the underlay bridge %s: %v %s", c.Underlay, err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("ip", "addr", "del", cidr, "dev", c.Underlay).Run() })

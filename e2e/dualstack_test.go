@@ -26,36 +26,12 @@ func TestDualStack(t *testing.T) {
 
 	subnet, subnet6 := netip.MustParsePrefix("10.46.0.0/24"), netip.MustParsePrefix("fd46::/64")
 	createNetworkEverywhere(t, ctx, hosts, "ds", subnet.String(), "--ipv6", "--subnet", subnet6.String())
-	type ctr struct {
-		h    harness.Host
-		name string
-		ep   harness.Endpoint
-	}
-	var ctrs []ctr
-	seen := map[netip.Addr]string{}
-	for i, h := range hosts {
-		name := fmt.Sprintf("ds%d", i+1)
-		runContainer(t, ctx, h, name, "ds", "--label", "meshnet.service=api")
-		ep, err := harness.ContainerEndpoint(ctx, h, name, "ds")
-		if err != nil {
-			t.Fatal(err)
+	ctrs := onePerHost(t, ctx, hosts, "ds", "ds", []netip.Prefix{subnet, subnet6}, "--label", "meshnet.service=api")
+	for _, x := range ctrs {
+		if x.ep.Gateway6 != netip.MustParseAddr("fd46::1") {
+			t.Errorf("%s on %s: IPv6 gateway %s; want fd46::1", x.name, x.h.Name(), x.ep.Gateway6)
 		}
-		if !subnet.Contains(ep.IP) || !subnet6.Contains(ep.IPv6) || ep.Gateway6 != netip.MustParseAddr("fd46::1") {
-			t.Errorf("%s on %s: %s and %s, IPv6 gateway %s; want addresses in %s and %s, gateway fd46::1",
-				name, h.Name(), ep.IP, ep.IPv6, ep.Gateway6, subnet, subnet6)
-		}
-		for _, a := range []netip.Addr{ep.IP, ep.IPv6} {
-			if other, dup := seen[a]; dup {
-				t.Errorf("%s and %s both got %s", other, name, a)
-			}
-			seen[a] = name
-		}
-		ctrs = append(ctrs, ctr{h, name, ep})
 	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	t.Logf("containers: %v", seen)
 
 	start := time.Now()
 	for _, a := range ctrs {
@@ -91,19 +67,7 @@ func TestDualStack(t *testing.T) {
 		// The same on a wireguard network: routed, the bridge answering
 		// neighbour solicitations for remote IPv6 addresses.
 		createNetworkEverywhere(t, ctx, hosts, "dsw", "10.47.0.0/24", "--ipv6", "--subnet", "fd47::/64", "-o", "dataplane=wireguard")
-		var eps []ctr
-		for i, h := range hosts {
-			name := fmt.Sprintf("dsw%d", i+1)
-			runContainer(t, ctx, h, name, "dsw")
-			ep, err := harness.ContainerEndpoint(ctx, h, name, "dsw")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !ep.IPv6.IsValid() {
-				t.Fatalf("%s on %s has no IPv6 address", name, h.Name())
-			}
-			eps = append(eps, ctr{h, name, ep})
-		}
+		eps := onePerHost(t, ctx, hosts, "dsw", "dsw", []netip.Prefix{netip.MustParsePrefix("10.47.0.0/24"), netip.MustParsePrefix("fd47::/64")})
 		start := time.Now()
 		for _, a := range eps {
 			for _, b := range eps {

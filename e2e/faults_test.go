@@ -22,8 +22,12 @@ const faultTable = "meshnet-e2e-fault"
 // own: both ways, or with outbound only what h sends. clearFault removes it.
 func injectFault(ctx context.Context, h harness.Host, peers []harness.Host, verdict string, outbound bool) error {
 	var addrs []string
+	family := "ip"
 	for _, p := range peers {
 		addrs = append(addrs, p.Addr().String())
+		if p.Addr().Is6() {
+			family = "ip6" // an underlay is of one family
+		}
 	}
 	set := "{ " + strings.Join(addrs, ", ") + " }"
 	hooks := "input:saddr output:daddr forward:daddr"
@@ -36,9 +40,9 @@ nft add table inet %[1]s
 for c in %[4]s; do
 	hook=${c%%:*}; dir=${c#*:}
 	nft add chain inet %[1]s $hook "{ type filter hook $hook priority -300; policy accept; }"
-	nft add rule inet %[1]s $hook "ip $dir %[2]s %[3]s"
+	nft add rule inet %[1]s $hook "%[5]s $dir %[2]s %[3]s"
 done
-`, faultTable, set, verdict, hooks)
+`, faultTable, set, verdict, hooks, family)
 	_, err := h.Exec(ctx, "sh", "-c", script)
 	return err
 }

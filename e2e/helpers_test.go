@@ -136,3 +136,67 @@ func pingFails(ctx context.Context, h harness.Host, container string, addr netip
 	}
 	return nil
 }
+
+// placed is a container started by onePerHost: where it runs and its endpoint.
+type placed struct {
+	h    harness.Host
+	name string
+	ep   harness.Endpoint
+}
+
+// onePerHost starts a container named prefix1, prefix2, … on each host, on network (extra
+// are more docker run arguments), and checks what every multi-host test relies on: each
+// address lies in the network's subnet of its family (subnets holds one or two prefixes)
+// and no address is held twice.
+func onePerHost(t *testing.T, ctx context.Context, hosts []harness.Host, prefix, network string, subnets []netip.Prefix, extra ...string) []placed {
+	t.Helper()
+	var out []placed
+	seen := map[netip.Addr]string{}
+	for i, h := range hosts {
+		name := fmt.Sprintf("%s%d", prefix, i+1)
+		runContainer(t, ctx, h, name, network, extra...)
+		ep, err := harness.ContainerEndpoint(ctx, h, name, network)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sub := range subnets {
+			a := ep.IP
+			if sub.Addr().Is6() {
+				a = ep.IPv6
+			}
+			if !sub.Contains(a) {
+				t.Errorf("%s on %s got %q, outside %s", name, h.Name(), a, sub)
+			}
+			if other, dup := seen[a]; dup {
+				t.Errorf("%s and %s both got %s", other, name, a)
+			}
+			seen[a] = name
+		}
+		out = append(out, placed{h, name, ep})
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Logf("%s containers: %v", network, seen)
+	return out
+}
+
+// underlayIPv6 says whether the cluster's hosts speak to each other over IPv6
+// (MESHNET_E2E_UNDERLAY=ipv6): the tunnels' overhead grows, and egress to another host's
+// address needs a network with an IPv6 half.
+func underlayIPv6(hosts []harness.Host) bool { return hosts[0].Addr().Is6() }
+
+// tunnelOverhead is what meshnet's encapsulation takes from the underlay MTU (dataplane's
+// VXLANOverhead/VXLANOverhead6 and WireGuardOverhead4/6), spelled out so that a change
+// there is a change here too.
+func tunnelOverhead(hosts []harness.Host, wireguard bool) int {
+	switch {
+	case wireguard && underlayIPv6(hosts):
+		return 80
+	case wireguard:
+		return 60
+	case underlayIPv6(hosts):
+		return 70
+	}
+	return 50
+}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -21,32 +20,16 @@ func TestOverlayPing(t *testing.T) {
 	startMesh(t, ctx, c, hosts)
 	waitAllAlive(t, ctx, c, hosts, 15*time.Second)
 
-	subnet := netip.MustParsePrefix("10.42.0.0/24")
-	createNetworkEverywhere(t, ctx, hosts, "app", subnet.String())
-	type ctr struct {
-		h    harness.Host
-		name string
-		ep   harness.Endpoint
+	// On an IPv6 underlay the network has an IPv6 half too, so that egress to another
+	// host's (IPv6) address can be checked below.
+	subnets := []netip.Prefix{netip.MustParsePrefix("10.42.0.0/24")}
+	var v6 []string
+	if underlayIPv6(hosts) {
+		subnets = append(subnets, netip.MustParsePrefix("fd42::/64"))
+		v6 = []string{"--ipv6", "--subnet", "fd42::/64"}
 	}
-	var ctrs []ctr
-	seen := map[netip.Addr]string{}
-	for i, h := range hosts {
-		name := fmt.Sprintf("c%d", i+1)
-		runContainer(t, ctx, h, name, "app")
-		ep, err := harness.ContainerEndpoint(ctx, h, name, "app")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !subnet.Contains(ep.IP) {
-			t.Errorf("%s on %s got %s, outside %s", name, h.Name(), ep.IP, subnet)
-		}
-		if other, dup := seen[ep.IP]; dup {
-			t.Errorf("%s and %s both got %s", other, name, ep.IP)
-		}
-		seen[ep.IP] = name
-		ctrs = append(ctrs, ctr{h, name, ep})
-	}
-	t.Logf("containers: %v", seen)
+	createNetworkEverywhere(t, ctx, hosts, "app", subnets[0].String(), v6...)
+	ctrs := onePerHost(t, ctx, hosts, "c", "app", subnets)
 
 	start := time.Now()
 	for _, a := range ctrs {
@@ -71,8 +54,9 @@ func TestOverlayPing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if mtu, err := strconv.Atoi(strings.TrimSpace(out)); err != nil || mtu != under-50 {
-			t.Errorf("MTU of %s's eth0 is %q; want underlay MTU %d - 50 = %d", x.name, strings.TrimSpace(out), under, under-50)
+		overhead := tunnelOverhead(hosts, false)
+		if mtu, err := strconv.Atoi(strings.TrimSpace(out)); err != nil || mtu != under-overhead {
+			t.Errorf("MTU of %s's eth0 is %q; want underlay MTU %d - %d = %d", x.name, strings.TrimSpace(out), under, overhead, under-overhead)
 		}
 	}
 

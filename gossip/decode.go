@@ -62,15 +62,6 @@ type Network struct {
 	Gateway6 netip.Addr
 }
 
-// Subnets returns the network's subnets: Subnet, and Subnet6 when the
-// network is dual-stack.
-func (n Network) Subnets() []netip.Prefix {
-	if n.Subnet6.IsValid() {
-		return []netip.Prefix{n.Subnet, n.Subnet6}
-	}
-	return []netip.Prefix{n.Subnet}
-}
-
 // Endpoint is a checked KindEndpoint record.
 type Endpoint struct {
 	ID     string

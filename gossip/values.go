@@ -1,6 +1,9 @@
 package gossip
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // The wire values of meshnet's shared record kinds, as JSON in
 // Record.Value. Their decoding and checks are in decode.go, ipam's kinds'
@@ -53,6 +56,12 @@ type NetworkInfo struct {
 	// DockerID is the Docker network ID on the owner.
 	DockerID string    `json:"docker_id,omitempty"`
 	Created  time.Time `json:"created"`
+}
+
+// HasIPv6 reports whether the network carries IPv6: dual-stack, or IPv6-only. It reads
+// the strings as written; ParseNetwork is what checks them.
+func (n NetworkInfo) HasIPv6() bool {
+	return n.Subnet6 != "" || strings.Contains(n.Subnet, ":")
 }
 
 // EndpointInfo is a KindEndpoint record (ID = Docker endpoint ID): a

@@ -38,7 +38,7 @@ var (
 	conflictsDesc = desc("meshnet_ipam_conflicts", "Addresses held by more than one node (should be 0; meshctl status lists them).")
 
 	dnsRepliesDesc     = desc("meshnet_dns_responses_total", "DNS replies by server (host: the DNS address; container: the servers in containers' namespaces), query type and rcode.", "server", "type", "rcode")
-	dnsRateLimitedDesc = desc("meshnet_dns_rate_limited_total", "DNS queries over the per-source rate limit (--dns-rate-limit): dropped over UDP, refused over TCP.", "server")
+	dnsRateLimitedDesc = desc("meshnet_dns_rate_limited_total", "DNS queries over the per-source rate limit (--dns-rate-limit): answered truncated over UDP (dropped past twice the rate), refused over TCP.", "server")
 	dnsForwardDesc     = desc("meshnet_dns_forward_duration_seconds", "How long forwarding a query to an upstream resolver took, failures (timeouts) included.", "server")
 	dnsUpDesc          = desc("meshnet_dns_up", "1 while the DNS server listens on the DNS address, else 0.")
 

@@ -24,8 +24,10 @@ import (
 type SimOptions struct {
 	// Hosts is the number of hosts (default 3), named host1, host2, ...
 	Hosts int
-	// Subnet is the underlay (default 198.18.0.0/24); host i gets the address .(10+i).
-	// Two clusters that are up at once need different subnets.
+	// Subnet is the underlay (default 198.18.0.0/24, or fd00:18::/64 when
+	// MESHNET_E2E_UNDERLAY=ipv6); host i gets the address .(10+i) (::(10+i) in IPv6). An
+	// IPv6 underlay leaves the hosts without any IPv4 address but loopback. Two clusters
+	// that are up at once need different subnets.
 	Subnet netip.Prefix
 	// RootAddress gives the underlay bridge the subnet's first address in the root namespace,
 	// so the test process can reach the hosts (the SSH backend needs it). Without it nothing
@@ -263,11 +265,11 @@ func NewSimCluster(ctx context.Context, opts SimOptions) (_ *Cluster, err error)
 		return nil, fmt.Errorf("simulated cluster: %d hosts is out of range", opts.Hosts)
 	}
 	if !opts.Subnet.IsValid() {
-		opts.Subnet = netip.MustParsePrefix("198.18.0.0/24")
+		opts.Subnet = DefaultUnderlay()
 	}
 	opts.Subnet = opts.Subnet.Masked()
-	if !opts.Subnet.Addr().Is4() || opts.Subnet.Bits() > 24 {
-		return nil, fmt.Errorf("simulated cluster: underlay %s must be IPv4 and /24 or larger", opts.Subnet)
+	if opts.Subnet.Addr().Is4() && opts.Subnet.Bits() > 24 || opts.Subnet.Addr().Is6() && opts.Subnet.Bits() > 120 {
+		return nil, fmt.Errorf("simulated cluster: underlay %s must be an IPv4 /24 or larger, or an IPv6 /120 or larger", opts.Subnet)
 	}
 	log := discardLogger(opts.Logger)
 	var rnd [3]byte
@@ -361,7 +363,7 @@ func (sc *simCluster) setupUnderlay(ctx context.Context) error {
 	sc.bridgeUp = true
 	if sc.opts.RootAddress {
 		a := sc.opts.Subnet.Addr().Next()
-		if _, err := run(ctx, "ip", "addr", "add", netip.PrefixFrom(a, sc.opts.Subnet.Bits()).String(), "dev", sc.bridge); err != nil {
+		if _, err := run(ctx, addrAdd(netip.PrefixFrom(a, sc.opts.Subnet.Bits()), sc.bridge)...); err != nil {
 			return fmt.Errorf("addressing underlay bridge: %w", err)
 		}
 	}
@@ -371,12 +373,32 @@ func (sc *simCluster) setupUnderlay(ctx context.Context) error {
 	return nil
 }
 
-// hostAddr is host i's underlay address: .(10+i) in the subnet.
+// hostAddr is host i's underlay address: .(10+i) in the subnet (::(10+i) in IPv6).
 func hostAddr(subnet netip.Prefix, i int) netip.Addr {
-	a := subnet.Addr().As4()
-	n := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
-	n += uint32(10 + i)
-	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+	a := subnet.Addr()
+	for range 10 + i {
+		a = a.Next()
+	}
+	return a
+}
+
+// addrAdd is the ip command that gives dev the address p; an IPv6 one without duplicate
+// address detection, which would hold it tentative for a second or two.
+func addrAdd(p netip.Prefix, dev string) []string {
+	args := []string{"ip", "addr", "add", p.String(), "dev", dev}
+	if p.Addr().Is6() {
+		args = append(args, "nodad")
+	}
+	return args
+}
+
+// DefaultUnderlay is the simulated hosts' underlay: 198.18.0.0/24, or fd00:18::/64 when
+// MESHNET_E2E_UNDERLAY is "ipv6" (the suite on an IPv6-only underlay).
+func DefaultUnderlay() netip.Prefix {
+	if os.Getenv("MESHNET_E2E_UNDERLAY") == "ipv6" {
+		return netip.MustParsePrefix("fd00:18::/64")
+	}
+	return netip.MustParsePrefix("198.18.0.0/24")
 }
 
 func (sc *simCluster) addHost(ctx context.Context, i int) (*SimHost, error) {
@@ -420,7 +442,7 @@ func (sc *simCluster) addHost(ctx context.Context, i int) (*SimHost, error) {
 		return nil, fmt.Errorf("attaching %s to the underlay: %w", h.name, err)
 	}
 	for _, args := range [][]string{
-		{"ip", "addr", "add", netip.PrefixFrom(h.addr, sc.opts.Subnet.Bits()).String(), "dev", "eth0"},
+		addrAdd(netip.PrefixFrom(h.addr, sc.opts.Subnet.Bits()), "eth0"),
 		{"ip", "link", "set", "eth0", "up"},
 	} {
 		if _, err := h.Exec(ctx, args...); err != nil {

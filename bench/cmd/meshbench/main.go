@@ -4,7 +4,7 @@
 // table of ratios (build/bench/latest.txt), the raw figures (latest.json), a chart
 // (latest.svg) and the table in docs/benchmarks.md. It needs root (namespaces, engines).
 //
-//	go run ./bench/cmd/meshbench [-parts dataplane,services,reach,dns,dnscap,dnsscale,memory,apply,scale] [-quick]
+//	go run ./bench/cmd/meshbench [-parts dataplane,services,reach,dns,dnscap,dnsflood,dnsscale,memory,apply,scale] [-quick]
 package main
 
 import (
@@ -65,7 +65,7 @@ func parseFlags() (options, bool, error) {
 	flag.StringVar(&o.repo, "repo", wd, "the meshnet module's root")
 	flag.StringVar(&o.meshnetSrc, "meshnet-src", "", "build meshnetd and meshctl from this tree instead of -repo (e.g. an exported commit)")
 	flag.StringVar(&o.out, "out", "build/bench", "where latest.{txt,json,svg} go")
-	flag.StringVar(&o.doc, "doc", "docs/benchmarks.md", "Markdown file whose bench:begin/end block gets the table (empty: none)")
+	flag.StringVar(&o.doc, "doc", "docs/benchmarks.md", "Markdown file whose bench:begin/end block gets the table (empty: none; a run of chosen -parts writes it only when -doc is given)")
 	parts := flag.String("parts", "dataplane,services,reach,dns,dnscap,dnsscale,memory,apply,scale", "what to measure")
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds over all paths (iperf3 and round trips), interleaved")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "one iperf3 run (whole seconds)")
@@ -84,6 +84,12 @@ func parseFlags() (options, bool, error) {
 	quick := flag.Bool("quick", false, "short runs (1 round, 3 reachability runs, sizes 50,100) to try the tool")
 	verbose := flag.Bool("v", false, "debug logging")
 	flag.Parse()
+	// A run of some parts must not replace the whole run's table in the docs.
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["parts"] && !set["doc"] {
+		o.doc = ""
+	}
 	o.parts = map[string]bool{}
 	for _, p := range strings.Split(*parts, ",") {
 		o.parts[strings.TrimSpace(p)] = true
@@ -169,6 +175,11 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 			rep.Profiles["meshnet DNS server without rate limit (pprof -top -cum)"] = c.Top
 		}
 		rep.Rows = append(rep.Rows, bench.DNSCapacityRows(c, dnsFigs["docker"])...)
+	}
+	if o.parts["dnsflood"] {
+		f := bench.MeasureDNSFlood(ctx, o.dnsTime, 5000, []float64{0, 2000, 10000, 20000}, out, log)
+		rep.Raw["dns_flood"] = f
+		rep.Rows = append(rep.Rows, bench.DNSFloodRows(f)...)
 	}
 	if o.parts["dnsscale"] {
 		figs := bench.MeasureDNSScale(ctx, []int{10, 1000}, max(2*o.rounds-1, 1), min(o.dnsTime, 5*time.Second), log)
