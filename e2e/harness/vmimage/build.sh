@@ -67,6 +67,10 @@ cat >"$tmp/engine-ready.conf" <<'DROPIN'
 ExecStartPost=/bin/sh -c 'echo "MESHNET-GUEST: docker ready" >/dev/ttyS0'
 DROPIN
 
+# br_netfilter is loaded at boot: engine 20.10 loads it itself, engines from 28 only when
+# they need it, and many hosts have it on for other reasons (Kubernetes, firewalls). The
+# suite runs on the harder case on every image (../shared/HOSTS.md, "Traps"), and
+# TestHarnessSanity checks it.
 mmdebstrap --variant=minbase --include="$pkgs" \
 	--aptopt='Acquire::Check-Valid-Until "false"' \
 	--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
@@ -77,6 +81,7 @@ mmdebstrap --variant=minbase --include="$pkgs" \
 	--customize-hook="install -m 644 $tmp/meshnet-guest.service \"\$1/etc/systemd/system/meshnet-guest.service\"" \
 	--customize-hook='chroot "$1" systemctl enable meshnet-guest.service' \
 	--customize-hook="mkdir -p \"\$1/etc/systemd/system/docker.service.d\" && install -m 644 $tmp/engine-ready.conf \"\$1/etc/systemd/system/docker.service.d/engine-ready.conf\"" \
+	--customize-hook='echo br_netfilter >"$1/etc/modules-load.d/meshnet-e2e.conf"' \
 	--customize-hook='echo "/dev/vda / ext4 rw,errors=remount-ro 0 1" >"$1/etc/fstab"' \
 	--customize-hook='echo "PermitRootLogin prohibit-password" >"$1/etc/ssh/sshd_config.d/meshnet.conf"; echo "UseDNS no" >>"$1/etc/ssh/sshd_config.d/meshnet.conf"' \
 	--customize-hook='rm -f "$1/etc/hostname"; : >"$1/etc/machine-id"' \
