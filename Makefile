@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X github.com/meshnet/meshnet/internal/version.Version=$(VERSIO
 # Pure packages: no root, run with the race detector.
 PURE := ./gossip/... ./ipam/... ./dns/... ./plugin/... ./control/... ./daemon/... ./cmd/... ./internal/... ./bench/... ./discover/... ./metrics/... ./e2e/failsum/...
 
-.PHONY: help build plugin release check unit kernel e2e e2e-ipv6 test demo bench clean
+.PHONY: help build plugin release check unit kernel e2e e2e-ipv6 e2e-vm e2e-vm-all e2e-vm-ci test demo bench clean
 
 help:
 	@echo "make build   static binaries in bin/"
@@ -17,7 +17,10 @@ help:
 	@echo "make kernel  dataplane and container-DNS tests in network namespaces (root)"
 	@echo "make e2e     multi-host suite with real Docker engines (root)"
 	@echo "make e2e-ipv6  the overlay, DNS, WireGuard, dual-stack and partition tests on an IPv6-only underlay (root)"
-	@echo "make test    all of the above: what CI runs"
+	@echo "make e2e-vm  the VM subset on 3 qemu guests (VM_IMAGE=bookworm|trixie|sid; root)"
+	@echo "make e2e-vm-all  the VM subset on every image of the matrix (root)"
+	@echo "make e2e-vm-ci   what CI runs on VMs: bookworm, the tests only VMs can run (root)"
+	@echo "make test    all of the above but the VM runs: CI runs make e2e-vm-ci after it"
 	@echo "make demo    three simulated hosts, containers ping and resolve across them (root)"
 	@echo "make bench   meshnet beside Swarm's overlay, the underlay, wireguard-go, Docker's DNS (root, ~7 min)"
 
@@ -66,6 +69,27 @@ e2e-ipv6: build
 	go build -o build/failsum ./e2e/failsum
 	set -o pipefail; MESHNET_E2E_UNDERLAY=ipv6 go test -count=1 -p 1 -v -timeout 20m -run 'TestPartitionHeals/$(E2E_IPV6_CUTS)' ./e2e/ 2>&1 | build/failsum
 	set -o pipefail; MESHNET_E2E_UNDERLAY=ipv6 go test -count=1 -p 1 -v -timeout 30m -run '$(E2E_IPV6_TESTS)' ./e2e/ 2>&1 | build/failsum
+
+# The same suite on qemu guests built from Debian's packages (e2e/harness/vm.go): real kernels
+# (kernel WireGuard, netem), the engine of the image's suite. VM_IMAGE picks the image.
+VM_IMAGE ?= bookworm
+VM_MATRIX := bookworm trixie sid
+# What CI runs on bookworm guests after `make test` (.ci/run): the tests only VMs can run.
+# The reboot runs on guests of its own, booted after the others (scripts/e2e-vm.sh), and
+# the harness's sanity checks run again after it.
+VM_CI_TESTS := TestHarnessSanity|TestKernelWireGuard|TestWAN
+VM_CI_AFTER := TestHostReboot|TestHarnessSanity
+VM_TESTS ?= $(VM_CI_TESTS)|TestOverlayPing
+VM_TESTS_AFTER ?= $(VM_CI_AFTER)
+
+e2e-vm:
+	VM_IMAGES='$(VM_IMAGE)' VM_TESTS='$(VM_TESTS)' VM_TESTS_AFTER='$(VM_TESTS_AFTER)' ./scripts/e2e-vm.sh
+
+e2e-vm-all:
+	VM_IMAGES='$(VM_MATRIX)' VM_TESTS='$(VM_TESTS)' VM_TESTS_AFTER='$(VM_TESTS_AFTER)' ./scripts/e2e-vm.sh
+
+e2e-vm-ci:
+	VM_IMAGES=bookworm VM_TESTS='$(VM_CI_TESTS)' VM_TESTS_AFTER='$(VM_CI_AFTER)' ./scripts/e2e-vm.sh
 
 test: check unit kernel e2e
 	$(MAKE) e2e-ipv6 E2E_IPV6_CUTS=30s

@@ -21,6 +21,11 @@ type Config struct {
 	AdvertiseAddr string // empty: detected (see DetectAdvertiseAddr)
 	BindAddr      string // empty: the advertise address, never 0.0.0.0 by default
 	BindPort      int
+	// GossipProfile tunes failure detection to the underlay: "lan"
+	// (memberlist's LAN timings: a probe a second, answered within
+	// 500 ms) or "wan" (its WAN timings: a probe every 5 s, 3 s to answer,
+	// for round trips of hundreds of milliseconds).
+	GossipProfile string
 	Join          []string
 	KeyFile       string
 	Key           string // base64, from MESHNET_KEY; the key file wins if both are set
@@ -76,12 +81,19 @@ type Config struct {
 	ReclaimAfter time.Duration
 }
 
+// Gossip profiles (Config.GossipProfile).
+const (
+	GossipLAN = "lan"
+	GossipWAN = "wan"
+)
+
 // DefaultConfig returns the defaults of DESIGN.md's command-line contract.
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
 		NodeName:       host,
 		BindPort:       7946, // memberlist's usual port
+		GossipProfile:  GossipLAN,
 		Cluster:        "meshnet",
 		StateDir:       "/var/lib/meshnet",
 		PluginDir:      "/run/docker/plugins", // where the engine looks for legacy plugin sockets
@@ -112,6 +124,9 @@ func (c *Config) Validate() error {
 		if _, err := netip.ParseAddr(c.AdvertiseAddr); err != nil {
 			errs = append(errs, fmt.Errorf("--advertise-addr %q is not an IP address", c.AdvertiseAddr))
 		}
+	}
+	if c.GossipProfile != GossipLAN && c.GossipProfile != GossipWAN {
+		errs = append(errs, fmt.Errorf("--gossip-profile %q: choose lan (hosts on one site) or wan (round trips of hundreds of milliseconds)", c.GossipProfile))
 	}
 	for name, p := range map[string]int{"--bind-port": c.BindPort, "--vxlan-port": c.VXLANPort, "--wireguard-port": c.WireGuardPort} {
 		if p < 1 || p > 65535 {

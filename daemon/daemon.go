@@ -176,6 +176,7 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		Insecure:       cfg.Insecure,
 		Label:          cfg.Cluster,
 		RejoinInterval: 15 * time.Second,
+		WAN:            cfg.GossipProfile == GossipWAN,
 		Log:            log,
 	}, d.store)
 	if err != nil {

@@ -84,6 +84,10 @@ func runSuite(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "e2e: underlay links left behind: %v\n", links)
 			code = 1
 		}
+		if left := harness.LeftoverVMs(); len(left) > 0 {
+			fmt.Fprintf(os.Stderr, "e2e: VM run left behind: %v\n", left)
+			code = 1
+		}
 	}
 	if suite.keep {
 		harness.KeepWorkDir(suite.workDir)
@@ -127,7 +131,12 @@ func requireRoot(t *testing.T) {
 	}
 }
 
-func remoteHosts() bool { return os.Getenv("MESHNET_E2E_HOSTS") != "" }
+// remoteHosts reports whether the hosts are reached over SSH: machines given in
+// MESHNET_E2E_HOSTS, or VMs the harness boots (MESHNET_E2E_VM).
+func remoteHosts() bool { return os.Getenv("MESHNET_E2E_HOSTS") != "" || vmHosts() }
+
+// vmHosts reports whether the hosts are VMs the harness boots (MESHNET_E2E_VM=SUITE).
+func vmHosts() bool { return os.Getenv("MESHNET_E2E_VM") != "" }
 
 // testCtx is a context that ends a little before the test binary's deadline, so a hung
 // command fails the test with its output instead of a panic without teardown.
@@ -174,7 +183,12 @@ func sharedCluster(t *testing.T) *harness.Cluster {
 	}
 	bin := binaries(t)
 	suite.clusterOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		// VMs may build their image and boot under emulation first.
+		up := 5 * time.Minute
+		if vmHosts() {
+			up = 20 * time.Minute
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), up)
 		defer cancel()
 		start := time.Now()
 		c, err := harness.FromEnv(ctx, harness.EnvOptions{
@@ -215,12 +229,13 @@ func meshHosts(t *testing.T) (*harness.Cluster, []harness.Host) {
 	return c, c.Hosts[:3]
 }
 
-// startMesh starts meshnetd on hosts, one after the other (the first is the join target).
-func startMesh(t *testing.T, ctx context.Context, c *harness.Cluster, hosts []harness.Host) []*harness.Meshnet {
+// startMesh starts meshnetd on hosts, one after the other (the first is the join target),
+// each with flags.
+func startMesh(t *testing.T, ctx context.Context, c *harness.Cluster, hosts []harness.Host, flags ...string) []*harness.Meshnet {
 	t.Helper()
 	var ds []*harness.Meshnet
 	for _, h := range hosts {
-		d, err := c.StartMeshnet(ctx, h)
+		d, err := c.StartMeshnet(ctx, h, flags...)
 		if err != nil {
 			t.Fatalf("starting meshnetd on %s: %v", h.Name(), err)
 		}

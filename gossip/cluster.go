@@ -64,6 +64,11 @@ type Config struct {
 	// (tests shorten its timers). Name, addresses, keys, label, delegates
 	// are filled in from the fields above.
 	Memberlist *memberlist.Config
+	// WAN, without Memberlist, takes memberlist's WAN timings (probes every
+	// 5 s with 3 s to answer, suspicion 6 rounds) instead of its LAN ones
+	// (1 s, 500 ms, 4): hosts far apart are not suspected for their round
+	// trips, and a dead host is declared so later.
+	WAN bool
 	// Transport replaces memberlist's network transport (tests drop it to
 	// make partitions).
 	Transport memberlist.Transport
@@ -205,9 +210,12 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 		c.lastKnown[k.Name] = true
 	}
 	mc := cfg.Memberlist
-	if mc == nil {
+	switch {
+	case mc == nil && cfg.WAN:
+		mc = memberlist.DefaultWANConfig()
+	case mc == nil:
 		mc = memberlist.DefaultLANConfig()
-	} else {
+	default:
 		copied := *mc
 		mc = &copied
 	}

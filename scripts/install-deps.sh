@@ -4,7 +4,8 @@
 # the kernel tools the suite inspects with, the load generators `make bench`
 # drives (iperf3, dnsperf), Debian's docker-compose (the compose e2e test),
 # Debian's prometheus for promtool (the metrics tests check a scrape with
-# `promtool check metrics`), and the Go modules.
+# `promtool check metrics`), qemu and mmdebstrap for the e2e suite on VMs (`make e2e-vm`
+# builds guest images from Debian's packages and boots them), and the Go modules.
 set -euo pipefail
 
 if [ "$(id -u)" != 0 ]; then
@@ -19,7 +20,8 @@ fi
 
 pkgs=(docker.io busybox-static iproute2 iptables nftables kmod util-linux procps
 	iperf3 dnsperf tcpdump dnsutils openssh-server openssh-client ca-certificates curl make
-	docker-compose prometheus)
+	docker-compose prometheus
+	qemu-system-x86 qemu-utils mmdebstrap e2fsprogs)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -129,3 +129,18 @@ func TestJSONLogs(t *testing.T) {
 		t.Fatalf("json log line %q", b.String())
 	}
 }
+
+func TestGossipProfileFlag(t *testing.T) {
+	cfg, err := parseFlags(nil, envMap(nil), io.Discard)
+	if err != nil || cfg.GossipProfile != "lan" {
+		t.Fatalf("default: %q %v", cfg.GossipProfile, err)
+	}
+	cfg, err = parseFlags(nil, envMap(map[string]string{"MESHNET_GOSSIP_PROFILE": "wan"}), io.Discard)
+	if err != nil || cfg.GossipProfile != "wan" || cfg.Validate() != nil {
+		t.Fatalf("MESHNET_GOSSIP_PROFILE=wan: %q %v %v", cfg.GossipProfile, err, cfg.Validate())
+	}
+	cfg, _ = parseFlags([]string{"--gossip-profile", "satellite"}, envMap(nil), io.Discard)
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "choose lan") {
+		t.Errorf("an unknown profile: %v", err)
+	}
+}

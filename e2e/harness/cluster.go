@@ -19,8 +19,10 @@ type Cluster struct {
 	// WorkDir holds the cluster's files on the test machine: logs, per-host folders of a
 	// simulated cluster, the busybox image.
 	WorkDir string
-	// Backend is "sim" or "ssh".
+	// Backend is "sim", "ssh" or "vm" (SSH hosts the harness booted: see [NewVMCluster]).
 	Backend string
+	// VM describes the guests of a "vm" cluster; nil otherwise.
+	VM *VMInfo
 	// Key is the cluster's gossip key (base64, 32 bytes), written to /etc/meshnet/key.
 	Key string
 	// Bin are meshnetd and meshctl built on the test machine; see [BuildBinaries].
@@ -109,12 +111,31 @@ type EnvOptions struct {
 	Sim SimOptions
 	// SSH configures the SSH cluster made when it is.
 	SSH SSHOptions
+	// VM configures the VM cluster made when MESHNET_E2E_VM is set.
+	VM VMOptions
 }
 
 // FromEnv makes the cluster the environment asks for: MESHNET_E2E_HOSTS (comma list of
 // user@addr[:port]) selects SSH hosts, with the private key in MESHNET_E2E_SSH_KEY; otherwise
-// hosts are simulated on this machine.
+// hosts are simulated on this machine. MESHNET_E2E_VM=SUITE (bookworm, trixie, sid) boots
+// VMs of that Debian suite instead and reaches them over SSH (MESHNET_E2E_VM_HOSTS guests, 3
+// by default; MESHNET_E2E_VM_ACCEL=kvm|tcg skips the KVM probe).
 func FromEnv(ctx context.Context, o EnvOptions) (*Cluster, error) {
+	if suite := strings.TrimSpace(os.Getenv("MESHNET_E2E_VM")); suite != "" {
+		o.VM.Suite = suite
+		if n := os.Getenv("MESHNET_E2E_VM_HOSTS"); n != "" {
+			if _, err := fmt.Sscan(n, &o.VM.Hosts); err != nil {
+				return nil, fmt.Errorf("MESHNET_E2E_VM_HOSTS=%q: want a number of guests", n)
+			}
+		}
+		if a := os.Getenv("MESHNET_E2E_VM_ACCEL"); a != "" {
+			o.VM.Accel = a
+		}
+		if o.VM.Logger == nil {
+			o.VM.Logger = o.Sim.Logger
+		}
+		return NewVMCluster(ctx, o.VM)
+	}
 	spec := strings.TrimSpace(os.Getenv("MESHNET_E2E_HOSTS"))
 	if spec == "" {
 		return NewSimCluster(ctx, o.Sim)

@@ -115,6 +115,7 @@ func CleanupStale(log *slog.Logger) error {
 		log.Info("tearing down a stale simulated cluster", "cluster", e.ID, "owner", e.OwnerPID, "work_dir", e.WorkDir)
 		errs = append(errs, teardownStale(e))
 	}
+	errs = append(errs, cleanupStaleVMs(log))
 	errs = append(errs, cleanupStaleWorkDirs(log))
 	rootBridgeNF.mu.Lock()
 	inUse := rootBridgeNF.users > 0

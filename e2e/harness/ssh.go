@@ -30,6 +30,9 @@ type SSHOptions struct {
 	WorkDir string
 	// Logger receives progress; nil discards it.
 	Logger *slog.Logger
+	// Netns, when set, is a named network namespace (/run/netns/NAME) the hosts are reached
+	// from: ssh runs inside it. The VM backend keeps its guests' underlay there.
+	Netns string
 }
 
 // SSHHost is a host reached with the OpenSSH client (`ssh -i KEY ... user@addr -- cmd`).
@@ -40,6 +43,7 @@ type SSHHost struct {
 	target string // address as ssh takes it
 	port   int
 	key    string
+	netns  string
 	binDir string
 	logDir string
 	log    *slog.Logger
@@ -149,7 +153,7 @@ func NewSSHCluster(ctx context.Context, spec string, o SSHOptions) (_ *Cluster, 
 			}
 			addr = ips[0].Unmap()
 		}
-		h := &SSHHost{addr: addr, user: t.user, target: t.host, port: t.port, key: o.KeyPath,
+		h := &SSHHost{addr: addr, user: t.user, target: t.host, port: t.port, key: o.KeyPath, netns: o.Netns,
 			binDir: o.BinDir, logDir: o.LogDir, log: log}
 		out, err := h.Exec(ctx, "hostname")
 		if err != nil {
@@ -183,11 +187,15 @@ func (h *SSHHost) Addr() netip.Addr { return h.addr }
 func (h *SSHHost) Processes() []*Process { return h.procs.list() }
 
 func (h *SSHHost) sshArgs() []string {
-	return []string{"ssh", "-F", "/dev/null", "-i", h.key, "-p", strconv.Itoa(h.port),
+	var pre []string
+	if h.netns != "" {
+		pre = []string{"nsenter", "--net=/run/netns/" + h.netns, "--"}
+	}
+	return append(pre, "ssh", "-F", "/dev/null", "-i", h.key, "-p", strconv.Itoa(h.port),
 		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
 		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15",
 		"-o", "IdentitiesOnly=yes",
-		h.user + "@" + h.target}
+		h.user+"@"+h.target)
 }
 
 // shell runs a shell command line on the host with stdin.

@@ -36,6 +36,7 @@ func New(cfg *daemon.Config, l *Lists) *flag.FlagSet {
 	fs.StringVar(&cfg.ControlSocket, "control-socket", cfg.ControlSocket, "unix socket of the local control API used by meshctl (root only)")
 	fs.StringVar(&cfg.DockerHost, "docker-host", cfg.DockerHost, "Docker engine API socket, for container names, labels and aliases")
 	fs.StringVar(&cfg.Dataplane, "dataplane", cfg.Dataplane, "default dataplane of new networks: vxlan or wireguard (per network: -o dataplane=)")
+	fs.StringVar(&cfg.GossipProfile, "gossip-profile", cfg.GossipProfile, "failure detection timings: lan, or wan for underlay round trips of hundreds of milliseconds (slower to declare a host dead)")
 	fs.IntVar(&cfg.VXLANPort, "vxlan-port", cfg.VXLANPort, "UDP port of VXLAN tunnels")
 	fs.IntVar(&cfg.WireGuardPort, "wireguard-port", cfg.WireGuardPort, "UDP port of WireGuard tunnels")
 	fs.DurationVar(&cfg.WireGuardKeepalive, "wireguard-keepalive", cfg.WireGuardKeepalive, "WireGuard persistent keepalive towards every peer, for hosts behind NAT (e.g. 25s); 0 = off")
