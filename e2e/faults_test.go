@@ -144,18 +144,7 @@ func TestLossyUnderlay(t *testing.T) {
 	ctx := testCtx(t)
 	startMesh(t, ctx, c, hosts)
 	waitAllAlive(t, ctx, c, hosts, 15*time.Second)
-	createNetworkEverywhere(t, ctx, hosts, "app", "10.42.0.0/24")
-	for _, h := range hosts {
-		runContainer(t, ctx, h, "api-"+h.Name(), "app", "--label", "meshnet.service=api")
-	}
-	client := containerNetns{h: hosts[0], name: "api-" + hosts[0].Name()}
-	harness.Eventually(t, 15*time.Second, func() error {
-		_, answers, err := client.dig(ctx, dnsAddr, "api.meshnet", "A")
-		if err == nil && len(answers) != len(hosts) {
-			err = fmt.Errorf("api.meshnet: %v", answers)
-		}
-		return err
-	})
+	client := apiOnEveryHost(t, ctx, hosts, 15*time.Second)
 
 	delay := "no delay (this kernel has no sch_netem)"
 	for i, h := range hosts {

@@ -200,3 +200,23 @@ func tunnelOverhead(hosts []harness.Host, wireguard bool) int {
 	}
 	return 50
 }
+
+// apiOnEveryHost creates the network app (10.42.0.0/24) on hosts, starts a replica of the
+// service api on each (api-HOST), and waits up to wait until the first host's replica
+// resolves api.meshnet to all of them. It returns that replica, to ask more.
+func apiOnEveryHost(t *testing.T, ctx context.Context, hosts []harness.Host, wait time.Duration) containerNetns {
+	t.Helper()
+	createNetworkEverywhere(t, ctx, hosts, "app", "10.42.0.0/24")
+	for _, h := range hosts {
+		runContainer(t, ctx, h, "api-"+h.Name(), "app", "--label", "meshnet.service=api")
+	}
+	client := containerNetns{h: hosts[0], name: "api-" + hosts[0].Name()}
+	harness.Eventually(t, wait, func() error {
+		_, answers, err := client.dig(ctx, dnsAddr, "api.meshnet", "A")
+		if err == nil && len(answers) != len(hosts) {
+			err = fmt.Errorf("api.meshnet: %v", answers)
+		}
+		return err
+	})
+	return client
+}

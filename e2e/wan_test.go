@@ -55,18 +55,7 @@ func TestWAN(t *testing.T) {
 	// for a whole minute. The WAN profile is what an operator runs on such an underlay.
 	startMesh(t, ctx, c, hosts, "--gossip-profile", "wan")
 	waitAllAlive(t, ctx, c, hosts, 60*time.Second)
-	createNetworkEverywhere(t, ctx, hosts, "app", "10.42.0.0/24")
-	for _, h := range hosts {
-		runContainer(t, ctx, h, "api-"+h.Name(), "app", "--label", "meshnet.service=api")
-	}
-	client := containerNetns{h: hosts[0], name: "api-" + hosts[0].Name()}
-	harness.Eventually(t, 60*time.Second, func() error {
-		_, answers, err := client.dig(ctx, dnsAddr, "api.meshnet", "A")
-		if err == nil && len(answers) != len(hosts) {
-			err = fmt.Errorf("api.meshnet: %v", answers)
-		}
-		return err
-	})
+	client := apiOnEveryHost(t, ctx, hosts, 60*time.Second)
 	harness.Eventually(t, 60*time.Second, func() error { return endpointsConverged(ctx, c, hosts, len(hosts)) })
 
 	end := time.Now().Add(wanWindow)

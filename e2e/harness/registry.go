@@ -67,15 +67,22 @@ func (sc *simCluster) register() error {
 func unregister(id string) { _ = os.Remove(clusterFile(id)) }
 
 func readRegistry() []registryEntry {
-	files, _ := filepath.Glob(filepath.Join(registryDir, "cluster-*.json"))
-	var out []registryEntry
+	return readEntries(filepath.Join(registryDir, "cluster-*.json"), func(e registryEntry) bool { return e.ID != "" })
+}
+
+// readEntries reads the registry files matching pattern, keeping the entries that parse and
+// are valid; a file half written or removed meanwhile is skipped (its run is alive, or the
+// next cleanup sees it whole).
+func readEntries[T any](pattern string, valid func(T) bool) []T {
+	files, _ := filepath.Glob(pattern)
+	var out []T
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			continue
 		}
-		var e registryEntry
-		if json.Unmarshal(b, &e) == nil && e.ID != "" {
+		var e T
+		if json.Unmarshal(b, &e) == nil && valid(e) {
 			out = append(out, e)
 		}
 	}

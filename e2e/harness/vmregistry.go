@@ -43,19 +43,7 @@ func registerVM(e vmRegistryEntry) error {
 }
 
 func readVMRegistry() []vmRegistryEntry {
-	files, _ := filepath.Glob(filepath.Join(registryDir, "vm-*.json"))
-	var out []vmRegistryEntry
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		var e vmRegistryEntry
-		if json.Unmarshal(b, &e) == nil && e.ID != "" {
-			out = append(out, e)
-		}
-	}
-	return out
+	return readEntries(filepath.Join(registryDir, "vm-*.json"), func(e vmRegistryEntry) bool { return e.ID != "" })
 }
 
 // liveVMRuns returns the IDs of registered VM runs whose owner still runs, other than this
