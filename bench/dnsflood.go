@@ -22,21 +22,21 @@ import (
 
 // The measurement behind the DNS server's default per-source rate limit (issue 18): what a
 // flooding source costs a legitimate one, with the limit off and at a few settings. The
-// server runs in this process on loopback; the flood is dnsperf from 127.0.0.2 at full
-// speed, the legitimate client dnsperf from 127.0.0.3 at a fixed, busy rate. A good default
-// leaves the legitimate client's latency and losses where they are without a flood, and never
-// limits that client itself. The flood is not dnsperf: dnsperf keeps a bounded number of
-// queries outstanding and waits out each lost one, so a limit that drops would throttle the
-// flood for it, which a real flood does not allow. flood sends without waiting.
+// server runs in this process on loopback; the flood comes from 127.0.0.2 at full speed, the
+// legitimate client is dnsperf from 127.0.0.3 at a fixed, busy rate. A good default leaves
+// the legitimate client's latency and losses where they are without a flood, and never limits
+// that client itself. The flood is not dnsperf: dnsperf keeps a bounded number of queries
+// outstanding and waits out each lost one, so a limit that drops would throttle the flood for
+// it, which a real flood does not allow. flood sends without waiting.
 
 // DNSFloodCase is one limit setting, measured.
 type DNSFloodCase struct {
 	LimitQPS float64    `json:"limit_qps"` // 0: off
 	Flood    DNSFigures `json:"flood"`
 	Client   DNSFigures `json:"client"`
-	// ClientLimited is how many of the client's queries the limit answered
-	// truncated when the client ran alone at this limit: above 0, the limit
-	// binds a legitimate client.
+	// ClientLimited is how many of the client's queries were over the limit
+	// (answered truncated or dropped) when the client ran alone at this limit:
+	// above 0, the limit binds a legitimate client.
 	ClientLimited uint64 `json:"client_limited_alone"`
 }
 
@@ -64,7 +64,7 @@ func MeasureDNSFlood(ctx context.Context, d time.Duration, clientQPS float64, li
 		return out
 	}
 	// serve runs fn against a fresh server with limit and returns how many
-	// queries the limit answered truncated.
+	// queries were over the limit.
 	serve := func(limit float64, fn func(addr netip.AddrPort)) (uint64, error) {
 		cfg := dns.Config{Addr: "127.0.0.1:0", Upstreams: []string{}}
 		if limit > 0 {
@@ -151,7 +151,7 @@ func DNSFloodRows(f DNSFlood) []Row {
 		}
 		lat := Compare("dns", fmt.Sprintf("latency of a client at %.0f q/s beside a flood, %s", f.ClientQPS, limit), "ms", Lower,
 			fig(c.Client, c.Client.AvgLatencyMS), "alone", fig(f.Alone, f.Alone.AvgLatencyMS), nil)
-		lat.Note = fmt.Sprintf("client lost %d of %d (alone: %d of %d); alone at this limit %d of its queries were answered truncated (over the limit); the flood sent %.0f queries/s and got %.0f answers/s (truncated ones included: it does not retry over TCP)",
+		lat.Note = fmt.Sprintf("client lost %d of %d (alone: %d of %d); alone at this limit %d of its queries were over it (truncated or dropped); the flood sent %.0f queries/s and got %.0f answers/s (truncated ones included: it does not retry over TCP)",
 			c.Client.Lost, c.Client.Sent, f.Alone.Lost, f.Alone.Sent, c.ClientLimited, float64(c.Flood.Sent)/f.Seconds, c.Flood.QPS)
 		rows = append(rows, lat)
 	}
