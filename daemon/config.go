@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshnet/meshnet/dataplane"
 	"github.com/meshnet/meshnet/dns"
 )
 
@@ -41,6 +42,10 @@ type Config struct {
 	// WireGuardKeepalive makes every WireGuard peer send a keepalive this
 	// often, so NAT mappings stay open for hosts behind NAT; 0 = off.
 	WireGuardKeepalive time.Duration
+	// WireGuardMode is which WireGuard runs the wireguard networks:
+	// dataplane.ModeAuto (the kernel module where it loads, else the
+	// embedded wireguard-go), ModeKernel or ModeUserspace.
+	WireGuardMode string
 	DNSAddr            string
 	DNSDomain          string
 	// DNSUpstreams are the resolvers names outside the zone are forwarded
@@ -102,6 +107,7 @@ func DefaultConfig() Config {
 		Dataplane:      "vxlan",
 		VXLANPort:      4789, // IANA's VXLAN port
 		WireGuardPort:  51820,
+		WireGuardMode:  dataplane.ModeAuto,
 		DNSAddr:        "169.254.53.53", // link-local: never routed off the host
 		DNSDomain:      "meshnet",
 		DNSRateLimit:   dns.DefaultConfig().RateLimit.QPS,
@@ -140,6 +146,11 @@ func (c *Config) Validate() error {
 	}
 	if c.WireGuardKeepalive < 0 || c.WireGuardKeepalive > 65535*time.Second {
 		errs = append(errs, fmt.Errorf("--wireguard-keepalive %v: give 0 (off) or a duration up to 18h12m15s, e.g. 25s behind NAT", c.WireGuardKeepalive))
+	}
+	switch c.WireGuardMode {
+	case dataplane.ModeAuto, dataplane.ModeKernel, dataplane.ModeUserspace:
+	default:
+		errs = append(errs, fmt.Errorf("--wireguard-mode %q: choose auto (the kernel module where it loads, else embedded), kernel or userspace (embedded wireguard-go)", c.WireGuardMode))
 	}
 	if a, err := netip.ParseAddr(c.DNSAddr); err != nil || !a.Is4() {
 		errs = append(errs, fmt.Errorf("--dns-addr %q is not an IPv4 address", c.DNSAddr))
