@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshnet/meshnet/dataplane"
 	"github.com/meshnet/meshnet/e2e/harness"
 )
 
@@ -24,11 +25,13 @@ func requireOwnKernel(t *testing.T, what string) {
 	}
 }
 
-// TestKernelWireGuard is TestWireGuardOverlay on hosts whose kernel has the WireGuard module:
-// `-o dataplane=wireguard` must use the kernel device (meshctl status says "kernel" and why),
-// every pair of containers reaches, the underlay carries only WireGuard and gossip (no
-// plaintext canary), a restarted meshnetd keeps its key and handshakes again, a dead host's
-// peer is removed.
+// TestKernelWireGuard is TestWireGuardOverlay on hosts whose kernel has the WireGuard module,
+// and a mesh of both WireGuards: the first hosts run the kernel device (--wireguard-mode
+// kernel: meshctl status says "kernel" and why), the last the embedded wireguard-go
+// (--wireguard-mode userspace) beside a module it could load. Every pair of containers
+// reaches, kernel to kernel and kernel to embedded; the underlay carries only WireGuard and
+// gossip (no plaintext canary); a restarted meshnetd keeps its key and handshakes again; a
+// dead host's peer is removed.
 func TestKernelWireGuard(t *testing.T) {
 	requireOwnKernel(t, "kernel WireGuard")
 	c, hosts := meshHosts(t)
@@ -39,8 +42,15 @@ func TestKernelWireGuard(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	testWireGuardOverlay(t, c, hosts, "kernel")
-	t.Logf("kernel WireGuard on %d hosts checked in %s", len(hosts), time.Since(start).Round(time.Second))
+	modes := map[string]string{}
+	for i, h := range hosts {
+		modes[h.Name()] = dataplane.ModeKernel
+		if i == len(hosts)-1 {
+			modes[h.Name()] = dataplane.ModeUserspace
+		}
+	}
+	testWireGuardOverlay(t, c, hosts, modes)
+	t.Logf("kernel WireGuard on %d hosts and the embedded one on 1 checked in %s", len(hosts)-1, time.Since(start).Round(time.Second))
 }
 
 func kernelOf(t *testing.T, h harness.Host) string {
