@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,8 +13,9 @@ import (
 	"github.com/meshnet/meshnet/e2e/harness"
 )
 
-// TestHostReboot reboots a host that runs meshnetd as the systemd service the project ships
-// (deploy/systemd/meshnetd.service, ordered Before=docker.service): after the reboot meshnetd
+// TestHostReboot reboots a host that runs meshnetd as the systemd service the project ships,
+// installed from the release's .deb (its unit is Type=notify, ordered Before=docker.service;
+// installService checks that it starts so): after the reboot meshnetd
 // was ready before dockerd started (so before the engine restored its containers), a container
 // with `--restart always` is back with its address, and it and a container on another host
 // reach each other. Only hosts the harness booted are rebooted (VMs: MESHNET_E2E_VM).
@@ -97,21 +97,35 @@ func TestHostReboot(t *testing.T) {
 	t.Logf("keeper back at %s and reaching %s's container %s after the reboot", ip, hosts[0].Name(), time.Since(start).Round(time.Second))
 }
 
-// installService runs meshnetd on h as deploy/systemd/meshnetd.service, joining seed, and
-// removes it when the test ends.
+// installService installs meshnetd on h from the release's .deb (dpkg -i, as an operator
+// would), configures it to join seed, and starts its unit: Type=notify, so `systemctl enable
+// --now` returns only once meshnetd told systemd READY=1. It checks that systemd sees the
+// unit so and that the installed meshctl is the release's version, and purges the package
+// when the test ends.
 func installService(t *testing.T, ctx context.Context, c *harness.Cluster, h, seed harness.Host) {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	unit, err := os.ReadFile(filepath.Join(filepath.Dir(filepath.Dir(file)), "deploy", "systemd", "meshnetd.service"))
+	deb, version := buildRelease(t, ctx, filepath.Join(t.TempDir(), "release"))
+	data, err := os.ReadFile(deb)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin, err := harness.Install(ctx, h, c.Bin)
-	if err != nil {
+	const remoteDeb = "/var/tmp/meshnet-e2e.deb"
+	if err := h.WriteFile(remoteDeb, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if bin.Meshnetd != "/usr/local/bin/meshnetd" {
-		t.Fatalf("the unit runs /usr/local/bin/meshnetd; the harness installed %s", bin.Meshnetd)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_, _ = h.Exec(ctx, "systemctl", "disable", "--now", "meshnetd")
+		_, _ = h.Exec(ctx, "dpkg", "--purge", "meshnet")
+		_, _ = h.Exec(ctx, "rm", "-f", remoteDeb)
+		_, _ = h.Exec(ctx, "systemctl", "daemon-reload")
+	})
+	if out, err := h.Exec(ctx, "dpkg", "-i", remoteDeb); err != nil {
+		t.Fatalf("dpkg -i the release's .deb on %s: %v\n%s", h.Name(), err, out)
+	}
+	// /usr/bin: the package's, not the harness's copy in /usr/local/bin.
+	if out, err := h.Exec(ctx, "/usr/bin/meshctl", "--version"); err != nil || !strings.Contains(out, version) {
+		t.Errorf("meshctl --version on %s after dpkg -i: %q (%v), want the release's %s", h.Name(), strings.TrimSpace(out), err, version)
 	}
 	env := strings.Join([]string{
 		"MESHNET_JOIN=" + seed.Addr().String(),
@@ -121,27 +135,21 @@ func installService(t *testing.T, ctx context.Context, c *harness.Cluster, h, se
 		"MESHNET_DNS_UPSTREAM=none",
 		"MESHNET_LOG_LEVEL=debug",
 	}, "\n") + "\n"
-	for _, f := range []struct {
-		path string
-		data string
-		mode os.FileMode
-	}{
-		{harness.KeyFile, c.Key + "\n", 0o600},
-		{"/etc/meshnet/meshnetd.env", env, 0o600},
-		{"/etc/systemd/system/meshnetd.service", string(unit), 0o644},
-	} {
-		if err := h.WriteFile(f.path, []byte(f.data), f.mode); err != nil {
-			t.Fatal(err)
-		}
+	if err := h.WriteFile(harness.KeyFile, []byte(c.Key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		_, _ = h.Exec(ctx, "systemctl", "disable", "--now", "meshnetd")
-		_, _ = h.Exec(ctx, "rm", "-f", "/etc/systemd/system/meshnetd.service", "/etc/meshnet/meshnetd.env")
-		_, _ = h.Exec(ctx, "systemctl", "daemon-reload")
-	})
-	if out, err := h.Exec(ctx, "sh", "-c", "systemctl daemon-reload && systemctl enable --now meshnetd"); err != nil {
+	if err := h.WriteFile("/etc/meshnet/meshnetd.env", []byte(env), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if out, err := h.Exec(ctx, "systemctl", "enable", "--now", "meshnetd"); err != nil {
 		out2, _ := h.Exec(ctx, "journalctl", "-u", "meshnetd", "-n", "40", "--no-pager")
 		t.Fatalf("starting meshnetd.service on %s: %v %s\n%s", h.Name(), err, out, out2)
 	}
+	out, err := h.Exec(ctx, "systemctl", "show", "-p", "Type", "-p", "ActiveState", "-p", "ExecMainPID", "meshnetd")
+	if err != nil || !strings.Contains(out, "Type=notify") || !strings.Contains(out, "ActiveState=active") {
+		t.Fatalf("meshnetd.service on %s after enable --now: %v\n%s", h.Name(), err, out)
+	}
+	t.Logf("%s: the release's .deb (%s) installed, meshnetd.service (Type=notify) ready %s after systemctl enable --now",
+		h.Name(), filepath.Base(deb), time.Since(start).Round(time.Millisecond))
 }

@@ -43,6 +43,33 @@ func repoRoot() string {
 	return filepath.Dir(filepath.Dir(file))
 }
 
+// buildRelease runs `make release` for amd64 into dir and checks that it wrote the .deb,
+// SHA256SUMS and both tarballs. It returns the .deb's path and the release's version.
+func buildRelease(t *testing.T, ctx context.Context, dir string) (deb, version string) {
+	t.Helper()
+	root := repoRoot()
+	desc, err := exec.CommandContext(ctx, "git", "-C", root, "describe", "--tags", "--always", "--dirty").Output()
+	if err != nil {
+		t.Fatalf("git describe: %v", err)
+	}
+	version = strings.TrimSpace(string(desc))
+	start := time.Now()
+	mk := exec.CommandContext(ctx, "make", "-C", root, "release", "RELEASE_ARCHES=amd64", "RELEASE_DIR="+dir)
+	if out, err := mk.CombinedOutput(); err != nil {
+		t.Fatalf("make release: %v\n%s", err, out)
+	}
+	t.Logf("make release RELEASE_ARCHES=amd64 (version %s) took %s", version, time.Since(start).Round(time.Second))
+	deb = filepath.Join(dir, fmt.Sprintf("meshnet_%s_amd64.deb", release.DebVersion(version)))
+	for _, f := range []string{deb, filepath.Join(dir, "SHA256SUMS"),
+		filepath.Join(dir, "meshnet-plugin_"+version+"_linux_amd64.tar.gz"),
+		filepath.Join(dir, "meshnet_"+version+"_linux_amd64.tar.gz")} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("make release did not write %s: %v", filepath.Base(f), err)
+		}
+	}
+	return deb, version
+}
+
 // TestReleaseDeb builds the release for amd64 as `make release` does, installs its .deb with
 // dpkg -i on a host that never had meshnet, and checks what the package promises: the package
 // version, meshctl --version equal to the release's version, the unit with Type=notify and
@@ -54,27 +81,8 @@ func TestReleaseDeb(t *testing.T) {
 	_, hosts := meshHosts(t)
 	ctx := testCtx(t)
 	h := hosts[0]
-	root := repoRoot()
-	desc, err := exec.CommandContext(ctx, "git", "-C", root, "describe", "--tags", "--always", "--dirty").Output()
-	if err != nil {
-		t.Fatalf("git describe: %v", err)
-	}
-	version := strings.TrimSpace(string(desc))
 	dir := t.TempDir()
-	start := time.Now()
-	mk := exec.CommandContext(ctx, "make", "-C", root, "release", "RELEASE_ARCHES=amd64", "RELEASE_DIR="+filepath.Join(dir, "release"))
-	if out, err := mk.CombinedOutput(); err != nil {
-		t.Fatalf("make release: %v\n%s", err, out)
-	}
-	t.Logf("make release RELEASE_ARCHES=amd64 (version %s) took %s", version, time.Since(start).Round(time.Second))
-	deb := filepath.Join(dir, "release", fmt.Sprintf("meshnet_%s_amd64.deb", release.DebVersion(version)))
-	for _, f := range []string{deb, filepath.Join(dir, "release", "SHA256SUMS"),
-		filepath.Join(dir, "release", "meshnet-plugin_"+version+"_linux_amd64.tar.gz"),
-		filepath.Join(dir, "release", "meshnet_"+version+"_linux_amd64.tar.gz")} {
-		if _, err := os.Stat(f); err != nil {
-			t.Fatalf("make release did not write %s: %v", filepath.Base(f), err)
-		}
-	}
+	deb, version := buildRelease(t, ctx, filepath.Join(dir, "release"))
 
 	// systemd's side of sd_notify: a datagram socket the unit's NOTIFY_SOCKET names.
 	sock := filepath.Join(dir, "notify.sock")
