@@ -46,8 +46,8 @@ type Config struct {
 	// dataplane.ModeAuto (the kernel module where it loads, else the
 	// embedded wireguard-go), ModeKernel or ModeUserspace.
 	WireGuardMode string
-	DNSAddr            string
-	DNSDomain          string
+	DNSAddr       string
+	DNSDomain     string
 	// DNSUpstreams are the resolvers names outside the zone are forwarded
 	// to ("IP" or "IP:port"); nil: the host's /etc/resolv.conf; ["none"]:
 	// no forwarding.
