@@ -159,28 +159,7 @@ func TestLossyUnderlay(t *testing.T) {
 		}
 	}
 	t.Logf("underlay: 5%% of what each host sends dropped (nftables), %s", delay)
-	end := time.Now().Add(2 * time.Minute)
-	queries, answered, polls := 0, 0, 0
-	var notAlive []string
-	for time.Now().Before(end) {
-		for _, h := range hosts {
-			peers, err := peerStates(ctx, c, h)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for name, p := range peers {
-				if p.State != "alive" && p.State != "suspect" {
-					notAlive = append(notAlive, fmt.Sprintf("%s saw %s %s", h.Name(), name, p.State))
-				}
-			}
-		}
-		polls++
-		queries++
-		if _, answers, err := client.dig(ctx, dnsAddr, "api.meshnet", "A"); err == nil && len(answers) > 0 {
-			answered++
-		}
-		time.Sleep(time.Second)
-	}
+	polls, queries, answered, notAlive := watchMesh(t, ctx, c, hosts, client, 2*time.Minute, time.Second, 1)
 	t.Logf("%d membership polls of %d hosts, %d DNS queries, %d answered", polls, len(hosts), queries, answered)
 	if len(notAlive) > 0 {
 		t.Errorf("hosts declared down on a lossy but working underlay:\n%s", strings.Join(notAlive, "\n"))

@@ -220,3 +220,34 @@ func apiOnEveryHost(t *testing.T, ctx context.Context, hosts []harness.Host, wai
 	})
 	return client
 }
+
+// watchMesh watches the mesh for window, every interval: each host's view of its peers (a
+// peer seen neither alive nor suspect is listed in notAlive, with who saw it and when), and
+// one query for api.meshnet from client, answered when it lists at least minReplicas
+// addresses. It fails the test only when a host cannot be asked.
+func watchMesh(t *testing.T, ctx context.Context, c *harness.Cluster, hosts []harness.Host, client containerNetns,
+	window, interval time.Duration, minReplicas int) (polls, queries, answered int, notAlive []string) {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < window {
+		for _, h := range hosts {
+			peers, err := peerStates(ctx, c, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, p := range peers {
+				if p.State != "alive" && p.State != "suspect" {
+					notAlive = append(notAlive, fmt.Sprintf("%s saw %s %s after %s", h.Name(), name, p.State,
+						time.Since(start).Round(time.Second)))
+				}
+			}
+		}
+		polls++
+		queries++
+		if _, answers, err := client.dig(ctx, dnsAddr, "api.meshnet", "A"); err == nil && len(answers) >= minReplicas {
+			answered++
+		}
+		time.Sleep(interval)
+	}
+	return polls, queries, answered, notAlive
+}

@@ -58,29 +58,7 @@ func TestWAN(t *testing.T) {
 	client := apiOnEveryHost(t, ctx, hosts, 60*time.Second)
 	harness.Eventually(t, 60*time.Second, func() error { return endpointsConverged(ctx, c, hosts, len(hosts)) })
 
-	end := time.Now().Add(wanWindow)
-	polls, queries, answered := 0, 0, 0
-	var notAlive []string
-	for time.Now().Before(end) {
-		for _, h := range hosts {
-			peers, err := peerStates(ctx, c, h)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for name, p := range peers {
-				if p.State != "alive" && p.State != "suspect" {
-					notAlive = append(notAlive, fmt.Sprintf("%s saw %s %s after %s", h.Name(), name, p.State,
-						(wanWindow-time.Until(end)).Round(time.Second)))
-				}
-			}
-		}
-		polls++
-		queries++
-		if _, answers, err := client.dig(ctx, dnsAddr, "api.meshnet", "A"); err == nil && len(answers) == len(hosts) {
-			answered++
-		}
-		time.Sleep(2 * time.Second)
-	}
+	polls, queries, answered, notAlive := watchMesh(t, ctx, c, hosts, client, wanWindow, 2*time.Second, len(hosts))
 	t.Logf("%s on the WAN: %d membership polls of %d hosts, %d DNS queries, %d answered with every replica",
 		wanWindow, polls, len(hosts), queries, answered)
 	if len(notAlive) > 0 {
