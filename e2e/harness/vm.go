@@ -382,12 +382,12 @@ func (r *vmRun) teardown() error {
 	return errors.Join(errs...)
 }
 
-// killAndWait sends SIGKILL to pids and waits until they are gone.
-func killAndWait(pids []int) error {
+// killAndWait sends SIGKILL to pids and waits up to within until they are gone.
+func killAndWait(pids []int, within time.Duration) error {
 	for _, pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(within)
 	for len(aliveOnly(pids)) > 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -87,15 +87,8 @@ func deleteVMNetns(ns string) error {
 				pids = append(pids, p.pid)
 			}
 		}
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		deadline := time.Now().Add(10 * time.Second)
-		for len(aliveOnly(pids)) > 0 && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if left := aliveOnly(pids); len(left) > 0 {
-			return fmt.Errorf("processes %v in %s survive SIGKILL", left, ns)
+		if err := killAndWait(pids, 10*time.Second); err != nil {
+			return fmt.Errorf("emptying namespace %s: %w", ns, err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // A VM run killed outright leaves qemu processes and its underlay namespace. Each run records
@@ -156,7 +157,7 @@ func killVMQemus(run string) error {
 			pids = append(pids, q.pid)
 		}
 	}
-	return killAndWait(pids)
+	return killAndWait(pids, 30*time.Second)
 }
 
 // LeftoverVMs lists what VM runs of this process or of dead ones left on the machine: qemu
