@@ -75,9 +75,6 @@ func newLimiter(rl RateLimit) *limiter {
 	return l
 }
 
-// allow takes one token from src's bucket and reports whether there was one.
-func (l *limiter) allow(src netip.Addr) bool { return l.take(src) == admit }
-
 // take judges one query from src. Within the rate it is admitted. Over it, a
 // second bucket of the same rate and size pays for truncated answers: a busy
 // client up to twice the limit is slowed (its surplus goes over TCP), never
