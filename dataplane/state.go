@@ -61,7 +61,8 @@ type State struct {
 	// does not know yet which of the kernel's meshnet objects are stale (a
 	// daemon started with an empty state folder while containers run has
 	// not heard its own records back from the cluster). Links, entries,
-	// rules and set members it does not want stay as they are.
+	// rules, set members and WireGuard peers (and their allowed prefixes)
+	// it does not want stay as they are.
 	HoldDeletes bool
 	// WireGuard is the host's WireGuard device, shared by every network with
 	// Dataplane "wireguard"; ignored when there is none.

@@ -24,7 +24,14 @@ import (
 //
 // A prefix wanted for two peers would silently move to whichever WireGuard
 // saw last; it is reported and given to the first peer only.
-func planPeers(want WireGuardState, have []wgtypes.Peer, lastEndpoint map[wgtypes.Key]netip.AddrPort) ([]wgtypes.PeerConfig, error) {
+//
+// hold is State.HoldDeletes: a restarted daemon's first states lack the
+// other hosts' records, and the kernel device kept their peers and sessions
+// while it was down. Holding, no peer is removed and no peer loses an
+// allowed prefix it has (wanted ones are added to them): removing a peer and
+// setting it again a moment later costs a handshake and the packets queued
+// meanwhile.
+func planPeers(want WireGuardState, have []wgtypes.Peer, lastEndpoint map[wgtypes.Key]netip.AddrPort, hold bool) ([]wgtypes.PeerConfig, error) {
 	var errs []error
 	haveBy := map[wgtypes.Key]wgtypes.Peer{}
 	for _, p := range have {
@@ -55,6 +62,9 @@ func planPeers(want WireGuardState, have []wgtypes.Peer, lastEndpoint map[wgtype
 			allowed = append(allowed, a)
 		}
 		h, exists := haveBy[key]
+		if hold && exists {
+			allowed = unionPrefixes(allowed, peerPrefixes(h.AllowedIPs))
+		}
 		needEndpoint := p.Endpoint.IsValid() && (!exists || h.Endpoint == nil || lastEndpoint[key] != p.Endpoint)
 		if exists && !needEndpoint && h.PersistentKeepaliveInterval == p.Keepalive &&
 			slices.Equal(peerPrefixes(h.AllowedIPs), allowed) {
@@ -73,11 +83,48 @@ func planPeers(want WireGuardState, have []wgtypes.Peer, lastEndpoint map[wgtype
 		out = append(out, pc)
 	}
 	for _, h := range have {
-		if !wanted[h.PublicKey] {
+		if !wanted[h.PublicKey] && !hold {
 			out = append(out, wgtypes.PeerConfig{PublicKey: h.PublicKey, Remove: true})
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// unionPrefixes is a and b without duplicates, sorted as peerPrefixes sorts.
+func unionPrefixes(a, b []netip.Prefix) []netip.Prefix {
+	out := slices.Clone(a)
+	for _, p := range b {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return sortedPrefixes(out)
+}
+
+// adoptEndpoints marks as written by this dataplane the published endpoint
+// of each wanted peer the device already has with an endpoint, where it has
+// written none yet. A restarted daemon finds the kernel device its previous
+// run configured: without this its first Apply would write every peer again
+// (what it last wrote is unknown), and writing a peer replaces its allowed
+// prefixes, leaving an instant in which a packet to that peer finds no route
+// through the device; a peer that roamed while the daemon was down would be
+// sent back to its published address. The cost: an endpoint published anew
+// while the daemon was down is not written (WireGuard follows the peer when
+// it next sends, which its keepalives do).
+func adoptEndpoints(want WireGuardState, have []wgtypes.Peer, last map[wgtypes.Key]netip.AddrPort) {
+	has := map[wgtypes.Key]bool{}
+	for _, h := range have {
+		has[h.PublicKey] = h.Endpoint != nil
+	}
+	for _, p := range want.Peers {
+		key, err := wgtypes.ParseKey(p.PublicKey)
+		if err != nil || !has[key] || !p.Endpoint.IsValid() {
+			continue
+		}
+		if _, known := last[key]; !known {
+			last[key] = p.Endpoint
+		}
+	}
 }
 
 // peerPrefixes converts a device's AllowedIPs, sorted.

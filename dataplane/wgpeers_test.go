@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -77,13 +78,13 @@ func TestPlanPeers(t *testing.T) {
 	}
 
 	// From nothing: both peers, with endpoints.
-	changes, err := planPeers(want, nil, last)
+	changes, err := planPeers(want, nil, last, false)
 	if err != nil || len(changes) != 2 || changes[0].Endpoint == nil || changes[1].Endpoint == nil {
 		t.Fatalf("first plan: %v %+v", err, changes)
 	}
 	have := devicePeers(nil, changes)
 	record(changes)
-	if changes, _ := planPeers(want, have, last); len(changes) != 0 {
+	if changes, _ := planPeers(want, have, last, false); len(changes) != 0 {
 		t.Errorf("second plan changes %+v: a re-Apply must write nothing", changes)
 	}
 
@@ -93,7 +94,7 @@ func TestPlanPeers(t *testing.T) {
 			have[i].Endpoint = &net.UDPAddr{IP: net.ParseIP("203.0.113.7"), Port: 40000}
 		}
 	}
-	if changes, _ := planPeers(want, have, last); len(changes) != 0 {
+	if changes, _ := planPeers(want, have, last, false); len(changes) != 0 {
 		t.Errorf("plan after roaming changes %+v", changes)
 	}
 
@@ -104,7 +105,7 @@ func TestPlanPeers(t *testing.T) {
 			moved.Peers[i].Endpoint = netip.MustParseAddrPort("198.18.0.22:51820")
 		}
 	}
-	changes, _ = planPeers(moved, have, last)
+	changes, _ = planPeers(moved, have, last, false)
 	if len(changes) != 1 || changes[0].PublicKey != kA || changes[0].Remove || changes[0].Endpoint.String() != "198.18.0.22:51820" {
 		t.Fatalf("plan after A moved: %+v", changes)
 	}
@@ -116,7 +117,7 @@ func TestPlanPeers(t *testing.T) {
 	if gone.Peers[0].PublicKey != kA.String() {
 		gone.Peers[0] = moved.Peers[1]
 	}
-	changes, _ = planPeers(gone, have, last)
+	changes, _ = planPeers(gone, have, last, false)
 	if len(changes) != 1 || changes[0].PublicKey != kB || !changes[0].Remove {
 		t.Errorf("plan after B went: %+v", changes)
 	}
@@ -126,7 +127,7 @@ func TestPlanPeers(t *testing.T) {
 		{PublicKey: kA.String(), AllowedIPs: []netip.Prefix{pfx("10.8.0.16/28")}},
 		{PublicKey: kB.String(), AllowedIPs: []netip.Prefix{pfx("10.8.0.16/28")}},
 	}}
-	changes, err = planPeers(dup, nil, map[wgtypes.Key]netip.AddrPort{})
+	changes, err = planPeers(dup, nil, map[wgtypes.Key]netip.AddrPort{}, false)
 	if err == nil || !strings.Contains(err.Error(), "10.8.0.16/28") {
 		t.Errorf("duplicate prefix not reported: %v", err)
 	}
@@ -137,8 +138,98 @@ func TestPlanPeers(t *testing.T) {
 	if n != 1 {
 		t.Errorf("duplicate prefix given %d times", n)
 	}
-	if _, err := planPeers(WireGuardState{Peers: []WireGuardPeer{{PublicKey: "nope"}}}, nil, nil); err == nil {
+	if _, err := planPeers(WireGuardState{Peers: []WireGuardPeer{{PublicKey: "nope"}}}, nil, nil, false); err == nil {
 		t.Error("a bad key was not reported")
+	}
+}
+
+// TestPlanPeersHold: a restarted daemon whose store has not heard its cluster
+// yet (State.HoldDeletes) wants fewer peers and prefixes than the kernel's
+// device kept while it was down: nothing is removed, nothing shrinks, what is
+// wanted is still added; once the hold ends the stale peer goes.
+func TestPlanPeersHold(t *testing.T) {
+	kA, kB := testKey(t), testKey(t)
+	pfx := netip.MustParsePrefix
+	full := WireGuardState{Peers: []WireGuardPeer{
+		{PublicKey: kA.String(), Endpoint: netip.MustParseAddrPort("198.18.0.2:51820"),
+			AllowedIPs: []netip.Prefix{pfx("10.8.0.16/28"), pfx("10.8.0.64/28")}},
+		{PublicKey: kB.String(), Endpoint: netip.MustParseAddrPort("198.18.0.3:51820"),
+			AllowedIPs: []netip.Prefix{pfx("10.8.0.32/28")}},
+	}}
+	changes, _ := planPeers(full, nil, map[wgtypes.Key]netip.AddrPort{}, false)
+	have := devicePeers(nil, changes)
+	// After the restart: lastEndpoint is empty, and only A is known, with one of its blocks
+	// and a new one.
+	partial := WireGuardState{Peers: []WireGuardPeer{
+		{PublicKey: kA.String(), Endpoint: netip.MustParseAddrPort("198.18.0.2:51820"),
+			AllowedIPs: []netip.Prefix{pfx("10.8.0.16/28"), pfx("10.8.0.80/28")}},
+	}}
+	changes, err := planPeers(partial, have, map[wgtypes.Key]netip.AddrPort{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range changes {
+		if c.Remove {
+			t.Errorf("held plan removes peer %s", shortKey(c.PublicKey.String()))
+		}
+		if c.PublicKey == kA {
+			got := peerPrefixes(c.AllowedIPs)
+			want := []netip.Prefix{pfx("10.8.0.16/28"), pfx("10.8.0.64/28"), pfx("10.8.0.80/28")}
+			if !slices.Equal(got, want) {
+				t.Errorf("held plan gives A %v; want what it had and the new block: %v", got, want)
+			}
+		}
+	}
+	have = devicePeers(have, changes)
+	changes, _ = planPeers(partial, have, map[wgtypes.Key]netip.AddrPort{kA: netip.MustParseAddrPort("198.18.0.2:51820")}, false)
+	var removed []wgtypes.Key
+	for _, c := range changes {
+		if c.Remove {
+			removed = append(removed, c.PublicKey)
+		}
+	}
+	if len(removed) != 1 || removed[0] != kB {
+		t.Errorf("after the hold: removed %v, want B only (%+v)", removed, changes)
+	}
+}
+
+// TestAdoptEndpoints: a restarted daemon, finding the peers its previous run
+// wrote on a kernel device it kept, writes nothing (a write replaces a peer's
+// allowed prefixes: an instant without a route), not even to a peer that
+// roamed meanwhile; an endpoint published afterwards is written.
+func TestAdoptEndpoints(t *testing.T) {
+	kA, kB := testKey(t), testKey(t)
+	pfx := netip.MustParsePrefix
+	want := WireGuardState{Peers: []WireGuardPeer{
+		{PublicKey: kA.String(), Endpoint: netip.MustParseAddrPort("198.18.0.2:51820"), AllowedIPs: []netip.Prefix{pfx("10.8.0.16/28")}},
+		{PublicKey: kB.String(), Endpoint: netip.MustParseAddrPort("198.18.0.3:51820"), AllowedIPs: []netip.Prefix{pfx("10.8.0.32/28")}},
+	}}
+	changes, _ := planPeers(want, nil, map[wgtypes.Key]netip.AddrPort{}, false)
+	have := devicePeers(nil, changes)
+	for i := range have {
+		if have[i].PublicKey == kB { // B roamed while the daemon was down
+			have[i].Endpoint = &net.UDPAddr{IP: net.ParseIP("203.0.113.9"), Port: 40000}
+		}
+	}
+	last := map[wgtypes.Key]netip.AddrPort{} // a new process
+	adoptEndpoints(want, have, last)
+	if changes, _ := planPeers(want, have, last, true); len(changes) != 0 {
+		t.Errorf("a restarted daemon rewrites the peers it kept: %+v", changes)
+	}
+	for i := range have {
+		if have[i].PublicKey == kB && have[i].Endpoint.String() != "203.0.113.9:40000" {
+			t.Errorf("B sent back from where it roamed to %v", have[i].Endpoint)
+		}
+	}
+	// B publishes a new endpoint afterwards: written.
+	moved := want.normalized()
+	for i := range moved.Peers {
+		if moved.Peers[i].PublicKey == kB.String() {
+			moved.Peers[i].Endpoint = netip.MustParseAddrPort("198.18.0.33:51820")
+		}
+	}
+	if changes, _ := planPeers(moved, have, last, false); len(changes) != 1 || changes[0].PublicKey != kB || changes[0].Endpoint == nil {
+		t.Errorf("B's new endpoint after the adoption: %+v", changes)
 	}
 }
 

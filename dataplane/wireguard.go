@@ -117,7 +117,7 @@ func (d *Kernel) Apply(ctx context.Context, st State) error {
 	}
 	d.changes = append(changes, d.changes...)
 	if tunnel != "" {
-		if err := d.configurePeersLocked(st.WireGuard); err != nil {
+		if err := d.configurePeersLocked(st.WireGuard, st.HoldDeletes); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -213,13 +213,15 @@ func (d *Kernel) startLocked(mtu int) error {
 	return nil
 }
 
-// configurePeersLocked brings the device's peers to the wanted ones.
-func (d *Kernel) configurePeersLocked(want WireGuardState) error {
+// configurePeersLocked brings the device's peers to the wanted ones; with
+// hold (State.HoldDeletes), it adds and changes but removes nothing.
+func (d *Kernel) configurePeersLocked(want WireGuardState, hold bool) error {
 	_, have, err := d.wg.dev.read()
 	if err != nil {
 		return fmt.Errorf("read WireGuard peers: %w", err)
 	}
-	changes, planErr := planPeers(want, have, d.wg.lastEndpoint)
+	adoptEndpoints(want, have, d.wg.lastEndpoint)
+	changes, planErr := planPeers(want, have, d.wg.lastEndpoint, hold)
 	if len(changes) == 0 {
 		return planErr
 	}
