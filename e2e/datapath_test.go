@@ -220,10 +220,16 @@ func pingStream(ctx context.Context, h harness.Host, container string, addr neti
 // dead in gossip with its data path up, and keeps its entries.
 func TestNoLossRestart(t *testing.T) {
 	c, hosts := meshHosts(t)
+	testNoLossRestart(t, c, hosts, nil, nil)
+}
+
+// testNoLossRestart is TestNoLossRestart with meshnetd started with flags and the network
+// created with netOpts (e.g. -o dataplane=wireguard).
+func testNoLossRestart(t *testing.T, c *harness.Cluster, hosts []harness.Host, flags, netOpts []string) {
 	ctx := testCtx(t)
-	startMesh(t, ctx, c, hosts)
+	startMesh(t, ctx, c, hosts, flags...)
 	waitAllAlive(t, ctx, c, hosts, 15*time.Second)
-	createNetworkEverywhere(t, ctx, hosts, "app", "10.42.0.0/24")
+	createNetworkEverywhere(t, ctx, hosts, "app", "10.42.0.0/24", netOpts...)
 	h1, h2 := hosts[0], hosts[1]
 	ip1 := runContainer(t, ctx, h1, "r1", "app")
 	runContainer(t, ctx, h2, "r2", "app")
