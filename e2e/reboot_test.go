@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -35,28 +36,7 @@ func TestHostReboot(t *testing.T) {
 	peer := runContainer(t, ctx, hosts[0], "peer", "app")
 	harness.Eventually(t, 30*time.Second, func() error { return harness.Ping(ctx, h, "keeper", peer) })
 
-	bootID := func() (string, error) {
-		out, err := h.Exec(ctx, "cat", "/proc/sys/kernel/random/boot_id")
-		return strings.TrimSpace(out), err
-	}
-	before, err := bootID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	// The SSH session may be cut by the reboot: its error says nothing.
-	_, _ = h.Exec(ctx, "sh", "-c", "systemctl reboot >/dev/null 2>&1 &")
-	harness.Eventually(t, 8*time.Minute, func() error {
-		id, err := bootID()
-		if err != nil {
-			return err
-		}
-		if id == before {
-			return fmt.Errorf("%s has not rebooted yet", h.Name())
-		}
-		return nil
-	})
-	t.Logf("%s rebooted: SSH back %s after the reboot was asked", h.Name(), time.Since(start).Round(time.Second))
+	start := reboot(t, ctx, h)
 
 	// Order: meshnetd ready (Type=notify) before dockerd's process began.
 	mono := func(unit, prop string) uint64 {
@@ -82,6 +62,110 @@ func TestHostReboot(t *testing.T) {
 			float64(ready-engine)/1e6)
 	}
 
+	keeperBack(t, ctx, h, hosts[0], ip, peer, start)
+}
+
+// TestHostRebootPlugin is TestHostReboot with meshnet run as Docker's managed plugin on the
+// rebooted host, installed from the release's plugin tarball (copied, unpacked, `docker plugin
+// create`, `set`, `enable`) and meshnetd on the others: the engine starts an enabled plugin
+// before it restores containers, so after the reboot the plugin is enabled again, the
+// `--restart always` container on a plugin network is back at its address, and it and a
+// container on another host reach each other. Only hosts the harness booted are rebooted.
+func TestHostRebootPlugin(t *testing.T) {
+	requireOwnKernel(t, "a host reboot")
+	if !vmHosts() {
+		t.Skip("a reboot needs hosts the harness booted (MESHNET_E2E_VM): SSH hosts are not the suite's to reboot")
+	}
+	c, hosts := meshHosts(t)
+	ctx := testCtx(t)
+	startMesh(t, ctx, c, hosts[:2])
+	h := hosts[2]
+	dir := filepath.Join(t.TempDir(), "release")
+	_, version := buildRelease(t, ctx, dir)
+	tarball := filepath.Join(dir, "meshnet-plugin_"+version+"_linux_amd64.tar.gz")
+	p, err := harness.InstallPluginTarball(ctx, h, pluginName, tarball,
+		"KEY="+c.Key, "JOIN="+hosts[0].Addr().String(), "ADVERTISE_ADDR="+h.Addr().String(),
+		"DNS_UPSTREAM=none", "LOG_LEVEL=debug")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if p != nil {
+			if err := p.Remove(ctx); err != nil {
+				t.Errorf("removing the plugin from %s: %v", h.Name(), err)
+			}
+		}
+		_, _ = h.Exec(ctx, "rm", "-rf", "/var/tmp/meshnet-e2e-plugin")
+	})
+	if err != nil {
+		t.Fatalf("installing the plugin from %s on %s: %v", filepath.Base(tarball), h.Name(), err)
+	}
+	waitAllAlive(t, ctx, c, hosts[:2], 60*time.Second)
+	harness.Eventually(t, 60*time.Second, func() error {
+		ps, err := c.Peers(ctx, hosts[0])
+		if err != nil {
+			return err
+		}
+		for _, x := range ps {
+			if x.Name == h.Name() && x.State == "alive" {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s does not see %s's plugin alive: %+v", hosts[0].Name(), h.Name(), ps)
+	})
+	createNetworkEverywhere(t, ctx, hosts[:2], "app", "10.42.0.0/24")
+	if err := harness.CreatePluginNetwork(ctx, p, "app", "10.42.0.0/24"); err != nil {
+		t.Fatalf("creating network app with the plugin on %s: %v", h.Name(), err)
+	}
+	ip := runContainer(t, ctx, h, "keeper", "app", "--restart", "always")
+	peer := runContainer(t, ctx, hosts[0], "peer", "app")
+	harness.Eventually(t, 30*time.Second, func() error { return harness.Ping(ctx, h, "keeper", peer) })
+
+	start := reboot(t, ctx, h)
+	harness.Eventually(t, 3*time.Minute, func() error {
+		out, err := harness.Docker(ctx, h, "plugin", "inspect", "-f", "{{.Enabled}}", p.Ref())
+		if err != nil || strings.TrimSpace(out) != "true" {
+			return fmt.Errorf("the plugin on %s after the reboot: enabled %q, %v", h.Name(), strings.TrimSpace(out), err)
+		}
+		return nil
+	})
+	t.Logf("the plugin on %s enabled again %s after the reboot was asked", h.Name(), time.Since(start).Round(time.Second))
+	keeperBack(t, ctx, h, hosts[0], ip, peer, start)
+}
+
+// reboot reboots h (a VM guest) and waits until it answers SSH with a new boot ID; it
+// returns when the reboot was asked.
+func reboot(t *testing.T, ctx context.Context, h harness.Host) time.Time {
+	t.Helper()
+	bootID := func() (string, error) {
+		out, err := h.Exec(ctx, "cat", "/proc/sys/kernel/random/boot_id")
+		return strings.TrimSpace(out), err
+	}
+	before, err := bootID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	// The SSH session may be cut by the reboot: its error says nothing.
+	_, _ = h.Exec(ctx, "sh", "-c", "systemctl reboot >/dev/null 2>&1 &")
+	harness.Eventually(t, 8*time.Minute, func() error {
+		id, err := bootID()
+		if err != nil {
+			return err
+		}
+		if id == before {
+			return fmt.Errorf("%s has not rebooted yet", h.Name())
+		}
+		return nil
+	})
+	t.Logf("%s rebooted: SSH back %s after the reboot was asked", h.Name(), time.Since(start).Round(time.Second))
+	return start
+}
+
+// keeperBack waits for the container keeper on h, restarted by the engine after a reboot, to
+// be back at ip on network app, then for it and the container peer on other (at peerIP) to
+// reach each other.
+func keeperBack(t *testing.T, ctx context.Context, h, other harness.Host, ip, peerIP netip.Addr, start time.Time) {
+	t.Helper()
 	harness.Eventually(t, 2*time.Minute, func() error {
 		ips, err := harness.ContainerIPs(ctx, h, "app", "keeper")
 		if err != nil {
@@ -92,9 +176,9 @@ func TestHostReboot(t *testing.T) {
 		}
 		return nil
 	})
-	harness.Eventually(t, 60*time.Second, func() error { return harness.Ping(ctx, h, "keeper", peer) })
-	harness.Eventually(t, 60*time.Second, func() error { return harness.Ping(ctx, hosts[0], "peer", ip) })
-	t.Logf("keeper back at %s and reaching %s's container %s after the reboot", ip, hosts[0].Name(), time.Since(start).Round(time.Second))
+	harness.Eventually(t, 60*time.Second, func() error { return harness.Ping(ctx, h, "keeper", peerIP) })
+	harness.Eventually(t, 60*time.Second, func() error { return harness.Ping(ctx, other, "peer", ip) })
+	t.Logf("keeper back at %s and reaching %s's container %s after the reboot", ip, other.Name(), time.Since(start).Round(time.Second))
 }
 
 // installService installs meshnetd on h from the release's .deb (dpkg -i, as an operator

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -14,10 +15,21 @@ import (
 	"github.com/meshnet/meshnet/e2e/harness"
 )
 
-// wanWindow is how long TestWAN watches for false deaths. The issue asks for 5 minutes; the
-// VM subset runs in CI on two cores next to a 24-minute simulated suite, so 2 minutes (about
-// 24 of memberlist's probe rounds per host) is what it can afford.
-const wanWindow = 2 * time.Minute
+// wanWindow is how long TestWAN watches for false deaths: MESHNET_E2E_WAN_WINDOW (a Go
+// duration), else 2 minutes. `make e2e-vm-all` watches 5 minutes; the VM subset runs in CI on
+// two cores after a 30-minute simulated suite, so 2 minutes (about 24 of memberlist's probe
+// rounds per host) is what it can afford.
+func wanWindow(t *testing.T) time.Duration {
+	v := os.Getenv("MESHNET_E2E_WAN_WINDOW")
+	if v == "" {
+		return 2 * time.Minute
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 10*time.Second {
+		t.Fatalf("MESHNET_E2E_WAN_WINDOW=%q: want a Go duration of 10s or more, e.g. 5m", v)
+	}
+	return d
+}
 
 // wanNetem is the WAN every host's underlay gets: 200 ms ± 20 ms one way, 1% loss.
 var wanNetem = []string{"delay", "200ms", "20ms", "loss", "1%"}
@@ -58,9 +70,10 @@ func TestWAN(t *testing.T) {
 	client := apiOnEveryHost(t, ctx, hosts, 60*time.Second)
 	harness.Eventually(t, 60*time.Second, func() error { return endpointsConverged(ctx, c, hosts, len(hosts)) })
 
-	polls, queries, answered, notAlive := watchMesh(t, ctx, c, hosts, client, wanWindow, 2*time.Second, len(hosts))
+	window := wanWindow(t)
+	polls, queries, answered, notAlive := watchMesh(t, ctx, c, hosts, client, window, 2*time.Second, len(hosts))
 	t.Logf("%s on the WAN: %d membership polls of %d hosts, %d DNS queries, %d answered with every replica",
-		wanWindow, polls, len(hosts), queries, answered)
+		window, polls, len(hosts), queries, answered)
 	if len(notAlive) > 0 {
 		t.Errorf("hosts declared down on a slow but working underlay:\n%s", strings.Join(notAlive, "\n"))
 	}

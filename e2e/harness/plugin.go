@@ -50,6 +50,31 @@ func InstallPlugin(ctx context.Context, h Host, name, bundle string, settings ..
 	return p, p.create(ctx)
 }
 
+// InstallPluginTarball installs the managed plugin on h from a release's plugin tarball
+// (meshnet-plugin_VERSION_linux_ARCH.tar.gz, whose one folder is the bundle), as an operator
+// does on a host of their own: the tarball copied to h, unpacked under /var/tmp, then
+// `docker plugin create`, `set`, `enable` as InstallPlugin. Works on every kind of host.
+func InstallPluginTarball(ctx context.Context, h Host, name, tarball string, settings ...string) (*Plugin, error) {
+	data, err := os.ReadFile(tarball)
+	if err != nil {
+		return nil, err
+	}
+	const dir = "/var/tmp/meshnet-e2e-plugin"
+	remote := dir + "/" + filepath.Base(tarball)
+	if out, err := h.Exec(ctx, "mkdir", "-p", dir); err != nil {
+		return nil, fmt.Errorf("mkdir %s on %s: %w: %s", dir, h.Name(), err, out)
+	}
+	if err := h.WriteFile(remote, data, 0o644); err != nil {
+		return nil, err
+	}
+	if out, err := h.Exec(ctx, "tar", "-xzf", remote, "-C", dir); err != nil {
+		return nil, fmt.Errorf("unpacking %s on %s: %w: %s", filepath.Base(tarball), h.Name(), err, out)
+	}
+	bundle := dir + "/" + strings.TrimSuffix(filepath.Base(tarball), ".tar.gz")
+	p := &Plugin{Host: h, Name: name, Bundle: bundle, Settings: settings}
+	return p, p.create(ctx)
+}
+
 func (p *Plugin) create(ctx context.Context) error {
 	if _, err := Docker(ctx, p.Host, "plugin", "create", p.Name, p.Bundle); err != nil {
 		return err
