@@ -1,12 +1,14 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +18,8 @@ import (
 
 // DNSFigures is one dnsperf run.
 type DNSFigures struct {
+	// Round is the round of the run (1-based; 0 for runs outside rounds).
+	Round        int     `json:"round,omitempty"`
 	Server       string  `json:"server"`
 	Query        string  `json:"query"`
 	QPS          float64 `json:"queries_per_second"`
@@ -29,22 +33,25 @@ type DNSFigures struct {
 // DNSOptions bound the DNS measurement.
 type DNSOptions struct {
 	Duration time.Duration
-	WorkDir  string // for the query files (the hosts share the machine's file system)
-	Log      *slog.Logger
+	// Rounds: meshnet's and Docker's resolver are measured this often, in turn.
+	Rounds  int
+	WorkDir string // for the query files (the hosts share the machine's file system)
+	Log     *slog.Logger
 }
 
 // MeasureDNS runs dnsperf where each resolver is asked in practice: in the meshnet vxlan
 // container on host A against 127.0.0.11, which meshnetd answers in the container's own
 // namespace, for `<service>.meshnet` (both replicas, one per host); and in a container on a
 // user-defined Docker bridge on host A against 127.0.0.11, Docker's embedded resolver, for a
-// container name it knows (the container's own). Same host, same dnsperf settings.
-func MeasureDNS(ctx context.Context, e *Env, o DNSOptions) map[string]DNSFigures {
-	out := map[string]DNSFigures{}
+// container name it knows (the container's own). Same host, same dnsperf settings, the two
+// in turn for o.Rounds rounds.
+func MeasureDNS(ctx context.Context, e *Env, o DNSOptions) map[string][]DNSFigures {
+	out := map[string][]DNSFigures{}
 	p := e.Paths[PathMeshVXLAN]
 	if p == nil || p.Err != nil {
 		err := "the meshnet vxlan path is unavailable"
-		out["meshnet"] = DNSFigures{Err: err}
-		out["docker"] = DNSFigures{Err: err}
+		out["meshnet"] = []DNSFigures{{Err: err}}
+		out["docker"] = []DNSFigures{{Err: err}}
 		return out
 	}
 	svc := meshService + "-vxlan.meshnet"
@@ -61,22 +68,46 @@ func MeasureDNS(ctx context.Context, e *Env, o DNSOptions) map[string]DNSFigures
 		return nil
 	})
 	cancel()
-	if werr != nil {
-		out["meshnet"] = DNSFigures{Server: "127.0.0.11", Query: svc, Err: "never answered both replicas: " + werr.Error()}
-	} else {
-		out["meshnet"] = runDNSPerf(ctx, p.Client, "127.0.0.11", svc, o)
-	}
-	peer, err := dockerBridgeClient(ctx, e)
-	if err != nil {
-		out["docker"] = DNSFigures{Server: "127.0.0.11", Err: err.Error()}
-	} else {
-		out["docker"] = runDNSPerf(ctx, peer, "127.0.0.11", peer.Container, o)
-	}
-	for _, k := range []string{"meshnet", "docker"} {
-		f := out[k]
-		o.Log.Info("dnsperf", "resolver", k, "server", f.Server, "query", f.Query, "qps", f.QPS, "lost", f.Lost, "err", f.Err)
+	peer, perr := dockerBridgeClient(ctx, e)
+	for round := 1; round <= max(o.Rounds, 1); round++ {
+		var m, d DNSFigures
+		if werr != nil {
+			m = DNSFigures{Server: "127.0.0.11", Query: svc, Err: "never answered both replicas: " + werr.Error()}
+		} else {
+			m = runDNSPerf(ctx, p.Client, "127.0.0.11", svc, o)
+		}
+		if perr != nil {
+			d = DNSFigures{Server: "127.0.0.11", Err: perr.Error()}
+		} else {
+			d = runDNSPerf(ctx, peer, "127.0.0.11", peer.Container, o)
+		}
+		m.Round, d.Round = round, round
+		out["meshnet"] = append(out["meshnet"], m)
+		out["docker"] = append(out["docker"], d)
+		for k, f := range map[string]DNSFigures{"meshnet": m, "docker": d} {
+			o.Log.Info("dnsperf", "resolver", k, "round", round, "server", f.Server, "query", f.Query, "qps", f.QPS, "lost", f.Lost, "err", f.Err)
+		}
 	}
 	return out
+}
+
+// MedianDNS is the run of runs with the median queries per second (the first failed run
+// when none succeeded).
+func MedianDNS(runs []DNSFigures) DNSFigures {
+	var ok []DNSFigures
+	for _, f := range runs {
+		if f.Err == "" {
+			ok = append(ok, f)
+		}
+	}
+	if len(ok) == 0 {
+		if len(runs) == 0 {
+			return DNSFigures{Err: "not measured"}
+		}
+		return runs[0]
+	}
+	slices.SortFunc(ok, func(a, b DNSFigures) int { return cmp.Compare(a.QPS, b.QPS) })
+	return ok[len(ok)/2]
 }
 
 // dockerBridgeClient runs a container on a user-defined Docker bridge network on host A: its
@@ -134,23 +165,41 @@ func parseDNSPerf(out string, f *DNSFigures) {
 	}
 }
 
-// DNSRows compares queries per second (target ≥ 2× Docker) and average latency.
-func DNSRows(figs map[string]DNSFigures) []Row {
-	fig := func(key string, get func(DNSFigures) float64) Figure {
-		f := figs[key]
-		if f.Err != "" {
-			return Unavailable(fmt.Errorf("%s", f.Err))
+// DNSRows compares queries per second (target ≥ 2× Docker) and average latency, each the
+// median of the rounds' own ratios.
+func DNSRows(figs map[string][]DNSFigures) []Row {
+	byRound := func(key string, get func(DNSFigures) float64) (map[int]float64, error) {
+		out := map[int]float64{}
+		var errs []string
+		for _, f := range figs[key] {
+			if f.Err != "" {
+				errs = append(errs, f.Err)
+				continue
+			}
+			out[f.Round] = get(f)
 		}
-		return Val(get(f))
+		if len(out) == 0 {
+			return nil, fmt.Errorf("no dnsperf run answered: %s", strings.Join(errs, "; "))
+		}
+		return out, nil
 	}
-	qps := Compare("dns", "dnsperf queries/s at a container's 127.0.0.11: a meshnet service vs a container name on a Docker bridge", "q/s", Higher,
-		fig("meshnet", func(f DNSFigures) float64 { return f.QPS }), "docker",
-		fig("docker", func(f DNSFigures) float64 { return f.QPS }), AtLeast(2.0, "≥ 2.00×"))
-	m, d := figs["meshnet"], figs["docker"]
-	qps.Note = fmt.Sprintf("one client container on host A each, dnsperf defaults (100 outstanding); meshnet answers in the container's namespace (no rate limit there), Docker's resolver in its; lost queries: meshnet %d of %d, docker %d of %d",
-		m.Lost, m.Sent, d.Lost, d.Sent)
-	lat := Compare("dns", "dnsperf average latency", "ms", Lower,
-		fig("meshnet", func(f DNSFigures) float64 { return f.AvgLatencyMS }), "docker",
-		fig("docker", func(f DNSFigures) float64 { return f.AvgLatencyMS }), nil)
+	row := func(metric, unit string, better Better, get func(DNSFigures) float64, t *Target) Row {
+		m, merr := byRound("meshnet", get)
+		d, derr := byRound("docker", get)
+		return CompareRounds("dns", metric, unit, better, m, merr, "docker", d, derr, t)
+	}
+	qps := row("dnsperf queries/s at a container's 127.0.0.11: a meshnet service vs a container name on a Docker bridge", "q/s", Higher,
+		func(f DNSFigures) float64 { return f.QPS }, AtLeast(2.0, "≥ 2.00×"))
+	lost := func(key string) (lost, sent int) {
+		for _, f := range figs[key] {
+			lost, sent = lost+f.Lost, sent+f.Sent
+		}
+		return lost, sent
+	}
+	ml, ms := lost("meshnet")
+	dl, ds := lost("docker")
+	qps.Note = fmt.Sprintf("one client container on host A each, dnsperf defaults (100 outstanding), %d rounds in turn; meshnet answers in the container's namespace (no rate limit there), Docker's resolver in its; lost queries: meshnet %d of %d, docker %d of %d",
+		len(figs["meshnet"]), ml, ms, dl, ds)
+	lat := row("dnsperf average latency", "ms", Lower, func(f DNSFigures) float64 { return f.AvgLatencyMS }, nil)
 	return []Row{qps, lat}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/meshnet/meshnet/e2e/harness"
@@ -64,15 +66,29 @@ type iperfResult struct {
 			RemoteTotal float64 `json:"remote_total"`
 		} `json:"cpu_utilization_percent"`
 	} `json:"end"`
+	// Intervals are the client's per-second sums, the omitted slow-start second included:
+	// every byte sent while the CPU was counted.
+	Intervals []struct {
+		Sum struct {
+			Bytes float64 `json:"bytes"`
+		} `json:"sum"`
+	} `json:"intervals"`
 	Error string `json:"error"`
 }
 
 // Throughput is one iperf3 run's outcome.
 type Throughput struct {
+	// Round is the round of the run (1-based), which pairs it with the other paths' runs of
+	// the same round.
+	Round       int     `json:"round"`
 	Gbps        float64 `json:"gbit_per_s"`
 	Retransmits int     `json:"retransmits"`
 	ClientCPU   float64 `json:"client_cpu_percent"`
 	ServerCPU   float64 `json:"server_cpu_percent"`
+	// CPUSecondsPerGB is the machine's busy CPU time (every core, /proc/stat) while iperf3
+	// ran, per GB it sent: both hosts, the tunnel and every daemon share this machine's
+	// kernel, so it is the whole cost of carrying the bytes, both ends.
+	CPUSecondsPerGB float64 `json:"cpu_seconds_per_gb"`
 }
 
 // runIperf runs an iperf3 TCP client from p's client to its server for d (plus one omitted
@@ -82,8 +98,18 @@ func runIperf(ctx context.Context, p *Path, streams int, d time.Duration) (Throu
 		"-t", strconv.Itoa(int(d.Seconds())), "-O", "1", "-P", strconv.Itoa(streams), "-J")
 	var out string
 	var err error
+	var busy float64
 	for try := 0; try < 5; try++ {
+		before, cerr := busyCPUSeconds()
+		if cerr != nil {
+			return Throughput{}, cerr
+		}
 		out, err = p.Client.Host.Exec(ctx, args...)
+		after, cerr := busyCPUSeconds()
+		if cerr != nil {
+			return Throughput{}, cerr
+		}
+		busy = after - before
 		if err == nil {
 			break
 		}
@@ -99,16 +125,55 @@ func runIperf(ctx context.Context, p *Path, streams int, d time.Duration) (Throu
 	if r.Error != "" {
 		return Throughput{}, fmt.Errorf("iperf3 over %s: %s", p.Name, r.Error)
 	}
-	return Throughput{
+	t := Throughput{
 		Gbps:        r.End.SumReceived.BitsPerSecond / 1e9,
 		Retransmits: r.End.SumSent.Retransmits,
 		ClientCPU:   r.End.CPU.HostTotal,
 		ServerCPU:   r.End.CPU.RemoteTotal,
-	}, nil
+	}
+	var sent float64
+	for _, iv := range r.Intervals {
+		sent += iv.Sum.Bytes
+	}
+	if sent > 0 {
+		t.CPUSecondsPerGB = busy / (sent / 1e9)
+	}
+	return t, nil
+}
+
+// busyCPUSeconds is the machine's CPU time spent not idle since boot, every core summed
+// (the "cpu" line of /proc/stat: user, nice, system, irq, softirq, steal; guest time is
+// inside user already).
+func busyCPUSeconds() (float64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("reading CPU time: %w", err)
+	}
+	return parseBusyCPU(string(b))
+}
+
+// parseBusyCPU reads busy seconds from /proc/stat's text (USER_HZ is 100 on Linux).
+func parseBusyCPU(stat string) (float64, error) {
+	line, _, _ := strings.Cut(stat, "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("/proc/stat: no cpu line in %q", line)
+	}
+	var busy float64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system [idle iowait] irq softirq steal
+		v, err := strconv.ParseFloat(f[i], 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/stat: field %d of %q: %w", i, line, err)
+		}
+		busy += v
+	}
+	return busy / 100, nil
 }
 
 // Latency is one request/response run (see netprobe rr).
 type Latency struct {
+	// Round is the round of the run (1-based), as Throughput's.
+	Round        int     `json:"round"`
 	Transactions int     `json:"transactions"`
 	PerSecond    float64 `json:"per_second"`
 	MeanUS       float64 `json:"mean_us"`

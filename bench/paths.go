@@ -26,6 +26,9 @@ type PathFigures struct {
 		RRPerSec float64 `json:"rr_per_s"`
 		// ConnPerSec: new connections (connect, 1-byte round trip, close) per second.
 		ConnPerSec float64 `json:"new_connections_per_s"`
+		// CPU seconds (every core) per GB carried, 1 and 4 streams.
+		TCP1CPUPerGB float64 `json:"tcp_1_stream_cpu_s_per_gb"`
+		TCP4CPUPerGB float64 `json:"tcp_4_streams_cpu_s_per_gb"`
 	} `json:"summary"`
 }
 
@@ -64,7 +67,7 @@ func MeasurePaths(ctx context.Context, e *Env, o DataplaneOptions) map[string]*P
 			}
 			p := e.Paths[name]
 			start := time.Now()
-			if err := measureOnce(ctx, p, f, o); err != nil {
+			if err := measureOnce(ctx, p, f, round, o); err != nil {
 				f.Errors = append(f.Errors, err.Error())
 				o.Log.Warn("measuring a path", "path", name, "round", round, "err", err)
 			}
@@ -92,11 +95,13 @@ func MeasurePaths(ctx context.Context, e *Env, o DataplaneOptions) map[string]*P
 		f.Summary.RRP99US = Median(mapf(f.RR, func(l Latency) float64 { return l.P99US }))
 		f.Summary.RRPerSec = Median(mapf(f.RR, func(l Latency) float64 { return l.PerSecond }))
 		f.Summary.ConnPerSec = Median(mapf(f.Conn, func(l Latency) float64 { return l.PerSecond }))
+		f.Summary.TCP1CPUPerGB = Median(mapf(f.TCP1, func(t Throughput) float64 { return t.CPUSecondsPerGB }))
+		f.Summary.TCP4CPUPerGB = Median(mapf(f.TCP4, func(t Throughput) float64 { return t.CPUSecondsPerGB }))
 	}
 	return out
 }
 
-func measureOnce(ctx context.Context, p *Path, f *PathFigures, o DataplaneOptions) error {
+func measureOnce(ctx context.Context, p *Path, f *PathFigures, round int, o DataplaneOptions) error {
 	s, err := startServers(ctx, p, o.Netprobe)
 	if err != nil {
 		return err
@@ -106,58 +111,95 @@ func measureOnce(ctx context.Context, p *Path, f *PathFigures, o DataplaneOption
 	if err != nil {
 		return err
 	}
+	t1.Round = round
 	f.TCP1 = append(f.TCP1, t1)
 	t4, err := runIperf(ctx, p, 4, o.Duration)
 	if err != nil {
 		return err
 	}
+	t4.Round = round
 	f.TCP4 = append(f.TCP4, t4)
 	l, err := runRR(ctx, p, o.Netprobe, o.RRTime)
 	if err != nil {
 		return err
 	}
+	l.Round = round
 	f.RR = append(f.RR, l)
 	cn, err := runConn(ctx, p, o.Netprobe, o.RRTime)
 	if err != nil {
 		return err
 	}
+	cn.Round = round
 	f.Conn = append(f.Conn, cn)
 	return nil
 }
 
 // DataplaneRows compares the paths as the issues ask: meshnet vxlan against Swarm's overlay
 // and the underlay, meshnet wireguard against standalone wireguard-go, and a service VIP
-// against the same replica addressed directly (what the kernel balancing costs).
+// against the same replica addressed directly (what the kernel balancing costs). Each ratio
+// is the median of the rounds' own ratios (both paths of a pair measured in the same round,
+// minutes apart at most), with their range.
 func DataplaneRows(figs map[string]*PathFigures) []Row {
 	type cmp struct {
 		mesh, peer string
-		target     float64 // 0: none
+		target     float64 // on throughput; 0: none
+		cpuTarget  float64 // on CPU seconds per GB; 0: none
 	}
 	cmps := []cmp{
-		{PathMeshVXLAN, PathSwarm, 0.95},
-		{PathMeshVXLAN, PathUnderlay, 0.85},
-		{PathMeshWG, PathWireGuardGo, 1.0},
-		{PathMeshVIP, PathMeshVXLAN, 0.95},
+		{PathMeshVXLAN, PathSwarm, 1.0, 1.0},
+		{PathMeshVXLAN, PathUnderlay, 0.85, 0},
+		{PathMeshWG, PathWireGuardGo, 1.0, 1.0},
+		{PathMeshVIP, PathMeshVXLAN, 0.95, 0},
 	}
-	fig := func(path string, get func(*PathFigures) float64) Figure {
+	// rounds returns a path's figure per round, or why there is none.
+	rounds := func(path string, get func(*PathFigures) map[int]float64) (map[int]float64, error) {
 		f := figs[path]
 		switch {
 		case f == nil:
-			return Unavailable(fmt.Errorf("not measured"))
+			return nil, fmt.Errorf("not measured")
 		case f.Err != "":
-			return Unavailable(fmt.Errorf("%s", f.Err))
+			return nil, fmt.Errorf("%s", f.Err)
 		}
 		v := get(f)
-		if v == 0 {
-			return Unavailable(fmt.Errorf("no successful run: %v", f.Errors))
+		if len(v) == 0 {
+			return nil, fmt.Errorf("no successful run: %v", f.Errors)
 		}
-		return Val(v)
+		return v, nil
 	}
+	row := func(group, metric, unit string, better Better, c cmp, get func(*PathFigures) map[int]float64, t *Target) Row {
+		m, merr := rounds(c.mesh, get)
+		p, perr := rounds(c.peer, get)
+		return CompareRounds(group, metric, unit, better, m, merr, c.peer, p, perr, t)
+	}
+	tput := func(sel func(*PathFigures) []Throughput, val func(Throughput) float64) func(*PathFigures) map[int]float64 {
+		return func(f *PathFigures) map[int]float64 {
+			out := map[int]float64{}
+			for _, t := range sel(f) {
+				if v := val(t); v > 0 {
+					out[t.Round] = v
+				}
+			}
+			return out
+		}
+	}
+	lat := func(sel func(*PathFigures) []Latency, val func(Latency) float64) func(*PathFigures) map[int]float64 {
+		return func(f *PathFigures) map[int]float64 {
+			out := map[int]float64{}
+			for _, l := range sel(f) {
+				if v := val(l); v > 0 {
+					out[l.Round] = v
+				}
+			}
+			return out
+		}
+	}
+	gbps := func(t Throughput) float64 { return t.Gbps }
+	cpu := func(t Throughput) float64 { return t.CPUSecondsPerGB }
 	var rows []Row
 	for _, streams := range []int{1, 4} {
-		get := func(f *PathFigures) float64 { return f.Summary.TCP1Gbps }
+		sel := func(f *PathFigures) []Throughput { return f.TCP1 }
 		if streams == 4 {
-			get = func(f *PathFigures) float64 { return f.Summary.TCP4Gbps }
+			sel = func(f *PathFigures) []Throughput { return f.TCP4 }
 		}
 		for _, c := range cmps {
 			var t *Target
@@ -165,22 +207,27 @@ func DataplaneRows(figs map[string]*PathFigures) []Row {
 				t = AtLeast(c.target, fmt.Sprintf("≥ %.2f×", c.target))
 			}
 			metric := fmt.Sprintf("TCP %d stream%s, %s", streams, plural(streams), c.mesh)
-			rows = append(rows, Compare("throughput", metric, "Gbit/s", Higher, fig(c.mesh, get), c.peer, fig(c.peer, get), t))
+			rows = append(rows, row("throughput", metric, "Gbit/s", Higher, c, tput(sel, gbps), t))
+		}
+		for _, c := range cmps {
+			var t *Target
+			if c.cpuTarget > 0 {
+				t = AtMost(c.cpuTarget, fmt.Sprintf("≤ %.2f×", c.cpuTarget))
+			}
+			metric := fmt.Sprintf("CPU seconds per GB, TCP %d stream%s, %s", streams, plural(streams), c.mesh)
+			rows = append(rows, row("cpu", metric, "s/GB", Lower, c, tput(sel, cpu), t))
 		}
 	}
+	conn := func(f *PathFigures) []Latency { return f.Conn }
+	rr := func(f *PathFigures) []Latency { return f.RR }
 	for _, c := range cmps {
-		rows = append(rows, Compare("connections", "new TCP connections/s (1-byte round trip each), "+c.mesh, "conn/s", Higher,
-			fig(c.mesh, func(f *PathFigures) float64 { return f.Summary.ConnPerSec }), c.peer,
-			fig(c.peer, func(f *PathFigures) float64 { return f.Summary.ConnPerSec }), nil))
+		rows = append(rows, row("connections", "new TCP connections/s (1-byte round trip each), "+c.mesh, "conn/s", Higher, c,
+			lat(conn, func(l Latency) float64 { return l.PerSecond }), nil))
 	}
 	for _, c := range cmps {
 		rows = append(rows,
-			Compare("latency", "TCP round trip p50, "+c.mesh, "µs", Lower,
-				fig(c.mesh, func(f *PathFigures) float64 { return f.Summary.RRP50US }), c.peer,
-				fig(c.peer, func(f *PathFigures) float64 { return f.Summary.RRP50US }), nil),
-			Compare("latency", "TCP round trip p99, "+c.mesh, "µs", Lower,
-				fig(c.mesh, func(f *PathFigures) float64 { return f.Summary.RRP99US }), c.peer,
-				fig(c.peer, func(f *PathFigures) float64 { return f.Summary.RRP99US }), nil))
+			row("latency", "TCP round trip p50, "+c.mesh, "µs", Lower, c, lat(rr, func(l Latency) float64 { return l.P50US }), nil),
+			row("latency", "TCP round trip p99, "+c.mesh, "µs", Lower, c, lat(rr, func(l Latency) float64 { return l.P99US }), nil))
 	}
 	return rows
 }

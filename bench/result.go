@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Better says which direction of a figure is good.
@@ -38,8 +39,13 @@ type Row struct {
 	PeerErr    string   `json:"peer_unavailable,omitempty"`
 	// Ratio is Meshnet/Peer when both exist; for a row without a peer, the figure the
 	// target is checked against (e.g. rounds over the epidemic bound).
-	Ratio  *float64 `json:"ratio,omitempty"`
-	Target *Target  `json:"target,omitempty"`
+	Ratio *float64 `json:"ratio,omitempty"`
+	// RatioMin and RatioMax bound the per-round ratios Ratio is the median of (rows built
+	// by CompareRounds), over Rounds rounds.
+	RatioMin *float64 `json:"ratio_min,omitempty"`
+	RatioMax *float64 `json:"ratio_max,omitempty"`
+	Rounds   int      `json:"rounds,omitempty"`
+	Target   *Target  `json:"target,omitempty"`
 	// Met is nil when there is no target or no ratio to check.
 	Met *bool `json:"met,omitempty"`
 	// Note says what the reader needs to judge the figure: sample counts, spread, conditions
@@ -70,6 +76,48 @@ func Compare(group, metric, unit string, better Better, mesh Figure, peerName st
 	}
 	r.check()
 	return r
+}
+
+// CompareRounds builds a row from figures measured in rounds (round number → value), meshnet's
+// and its peer's interleaved in each round: each side's figure is its median over rounds,
+// and the ratio is the median of the rounds' own ratios, over the rounds both measured, with
+// their min and max. A pair measured minutes apart shares the machine's load of those
+// minutes; the ratio of two medians mixes rounds that did not. meshErr and peerErr, when set,
+// say why that side has no figures.
+func CompareRounds(group, metric, unit string, better Better, mesh map[int]float64, meshErr error, peerName string, peer map[int]float64, peerErr error, t *Target) Row {
+	side := func(v map[int]float64, err error) Figure {
+		if err != nil {
+			return Unavailable(err)
+		}
+		return Val(Median(values(v)))
+	}
+	r := Compare(group, metric, unit, better, side(mesh, meshErr), peerName, side(peer, peerErr), t)
+	if r.Meshnet == nil || r.Peer == nil {
+		return r
+	}
+	var ratios []float64
+	for round, m := range mesh {
+		if p, ok := peer[round]; ok && p != 0 {
+			ratios = append(ratios, m/p)
+		}
+	}
+	if len(ratios) == 0 {
+		return r
+	}
+	r.Ratio = ptr(Median(ratios))
+	r.RatioMin, r.RatioMax = ptr(slices.Min(ratios)), ptr(slices.Max(ratios))
+	r.Rounds = len(ratios)
+	r.Met = nil
+	r.check()
+	return r
+}
+
+func values(m map[int]float64) []float64 {
+	out := make([]float64, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
 }
 
 // Alone builds a row without a peer; ratio (may be nil) is what the target is checked on.

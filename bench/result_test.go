@@ -96,3 +96,37 @@ func abs(x float64) float64 {
 	}
 	return x
 }
+
+func TestCompareRoundsPairsRounds(t *testing.T) {
+	// Round 2 of the peer failed: its ratio is left out, not paired with another round.
+	mesh := map[int]float64{1: 9, 2: 8, 3: 11, 4: 10}
+	peer := map[int]float64{1: 10, 3: 10, 4: 10}
+	r := CompareRounds("g", "m", "Gbit/s", Higher, mesh, nil, "peer", peer, nil, AtLeast(1, "≥ 1×"))
+	if r.Rounds != 3 || *r.Ratio != 1.0 || *r.RatioMin != 0.9 || *r.RatioMax != 1.1 {
+		t.Fatalf("rounds %d ratio %v (%v–%v); want 3 rounds, 1.0 (0.9–1.1)", r.Rounds, *r.Ratio, *r.RatioMin, *r.RatioMax)
+	}
+	if *r.Meshnet != 9.5 || *r.Peer != 10 {
+		t.Fatalf("figures %v, %v; want the medians 9.5, 10", *r.Meshnet, *r.Peer)
+	}
+	if r.Met == nil || !*r.Met {
+		t.Fatalf("target ≥ 1 on a median ratio of 1.0: met %v", r.Met)
+	}
+	if got := ratioCell(r); got != "1.00 (0.90–1.10)" {
+		t.Fatalf("ratio cell %q", got)
+	}
+	r = CompareRounds("g", "m", "s/GB", Lower, mesh, nil, "peer", nil, errors.New("no swarm"), AtMost(1, ""))
+	if r.Ratio != nil || r.Met != nil || r.PeerErr != "no swarm" {
+		t.Fatalf("peer unavailable: ratio %v met %v err %q", r.Ratio, r.Met, r.PeerErr)
+	}
+}
+
+func TestParseBusyCPU(t *testing.T) {
+	stat := "cpu  100 20 300 5000 40 5 6 7 0 0\ncpu0 50 10 150 2500 20 2 3 3 0 0\n"
+	got, err := parseBusyCPU(stat)
+	if err != nil || got != 4.38 { // (100+20+300+5+6+7)/100, idle and iowait left out
+		t.Fatalf("parseBusyCPU = %v, %v; want 4.38", got, err)
+	}
+	if _, err := parseBusyCPU("intr 1 2 3\n"); err == nil {
+		t.Fatal("a stat without a cpu line parsed")
+	}
+}

@@ -87,6 +87,9 @@ func ratioCell(r Row) string {
 	if r.Ratio == nil {
 		return "—"
 	}
+	if r.RatioMin != nil && r.RatioMax != nil && r.Rounds > 1 {
+		return fmt.Sprintf("%.2f (%.2f–%.2f)", *r.Ratio, *r.RatioMin, *r.RatioMax)
+	}
 	return fmt.Sprintf("%.2f", *r.Ratio)
 }
 

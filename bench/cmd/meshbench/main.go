@@ -5,6 +5,10 @@
 // (latest.svg) and the table in docs/benchmarks.md. It needs root (namespaces, engines).
 //
 //	go run ./bench/cmd/meshbench [-parts dataplane,services,reach,dns,dnscap,dnsflood,dnsscale,memory,apply,scale] [-quick]
+//
+// -parts wgvm (`make bench-vm`; not in the default parts: it boots two qemu guests, about 10
+// minutes under emulation) puts the kernel WireGuard module beside meshnet's embedded one
+// between the same two guests.
 package main
 
 import (
@@ -38,6 +42,7 @@ type options struct {
 	applySizes           []int
 	memEndpoints, memHst int
 	hold, profile        bool
+	vmImage              string // -parts wgvm
 }
 
 func main() {
@@ -67,7 +72,7 @@ func parseFlags() (options, bool, error) {
 	flag.StringVar(&o.out, "out", "build/bench", "where latest.{txt,json,svg} go")
 	flag.StringVar(&o.doc, "doc", "docs/benchmarks.md", "Markdown file whose bench:begin/end block gets the table (empty: none; a run of chosen -parts writes it only when -doc is given)")
 	parts := flag.String("parts", "dataplane,services,reach,dns,dnscap,dnsscale,memory,apply,scale", "what to measure")
-	flag.IntVar(&o.rounds, "rounds", 2, "rounds over all paths (iperf3 and round trips), interleaved")
+	flag.IntVar(&o.rounds, "rounds", 5, "rounds over all paths (iperf3 and round trips), interleaved")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "one iperf3 run (whole seconds)")
 	flag.DurationVar(&o.rrTime, "rr", 3*time.Second, "one request/response run")
 	flag.IntVar(&o.reachRuns, "reach-runs", 7, "time-to-reachability runs per network")
@@ -79,6 +84,7 @@ func parseFlags() (options, bool, error) {
 	flag.IntVar(&o.memEndpoints, "mem-endpoints", 10000, "endpoints for the memory figure")
 	flag.IntVar(&o.memHst, "mem-hosts", 100, "hosts those endpoints are spread over")
 	underlay := flag.String("underlay", "198.18.77.0/24", "underlay of the simulated hosts (inside their namespaces)")
+	flag.StringVar(&o.vmImage, "vm-image", "bookworm", "Debian suite of the VM guests of -parts wgvm (bookworm, trixie, sid)")
 	flag.BoolVar(&o.profile, "profile", true, "perf profiles of the overlay paths and a pprof of the DNS server")
 	flag.BoolVar(&o.hold, "hold", false, "keep the hosts up after setting them up, until interrupted (debugging)")
 	quick := flag.Bool("quick", false, "short runs (1 round, 3 reachability runs, sizes 50,100) to try the tool")
@@ -155,7 +161,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if tools.WireGuardGoErr != nil {
 		log.Warn("standalone wireguard-go unavailable", "err", tools.WireGuardGoErr)
 	}
-	var dnsFigs map[string]bench.DNSFigures
+	var dnsFigs map[string][]bench.DNSFigures
 	if o.parts["dataplane"] || o.parts["services"] || o.parts["reach"] || o.parts["dns"] {
 		if dnsFigs, err = runHosts(ctx, o, log, rep, tools, work); err != nil {
 			return err
@@ -168,13 +174,18 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
+	if o.parts["wgvm"] {
+		f := measureWireGuardVM(ctx, o, log, work)
+		rep.Raw["wireguard_vm"] = f
+		rep.Rows = append(rep.Rows, bench.WireGuardVMRows(f)...)
+	}
 	if o.parts["dnscap"] {
 		c := bench.MeasureDNSCapacity(ctx, o.dnsTime, out, log)
 		rep.Raw["dns_capacity"] = c
 		if o.profile && c.Top != "" {
 			rep.Profiles["meshnet DNS server without rate limit (pprof -top -cum)"] = c.Top
 		}
-		rep.Rows = append(rep.Rows, bench.DNSCapacityRows(c, dnsFigs["docker"])...)
+		rep.Rows = append(rep.Rows, bench.DNSCapacityRows(c, bench.MedianDNS(dnsFigs["docker"]))...)
 	}
 	if o.parts["dnsflood"] {
 		f := bench.MeasureDNSFlood(ctx, o.dnsTime, 5000, []float64{0, 2000, 10000, 20000}, out, log)
@@ -228,8 +239,21 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	return nil
 }
 
+// measureWireGuardVM builds meshnetd for the guests and measures the two WireGuards on them.
+func measureWireGuardVM(ctx context.Context, o options, log *slog.Logger, work string) bench.WireGuardVMFigures {
+	src := o.repo
+	if o.meshnetSrc != "" {
+		src = o.meshnetSrc
+	}
+	bin, err := harness.BuildBinaries(ctx, src, filepath.Join(work, "vm-bin"))
+	if err != nil {
+		return bench.WireGuardVMFigures{Suite: o.vmImage, Err: err.Error()}
+	}
+	return bench.MeasureWireGuardVM(ctx, bench.WireGuardVMOptions{Suite: o.vmImage, Rounds: o.rounds, Duration: o.duration, Bin: bin, Log: log})
+}
+
 // runHosts measures everything that needs the simulated hosts, then tears them down.
-func runHosts(ctx context.Context, o options, log *slog.Logger, rep *bench.Report, tools bench.Tools, work string) (map[string]bench.DNSFigures, error) {
+func runHosts(ctx context.Context, o options, log *slog.Logger, rep *bench.Report, tools bench.Tools, work string) (map[string][]bench.DNSFigures, error) {
 	env, err := bench.NewEnv(ctx, bench.EnvConfig{Repo: o.repo, MeshnetSrc: o.meshnetSrc, WorkDir: filepath.Join(work, "hosts"), Underlay: o.underlay, Tools: tools, Log: log})
 	if err != nil {
 		return nil, err
@@ -268,9 +292,9 @@ func runHosts(ctx context.Context, o options, log *slog.Logger, rep *bench.Repor
 		rep.Raw["services"] = f
 		rep.Rows = append(rep.Rows, bench.ServiceRows(f)...)
 	}
-	var dnsFigs map[string]bench.DNSFigures
+	var dnsFigs map[string][]bench.DNSFigures
 	if o.parts["dns"] {
-		dnsFigs = bench.MeasureDNS(ctx, env, bench.DNSOptions{Duration: o.dnsTime, WorkDir: work, Log: log})
+		dnsFigs = bench.MeasureDNS(ctx, env, bench.DNSOptions{Duration: o.dnsTime, Rounds: o.rounds, WorkDir: work, Log: log})
 		rep.Raw["dns"] = dnsFigs
 		rep.Rows = append(rep.Rows, bench.DNSRows(dnsFigs)...)
 	}
