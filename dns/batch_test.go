@@ -16,9 +16,20 @@ import (
 // listener's socket before it reads, so that its first reads are batches,
 // and checks every query gets exactly its own answer: table answers (hits
 // and misses of the reply cache), NXDOMAIN, SERVFAIL for a name it would
-// forward, FORMERR for a bad message; and nothing for garbage.
+// forward, FORMERR for a bad message; and nothing for garbage. The same
+// with a batch that starts at one slot and grows (a container's server):
+// its reads fill, so it doubles to 8 while the queue lasts.
 func TestBatchAnswersEveryQuery(t *testing.T) {
-	s := testServer(t, Config{Listeners: 1, AllowRecursion: netip.Addr.IsLoopback})
+	t.Run("64 slots", func(t *testing.T) {
+		testBatchAnswers(t, Config{Listeners: 1, AllowRecursion: netip.Addr.IsLoopback})
+	})
+	t.Run("growing from 1 to 8", func(t *testing.T) {
+		testBatchAnswers(t, Config{Listeners: 1, AllowRecursion: netip.Addr.IsLoopback, UDPBatch: 1, UDPBatchMax: 8})
+	})
+}
+
+func testBatchAnswers(t *testing.T, cfg Config) {
+	s := testServer(t, cfg)
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}

@@ -273,15 +273,18 @@ type batchConn interface {
 // came in, which a forged source address cannot change (see mayRecurse).
 func (s *Server) readLoop(c *net.UDPConn) error {
 	bc := arrivalConn(c)
-	batch := s.cfg.UDPBatch
-	in := make([]ipv4.Message, batch)
-	out := make([]ipv4.Message, 0, batch)
-	ws := make([]slotWriter, batch)
-	for i := range in {
-		in[i].Buffers = [][]byte{make([]byte, maxUDPQuery)}
-		in[i].OOB = make([]byte, pktinfoSpace)
-		ws[i] = slotWriter{conn: c, buf: make([]byte, 2*DefaultMaxUDPSize), bufs: make([][]byte, 1)}
+	var in, out []ipv4.Message
+	var ws []slotWriter
+	// grow adds slots up to n. Nothing outlives a batch in a slot (a forward
+	// detaches its writer first), so the slices may move.
+	grow := func(n int) {
+		for len(in) < n {
+			in = append(in, ipv4.Message{Buffers: [][]byte{make([]byte, maxUDPQuery)}, OOB: make([]byte, pktinfoSpace)})
+			ws = append(ws, slotWriter{conn: c, buf: make([]byte, 2*DefaultMaxUDPSize), bufs: make([][]byte, 1)})
+		}
+		out = make([]ipv4.Message, 0, n)
 	}
+	grow(s.cfg.UDPBatch)
 	cache := newReplyCache()
 	for {
 		n, err := bc.ReadBatch(in, 0)
@@ -316,6 +319,10 @@ func (s *Server) readLoop(c *net.UDPConn) error {
 			}
 		}
 		s.writeBatch(bc, out)
+		// A full read means more were waiting: read more per call from now on.
+		if n == len(in) && n < s.cfg.UDPBatchMax {
+			grow(min(2*n, s.cfg.UDPBatchMax))
+		}
 	}
 }
 

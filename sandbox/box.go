@@ -77,6 +77,7 @@ func (b *box) run(ctx context.Context) {
 		},
 		AllowRecursion: func(netip.Addr) bool { return true }, // only the container reaches these sockets
 		UDPBatch:       4,
+		UDPBatchMax:    64,
 		Counts:         m.cfg.Counts,
 	}, m.log)
 	if err := srv.UseConns(udp, tcp); err != nil {
