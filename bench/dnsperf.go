@@ -169,15 +169,16 @@ func parseDNSPerf(out string, f *DNSFigures) {
 // median of the rounds' own ratios.
 func DNSRows(figs map[string][]DNSFigures) []Row {
 	byRound := func(key string, get func(DNSFigures) float64) (map[int]float64, error) {
-		out := map[int]float64{}
+		var ok []DNSFigures
 		var errs []string
 		for _, f := range figs[key] {
 			if f.Err != "" {
 				errs = append(errs, f.Err)
 				continue
 			}
-			out[f.Round] = get(f)
+			ok = append(ok, f)
 		}
+		out := perRound(ok, get)
 		if len(out) == 0 {
 			return nil, fmt.Errorf("no dnsperf run answered: %s", strings.Join(errs, "; "))
 		}

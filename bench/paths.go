@@ -172,26 +172,10 @@ func DataplaneRows(figs map[string]*PathFigures) []Row {
 		return CompareRounds(group, metric, unit, better, m, merr, c.peer, p, perr, t)
 	}
 	tput := func(sel func(*PathFigures) []Throughput, val func(Throughput) float64) func(*PathFigures) map[int]float64 {
-		return func(f *PathFigures) map[int]float64 {
-			out := map[int]float64{}
-			for _, t := range sel(f) {
-				if v := val(t); v > 0 {
-					out[t.Round] = v
-				}
-			}
-			return out
-		}
+		return func(f *PathFigures) map[int]float64 { return perRound(sel(f), val) }
 	}
 	lat := func(sel func(*PathFigures) []Latency, val func(Latency) float64) func(*PathFigures) map[int]float64 {
-		return func(f *PathFigures) map[int]float64 {
-			out := map[int]float64{}
-			for _, l := range sel(f) {
-				if v := val(l); v > 0 {
-					out[l.Round] = v
-				}
-			}
-			return out
-		}
+		return func(f *PathFigures) map[int]float64 { return perRound(sel(f), val) }
 	}
 	gbps := func(t Throughput) float64 { return t.Gbps }
 	cpu := func(t Throughput) float64 { return t.CPUSecondsPerGB }

@@ -37,3 +37,22 @@ func Seconds(ds []time.Duration) []float64 {
 }
 
 func sortStrings(s []string) { slices.Sort(s) }
+
+// inRound is a figure measured in a numbered round (Throughput, Latency, DNSFigures).
+type inRound interface{ round() int }
+
+func (t Throughput) round() int { return t.Round }
+func (l Latency) round() int    { return l.Round }
+func (f DNSFigures) round() int { return f.Round }
+
+// perRound maps each item's round to val of it, leaving out values that are not positive
+// (a failed run measures nothing).
+func perRound[T inRound](items []T, val func(T) float64) map[int]float64 {
+	out := map[int]float64{}
+	for _, it := range items {
+		if v := val(it); v > 0 {
+			out[it.round()] = v
+		}
+	}
+	return out
+}

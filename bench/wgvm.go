@@ -265,10 +265,7 @@ func WireGuardVMRows(f WireGuardVMFigures) []Row {
 		if f.Err != "" {
 			return nil, fmt.Errorf("%s", f.Err)
 		}
-		out := map[int]float64{}
-		for _, t := range ts {
-			out[t.Round] = val(t)
-		}
+		out := perRound(ts, val)
 		if len(out) == 0 {
 			return nil, fmt.Errorf("no successful run: %s", strings.Join(f.Errors, "; "))
 		}
