@@ -21,13 +21,7 @@ import (
 // with `--restart always` is back with its address, and it and a container on another host
 // reach each other. Only hosts the harness booted are rebooted (VMs: MESHNET_E2E_VM).
 func TestHostReboot(t *testing.T) {
-	requireOwnKernel(t, "a host reboot")
-	if !vmHosts() {
-		t.Skip("a reboot needs hosts the harness booted (MESHNET_E2E_VM): SSH hosts are not the suite's to reboot")
-	}
-	c, hosts := meshHosts(t)
-	ctx := testCtx(t)
-	startMesh(t, ctx, c, hosts[:2])
+	c, ctx, hosts := rebootSetup(t)
 	h := hosts[2]
 	installService(t, ctx, c, h, hosts[0])
 	waitAllAlive(t, ctx, c, hosts, 60*time.Second)
@@ -72,13 +66,7 @@ func TestHostReboot(t *testing.T) {
 // `--restart always` container on a plugin network is back at its address, and it and a
 // container on another host reach each other. Only hosts the harness booted are rebooted.
 func TestHostRebootPlugin(t *testing.T) {
-	requireOwnKernel(t, "a host reboot")
-	if !vmHosts() {
-		t.Skip("a reboot needs hosts the harness booted (MESHNET_E2E_VM): SSH hosts are not the suite's to reboot")
-	}
-	c, hosts := meshHosts(t)
-	ctx := testCtx(t)
-	startMesh(t, ctx, c, hosts[:2])
+	c, ctx, hosts := rebootSetup(t)
 	h := hosts[2]
 	dir := filepath.Join(t.TempDir(), "release")
 	_, version := buildRelease(t, ctx, dir)
@@ -130,6 +118,21 @@ func TestHostRebootPlugin(t *testing.T) {
 	})
 	t.Logf("the plugin on %s enabled again %s after the reboot was asked", h.Name(), time.Since(start).Round(time.Second))
 	keeperBack(t, ctx, h, hosts[0], ip, peer, start)
+}
+
+// rebootSetup starts a reboot test: it skips unless the hosts are VMs the harness booted (SSH
+// hosts are not the suite's to reboot), and runs meshnetd on the first two hosts; the third is
+// the test's to set up and reboot.
+func rebootSetup(t *testing.T) (*harness.Cluster, context.Context, []harness.Host) {
+	t.Helper()
+	requireOwnKernel(t, "a host reboot")
+	if !vmHosts() {
+		t.Skip("a reboot needs hosts the harness booted (MESHNET_E2E_VM): SSH hosts are not the suite's to reboot")
+	}
+	c, hosts := meshHosts(t)
+	ctx := testCtx(t)
+	startMesh(t, ctx, c, hosts[:2])
+	return c, ctx, hosts
 }
 
 // reboot reboots h (a VM guest) and waits until it answers SSH with a new boot ID; it
