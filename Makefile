@@ -22,7 +22,7 @@ help:
 	@echo "make e2e-vm-ci   what CI runs on VMs: bookworm, the tests only VMs can run (root)"
 	@echo "make test    all of the above but the VM runs: CI runs make e2e-vm-ci after it"
 	@echo "make demo    three simulated hosts, containers ping and resolve across them (root)"
-	@echo "make bench   meshnet beside Swarm's overlay, the underlay, wireguard-go, Docker's DNS (root, ~16 min)"
+	@echo "make bench   meshnet beside Swarm's overlay, the underlay, wireguard-go, Docker's DNS (root, ~17 min)"
 	@echo "make bench-vm  kernel WireGuard beside the embedded one between two qemu guests (root, ~10 min)"
 
 build:

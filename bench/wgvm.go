@@ -20,7 +20,7 @@ import (
 // kernels of their own can put the two side by side.
 type WireGuardVMFigures struct {
 	Suite string `json:"suite"`
-	// Guest describes the guests: kernel, engine, accelerator, vCPUs.
+	// Guest describes the guests: suite, kernel, engine, accelerator (kvm or tcg).
 	Guest    string       `json:"guest"`
 	Kernel   []Throughput `json:"kernel_module,omitempty"`
 	Embedded []Throughput `json:"embedded,omitempty"`
@@ -64,7 +64,7 @@ func MeasureWireGuardVM(ctx context.Context, o WireGuardVMOptions) (f WireGuardV
 		f.Guest = fmt.Sprintf("%s guests, kernel %s, engine %s, %s", o.Suite, c.VM.Kernel, c.VM.Engine, c.VM.Accel)
 	}
 	a, b := c.Hosts[0], c.Hosts[1]
-	m := &wgvm{c: c, a: a, b: b, log: o.Log}
+	m := &wgvm{c: c, a: a, b: b}
 	for _, h := range c.Hosts {
 		if out, err := h.Exec(ctx, "modprobe", "wireguard"); err != nil {
 			f.Err = fmt.Sprintf("%s has no WireGuard module: %v %s", h.Name(), err, out)
@@ -102,7 +102,6 @@ func MeasureWireGuardVM(ctx context.Context, o WireGuardVMOptions) (f WireGuardV
 type wgvm struct {
 	c        *harness.Cluster
 	a, b     harness.Host
-	log      *slog.Logger
 	mode     string // meshnetd's current --wireguard-mode; "" before the first start
 	serverIP netip.Addr
 	pidA     string
