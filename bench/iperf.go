@@ -125,6 +125,12 @@ func runIperf(ctx context.Context, p *Path, streams int, d time.Duration) (Throu
 	if r.Error != "" {
 		return Throughput{}, fmt.Errorf("iperf3 over %s: %s", p.Name, r.Error)
 	}
+	return r.throughput(busy), nil
+}
+
+// throughput is what the run measured; busy is the CPU seconds spent while it ran, for its
+// cost per GB sent.
+func (r iperfResult) throughput(busy float64) Throughput {
 	t := Throughput{
 		Gbps:        r.End.SumReceived.BitsPerSecond / 1e9,
 		Retransmits: r.End.SumSent.Retransmits,
@@ -138,7 +144,7 @@ func runIperf(ctx context.Context, p *Path, streams int, d time.Duration) (Throu
 	if sent > 0 {
 		t.CPUSecondsPerGB = busy / (sent / 1e9)
 	}
-	return t, nil
+	return t
 }
 
 // busyCPUSeconds is the machine's CPU time spent not idle since boot, every core summed

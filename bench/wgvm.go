@@ -157,15 +157,7 @@ func (m *wgvm) measure(ctx context.Context, mode string, d time.Duration) (Throu
 	if jerr := json.Unmarshal([]byte(out), &r); jerr != nil || r.Error != "" {
 		return Throughput{}, fmt.Errorf("iperf3 over %s WireGuard: %v %s %s", mode, err, r.Error, lastLineOf(out))
 	}
-	t := Throughput{Gbps: r.End.SumReceived.BitsPerSecond / 1e9, Retransmits: r.End.SumSent.Retransmits}
-	var sent float64
-	for _, iv := range r.Intervals {
-		sent += iv.Sum.Bytes
-	}
-	if sent > 0 {
-		t.CPUSecondsPerGB = (after - before) / (sent / 1e9)
-	}
-	return t, nil
+	return r.throughput(after - before), nil
 }
 
 // switchMode leaves meshnetd running in mode on both guests, with every peer alive.
