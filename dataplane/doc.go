@@ -530,11 +530,32 @@
 // for intra-bridge frames at the head of inet meshnet's forward chain) moved
 // it by 1–3%, within the noise, and was not kept.
 //
-// The cheaper alternatives are closed: conntrack cannot be skipped for
-// intra-subnet frames, because a service VIP's reply arrives as such a frame
-// and must be un-DNATed by the connection the request created; and
-// br_netfilter's switch is per namespace (the per-bridge option only adds to
-// it). So the direction is a namespace per network, as libnetwork's overlay
+// The cheaper alternatives are closed, and three were measured on the same
+// hosts (2026-12-05, iperf3 by hand between the benchmark's containers,
+// alternating with Swarm's, `meshbench -parts dataplane -hold`):
+//
+//   - Skipping conntrack. A notrack for frames between two addresses of the
+//     subnet, in a bridge-family prerouting chain ahead of br_netfilter,
+//     left throughput where it was (0.89× Swarm's against 0.92× without it,
+//     within the rounds' noise): conntrack is not where the time goes. And
+//     it would be wrong: a service VIP's reply is such a frame and must be
+//     un-DNATed by the connection the request created.
+//   - Shorter rule sets. With meshnet's anti-spoofing chain and then its
+//     forward chain flushed, CPU per GB fell by 1% and a further 3%, inside
+//     the noise. perf over the same runs puts nft_do_chain at 4.4% of the
+//     samples against Swarm's 1.4%, and the interface-name copies of iifname
+//     and oifname matches (nft_meta_store_ifname, strnlen, sized_strscpy) at
+//     1.8%: the cost is the walk itself, through Docker's FORWARD rules and
+//     every base chain on the hooks, for every frame, which only leaving
+//     the namespace avoids.
+//   - Hiding frames from br_netfilter, which passes over a frame carrying a
+//     VLAN tag (bridge-nf-filter-vlan-tagged is 0 by default): tagging at
+//     the ports needs bridge VLAN filtering and tc's vlan action, which this
+//     machine's kernel has neither of, and it would rest on a default an
+//     operator may change.
+//
+// br_netfilter's switch is per namespace (the per-bridge option only adds
+// to it). So the direction is a namespace per network, as libnetwork's overlay
 // driver does: the bridge, the vxlan device (created in the host's namespace,
 // so its UDP socket stays there, then moved) and the containers' host-side
 // veths in it; an uplink veth to the host's namespace carrying the gateway,

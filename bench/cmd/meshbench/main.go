@@ -205,7 +205,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if o.parts["apply"] {
 		var figs []bench.ApplyFigures
 		for _, n := range o.applySizes {
-			f := bench.MeasureApply(ctx, n, nil)
+			f := bench.MeasureApply(ctx, n, o.rounds, nil)
 			log.Info("apply measured", "remotes", n, "cold", f.ColdSeconds, "steady", f.SteadySeconds, "err", f.Err)
 			figs = append(figs, f)
 		}
