@@ -138,6 +138,11 @@ type ContainerDNSInfo struct {
 	Serving int      `json:"serving"`
 	Waiting int      `json:"waiting"`
 	Failed  []string `json:"failed,omitempty"` // "sandbox key: why"
+	// VIPClients is how many containers balance service VIPs in their own
+	// namespace; VIPFailed those whose VIP table could not be written
+	// ("sandbox key: why"), whose connections the host's table balances.
+	VIPClients int      `json:"vip_clients"`
+	VIPFailed  []string `json:"vip_failed,omitempty"`
 }
 
 // EngineInfo is how the daemon follows the Docker engine (its event stream, for

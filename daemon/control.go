@@ -99,6 +99,9 @@ func (b controlBackend) Status() control.Status {
 		if n := len(st.DNS.Containers.Failed); n > 0 {
 			st.Problems = append(st.Problems, fmt.Sprintf("container DNS: %d containers resolve with Docker's resolver alone (local replicas only): %s", n, st.DNS.Containers.Failed[0]))
 		}
+		if n := len(st.DNS.Containers.VIPFailed); n > 0 {
+			st.Problems = append(st.Problems, fmt.Sprintf("container VIPs: %d containers reach service VIPs through the host's table only: %s", n, st.DNS.Containers.VIPFailed[0]))
+		}
 	}
 	st.Engine = engineInfo(d.watcher.State())
 	if p := engineProblem(st.Engine, time.Now()); p != "" {
@@ -133,6 +136,11 @@ func containerDNSInfo(boxes []sandbox.Status) *control.ContainerDNSInfo {
 			info.Serving++
 		default:
 			info.Waiting++
+		}
+		if b.VIPErr != nil {
+			info.VIPFailed = append(info.VIPFailed, b.Key+": "+b.VIPErr.Error())
+		} else if b.VIPs > 0 {
+			info.VIPClients++
 		}
 	}
 	return info

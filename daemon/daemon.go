@@ -406,6 +406,11 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	d.syncProbes(st, snap, hold, false)
 	start := time.Now()
 	err := d.dp.Apply(ctx, st)
+	if d.sandboxes != nil {
+		// After Apply: the replicas' forwarding entries exist before a
+		// container is pointed at them.
+		d.sandboxes.SetVIPs(st.VIPs)
+	}
 	d.syncProbes(st, snap, hold, true)
 	d.metrics.Events().Applied(time.Since(start), err)
 	fdb, neigh := forwardingEntries(st)

@@ -56,7 +56,9 @@
 //     published as a "vip" record (a race between two writers is settled
 //     by the lowest owner, the loser frees its address); the reconciler
 //     puts every winning VIP of a local network, with the healthy
-//     replicas of up nodes, into dataplane.State.VIPs and on lo; the DNS
+//     replicas of up nodes, into dataplane.State.VIPs and on lo, and
+//     after each Apply hands the same list to the sandboxes, which
+//     balance them in each container's own namespace; the DNS
 //     table answers the VIP for the service's name and every replica for
 //     tasks.<service>. The default mode is dnsrr (why: vip.go).
 //   - The routing mesh (mesh.go): replicas' meshnet.publish ports, carried

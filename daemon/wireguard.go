@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -72,7 +73,8 @@ func desiredWireGuard(snap *gossip.Snapshot, blocks map[netip.Prefix][]block, po
 	allowed := map[string][]netip.Prefix{}
 	// sharing[subnet][node]: node is a peer through this subnet.
 	sharing := map[netip.Prefix]map[string]bool{}
-	for subnet := range mine {
+	// In subnet order, so a peer's AllowedIPs come out the same every time.
+	for _, subnet := range slices.SortedFunc(maps.Keys(mine), netip.Prefix.Compare) {
 		sharing[subnet] = map[string]bool{}
 		for _, owner := range members[subnet] {
 			if _, ok := nodes[owner]; ok && owner != self && snap.Up(owner) {

@@ -258,44 +258,59 @@
 // # Service VIPs
 //
 // State.VIPs are service addresses balanced in the kernel over the
-// service's healthy replicas, on every host, in table ip meshnet-vip of
-// their own (vip.go); this kernel has no IPVS, and a user's may not.
+// service's healthy replicas, on every host; this kernel has no IPVS, and
+// a user's may not. Two tables do it, the same rule in two places:
 //
-// Where the DNAT happens: on the client's host, in a nat prerouting chain,
-// for a VIP the host answers ARP for with its bridge's MAC (the VIP is in
-// ServiceAddrs, a /32 on lo, like the DNS address; arp_ignore 0, the
-// default, answers for any local address on the bridge, and the vxlan
-// device has no neighbour entry for it, so no other host answers). The
-// client sends to its gateway's MAC; prerouting DNATs to a replica chosen
-// by numgen inc over an anonymous map (kube-proxy's nftables mode does
-// the same with random; inc spreads one host's clients exactly evenly);
-// the packet is routed out of the same bridge, to a local veth or into
-// the tunnel. The choice is made once per connection and kept in its
-// conntrack entry: a change of the replica set rewrites the table in one
-// transaction and leaves every established connection on its replica,
-// and the only idle timeout is conntrack's own (TCP established: 5 days
-// by default), none of meshnet's.
+//   - In each client container's own namespace (clientvip.go): the
+//     sandbox package, which already holds a connection into every local
+//     container on a meshnet network, writes table ip meshnet-vip there
+//     with WriteClientVIPs: a nat output chain DNATs the VIPs of the
+//     container's networks to a replica, a filter output chain refuses a
+//     VIP without replicas. This is where a container's connection is
+//     balanced, as Swarm balances it (with IPVS, in the same place).
+//   - On the host (vip.go), in a nat prerouting chain, for a VIP the host
+//     answers ARP for with its bridge's MAC (the VIP is in ServiceAddrs, a
+//     /32 on lo, like the DNS address; arp_ignore 0, the default, answers
+//     for any local address on the bridge, and the vxlan device has no
+//     neighbour entry for it, so no other host answers): for a container
+//     whose namespace meshnet has not reached (status says which), and for
+//     the routing mesh, which shares the table.
 //
-// The reply path: the replica answers the client's own address. For a
-// replica on another host of a wireguard network the reply is routed
-// back through the client's host, whose conntrack un-NATs it. On a vxlan
-// network, client and replica share one L2 segment, and the reply is
-// bridged straight to the client: the client's host un-NATs it only
-// because br_netfilter passes bridged IPv4 frames through conntrack and
-// NAT (bridge-nf-call-iptables=1, as Docker sets it; its hairpin mode
-// depends on the same). Without br_netfilter a bridged reply reaches the
-// client from the replica's address, which drops it: VIPs need it, as
-// published hairpin connections do. Two alternatives were weighed. DNAT
-// in the client's own namespace (Swarm's IPVS placement) keeps the path
-// symmetric with no host help, but means rules in every container's
-// namespace, rewritten in each of them on every replica change. SNAT to
-// the gateway would make the path symmetric too, but the gateway is the
-// same address on every host, so a remote replica's answer would go to
-// its own host, and the replica would lose the client's address.
+// Both pick a replica by numgen inc over an anonymous map (kube-proxy's
+// nftables mode does the same with random; inc spreads one client's
+// connections exactly evenly). The choice is made once per connection and
+// kept in its conntrack entry: a change of the replica set rewrites the
+// tables in one transaction each and leaves every established connection
+// on its replica, and the only idle timeout is conntrack's own (TCP
+// established: 5 days by default), none of meshnet's. A container's table
+// has no lease: it stays while meshnetd is stopped or killed, as the
+// host's does, and goes when the container leaves its last meshnet
+// network.
 //
-// Two details keep the client's address: table inet meshnet masquerades
-// DNATed connections leaving a bridge they came from (hairpin of
-// published ports), which would catch every VIP connection, so the DNAT
+// Why in the container: the replica answers the client's own address. On
+// a vxlan network client and replica share one L2 segment, and the reply
+// is bridged straight to the client. When the client's host DNATs, it
+// un-NATs that reply only because br_netfilter passes bridged IPv4 frames
+// through conntrack and NAT (bridge-nf-call-iptables=1, as Docker sets
+// it); without it the reply reaches the client from the replica's address,
+// which drops it. DNAT in the client's namespace makes the client's own
+// conntrack un-NAT the reply wherever it comes from, with no help from any
+// host: that is what a network bridged outside the host's namespace needs
+// (docs/netns-dataplane.md; dataplane TestClientVIP balances with
+// br_netfilter off on both hosts). It was first weighed and left for the
+// host's table because it means rules in every container, rewritten in
+// each on every replica change (one transaction per container, a
+// millisecond each); the plan to leave the host's netfilter changed the
+// balance. For a replica on another host of a wireguard network the reply
+// is routed back through the client's host either way. SNAT to the
+// gateway would make the path symmetric too, but the gateway is the same
+// address on every host, so a remote replica's answer would go to its own
+// host, and the replica would lose the client's address.
+//
+// On the host's table, two details keep the client's address: table
+// inet meshnet masquerades DNATed connections leaving a bridge they came
+// from (hairpin of published ports), which would catch every VIP
+// connection the host balances, so the DNAT
 // rule sets bit 25 of the conntrack mark and a nat postrouting chain at
 // srcnat-1 gives such connections an identity SNAT (their own source):
 // the first NAT binding of a connection wins, and the masquerade is not
@@ -558,14 +573,17 @@
 // to it). So the direction is a namespace per network, as libnetwork's overlay
 // driver does: the bridge, the vxlan device (created in the host's namespace,
 // so its UDP socket stays there, then moved) and the containers' host-side
-// veths in it; an uplink veth to the host's namespace carrying the gateway,
-// so egress, published ports and the routing mesh are routed through the
+// veths in it; the gateway on that bridge, routing through an uplink veth
+// pair to the host, so egress and published ports are routed through the
 // host as today (and still meet DOCKER-USER); the anti-spoofing bridge table
 // in the network's namespace; service VIPs DNATed in the client container's
 // namespace (where the sandbox package already keeps per-container tables),
-// as Swarm does. Not built yet: it moves every kernel object this package
+// as Swarm does; the routing mesh carried to the replica's host over the
+// probe device, since that host no longer sees the bridged first frame it
+// marks today. Not built yet: it moves every kernel object this package
 // owns, and the adoption of a killed daemon's devices, the teardown and every
 // e2e check of isolation, ports and VIPs must hold across the move.
+// docs/netns-dataplane.md has the plan, path by path, and its order of work.
 //
 // # Namespaces
 //

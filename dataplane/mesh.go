@@ -301,7 +301,7 @@ func meshMarks(nets []Network, ports []MeshPort, self netip.Addr, members []neti
 // fib daddr type local, PROTO dport PORT, ct mark |= vipCtMark, dnat to
 // numgen inc mod N map { i: Ri } : TARGET.
 func (d *Kernel) addMeshDNAT(t *nftables.Table, pre *nftables.Chain, m MeshPort) error {
-	mp, err := d.addReplicaMap(t, m.Backends)
+	mp, err := addReplicaMap(d.nft, t, m.Backends)
 	if err != nil {
 		return fmt.Errorf("add the replica map of mesh port %s/%d: %w", m.Proto, m.HostPort, err)
 	}

@@ -279,7 +279,7 @@ func (d *Kernel) addVIPTable(t *nftables.Table, r serviceRules) error {
 		if len(v.Backends) == 0 {
 			continue
 		}
-		m, err := d.addReplicaMap(t, v.Backends)
+		m, err := addReplicaMap(d.nft, t, v.Backends)
 		if err != nil {
 			return fmt.Errorf("add the replica map of VIP %v: %w", v.Addr, err)
 		}
@@ -304,13 +304,27 @@ func (d *Kernel) addVIPTable(t *nftables.Table, r serviceRules) error {
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}, // ip saddr
 		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
 	)})
-	d.nft.AddRule(&nftables.Rule{Table: t, Chain: in, UserData: ruleUserData(vipCommentReject), Exprs: []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}, // ip daddr
-		&expr.Lookup{SourceRegister: 1, SetName: vipSetName, SetID: set.ID},
-		&expr.Counter{},
-		&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 3}, // port unreachable,
-	}})
+	d.nft.AddRule(&nftables.Rule{Table: t, Chain: in, UserData: ruleUserData(vipCommentReject), Exprs: vipRejectExprs(set)})
 	return nil
+}
+
+// vipRejectExprs: ip daddr @vips counter reject (ICMP port unreachable):
+// a connection to a VIP that no chain DNATed fails at once.
+func vipRejectExprs(set *nftables.Set) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}, // ip daddr
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
+		&expr.Counter{},
+		&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 3}, // port unreachable
+	}
+}
+
+// ipDaddrIs: ip daddr VIP.
+func ipDaddrIs(v VIP) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: v.Addr.AsSlice()},
+	}
 }
 
 // vipDNATExprs: ip daddr VIP counter dnat to numgen inc mod N map @m.
@@ -319,11 +333,7 @@ func (d *Kernel) addVIPTable(t *nftables.Table, r serviceRules) error {
 // six about ±9 of 100 new connections off its share (one standard
 // deviation) — a spread the issue's ±5 points would catch now and then.
 func vipDNATExprs(v VIP, m *nftables.Set) []expr.Any {
-	e := []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: v.Addr.AsSlice()},
-		&expr.Counter{},
-	}
+	e := append(ipDaddrIs(v), &expr.Counter{})
 	e = append(e, ctMarkOr(vipCtMark)...) // for the postrouting chain
 	e = append(e, pickReplica(m, len(v.Backends))...)
 	return append(e, &expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1})
@@ -331,14 +341,14 @@ func vipDNATExprs(v VIP, m *nftables.Set) []expr.Any {
 
 // addReplicaMap queues the anonymous map { 0: B0, 1: B1, ... } that
 // pickReplica looks a connection's number up in.
-func (d *Kernel) addReplicaMap(t *nftables.Table, backends []netip.Addr) (*nftables.Set, error) {
+func addReplicaMap(conn *nftables.Conn, t *nftables.Table, backends []netip.Addr) (*nftables.Set, error) {
 	m := &nftables.Set{Table: t, Anonymous: true, Constant: true, IsMap: true,
 		KeyType: nftables.TypeInteger, DataType: nftables.TypeIPAddr}
 	var me []nftables.SetElement
 	for i, b := range backends {
 		me = append(me, nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(i)), Val: b.AsSlice()})
 	}
-	return m, d.nft.AddSet(m, me)
+	return m, conn.AddSet(m, me)
 }
 
 // pickReplica: numgen inc mod N map @m, the chosen replica into register 1.

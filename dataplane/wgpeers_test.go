@@ -268,3 +268,25 @@ func TestUAPIRoundTrip(t *testing.T) {
 		t.Error("a malformed key was accepted")
 	}
 }
+
+// TestPlanPeersOrder: a peer's AllowedIPs are a set. Wanted in another
+// order than the device lists them (a dual-stack network's IPv6 block
+// before its IPv4 one, an address held outside its host's blocks before
+// them), an unchanged peer is still left alone: every write of a peer
+// replaces its prefixes, an instant with no route through the device.
+func TestPlanPeersOrder(t *testing.T) {
+	k := testKey(t)
+	pfx := netip.MustParsePrefix
+	ep := netip.MustParseAddrPort("198.18.0.2:51820")
+	want := WireGuardState{Peers: []WireGuardPeer{{PublicKey: k.String(), Endpoint: ep,
+		AllowedIPs: []netip.Prefix{pfx("fd08::8000:0:0:0/65"), pfx("10.8.0.16/28"), pfx("10.8.0.5/32")}}}}
+	changes, err := planPeers(want, nil, map[wgtypes.Key]netip.AddrPort{}, false)
+	if err != nil || len(changes) != 1 {
+		t.Fatalf("first plan: %v, %v", changes, err)
+	}
+	have := devicePeers(nil, changes)
+	changes, err = planPeers(want, have, map[wgtypes.Key]netip.AddrPort{k: ep}, false)
+	if err != nil || len(changes) != 0 {
+		t.Errorf("second plan of the same state: %d changes (%v), %v; want none", len(changes), changes, err)
+	}
+}

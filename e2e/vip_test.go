@@ -162,17 +162,21 @@ wget -q -O- http://web:8080/cgi-bin/who
 			t.Fatal(err)
 		}
 		kernel, _ := strconv.Atoi(strings.TrimSpace(tmo))
-		// Its entry: to the VIP's port 9000 (the host's table may still
-		// hold entries of earlier tests' connections to other 9000s).
-		entries, err := h1.Exec(ctx, "grep", "dst="+vip.String()+" sport=[0-9]* dport=9000", "/proc/net/nf_conntrack")
+		// Its entry, in the client container's own conntrack, where the
+		// VIP is balanced: to the VIP's port 9000, answered by the replica
+		// (the reply tuple's source), which is the proof that the
+		// container's namespace made the choice, not its host.
+		entries, err := harness.Docker(ctx, h1, "exec", "client", "grep", "dst="+vip.String()+" sport=[0-9]* dport=9000", "/proc/net/nf_conntrack")
 		if err != nil {
-			t.Fatalf("no conntrack entry of the held connection: %v", err)
+			t.Fatalf("no conntrack entry of the held connection in the client's namespace: %v", err)
 		}
 		line := strings.Split(strings.TrimSpace(entries), "\n")[0]
 		f := strings.Fields(line)
 		left, _ := strconv.Atoi(f[4])
-		if !strings.Contains(line, "ESTABLISHED") || left < kernel-120 || !strings.Contains(line, "dst="+vip.String()) {
-			t.Errorf("held connection's entry: %q; want ESTABLISHED, to %s, %d s left of the kernel's %d", line, vip, left, kernel)
+		if !strings.Contains(line, "ESTABLISHED") || left < kernel-120 || !strings.Contains(line, "dst="+vip.String()) ||
+			!strings.Contains(line, "src="+replicas[heldBy].String()+" ") {
+			t.Errorf("held connection's entry: %q; want ESTABLISHED, to %s, answered by %s (%s), %d s left of the kernel's %d",
+				line, vip, heldBy, replicas[heldBy], left, kernel)
 		}
 		t.Logf("entry %q (kernel's established timeout %d s)", line, kernel)
 		time.Sleep(30 * time.Second)

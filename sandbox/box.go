@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/nftables"
+	"github.com/meshnet/meshnet/dataplane"
 	"github.com/meshnet/meshnet/dns"
 	mdns "github.com/miekg/dns"
 )
@@ -34,6 +36,54 @@ type box struct {
 	srv *dns.Server             // nil until the namespace is up
 	rd  *redirect
 	err error // why the box does not serve, for status
+
+	// vipConn writes the container's VIP table (set while the box runs);
+	// vips is what it last wrote, vipErr why the last write failed.
+	vipConn    *nftables.Conn
+	vips       []dataplane.VIP
+	vipWritten bool
+	vipErr     error
+	// leaving: the box closes because the container left its last meshnet
+	// network (or is gone), not because meshnetd stops: its VIPs go too.
+	leaving bool
+}
+
+// syncVIPsLocked writes the VIPs of the box's networks into the
+// container's namespace, when they differ from what it wrote last.
+func (b *box) syncVIPsLocked() {
+	if b.vipConn == nil {
+		return
+	}
+	want := vipsOf(b.m.vips.Load(), b.eps)
+	if b.vipWritten && dataplane.VIPsEqual(want, b.vips) {
+		return
+	}
+	err := dataplane.WriteClientVIPs(b.vipConn, want)
+	if err != nil {
+		if b.vipErr == nil {
+			b.m.log.Warn("container VIPs not written; the host's table balances its connections", "sandbox", b.key, "err", err)
+		}
+		b.vipErr = err
+		return
+	}
+	b.vips, b.vipWritten, b.vipErr = want, true, nil
+}
+
+// vipsOf picks the VIPs on the box's networks.
+func vipsOf(all *[]dataplane.VIP, eps map[string]netip.Prefix) []dataplane.VIP {
+	if all == nil {
+		return nil
+	}
+	var out []dataplane.VIP
+	for _, v := range *all {
+		for _, subnet := range eps {
+			if subnet.Contains(v.Addr) {
+				out = append(out, v)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // scopeLocked is the box's networks as a DNS scope.
@@ -110,12 +160,38 @@ func (b *box) run(ctx context.Context) {
 	}
 	b.fail(nil)
 	m.log.Debug("container DNS serving", "sandbox", b.key, "udp", udpPort, "tcp", tcpPort)
+	if vc, err := nftables.New(nftables.WithNetNSFd(int(ns.Fd())), nftables.AsLasting()); err != nil {
+		m.log.Warn("container VIPs: nftables in the container's namespace", "sandbox", b.key, "err", err)
+	} else {
+		defer b.stopVIPs(vc)
+		b.mu.Lock()
+		b.vipConn = vc
+		b.syncVIPsLocked()
+		b.mu.Unlock()
+	}
 	if err := srv.Run(ctx); err != nil {
 		m.log.Warn("container DNS stopped", "sandbox", b.key, "err", err)
 	}
 	if err := rd.remove(); err != nil {
 		m.log.Debug("remove the DNS redirect", "sandbox", b.key, "err", err)
 	}
+}
+
+// stopVIPs ends the box's VIP writes. The table stays when meshnetd stops
+// (a container keeps reaching its services while the daemon is away, as
+// through the host's table), and goes when the container left its last
+// meshnet network.
+func (b *box) stopVIPs(vc *nftables.Conn) {
+	b.mu.Lock()
+	leaving := b.leaving
+	b.vipConn = nil
+	b.mu.Unlock()
+	if leaving {
+		if err := dataplane.WriteClientVIPs(vc, nil); err != nil {
+			b.m.log.Debug("container VIPs: remove the table", "sandbox", b.key, "err", err)
+		}
+	}
+	_ = vc.CloseLasting()
 }
 
 func (b *box) fail(err error) {

@@ -58,9 +58,26 @@
 // Docker's resolver, with local names only, until meshnetd returns and
 // Sync sets the boxes up again.
 //
+// # Service VIPs
+//
+// A box also balances the service VIPs of its container's networks in the
+// container's namespace: the daemon hands the manager every VIP of the
+// host's networks with its replicas (SetVIPs, after each dataplane Apply),
+// and each box writes those on its own networks as table ip meshnet-vip
+// through a second nftables connection into the namespace
+// (dataplane.WriteClientVIPs, which owns the rules' shape), again when
+// they or the container's networks change. So the container's own
+// conntrack holds each connection's replica and un-NATs the replies,
+// wherever they come from (dataplane/doc.go, "Service VIPs", says why).
+// Unlike the DNS redirect the table has no lease: balancing in the kernel
+// does not need meshnetd, so it stays across a stop or a kill -9, and a
+// new meshnetd rewrites it; it goes when the container leaves its last
+// meshnet network. A box that cannot write it says so in its status, and
+// the host's own VIP table balances that container's connections.
+//
 // # Cost
 //
-// Per container: two sockets, an nftables netlink socket, a UDP reader, a
+// Per container: two sockets, two nftables netlink sockets, a UDP reader, a
 // TCP acceptor, a 4-query batch (48 KiB of buffers), and one netlink
 // transaction per lease third. Forwarded queries open a socket each in the
 // namespace (a short-lived locked thread), as they wait on Docker anyway.

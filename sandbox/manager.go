@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshnet/meshnet/dataplane"
 	"github.com/meshnet/meshnet/dns"
 )
 
@@ -80,9 +81,28 @@ type Manager struct {
 	ctx    context.Context // the boxes' parent: ended by Close
 	cancel context.CancelFunc
 
+	// vips are every service VIP of this host's networks; each box writes
+	// those of its own networks into its container.
+	vips atomic.Pointer[[]dataplane.VIP]
+
 	mu     sync.Mutex
 	boxes  map[string]*box // by sandbox key
 	closed bool
+}
+
+// SetVIPs gives the boxes the service VIPs to balance in their containers'
+// namespaces (dataplane.WriteClientVIPs): each container gets those of its
+// own networks, rewritten when they change.
+func (m *Manager) SetVIPs(vips []dataplane.VIP) {
+	vips = slices.Clone(vips)
+	m.vips.Store(&vips)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, b := range m.boxes {
+		b.mu.Lock()
+		b.syncVIPsLocked()
+		b.mu.Unlock()
+	}
 }
 
 // New makes a manager; boxes start serving as they are attached. A nil
@@ -159,6 +179,9 @@ func (m *Manager) attach(key string, pid int, eps map[string]netip.Prefix) {
 	if changed && b.srv != nil {
 		b.srv.SetScope(b.scopeLocked())
 	}
+	if changed {
+		b.syncVIPsLocked()
+	}
 	b.mu.Unlock()
 }
 
@@ -183,6 +206,12 @@ func (m *Manager) dropEndpointLocked(b *box, ep string) bool {
 	empty := len(b.eps) == 0
 	if ok && !empty && b.srv != nil {
 		b.srv.SetScope(b.scopeLocked())
+	}
+	if ok && !empty {
+		b.syncVIPsLocked()
+	}
+	if ok && empty {
+		b.leaving = true
 	}
 	b.mu.Unlock()
 	if ok && empty {
@@ -214,6 +243,9 @@ func (m *Manager) Sync(list []Sandbox) {
 	for key, b := range m.boxes {
 		if !seen[key] && time.Since(b.born) > m.cfg.Forget {
 			m.log.Debug("container DNS: sandbox gone", "sandbox", key)
+			b.mu.Lock()
+			b.leaving = true
+			b.mu.Unlock()
 			m.closeLocked(b)
 		}
 	}
@@ -225,6 +257,11 @@ type Status struct {
 	Subnets []netip.Prefix
 	Serving bool
 	Err     error
+	// VIPs is how many service VIPs the container balances in its own
+	// namespace; VIPErr why the last write of them failed (the host's
+	// table balances its connections meanwhile).
+	VIPs   int
+	VIPErr error
 }
 
 // Status lists the boxes, by sandbox key.
@@ -235,7 +272,8 @@ func (m *Manager) Status() []Status {
 	for _, key := range slices.Sorted(maps.Keys(m.boxes)) {
 		b := m.boxes[key]
 		b.mu.Lock()
-		out = append(out, Status{Key: key, Subnets: b.scopeLocked().Subnets(), Serving: b.rd != nil && b.err == nil, Err: b.err})
+		out = append(out, Status{Key: key, Subnets: b.scopeLocked().Subnets(), Serving: b.rd != nil && b.err == nil, Err: b.err,
+			VIPs: len(b.vips), VIPErr: b.vipErr})
 		b.mu.Unlock()
 	}
 	return out

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshnet/meshnet/dataplane"
 	"github.com/meshnet/meshnet/dns"
 	mdns "github.com/miekg/dns"
 )
@@ -218,4 +219,68 @@ func TestSandboxKeyAppearsLater(t *testing.T) {
 	run(t, "mount", "--bind", path, key)
 	t.Cleanup(func() { _ = exec.Command("umount", key).Run() })
 	eventually(t, "served once the namespace is mounted", 2*time.Second, func() bool { return len(dig(name, "api", false)) == 3 })
+}
+
+// TestContainerVIPs: a container gets the VIPs of its own networks as a
+// table in its namespace, rewritten when they change; the table stays when
+// meshnetd stops (the container keeps reaching its services) and goes when
+// the container leaves its last meshnet network. That the table balances
+// is dataplane's TestClientVIP.
+func TestContainerVIPs(t *testing.T) {
+	name, path := testNetNS(t)
+	fakeDockerResolver(t, name, path)
+	table := func() string {
+		out, err := exec.Command("ip", "netns", "exec", name, "nft", "list", "table", "ip", "meshnet-vip").CombinedOutput()
+		if err != nil {
+			return ""
+		}
+		return string(out)
+	}
+	vip := func(addr string, backends ...string) dataplane.VIP {
+		v := dataplane.VIP{Addr: netip.MustParseAddr(addr), Service: "api"}
+		for _, b := range backends {
+			v.Backends = append(v.Backends, netip.MustParseAddr(b))
+		}
+		return v
+	}
+	m := New(Config{}, nil)
+	m.SetTable(testTable())
+	// One VIP on the container's network, one on another network.
+	m.SetVIPs([]dataplane.VIP{vip("10.42.255.1", "10.42.0.2", "10.42.1.2"), vip("10.77.255.1", "10.77.0.2")})
+	m.Attach(path, "ep1", netip.MustParsePrefix("10.42.0.0/16"))
+	eventually(t, "the container's VIP table", 2*time.Second, func() bool { return strings.Contains(table(), "10.42.255.1") })
+	if got := table(); strings.Contains(got, "10.77.255.1") || !strings.Contains(got, "10.42.1.2") {
+		t.Errorf("the container's table holds another network's VIP or lacks a replica:\n%s", got)
+	}
+	if st := m.Status(); len(st) != 1 || st[0].VIPs != 1 || st[0].VIPErr != nil {
+		t.Errorf("status %+v, want one box with 1 VIP", st)
+	}
+	// A replica leaves: rewritten.
+	m.SetVIPs([]dataplane.VIP{vip("10.42.255.1", "10.42.0.2")})
+	if got := table(); strings.Contains(got, "10.42.1.2") || !strings.Contains(got, "10.42.0.2") {
+		t.Errorf("after a replica left:\n%s", got)
+	}
+	// Joining the other network brings its VIP.
+	m.SetVIPs([]dataplane.VIP{vip("10.42.255.1", "10.42.0.2"), vip("10.77.255.1", "10.77.0.2")})
+	m.Attach(path, "ep2", netip.MustParsePrefix("10.77.0.0/16"))
+	if got := table(); !strings.Contains(got, "10.77.255.1") {
+		t.Errorf("after joining 10.77.0.0/16:\n%s", got)
+	}
+	// meshnetd stops: the VIPs stay.
+	m.Close()
+	if got := table(); !strings.Contains(got, "10.42.255.1") {
+		t.Errorf("after a stop the container lost its VIPs:\n%s", got)
+	}
+	// A new meshnetd finds the container; it leaves its networks: the table goes.
+	m = New(Config{}, nil)
+	defer m.Close()
+	m.SetTable(testTable())
+	m.SetVIPs([]dataplane.VIP{vip("10.42.255.1", "10.42.0.2")})
+	m.Sync([]Sandbox{{Key: path, Endpoints: map[string]netip.Prefix{"ep1": netip.MustParsePrefix("10.42.0.0/16")}}})
+	eventually(t, "rewritten by the new daemon", 2*time.Second, func() bool {
+		got := table()
+		return strings.Contains(got, "10.42.255.1") && !strings.Contains(got, "10.77.255.1")
+	})
+	m.Detach("ep1")
+	eventually(t, "the table gone with the last network", 2*time.Second, func() bool { return table() == "" })
 }

@@ -395,6 +395,7 @@ func printStatus(w io.Writer, st control.Status, now time.Time) error {
 	fmt.Fprintf(tw, "DNS:\t%s\n", dns)
 	if c := st.DNS.Containers; c != nil {
 		fmt.Fprintf(tw, "Container DNS:\t%d containers served in their own namespace, %d waiting, %d on Docker's resolver alone\n", c.Serving, c.Waiting, len(c.Failed))
+		fmt.Fprintf(tw, "Container VIPs:\t%d containers balance service VIPs in their own namespace, %d through the host's table only\n", c.VIPClients, len(c.VIPFailed))
 	}
 	fmt.Fprintf(tw, "Docker engine:\t%s\n", engineLine(st.Engine, now))
 	printWireGuard(tw, st.Dataplane.WireGuard, now)

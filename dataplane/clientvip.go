@@ -1,0 +1,104 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// Service VIPs in a client container's own namespace ("Service VIPs" in
+// doc.go): the sandbox package holds an nftables connection into every
+// local container on a meshnet network and writes this table through it.
+//
+//	table ip meshnet-vip {
+//		set vips { type ipv4_addr; elements = { every VIP of the container's networks } }
+//		chain output { type nat hook output priority -110;
+//			ip daddr VIP counter dnat to numgen inc mod N map { 0: R0, ... }   # per VIP with replicas
+//		}
+//		chain refuse { type filter hook output priority filter;
+//			ip daddr @vips counter reject                                      # not DNATed: no replica
+//		}
+//	}
+//
+// The container's own conntrack then holds the choice and un-NATs the
+// replica's reply, wherever the reply comes from: nothing on the client's
+// host has to see the connection, which is what lets a network's bridge
+// leave the host's netfilter (docs/netns-dataplane.md). The host's table
+// (vip.go) stays for containers whose namespace meshnet has not reached.
+// The nat chain runs at -110 like the host's, before the engine's DNAT of
+// 127.0.0.11 (-100), which it never matches anyway.
+const (
+	clientVIPOut    = "output"
+	clientVIPRefuse = "refuse"
+)
+
+// VIPsEqual reports whether two VIP lists ask for the same table.
+func VIPsEqual(a, b []VIP) bool { return vipsEqual(a, b) }
+
+// WriteClientVIPs makes table ip meshnet-vip in the namespace conn is
+// bound to hold exactly vips (IPv4 only, as the host's table); an empty
+// list removes the table. The table is replaced whole in one transaction
+// (add, delete, add: the kernel applies it atomically, and a table that
+// did not exist is no error), so no connection sees half of it, and an
+// established connection keeps the replica its conntrack entry holds.
+func WriteClientVIPs(conn *nftables.Conn, vips []VIP) error {
+	vips = normalizedVIPs(vips)
+	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: vipTableName}
+	conn.AddTable(t)
+	conn.DelTable(t)
+	if len(vips) == 0 {
+		if err := conn.Flush(); err != nil {
+			return fmt.Errorf("delete nftables table ip %s in the container: %w", vipTableName, err)
+		}
+		return nil
+	}
+	conn.AddTable(t)
+	if err := addClientVIPs(conn, t, vips); err != nil {
+		// What was queued goes out with a delete after it: the container
+		// is left on the host's table rather than on half of its own.
+		conn.DelTable(t)
+		return errors.Join(err, conn.Flush())
+	}
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("write nftables table ip %s in the container (%d VIPs): %w", vipTableName, len(vips), err)
+	}
+	return nil
+}
+
+func addClientVIPs(conn *nftables.Conn, t *nftables.Table, vips []VIP) error {
+	out := conn.AddChain(&nftables.Chain{Table: t, Name: clientVIPOut, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRef(vipPrioDNAT)})
+	refuse := conn.AddChain(&nftables.Chain{Table: t, Name: clientVIPRefuse, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter})
+	set := &nftables.Set{Table: t, Name: vipSetName, KeyType: nftables.TypeIPAddr}
+	var elems []nftables.SetElement
+	for _, v := range vips {
+		elems = append(elems, nftables.SetElement{Key: v.Addr.AsSlice()})
+	}
+	if err := conn.AddSet(set, elems); err != nil {
+		return fmt.Errorf("add nftables set ip %s %s in the container: %w", vipTableName, vipSetName, err)
+	}
+	var errs []error
+	for _, v := range vips {
+		if len(v.Backends) == 0 {
+			continue
+		}
+		m, err := addReplicaMap(conn, t, v.Backends)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("add the replica map of VIP %v: %w", v.Addr, err))
+			continue
+		}
+		conn.AddRule(&nftables.Rule{Table: t, Chain: out, UserData: ruleUserData(v.comment()), Exprs: slices.Concat(
+			ipDaddrIs(v),
+			[]expr.Any{&expr.Counter{}},
+			pickReplica(m, len(v.Backends)),
+			[]expr.Any{&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1}},
+		)})
+	}
+	conn.AddRule(&nftables.Rule{Table: t, Chain: refuse, UserData: ruleUserData(vipCommentReject), Exprs: vipRejectExprs(set)})
+	return errors.Join(errs...)
+}
