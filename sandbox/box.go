@@ -27,6 +27,9 @@ type box struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
+	// after is the end of the container's previous box, if it was still
+	// closing: its teardown would otherwise remove what this box writes.
+	after <-chan struct{}
 
 	// mu guards what Attach, Sync and the lease renewal change while the
 	// box runs.
@@ -100,6 +103,13 @@ func (b *box) scopeLocked() *dns.Scope {
 // resolver again.
 func (b *box) run(ctx context.Context) {
 	defer close(b.done)
+	if b.after != nil {
+		select {
+		case <-b.after:
+		case <-ctx.Done():
+			return
+		}
+	}
 	ns, err := b.waitNetNS(ctx)
 	if err != nil {
 		b.fail(err)

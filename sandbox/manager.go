@@ -85,9 +85,13 @@ type Manager struct {
 	// those of its own networks into its container.
 	vips atomic.Pointer[[]dataplane.VIP]
 
-	mu     sync.Mutex
-	boxes  map[string]*box // by sandbox key
-	closed bool
+	mu    sync.Mutex
+	boxes map[string]*box // by sandbox key
+	// closing holds, by sandbox key, the end of a box still taking its
+	// tables away, so that a new box for the same container (detached and
+	// attached again at once) writes its own only after that.
+	closing map[string]chan struct{}
+	closed  bool
 }
 
 // SetVIPs gives the boxes the service VIPs to balance in their containers'
@@ -111,7 +115,7 @@ func New(cfg Config, log *slog.Logger) *Manager {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{cfg: cfg.withDefaults(), log: log, boxes: make(map[string]*box)}
+	m := &Manager{cfg: cfg.withDefaults(), log: log, boxes: make(map[string]*box), closing: make(map[string]chan struct{})}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.table.Store(dns.NewTable(m.cfg.Domain, nil))
 	return m
@@ -160,7 +164,9 @@ func (m *Manager) attach(key string, pid int, eps map[string]netip.Prefix) {
 	}
 	b := m.boxes[key]
 	if b == nil {
-		b = &box{m: m, key: key, born: time.Now(), eps: make(map[string]netip.Prefix), done: make(chan struct{})}
+		b = &box{m: m, key: key, born: time.Now(), eps: make(map[string]netip.Prefix), done: make(chan struct{}),
+			after: m.closing[key]}
+		delete(m.closing, key)
 		var ctx context.Context
 		ctx, b.cancel = context.WithCancel(m.ctx)
 		m.boxes[key] = b
@@ -223,6 +229,15 @@ func (m *Manager) dropEndpointLocked(b *box, ep string) bool {
 func (m *Manager) closeLocked(b *box) {
 	delete(m.boxes, b.key)
 	b.cancel()
+	m.closing[b.key] = b.done
+	go func() {
+		<-b.done
+		m.mu.Lock()
+		if m.closing[b.key] == b.done {
+			delete(m.closing, b.key)
+		}
+		m.mu.Unlock()
+	}()
 }
 
 // Sync makes the boxes match the engine's list of running containers on
