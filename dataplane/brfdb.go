@@ -92,7 +92,7 @@ func observeBrFDB(entries []netlink.Neigh, byIndex map[int]link) []brFDBEntry {
 // one bridge entry. Static, not permanent: the bridge treats a permanent
 // entry as its own address and delivers such frames to the host.
 func (d *Kernel) brFDBOp(e brFDBEntry, del bool) error {
-	l, err := d.linkByName(e.Port)
+	index, bridgePort, err := d.entryLink(e.Port)
 	if err != nil {
 		return err
 	}
@@ -101,7 +101,7 @@ func (d *Kernel) brFDBOp(e brFDBEntry, del bool) error {
 		return fmt.Errorf("bridge FDB entry on %s: %w", e.Port, err)
 	}
 	n := &netlink.Neigh{
-		LinkIndex:    l.Attrs().Index,
+		LinkIndex:    index,
 		Family:       unix.AF_BRIDGE,
 		State:        netlink.NUD_NOARP,
 		Flags:        netlink.NTF_MASTER,
@@ -115,7 +115,7 @@ func (d *Kernel) brFDBOp(e brFDBEntry, del bool) error {
 		return nil
 	}
 	if err := d.nl.NeighSet(n); err != nil {
-		if errors.Is(err, unix.EINVAL) && l.Attrs().MasterIndex == 0 {
+		if errors.Is(err, unix.EINVAL) && !bridgePort {
 			return fmt.Errorf("set bridge FDB entry %s on %s: %s is not a bridge port yet: %w", e.MAC, e.Port, e.Port, err)
 		}
 		return fmt.Errorf("set bridge FDB entry %s on %s in %s: %w", e.MAC, e.Port, e.Bridge, err)

@@ -153,6 +153,22 @@ func (d *Kernel) linkByName(name string) (netlink.Link, error) {
 	return l, nil
 }
 
+// entryLink finds the link an FDB, neighbour or proxy entry goes on: in the
+// reading of the kernel the entries were planned on (no link changes
+// between that reading and the writes), else by asking the kernel. Up to
+// three entries per remote container are written; a link lookup for each
+// made up a third of a cold Apply of 10,000 remotes.
+func (d *Kernel) entryLink(name string) (index int, bridgePort bool, err error) {
+	if l, ok := d.entryLinks[name]; ok && l.Index > 0 {
+		return l.Index, l.Master != "", nil
+	}
+	nl, err := d.linkByName(name)
+	if err != nil {
+		return 0, false, err
+	}
+	return nl.Attrs().Index, nl.Attrs().MasterIndex != 0, nil
+}
+
 // execLink carries out one link step.
 func (d *Kernel) execLink(s linkStep) error {
 	w := s.Want
@@ -405,7 +421,7 @@ func (d *Kernel) addrOp(a addrEntry, del bool) error {
 // fdbOp replaces (bridge fdb replace MAC dev VX dst VTEP self permanent) or
 // deletes one vxlan FDB entry.
 func (d *Kernel) fdbOp(e fdbEntry, del bool) error {
-	l, err := d.linkByName(e.Dev)
+	index, _, err := d.entryLink(e.Dev)
 	if err != nil {
 		return err
 	}
@@ -414,7 +430,7 @@ func (d *Kernel) fdbOp(e fdbEntry, del bool) error {
 		return fmt.Errorf("FDB entry on %s: %w", e.Dev, err)
 	}
 	n := &netlink.Neigh{
-		LinkIndex:    l.Attrs().Index,
+		LinkIndex:    index,
 		Family:       unix.AF_BRIDGE,
 		State:        netlink.NUD_PERMANENT,
 		Flags:        netlink.NTF_SELF,
@@ -438,7 +454,7 @@ func (d *Kernel) fdbOp(e fdbEntry, del bool) error {
 // neighOp replaces (ip neigh replace IP lladdr MAC dev VX nud permanent) or
 // deletes one neighbour entry.
 func (d *Kernel) neighOp(e neighEntry, del bool) error {
-	l, err := d.linkByName(e.Dev)
+	index, _, err := d.entryLink(e.Dev)
 	if err != nil {
 		return err
 	}
@@ -447,7 +463,7 @@ func (d *Kernel) neighOp(e neighEntry, del bool) error {
 		fam = netlink.FAMILY_V6
 	}
 	n := &netlink.Neigh{
-		LinkIndex: l.Attrs().Index,
+		LinkIndex: index,
 		Family:    fam,
 		State:     netlink.NUD_PERMANENT,
 		IP:        net.IP(e.IP.AsSlice()),
@@ -471,11 +487,11 @@ func (d *Kernel) neighOp(e neighEntry, del bool) error {
 
 // proxyOp adds or deletes one IPv6 neighbour proxy entry.
 func (d *Kernel) proxyOp(e proxyEntry, del bool) error {
-	l, err := d.linkByName(e.Dev)
+	index, _, err := d.entryLink(e.Dev)
 	if err != nil {
 		return err
 	}
-	n := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V6, Flags: netlink.NTF_PROXY, IP: net.IP(e.IP.AsSlice())}
+	n := &netlink.Neigh{LinkIndex: index, Family: netlink.FAMILY_V6, Flags: netlink.NTF_PROXY, IP: net.IP(e.IP.AsSlice())}
 	if del {
 		if err := d.nl.NeighDel(n); err != nil && !isGone(err) {
 			return fmt.Errorf("delete neighbour proxy %v from %s: %w", e.IP, e.Dev, err)

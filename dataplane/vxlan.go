@@ -55,8 +55,11 @@ type Kernel struct {
 	closed       bool
 	warnedLegacy bool
 	changes      []string // kernel writes done by the current Apply/Teardown
-	wg           wgHalf
-	guardFwd     bool // Options.GuardForwarding
+	// entryLinks are meshnet's links as the kernel was last read, for the
+	// FDB, neighbour and proxy writes planned on that reading (entryLink).
+	entryLinks map[string]link
+	wg         wgHalf
+	guardFwd   bool // Options.GuardForwarding
 }
 
 var _ Dataplane = (*Kernel)(nil)
@@ -194,6 +197,18 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	}
 	have, err := d.observe()
 	report(err)
+	// The reading is taken again between phases only when something was
+	// written (or failed) since: in the periodic re-sync nothing is, and
+	// three dumps of every FDB and neighbour entry were most of its time.
+	readAt, errsAt := len(d.changes), len(errs)
+	reread := func() {
+		if len(d.changes) == readAt && len(errs) == errsAt {
+			return
+		}
+		have, err = d.observe()
+		report(err)
+		readAt, errsAt = len(d.changes), len(errs)
+	}
 	for _, s := range planLinks(c.Want, have) {
 		report(d.execLink(s))
 	}
@@ -202,8 +217,9 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	}
 
 	// 2. Sysctls, addresses, FDB, neighbours, firewall: adds and replacements.
-	have, err = d.observe()
-	report(err)
+	reread()
+	d.entryLinks = have.Links
+	defer func() { d.entryLinks = nil }()
 	var ctls []sysctl
 	for _, n := range c.Networks {
 		// The gateway bridge must not configure itself from router
@@ -272,8 +288,8 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 		d.log.Debug("applied without deletes: held by the caller", "networks", len(c.Networks), "errors", len(errs))
 		return errors.Join(errs...)
 	}
-	have, err = d.observe()
-	report(err)
+	reread()
+	d.entryLinks = have.Links
 	_, delRoutes := planRoutes(c.Want, have, c.ReservedSubnets)
 	for _, r := range delRoutes {
 		report(d.routeOp(r, true))
