@@ -59,20 +59,7 @@ func TestVIP(t *testing.T) {
 
 	// The first connections wait for ARP; then round robin, exactly.
 	waitVIP(t, cns, target)
-	counts := map[string]int{}
-	for range 20 {
-		who, src, err := askWho(cns, target)
-		if err != nil {
-			t.Fatalf("connect to the VIP: %v", err)
-		}
-		if src != "10.42.0.11" {
-			t.Errorf("replica %s saw the client as %s, want its own address 10.42.0.11", who, src)
-		}
-		counts[who]++
-	}
-	if counts["r1"] != 10 || counts["r2"] != 10 {
-		t.Errorf("20 connections landed %v, want 10 on each replica", counts)
-	}
+	expectEvenSpread(t, cns, target, "10.42.0.11")
 
 	// An established connection to r2 outlives r2's removal from the VIP:
 	// its choice is in conntrack, not in the rules.
@@ -106,6 +93,27 @@ func TestVIP(t *testing.T) {
 		t.Errorf("table left after the last VIP went:\n%s", out)
 	}
 	_ = h2
+}
+
+// expectEvenSpread opens 20 connections to the VIP at target from ns: 10
+// must land on each of the replicas r1 and r2 (round robin), each seeing
+// the client's own address.
+func expectEvenSpread(t *testing.T, ns netns.NsHandle, target, client string) {
+	t.Helper()
+	counts := map[string]int{}
+	for range 20 {
+		who, src, err := askWho(ns, target)
+		if err != nil {
+			t.Fatalf("connect to the VIP: %v", err)
+		}
+		if src != client {
+			t.Errorf("replica %s saw the client as %s, want its own address %s", who, src, client)
+		}
+		counts[who]++
+	}
+	if counts["r1"] != 10 || counts["r2"] != 10 {
+		t.Errorf("20 connections landed %v, want 10 on each replica", counts)
+	}
 }
 
 // serveWho answers each line a client sends with name, after a first

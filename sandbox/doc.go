@@ -74,6 +74,8 @@
 // new meshnetd rewrites it; it goes when the container leaves its last
 // meshnet network. A box that cannot write it says so in its status, and
 // the host's own VIP table balances that container's connections.
+// `meshnetd --cleanup` does not enter containers: one still running keeps
+// its table, inert once its meshnet interface is gone, until it stops.
 //
 // # Cost
 //
