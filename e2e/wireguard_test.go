@@ -257,11 +257,24 @@ func startCapture(ctx context.Context, t *testing.T, h harness.Host, dev string)
 	t.Helper()
 	done := make(chan string, 1)
 	pidFile := "/tmp/meshnet-capture-" + dev + ".pid"
+	errFile := "/tmp/meshnet-capture-" + dev + ".err"
+	if _, err := h.Exec(ctx, "rm", "-f", errFile); err != nil {
+		t.Fatal(err)
+	}
 	go func() {
-		out, _ := h.Exec(ctx, "sh", "-c", fmt.Sprintf("echo $$ > %s; exec timeout 60 tcpdump -i %s -nn -A -l -p -U not tcp port 22 2>&1", pidFile, dev))
+		out, _ := h.Exec(ctx, "sh", "-c", fmt.Sprintf("echo $$ > %s; exec timeout 60 tcpdump -i %s -nn -A -l -p -U not tcp port 22 2>%s", pidFile, dev, errFile))
 		done <- out
 	}()
-	time.Sleep(1500 * time.Millisecond) // tcpdump attaches
+	// tcpdump says "listening on" once it captures; a fixed wait for it
+	// was once too short on a loaded machine, and the capture missed
+	// what the test sent.
+	harness.Eventually(t, 15*time.Second, func() error {
+		out, err := h.Exec(ctx, "cat", errFile)
+		if err != nil || !strings.Contains(out, "listening on") {
+			return fmt.Errorf("tcpdump on %s %s not capturing yet: %q %v", h.Name(), dev, out, err)
+		}
+		return nil
+	})
 	return func() string {
 		if _, err := h.Exec(ctx, "sh", "-c", "kill -INT $(cat "+pidFile+")"); err != nil {
 			t.Errorf("stopping tcpdump on %s: %v", h.Name(), err)
