@@ -3,11 +3,8 @@ package dataplane
 import (
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
-	"golang.org/x/sys/unix"
 )
 
 // Service VIPs in a client container's own namespace ("Service VIPs" in
@@ -74,31 +71,11 @@ func addClientVIPs(conn *nftables.Conn, t *nftables.Table, vips []VIP) error {
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRef(vipPrioDNAT)})
 	refuse := conn.AddChain(&nftables.Chain{Table: t, Name: clientVIPRefuse, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter})
-	set := &nftables.Set{Table: t, Name: vipSetName, KeyType: nftables.TypeIPAddr}
-	var elems []nftables.SetElement
-	for _, v := range vips {
-		elems = append(elems, nftables.SetElement{Key: v.Addr.AsSlice()})
-	}
-	if err := conn.AddSet(set, elems); err != nil {
-		return fmt.Errorf("add nftables set ip %s %s in the container: %w", vipTableName, vipSetName, err)
-	}
-	var errs []error
-	for _, v := range vips {
-		if len(v.Backends) == 0 {
-			continue
-		}
-		m, err := addReplicaMap(conn, t, v.Backends)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("add the replica map of VIP %v: %w", v.Addr, err))
-			continue
-		}
-		conn.AddRule(&nftables.Rule{Table: t, Chain: out, UserData: ruleUserData(v.comment()), Exprs: slices.Concat(
-			ipDaddrIs(v),
-			[]expr.Any{&expr.Counter{}},
-			pickReplica(m, len(v.Backends)),
-			[]expr.Any{&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1}},
-		)})
+	// No conntrack mark: nothing in the container SNATs.
+	set, err := addVIPRules(conn, t, out, vips, false)
+	if err != nil {
+		return fmt.Errorf("in the container: %w", err)
 	}
 	conn.AddRule(&nftables.Rule{Table: t, Chain: refuse, UserData: ruleUserData(vipCommentReject), Exprs: vipRejectExprs(set)})
-	return errors.Join(errs...)
+	return nil
 }

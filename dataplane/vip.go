@@ -267,23 +267,9 @@ func (d *Kernel) addVIPTable(t *nftables.Table, r serviceRules) error {
 	in := d.nft.AddChain(&nftables.Chain{Table: t, Name: vipInput, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter})
 
-	set := &nftables.Set{Table: t, Name: vipSetName, KeyType: nftables.TypeIPAddr}
-	var elems []nftables.SetElement
-	for _, v := range vs {
-		elems = append(elems, nftables.SetElement{Key: v.Addr.AsSlice()})
-	}
-	if err := d.nft.AddSet(set, elems); err != nil {
-		return fmt.Errorf("add nftables set ip %s %s: %w", vipTableName, vipSetName, err)
-	}
-	for _, v := range vs {
-		if len(v.Backends) == 0 {
-			continue
-		}
-		m, err := addReplicaMap(d.nft, t, v.Backends)
-		if err != nil {
-			return fmt.Errorf("add the replica map of VIP %v: %w", v.Addr, err)
-		}
-		d.nft.AddRule(&nftables.Rule{Table: t, Chain: pre, UserData: ruleUserData(v.comment()), Exprs: vipDNATExprs(v, m)})
+	set, err := addVIPRules(d.nft, t, pre, vs, true)
+	if err != nil {
+		return err
 	}
 	// Mesh ports after the VIPs: a VIP is a local address too.
 	for _, m := range r.Mesh {
@@ -319,22 +305,47 @@ func vipRejectExprs(set *nftables.Set) []expr.Any {
 	}
 }
 
-// ipDaddrIs: ip daddr VIP.
-func ipDaddrIs(v VIP) []expr.Any {
-	return []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: v.Addr.AsSlice()},
+// addVIPRules queues set vips (every VIP) and, in chain dnat, a DNAT rule
+// per VIP with replicas: the part of the table the host's (vip.go) and a
+// container's (clientvip.go) have in common. markConn sets the conntrack
+// bit the host's identity SNAT looks for.
+func addVIPRules(conn *nftables.Conn, t *nftables.Table, dnat *nftables.Chain, vips []VIP, markConn bool) (*nftables.Set, error) {
+	set := &nftables.Set{Table: t, Name: vipSetName, KeyType: nftables.TypeIPAddr}
+	var elems []nftables.SetElement
+	for _, v := range vips {
+		elems = append(elems, nftables.SetElement{Key: v.Addr.AsSlice()})
 	}
+	if err := conn.AddSet(set, elems); err != nil {
+		return nil, fmt.Errorf("add nftables set ip %s %s: %w", vipTableName, vipSetName, err)
+	}
+	for _, v := range vips {
+		if len(v.Backends) == 0 {
+			continue
+		}
+		m, err := addReplicaMap(conn, t, v.Backends)
+		if err != nil {
+			return nil, fmt.Errorf("add the replica map of VIP %v: %w", v.Addr, err)
+		}
+		conn.AddRule(&nftables.Rule{Table: t, Chain: dnat, UserData: ruleUserData(v.comment()), Exprs: vipDNATExprs(v, m, markConn)})
+	}
+	return set, nil
 }
 
-// vipDNATExprs: ip daddr VIP counter dnat to numgen inc mod N map @m.
+// vipDNATExprs: ip daddr VIP counter [ct mark set ct mark | vipCtMark]
+// dnat to numgen inc mod N map @m.
 // Round robin (inc) rather than random: every host's clients are spread
 // exactly evenly over the replicas, where random would leave a replica of
 // six about ±9 of 100 new connections off its share (one standard
 // deviation) — a spread the issue's ±5 points would catch now and then.
-func vipDNATExprs(v VIP, m *nftables.Set) []expr.Any {
-	e := append(ipDaddrIs(v), &expr.Counter{})
-	e = append(e, ctMarkOr(vipCtMark)...) // for the postrouting chain
+func vipDNATExprs(v VIP, m *nftables.Set, markConn bool) []expr.Any {
+	e := []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: v.Addr.AsSlice()},
+		&expr.Counter{},
+	}
+	if markConn {
+		e = append(e, ctMarkOr(vipCtMark)...) // for the postrouting chain
+	}
 	e = append(e, pickReplica(m, len(v.Backends))...)
 	return append(e, &expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1})
 }
