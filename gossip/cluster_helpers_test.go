@@ -213,9 +213,17 @@ func (n *testNode) kill() {
 
 func startCluster(t testing.TB, size int, blockable bool) []*testNode {
 	t.Helper()
+	return startClusterWith(t, size, blockable, func(*Config) {})
+}
+
+// startClusterWith is startCluster with each node's configuration changed
+// by adjust before it starts.
+func startClusterWith(t testing.TB, size int, blockable bool, adjust func(*Config)) []*testNode {
+	t.Helper()
 	nodes := make([]*testNode, size)
 	for i := range nodes {
 		cfg := testConfig(t, i)
+		adjust(&cfg)
 		if i > 0 {
 			cfg.Join = []string{nodes[0].addr()}
 		}
