@@ -261,6 +261,11 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 	prevBroadcast := store.setBroadcast(c.broadcastOwn)
 	c.sends.Add(1) // mergeLoop; shutdown waits for it
 	go c.mergeLoop()
+	// The store must know this run's address before a peer's push/pull
+	// can reach it (SetOwnAddress); a dynamic port is known only after.
+	if host := knownAdvertiseHost(mc); host != "" && mc.AdvertisePort != 0 {
+		store.SetOwnAddress(host, mc.AdvertisePort)
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		close(c.stop)
@@ -276,7 +281,21 @@ func New(cfg Config, store *Store) (*Cluster, error) {
 	go c.serveSightRequests()
 	local := ml.LocalNode()
 	c.localHost, c.localPort = local.Addr.String(), int(local.Port)
+	store.SetOwnAddress(c.localHost, c.localPort)
 	return c, nil
+}
+
+// knownAdvertiseHost is the address memberlist will advertise, when the
+// configuration names it: the advertise address, else a bind address that
+// is not a wildcard. Empty when memberlist must choose.
+func knownAdvertiseHost(mc *memberlist.Config) string {
+	if mc.AdvertiseAddr != "" {
+		return mc.AdvertiseAddr
+	}
+	if ip := net.ParseIP(mc.BindAddr); ip != nil && !ip.IsUnspecified() {
+		return mc.BindAddr
+	}
+	return ""
 }
 
 // Store returns the replicated store.

@@ -73,6 +73,7 @@ type trust struct {
 	heardAt time.Time           // the first full state merged from a peer (HeardState)
 	earlier map[string]bool     // node keys of earlier runs of this node (base64)
 	goneAt  map[string]bool     // addr:port where peers saw this node's name dead or left (noteEarlierRun)
+	ownAddr string              // this run's gossip addr:port, known before its node record (SetOwnAddress)
 	retired map[retiredKey]bool // keys a name's pin moved away from
 }
 
@@ -235,22 +236,37 @@ func (s *Store) earlierRunLocked(r Record) bool {
 		return false
 	}
 	theirs, _ := DecodeNode(r) // checkValue parsed it
-	cur, ok := s.records[Key{Kind: KindNode, Owner: s.cfg.Self}]
-	if !ok || cur.Deleted {
+	theirAddr := net.JoinHostPort(theirs.Addr, strconv.Itoa(theirs.GossipPort))
+	// This run's address: its node record's, or before that is written
+	// the one the Cluster listens on (a peer's push/pull can arrive in
+	// between, and once the peer has this run's node record it drops the
+	// earlier run's: that first merge is the only chance to tell).
+	mine := t.ownAddr
+	if cur, ok := s.records[Key{Kind: KindNode, Owner: s.cfg.Self}]; ok && !cur.Deleted {
+		if info, err := DecodeNode(cur); err == nil {
+			mine = net.JoinHostPort(info.Addr, strconv.Itoa(info.GossipPort))
+		}
+	}
+	if mine == "" {
 		return false
 	}
-	mine, err := DecodeNode(cur)
-	if err != nil {
-		return false
-	}
-	sameAddr := theirs.Addr == mine.Addr && theirs.GossipPort == mine.GossipPort
-	if !sameAddr && !t.goneAt[net.JoinHostPort(theirs.Addr, strconv.Itoa(theirs.GossipPort))] || len(t.earlier) >= maxRejectKeys {
+	if theirAddr != mine && !t.goneAt[theirAddr] || len(t.earlier) >= maxRejectKeys {
 		return false
 	}
 	t.earlier[key] = true
 	s.cfg.Log.Info("this node's name was used by an earlier run of this host with another node key (its state folder was wiped or its node.key lost)",
 		"node_key", key, "earlier_key", theirs.NodeKey, "started", theirs.Started.Format(time.RFC3339), "adopts_its_records", s.adoptingLocked())
 	return true
+}
+
+// SetOwnAddress tells the store the address and gossip port this run
+// listens on, before its node record says so (the Cluster calls it before
+// memberlist starts listening): a record of an earlier run at that address
+// can then be recognised in the first merge (earlierRunLocked).
+func (s *Store) SetOwnAddress(addr string, port int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.trust.ownAddr = net.JoinHostPort(addr, strconv.Itoa(port))
 }
 
 // noteEarlierRun records that a peer saw this node's name dead or left at

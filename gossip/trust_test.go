@@ -376,8 +376,20 @@ func TestRemovedNameTakenByNewKey(t *testing.T) {
 // with its new key, so nothing it held is lost or held twice; no conflict,
 // no refusal on either side. A record hidden by a removal stays hidden.
 func TestWipedStateRejoinsWithNewKey(t *testing.T) {
-	for _, beforeDeath := range []bool{false, true} {
-		t.Run(map[bool]string{false: "after death", true: "before death"}[beforeDeath], func(t *testing.T) {
+	for _, tc := range []struct {
+		name                     string
+		beforeDeath, mergedFirst bool
+	}{
+		{"after death", false, false},
+		{"before death", true, false},
+		// The peer's push/pull reaches the new run once it listens, before
+		// it has written its node record: the earlier run is known by the
+		// address alone, and that merge is the only one to carry the old
+		// node record (the peer replaces it once it has the new one).
+		{"before death, merged before its node record", true, true},
+	} {
+		beforeDeath := tc.beforeDeath
+		t.Run(tc.name, func(t *testing.T) {
 			clock := newFakeClock()
 			x := newSignedStore(t, "x", newNodeKey(t), clock)
 			c := newSignedStore(t, "c", newNodeKey(t), clock)
@@ -395,6 +407,11 @@ func TestWipedStateRejoinsWithNewKey(t *testing.T) {
 			// new node key from the same address.
 			clock.Advance(time.Minute)
 			wiped := newSignedStore(t, "x", newNodeKey(t), clock)
+			wiped.SetOwnAddress("198.18.0.3", 7946)
+			if tc.mergedFirst {
+				wiped.SetMember(Member{Name: "c", Addr: "198.18.0.9", State: StateAlive})
+				mustMerge(t, wiped.Store, c.All())
+			}
 			wiped.announce(t, "198.18.0.3", clock.Now())
 			wiped.SetMember(Member{Name: "c", Addr: "198.18.0.9", State: StateAlive})
 			if beforeDeath {
