@@ -283,7 +283,7 @@ func (d *Daemon) meshProblems(snap *gossip.Snapshot) []string {
 	out = append(out, d.labelErrs.list()...)
 	if len(t.ports) > 0 {
 		if v, err := readSysctl("net/ipv4/conf/all/rp_filter"); err == nil && v != "0" {
-			out = append(out, fmt.Sprintf("routing mesh: net.ipv4.conf.all.rp_filter is %s: replies of connections entering at this host to replicas on other hosts are dropped (set it to 0; each interface's own rp_filter still applies)", v))
+			out = append(out, fmt.Sprintf("routing mesh: net.ipv4.conf.all.rp_filter is %s: what other hosts send this host's replicas over mnprobe, and the replies to connections entering here, are dropped (set it to 0; each interface's own rp_filter still applies)", v))
 		}
 	}
 	return out

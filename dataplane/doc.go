@@ -332,28 +332,39 @@
 //     plus the port DNATs to a replica from a numgen inc map, with the
 //     target port, and sets the VIP's conntrack bit, so the identity SNAT
 //     keeps the client's address (and table inet meshnet's hairpin
-//     masquerade stays out). iptables FORWARD accepts the connection towards
-//     each replica in Docker's published-port form, after DOCKER-USER, so
-//     an operator's drop there still wins.
+//     masquerade stays out), and the mesh bit. A replica on E itself is
+//     reached through the bridge. For a replica R on another host H, chain
+//     meshroute (prerouting, after the DNAT) gives the connection's packets
+//     the mark of H's mesh index (MeshIndex: the low 16 bits of H's IPv4
+//     underlay address) from a map of remote replicas, and an ip rule per
+//     peer (fwmark index/0xffff, priority 1000) sends them to a table
+//     whose default route goes to H through the probe device, mnprobe: a
+//     host-to-host VXLAN link on VNI 1 whose FDB already holds every
+//     peer's probe MAC; a permanent neighbour entry maps H's underlay
+//     address to that MAC. iptables FORWARD accepts the connection towards
+//     each replica (out of the bridge or out of mnprobe) in Docker's
+//     published-port form, after DOCKER-USER, so an operator's drop there
+//     still wins.
 //   - No SNAT means the replica R answers the client's own address, through
 //     its own host H, which never saw the DNAT. So H must send R's replies
-//     back to E. H recognises such a connection by its first packet: it
-//     arrives bridged from the overlay with a source outside the subnet
-//     and E's bridge MAC as its source MAC (bridge MACs are per host and
-//     network, bridgeMAC), and chain meshmark (prerouting, mangle) stores
-//     E's mesh index (MeshIndex: the low 16 bits of E's IPv4 underlay
-//     address) in its conntrack mark. R's replies are routed (R sends them
-//     to its gateway); the same chain copies the index into their packet
-//     mark, and an ip rule per peer (fwmark index/0xffff, priority 1000)
-//     sends them to a table whose default route goes to E through the
-//     probe device, mnprobe: a host-to-host VXLAN link on VNI 1 whose FDB
-//     already holds every peer's probe MAC; a permanent neighbour entry
-//     maps E's underlay address to that MAC. Chain meshout clears the
+//     back to E. H recognises such a connection by where it arrives: on
+//     mnprobe, from E's probe MAC, and chain meshmark (prerouting, mangle)
+//     stores E's index in its conntrack mark (not for a connection H
+//     DNATed itself, whose replies also come back on mnprobe). H routes the
+//     packet to R's bridge like any other (FORWARD: the same accept towards
+//     the replica). R's replies are routed (R sends them to its gateway);
+//     the same chain copies the index into their packet mark, and E's
+//     table on H sends them back through mnprobe. Chain meshout clears the
 //     index from the mark before encapsulation: the VXLAN driver routes the
 //     outer packet with the inner one's mark and would send it back into
 //     the device. E receives the reply on mnprobe, its conntrack un-NATs it
 //     (iptables FORWARD accepts established traffic from mnprobe), and it
 //     reaches the client from the address it connected to.
+//   - Mesh connections used to cross the overlay, bridged from E into the
+//     network, and H recognised them by E's bridge MAC: that needs H's
+//     host to see the network's bridged frames, which a bridge in a
+//     namespace of its own (docs/netns-dataplane.md) takes away. Over
+//     mnprobe the mesh needs nothing of the bridge but a route to it.
 //   - One client cannot keep its address: one on the replica's own host H
 //     (a process, or a container masqueraded to H's address) connecting
 //     through another host E. The replica's reply is addressed to a local
@@ -361,9 +372,10 @@
 //     it would be delivered on H itself and reset by the client. E SNATs
 //     such connections (source H, replica on H: meshHairpin) to its own
 //     underlay address, and the replica sees E.
-//   - The return path's rules, tables and neighbour entries belong to the
-//     probe (probe.go, SetReturnPath), which owns the device; they exist
-//     while the daemon publishes a mesh port and go with it.
+//   - The mesh's rules, tables and neighbour entries on mnprobe belong to
+//     the probe (probe.go, SetReturnPath), which owns the device; they exist
+//     while the daemon publishes a mesh port and go with it. Both
+//     directions use them: E's packets towards H, H's replies towards E.
 //
 // Why so: the alternatives each lose something users asked for. SNAT to
 // the entry host (Swarm's ingress) hides the client's address; direct
@@ -376,7 +388,10 @@
 // net.ipv4.conf.all.rp_filter (the kernel drops whatever arrives on a
 // device without an IPv4 address when the check is on; meshctl status says
 // so); two hosts whose underlay addresses share their low 16 bits cannot
-// both be entry hosts for replicas on the other (reported). wireguard
+// both be entry hosts for replicas on the other (reported). mnprobe's MTU
+// is a vxlan network's (the underlay's less VXLAN's overhead), so mesh
+// connections between hosts carry the same segments as the overlay's.
+// wireguard
 // networks are not published: WireGuard accepts a packet from a peer only
 // from that peer's AllowedIPs, and a client's address is not among them.
 // A host's own processes reaching the port through a local address are not

@@ -519,17 +519,27 @@ func (d *Kernel) underlayMTU(u UnderlayInfo) int {
 		}
 		d.log.Warn("underlay interface not found, detecting MTU from the underlay address", "interface", u.Interface)
 	}
-	if u.Addr.IsValid() {
-		addrs, err := d.nl.AddrList(nil, netlink.FAMILY_ALL)
-		if err == nil {
-			for _, a := range addrs {
-				if ipToAddr(a.IP) == u.Addr {
-					if l, err := d.nl.LinkByIndex(a.LinkIndex); err == nil {
-						return l.Attrs().MTU
-					}
-				}
+	if mtu := addrLinkMTU(d.nl, u.Addr); mtu > 0 {
+		return mtu
+	}
+	return 1500
+}
+
+// addrLinkMTU is the MTU of the link holding address a (0: none does).
+func addrLinkMTU(h *netlink.Handle, a netip.Addr) int {
+	if !a.IsValid() {
+		return 0
+	}
+	addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return 0
+	}
+	for _, x := range addrs {
+		if ipToAddr(x.IP) == a {
+			if l, err := h.LinkByIndex(x.LinkIndex); err == nil {
+				return l.Attrs().MTU
 			}
 		}
 	}
-	return 1500
+	return 0
 }

@@ -19,27 +19,35 @@ import (
 
 // The routing mesh (doc.go, "Routing mesh"): a service's port published on
 // every host, balanced over its replicas anywhere, the client's address
-// kept. Four parts, each on the host that needs it:
+// kept. Host to host, mesh connections travel over the probe device
+// (mnprobe: a VXLAN link between hosts, VNI 1), not through the networks'
+// bridges: a replica's host then needs to see nothing of a network's
+// bridged frames to take part, which is what lets a network's bridge move
+// into a namespace of its own (docs/netns-dataplane.md). Four parts, each
+// on the host that needs it:
 //
 //   - the entry host E (any host with the network): in table ip
 //     meshnet-vip's prerouting chain, after the VIPs, a connection to a
 //     local address on the published port is DNATed to a replica (numgen
-//     inc, as for VIPs) and its conntrack entry gets vipCtMark, so the
-//     identity SNAT keeps the client's address; iptables FORWARD accepts it
-//     towards the replica (Docker's form) and accepts the replies that come
-//     back through the probe device (meshRules); a client on the replica's
-//     own host is SNATed to E (meshHairpin);
-//   - the replica's host H: the DNATed packet arrives bridged from the
-//     overlay with E's bridge MAC as its source and a source address outside
-//     the subnet; chain meshmark stores E's mesh index (MeshIndex) in the
+//     inc, as for VIPs) and its conntrack entry gets vipCtMark (so the
+//     identity SNAT keeps the client's address) and meshCtMark; chain
+//     meshroute, after the DNAT, gives the packets of such a connection to
+//     a replica on another host H the mark of H's index, and H's table
+//     (owned by the probe, below) routes them to H through mnprobe;
+//     iptables FORWARD accepts them out of mnprobe (or out of the bridge
+//     for a local replica) in Docker's form, and accepts the replies that
+//     come back through mnprobe (meshRules); a client on the replica's own
+//     host is SNATed to E (meshHairpin);
+//   - the replica's host H: the packet arrives on mnprobe from E's probe
+//     MAC; chain meshmark stores E's mesh index (MeshIndex) in the
 //     connection's conntrack mark, and copies it to the packet mark of the
 //     replica's replies, which are routed (the replica sends them to its
 //     gateway);
-//   - H's return path (probe.go, owned by the probe, which owns the device):
-//     per peer E an ip rule fwmark index/0xffff lookup a table of E's whose
-//     default route goes to E through the probe device (mnprobe: host to
-//     host over VXLAN, E's probe MAC in its FDB). E un-NATs the reply and
-//     routes it to the client.
+//   - the tables (probe.go, owned by the probe, which owns the device): per
+//     peer P an ip rule fwmark index/0xffff lookup a table of P's whose
+//     default route goes to P through mnprobe (P's probe MAC in its FDB).
+//     E's packets towards H and H's replies towards E take the same kind
+//     of table; E un-NATs the reply and routes it to the client.
 
 // MeshPort is one service port published on every host.
 type MeshPort struct {
@@ -167,6 +175,15 @@ const (
 	// after conntrack) that marks replica-side connections.
 	meshMarkChain = "meshmark"
 	meshPrioMark  = -150
+	// meshRouteChain (prerouting, filter, after the DNAT at -110) gives an
+	// entry host's mesh packets to a remote replica the mark that routes
+	// them to the replica's host.
+	meshRouteChain = "meshroute"
+	meshPrioRoute  = -90
+	// meshCtMark marks a connection DNATed by a mesh port (bit 26 of the
+	// conntrack mark): a VIP's connection, bridged, must not be routed
+	// over the probe device.
+	meshCtMark = 1 << 26
 	// meshOutChain (postrouting, filter) clears the index from replies
 	// leaving through the probe device: the VXLAN driver routes the outer
 	// packet with the inner one's mark, which would send it back into the
@@ -195,19 +212,29 @@ func (h meshHairpin) comment() string {
 	return fmt.Sprintf("%s mesh snat from %v to its own replicas %s", commentPrefix, h.Member, strings.Join(bs, ","))
 }
 
+// remoteHosts maps the address of every remote endpoint of nets to the
+// underlay address (VTEP) of the host it runs on, IPv4 hosts other than
+// self only (the probe device, which carries mesh traffic, is IPv4).
+func remoteHosts(nets []Network, self netip.Addr) map[netip.Addr]netip.Addr {
+	where := map[netip.Addr]netip.Addr{}
+	for _, n := range nets {
+		for _, r := range n.Remotes {
+			if v := r.VTEP.Unmap(); v.Is4() && v != self.Unmap() {
+				where[r.Addr] = v
+			}
+		}
+	}
+	return where
+}
+
 // meshHairpins groups the mesh ports' remote backends by the member that
 // holds them (from the networks' remote endpoints).
 func meshHairpins(nets []Network, ports []MeshPort, self netip.Addr) []meshHairpin {
-	where := map[netip.Addr]netip.Addr{} // container address -> its host's VTEP
-	for _, n := range nets {
-		for _, r := range n.Remotes {
-			where[r.Addr] = r.VTEP.Unmap()
-		}
-	}
+	where := remoteHosts(nets, self)
 	by := map[netip.Addr][]netip.Addr{}
 	for _, m := range ports {
 		for _, b := range m.Backends {
-			if v, ok := where[b]; ok && v.Is4() && v != self.Unmap() {
+			if v, ok := where[b]; ok {
 				by[v] = append(by[v], b)
 			}
 		}
@@ -219,6 +246,38 @@ func meshHairpins(nets []Network, ports []MeshPort, self netip.Addr) []meshHairp
 	}
 	slices.SortFunc(out, func(a, b meshHairpin) int { return a.Member.Compare(b.Member) })
 	return out
+}
+
+// meshForward is one remote replica an entry host routes mesh packets to,
+// and the index of its host (the mark that selects the host's table).
+type meshForward struct {
+	Backend netip.Addr
+	Index   uint32
+}
+
+// meshForwards lists the mesh ports' remote backends with their hosts'
+// indexes, sorted by backend.
+func meshForwards(nets []Network, ports []MeshPort, self netip.Addr) []meshForward {
+	where := remoteHosts(nets, self)
+	var out []meshForward
+	for _, m := range ports {
+		for _, b := range m.Backends {
+			if v, ok := where[b]; ok {
+				out = append(out, meshForward{Backend: b, Index: MeshIndex(v)})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b meshForward) int { return a.Backend.Compare(b.Backend) })
+	return slices.CompactFunc(out, func(a, b meshForward) bool { return a.Backend == b.Backend })
+}
+
+// meshRouteComment names chain meshroute's rule; it carries the whole map.
+func meshRouteComment(fs []meshForward) string {
+	es := make([]string, len(fs))
+	for i, f := range fs {
+		es[i] = fmt.Sprintf("%v=%d", f.Backend, f.Index)
+	}
+	return fmt.Sprintf("%s mesh route %s via %s", commentPrefix, strings.Join(es, ","), ProbeDevice)
 }
 
 // addMeshHairpins queues, in the postrouting chain before the identity
@@ -247,14 +306,14 @@ func (d *Kernel) addMeshHairpins(t *nftables.Table, post *nftables.Chain, hs []m
 	return nil
 }
 
-// meshMarkSpec is what chain meshmark needs on a replica's host: per
-// network with mesh ports and local replicas, the bridge MACs other hosts
-// send from on it, and their indexes.
+// meshMarkSpec is what chain meshmark needs on a replica's host: the
+// probe MACs other hosts send mesh connections from, and their indexes.
+// No entries: this host has no local replica of a mesh port.
 type meshMarkSpec struct {
-	VNI     uint32
-	Subnet  netip.Prefix
-	Entries map[string]uint32 // bridge MAC of another host -> its MeshIndex
+	Entries map[string]uint32 // probe MAC of another host -> its MeshIndex
 }
+
+func (m meshMarkSpec) empty() bool { return len(m.Entries) == 0 }
 
 func (m meshMarkSpec) comment() string {
 	var es []string
@@ -262,7 +321,7 @@ func (m meshMarkSpec) comment() string {
 		es = append(es, fmt.Sprintf("%s=%d", mac, idx))
 	}
 	slices.Sort(es)
-	return fmt.Sprintf("%s mesh mark %s from %s", commentPrefix, BridgeName(m.VNI), strings.Join(es, ","))
+	return fmt.Sprintf("%s mesh mark from %s %s", commentPrefix, ProbeDevice, strings.Join(es, ","))
 }
 
 const (
@@ -270,36 +329,34 @@ const (
 	meshCommentClear   = commentPrefix + " mesh clear mark before encapsulation"
 )
 
-// meshMarks computes the specs from the networks, the mesh ports and the
-// members (self excluded).
-func meshMarks(nets []Network, ports []MeshPort, self netip.Addr, members []netip.Addr) []meshMarkSpec {
+// meshMarks computes the spec from the networks, the mesh ports and the
+// members (self and IPv6 hosts excluded).
+func meshMarks(nets []Network, ports []MeshPort, self netip.Addr, members []netip.Addr) meshMarkSpec {
 	used := map[uint32]bool{}
 	for _, m := range ports {
 		used[m.VNI] = true
 	}
-	var out []meshMarkSpec
+	replicas := false
 	for _, n := range nets {
-		if !used[n.VNI] || n.wireguard() || len(n.Locals) == 0 || !n.Subnet.Addr().Is4() {
-			continue
-		}
-		s := meshMarkSpec{VNI: n.VNI, Subnet: n.Subnet.Masked(), Entries: map[string]uint32{}}
-		for _, a := range members {
-			if a.Unmap() == self.Unmap() {
-				continue
-			}
-			s.Entries[bridgeMAC(a.Unmap(), n.VNI).String()] = MeshIndex(a)
-		}
-		if len(s.Entries) > 0 {
-			out = append(out, s)
+		if used[n.VNI] && !n.wireguard() && len(n.Locals) > 0 && n.Subnet.Addr().Is4() {
+			replicas = true
 		}
 	}
-	slices.SortFunc(out, func(a, b meshMarkSpec) int { return cmp.Compare(a.VNI, b.VNI) })
-	return out
+	s := meshMarkSpec{Entries: map[string]uint32{}}
+	if !replicas {
+		return s
+	}
+	for _, a := range members {
+		if a = a.Unmap(); a != self.Unmap() && a.Is4() {
+			s.Entries[ProbeMAC(a).String()] = MeshIndex(a)
+		}
+	}
+	return s
 }
 
 // addMeshDNAT queues the DNAT rule of m into the prerouting chain:
-// fib daddr type local, PROTO dport PORT, ct mark |= vipCtMark, dnat to
-// numgen inc mod N map { i: Ri } : TARGET.
+// fib daddr type local, PROTO dport PORT, ct mark |= vipCtMark|meshCtMark,
+// dnat to numgen inc mod N map { i: Ri } : TARGET.
 func (d *Kernel) addMeshDNAT(t *nftables.Table, pre *nftables.Chain, m MeshPort) error {
 	mp, err := addReplicaMap(d.nft, t, m.Backends)
 	if err != nil {
@@ -311,7 +368,7 @@ func (d *Kernel) addMeshDNAT(t *nftables.Table, pre *nftables.Chain, m MeshPort)
 	}
 	e = append(e, l4Dport(m.Proto, m.HostPort)...)
 	e = append(e, &expr.Counter{})
-	e = append(e, ctMarkOr(vipCtMark)...)
+	e = append(e, ctMarkOr(vipCtMark|meshCtMark)...)
 	e = append(e, pickReplica(mp, len(m.Backends))...)
 	e = append(e,
 		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(m.TargetPort)},
@@ -321,54 +378,86 @@ func (d *Kernel) addMeshDNAT(t *nftables.Table, pre *nftables.Chain, m MeshPort)
 	return nil
 }
 
-// addMeshMarks queues chain meshmark: per spec, iifname BR ip saddr !=
-// SUBNET ct mark set ether saddr map { MAC: index }; then iifname "mnbr*"
-// ct mark & 0xffff != 0 meta mark set ct mark & 0xffff (the replica's
-// replies, routed by the return path's rules).
-func (d *Kernel) addMeshMarks(t *nftables.Table, specs []meshMarkSpec) error {
+// addMeshMarks queues chain meshmark: iifname mnprobe ct mark & vipCtMark
+// == 0 ct mark set ether saddr map { PROBE-MAC: index } (a connection
+// another host sends here; one this host DNATed, whose replies come back
+// on mnprobe, is left alone); then iifname "mnbr*" ct mark & 0xffff != 0
+// meta mark set ct mark & 0xffff (the replica's replies, routed by the
+// tables' rules).
+func (d *Kernel) addMeshMarks(t *nftables.Table, spec meshMarkSpec) error {
 	ch := d.nft.AddChain(&nftables.Chain{Table: t, Name: meshMarkChain, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(meshPrioMark)})
-	for _, s := range specs {
-		mp := &nftables.Set{Table: t, Anonymous: true, Constant: true, IsMap: true,
-			KeyType: nftables.TypeEtherAddr, DataType: nftables.TypeMark}
-		var me []nftables.SetElement
-		for mac, idx := range s.Entries {
-			hw, err := net.ParseMAC(mac)
-			if err != nil {
-				return fmt.Errorf("mesh mark map of %s: %w", BridgeName(s.VNI), err)
-			}
-			me = append(me, nftables.SetElement{Key: hw, Val: binaryutil.NativeEndian.PutUint32(idx)})
+	mp := &nftables.Set{Table: t, Anonymous: true, Constant: true, IsMap: true,
+		KeyType: nftables.TypeEtherAddr, DataType: nftables.TypeMark}
+	var me []nftables.SetElement
+	for mac, idx := range spec.Entries {
+		hw, err := net.ParseMAC(mac)
+		if err != nil {
+			return fmt.Errorf("mesh mark map: %w", err)
 		}
-		if err := d.nft.AddSet(mp, me); err != nil {
-			return fmt.Errorf("add the mesh mark map of %s: %w", BridgeName(s.VNI), err)
-		}
-		e := metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnameExact(BridgeName(s.VNI)))
-		// ip saddr != SUBNET, as nft writes it in an ip table (no meta
-		// nfproto: nft cannot list that before a link-layer match).
-		src := addrNotIn(s.Subnet, false)[2:]
-		e = append(e, src...)
-		e = append(e,
-			// meta iiftype ether: what nft itself puts before a link-layer
-			// match outside the bridge family (it cannot list one without).
-			&expr.Meta{Key: expr.MetaKeyIIFTYPE, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint16(unix.ARPHRD_ETHER)},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6}, // ether saddr
-			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: mp.Name, SetID: mp.ID},
-			&expr.Counter{},
-			&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
-		)
-		d.nft.AddRule(&nftables.Rule{Table: t, Chain: ch, UserData: ruleUserData(s.comment()), Exprs: e})
+		me = append(me, nftables.SetElement{Key: hw, Val: binaryutil.NativeEndian.PutUint32(idx)})
 	}
-	e := metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnamePrefix(BridgePrefix))
+	if err := d.nft.AddSet(mp, me); err != nil {
+		return fmt.Errorf("add the mesh mark map: %w", err)
+	}
+	e := metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnameExact(ProbeDevice))
+	e = append(e,
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(vipCtMark), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)},
+		// meta iiftype ether: what nft itself puts before a link-layer
+		// match outside the bridge family (it cannot list one without).
+		&expr.Meta{Key: expr.MetaKeyIIFTYPE, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint16(unix.ARPHRD_ETHER)},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6}, // ether saddr
+		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: mp.Name, SetID: mp.ID},
+		&expr.Counter{},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
+	)
+	d.nft.AddRule(&nftables.Rule{Table: t, Chain: ch, UserData: ruleUserData(spec.comment()), Exprs: e})
+	e = metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnamePrefix(BridgePrefix))
 	e = append(e, ctMarkHas(meshIndexMask)...)
 	e = append(e,
 		&expr.Counter{},
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
 	)
 	d.nft.AddRule(&nftables.Rule{Table: t, Chain: ch, UserData: ruleUserData(meshCommentRestore), Exprs: e})
+	return nil
+}
+
+// addMeshRoute queues chain meshroute: ct mark & meshCtMark != 0 meta mark
+// set ip daddr map { REPLICA: index } (the packets of a mesh connection
+// this host DNATed to a replica on another host; a reply's daddr is the
+// client, in no map).
+func (d *Kernel) addMeshRoute(t *nftables.Table, fs []meshForward) error {
+	ch := d.nft.AddChain(&nftables.Chain{Table: t, Name: meshRouteChain, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(meshPrioRoute)})
+	mp := &nftables.Set{Table: t, Anonymous: true, Constant: true, IsMap: true,
+		KeyType: nftables.TypeIPAddr, DataType: nftables.TypeMark}
+	var me []nftables.SetElement
+	for _, f := range fs {
+		me = append(me, nftables.SetElement{Key: f.Backend.AsSlice(), Val: binaryutil.NativeEndian.PutUint32(f.Index)})
+	}
+	if err := d.nft.AddSet(mp, me); err != nil {
+		return fmt.Errorf("add the mesh route map: %w", err)
+	}
+	e := append(ctMarkHas(meshCtMark),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}, // ip daddr
+		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: mp.Name, SetID: mp.ID},
+		&expr.Counter{},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+	)
+	d.nft.AddRule(&nftables.Rule{Table: t, Chain: ch, UserData: ruleUserData(meshRouteComment(fs)), Exprs: e})
+	return nil
+}
+
+// addMeshOut queues chain meshout, which clears the index from packets
+// leaving through the probe device (see meshOutChain).
+func (d *Kernel) addMeshOut(t *nftables.Table) {
 	out := d.nft.AddChain(&nftables.Chain{Table: t, Name: meshOutChain, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityRef(nftables.ChainPriority(300))})
-	e = metaIfname(expr.MetaKeyOIFNAME, expr.CmpOpEq, ifnameExact(ProbeDevice))
+	e := metaIfname(expr.MetaKeyOIFNAME, expr.CmpOpEq, ifnameExact(ProbeDevice))
 	e = append(e,
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
@@ -377,25 +466,32 @@ func (d *Kernel) addMeshMarks(t *nftables.Table, specs []meshMarkSpec) error {
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
 	)
 	d.nft.AddRule(&nftables.Rule{Table: t, Chain: out, UserData: ruleUserData(meshCommentClear), Exprs: e})
-	return nil
 }
 
-// meshRules are the iptables FORWARD accepts the entry host needs: towards
-// each replica on the published target port (Docker's form for published
-// ports), and the replies that come back through the probe device.
+// meshRules are the iptables FORWARD accepts the routing mesh needs:
+// towards each replica on the published target port, in Docker's form for
+// published ports, out of the network's bridge (a replica on this host, or
+// one whose host is not known yet; on a replica's host this also accepts
+// what entry hosts send through the probe device) or out of the probe
+// device (a replica on another host); and the replies that come back
+// through the probe device.
 func meshRules(f firewallSpec, view firewallView) []ruleSpec {
 	chain, ok := view.acceptChain[nftables.TableFamilyIPv4]
 	if !ok || len(f.MeshPorts) == 0 {
 		return nil
 	}
+	remote := remoteHosts(f.Nets, f.Self)
 	var rules []ruleSpec
 	for _, m := range f.MeshPorts {
-		br := BridgeName(m.VNI)
 		for _, b := range m.Backends {
+			out := BridgeName(m.VNI)
+			if _, ok := remote[b]; ok {
+				out = ProbeDevice
+			}
 			pm := PortMapping{Proto: m.Proto, ContainerPort: m.TargetPort}
 			rules = append(rules, ruleSpec{Family: nftables.TableFamilyIPv4, Table: iptFilterTable, Chain: chain,
-				Comment: fmt.Sprintf("%s accept %s mesh %s %v:%d", commentPrefix, br, m.Proto, b, m.TargetPort),
-				Exprs:   acceptPublishedExprs(br, b, pm)})
+				Comment: fmt.Sprintf("%s accept %s mesh %s %v:%d", commentPrefix, out, m.Proto, b, m.TargetPort),
+				Exprs:   acceptPublishedExprs(out, b, pm)})
 		}
 	}
 	rules = append(rules, ruleSpec{Family: nftables.TableFamilyIPv4, Table: iptFilterTable, Chain: chain,

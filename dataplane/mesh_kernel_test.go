@@ -85,6 +85,16 @@ func TestRoutingMesh(t *testing.T) {
 		}
 		probes[ns] = p
 	}
+	// The device carries mesh connections: a vxlan network's MTU.
+	for i, h := range []*netlink.Handle{h1, h2} {
+		l, err := h.LinkByName(ProbeDevice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := addrLinkMTU(h, members[i]) - VXLANOverhead; l.Attrs().MTU != want || want < minProbeMTU {
+			t.Errorf("host %d: %s has MTU %d, want the underlay's less VXLAN's overhead, %d", i+1, ProbeDevice, l.Attrs().MTU, want)
+		}
+	}
 	if out := mustRunIn(t, h2ns, "ip", "rule", "show"); !strings.Contains(out, "fwmark 0x1/0xffff lookup") {
 		t.Errorf("host 2 has no return rule for host 1:\n%s", out)
 	}
@@ -123,6 +133,16 @@ func TestRoutingMesh(t *testing.T) {
 			t.Errorf("10 connections entering at %s landed %v, want 5 on each replica", entry.name, counts)
 		}
 		t.Logf("entering at %s: %v, client address kept", entry.name, counts)
+	}
+	// Host to host, the connections went over the probe device, not the
+	// overlay: each host routed its remote replica's share there
+	// (meshroute) and marked the other's as it arrived (meshmark).
+	for i, ns := range []netns.NsHandle{h1ns, h2ns} {
+		for _, comment := range []string{commentPrefix + " mesh route", commentPrefix + " mesh mark from " + ProbeDevice} {
+			if n := ruleCounter(t, ns, "ip "+vipTableName, comment); n < 5 {
+				t.Errorf("host %d: the %q rule counted %d packets, want at least one per connection (5)", i+1, comment, n)
+			}
+		}
 	}
 
 	// A client on a replica's own host (host 2's own address) entering at

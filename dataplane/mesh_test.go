@@ -53,31 +53,51 @@ func TestNormalizedMeshPorts(t *testing.T) {
 	}
 }
 
-// The replica side marks per network with local endpoints and mesh ports:
-// every other member's bridge MAC on that network, with its index.
+// The replica side marks what arrives from every other IPv4 member's probe
+// MAC, once any network with a mesh port has a local replica.
 func TestMeshMarks(t *testing.T) {
-	self, h2, h3 := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.3")
+	self, h2, h3, h6 := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("2001:db8::4")
 	local := LocalEndpoint{ID: "e1", Addr: netip.MustParsePrefix("10.42.0.5/24")}
 	nets := []Network{
 		{VNI: 42, Subnet: netip.MustParsePrefix("10.42.0.0/24"), Locals: []LocalEndpoint{local}},
 		{VNI: 43, Subnet: netip.MustParsePrefix("10.43.0.0/24")},                                 // no local replica
 		{VNI: 45, Subnet: netip.MustParsePrefix("10.45.0.0/24"), Locals: []LocalEndpoint{local}}, // no mesh port
 	}
-	ports := []MeshPort{{VNI: 42}, {VNI: 43}}
-	got := meshMarks(nets, ports, self, []netip.Addr{self, h2, h3})
-	if len(got) != 1 || got[0].VNI != 42 || len(got[0].Entries) != 2 {
-		t.Fatalf("marks %+v: want network 42 with two entry hosts", got)
+	members := []netip.Addr{self, h2, h3, h6}
+	got := meshMarks(nets, []MeshPort{{VNI: 42}, {VNI: 43}}, self, members)
+	if len(got.Entries) != 2 || got.Entries[ProbeMAC(h2).String()] != 2 || got.Entries[ProbeMAC(h3).String()] != 3 {
+		t.Fatalf("marks %+v: want the probe MACs of 198.18.0.2 and .3 with their indexes", got)
 	}
-	if got[0].Entries[bridgeMAC(h2, 42).String()] != 2 || got[0].Entries[bridgeMAC(h3, 42).String()] != 3 {
-		t.Errorf("entries %v", got[0].Entries)
-	}
-	if _, ok := got[0].Entries[bridgeMAC(self, 42).String()]; ok {
-		t.Error("this host's own bridge MAC is marked")
+	if !meshMarks(nets, []MeshPort{{VNI: 43}}, self, members).empty() {
+		t.Error("marks without a local replica of a mesh port")
 	}
 	want := wantVIPComments(serviceRules{Mesh: normalizedMeshPorts([]MeshPort{{Service: "web", Proto: "tcp", HostPort: 80, TargetPort: 80, VNI: 42,
 		Backends: []netip.Addr{netip.MustParseAddr("10.42.0.5")}}}), Marks: got})
-	if len(want[meshMarkChain]) != 2 || want[meshMarkChain][1] != meshCommentRestore || !strings.Contains(want[meshMarkChain][0], "mnbr42") ||
-		len(want[vipPre]) != 1 {
+	if len(want[meshMarkChain]) != 2 || want[meshMarkChain][1] != meshCommentRestore || !strings.Contains(want[meshMarkChain][0], "from mnprobe") ||
+		len(want[vipPre]) != 1 || len(want[meshOutChain]) != 1 || want[meshRouteChain] != nil {
+		t.Errorf("table comments %q", want)
+	}
+}
+
+// The entry side routes each remote replica to its host's index; local
+// replicas, unknown ones and those on IPv6 hosts are not in the map.
+func TestMeshForwards(t *testing.T) {
+	self := netip.MustParseAddr("198.18.0.1")
+	r2, r3, r6, local, unknown := netip.MustParseAddr("10.42.0.22"), netip.MustParseAddr("10.42.0.33"), netip.MustParseAddr("10.42.0.66"),
+		netip.MustParseAddr("10.42.0.11"), netip.MustParseAddr("10.42.0.99")
+	nets := []Network{{VNI: 42, Remotes: []RemoteEndpoint{
+		{Addr: r3, VTEP: netip.MustParseAddr("198.18.0.3")}, {Addr: r2, VTEP: netip.MustParseAddr("198.18.0.2")},
+		{Addr: r6, VTEP: netip.MustParseAddr("2001:db8::6")}}}}
+	ports := []MeshPort{{VNI: 42, Backends: []netip.Addr{local, r3, r2, unknown, r6}}, {VNI: 42, Backends: []netip.Addr{r2}}}
+	got := meshForwards(nets, ports, self)
+	if want := []meshForward{{r2, 2}, {r3, 3}}; !slices.Equal(got, want) {
+		t.Errorf("forwards %+v, want %+v", got, want)
+	}
+	if c := meshRouteComment(got); c != "meshnet: mesh route 10.42.0.22=2,10.42.0.33=3 via mnprobe" {
+		t.Errorf("comment %q", c)
+	}
+	want := wantVIPComments(serviceRules{Forwards: got})
+	if len(want[meshRouteChain]) != 1 || len(want[meshOutChain]) != 1 || want[meshMarkChain] != nil {
 		t.Errorf("table comments %q", want)
 	}
 }
@@ -99,17 +119,20 @@ func TestPlanReturnRoutes(t *testing.T) {
 	}
 }
 
-// The FORWARD accepts: one per replica and target port, and the replies
-// through the probe device once.
+// The FORWARD accepts: one per replica and target port, out of the bridge
+// for a local (or unknown) replica, out of the probe device for a remote
+// one; and the replies through the probe device once.
 func TestMeshRules(t *testing.T) {
 	view := firewallView{acceptChain: map[nftables.TableFamily]string{nftables.TableFamilyIPv4: "FORWARD"}}
 	f := firewallSpec{MeshPorts: normalizedMeshPorts([]MeshPort{{Service: "web", Proto: "tcp", HostPort: 80, TargetPort: 8080, VNI: 42,
-		Backends: []netip.Addr{netip.MustParseAddr("10.42.0.5"), netip.MustParseAddr("10.42.0.6")}}})}
+		Backends: []netip.Addr{netip.MustParseAddr("10.42.0.5"), netip.MustParseAddr("10.42.0.6")}}}),
+		Self: netip.MustParseAddr("198.18.0.1"),
+		Nets: []Network{{VNI: 42, Remotes: []RemoteEndpoint{{Addr: netip.MustParseAddr("10.42.0.6"), VTEP: netip.MustParseAddr("198.18.0.2")}}}}}
 	var got []string
 	for _, r := range meshRules(f, view) {
 		got = append(got, r.Comment)
 	}
-	want := []string{"meshnet: accept mnbr42 mesh tcp 10.42.0.5:8080", "meshnet: accept mnbr42 mesh tcp 10.42.0.6:8080", "meshnet: accept mesh replies from mnprobe"}
+	want := []string{"meshnet: accept mnbr42 mesh tcp 10.42.0.5:8080", "meshnet: accept mnprobe mesh tcp 10.42.0.6:8080", "meshnet: accept mesh replies from mnprobe"}
 	if !slices.Equal(got, want) {
 		t.Errorf("rules %q\nwant %q", got, want)
 	}

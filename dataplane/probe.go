@@ -29,8 +29,10 @@ const (
 	ProbeDevice = "mnprobe"
 	// ProbeVNI is reserved for the probe: network VNIs start at 2.
 	ProbeVNI = 1
-	// probeMTU is IPv6's minimum; probes are small.
-	probeMTU = 1280
+	// minProbeMTU is IPv6's minimum. Probes are small, but the routing
+	// mesh's connections cross the device too (mesh.go): its MTU is the
+	// underlay's less VXLAN's overhead, as a vxlan network's is.
+	minProbeMTU = 1280
 )
 
 // ProbeState is what the probe knows of one peer's data path.
@@ -330,16 +332,39 @@ func (p *Probe) setIPv6Sysctls(dev string) {
 	}
 }
 
+// probeDeviceMTU is the MTU the probe device should have: the underlay
+// link's less VXLAN's overhead, at least minProbeMTU.
+func probeDeviceMTU(self netip.Addr) int {
+	mtu := addrLinkMTU(&netlink.Handle{}, self)
+	if mtu == 0 {
+		mtu = 1500
+	}
+	if self.Is6() {
+		mtu -= VXLANOverhead6
+	} else {
+		mtu -= VXLANOverhead
+	}
+	return max(mtu, minProbeMTU)
+}
+
 func (p *Probe) ensureDevice() (netlink.Link, error) {
 	self := p.cfg.Underlay.Unmap()
+	mtu := probeDeviceMTU(self)
 	if l, err := netlink.LinkByName(ProbeDevice); err == nil {
 		vx, ok := l.(*netlink.Vxlan)
-		if ok && vx.VxlanId == ProbeVNI && vx.Port == p.cfg.Port && vx.SrcAddr.Equal(net.IP(self.AsSlice())) &&
-			l.Attrs().OperState != netlink.OperDown && l.Attrs().Flags&net.FlagUp != 0 {
+		ours := ok && vx.VxlanId == ProbeVNI && vx.Port == p.cfg.Port && vx.SrcAddr.Equal(net.IP(self.AsSlice()))
+		if ours && l.Attrs().MTU != mtu {
+			// One made by an older meshnetd (1280), or the underlay's
+			// changed: set in place, the device and its entries stay.
+			if err := netlink.LinkSetMTU(l, mtu); err != nil {
+				return nil, fmt.Errorf("set the MTU of %s to %d: %w", ProbeDevice, mtu, err)
+			}
+		}
+		if ours && l.Attrs().OperState != netlink.OperDown && l.Attrs().Flags&net.FlagUp != 0 {
 			p.setIPv6Sysctls(ProbeDevice) // one made by an older meshnetd may lack some
 			return l, p.ensureAddr(l)
 		}
-		if ok && vx.VxlanId == ProbeVNI && vx.Port == p.cfg.Port && vx.SrcAddr.Equal(net.IP(self.AsSlice())) {
+		if ours {
 			if err := netlink.LinkSetUp(l); err != nil {
 				return nil, fmt.Errorf("set %s up: %w", ProbeDevice, err)
 			}
@@ -350,7 +375,7 @@ func (p *Probe) ensureDevice() (netlink.Link, error) {
 		}
 	}
 	vx := &netlink.Vxlan{
-		LinkAttrs: netlink.LinkAttrs{Name: ProbeDevice, MTU: probeMTU, HardwareAddr: ProbeMAC(self)},
+		LinkAttrs: netlink.LinkAttrs{Name: ProbeDevice, MTU: mtu, HardwareAddr: ProbeMAC(self)},
 		VxlanId:   ProbeVNI, SrcAddr: net.IP(self.AsSlice()), Port: p.cfg.Port, Learning: false,
 	}
 	if err := netlink.LinkAdd(vx); err != nil {

@@ -70,6 +70,8 @@ type firewallSpec struct {
 	AllowDockerBridges bool
 	// MeshPorts this host publishes (normalized, on valid vxlan networks).
 	MeshPorts []MeshPort
+	// Self is this host's underlay address (which endpoints are remote).
+	Self netip.Addr
 }
 
 // tunnelPorts returns the UDP ports to guard: VXLAN's when a vxlan network

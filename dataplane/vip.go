@@ -108,13 +108,14 @@ const (
 type serviceRules struct {
 	VIPs     []VIP
 	Mesh     []MeshPort
-	Marks    []meshMarkSpec
+	Marks    meshMarkSpec
+	Forwards []meshForward
 	Hairpins []meshHairpin
 	Self     netip.Addr // this host's underlay address (the hairpins' SNAT)
 }
 
 func (r serviceRules) empty() bool {
-	return len(r.VIPs) == 0 && len(r.Mesh) == 0 && len(r.Marks) == 0 && len(r.Hairpins) == 0
+	return len(r.VIPs) == 0 && len(r.Mesh) == 0 && r.Marks.empty() && len(r.Forwards) == 0 && len(r.Hairpins) == 0
 }
 
 // wantVIPComments is what the table holds for r, chain by chain.
@@ -131,11 +132,13 @@ func wantVIPComments(r serviceRules) map[string][]string {
 	for _, m := range r.Mesh {
 		want[vipPre] = append(want[vipPre], m.comment())
 	}
-	if len(r.Marks) > 0 {
-		for _, m := range r.Marks {
-			want[meshMarkChain] = append(want[meshMarkChain], m.comment())
-		}
-		want[meshMarkChain] = append(want[meshMarkChain], meshCommentRestore)
+	if !r.Marks.empty() {
+		want[meshMarkChain] = []string{r.Marks.comment(), meshCommentRestore}
+	}
+	if len(r.Forwards) > 0 {
+		want[meshRouteChain] = []string{meshRouteComment(r.Forwards)}
+	}
+	if !r.Marks.empty() || len(r.Forwards) > 0 {
 		want[meshOutChain] = []string{meshCommentClear}
 	}
 	return want
@@ -187,9 +190,11 @@ func (d *Kernel) syncVIPs(r serviceRules, hold bool) error {
 		return err
 	}
 	if err := d.nft.Flush(); err != nil {
-		return fmt.Errorf("write nftables table ip %s (%d VIPs, %d mesh ports, %d mesh marks): %w", vipTableName, len(vs), len(r.Mesh), len(r.Marks), err)
+		return fmt.Errorf("write nftables table ip %s (%d VIPs, %d mesh ports, %d mesh entry hosts, %d remote mesh replicas): %w",
+			vipTableName, len(vs), len(r.Mesh), len(r.Marks.Entries), len(r.Forwards), err)
 	}
-	d.changed(fmt.Sprintf("write nftables table ip %s: %d VIPs, %d mesh ports, %d mesh marks (%s)", vipTableName, len(vs), len(r.Mesh), len(r.Marks), why))
+	d.changed(fmt.Sprintf("write nftables table ip %s: %d VIPs, %d mesh ports, %d mesh entry hosts, %d remote mesh replicas (%s)",
+		vipTableName, len(vs), len(r.Mesh), len(r.Marks.Entries), len(r.Forwards), why))
 	return nil
 }
 
@@ -277,10 +282,18 @@ func (d *Kernel) addVIPTable(t *nftables.Table, r serviceRules) error {
 			return err
 		}
 	}
-	if len(r.Marks) > 0 {
+	if !r.Marks.empty() {
 		if err := d.addMeshMarks(t, r.Marks); err != nil {
 			return err
 		}
+	}
+	if len(r.Forwards) > 0 {
+		if err := d.addMeshRoute(t, r.Forwards); err != nil {
+			return err
+		}
+	}
+	if !r.Marks.empty() || len(r.Forwards) > 0 {
+		d.addMeshOut(t)
 	}
 	// Before the identity SNAT: the first NAT binding wins.
 	if err := d.addMeshHairpins(t, post, r.Hairpins, r.Self); err != nil {

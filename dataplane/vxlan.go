@@ -181,7 +181,7 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	report(err)
 	mesh := meshOnNetworks(st.MeshPorts, c.Networks)
 	fw := firewallSpec{Nets: c.Networks, Members: st.Members, VXLANPort: st.port(),
-		WireGuardPort: st.WireGuard.port(), Tunnel: tunnel, AllowDockerBridges: st.AllowDockerBridges, MeshPorts: mesh}
+		WireGuardPort: st.WireGuard.port(), Tunnel: tunnel, AllowDockerBridges: st.AllowDockerBridges, MeshPorts: mesh, Self: st.Underlay.Addr}
 	l2 := l2Spec{Active: len(c.Networks) > 0 || len(c.Reserved) > 0, Ports: c.Locals, Keep: c.Reserved}
 
 	// 1. Devices.
@@ -278,6 +278,7 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	report(d.syncL2Adds(l2))
 	report(d.syncServiceAddrs(st.ServiceAddrs))
 	report(d.syncVIPs(serviceRules{VIPs: st.VIPs, Mesh: mesh, Marks: meshMarks(c.Networks, mesh, st.Underlay.Addr, st.Members),
+		Forwards: meshForwards(c.Networks, mesh, st.Underlay.Addr),
 		Hairpins: meshHairpins(c.Networks, mesh, st.Underlay.Addr), Self: st.Underlay.Addr}, st.HoldDeletes))
 	if err := ctx.Err(); err != nil {
 		return errors.Join(append(errs, err)...)

@@ -149,7 +149,7 @@ func TestWireGuardTwoHosts(t *testing.T) {
 
 	// A host that is no member: its WireGuard packets are dropped at input.
 	addUnderlayAddr(t, h2, "ulB", "198.18.0.9")
-	before := ruleCounter(t, h1ns, "meshnet: tunnel udp 51820 drop others")
+	before := ruleCounter(t, h1ns, "inet meshnet", "meshnet: tunnel udp 51820 drop others")
 	if err := inNS(h2ns, func() error {
 		c, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.ParseIP("198.18.0.9")}, &net.UDPAddr{IP: net.ParseIP("198.18.0.1"), Port: 51820})
 		if err != nil {
@@ -162,7 +162,7 @@ func TestWireGuardTwoHosts(t *testing.T) {
 		t.Fatalf("stranger's send: %v", err)
 	}
 	time.Sleep(200 * time.Millisecond)
-	if after := ruleCounter(t, h1ns, "meshnet: tunnel udp 51820 drop others"); after <= before {
+	if after := ruleCounter(t, h1ns, "inet meshnet", "meshnet: tunnel udp 51820 drop others"); after <= before {
 		t.Errorf("a non-member's packet to the WireGuard port was not dropped (counter %d -> %d)", before, after)
 	}
 	// Host 2 stops being a member: its tunnel is cut.
@@ -270,11 +270,12 @@ func checkOnlyWireGuard(t *testing.T, lines []string, port int) {
 	t.Logf("underlay capture: %d WireGuard packets, %d lines", n, len(lines))
 }
 
-// ruleCounter reads the packet counter of the meshnet rule with comment.
-func ruleCounter(t *testing.T, ns netns.NsHandle, comment string) int {
+// ruleCounter reads the packet counter of the rule of table ("FAMILY
+// NAME") whose comment starts with comment.
+func ruleCounter(t *testing.T, ns netns.NsHandle, table, comment string) int {
 	t.Helper()
-	out := mustRunIn(t, ns, "nft", "list", "table", "inet", "meshnet")
-	re := regexp.MustCompile(`counter packets (\d+) bytes \d+ .*comment "` + regexp.QuoteMeta(comment) + `"`)
+	out := mustRunIn(t, ns, "nft", append([]string{"list", "table"}, strings.Fields(table)...)...)
+	re := regexp.MustCompile(`counter packets (\d+) bytes \d+ .*comment "` + regexp.QuoteMeta(comment))
 	m := re.FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("no rule %q:\n%s", comment, out)
