@@ -240,7 +240,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	host, port := d.cluster.LocalAddr()
-	self := gossip.NodeInfo{Addr: d.advertise.String(), GossipPort: port, NodeKey: gossip.EncodeNodeKey(d.store.PublicKey()), Version: versionString(), Started: d.started}
+	self := gossip.NodeInfo{Addr: d.advertise.String(), GossipPort: port, NodeKey: gossip.EncodeNodeKey(d.store.PublicKey()), Version: versionString(), Started: d.started,
+		Features: []string{gossip.FeatureMeshProbe}}
 	d.wireGuardNodeInfo(&self)
 	if _, err := d.store.Put(gossip.KindNode, "", self); err != nil {
 		return fmt.Errorf("publish node record: %w", err)
@@ -402,6 +403,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	st.HoldDeletes = hold
 	d.tunnelState(&st, view, dataPathView(snap, d.probeStatus(dataplane.KindWireGuard)))
 	st.MeshPorts = desiredMeshPorts(buildMeshTable(view.View().Endpoints), st.Networks)
+	st.MeshProbeHosts = meshProbeHosts(view)
 	d.setReturnPath(len(st.MeshPorts) > 0)
 	d.syncProbes(st, snap, hold, false)
 	start := time.Now()

@@ -331,3 +331,17 @@ func readSysctl(path string) (string, error) {
 	b, err := os.ReadFile(filepath.Join("/proc/sys", path))
 	return strings.TrimSpace(string(b)), err
 }
+
+// meshProbeHosts are the underlay addresses of the nodes whose record says
+// they take routing-mesh connections over the probe device; a node of an
+// older meshnetd gets them bridged into the overlay, as it expects.
+func meshProbeHosts(snap *gossip.Snapshot) []netip.Addr {
+	var out []netip.Addr
+	for _, n := range snap.View().Nodes {
+		if n.Info.Has(gossip.FeatureMeshProbe) {
+			out = append(out, n.Addr.Unmap())
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}

@@ -90,3 +90,26 @@ func TestMeshPreferLocal(t *testing.T) {
 		t.Error("preferLocal reads the label wrong")
 	}
 }
+
+// Only nodes whose record lists the feature get mesh connections over the
+// probe device; a node of an older meshnetd, without it, gets them bridged.
+func TestMeshProbeHosts(t *testing.T) {
+	st := gossip.NewStore(gossip.StoreConfig{Self: "n1"})
+	for _, n := range []struct {
+		name, addr string
+		features   []string
+	}{{"n2", "198.18.0.12", []string{gossip.FeatureMeshProbe}}, {"n3", "198.18.0.13", nil}, {"n4", "198.18.0.14", []string{"later", gossip.FeatureMeshProbe}}} {
+		peer := gossip.NewStore(gossip.StoreConfig{Self: n.name})
+		r, err := peer.Put(gossip.KindNode, "", gossip.NodeInfo{Addr: n.addr, Features: n.features})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Merge([]gossip.Record{r}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := meshProbeHosts(st.Snapshot())
+	if want := []netip.Addr{netip.MustParseAddr("198.18.0.12"), netip.MustParseAddr("198.18.0.14")}; !slices.Equal(got, want) {
+		t.Errorf("mesh probe hosts %v, want %v", got, want)
+	}
+}

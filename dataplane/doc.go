@@ -365,6 +365,11 @@
 //     host to see the network's bridged frames, which a bridge in a
 //     namespace of its own (docs/netns-dataplane.md) takes away. Over
 //     mnprobe the mesh needs nothing of the bridge but a route to it.
+//     During a rolling upgrade both ways run: a node record lists
+//     gossip.FeatureMeshProbe (State.MeshProbeHosts); an entry host sends
+//     over mnprobe only to hosts that list it and bridges the rest into the
+//     overlay, and a replica's host still marks, per network, what arrives
+//     bridged from the bridge MAC of a host that does not list it.
 //   - One client cannot keep its address: one on the replica's own host H
 //     (a process, or a container masqueraded to H's address) connecting
 //     through another host E. The replica's reply is addressed to a local

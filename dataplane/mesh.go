@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -255,10 +256,19 @@ type meshForward struct {
 	Index   uint32
 }
 
-// meshForwards lists the mesh ports' remote backends with their hosts'
-// indexes, sorted by backend.
-func meshForwards(nets []Network, ports []MeshPort, self netip.Addr) []meshForward {
+// probeRemotes is remoteHosts less the endpoints of hosts that do not
+// take mesh connections over the probe device (an older meshnetd: those
+// are bridged into the overlay, where it looks for them).
+func probeRemotes(nets []Network, self netip.Addr, probeHosts []netip.Addr) map[netip.Addr]netip.Addr {
 	where := remoteHosts(nets, self)
+	maps.DeleteFunc(where, func(_, host netip.Addr) bool { return !slices.Contains(probeHosts, host) })
+	return where
+}
+
+// meshForwards lists the mesh ports' backends on hosts in probeHosts with
+// their hosts' indexes, sorted by backend.
+func meshForwards(nets []Network, ports []MeshPort, self netip.Addr, probeHosts []netip.Addr) []meshForward {
+	where := probeRemotes(nets, self, probeHosts)
 	var out []meshForward
 	for _, m := range ports {
 		for _, b := range m.Backends {
@@ -307,21 +317,45 @@ func (d *Kernel) addMeshHairpins(t *nftables.Table, post *nftables.Chain, hs []m
 }
 
 // meshMarkSpec is what chain meshmark needs on a replica's host: the
-// probe MACs other hosts send mesh connections from, and their indexes.
-// No entries: this host has no local replica of a mesh port.
+// probe MACs other hosts send mesh connections from, and their indexes; and
+// per network, for hosts with an older meshnetd that bridge mesh
+// connections into the overlay, their bridge MACs there. Empty: this host
+// has no local replica of a mesh port.
 type meshMarkSpec struct {
-	Entries map[string]uint32 // probe MAC of another host -> its MeshIndex
+	Probe   map[string]uint32 // probe MAC of another host -> its MeshIndex
+	Bridged []meshBridgedMark
 }
 
-func (m meshMarkSpec) empty() bool { return len(m.Entries) == 0 }
+// meshBridgedMark: on network VNI, connections arriving bridged from a
+// source outside Subnet with one of Entries' source MACs.
+type meshBridgedMark struct {
+	VNI     uint32
+	Subnet  netip.Prefix
+	Entries map[string]uint32 // bridge MAC of another host -> its MeshIndex
+}
 
-func (m meshMarkSpec) comment() string {
+func (m meshMarkSpec) empty() bool { return len(m.Probe) == 0 && len(m.Bridged) == 0 }
+
+// macIndexes writes a MAC -> index map as nft would list it, sorted.
+func macIndexes(m map[string]uint32) string {
 	var es []string
-	for mac, idx := range m.Entries {
+	for mac, idx := range m {
 		es = append(es, fmt.Sprintf("%s=%d", mac, idx))
 	}
 	slices.Sort(es)
-	return fmt.Sprintf("%s mesh mark from %s %s", commentPrefix, ProbeDevice, strings.Join(es, ","))
+	return strings.Join(es, ",")
+}
+
+// comments are the spec's rule comments, in chain order.
+func (m meshMarkSpec) comments() []string {
+	var out []string
+	if len(m.Probe) > 0 {
+		out = append(out, fmt.Sprintf("%s mesh mark from %s %s", commentPrefix, ProbeDevice, macIndexes(m.Probe)))
+	}
+	for _, b := range m.Bridged {
+		out = append(out, fmt.Sprintf("%s mesh mark %s from %s", commentPrefix, BridgeName(b.VNI), macIndexes(b.Entries)))
+	}
+	return out
 }
 
 const (
@@ -329,28 +363,37 @@ const (
 	meshCommentClear   = commentPrefix + " mesh clear mark before encapsulation"
 )
 
-// meshMarks computes the spec from the networks, the mesh ports and the
-// members (self and IPv6 hosts excluded).
-func meshMarks(nets []Network, ports []MeshPort, self netip.Addr, members []netip.Addr) meshMarkSpec {
+// meshMarks computes the spec from the networks, the mesh ports, the
+// members (self and IPv6 hosts excluded) and which of them send over the
+// probe device.
+func meshMarks(nets []Network, ports []MeshPort, self netip.Addr, members, probeHosts []netip.Addr) meshMarkSpec {
 	used := map[uint32]bool{}
 	for _, m := range ports {
 		used[m.VNI] = true
 	}
-	replicas := false
-	for _, n := range nets {
-		if used[n.VNI] && !n.wireguard() && len(n.Locals) > 0 && n.Subnet.Addr().Is4() {
-			replicas = true
-		}
-	}
-	s := meshMarkSpec{Entries: map[string]uint32{}}
-	if !replicas {
-		return s
-	}
+	var others []netip.Addr
 	for _, a := range members {
 		if a = a.Unmap(); a != self.Unmap() && a.Is4() {
-			s.Entries[ProbeMAC(a).String()] = MeshIndex(a)
+			others = append(others, a)
 		}
 	}
+	s := meshMarkSpec{Probe: map[string]uint32{}}
+	for _, n := range nets {
+		if !used[n.VNI] || n.wireguard() || len(n.Locals) == 0 || !n.Subnet.Addr().Is4() || len(others) == 0 {
+			continue
+		}
+		b := meshBridgedMark{VNI: n.VNI, Subnet: n.Subnet.Masked(), Entries: map[string]uint32{}}
+		for _, a := range others {
+			s.Probe[ProbeMAC(a).String()] = MeshIndex(a)
+			if !slices.Contains(probeHosts, a) {
+				b.Entries[bridgeMAC(a, n.VNI).String()] = MeshIndex(a)
+			}
+		}
+		if len(b.Entries) > 0 {
+			s.Bridged = append(s.Bridged, b)
+		}
+	}
+	slices.SortFunc(s.Bridged, func(a, b meshBridgedMark) int { return cmp.Compare(a.VNI, b.VNI) })
 	return s
 }
 
@@ -387,25 +430,56 @@ func (d *Kernel) addMeshDNAT(t *nftables.Table, pre *nftables.Chain, m MeshPort)
 func (d *Kernel) addMeshMarks(t *nftables.Table, spec meshMarkSpec) error {
 	ch := d.nft.AddChain(&nftables.Chain{Table: t, Name: meshMarkChain, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(meshPrioMark)})
+	comments := spec.comments()
+	if len(spec.Probe) > 0 {
+		e := metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnameExact(ProbeDevice))
+		e = append(e,
+			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(vipCtMark), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)},
+		)
+		if err := d.addMACMark(t, ch, e, spec.Probe, comments[0]); err != nil {
+			return err
+		}
+		comments = comments[1:]
+	}
+	for i, b := range spec.Bridged {
+		e := metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnameExact(BridgeName(b.VNI)))
+		// ip saddr != SUBNET, as nft writes it in an ip table (no meta
+		// nfproto: nft cannot list that before a link-layer match).
+		e = append(e, addrNotIn(b.Subnet, false)[2:]...)
+		if err := d.addMACMark(t, ch, e, b.Entries, comments[i]); err != nil {
+			return err
+		}
+	}
+	e := metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnamePrefix(BridgePrefix))
+	e = append(e, ctMarkHas(meshIndexMask)...)
+	e = append(e,
+		&expr.Counter{},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+	)
+	d.nft.AddRule(&nftables.Rule{Table: t, Chain: ch, UserData: ruleUserData(meshCommentRestore), Exprs: e})
+	return nil
+}
+
+// addMACMark queues, in ch, a rule of match: ... ct mark set ether saddr
+// map { MAC: index }.
+func (d *Kernel) addMACMark(t *nftables.Table, ch *nftables.Chain, match []expr.Any, entries map[string]uint32, comment string) error {
 	mp := &nftables.Set{Table: t, Anonymous: true, Constant: true, IsMap: true,
 		KeyType: nftables.TypeEtherAddr, DataType: nftables.TypeMark}
 	var me []nftables.SetElement
-	for mac, idx := range spec.Entries {
+	for mac, idx := range entries {
 		hw, err := net.ParseMAC(mac)
 		if err != nil {
-			return fmt.Errorf("mesh mark map: %w", err)
+			return fmt.Errorf("mesh mark map (%s): %w", comment, err)
 		}
 		me = append(me, nftables.SetElement{Key: hw, Val: binaryutil.NativeEndian.PutUint32(idx)})
 	}
 	if err := d.nft.AddSet(mp, me); err != nil {
-		return fmt.Errorf("add the mesh mark map: %w", err)
+		return fmt.Errorf("add the mesh mark map (%s): %w", comment, err)
 	}
-	e := metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnameExact(ProbeDevice))
-	e = append(e,
-		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(vipCtMark), Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)},
+	e := append(match,
 		// meta iiftype ether: what nft itself puts before a link-layer
 		// match outside the bridge family (it cannot list one without).
 		&expr.Meta{Key: expr.MetaKeyIIFTYPE, Register: 1},
@@ -415,14 +489,7 @@ func (d *Kernel) addMeshMarks(t *nftables.Table, spec meshMarkSpec) error {
 		&expr.Counter{},
 		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
 	)
-	d.nft.AddRule(&nftables.Rule{Table: t, Chain: ch, UserData: ruleUserData(spec.comment()), Exprs: e})
-	e = metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnamePrefix(BridgePrefix))
-	e = append(e, ctMarkHas(meshIndexMask)...)
-	e = append(e,
-		&expr.Counter{},
-		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
-	)
-	d.nft.AddRule(&nftables.Rule{Table: t, Chain: ch, UserData: ruleUserData(meshCommentRestore), Exprs: e})
+	d.nft.AddRule(&nftables.Rule{Table: t, Chain: ch, UserData: ruleUserData(comment), Exprs: e})
 	return nil
 }
 
@@ -470,17 +537,17 @@ func (d *Kernel) addMeshOut(t *nftables.Table) {
 
 // meshRules are the iptables FORWARD accepts the routing mesh needs:
 // towards each replica on the published target port, in Docker's form for
-// published ports, out of the network's bridge (a replica on this host, or
-// one whose host is not known yet; on a replica's host this also accepts
-// what entry hosts send through the probe device) or out of the probe
-// device (a replica on another host); and the replies that come back
-// through the probe device.
+// published ports, out of the network's bridge (a replica on this host, one
+// whose host is not known yet or runs an older meshnetd; on a replica's
+// host this also accepts what entry hosts send through the probe device)
+// or out of the probe device (a replica on another host); and the replies
+// that come back through the probe device.
 func meshRules(f firewallSpec, view firewallView) []ruleSpec {
 	chain, ok := view.acceptChain[nftables.TableFamilyIPv4]
 	if !ok || len(f.MeshPorts) == 0 {
 		return nil
 	}
-	remote := remoteHosts(f.Nets, f.Self)
+	remote := probeRemotes(f.Nets, f.Self, f.MeshProbeHosts)
 	var rules []ruleSpec
 	for _, m := range f.MeshPorts {
 		for _, b := range m.Backends {

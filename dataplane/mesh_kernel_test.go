@@ -60,9 +60,9 @@ func TestRoutingMesh(t *testing.T) {
 	members := []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")}
 	mesh := []MeshPort{{Service: "web", Proto: "tcp", HostPort: 80, TargetPort: 8080, VNI: 42,
 		Backends: []netip.Addr{r1.Addr.Addr(), r2.Addr.Addr()}}}
-	st1 := State{Underlay: UnderlayInfo{Addr: members[0]}, VXLANPort: 4790, Members: members,
+	st1 := State{Underlay: UnderlayInfo{Addr: members[0]}, VXLANPort: 4790, Members: members, MeshProbeHosts: members,
 		Networks: []Network{testNet42([]LocalEndpoint{r1}, remote(r2, "198.18.0.2"))}, MeshPorts: mesh}
-	st2 := State{Underlay: UnderlayInfo{Addr: members[1]}, VXLANPort: 4790, Members: members,
+	st2 := State{Underlay: UnderlayInfo{Addr: members[1]}, VXLANPort: 4790, Members: members, MeshProbeHosts: members,
 		Networks: []Network{testNet42([]LocalEndpoint{r2}, remote(r1, "198.18.0.1"))}, MeshPorts: mesh}
 	d1, d2 := newTestDataplane(t, h1ns), newTestDataplane(t, h2ns)
 	apply(t, d1, st1)
@@ -145,11 +145,37 @@ func TestRoutingMesh(t *testing.T) {
 		}
 	}
 
+	// Each host sees the other as an older meshnetd (no mesh over the
+	// probe device): host 1 bridges its share into the overlay and host 2
+	// marks it by host 1's bridge MAC, as older hosts do; still 5 and 5,
+	// the client kept.
+	st1.MeshProbeHosts, st2.MeshProbeHosts = members[:1], members[1:]
+	apply(t, d1, st1)
+	apply(t, d2, st2)
+	bridgedBefore := ruleCounter(t, h2ns, "ip "+vipTableName, commentPrefix+" mesh mark mnbr42 from")
+	counts := map[string]int{}
+	for range 10 {
+		who, src, err := askWho(cl, "198.51.100.1:80")
+		if err != nil || src != "198.51.100.2" {
+			t.Fatalf("entering at host 1, host 2 older: %s saw %s (%v)", who, src, err)
+		}
+		counts[who]++
+	}
+	if counts["r1"] != 5 || counts["r2"] != 5 {
+		t.Errorf("10 connections entering at host 1 with host 2 older landed %v, want 5 on each replica", counts)
+	}
+	if n := ruleCounter(t, h2ns, "ip "+vipTableName, commentPrefix+" mesh mark mnbr42 from") - bridgedBefore; n < 5 {
+		t.Errorf("host 2 marked %d packets arriving bridged from host 1, want at least one per connection (5)", n)
+	}
+	st1.MeshProbeHosts, st2.MeshProbeHosts = members, members
+	apply(t, d1, st1)
+	apply(t, d2, st2)
+
 	// A client on a replica's own host (host 2's own address) entering at
 	// host 1: the replica on its host sees host 1 (hairpin SNAT: its
 	// replies would be delivered on host 2 itself otherwise), the other
 	// the client's own address.
-	counts := map[string]int{}
+	counts = map[string]int{}
 	for range 10 {
 		who, src, err := askWho(h2ns, "198.18.0.1:80")
 		if err != nil {

@@ -54,7 +54,9 @@ func TestNormalizedMeshPorts(t *testing.T) {
 }
 
 // The replica side marks what arrives from every other IPv4 member's probe
-// MAC, once any network with a mesh port has a local replica.
+// MAC, once any network with a mesh port has a local replica; and, for
+// members that do not send over the probe device (an older meshnetd), what
+// arrives bridged from their bridge MAC on that network.
 func TestMeshMarks(t *testing.T) {
 	self, h2, h3, h6 := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("2001:db8::4")
 	local := LocalEndpoint{ID: "e1", Addr: netip.MustParsePrefix("10.42.0.5/24")}
@@ -64,23 +66,27 @@ func TestMeshMarks(t *testing.T) {
 		{VNI: 45, Subnet: netip.MustParsePrefix("10.45.0.0/24"), Locals: []LocalEndpoint{local}}, // no mesh port
 	}
 	members := []netip.Addr{self, h2, h3, h6}
-	got := meshMarks(nets, []MeshPort{{VNI: 42}, {VNI: 43}}, self, members)
-	if len(got.Entries) != 2 || got.Entries[ProbeMAC(h2).String()] != 2 || got.Entries[ProbeMAC(h3).String()] != 3 {
-		t.Fatalf("marks %+v: want the probe MACs of 198.18.0.2 and .3 with their indexes", got)
+	got := meshMarks(nets, []MeshPort{{VNI: 42}, {VNI: 43}}, self, members, []netip.Addr{self, h2})
+	if len(got.Probe) != 2 || got.Probe[ProbeMAC(h2).String()] != 2 || got.Probe[ProbeMAC(h3).String()] != 3 {
+		t.Errorf("probe marks %+v: want the probe MACs of 198.18.0.2 and .3 with their indexes", got.Probe)
 	}
-	if !meshMarks(nets, []MeshPort{{VNI: 43}}, self, members).empty() {
+	if len(got.Bridged) != 1 || got.Bridged[0].VNI != 42 || len(got.Bridged[0].Entries) != 1 || got.Bridged[0].Entries[bridgeMAC(h3, 42).String()] != 3 {
+		t.Errorf("bridged marks %+v: want 198.18.0.3's bridge MAC on network 42 alone (the older host)", got.Bridged)
+	}
+	if !meshMarks(nets, []MeshPort{{VNI: 43}}, self, members, nil).empty() {
 		t.Error("marks without a local replica of a mesh port")
 	}
 	want := wantVIPComments(serviceRules{Mesh: normalizedMeshPorts([]MeshPort{{Service: "web", Proto: "tcp", HostPort: 80, TargetPort: 80, VNI: 42,
 		Backends: []netip.Addr{netip.MustParseAddr("10.42.0.5")}}}), Marks: got})
-	if len(want[meshMarkChain]) != 2 || want[meshMarkChain][1] != meshCommentRestore || !strings.Contains(want[meshMarkChain][0], "from mnprobe") ||
-		len(want[vipPre]) != 1 || len(want[meshOutChain]) != 1 || want[meshRouteChain] != nil {
+	if len(want[meshMarkChain]) != 3 || want[meshMarkChain][2] != meshCommentRestore || !strings.Contains(want[meshMarkChain][0], "from mnprobe") ||
+		!strings.Contains(want[meshMarkChain][1], "mnbr42 from") || len(want[vipPre]) != 1 || len(want[meshOutChain]) != 1 || want[meshRouteChain] != nil {
 		t.Errorf("table comments %q", want)
 	}
 }
 
 // The entry side routes each remote replica to its host's index; local
-// replicas, unknown ones and those on IPv6 hosts are not in the map.
+// replicas, unknown ones, those on IPv6 hosts and on hosts that do not take
+// mesh connections over the probe device are not in the map.
 func TestMeshForwards(t *testing.T) {
 	self := netip.MustParseAddr("198.18.0.1")
 	r2, r3, r6, local, unknown := netip.MustParseAddr("10.42.0.22"), netip.MustParseAddr("10.42.0.33"), netip.MustParseAddr("10.42.0.66"),
@@ -89,9 +95,14 @@ func TestMeshForwards(t *testing.T) {
 		{Addr: r3, VTEP: netip.MustParseAddr("198.18.0.3")}, {Addr: r2, VTEP: netip.MustParseAddr("198.18.0.2")},
 		{Addr: r6, VTEP: netip.MustParseAddr("2001:db8::6")}}}}
 	ports := []MeshPort{{VNI: 42, Backends: []netip.Addr{local, r3, r2, unknown, r6}}, {VNI: 42, Backends: []netip.Addr{r2}}}
-	got := meshForwards(nets, ports, self)
+	probeHosts := []netip.Addr{self, netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.3")}
+	got := meshForwards(nets, ports, self, probeHosts)
 	if want := []meshForward{{r2, 2}, {r3, 3}}; !slices.Equal(got, want) {
 		t.Errorf("forwards %+v, want %+v", got, want)
+	}
+	// A host with an older meshnetd gets its replicas' share bridged.
+	if older := meshForwards(nets, ports, self, probeHosts[:2]); !slices.Equal(older, []meshForward{{r2, 2}}) {
+		t.Errorf("forwards with 198.18.0.3 older: %+v, want 10.42.0.22 alone", older)
 	}
 	if c := meshRouteComment(got); c != "meshnet: mesh route 10.42.0.22=2,10.42.0.33=3 via mnprobe" {
 		t.Errorf("comment %q", c)
@@ -126,7 +137,7 @@ func TestMeshRules(t *testing.T) {
 	view := firewallView{acceptChain: map[nftables.TableFamily]string{nftables.TableFamilyIPv4: "FORWARD"}}
 	f := firewallSpec{MeshPorts: normalizedMeshPorts([]MeshPort{{Service: "web", Proto: "tcp", HostPort: 80, TargetPort: 8080, VNI: 42,
 		Backends: []netip.Addr{netip.MustParseAddr("10.42.0.5"), netip.MustParseAddr("10.42.0.6")}}}),
-		Self: netip.MustParseAddr("198.18.0.1"),
+		Self: netip.MustParseAddr("198.18.0.1"), MeshProbeHosts: []netip.Addr{netip.MustParseAddr("198.18.0.2")},
 		Nets: []Network{{VNI: 42, Remotes: []RemoteEndpoint{{Addr: netip.MustParseAddr("10.42.0.6"), VTEP: netip.MustParseAddr("198.18.0.2")}}}}}
 	var got []string
 	for _, r := range meshRules(f, view) {

@@ -77,6 +77,11 @@ type State struct {
 	// port is balanced over the replicas anywhere, the client's address
 	// kept. Only vxlan networks this host has; others are ignored.
 	MeshPorts []MeshPort
+	// MeshProbeHosts are the underlay addresses of the hosts that take
+	// mesh connections over the probe device (mesh.go). Connections to
+	// replicas on other hosts (older meshnetd) are bridged into the
+	// overlay, as those hosts expect.
+	MeshProbeHosts []netip.Addr
 }
 
 // Dataplane kinds of a Network.
@@ -220,7 +225,7 @@ func (s State) Equal(o State) bool {
 	if a.Underlay != b.Underlay || a.port() != b.port() || len(a.Networks) != len(b.Networks) ||
 		!slices.Equal(a.ServiceAddrs, b.ServiceAddrs) || !slices.Equal(a.Members, b.Members) ||
 		a.AllowDockerBridges != b.AllowDockerBridges || a.HoldDeletes != b.HoldDeletes || !a.WireGuard.equal(b.WireGuard) ||
-		!vipsEqual(a.VIPs, b.VIPs) || !meshPortsEqual(a.MeshPorts, b.MeshPorts) {
+		!vipsEqual(a.VIPs, b.VIPs) || !meshPortsEqual(a.MeshPorts, b.MeshPorts) || !slices.Equal(a.MeshProbeHosts, b.MeshProbeHosts) {
 		return false
 	}
 	for i := range a.Networks {
@@ -248,6 +253,12 @@ func (s State) normalized() State {
 	out.Members = slices.Clone(s.Members)
 	slices.SortFunc(out.Members, netip.Addr.Compare)
 	out.Members = slices.Compact(out.Members)
+	out.MeshProbeHosts = slices.Clone(s.MeshProbeHosts)
+	for i, a := range out.MeshProbeHosts {
+		out.MeshProbeHosts[i] = a.Unmap()
+	}
+	slices.SortFunc(out.MeshProbeHosts, netip.Addr.Compare)
+	out.MeshProbeHosts = slices.Compact(out.MeshProbeHosts)
 	out.WireGuard = s.WireGuard.normalized()
 	out.Networks = make([]Network, len(s.Networks))
 	for i, n := range s.Networks {

@@ -72,6 +72,8 @@ type firewallSpec struct {
 	MeshPorts []MeshPort
 	// Self is this host's underlay address (which endpoints are remote).
 	Self netip.Addr
+	// MeshProbeHosts: State.MeshProbeHosts.
+	MeshProbeHosts []netip.Addr
 }
 
 // tunnelPorts returns the UDP ports to guard: VXLAN's when a vxlan network

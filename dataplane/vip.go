@@ -133,7 +133,7 @@ func wantVIPComments(r serviceRules) map[string][]string {
 		want[vipPre] = append(want[vipPre], m.comment())
 	}
 	if !r.Marks.empty() {
-		want[meshMarkChain] = []string{r.Marks.comment(), meshCommentRestore}
+		want[meshMarkChain] = append(r.Marks.comments(), meshCommentRestore)
 	}
 	if len(r.Forwards) > 0 {
 		want[meshRouteChain] = []string{meshRouteComment(r.Forwards)}
@@ -191,10 +191,10 @@ func (d *Kernel) syncVIPs(r serviceRules, hold bool) error {
 	}
 	if err := d.nft.Flush(); err != nil {
 		return fmt.Errorf("write nftables table ip %s (%d VIPs, %d mesh ports, %d mesh entry hosts, %d remote mesh replicas): %w",
-			vipTableName, len(vs), len(r.Mesh), len(r.Marks.Entries), len(r.Forwards), err)
+			vipTableName, len(vs), len(r.Mesh), len(r.Marks.Probe), len(r.Forwards), err)
 	}
 	d.changed(fmt.Sprintf("write nftables table ip %s: %d VIPs, %d mesh ports, %d mesh entry hosts, %d remote mesh replicas (%s)",
-		vipTableName, len(vs), len(r.Mesh), len(r.Marks.Entries), len(r.Forwards), why))
+		vipTableName, len(vs), len(r.Mesh), len(r.Marks.Probe), len(r.Forwards), why))
 	return nil
 }
 

@@ -181,7 +181,8 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	report(err)
 	mesh := meshOnNetworks(st.MeshPorts, c.Networks)
 	fw := firewallSpec{Nets: c.Networks, Members: st.Members, VXLANPort: st.port(),
-		WireGuardPort: st.WireGuard.port(), Tunnel: tunnel, AllowDockerBridges: st.AllowDockerBridges, MeshPorts: mesh, Self: st.Underlay.Addr}
+		WireGuardPort: st.WireGuard.port(), Tunnel: tunnel, AllowDockerBridges: st.AllowDockerBridges, MeshPorts: mesh, Self: st.Underlay.Addr,
+		MeshProbeHosts: st.MeshProbeHosts}
 	l2 := l2Spec{Active: len(c.Networks) > 0 || len(c.Reserved) > 0, Ports: c.Locals, Keep: c.Reserved}
 
 	// 1. Devices.
@@ -277,8 +278,8 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	report(d.syncFirewallAdds(fw))
 	report(d.syncL2Adds(l2))
 	report(d.syncServiceAddrs(st.ServiceAddrs))
-	report(d.syncVIPs(serviceRules{VIPs: st.VIPs, Mesh: mesh, Marks: meshMarks(c.Networks, mesh, st.Underlay.Addr, st.Members),
-		Forwards: meshForwards(c.Networks, mesh, st.Underlay.Addr),
+	report(d.syncVIPs(serviceRules{VIPs: st.VIPs, Mesh: mesh, Marks: meshMarks(c.Networks, mesh, st.Underlay.Addr, st.Members, st.MeshProbeHosts),
+		Forwards: meshForwards(c.Networks, mesh, st.Underlay.Addr, st.MeshProbeHosts),
 		Hairpins: meshHairpins(c.Networks, mesh, st.Underlay.Addr), Self: st.Underlay.Addr}, st.HoldDeletes))
 	if err := ctx.Err(); err != nil {
 		return errors.Join(append(errs, err)...)

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"slices"
 	"strings"
 	"time"
 )
@@ -26,7 +27,18 @@ type NodeInfo struct {
 	NodeKey string    `json:"node_key,omitempty"`
 	Version string    `json:"version,omitempty"`
 	Started time.Time `json:"started"`
+	// Features are what this node's meshnetd does that older ones do not
+	// and peers must know before they rely on it (FeatureMeshProbe).
+	Features []string `json:"features,omitempty"`
 }
+
+// FeatureMeshProbe: the node takes routing-mesh connections from entry
+// hosts over the probe device (dataplane/mesh.go); older nodes take them
+// only bridged from the overlay.
+const FeatureMeshProbe = "mesh-probe"
+
+// Has reports whether the node record lists feature f.
+func (n NodeInfo) Has(f string) bool { return slices.Contains(n.Features, f) }
 
 // NetworkInfo is a KindNetwork record (ID = subnet): the owner has this
 // meshnet network. Every node that has the network writes its own record;
