@@ -50,10 +50,12 @@ type EnvConfig struct {
 	Repo string
 	// MeshnetSrc is the source tree meshnetd and meshctl are built from; default Repo.
 	MeshnetSrc string
-	WorkDir    string
-	Underlay   netip.Prefix
-	Tools      Tools
-	Log        *slog.Logger
+	// MeshnetFlags are added to meshnetd's command line on both hosts.
+	MeshnetFlags []string
+	WorkDir      string
+	Underlay     netip.Prefix
+	Tools        Tools
+	Log          *slog.Logger
 }
 
 // Networks of the run; all inside the simulated hosts.
@@ -114,14 +116,14 @@ func NewEnv(ctx context.Context, cfg EnvConfig) (_ *Env, err error) {
 	}
 	join := []string{fmt.Sprintf("%s:%d", e.A.Addr(), meshGossipPort)}
 	for _, h := range []*harness.SimHost{e.A, e.B} {
-		if _, err := c.StartMeshnetWith(ctx, h, harness.MeshnetConfig{Key: c.Key, Join: join, Flags: []string{
+		if _, err := c.StartMeshnetWith(ctx, h, harness.MeshnetConfig{Key: c.Key, Join: join, Flags: append([]string{
 			"--bind-port", strconv.Itoa(meshGossipPort), "--vxlan-port", strconv.Itoa(meshVXLANPort),
 			// Debug logging costs time on the DNS path; an operator runs at info.
 			"--log-level", "info",
 			// Docker's resolver has no per-source limit, and one dnsperf client is one
 			// source: measure the server, not the limit (its effect is the in-process row).
 			"--dns-rate-limit", "0",
-		}}); err != nil {
+		}, cfg.MeshnetFlags...)}); err != nil {
 			return nil, fmt.Errorf("starting meshnetd on %s: %w", h.Name(), err)
 		}
 	}

@@ -62,7 +62,10 @@ type Config struct {
 	// AllowDockerBridges lets containers on Docker's own bridges and on
 	// meshnet networks open connections to each other (dataplane.State).
 	AllowDockerBridges bool
-	LogLevel           string
+	// BridgeBypass turns on the dataplane's bridge bypass
+	// (dataplane.Options.BridgeBypass).
+	BridgeBypass bool
+	LogLevel     string
 	// LogFormat is "text" (slog's key=value lines) or "json" (one object
 	// per line, for log collectors).
 	LogFormat string
@@ -160,6 +163,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ReclaimAfter != 0 && c.ReclaimAfter < 10*time.Second {
 		errs = append(errs, fmt.Errorf("--reclaim-after %v: give 0 (never) or at least 10s: a shorter wait could free an address Docker is about to use", c.ReclaimAfter))
+	}
+	if c.BridgeBypass && !c.ContainerDNS {
+		errs = append(errs, errors.New("--bridge-bypass needs --container-dns: a VIP balanced on the host needs the host to see the replica's reply, which the bypass hands past it (drop --bridge-bypass or --container-dns=false)"))
 	}
 	if c.DNSRateLimit < 0 || c.DNSRateLimit > 1e7 {
 		errs = append(errs, fmt.Errorf("--dns-rate-limit %v: give queries per second per source, or 0 for no limit", c.DNSRateLimit))

@@ -20,7 +20,8 @@ func newDataplane(cfg Config, log *slog.Logger) (dataplane.Dataplane, error) {
 	if err != nil {
 		return nil, err
 	}
-	dp, err := dataplane.New(log, dataplane.Options{WireGuard: dataplane.WireGuardOptions{PrivateKey: key, Mode: cfg.WireGuardMode}, GuardForwarding: true})
+	dp, err := dataplane.New(log, dataplane.Options{WireGuard: dataplane.WireGuardOptions{PrivateKey: key, Mode: cfg.WireGuardMode}, GuardForwarding: true,
+		BridgeBypass: cfg.BridgeBypass})
 	if err != nil {
 		return nil, fmt.Errorf("start the dataplane: %w", err)
 	}

@@ -605,6 +605,43 @@
 // e2e check of isolation, ports and VIPs must hold across the move.
 // docs/netns-dataplane.md has the plan, path by path, and its order of work.
 //
+// # The bridge bypass
+//
+// What the namespace move buys (no frame between containers meets the
+// host's hooks) can be had without moving anything: the cost is in the
+// bridge, so a frame that needs nothing of the bridge need not cross it.
+// With Options.BridgeBypass (meshnetd --bridge-bypass), bypass.go puts tc
+// filters (u32 match, mirred redirect; the only classifier and action
+// this machine's kernel has besides bpf) on the ingress of each container's
+// host-side veth and of the vxlan device:
+//
+//   - veth: a frame to the bridge's own MAC is left to the bridge (the
+//     gateway: egress, DNS, published ports, VIPs balanced on the host);
+//     then, when its source MAC and IPv4 source are the container's own,
+//     one filter per other container of the network on this host redirects
+//     a frame to that container's MAC to its veth, and one redirects any
+//     unicast to the subnet to the vxlan device, whose static FDB sends it
+//     to the right host (an unknown MAC is dropped there, never flooded);
+//   - vxlan device: a frame from a source in the subnet to a local
+//     container's MAC goes to its veth.
+//
+// Everything else takes the bridge as before: ARP, IPv6, broadcast and
+// multicast, forged sources (so the anti-spoofing table still judges
+// them: TestContainersReceiveOnlyTheirOwn runs with the bypass on and
+// off), and whatever arrives from outside the subnet (a host's own address,
+// a routing-mesh connection from an older meshnetd), which needs the host's
+// conntrack for its replies. What the bypass changes for an operator:
+// traffic between containers of one network skips the host's FORWARD
+// chain, DOCKER-USER included, as traffic inside Swarm's overlay does (it
+// still applies to egress, published ports and other networks); a VIP must
+// be balanced in the client's namespace (the sandbox's table: meshnetd
+// refuses --bridge-bypass with --container-dns=false, and a container whose
+// table could not be written, which meshctl status lists, does not reach a
+// VIP's replicas on other hosts); tcpdump on the bridge no longer sees that
+// traffic (on the veth or the vxlan device it does). It is off by default
+// for those reasons. The filters are rewritten whole per device when they
+// differ; frames meanwhile take the bridge.
+//
 // # Namespaces
 //
 // Options.NetNS points the dataplane at another network namespace; tests use

@@ -136,7 +136,14 @@ var _ io.Writer = testWriter{}
 // newTestDataplane opens a VXLAN dataplane on ns, closed at Cleanup.
 func newTestDataplane(t *testing.T, ns netns.NsHandle) *Kernel {
 	t.Helper()
-	d, err := New(testLogger(t), Options{NetNS: ns})
+	return newTestDataplaneWith(t, ns, Options{})
+}
+
+// newTestDataplaneWith is newTestDataplane with options (NetNS is ns).
+func newTestDataplaneWith(t *testing.T, ns netns.NsHandle, opts Options) *Kernel {
+	t.Helper()
+	opts.NetNS = ns
+	d, err := New(testLogger(t), opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 
@@ -32,6 +33,11 @@ type Options struct {
 	// first sets the FORWARD policy of iptables' filter table to DROP, as
 	// Docker does when it is the one turning it on (forwardguard.go).
 	GuardForwarding bool
+	// BridgeBypass hands a vxlan network's IPv4 unicast between containers
+	// straight between their veths and the vxlan device (bypass.go), past
+	// the bridge and so past the host's netfilter hooks. What it changes
+	// for the operator is in doc.go, "The bridge bypass".
+	BridgeBypass bool
 }
 
 // Kernel is meshnet's one kernel dataplane. Per vxlan network: a bridge
@@ -60,6 +66,7 @@ type Kernel struct {
 	entryLinks map[string]link
 	wg         wgHalf
 	guardFwd   bool // Options.GuardForwarding
+	bypass     bool // Options.BridgeBypass
 }
 
 var _ Dataplane = (*Kernel)(nil)
@@ -75,7 +82,7 @@ func New(log *slog.Logger, opts Options) (*Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Kernel{log: log.With("dataplane", "vxlan"), root: log, ns: netns.None(), wg: wg, guardFwd: opts.GuardForwarding}
+	d := &Kernel{log: log.With("dataplane", "vxlan"), root: log, ns: netns.None(), wg: wg, guardFwd: opts.GuardForwarding, bypass: opts.BridgeBypass}
 	switch {
 	case opts.NetNS > 0:
 		d.ns, d.foreignNS = opts.NetNS, true
@@ -277,6 +284,11 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	}
 	report(d.syncFirewallAdds(fw))
 	report(d.syncL2Adds(l2))
+	var bypass []bypassFilter
+	if d.bypass {
+		bypass = planBypass(c.Networks, func(n Network) net.HardwareAddr { return bridgeMAC(st.Underlay.Addr, n.VNI) })
+	}
+	report(d.syncBypass(bypass, have.Links, st.HoldDeletes))
 	report(d.syncServiceAddrs(st.ServiceAddrs))
 	report(d.syncVIPs(serviceRules{VIPs: st.VIPs, Mesh: mesh, Marks: meshMarks(c.Networks, mesh, st.Underlay.Addr, st.Members, st.MeshProbeHosts),
 		Forwards: meshForwards(c.Networks, mesh, st.Underlay.Addr, st.MeshProbeHosts),

@@ -42,6 +42,7 @@ type options struct {
 	applySizes           []int
 	memEndpoints, memHst int
 	hold, profile        bool
+	bridgeBypass         bool
 	vmImage              string // -parts wgvm
 }
 
@@ -86,6 +87,7 @@ func parseFlags() (options, bool, error) {
 	underlay := flag.String("underlay", "198.18.77.0/24", "underlay of the simulated hosts (inside their namespaces)")
 	flag.StringVar(&o.vmImage, "vm-image", "bookworm", "Debian suite of the VM guests of -parts wgvm (bookworm, trixie, sid)")
 	flag.BoolVar(&o.profile, "profile", true, "perf profiles of the overlay paths and a pprof of the DNS server")
+	flag.BoolVar(&o.bridgeBypass, "bridge-bypass", false, "run meshnetd with --bridge-bypass")
 	flag.BoolVar(&o.hold, "hold", false, "keep the hosts up after setting them up, until interrupted (debugging)")
 	quick := flag.Bool("quick", false, "short runs (1 round, 3 reachability runs, sizes 50,100) to try the tool")
 	verbose := flag.Bool("v", false, "debug logging")
@@ -254,7 +256,7 @@ func measureWireGuardVM(ctx context.Context, o options, log *slog.Logger, work s
 
 // runHosts measures everything that needs the simulated hosts, then tears them down.
 func runHosts(ctx context.Context, o options, log *slog.Logger, rep *bench.Report, tools bench.Tools, work string) (map[string][]bench.DNSFigures, error) {
-	env, err := bench.NewEnv(ctx, bench.EnvConfig{Repo: o.repo, MeshnetSrc: o.meshnetSrc, WorkDir: filepath.Join(work, "hosts"), Underlay: o.underlay, Tools: tools, Log: log})
+	env, err := bench.NewEnv(ctx, bench.EnvConfig{Repo: o.repo, MeshnetSrc: o.meshnetSrc, MeshnetFlags: o.meshnetFlags(), WorkDir: filepath.Join(work, "hosts"), Underlay: o.underlay, Tools: tools, Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -299,4 +301,12 @@ func runHosts(ctx context.Context, o options, log *slog.Logger, rep *bench.Repor
 		rep.Rows = append(rep.Rows, bench.DNSRows(dnsFigs)...)
 	}
 	return dnsFigs, nil
+}
+
+// meshnetFlags are the meshnetd flags the options ask for.
+func (o options) meshnetFlags() []string {
+	if o.bridgeBypass {
+		return []string{"--bridge-bypass"}
+	}
+	return nil
 }

@@ -1,0 +1,262 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// The bridge bypass (doc.go, "The bridge bypass"): a vxlan network's IPv4
+// unicast between containers does not cross the host's bridge, where
+// br_netfilter would walk every frame through the host's IPv4 hooks. tc
+// filters (u32, mirred) on the ingress of each container's host-side veth
+// hand a frame straight to the vxlan device (another host's container) or
+// to the other container's veth (one on this host), and on the vxlan
+// device's ingress straight to the container's veth. A frame that is not
+// plainly the container's own IPv4 to a container of its subnet (ARP,
+// IPv6, broadcast, routed through the gateway, a forged source) matches
+// nothing and goes to the bridge as before, where anti-spoofing and the
+// firewall judge it.
+
+// bypassFilter is one u32 filter on a device's ingress.
+type bypassFilter struct {
+	Dev  string
+	Prio uint16
+	Keys []nl.TcU32Key
+	To   string // the device a match is redirected to; "" = left to the bridge
+}
+
+// Priorities on a container veth's ingress: frames to the bridge's own MAC
+// first (routed, left to the bridge), then one per container of the
+// network on this host, then everything else in the subnet to the vxlan
+// device.
+const (
+	bypassPrioGateway = 1
+	bypassPrioLocal   = 10
+	bypassPrioRemote  = 0xff00
+)
+
+// u32 keys are 32-bit words at offsets from the network header, 4-aligned;
+// the Ethernet header sits at -14 at ingress.
+func macKeys(off int32, mac net.HardwareAddr) []nl.TcU32Key {
+	// off is the MAC's first byte: -14 (destination) or -8 (source).
+	switch off {
+	case -14: // bytes -16,-15 are not the frame's: masked out
+		return []nl.TcU32Key{
+			{Off: -16, Mask: 0x0000ffff, Val: uint32(binary.BigEndian.Uint16(mac[0:2]))},
+			{Off: -12, Mask: 0xffffffff, Val: binary.BigEndian.Uint32(mac[2:6])},
+		}
+	default: // -8: the last word's low half is the EtherType
+		return []nl.TcU32Key{
+			{Off: -8, Mask: 0xffffffff, Val: binary.BigEndian.Uint32(mac[0:4])},
+			{Off: -4, Mask: 0xffff0000, Val: uint32(binary.BigEndian.Uint16(mac[4:6])) << 16},
+		}
+	}
+}
+
+// ipKey matches the IPv4 source (off 12) or destination (off 16) in p.
+func ipKey(off int32, p netip.Prefix) nl.TcU32Key {
+	mask := uint32(0)
+	if p.Bits() > 0 {
+		mask = ^uint32(0) << (32 - p.Bits())
+	}
+	a := p.Masked().Addr().As4()
+	return nl.TcU32Key{Off: off, Mask: mask, Val: binary.BigEndian.Uint32(a[:]) & mask}
+}
+
+// unicastDstKey: the destination MAC's group bit is clear.
+var unicastDstKey = nl.TcU32Key{Off: -16, Mask: 0x00000100, Val: 0}
+
+// planBypass lists the filters of every vxlan network with local
+// containers: bridgeMAC gives each network's bridge MAC.
+func planBypass(nets []Network, bridgeMACOf func(Network) net.HardwareAddr) []bypassFilter {
+	var out []bypassFilter
+	for _, n := range nets {
+		if n.wireguard() || !n.Subnet.Addr().Is4() {
+			continue
+		}
+		var locals []LocalEndpoint
+		for _, l := range n.Locals {
+			if l.Addr.Addr().Is4() && len(l.MAC) == 6 && l.HostIf != "" {
+				locals = append(locals, l)
+			}
+		}
+		if len(locals) == 0 {
+			continue
+		}
+		vx := VXLANName(n.VNI)
+		for _, l := range locals {
+			own := append(macKeys(-8, l.MAC), ipKey(12, netip.PrefixFrom(l.Addr.Addr(), 32)))
+			out = append(out, bypassFilter{Dev: l.HostIf, Prio: bypassPrioGateway, Keys: macKeys(-14, bridgeMACOf(n))})
+			for i, o := range locals {
+				if o.HostIf == l.HostIf {
+					continue
+				}
+				out = append(out, bypassFilter{Dev: l.HostIf, Prio: bypassPrioLocal + uint16(i),
+					Keys: append(slices.Clone(own), macKeys(-14, o.MAC)...), To: o.HostIf})
+			}
+			out = append(out, bypassFilter{Dev: l.HostIf, Prio: bypassPrioRemote,
+				Keys: append(slices.Clone(own), ipKey(16, n.Subnet.Masked()), unicastDstKey), To: vx})
+		}
+		// From the overlay, only a container of the subnet: anything else
+		// (a remote host's own address, a routing-mesh connection bridged
+		// by an older meshnetd) needs the bridge, where conntrack sees it
+		// and the replies' way back is decided.
+		for i, l := range locals {
+			out = append(out, bypassFilter{Dev: vx, Prio: bypassPrioLocal + uint16(i),
+				Keys: append(macKeys(-14, l.MAC), ipKey(12, n.Subnet.Masked())), To: l.HostIf})
+		}
+	}
+	return out
+}
+
+// syncBypass makes each device of plan hold exactly its filters (with a
+// clsact qdisc), and removes them from meshnet's other veths and vxlan
+// devices in links (the kernel's reading) that have some, unless hold is
+// set. A device whose filters differ gets them all again: between the
+// delete and the add its frames take the bridge, none is lost.
+func (d *Kernel) syncBypass(plan []bypassFilter, links map[string]link, hold bool) error {
+	byDev := map[string][]bypassFilter{}
+	var devs []string
+	for _, f := range plan {
+		if _, ok := byDev[f.Dev]; !ok {
+			devs = append(devs, f.Dev)
+		}
+		byDev[f.Dev] = append(byDev[f.Dev], f)
+	}
+	ifindex := func(name string) (int, error) {
+		if l, ok := links[name]; ok && l.Index > 0 {
+			return l.Index, nil
+		}
+		return 0, fmt.Errorf("no device %s", name)
+	}
+	var errs []error
+	for _, dev := range devs {
+		if err := d.syncDeviceBypass(dev, byDev[dev], ifindex); err != nil {
+			errs = append(errs, fmt.Errorf("bridge bypass on %s: %w", dev, err))
+		}
+	}
+	if hold {
+		return errors.Join(errs...)
+	}
+	for name, l := range links {
+		if _, ok := byDev[name]; ok || l.Index <= 0 || !(strings.HasPrefix(name, HostVethPrefix) || strings.HasPrefix(name, VXLANPrefix)) {
+			continue
+		}
+		have, err := d.nl.FilterList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: l.Index}}, netlink.HANDLE_MIN_INGRESS)
+		if err != nil || len(have) == 0 {
+			continue
+		}
+		if err := d.delClsact(l.Index); err != nil {
+			errs = append(errs, fmt.Errorf("remove the bridge bypass of %s: %w", name, err))
+			continue
+		}
+		d.changed("remove the bridge bypass filters of " + name)
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Kernel) syncDeviceBypass(dev string, want []bypassFilter, ifindex func(string) (int, error)) error {
+	idx, err := ifindex(dev)
+	if err != nil {
+		return err
+	}
+	link := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: idx}}
+	wantU32 := make([]*netlink.U32, 0, len(want))
+	for _, f := range want {
+		u := &netlink.U32{
+			FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.HANDLE_MIN_INGRESS, Priority: f.Prio, Protocol: unix.ETH_P_IP},
+			// Clipped: netlink serialises the keys up to their slice's
+			// capacity, zero keys included (which match everything).
+			Sel: &nl.TcU32Sel{Flags: nl.TC_U32_TERMINAL, Keys: slices.Clip(slices.Clone(f.Keys))},
+		}
+		// No action: a match ends the classification and the frame goes
+		// on to the bridge (act_gact, which "action ok" needs, is not in
+		// every kernel).
+		if f.To != "" {
+			to, err := ifindex(f.To)
+			if err != nil {
+				return fmt.Errorf("redirect target %s: %w", f.To, err)
+			}
+			u.Actions = []netlink.Action{netlink.NewMirredAction(to)}
+		}
+		wantU32 = append(wantU32, u)
+	}
+	have, err := d.nl.FilterList(link, netlink.HANDLE_MIN_INGRESS)
+	if err == nil && sameBypass(have, wantU32) {
+		return nil
+	}
+	if err := d.delClsact(idx); err != nil {
+		return err
+	}
+	qd := &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Parent: netlink.HANDLE_CLSACT,
+		Handle: netlink.MakeHandle(0xffff, 0)}, QdiscType: "clsact"}
+	if err := d.nl.QdiscReplace(qd); err != nil {
+		return fmt.Errorf("add the clsact qdisc: %w", err)
+	}
+	for _, u := range wantU32 {
+		if err := d.nl.FilterAdd(u); err != nil {
+			return fmt.Errorf("add u32 filter priority %d: %w", u.Priority, err)
+		}
+	}
+	d.changed(fmt.Sprintf("write %d bridge bypass filters on %s", len(wantU32), dev))
+	return nil
+}
+
+// delClsact removes the device's clsact qdisc (and every filter on it).
+func (d *Kernel) delClsact(idx int) error {
+	qds, err := d.nl.QdiscList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: idx}})
+	if err != nil {
+		return fmt.Errorf("list qdiscs: %w", err)
+	}
+	for _, q := range qds {
+		if q.Type() == "clsact" {
+			if err := d.nl.QdiscDel(q); err != nil {
+				return fmt.Errorf("delete the clsact qdisc: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// sameBypass reports whether the filters read back are the wanted ones:
+// one u32 filter per priority with the same keys and action.
+func sameBypass(have []netlink.Filter, want []*netlink.U32) bool {
+	byPrio := map[uint16]*netlink.U32{}
+	for _, f := range have {
+		u, ok := f.(*netlink.U32)
+		if !ok || u.Sel == nil || len(u.Sel.Keys) == 0 {
+			continue // the hash table entries u32 lists besides the filters
+		}
+		if _, dup := byPrio[u.Priority]; dup {
+			return false
+		}
+		byPrio[u.Priority] = u
+	}
+	if len(byPrio) != len(want) {
+		return false
+	}
+	for _, w := range want {
+		h, ok := byPrio[w.Priority]
+		if !ok || !slices.Equal(h.Sel.Keys, w.Sel.Keys) || len(h.Actions) != len(w.Actions) {
+			return false
+		}
+		if len(w.Actions) == 0 {
+			continue
+		}
+		wa := w.Actions[0].(*netlink.MirredAction)
+		ha, ok := h.Actions[0].(*netlink.MirredAction)
+		if !ok || ha.Ifindex != wa.Ifindex || ha.MirredAction != wa.MirredAction {
+			return false
+		}
+	}
+	return true
+}

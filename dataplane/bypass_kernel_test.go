@@ -1,0 +1,139 @@
+package dataplane
+
+import (
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netns"
+)
+
+// TestBridgeBypass: two Docker-like hosts (FORWARD policy DROP,
+// br_netfilter on), containers a and b on host 1 and c on host 2, the
+// bridge bypass on. Containers reach each other on one host and across,
+// and the filters' own counters show the frames went past the bridge: with
+// meshnet's FORWARD accepts deleted they still arrive. What needs the
+// host's conntrack still crosses the bridge: the gateway, egress, a host
+// reaching a remote container from its underlay address, a VIP balanced in
+// the client's namespace. A re-apply writes nothing; turned off, the
+// filters go and the bridged path carries everything again.
+func TestBridgeBypass(t *testing.T) {
+	requireRoot(t)
+	h1ns, h2ns, h1, h2 := twoHosts(t)
+	dockerHosts(t, h1ns, h2ns)
+	endpoint, remote := testLocalEndpoint, testRemoteEndpoint
+	eA := endpoint("p1p1p1p1p1p1p1", "02:42:00:00:00:21", "10.42.0.21/24")
+	eB := endpoint("p2p2p2p2p2p2p2", "02:42:00:00:00:22", "10.42.0.22/24")
+	eC := endpoint("p3p3p3p3p3p3p3", "02:42:00:00:00:23", "10.42.0.23/24")
+	members := []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")}
+	st1 := State{Underlay: UnderlayInfo{Addr: members[0]}, VXLANPort: 4790, Members: members,
+		Networks: []Network{testNet42([]LocalEndpoint{eA, eB}, remote(eC, "198.18.0.2"))}}
+	st2 := State{Underlay: UnderlayInfo{Addr: members[1]}, VXLANPort: 4790, Members: members,
+		Networks: []Network{testNet42([]LocalEndpoint{eC}, remote(eA, "198.18.0.1"), remote(eB, "198.18.0.1"))}}
+	d1, d2 := newTestDataplaneWith(t, h1ns, Options{BridgeBypass: true}), newTestDataplaneWith(t, h2ns, Options{BridgeBypass: true})
+	apply(t, d1, st1)
+	apply(t, d2, st2)
+	cA := moveIntoContainer(t, h1, eA, "10.42.0.1")
+	cB := moveIntoContainer(t, h1, eB, "10.42.0.1")
+	cC := moveIntoContainer(t, h2, eC, "10.42.0.1")
+	apply(t, d1, st1)
+	apply(t, d2, st2)
+	if len(d1.changes)+len(d2.changes) != 0 {
+		t.Errorf("re-apply changed %q %q", d1.changes, d2.changes)
+	}
+	srvB := serveIn(t, cB, "10.42.0.22:0")
+	srvC := serveIn(t, cC, "10.42.0.23:0")
+	srvH1 := serveIn(t, h1ns, "198.18.0.1:0")
+	srvGw := serveIn(t, h1ns, "10.42.0.1:0")
+
+	reach := func(t *testing.T) {
+		t.Helper()
+		expectReach(t, cA, srvC, "10.42.0.21") // across hosts
+		expectReach(t, cC, srvB, "10.42.0.23")
+		expectReach(t, cA, srvB, "10.42.0.21") // on one host
+		expectPing(t, cB, "10.42.0.23")
+	}
+	reach(t)
+	// The frames went past the bridge: each filter counted its own.
+	for _, c := range []struct {
+		ns       netns.NsHandle
+		dev, why string
+	}{{h1ns, eA.HostIf, "a to c, to the vxlan device"}, {h1ns, eA.HostIf, "a to b, to b's veth"},
+		{h2ns, "mnvx42", "from the overlay to c"}, {h1ns, "mnvx42", "from the overlay to a and b"}} {
+		if n := redirected(t, c.ns, c.dev); n == 0 {
+			t.Errorf("%s: no frame redirected on %s (%s)", c.why, c.dev, mustRunIn(t, c.ns, "tc", "-s", "filter", "show", "dev", c.dev, "ingress"))
+		}
+	}
+	// What needs the host's conntrack or routing crosses the bridge.
+	expectReach(t, cA, srvGw, "10.42.0.21")  // the gateway
+	expectReach(t, cC, srvH1, "198.18.0.2")  // egress, masqueraded
+	if got, err := dialFromAddr(h1ns, "198.18.0.1", srvC); err != nil || got != "198.18.0.1" { // host 1 to a container on host 2
+		t.Errorf("host 1 (from 198.18.0.1) to %s: %q, %v", srvC, got, err)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// Without meshnet's FORWARD accepts the bridged path is dropped
+	// (TestTwoHosts); the bypassed one never meets FORWARD.
+	for _, ns := range []netns.NsHandle{h1ns, h2ns} {
+		for _, l := range strings.Split(mustRunIn(t, ns, "iptables", "-S", "FORWARD"), "\n") {
+			if strings.Contains(l, "meshnet: accept") {
+				mustRunIn(t, ns, "sh", "-c", "iptables "+strings.Replace(l, "-A ", "-D ", 1))
+			}
+		}
+	}
+	reach(t)
+	expectBlocked(t, cC, srvH1) // egress is routed: FORWARD's drop applies
+	apply(t, d1, st1)
+	apply(t, d2, st2)
+
+	// A VIP balanced in the client's own namespace: the replica's reply,
+	// bypassed on both hosts, is un-NATed by the client's conntrack.
+	vip := VIP{Addr: netip.MustParseAddr("10.42.0.200"), Service: "api", Backends: []netip.Addr{eC.Addr.Addr()}}
+	conn, err := nftables.New(nftables.WithNetNSFd(int(cA)), nftables.AsLasting())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseLasting()
+	if err := WriteClientVIPs(conn, []VIP{vip}); err != nil {
+		t.Fatalf("WriteClientVIPs: %v", err)
+	}
+	serveWho(t, cC, "c")
+	target := "10.42.0.200:8080"
+	waitVIP(t, cA, target)
+	if who, src, err := askWho(cA, target); err != nil || who != "c" || src != "10.42.0.21" {
+		t.Errorf("through the VIP: %s saw %s (%v), want c seeing 10.42.0.21", who, src, err)
+	}
+
+	// Off: the filters go, the bridge carries everything again.
+	for _, ns := range []netns.NsHandle{h1ns, h2ns} {
+		d := newTestDataplaneWith(t, ns, Options{})
+		apply(t, d, map[netns.NsHandle]State{h1ns: st1, h2ns: st2}[ns])
+		for _, dev := range []string{"mnvx42", eA.HostIf, eB.HostIf, eC.HostIf} {
+			if out, _ := runIn(ns, "tc", "filter", "show", "dev", dev, "ingress"); strings.Contains(out, "u32") {
+				t.Errorf("bypass off: %s keeps filters:\n%s", dev, out)
+			}
+		}
+	}
+	before := redirected(t, h1ns, eA.HostIf)
+	reach(t)
+	if after := redirected(t, h1ns, eA.HostIf); after != before {
+		t.Errorf("bypass off: %d frames redirected", after-before)
+	}
+}
+
+// redirected sums the packets the mirred actions on dev's ingress sent.
+func redirected(t *testing.T, ns netns.NsHandle, dev string) int {
+	t.Helper()
+	out, _ := runIn(ns, "tc", "-s", "filter", "show", "dev", dev, "ingress")
+	n := 0
+	for _, m := range regexp.MustCompile(`Sent \d+ bytes (\d+) pkt`).FindAllStringSubmatch(out, -1) {
+		v, _ := strconv.Atoi(m[1])
+		n += v
+	}
+	return n
+}
