@@ -100,6 +100,9 @@ func StartMeshnet(ctx context.Context, h Host, cfg MeshnetConfig) (*Meshnet, err
 	if len(cfg.Join) > 0 {
 		args = append(args, "--join", strings.Join(cfg.Join, ","))
 	}
+	// MESHNET_E2E_DAEMON_FLAGS runs the whole suite with flags of the
+	// caller's choice (e.g. --bridge-bypass); a test's own flags come after.
+	args = append(args, strings.Fields(os.Getenv("MESHNET_E2E_DAEMON_FLAGS"))...)
 	args = append(args, cfg.Flags...)
 	m := &Meshnet{Host: h, cfg: cfg, args: args}
 	p, err := h.Start(ctx, "meshnetd", m.args...)
