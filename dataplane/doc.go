@@ -590,8 +590,10 @@
 //     operator may change.
 //
 // br_netfilter's switch is per namespace (the per-bridge option only adds
-// to it). So the direction is a namespace per network, as libnetwork's overlay
-// driver does: the bridge, the vxlan device (created in the host's namespace,
+// to it). So frames must not cross a bridge in the host's namespace. The
+// way taken is the bridge bypass (below): a container's own IPv4 to its
+// subnet is redirected past the bridge by tc. The way planned first was a
+// namespace per network, as libnetwork's overlay driver does: the bridge, the vxlan device (created in the host's namespace,
 // so its UDP socket stays there, then moved) and the containers' host-side
 // veths in it; the gateway on that bridge, routing through an uplink veth
 // pair to the host, so egress and published ports are routed through the
@@ -600,10 +602,11 @@
 // namespace (where the sandbox package already keeps per-container tables),
 // as Swarm does; the routing mesh carried to the replica's host over the
 // probe device, since that host no longer sees the bridged first frame it
-// marks today. Not built yet: it moves every kernel object this package
-// owns, and the adoption of a killed daemon's devices, the teardown and every
-// e2e check of isolation, ports and VIPs must hold across the move.
-// docs/netns-dataplane.md has the plan, path by path, and its order of work.
+// marked before. Its first two steps (VIPs in the client, the mesh over
+// the probe device) are built, and the bypass needed them too; the move
+// itself is not: it moves every kernel object this package owns, and the
+// bypass gets what it was for without that. docs/netns-dataplane.md keeps
+// the plan for if the bypass's limits bite.
 //
 // # The bridge bypass
 //
