@@ -76,7 +76,7 @@ func ipKey(off int32, p netip.Prefix) nl.TcU32Key {
 var unicastDstKey = nl.TcU32Key{Off: -16, Mask: 0x00000100, Val: 0}
 
 // planBypass lists the filters of every vxlan network with local
-// containers: bridgeMAC gives each network's bridge MAC.
+// containers; bridgeMACOf gives each network's bridge MAC.
 func planBypass(nets []Network, bridgeMACOf func(Network) net.HardwareAddr) []bypassFilter {
 	var out []bypassFilter
 	for _, n := range nets {
@@ -122,7 +122,9 @@ func planBypass(nets []Network, bridgeMACOf func(Network) net.HardwareAddr) []by
 // clsact qdisc), and removes them from meshnet's other veths and vxlan
 // devices in links (the kernel's reading) that have some, unless hold is
 // set. A device whose filters differ gets them all again: between the
-// delete and the add its frames take the bridge, none is lost.
+// delete and the add its frames take the bridge, none is lost. Which
+// devices to look at for removal: all of meshnet's at the first Apply (a
+// previous run may have left filters), then those this run wrote.
 func (d *Kernel) syncBypass(plan []bypassFilter, links map[string]link, hold bool) error {
 	byDev := map[string][]bypassFilter{}
 	var devs []string
@@ -147,19 +149,35 @@ func (d *Kernel) syncBypass(plan []bypassFilter, links map[string]link, hold boo
 	if hold {
 		return errors.Join(errs...)
 	}
+	if d.bypassed == nil {
+		d.bypassed = map[string]bool{}
+	}
+	for _, dev := range devs {
+		d.bypassed[dev] = true
+	}
+	swept := d.bypassSwept
+	d.bypassSwept = true
 	for name, l := range links {
 		if _, ok := byDev[name]; ok || l.Index <= 0 || !(strings.HasPrefix(name, HostVethPrefix) || strings.HasPrefix(name, VXLANPrefix)) {
 			continue
 		}
+		if swept && !d.bypassed[name] {
+			continue
+		}
 		have, err := d.nl.FilterList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: l.Index}}, netlink.HANDLE_MIN_INGRESS)
-		if err != nil || len(have) == 0 {
-			continue
+		if err == nil && len(have) > 0 {
+			if err := d.delClsact(l.Index); err != nil {
+				errs = append(errs, fmt.Errorf("remove the bridge bypass of %s: %w", name, err))
+				continue // tried again next time
+			}
+			d.changed("remove the bridge bypass filters of " + name)
 		}
-		if err := d.delClsact(l.Index); err != nil {
-			errs = append(errs, fmt.Errorf("remove the bridge bypass of %s: %w", name, err))
-			continue
+		delete(d.bypassed, name)
+	}
+	for name := range d.bypassed {
+		if _, ok := links[name]; !ok {
+			delete(d.bypassed, name) // gone, its filters with it
 		}
-		d.changed("remove the bridge bypass filters of " + name)
 	}
 	return errors.Join(errs...)
 }

@@ -67,6 +67,10 @@ type Kernel struct {
 	wg         wgHalf
 	guardFwd   bool // Options.GuardForwarding
 	bypass     bool // Options.BridgeBypass
+	// bypassed are the devices this run wrote bypass filters on;
+	// bypassSwept: the first Apply looked at every device (syncBypass).
+	bypassed    map[string]bool
+	bypassSwept bool
 }
 
 var _ Dataplane = (*Kernel)(nil)

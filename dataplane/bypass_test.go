@@ -1,0 +1,77 @@
+package dataplane
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/vishvananda/netlink/nl"
+)
+
+// The words u32 compares, as tc writes them ("match u16 0x0242 0xffff at
+// -14" and so on, aligned down to 4 bytes).
+func TestBypassKeys(t *testing.T) {
+	mac := net.HardwareAddr{0x02, 0x42, 0x0a, 0x2a, 0x00, 0x15}
+	if got := macKeys(-14, mac); got[0] != (nl.TcU32Key{Off: -16, Mask: 0x0000ffff, Val: 0x0242}) || got[1] != (nl.TcU32Key{Off: -12, Mask: 0xffffffff, Val: 0x0a2a0015}) {
+		t.Errorf("destination MAC keys %+v", got)
+	}
+	if got := macKeys(-8, mac); got[0] != (nl.TcU32Key{Off: -8, Mask: 0xffffffff, Val: 0x02420a2a}) || got[1] != (nl.TcU32Key{Off: -4, Mask: 0xffff0000, Val: 0x00150000}) {
+		t.Errorf("source MAC keys %+v", got)
+	}
+	if got := ipKey(16, netip.MustParsePrefix("10.42.0.0/24")); got != (nl.TcU32Key{Off: 16, Mask: 0xffffff00, Val: 0x0a2a0000}) {
+		t.Errorf("destination subnet key %+v", got)
+	}
+	if got := ipKey(12, netip.MustParsePrefix("10.42.0.21/32")); got != (nl.TcU32Key{Off: 12, Mask: 0xffffffff, Val: 0x0a2a0015}) {
+		t.Errorf("source address key %+v", got)
+	}
+}
+
+// Per vxlan network with local containers: on each veth the gateway pass,
+// one redirect per other local container, the redirect to the vxlan
+// device; on the vxlan device one redirect per local container. wireguard
+// and IPv6-only networks and endpoints without a MAC get none.
+func TestPlanBypass(t *testing.T) {
+	a := testLocalEndpoint("b1b1b1b1b1b1b1", "02:42:00:00:00:01", "10.42.0.11/24")
+	b := testLocalEndpoint("b2b2b2b2b2b2b2", "02:42:00:00:00:02", "10.42.0.12/24")
+	noMAC := testLocalEndpoint("b3b3b3b3b3b3b3", "02:42:00:00:00:03", "10.42.0.13/24")
+	noMAC.MAC = nil
+	nets := []Network{
+		testNet42([]LocalEndpoint{a, b, noMAC}),
+		{VNI: 7, Kind: KindWireGuard, Subnet: netip.MustParsePrefix("10.7.0.0/24"), Locals: []LocalEndpoint{a}},
+		{VNI: 8, Subnet: netip.MustParsePrefix("fd08::/64"), Locals: []LocalEndpoint{a}},
+	}
+	brMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
+	got := planBypass(nets, func(Network) net.HardwareAddr { return brMAC })
+	type row struct {
+		dev  string
+		prio uint16
+		to   string
+	}
+	var rows []row
+	for _, f := range got {
+		rows = append(rows, row{f.Dev, f.Prio, f.To})
+	}
+	want := []row{
+		{a.HostIf, bypassPrioGateway, ""}, {a.HostIf, bypassPrioLocal + 1, b.HostIf}, {a.HostIf, bypassPrioRemote, "mnvx42"},
+		{b.HostIf, bypassPrioGateway, ""}, {b.HostIf, bypassPrioLocal, a.HostIf}, {b.HostIf, bypassPrioRemote, "mnvx42"},
+		{"mnvx42", bypassPrioLocal, a.HostIf}, {"mnvx42", bypassPrioLocal + 1, b.HostIf},
+	}
+	if len(rows) != len(want) {
+		t.Fatalf("filters %+v\nwant %+v", rows, want)
+	}
+	for i := range want {
+		if rows[i] != want[i] {
+			t.Errorf("filter %d: %+v, want %+v", i, rows[i], want[i])
+		}
+	}
+	// The redirect to the vxlan device asks for the container's own
+	// source MAC and address, a destination in the subnet, unicast.
+	remote := got[2].Keys
+	if len(remote) != 5 || remote[2] != ipKey(12, netip.MustParsePrefix("10.42.0.11/32")) || remote[3] != ipKey(16, netip.MustParsePrefix("10.42.0.0/24")) || remote[4] != unicastDstKey {
+		t.Errorf("keys of the redirect to the vxlan device: %+v", remote)
+	}
+	// From the overlay: a source in the subnet only.
+	if k := got[6].Keys; len(k) != 3 || k[2] != ipKey(12, netip.MustParsePrefix("10.42.0.0/24")) {
+		t.Errorf("keys of the redirect from the overlay: %+v", k)
+	}
+}
