@@ -68,8 +68,8 @@ func TestBridgeBypass(t *testing.T) {
 		}
 	}
 	// What needs the host's conntrack or routing crosses the bridge.
-	expectReach(t, cA, srvGw, "10.42.0.21")  // the gateway
-	expectReach(t, cC, srvH1, "198.18.0.2")  // egress, masqueraded
+	expectReach(t, cA, srvGw, "10.42.0.21")                                                    // the gateway
+	expectReach(t, cC, srvH1, "198.18.0.2")                                                    // egress, masqueraded
 	if got, err := dialFromAddr(h1ns, "198.18.0.1", srvC); err != nil || got != "198.18.0.1" { // host 1 to a container on host 2
 		t.Errorf("host 1 (from 198.18.0.1) to %s: %q, %v", srvC, got, err)
 	}
