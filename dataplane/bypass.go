@@ -92,6 +92,9 @@ func planBypass(nets []Network, bridgeMACOf func(Network) net.HardwareAddr) []by
 		if len(locals) == 0 {
 			continue
 		}
+		// Priorities follow the veths' names: the daemon builds Locals from
+		// maps, and another order would rewrite every filter.
+		slices.SortFunc(locals, func(a, b LocalEndpoint) int { return strings.Compare(a.HostIf, b.HostIf) })
 		vx := VXLANName(n.VNI)
 		for _, l := range locals {
 			own := append(macKeys(-8, l.MAC), ipKey(12, netip.PrefixFrom(l.Addr.Addr(), 32)))

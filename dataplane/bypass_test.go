@@ -3,6 +3,7 @@ package dataplane
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/vishvananda/netlink/nl"
@@ -42,6 +43,13 @@ func TestPlanBypass(t *testing.T) {
 	}
 	brMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
 	got := planBypass(nets, func(Network) net.HardwareAddr { return brMAC })
+	// The same in another order (the daemon builds Locals from maps).
+	nets[0].Locals = []LocalEndpoint{noMAC, b, a}
+	if again := planBypass(nets, func(Network) net.HardwareAddr { return brMAC }); !slices.EqualFunc(got, again, func(x, y bypassFilter) bool {
+		return x.Dev == y.Dev && x.Prio == y.Prio && x.To == y.To && slices.Equal(x.Keys, y.Keys)
+	}) {
+		t.Errorf("another order of the locals gives other filters:\n%+v\n%+v", got, again)
+	}
 	type row struct {
 		dev  string
 		prio uint16
