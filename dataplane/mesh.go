@@ -231,6 +231,9 @@ func remoteHosts(nets []Network, self netip.Addr) map[netip.Addr]netip.Addr {
 // meshHairpins groups the mesh ports' remote backends by the member that
 // holds them (from the networks' remote endpoints).
 func meshHairpins(nets []Network, ports []MeshPort, self netip.Addr) []meshHairpin {
+	if len(ports) == 0 {
+		return nil // every Apply: no map of every remote endpoint for nothing
+	}
 	where := remoteHosts(nets, self)
 	by := map[netip.Addr][]netip.Addr{}
 	for _, m := range ports {
@@ -268,6 +271,9 @@ func probeRemotes(nets []Network, self netip.Addr, probeHosts []netip.Addr) map[
 // meshForwards lists the mesh ports' backends on hosts in probeHosts with
 // their hosts' indexes, sorted by backend.
 func meshForwards(nets []Network, ports []MeshPort, self netip.Addr, probeHosts []netip.Addr) []meshForward {
+	if len(ports) == 0 {
+		return nil
+	}
 	where := probeRemotes(nets, self, probeHosts)
 	var out []meshForward
 	for _, m := range ports {
@@ -378,19 +384,25 @@ func meshMarks(nets []Network, ports []MeshPort, self netip.Addr, members, probe
 		}
 	}
 	s := meshMarkSpec{Probe: map[string]uint32{}}
+	replicas := false
 	for _, n := range nets {
-		if !used[n.VNI] || n.wireguard() || len(n.Locals) == 0 || !n.Subnet.Addr().Is4() || len(others) == 0 {
+		if !used[n.VNI] || n.wireguard() || len(n.Locals) == 0 || !n.Subnet.Addr().Is4() {
 			continue
 		}
+		replicas = true
 		b := meshBridgedMark{VNI: n.VNI, Subnet: n.Subnet.Masked(), Entries: map[string]uint32{}}
 		for _, a := range others {
-			s.Probe[ProbeMAC(a).String()] = MeshIndex(a)
 			if !slices.Contains(probeHosts, a) {
 				b.Entries[bridgeMAC(a, n.VNI).String()] = MeshIndex(a)
 			}
 		}
 		if len(b.Entries) > 0 {
 			s.Bridged = append(s.Bridged, b)
+		}
+	}
+	if replicas {
+		for _, a := range others {
+			s.Probe[ProbeMAC(a).String()] = MeshIndex(a)
 		}
 	}
 	slices.SortFunc(s.Bridged, func(a, b meshBridgedMark) int { return cmp.Compare(a.VNI, b.VNI) })
@@ -433,12 +445,7 @@ func (d *Kernel) addMeshMarks(t *nftables.Table, spec meshMarkSpec) error {
 	comments := spec.comments()
 	if len(spec.Probe) > 0 {
 		e := metaIfname(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnameExact(ProbeDevice))
-		e = append(e,
-			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-				Mask: binaryutil.NativeEndian.PutUint32(vipCtMark), Xor: make([]byte, 4)},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)},
-		)
+		e = append(e, ctMarkLacks(vipCtMark)...)
 		if err := d.addMACMark(t, ch, e, spec.Probe, comments[0]); err != nil {
 			return err
 		}

@@ -403,6 +403,13 @@ func ctMarkHas(mask uint32) []expr.Any {
 	}
 }
 
+// ctMarkLacks: ct mark & mask == 0.
+func ctMarkLacks(mask uint32) []expr.Any {
+	e := ctMarkHas(mask)
+	e[2] = &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)}
+	return e
+}
+
 // teardownVIPs removes the table whatever it holds.
 func (d *Kernel) teardownVIPs() error {
 	return errors.Join(d.syncVIPs(serviceRules{}, false))
