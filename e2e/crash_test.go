@@ -136,7 +136,10 @@ func TestDaemonCrash(t *testing.T) {
 	})
 }
 
-var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
+var (
+	pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
+	pingReply   = regexp.MustCompile(`\b(?:icmp_)?seq=(\d+)`)
+)
 
 // pingCounts reads ping's summary line.
 func pingCounts(out string) (sent, received int, err error) {
@@ -147,6 +150,37 @@ func pingCounts(out string) (sent, received int, err error) {
 	sent, _ = strconv.Atoi(m[1])
 	received, _ = strconv.Atoi(m[2])
 	return sent, received, nil
+}
+
+// pingGaps lists the sequence numbers from first on (busybox's ping counts
+// from 0, iputils' from 1) that ping printed no reply for, as ranges
+// ("412-418 (4.12 s)"), with when each range was sent given ping's
+// interval: what to look for in the daemons' logs when pings are lost.
+func pingGaps(out string, first, sent int, interval time.Duration) string {
+	answered := make([]bool, sent)
+	for _, m := range pingReply.FindAllStringSubmatch(out, -1) {
+		if n, err := strconv.Atoi(m[1]); err == nil && n-first >= 0 && n-first < sent {
+			answered[n-first] = true
+		}
+	}
+	var gaps []string
+	for i := 0; i < sent; i++ {
+		if answered[i] {
+			continue
+		}
+		j := i
+		for j+1 < sent && !answered[j+1] {
+			j++
+		}
+		at := (time.Duration(i) * interval).Seconds()
+		if j == i {
+			gaps = append(gaps, fmt.Sprintf("%d (%.2f s)", i+first, at))
+		} else {
+			gaps = append(gaps, fmt.Sprintf("%d-%d (%.2f s)", i+first, j+first, at))
+		}
+		i = j
+	}
+	return strings.Join(gaps, ", ")
 }
 
 // kernelState lists, one entry per line, what meshnet's dataplane put in h's kernel: its

@@ -200,12 +200,14 @@ func expectTunnels(ctx context.Context, c *harness.Cluster, h harness.Host, peer
 	return nil
 }
 
-// pingStream pings addr from container every 10 ms for d and returns ping's output.
+// pingStream pings addr from container every 10 ms (pingInterval) for d and
+// returns ping's output, a line per reply. It is iputils' ping: busybox's
+// receive buffer loses bursts of replies (harness.IPutilsPing).
 func pingStream(ctx context.Context, h harness.Host, container string, addr netip.Addr, d time.Duration) <-chan string {
 	out := make(chan string, 1)
-	n := int(d / (10 * time.Millisecond))
+	n := int(d / pingInterval)
 	go func() {
-		s, err := harness.Docker(ctx, h, "exec", container, "ping", "-q", "-c", fmt.Sprint(n), "-i", "0.01", "-W", "2", addr.String())
+		s, err := harness.Docker(ctx, h, "exec", container, harness.IPutilsPing, "-c", fmt.Sprint(n), "-i", "0.01", "-W", "2", addr.String())
 		if err != nil {
 			s += "\n" + err.Error()
 		}
@@ -213,6 +215,12 @@ func pingStream(ctx context.Context, h harness.Host, container string, addr neti
 	}()
 	return out
 }
+
+// pingInterval is pingStream's, pingFirst its first sequence number.
+const (
+	pingInterval = 10 * time.Millisecond
+	pingFirst    = 1
+)
 
 // TestNoLossRestart: a ping every 10 ms between containers on two hosts (vxlan) while
 // meshnetd on one host is (a) stopped with SIGTERM and started again, (b) killed with -9 and
@@ -237,20 +245,24 @@ func testNoLossRestart(t *testing.T, c *harness.Cluster, hosts []harness.Host, f
 	harness.Eventually(t, 15*time.Second, func() error { return expectDataPath(ctx, c, h2, h1.Name(), "alive", "up") })
 	d := c.Daemon(h1)
 
-	check := func(t *testing.T, what string, out string) {
+	// began: when the stream was asked for (its first echo follows docker
+	// exec's start-up), to find the lost ones' time in the daemons' logs.
+	check := func(t *testing.T, what string, began time.Time, out string) {
 		sent, received, err := pingCounts(out)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("r2 -> r1 every 10 ms across %s: %d of %d answered", what, received, sent)
 		if received < sent {
-			t.Errorf("%d of %d pings lost across %s; want none", sent-received, sent, what)
+			t.Errorf("%d of %d pings lost across %s; want none. Lost: %s (time since the first ping; the stream was asked for at %s)",
+				sent-received, sent, what, pingGaps(out, pingFirst, sent, pingInterval), began.UTC().Format("15:04:05.000"))
 		}
 	}
 
 	t.Run("SIGTERM restart", func(t *testing.T) {
-		pings := pingStream(ctx, h2, "r2", ip1, 20*time.Second)
+		began, pings := time.Now(), pingStream(ctx, h2, "r2", ip1, 20*time.Second)
 		time.Sleep(2 * time.Second)
+		t.Logf("SIGTERM to meshnetd on %s at %s", h1.Name(), time.Now().UTC().Format("15:04:05.000"))
 		if err := d.Stop(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -259,7 +271,7 @@ func testNoLossRestart(t *testing.T, c *harness.Cluster, hosts []harness.Host, f
 			t.Fatal(err)
 		}
 		waitAllAlive(t, ctx, c, hosts, 30*time.Second)
-		check(t, "a SIGTERM restart of meshnetd on "+h1.Name(), <-pings)
+		check(t, "a SIGTERM restart of meshnetd on "+h1.Name(), began, <-pings)
 		log, _ := d.Log()
 		if strings.Contains(log, "leaving the cluster") {
 			t.Errorf("meshnetd on %s left the cluster on SIGTERM without --leave-on-stop", h1.Name())
@@ -267,8 +279,9 @@ func testNoLossRestart(t *testing.T, c *harness.Cluster, hosts []harness.Host, f
 	})
 
 	t.Run("kill -9, down 60 s", func(t *testing.T) {
-		pings := pingStream(ctx, h2, "r2", ip1, 80*time.Second)
+		began, pings := time.Now(), pingStream(ctx, h2, "r2", ip1, 80*time.Second)
 		time.Sleep(2 * time.Second)
+		t.Logf("kill -9 of meshnetd on %s at %s", h1.Name(), time.Now().UTC().Format("15:04:05.000"))
 		if err := d.Kill(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -284,7 +297,7 @@ func testNoLossRestart(t *testing.T, c *harness.Cluster, hosts []harness.Host, f
 			t.Fatal(err)
 		}
 		waitAllAlive(t, ctx, c, hosts, 30*time.Second)
-		check(t, "kill -9 of meshnetd on "+h1.Name()+", 60 s down and a restart", <-pings)
+		check(t, "kill -9 of meshnetd on "+h1.Name()+", 60 s down and a restart", began, <-pings)
 	})
 }
 
@@ -320,12 +333,14 @@ func TestNoLossPluginUpgrade(t *testing.T) {
 	}
 	t.Logf("plugin on %s disabled, removed, created, set and enabled in %s", h1.Name(), time.Since(start).Round(time.Millisecond))
 	waitAllAlive(t, ctx, c, hosts, 30*time.Second)
-	sent, received, err := pingCounts(<-pings)
+	out := <-pings
+	sent, received, err := pingCounts(out)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("u2 -> u1 every 10 ms across the plugin upgrade on %s: %d of %d answered", h1.Name(), received, sent)
 	if received < sent {
-		t.Errorf("%d of %d pings lost across the plugin upgrade on %s; want none", sent-received, sent, h1.Name())
+		t.Errorf("%d of %d pings lost across the plugin upgrade on %s; want none. Lost: %s (time since the first ping)",
+			sent-received, sent, h1.Name(), pingGaps(out, pingFirst, sent, pingInterval))
 	}
 }

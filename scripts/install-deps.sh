@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what meshnet's build, demo and tests need on a Debian host, as root:
-# Docker's engine (the e2e hosts run real engines), busybox for the test image,
+# Docker's engine (the e2e hosts run real engines), busybox and iputils' ping for the test image,
 # the kernel tools the suite inspects with, the load generators `make bench`
 # drives (iperf3, dnsperf), Debian's docker-compose (the compose e2e test),
 # Debian's prometheus for promtool (the metrics tests check a scrape with
@@ -18,7 +18,7 @@ if ! command -v go >/dev/null; then
 	exit 1
 fi
 
-pkgs=(docker.io busybox-static iproute2 iptables nftables kmod util-linux procps
+pkgs=(docker.io busybox-static iputils-ping iproute2 iptables nftables kmod util-linux procps
 	iperf3 dnsperf tcpdump dnsutils openssh-server openssh-client ca-certificates curl make
 	docker-compose prometheus
 	qemu-system-x86 qemu-utils mmdebstrap e2fsprogs)

@@ -51,9 +51,17 @@ func buildBusyboxTar(ctx context.Context, dir string) (string, error) {
 	// getent, for the same reason: getent ahosts lists what libc's
 	// resolver makes of a name, both families.
 	for _, prog := range []string{"/usr/bin/curl", "/usr/bin/getent"} {
-		if err := addDynamic(ctx, rootfs, prog); err != nil {
+		if err := addDynamic(ctx, rootfs, prog, prog); err != nil {
 			return "", fmt.Errorf("building the busybox image: %w", err)
 		}
+	}
+	// iputils' ping, beside busybox's (which stays `ping`): busybox's asks
+	// for a 7 KB receive buffer, which a burst of a dozen echo replies
+	// overflows when a slow host (a TCG guest) delivers them at once; the
+	// no-loss tests would count as lost replies that reached the container.
+	// iputils' asks for 64 KB.
+	if err := addDynamic(ctx, rootfs, "/usr/bin/ping", IPutilsPing); err != nil {
+		return "", fmt.Errorf("building the busybox image (install iputils-ping): %w", err)
 	}
 	files := map[string]string{
 		"etc/passwd":        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
@@ -71,27 +79,30 @@ func buildBusyboxTar(ctx context.Context, dir string) (string, error) {
 	return tarPath, nil
 }
 
-// addDynamic copies a dynamically linked program and every library ldd
-// names for it into rootfs, at the same paths.
-func addDynamic(ctx context.Context, rootfs, prog string) error {
+// IPutilsPing is where the image has iputils' ping.
+const IPutilsPing = "/opt/iputils/ping"
+
+// addDynamic copies a dynamically linked program into rootfs at dst, and
+// every library ldd names for it at the same paths.
+func addDynamic(ctx context.Context, rootfs, prog, dst string) error {
 	out, err := exec.CommandContext(ctx, "ldd", prog).Output()
 	if err != nil {
 		return fmt.Errorf("ldd %s (install curl): %w", prog, err)
 	}
-	files := []string{prog}
+	files := map[string]string{prog: dst}
 	for _, line := range strings.Split(string(out), "\n") {
 		for _, f := range strings.Fields(line) {
 			if strings.HasPrefix(f, "/") {
-				files = append(files, f)
+				files[f] = f
 			}
 		}
 	}
-	for _, f := range files {
+	for f, to := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return err
 		}
-		dst := filepath.Join(rootfs, f)
+		dst := filepath.Join(rootfs, to)
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return err
 		}
