@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -124,10 +125,11 @@ func runContainer(t *testing.T, ctx context.Context, h harness.Host, name, netwo
 	return ip
 }
 
-// pingFails checks that container cannot reach addr: three pings, none answered. It fails
-// the test when the command failed for another reason than lost packets.
+// pingFails checks that container cannot reach addr: three pings 0.2 s apart, none answered
+// within a second of the last. It fails the test when the command failed for another reason
+// than lost packets.
 func pingFails(ctx context.Context, h harness.Host, container string, addr netip.Addr) error {
-	out, err := harness.Docker(ctx, h, "exec", container, "ping", "-c3", "-W1", addr.String())
+	out, err := harness.Docker(ctx, h, "exec", container, "ping", "-c3", "-i0.2", "-W1", addr.String())
 	if err == nil {
 		return fmt.Errorf("%s on %s reached %s:\n%s", container, h.Name(), addr, out)
 	}
@@ -249,4 +251,19 @@ func watchMesh(t *testing.T, ctx context.Context, c *harness.Cluster, hosts []ha
 		time.Sleep(interval)
 	}
 	return polls, answered, notAlive
+}
+
+// envDuration is the Go duration in environment variable name, def when it is unset; a value
+// that is no duration, or shorter than least, fails t.
+func envDuration(t *testing.T, name string, def, least time.Duration) time.Duration {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < least {
+		t.Fatalf("%s=%q: want a Go duration of %s or more, e.g. %s", name, v, least, def)
+	}
+	return d
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -20,15 +19,7 @@ import (
 // two cores after a 30-minute simulated suite, so 2 minutes (about 24 of memberlist's probe
 // rounds per host) is what it can afford.
 func wanWindow(t *testing.T) time.Duration {
-	v := os.Getenv("MESHNET_E2E_WAN_WINDOW")
-	if v == "" {
-		return 2 * time.Minute
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 10*time.Second {
-		t.Fatalf("MESHNET_E2E_WAN_WINDOW=%q: want a Go duration of 10s or more, e.g. 5m", v)
-	}
-	return d
+	return envDuration(t, "MESHNET_E2E_WAN_WINDOW", 2*time.Minute, 10*time.Second)
 }
 
 // wanNetem is the WAN every host's underlay gets: 200 ms ± 20 ms one way, 1% loss.
