@@ -87,7 +87,7 @@ const IPutilsPing = "/opt/iputils/ping"
 func addDynamic(ctx context.Context, rootfs, prog, dst string) error {
 	out, err := exec.CommandContext(ctx, "ldd", prog).Output()
 	if err != nil {
-		return fmt.Errorf("ldd %s (install curl): %w", prog, err)
+		return fmt.Errorf("ldd %s (is its package installed? scripts/install-deps.sh): %w", prog, err)
 	}
 	files := map[string]string{prog: dst}
 	for _, line := range strings.Split(string(out), "\n") {
