@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -113,27 +114,39 @@ var rootNFAtStart = func() string {
 // checkHostsSane checks what every Docker host of the suite must offer.
 func checkHostsSane(t *testing.T, ctx context.Context, c *harness.Cluster) {
 	t.Helper()
+	// The hosts at once: on emulated guests a container's start is seconds each.
+	var wg sync.WaitGroup
 	for _, h := range c.Hosts {
-		if out, err := harness.Docker(ctx, h, "info", "--format", "{{.ServerVersion}}"); err != nil || strings.TrimSpace(out) == "" {
-			t.Errorf("docker info on %s: %q, %v", h.Name(), out, err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			checkHostSane(t, ctx, c, h)
+		}()
+	}
+	wg.Wait()
+}
+
+// checkHostSane is checkHostsSane for one host (t's Errorf is safe from its goroutine).
+func checkHostSane(t *testing.T, ctx context.Context, c *harness.Cluster, h harness.Host) {
+	if out, err := harness.Docker(ctx, h, "info", "--format", "{{.ServerVersion}}"); err != nil || strings.TrimSpace(out) == "" {
+		t.Errorf("docker info on %s: %q, %v", h.Name(), out, err)
+	}
+	if pol, err := harness.ForwardPolicy(ctx, h); err != nil || pol != "DROP" {
+		t.Errorf("iptables FORWARD policy on %s is %q (%v), want DROP as on a real Docker host", h.Name(), pol, err)
+	}
+	if out, err := h.Exec(ctx, "cat", "/proc/sys/net/bridge/bridge-nf-call-iptables"); err != nil || strings.TrimSpace(out) != "1" {
+		t.Errorf("bridge-nf-call-iptables on %s is %q (%v), want 1 as on a real Docker host", h.Name(), out, err)
+	}
+	out, err := harness.Docker(ctx, h, "run", "--rm", "--label", harness.Label, harness.Image, "echo", "ok")
+	if err != nil || strings.TrimSpace(out) != "ok" {
+		t.Errorf("busybox container on %s's default bridge: %q, %v", h.Name(), out, err)
+	}
+	for _, o := range c.Hosts {
+		if o == h {
+			continue
 		}
-		if pol, err := harness.ForwardPolicy(ctx, h); err != nil || pol != "DROP" {
-			t.Errorf("iptables FORWARD policy on %s is %q (%v), want DROP as on a real Docker host", h.Name(), pol, err)
-		}
-		if out, err := h.Exec(ctx, "cat", "/proc/sys/net/bridge/bridge-nf-call-iptables"); err != nil || strings.TrimSpace(out) != "1" {
-			t.Errorf("bridge-nf-call-iptables on %s is %q (%v), want 1 as on a real Docker host", h.Name(), out, err)
-		}
-		out, err := harness.Docker(ctx, h, "run", "--rm", "--label", harness.Label, harness.Image, "echo", "ok")
-		if err != nil || strings.TrimSpace(out) != "ok" {
-			t.Errorf("busybox container on %s's default bridge: %q, %v", h.Name(), out, err)
-		}
-		for _, o := range c.Hosts {
-			if o == h {
-				continue
-			}
-			if err := harness.HostPing(ctx, h, o.Addr()); err != nil {
-				t.Errorf("%s cannot ping %s's underlay address: %v", h.Name(), o.Name(), err)
-			}
+		if err := harness.HostPing(ctx, h, o.Addr()); err != nil {
+			t.Errorf("%s cannot ping %s's underlay address: %v", h.Name(), o.Name(), err)
 		}
 	}
 }
