@@ -165,7 +165,7 @@ func testWireGuardOverlay(t *testing.T, c *harness.Cluster, hosts []harness.Host
 			if err := ds[1].Restart(ctx); err != nil {
 				t.Fatal(err)
 			}
-			waitAllAlive(t, ctx, c, hosts, 30*time.Second)
+			waitAllAlive(t, ctx, c, hosts, restartedAlive)
 			if kernel {
 				checkNoLoss(t, "w1 -> w2", what+" of meshnetd on "+hosts[1].Name()+" (kernel WireGuard)", began, <-pings)
 			}
