@@ -394,20 +394,19 @@ func ctMarkOr(bits uint32) []expr.Any {
 }
 
 // ctMarkHas: ct mark & mask != 0, the masked mark left in register 1.
-func ctMarkHas(mask uint32) []expr.Any {
+func ctMarkHas(mask uint32) []expr.Any { return ctMarkMasked(mask, expr.CmpOpNeq) }
+
+// ctMarkLacks: ct mark & mask == 0.
+func ctMarkLacks(mask uint32) []expr.Any { return ctMarkMasked(mask, expr.CmpOpEq) }
+
+// ctMarkMasked compares ct mark & mask with 0 by op.
+func ctMarkMasked(mask uint32, op expr.CmpOp) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
 			Mask: binaryutil.NativeEndian.PutUint32(mask), Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+		&expr.Cmp{Op: op, Register: 1, Data: make([]byte, 4)},
 	}
-}
-
-// ctMarkLacks: ct mark & mask == 0.
-func ctMarkLacks(mask uint32) []expr.Any {
-	e := ctMarkHas(mask)
-	e[2] = &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)}
-	return e
 }
 
 // teardownVIPs removes the table whatever it holds.
