@@ -230,7 +230,7 @@
 //	   +-----------------------------+
 //	   v                             |
 //	 alive ---(probes fail)---> [suspect] ---(timeout)---> dead
-//	   |   <---(refuted)-------                              |
+//	   |   <---(answers a ping)---                           |
 //	   |                                                     |
 //	   +---(graceful leave: Run's ctx done)---------------> left
 //
@@ -242,8 +242,11 @@
 // (a field of its own shadows it). The node whose probe fails logs
 // "Suspect NAME has failed" before it spreads the suspicion, so the log
 // adapter reads suspicions from there (suspect.go): a node reports a peer
-// suspect when it suspects it itself, until memberlist's verdict or until
-// the suspicion window passes (a refutation makes no event either).
+// suspect when it suspects it itself, until memberlist's verdict, until
+// the suspect answers one of the pings this node then sends it every probe
+// interval (a refutation makes no event either: without the pings a daemon
+// restarted within its suspicion stayed suspect for the whole window, 25 s
+// on a small cluster), or until the suspicion window passes.
 // Consumers treat suspect like alive: withdrawing endpoints on suspicion
 // would turn every lost probe into an outage. "left" cannot be read from
 // memberlist's leave event either: a leaving node first re-advertises itself

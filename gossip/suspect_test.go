@@ -1,6 +1,8 @@
 package gossip
 
 import (
+	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -55,20 +57,54 @@ func TestClusterKilledNodeIsSuspectBeforeDead(t *testing.T) {
 	}
 }
 
-// A suspicion memberlist never confirms (the node refuted it) lapses back
-// to alive once memberlist would have declared the node dead.
-func TestSuspicionLapses(t *testing.T) {
+// A suspect that answers a ping is alive again at once: memberlist takes
+// its refutation without an event, and the suspicion would otherwise last
+// the whole window (a daemon restarted within it was listed suspect 25 s).
+func TestSuspicionEndsWhenThePeerAnswers(t *testing.T) {
 	checkGoroutineLeaks(t)
 	nodes := startCluster(t, 2, false)
 	eventually(t, converge, "membership", func() error { return expectMembers(nodes, allAlive(nodes)) })
 	a, b := nodes[0], nodes[1]
+	window := suspicionWindow(a.c.mlConfig, 2)
+	began := time.Now()
 	a.c.noteLogLine("Suspect " + b.name + " has failed, no acks received")
 	if got := a.store.Snapshot().Members[b.name].State; got != StateSuspect {
 		t.Fatalf("after the log line, %s sees %s as %s, want suspect", a.name, b.name, got)
 	}
-	eventually(t, 10*time.Second, "suspicion lapsed", func() error {
+	eventually(t, window, "suspicion ended", func() error {
 		return expectMembers([]*testNode{a}, map[string]MemberState{b.name: StateAlive})
 	})
+	// Two probe intervals: the first ping goes out one interval in.
+	if took := time.Since(began); took > 2*a.c.mlConfig.ProbeInterval+a.c.mlConfig.ProbeTimeout {
+		t.Errorf("suspicion ended after %s, want within two probe intervals (%s each): the ping did not end it", took, a.c.mlConfig.ProbeInterval)
+	}
+	if log := a.log.String(); !strings.Contains(log, "peer no longer suspect") {
+		t.Errorf("%s's log does not say why the suspicion ended:\n%s", a.name, log)
+	}
+}
+
+// A suspicion memberlist never rules on, of a node that does not answer
+// pings, lapses back to alive once memberlist would have declared the node
+// dead. The suspect is a peer memberlist does not know, at an address
+// nothing answers on, so that neither a verdict nor an answer ends it.
+func TestSuspicionLapses(t *testing.T) {
+	checkGoroutineLeaks(t)
+	nodes := startCluster(t, 1, false)
+	a := nodes[0]
+	const ghost = "ghost"
+	a.c.mu.Lock()
+	a.c.peers[ghost] = peer{addr: "127.0.0.1:9", ip: net.IPv4(127, 0, 0, 1), port: 9, state: StateAlive}
+	a.c.mu.Unlock()
+	a.store.SetMember(Member{Name: ghost, Addr: "127.0.0.1", State: StateAlive})
+	window := suspicionWindow(a.c.mlConfig, 2)
+	began := time.Now()
+	a.c.noteLogLine("Suspect " + ghost + " has failed, no acks received")
+	eventually(t, window+5*time.Second, "suspicion lapsed", func() error {
+		return expectMembers([]*testNode{a}, map[string]MemberState{ghost: StateAlive})
+	})
+	if took := time.Since(began); took < window {
+		t.Errorf("a suspect that answers nothing was alive again after %s, before the window (%s)", took, window)
+	}
 }
 
 func TestSuspicionWindow(t *testing.T) {
