@@ -466,7 +466,11 @@
 // coalesced segments (GSO/GRO) per syscall; status reports both. Peers are
 // keyed by public key: a changed endpoint or set of blocks updates the peer
 // in place and keeps its session; an endpoint WireGuard learnt by roaming is
-// not overwritten until the published one changes. Unlike kernel devices,
+// not overwritten until the published one changes. A peer's blocks are
+// written add-only while they only grow: replacing them clears the peer's
+// table before setting it again, and a packet routed in that instant is
+// dropped (the kernel before 6.16 cannot remove one prefix alone, so a peer
+// that loses a block still has its set replaced). Unlike kernel devices,
 // the embedded device lives in meshnetd's process: it goes when the daemon
 // stops, and the next Apply brings it back with the same key.
 //

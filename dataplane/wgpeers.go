@@ -22,6 +22,13 @@ import (
 // WireGuard follows a peer that roams (its packets authenticate from a new
 // address) and Apply must not undo that on every pass.
 //
+// Writing a peer with its allowed prefixes replaced clears them and sets
+// them again, and a packet for that peer in between finds no route through
+// the device (the kernel reads the table without the lock the write holds):
+// so a peer whose prefixes only grow, or stay, is written with the new ones
+// added and the rest untouched. Only a peer that loses a prefix has them
+// replaced (Linux before 6.16 cannot remove one alone).
+//
 // A prefix wanted for two peers would silently move to whichever WireGuard
 // saw last; it is reported and given to the first peer only.
 //
@@ -77,6 +84,11 @@ func planPeers(want WireGuardState, have []wgtypes.Peer, lastEndpoint map[wgtype
 			ReplaceAllowedIPs:           true,
 			AllowedIPs:                  ipNets(allowed),
 		}
+		if exists {
+			if added, only := addedPrefixes(peerPrefixes(h.AllowedIPs), allowed); only {
+				pc.ReplaceAllowedIPs, pc.AllowedIPs = false, ipNets(added)
+			}
+		}
 		if needEndpoint {
 			pc.Endpoint = net.UDPAddrFromAddrPort(p.Endpoint)
 		}
@@ -88,6 +100,22 @@ func planPeers(want WireGuardState, have []wgtypes.Peer, lastEndpoint map[wgtype
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// addedPrefixes is what want has that have lacks, and whether want keeps all
+// of have (so that adding those is the whole change).
+func addedPrefixes(have, want []netip.Prefix) (added []netip.Prefix, only bool) {
+	for _, p := range have {
+		if !slices.Contains(want, p) {
+			return nil, false
+		}
+	}
+	for _, p := range want {
+		if !slices.Contains(have, p) {
+			added = append(added, p)
+		}
+	}
+	return added, true
 }
 
 // unionPrefixes is a and b without duplicates, sorted as peerPrefixes sorts.

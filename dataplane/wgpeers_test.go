@@ -172,15 +172,17 @@ func TestPlanPeersHold(t *testing.T) {
 		if c.Remove {
 			t.Errorf("held plan removes peer %s", shortKey(c.PublicKey.String()))
 		}
-		if c.PublicKey == kA {
-			got := peerPrefixes(c.AllowedIPs)
+	}
+	have = devicePeers(have, changes)
+	for _, p := range have {
+		if p.PublicKey == kA {
+			got := peerPrefixes(p.AllowedIPs)
 			want := []netip.Prefix{pfx("10.8.0.16/28"), pfx("10.8.0.64/28"), pfx("10.8.0.80/28")}
 			if !slices.Equal(got, want) {
-				t.Errorf("held plan gives A %v; want what it had and the new block: %v", got, want)
+				t.Errorf("held plan leaves A with %v; want what it had and the new block: %v", got, want)
 			}
 		}
 	}
-	have = devicePeers(have, changes)
 	changes, _ = planPeers(partial, have, map[wgtypes.Key]netip.AddrPort{kA: netip.MustParseAddrPort("198.18.0.2:51820")}, false)
 	var removed []wgtypes.Key
 	for _, c := range changes {
@@ -190,6 +192,56 @@ func TestPlanPeersHold(t *testing.T) {
 	}
 	if len(removed) != 1 || removed[0] != kB {
 		t.Errorf("after the hold: removed %v, want B only (%+v)", removed, changes)
+	}
+}
+
+// TestPlanPeersAddOnly: a peer's prefixes are replaced (cleared and set
+// again, an instant without a route) only when it loses one; a peer that
+// gains a block, or only moves, is written without touching what it has.
+func TestPlanPeersAddOnly(t *testing.T) {
+	kA := testKey(t)
+	pfx := netip.MustParsePrefix
+	ep := netip.MustParseAddrPort("198.18.0.2:51820")
+	state := func(ep netip.AddrPort, ps ...string) WireGuardState {
+		var allowed []netip.Prefix
+		for _, p := range ps {
+			allowed = append(allowed, pfx(p))
+		}
+		return WireGuardState{Peers: []WireGuardPeer{{PublicKey: kA.String(), Endpoint: ep, AllowedIPs: allowed}}}
+	}
+	last := map[wgtypes.Key]netip.AddrPort{kA: ep}
+	changes, _ := planPeers(state(ep, "10.8.0.16/28"), nil, last, false)
+	have := devicePeers(nil, changes)
+
+	for _, step := range []struct {
+		what       string
+		want       WireGuardState
+		replace    bool
+		written    []netip.Prefix
+		afterwards []netip.Prefix
+	}{
+		{"gains a block", state(ep, "10.8.0.16/28", "10.8.0.32/28"), false,
+			[]netip.Prefix{pfx("10.8.0.32/28")}, []netip.Prefix{pfx("10.8.0.16/28"), pfx("10.8.0.32/28")}},
+		{"moves", state(netip.MustParseAddrPort("198.18.0.9:51820"), "10.8.0.16/28", "10.8.0.32/28"), false,
+			nil, []netip.Prefix{pfx("10.8.0.16/28"), pfx("10.8.0.32/28")}},
+		{"loses a block", state(netip.MustParseAddrPort("198.18.0.9:51820"), "10.8.0.32/28"), true,
+			[]netip.Prefix{pfx("10.8.0.32/28")}, []netip.Prefix{pfx("10.8.0.32/28")}},
+	} {
+		changes, err := planPeers(step.want, have, last, false)
+		if err != nil || len(changes) != 1 {
+			t.Fatalf("%s: %v %+v", step.what, err, changes)
+		}
+		c := changes[0]
+		if c.ReplaceAllowedIPs != step.replace || !slices.Equal(peerPrefixes(c.AllowedIPs), step.written) {
+			t.Errorf("%s: written with replace=%v %v; want replace=%v %v", step.what, c.ReplaceAllowedIPs, peerPrefixes(c.AllowedIPs), step.replace, step.written)
+		}
+		if c.Endpoint != nil {
+			last[kA] = c.Endpoint.AddrPort()
+		}
+		have = devicePeers(have, changes)
+		if got := peerPrefixes(have[0].AllowedIPs); !slices.Equal(got, step.afterwards) {
+			t.Errorf("%s: the device has %v, want %v", step.what, got, step.afterwards)
+		}
 	}
 }
 
