@@ -22,8 +22,13 @@ if [ "$(id -u)" != 0 ]; then
 	exit 1
 fi
 
+# failsum (e2e/failsum) finds each failed test's own last log lines under the hosts' dumps;
+# they are printed once more after the table, so that a log read at its tail says why.
+go build -o build/failsum ./e2e/failsum || exit 1
+
 status=0
 summary=()
+failed_logs=()
 for img in $images; do
 for pass in "$tests" "$after"; do
 	[ -n "$pass" ] || continue
@@ -47,11 +52,19 @@ for pass in "$tests" "$after"; do
 		summary+=("$(printf '%-10s %-32s %-5s' "$img" "(no test ran)" "FAIL")")
 		status=1
 	fi
-	[ "$rc" = 0 ] || status=1
+	if [ "$rc" != 0 ]; then
+		status=1
+		failed_logs+=("$log")
+	fi
 done
 done
 echo
 echo "== e2e on VMs: results per image"
 printf '%-10s %-32s %-5s %s\n' image test result time
 printf '%s\n' "${summary[@]}"
+for log in "${failed_logs[@]}"; do
+	echo
+	echo "== why, from $log:"
+	build/failsum < "$log" | sed -n '/^===== [0-9]* failed test/,$p'
+done
 exit $status
