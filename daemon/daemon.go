@@ -107,6 +107,9 @@ type Daemon struct {
 	// (datapath.go); probeChanged hears when a peer's data path flips.
 	probes       []*dataPathProbe
 	probeChanged chan struct{}
+	// vipTablesChanged hears when a container's own VIP table comes into
+	// place or goes (with the bridge bypass only: bridgedEndpoints).
+	vipTablesChanged chan struct{}
 	// labelErrs are local containers whose meshnet.publish does not parse.
 	labelErrs labelErrors
 }
@@ -202,8 +205,15 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	d.dnsCfg.RateLimit.Burst = int(2 * cfg.DNSRateLimit)
 	d.dnsCounts, d.boxCounts = new(dns.Counts), new(dns.Counts)
 	d.dnsCfg.Counts = d.dnsCounts
+	d.vipTablesChanged = make(chan struct{}, 1)
 	if cfg.ContainerDNS {
-		d.sandboxes = sandbox.New(sandbox.Config{Domain: cfg.DNSDomain, TTL: d.dnsCfg.TTL, Counts: d.boxCounts}, log)
+		sc := sandbox.Config{Domain: cfg.DNSDomain, TTL: d.dnsCfg.TTL, Counts: d.boxCounts}
+		if cfg.BridgeBypass {
+			// Which containers the bypass may take past the bridge
+			// (bridgedEndpoints) follows their VIP tables.
+			sc.VIPTableChanged = func() { notify(d.vipTablesChanged) }
+		}
+		d.sandboxes = sandbox.New(sc, log)
 	}
 	if cfg.MetricsAddr != "" {
 		d.metrics = metrics.New(d.metricsState, d.notReady)
@@ -350,6 +360,15 @@ func (d *Daemon) identityConflict(err error) error {
 	return IdentityConflictError{Err: err}
 }
 
+// notify wakes whoever waits on ch (a channel with room for one), without
+// blocking: a wake-up already pending covers this one.
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
 // reconcileLoop applies the desired state on every store change and on a
 // timer, which repairs drift (someone deleted a link) and anything missed.
 func (d *Daemon) reconcileLoop(ctx context.Context) error {
@@ -373,6 +392,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) error {
 		case <-changes:
 		case <-t.C:
 		case <-d.probeChanged:
+		case <-d.vipTablesChanged:
 		case <-heard:
 			heard = nil // closed for good: once is enough
 		}
@@ -398,6 +418,9 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	st.VIPs = desiredVIPs(snap, st.Networks)
 	for _, v := range st.VIPs {
 		st.ServiceAddrs = append(st.ServiceAddrs, v.Addr)
+	}
+	if d.cfg.BridgeBypass && d.sandboxes != nil {
+		bridgedEndpoints(&st, d.sandboxes.VIPTableReady())
 	}
 	st.AllowDockerBridges = d.cfg.AllowDockerBridges
 	st.HoldDeletes = hold

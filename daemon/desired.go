@@ -293,3 +293,19 @@ func macFor(a netip.Addr) net.HardwareAddr {
 	s := h.Sum(nil)
 	return net.HardwareAddr{0x0a, s[0], s[1], s[2], s[3], s[4]}
 }
+
+// bridgedEndpoints marks the local endpoints whose container does not
+// balance service VIPs in its own namespace (ready lacks them) to stay on
+// the bridge when the bridge bypass is on: their connections to a VIP are
+// balanced by the host's table, whose conntrack must see the replies, and
+// the bypass would hand those straight to the container. A container is
+// in that state from its start until its box has written its table (about
+// a second), or for good when the write failed (meshctl status lists it).
+func bridgedEndpoints(st *dataplane.State, ready map[string]bool) {
+	for i := range st.Networks {
+		for j := range st.Networks[i].Locals {
+			l := &st.Networks[i].Locals[j]
+			l.Bridged = !ready[l.ID]
+		}
+	}
+}

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"encoding/json"
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
@@ -221,5 +222,24 @@ func TestDesiredPublishedAndInternal(t *testing.T) {
 	}
 	if strings.Join(keys, " ") != "tcp/0.0.0.0:8081 udp/198.18.0.11:53" {
 		t.Errorf("held ports %q", keys)
+	}
+}
+
+// With the bridge bypass, a local container whose VIP table is not in place
+// stays on the bridge; the others do not.
+func TestBridgedEndpoints(t *testing.T) {
+	st := dataplane.State{Networks: []dataplane.Network{
+		{VNI: 1, Locals: []dataplane.LocalEndpoint{{ID: "ready"}, {ID: "starting"}}},
+		{VNI: 2, Locals: []dataplane.LocalEndpoint{{ID: "failed", Bridged: false}}},
+	}}
+	bridgedEndpoints(&st, map[string]bool{"ready": true, "elsewhere": true})
+	got := map[string]bool{}
+	for _, n := range st.Networks {
+		for _, l := range n.Locals {
+			got[l.ID] = l.Bridged
+		}
+	}
+	if want := map[string]bool{"ready": false, "starting": true, "failed": true}; !maps.Equal(got, want) {
+		t.Errorf("bridged: %v, want %v", got, want)
 	}
 }

@@ -41,6 +41,7 @@ type bypassFilter struct {
 const (
 	bypassPrioGateway = 1
 	bypassPrioLocal   = 10
+	bypassPrioBridged = 0x8000 // to a container kept on the bridge (LocalEndpoint.Bridged)
 	bypassPrioRemote  = 0xff00
 )
 
@@ -83,10 +84,14 @@ func planBypass(nets []Network, bridgeMACOf func(Network) net.HardwareAddr) []by
 		if n.wireguard() || !n.Subnet.Addr().Is4() {
 			continue
 		}
-		var locals []LocalEndpoint
+		var locals, bridged []LocalEndpoint
 		for _, l := range n.Locals {
 			if l.Addr.Addr().Is4() && len(l.MAC) == 6 && l.HostIf != "" {
-				locals = append(locals, l)
+				if l.Bridged {
+					bridged = append(bridged, l)
+				} else {
+					locals = append(locals, l)
+				}
 			}
 		}
 		if len(locals) == 0 {
@@ -94,7 +99,9 @@ func planBypass(nets []Network, bridgeMACOf func(Network) net.HardwareAddr) []by
 		}
 		// Priorities follow the veths' names: the daemon builds Locals from
 		// maps, and another order would rewrite every filter.
-		slices.SortFunc(locals, func(a, b LocalEndpoint) int { return strings.Compare(a.HostIf, b.HostIf) })
+		byHostIf := func(a, b LocalEndpoint) int { return strings.Compare(a.HostIf, b.HostIf) }
+		slices.SortFunc(locals, byHostIf)
+		slices.SortFunc(bridged, byHostIf)
 		vx := VXLANName(n.VNI)
 		for _, l := range locals {
 			own := append(macKeys(-8, l.MAC), ipKey(12, netip.PrefixFrom(l.Addr.Addr(), 32)))
@@ -105,6 +112,12 @@ func planBypass(nets []Network, bridgeMACOf func(Network) net.HardwareAddr) []by
 				}
 				out = append(out, bypassFilter{Dev: l.HostIf, Prio: bypassPrioLocal + uint16(i),
 					Keys: append(slices.Clone(own), macKeys(-14, o.MAC)...), To: o.HostIf})
+			}
+			// A container kept on the bridge has all of its traffic cross
+			// it, both ways: left to the bridge before the catch-all below
+			// sends it to the vxlan device (which does not know its MAC).
+			for i, o := range bridged {
+				out = append(out, bypassFilter{Dev: l.HostIf, Prio: bypassPrioBridged + uint16(i), Keys: macKeys(-14, o.MAC)})
 			}
 			out = append(out, bypassFilter{Dev: l.HostIf, Prio: bypassPrioRemote,
 				Keys: append(slices.Clone(own), ipKey(16, n.Subnet.Masked()), unicastDstKey), To: vx})

@@ -109,6 +109,36 @@ func TestBridgeBypass(t *testing.T) {
 		t.Errorf("through the VIP: %s saw %s (%v), want c seeing 10.42.0.21", who, src, err)
 	}
 
+	// A VIP balanced on the host, for b, whose own table is not in place
+	// (Bridged): its traffic crosses the bridge both ways, so host 1's
+	// conntrack un-NATs the replica's reply; bypassed, that reply would
+	// reach b unchanged, from c's own address.
+	bridged := st1
+	bridged.Networks = []Network{testNet42([]LocalEndpoint{eA, eB}, remote(eC, "198.18.0.2"))}
+	bridged.Networks[0].Locals[1].Bridged = true
+	bridged.VIPs, bridged.ServiceAddrs = []VIP{vip}, []netip.Addr{vip.Addr}
+	apply(t, d1, bridged)
+	for _, c := range []struct {
+		dev  string
+		want bool
+	}{{eB.HostIf, false}, {eA.HostIf, true}, {"mnvx42", true}} {
+		out := mustRunIn(t, h1ns, "tc", "filter", "show", "dev", c.dev, "ingress")
+		if got := strings.Contains(out, "mirred"); got != c.want {
+			t.Errorf("b bridged: redirects on %s: %v, want %v\n%s", c.dev, got, c.want, out)
+		}
+		if strings.Contains(out, eB.HostIf) {
+			t.Errorf("b bridged: %s redirects to b's veth:\n%s", c.dev, out)
+		}
+	}
+	waitVIP(t, cB, target)
+	if who, src, err := askWho(cB, target); err != nil || who != "c" || src != "10.42.0.22" {
+		t.Errorf("b through the host's VIP table: %s saw %s (%v), want c seeing 10.42.0.22", who, src, err)
+	}
+	expectReach(t, cA, srvB, "10.42.0.21") // a to b: the bridge now
+	expectReach(t, cB, srvC, "10.42.0.22") // b to c: the bridge, then the overlay
+	expectReach(t, cA, srvC, "10.42.0.21") // a is still bypassed
+	apply(t, d1, st1)
+
 	// Off: the filters go, the bridge carries everything again.
 	for _, ns := range []netns.NsHandle{h1ns, h2ns} {
 		d := newTestDataplaneWith(t, ns, Options{})

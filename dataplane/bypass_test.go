@@ -83,3 +83,43 @@ func TestPlanBypass(t *testing.T) {
 		t.Errorf("keys of the redirect from the overlay: %+v", k)
 	}
 }
+
+// A container kept on the bridge (its VIP table is not in place) gets no
+// filter of its own and none on the vxlan device; the others leave frames
+// to it to the bridge rather than send them to the vxlan device.
+func TestPlanBypassBridged(t *testing.T) {
+	a := testLocalEndpoint("b1b1b1b1b1b1b1", "02:42:00:00:00:01", "10.42.0.11/24")
+	b := testLocalEndpoint("b2b2b2b2b2b2b2", "02:42:00:00:00:02", "10.42.0.12/24")
+	c := testLocalEndpoint("b3b3b3b3b3b3b3", "02:42:00:00:00:03", "10.42.0.13/24")
+	c.Bridged = true
+	brMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
+	got := planBypass([]Network{testNet42([]LocalEndpoint{c, a, b})}, func(Network) net.HardwareAddr { return brMAC })
+	type row struct {
+		dev  string
+		prio uint16
+		to   string
+	}
+	var rows []row
+	for _, f := range got {
+		rows = append(rows, row{f.Dev, f.Prio, f.To})
+		if f.Dev == c.HostIf || f.To == c.HostIf {
+			t.Errorf("a filter on or to the bridged container: %+v", f)
+		}
+		if f.Prio == bypassPrioBridged && !slices.Equal(f.Keys, macKeys(-14, c.MAC)) {
+			t.Errorf("the pass to the bridged container matches %+v, want its MAC", f.Keys)
+		}
+	}
+	want := []row{
+		{a.HostIf, bypassPrioGateway, ""}, {a.HostIf, bypassPrioLocal + 1, b.HostIf}, {a.HostIf, bypassPrioBridged, ""}, {a.HostIf, bypassPrioRemote, "mnvx42"},
+		{b.HostIf, bypassPrioGateway, ""}, {b.HostIf, bypassPrioLocal, a.HostIf}, {b.HostIf, bypassPrioBridged, ""}, {b.HostIf, bypassPrioRemote, "mnvx42"},
+		{"mnvx42", bypassPrioLocal, a.HostIf}, {"mnvx42", bypassPrioLocal + 1, b.HostIf},
+	}
+	if !slices.Equal(rows, want) {
+		t.Errorf("filters\n%+v\nwant\n%+v", rows, want)
+	}
+	// Only bridged containers: nothing to bypass.
+	a.Bridged = true
+	if got := planBypass([]Network{testNet42([]LocalEndpoint{a, c})}, func(Network) net.HardwareAddr { return brMAC }); len(got) != 0 {
+		t.Errorf("filters with every container bridged: %+v", got)
+	}
+}

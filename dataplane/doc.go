@@ -640,14 +640,19 @@
 // conntrack for its replies. What the bypass changes for an operator:
 // traffic between containers of one network skips the host's FORWARD
 // chain, DOCKER-USER included, as traffic inside Swarm's overlay does (it
-// still applies to egress, published ports and other networks); a VIP must
-// be balanced in the client's namespace (the sandbox's table: meshnetd
-// refuses --bridge-bypass with --container-dns=false, and a container whose
-// table could not be written, which meshctl status lists, does not reach a
-// VIP's replicas on other hosts); tcpdump on the bridge no longer sees that
-// traffic (on the veth or the vxlan device it does). It is off by default
-// for those reasons. The filters are rewritten whole per device when they
-// differ; frames meanwhile take the bridge.
+// still applies to egress, published ports and other networks); a VIP is
+// balanced in the client's namespace (the sandbox's table: meshnetd refuses
+// --bridge-bypass with --container-dns=false); tcpdump on the bridge no
+// longer sees that traffic (on the veth or the vxlan device it does). It is
+// off by default for the first of those. A container whose own VIP table is
+// not in place (from its start until its box writes it, about a second, or
+// for good when the write failed, which meshctl status lists) is
+// LocalEndpoint.Bridged: it gets no filter, the vxlan device none to it,
+// and the others' veths leave frames to it to the bridge, so all of its
+// traffic crosses the bridge both ways and the host's VIP table, whose
+// conntrack must see the replica's reply, balances its connections. The
+// filters are rewritten whole per device when they differ; frames
+// meanwhile take the bridge.
 //
 // # Namespaces
 //

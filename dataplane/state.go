@@ -156,6 +156,12 @@ type LocalEndpoint struct {
 	Addr6 netip.Prefix
 	// Ports are published on the host's addresses (docker run -p).
 	Ports []PortMapping
+	// Bridged keeps the container's frames, both ways, on the bridge when
+	// the bridge bypass is on (Options.BridgeBypass): a container whose
+	// own VIP table is not in place has its VIP connections balanced on
+	// the host, whose conntrack must see their replies. No effect without
+	// the bypass.
+	Bridged bool
 }
 
 // RemoteEndpoint is a container on another host.
@@ -308,7 +314,7 @@ func (n Network) equal(o Network) bool {
 	for i, l := range n.Locals {
 		m := o.Locals[i]
 		if l.ID != m.ID || l.HostIf != m.HostIf || l.ContainerIf != m.ContainerIf ||
-			!bytes.Equal(l.MAC, m.MAC) || l.Addr != m.Addr || l.Addr6 != m.Addr6 || !slices.Equal(l.Ports, m.Ports) {
+			!bytes.Equal(l.MAC, m.MAC) || l.Addr != m.Addr || l.Addr6 != m.Addr6 || !slices.Equal(l.Ports, m.Ports) || l.Bridged != m.Bridged {
 			return false
 		}
 	}

@@ -61,6 +61,12 @@ func (b *box) syncVIPsLocked() {
 	if b.vipWritten && dataplane.VIPsEqual(want, b.vips) {
 		return
 	}
+	was := b.vipReadyLocked()
+	defer func() {
+		if b.vipReadyLocked() != was {
+			b.m.vipTableChanged()
+		}
+	}()
 	err := dataplane.WriteClientVIPs(b.vipConn, want)
 	if err != nil {
 		if b.vipErr == nil {
@@ -71,6 +77,11 @@ func (b *box) syncVIPsLocked() {
 	}
 	b.vips, b.vipWritten, b.vipErr = want, true, nil
 }
+
+// vipReadyLocked reports whether the container balances its service VIPs
+// in its own namespace: the box runs and wrote the container's VIP table
+// as it is now.
+func (b *box) vipReadyLocked() bool { return b.vipConn != nil && b.vipWritten && b.vipErr == nil }
 
 // vipsOf picks the VIPs on the box's networks.
 func vipsOf(all *[]dataplane.VIP, eps map[string]netip.Prefix) []dataplane.VIP {
@@ -193,9 +204,12 @@ func (b *box) run(ctx context.Context) {
 // meshnet network.
 func (b *box) stopVIPs(vc *nftables.Conn) {
 	b.mu.Lock()
-	leaving := b.leaving
+	leaving, was := b.leaving, b.vipReadyLocked()
 	b.vipConn = nil
 	b.mu.Unlock()
+	if was {
+		b.m.vipTableChanged()
+	}
 	if leaving {
 		if err := dataplane.WriteClientVIPs(vc, nil); err != nil {
 			b.m.log.Debug("container VIPs: remove the table", "sandbox", b.key, "err", err)

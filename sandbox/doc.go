@@ -74,6 +74,10 @@
 // new meshnetd rewrites it; it goes when the container leaves its last
 // meshnet network. A box that cannot write it says so in its status, and
 // the host's own VIP table balances that container's connections.
+// VIPTableReady lists the containers whose table is in place, and
+// Config.VIPTableChanged says when that list changes: the daemon's bridge
+// bypass takes only those past the bridge (the host's table needs the
+// others' replies to cross it).
 // `meshnetd --cleanup` does not enter containers: one still running keeps
 // its table, inert once its meshnet interface is gone, until it stops.
 //

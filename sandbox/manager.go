@@ -35,6 +35,11 @@ type Config struct {
 	// Forget is how long a box the engine's container list does not show
 	// is kept (a container between Join and its first listing). Default 30 s.
 	Forget time.Duration
+	// VIPTableChanged, when set, is called whenever a container's VIP
+	// table comes into place or stops being so (VIPTableReady's answer
+	// changed). It is called with the manager's locks held: it must not
+	// block or call back.
+	VIPTableChanged func()
 }
 
 // Defaults; Config explains each.
@@ -292,6 +297,32 @@ func (m *Manager) Status() []Status {
 		b.mu.Unlock()
 	}
 	return out
+}
+
+// VIPTableReady lists, by endpoint ID, the endpoints whose container
+// balances service VIPs in its own namespace: its box runs and has written
+// the container's VIP table as the VIPs are now. The bridge bypass keeps
+// the others' traffic on the bridge (dataplane.LocalEndpoint.Bridged).
+func (m *Manager) VIPTableReady() map[string]bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]bool{}
+	for _, b := range m.boxes {
+		b.mu.Lock()
+		if b.vipReadyLocked() {
+			for ep := range b.eps {
+				out[ep] = true
+			}
+		}
+		b.mu.Unlock()
+	}
+	return out
+}
+
+func (m *Manager) vipTableChanged() {
+	if m.cfg.VIPTableChanged != nil {
+		m.cfg.VIPTableChanged()
+	}
 }
 
 // Run renews every box's lease until ctx is done, then closes the boxes,

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -243,12 +244,19 @@ func TestContainerVIPs(t *testing.T) {
 		}
 		return v
 	}
-	m := New(Config{}, nil)
+	var changes atomic.Int32
+	m := New(Config{VIPTableChanged: func() { changes.Add(1) }}, nil)
 	m.SetTable(testTable())
 	// One VIP on the container's network, one on another network.
 	m.SetVIPs([]dataplane.VIP{vip("10.42.255.1", "10.42.0.2", "10.42.1.2"), vip("10.77.255.1", "10.77.0.2")})
 	m.Attach(path, "ep1", netip.MustParsePrefix("10.42.0.0/16"))
 	eventually(t, "the container's VIP table", 2*time.Second, func() bool { return strings.Contains(table(), "10.42.255.1") })
+	// Written: the endpoint is ready for the bridge bypass, and the daemon
+	// was told once.
+	eventually(t, "the endpoint listed ready", 2*time.Second, func() bool { return m.VIPTableReady()["ep1"] })
+	if n := changes.Load(); n != 1 {
+		t.Errorf("VIPTableChanged called %d times when the table came into place, want 1", n)
+	}
 	if got := table(); strings.Contains(got, "10.77.255.1") || !strings.Contains(got, "10.42.1.2") {
 		t.Errorf("the container's table holds another network's VIP or lacks a replica:\n%s", got)
 	}
@@ -266,8 +274,14 @@ func TestContainerVIPs(t *testing.T) {
 	if got := table(); !strings.Contains(got, "10.77.255.1") {
 		t.Errorf("after joining 10.77.0.0/16:\n%s", got)
 	}
+	if r := m.VIPTableReady(); !r["ep1"] || !r["ep2"] || changes.Load() != 1 {
+		t.Errorf("after rewrites: ready %v, %d calls of VIPTableChanged; want both endpoints, 1 call", r, changes.Load())
+	}
 	// meshnetd stops: the VIPs stay.
 	m.Close()
+	if len(m.VIPTableReady()) != 0 || changes.Load() != 2 {
+		t.Errorf("after Close: ready %v, %d calls of VIPTableChanged; want none ready, 2 calls", m.VIPTableReady(), changes.Load())
+	}
 	if got := table(); !strings.Contains(got, "10.42.255.1") {
 		t.Errorf("after a stop the container lost its VIPs:\n%s", got)
 	}
