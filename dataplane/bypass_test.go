@@ -50,16 +50,8 @@ func TestPlanBypass(t *testing.T) {
 	}) {
 		t.Errorf("another order of the locals gives other filters:\n%+v\n%+v", got, again)
 	}
-	type row struct {
-		dev  string
-		prio uint16
-		to   string
-	}
-	var rows []row
-	for _, f := range got {
-		rows = append(rows, row{f.Dev, f.Prio, f.To})
-	}
-	want := []row{
+	rows := bypassRows(got)
+	want := []bypassRow{
 		{a.HostIf, bypassPrioGateway, ""}, {a.HostIf, bypassPrioLocal + 1, b.HostIf}, {a.HostIf, bypassPrioRemote, "mnvx42"},
 		{b.HostIf, bypassPrioGateway, ""}, {b.HostIf, bypassPrioLocal, a.HostIf}, {b.HostIf, bypassPrioRemote, "mnvx42"},
 		{"mnvx42", bypassPrioLocal, a.HostIf}, {"mnvx42", bypassPrioLocal + 1, b.HostIf},
@@ -94,14 +86,8 @@ func TestPlanBypassBridged(t *testing.T) {
 	c.Bridged = true
 	brMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
 	got := planBypass([]Network{testNet42([]LocalEndpoint{c, a, b})}, func(Network) net.HardwareAddr { return brMAC })
-	type row struct {
-		dev  string
-		prio uint16
-		to   string
-	}
-	var rows []row
+	rows := bypassRows(got)
 	for _, f := range got {
-		rows = append(rows, row{f.Dev, f.Prio, f.To})
 		if f.Dev == c.HostIf || f.To == c.HostIf {
 			t.Errorf("a filter on or to the bridged container: %+v", f)
 		}
@@ -109,7 +95,7 @@ func TestPlanBypassBridged(t *testing.T) {
 			t.Errorf("the pass to the bridged container matches %+v, want its MAC", f.Keys)
 		}
 	}
-	want := []row{
+	want := []bypassRow{
 		{a.HostIf, bypassPrioGateway, ""}, {a.HostIf, bypassPrioLocal + 1, b.HostIf}, {a.HostIf, bypassPrioBridged, ""}, {a.HostIf, bypassPrioRemote, "mnvx42"},
 		{b.HostIf, bypassPrioGateway, ""}, {b.HostIf, bypassPrioLocal, a.HostIf}, {b.HostIf, bypassPrioBridged, ""}, {b.HostIf, bypassPrioRemote, "mnvx42"},
 		{"mnvx42", bypassPrioLocal, a.HostIf}, {"mnvx42", bypassPrioLocal + 1, b.HostIf},
@@ -122,4 +108,20 @@ func TestPlanBypassBridged(t *testing.T) {
 	if got := planBypass([]Network{testNet42([]LocalEndpoint{a, c})}, func(Network) net.HardwareAddr { return brMAC }); len(got) != 0 {
 		t.Errorf("filters with every container bridged: %+v", got)
 	}
+}
+
+// bypassRow is a filter as the plan tests compare it: where, in which
+// order, to where.
+type bypassRow struct {
+	dev  string
+	prio uint16
+	to   string
+}
+
+func bypassRows(fs []bypassFilter) []bypassRow {
+	var rows []bypassRow
+	for _, f := range fs {
+		rows = append(rows, bypassRow{f.Dev, f.Prio, f.To})
+	}
+	return rows
 }
