@@ -37,8 +37,8 @@ type Config struct {
 	Forget time.Duration
 	// VIPTableChanged, when set, is called whenever a container's VIP
 	// table comes into place or stops being so (VIPTableReady's answer
-	// changed). It is called with the manager's locks held: it must not
-	// block or call back.
+	// changed). It may be called with the manager's locks held: it must
+	// not block or call back.
 	VIPTableChanged func()
 }
 
