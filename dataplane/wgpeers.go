@@ -69,12 +69,12 @@ func planPeers(want WireGuardState, have []wgtypes.Peer, lastEndpoint map[wgtype
 			allowed = append(allowed, a)
 		}
 		h, exists := haveBy[key]
+		has := peerPrefixes(h.AllowedIPs) // none when it does not exist
 		if hold && exists {
-			allowed = unionPrefixes(allowed, peerPrefixes(h.AllowedIPs))
+			allowed = unionPrefixes(allowed, has)
 		}
 		needEndpoint := p.Endpoint.IsValid() && (!exists || h.Endpoint == nil || lastEndpoint[key] != p.Endpoint)
-		if exists && !needEndpoint && h.PersistentKeepaliveInterval == p.Keepalive &&
-			slices.Equal(peerPrefixes(h.AllowedIPs), allowed) {
+		if exists && !needEndpoint && h.PersistentKeepaliveInterval == p.Keepalive && slices.Equal(has, allowed) {
 			continue
 		}
 		ka := p.Keepalive
@@ -85,7 +85,7 @@ func planPeers(want WireGuardState, have []wgtypes.Peer, lastEndpoint map[wgtype
 			AllowedIPs:                  ipNets(allowed),
 		}
 		if exists {
-			if added, only := addedPrefixes(peerPrefixes(h.AllowedIPs), allowed); only {
+			if added, only := addedPrefixes(has, allowed); only {
 				pc.ReplaceAllowedIPs, pc.AllowedIPs = false, ipNets(added)
 			}
 		}
