@@ -1,11 +1,13 @@
 package dataplane
 
 import (
+	"context"
 	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netns"
@@ -33,7 +35,7 @@ func TestBridgeBypass(t *testing.T) {
 		Networks: []Network{testNet42([]LocalEndpoint{eA, eB}, remote(eC, "198.18.0.2"))}}
 	st2 := State{Underlay: UnderlayInfo{Addr: members[1]}, VXLANPort: 4790, Members: members,
 		Networks: []Network{testNet42([]LocalEndpoint{eC}, remote(eA, "198.18.0.1"), remote(eB, "198.18.0.1"))}}
-	d1, d2 := newTestDataplaneWith(t, h1ns, Options{BridgeBypass: true}), newTestDataplaneWith(t, h2ns, Options{BridgeBypass: true})
+	d1, d2 := newTestDataplaneWith(t, h1ns, Options{BridgeBypass: BypassOn}), newTestDataplaneWith(t, h2ns, Options{BridgeBypass: BypassOn})
 	apply(t, d1, st1)
 	apply(t, d2, st2)
 	cA := moveIntoContainer(t, h1, eA, "10.42.0.1")
@@ -138,6 +140,61 @@ func TestBridgeBypass(t *testing.T) {
 	expectReach(t, cB, srvC, "10.42.0.22") // b to c: the bridge, then the overlay
 	expectReach(t, cA, srvC, "10.42.0.21") // a is still bypassed
 	apply(t, d1, st1)
+
+	// Auto: on while DOCKER-USER holds only Docker's return; an operator's
+	// rule there wakes the watcher, and the next Apply takes every
+	// container back to the bridge, where the rule applies; its removal
+	// brings the bypass back.
+	auto := newTestDataplaneWith(t, h1ns, Options{BridgeBypass: BypassAuto})
+	apply(t, auto, st1)
+	hasFilters := func() bool {
+		return strings.Contains(mustRunIn(t, h1ns, "tc", "filter", "show", "dev", "mnvx42", "ingress"), "mirred")
+	}
+	if st := auto.BypassStatus(); !st.On || !hasFilters() {
+		t.Fatalf("auto with an empty DOCKER-USER: %+v, filters %v", st, hasFilters())
+	}
+	woken := make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	watched := make(chan error, 1)
+	go func() {
+		watched <- auto.WatchHostFilters(ctx, func() {
+			select {
+			case woken <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-watched; err != nil {
+			t.Errorf("WatchHostFilters: %v", err)
+		}
+	}()
+	wake := func(why string) {
+		t.Helper()
+		select {
+		case <-woken:
+		case <-time.After(3 * time.Second):
+			t.Fatalf("%s: the watcher did not call within 3s", why)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // the watcher subscribes
+	drop := []string{"DOCKER-USER", "-d", "10.42.0.22/32", "-j", "DROP"}
+	mustRunIn(t, h1ns, "iptables", append([]string{"-I"}, drop...)...)
+	wake("an operator's DOCKER-USER drop")
+	apply(t, auto, st1)
+	if st := auto.BypassStatus(); st.On || len(st.Why) != 1 || !strings.Contains(st.Why[0], "DOCKER-USER holds 1 rule") || hasFilters() {
+		t.Errorf("auto with an operator's rule: %+v, filters %v", st, hasFilters())
+	}
+	expectBlocked(t, cC, srvB) // the drop applies to the overlay's traffic
+	expectBlocked(t, cA, srvB) // and between containers of one host
+	mustRunIn(t, h1ns, "iptables", append([]string{"-D"}, drop...)...)
+	wake("the rule's removal")
+	apply(t, auto, st1)
+	if st := auto.BypassStatus(); !st.On || !hasFilters() {
+		t.Errorf("auto once the rule is gone: %+v, filters %v", st, hasFilters())
+	}
+	reach(t)
 
 	// Off: the filters go, the bridge carries everything again.
 	for _, ns := range []netns.NsHandle{h1ns, h2ns} {

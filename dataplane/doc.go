@@ -642,9 +642,25 @@
 // chain, DOCKER-USER included, as traffic inside Swarm's overlay does (it
 // still applies to egress, published ports and other networks); a VIP is
 // balanced in the client's namespace (the sandbox's table: meshnetd refuses
-// --bridge-bypass with --container-dns=false); tcpdump on the bridge no
-// longer sees that traffic (on the veth or the vxlan device it does). It is
-// off by default for the first of those. A container whose own VIP table is
+// --bridge-bypass=on with --container-dns=false, and auto is off without
+// it); tcpdump on the bridge no longer sees that traffic (on the veth or
+// the vxlan device it does).
+//
+// The first of those is why the default, BypassAuto, bypasses only a host
+// that filters no forwarded traffic of its own (hostfilter.go): DOCKER-USER
+// holds nothing but Docker's return, and no base chain at the forward hook
+// of another table (ip, inet or bridge family: an nftables ruleset,
+// firewalld, iptables' mangle FORWARD) holds a rule or drops by policy.
+// Docker's and meshnet's own tables, and IPv6 (never bypassed), do not
+// count; rules an operator adds to FORWARD itself or at other hooks are not
+// looked at (DOCKER-USER is where Docker tells them to filter). Apply reads
+// this each time, and WatchHostFilters follows nftables' change
+// notifications so that the daemon applies again the moment it changes:
+// an operator's new rule takes every container back to the bridge within
+// an Apply (28 ms in e2e's TestOperatorFirewall), and its removal brings
+// the bypass back. The other choice was to ask operators to opt in; but
+// then nearly every host would pay the bridge's cost for a firewall it does
+// not have, while a host that has one is now seen to have it. A container whose own VIP table is
 // not in place (from its start until its box writes it, about a second, or
 // for good when the write failed, which meshctl status lists) is
 // LocalEndpoint.Bridged: it gets no filter, the vxlan device none to it,

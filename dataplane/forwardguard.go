@@ -96,9 +96,19 @@ func (d *Kernel) closeForwardPolicy(fam nftables.TableFamily) error {
 	return nil
 }
 
+// familyName is a table family as nft(8) writes it.
 func familyName(fam nftables.TableFamily) string {
-	if fam == nftables.TableFamilyIPv6 {
+	switch fam {
+	case nftables.TableFamilyIPv6:
 		return "ip6"
+	case nftables.TableFamilyINet:
+		return "inet"
+	case nftables.TableFamilyBridge:
+		return "bridge"
+	case nftables.TableFamilyNetdev:
+		return "netdev"
+	case nftables.TableFamilyARP:
+		return "arp"
 	}
 	return "ip"
 }

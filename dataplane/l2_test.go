@@ -28,8 +28,8 @@ import (
 // only a container's own IPv4.
 func TestContainersReceiveOnlyTheirOwn(t *testing.T) {
 	requireRoot(t)
-	for _, bypass := range []bool{false, true} {
-		t.Run(map[bool]string{false: "bridged", true: "bridge bypass"}[bypass], func(t *testing.T) {
+	for _, bypass := range []BypassMode{BypassOff, BypassOn} {
+		t.Run(map[BypassMode]string{BypassOff: "bridged", BypassOn: "bridge bypass"}[bypass], func(t *testing.T) {
 			testContainersReceiveOnlyTheirOwn(t, Options{BridgeBypass: bypass})
 		})
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -33,11 +34,13 @@ type Options struct {
 	// first sets the FORWARD policy of iptables' filter table to DROP, as
 	// Docker does when it is the one turning it on (forwardguard.go).
 	GuardForwarding bool
-	// BridgeBypass hands a vxlan network's IPv4 unicast between containers
-	// straight between their veths and the vxlan device (bypass.go), past
-	// the bridge and so past the host's netfilter hooks. What it changes
-	// for the operator is in doc.go, "The bridge bypass".
-	BridgeBypass bool
+	// BridgeBypass says when a vxlan network's IPv4 unicast between
+	// containers is handed straight between their veths and the vxlan
+	// device (bypass.go), past the bridge and so past the host's netfilter
+	// hooks: off ("" too), on, or auto (while the host filters no forwarded
+	// traffic of its own, hostfilter.go). What it changes for the operator
+	// is in doc.go, "The bridge bypass".
+	BridgeBypass BypassMode
 }
 
 // Kernel is meshnet's one kernel dataplane. Per vxlan network: a bridge
@@ -65,8 +68,11 @@ type Kernel struct {
 	// FDB, neighbour and proxy writes planned on that reading (entryLink).
 	entryLinks map[string]link
 	wg         wgHalf
-	guardFwd   bool // Options.GuardForwarding
-	bypass     bool // Options.BridgeBypass
+	guardFwd   bool       // Options.GuardForwarding
+	bypassMode BypassMode // Options.BridgeBypass
+	// bypassStatus is what the last Apply chose (bypassWantedLocked);
+	// WatchHostFilters reads it without the lock.
+	bypassStatus atomic.Pointer[BypassStatus]
 	// bypassed are the devices this run wrote bypass filters on;
 	// bypassSwept: the first Apply looked at every device (syncBypass).
 	bypassed    map[string]bool
@@ -86,7 +92,10 @@ func New(log *slog.Logger, opts Options) (*Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Kernel{log: log.With("dataplane", "vxlan"), root: log, ns: netns.None(), wg: wg, guardFwd: opts.GuardForwarding, bypass: opts.BridgeBypass}
+	d := &Kernel{log: log.With("dataplane", "vxlan"), root: log, ns: netns.None(), wg: wg, guardFwd: opts.GuardForwarding, bypassMode: opts.BridgeBypass}
+	if d.bypassMode == "" {
+		d.bypassMode = BypassOff
+	}
 	switch {
 	case opts.NetNS > 0:
 		d.ns, d.foreignNS = opts.NetNS, true
@@ -289,10 +298,15 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	report(d.syncFirewallAdds(fw))
 	report(d.syncL2Adds(l2))
 	var bypass []bypassFilter
-	if d.bypass {
+	bypassSt := d.bypassWantedLocked()
+	if bypassSt.On {
 		bypass = planBypass(c.Networks, func(n Network) net.HardwareAddr { return bridgeMAC(st.Underlay.Addr, n.VNI) })
 	}
-	report(d.syncBypass(bypass, have.Links, st.HoldDeletes))
+	// A bypass turned off as a whole is removed even while deletes are
+	// held: the bridge carries everything without it, and an operator's
+	// new rule must not wait for the hold to end.
+	report(d.syncBypass(bypass, have.Links, st.HoldDeletes && bypassSt.On))
+	d.bypassStatus.Store(&bypassSt)
 	report(d.syncServiceAddrs(st.ServiceAddrs))
 	report(d.syncVIPs(serviceRules{VIPs: st.VIPs, Mesh: mesh, Marks: meshMarks(c.Networks, mesh, st.Underlay.Addr, st.Members, st.MeshProbeHosts),
 		Forwards: meshForwards(c.Networks, mesh, st.Underlay.Addr, st.MeshProbeHosts),
