@@ -93,6 +93,10 @@ type DataplaneInfo struct {
 	LastError   string    `json:"last_error,omitempty"`
 	Applies     uint64    `json:"applies"`
 	Description string    `json:"description,omitempty"`
+	// BridgeBypass says whether vxlan traffic between containers is
+	// handed past the host's bridge, in which mode, and what keeps an
+	// auto bypass off (dataplane.BypassStatus).
+	BridgeBypass string `json:"bridge_bypass,omitempty"`
 	// WireGuard is the host's WireGuard device (wireguard networks).
 	WireGuard *WireGuardInfo `json:"wireguard,omitempty"`
 }

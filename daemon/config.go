@@ -62,9 +62,10 @@ type Config struct {
 	// AllowDockerBridges lets containers on Docker's own bridges and on
 	// meshnet networks open connections to each other (dataplane.State).
 	AllowDockerBridges bool
-	// BridgeBypass turns on the dataplane's bridge bypass
-	// (dataplane.Options.BridgeBypass).
-	BridgeBypass bool
+	// BridgeBypass says when the dataplane bypasses the bridge
+	// (dataplane.Options.BridgeBypass): auto, on or off. Auto without
+	// ContainerDNS is off (BridgeBypassMode).
+	BridgeBypass dataplane.BypassMode
 	LogLevel     string
 	// LogFormat is "text" (slog's key=value lines) or "json" (one object
 	// per line, for log collectors).
@@ -115,11 +116,22 @@ func DefaultConfig() Config {
 		DNSDomain:      "meshnet",
 		DNSRateLimit:   dns.DefaultConfig().RateLimit.QPS,
 		ContainerDNS:   true,
+		BridgeBypass:   dataplane.BypassAuto,
 		LogLevel:       "info",
 		LogFormat:      "text",
 		ResyncInterval: 30 * time.Second,
 		ReclaimAfter:   2 * time.Minute,
 	}
+}
+
+// BridgeBypassMode is the bypass the dataplane runs: auto is off without
+// ContainerDNS (a VIP is then balanced on the host, which must see the
+// replica's reply), where on is refused (Validate).
+func (c *Config) BridgeBypassMode() dataplane.BypassMode {
+	if c.BridgeBypass == dataplane.BypassAuto && !c.ContainerDNS {
+		return dataplane.BypassOff
+	}
+	return c.BridgeBypass
 }
 
 // Validate checks what can be checked before anything starts, with errors
@@ -164,8 +176,19 @@ func (c *Config) Validate() error {
 	if c.ReclaimAfter != 0 && c.ReclaimAfter < 10*time.Second {
 		errs = append(errs, fmt.Errorf("--reclaim-after %v: give 0 (never) or at least 10s: a shorter wait could free an address Docker is about to use", c.ReclaimAfter))
 	}
-	if c.BridgeBypass && !c.ContainerDNS {
-		errs = append(errs, errors.New("--bridge-bypass needs --container-dns: a VIP balanced on the host needs the host to see the replica's reply, which the bypass hands past it (drop --bridge-bypass or --container-dns=false)"))
+	switch c.BridgeBypass {
+	case dataplane.BypassAuto, dataplane.BypassOff:
+	case dataplane.BypassOn:
+		if !c.ContainerDNS {
+			errs = append(errs, errors.New("--bridge-bypass=on needs --container-dns: a VIP balanced on the host needs the host to see the replica's reply, which the bypass hands past it (give --bridge-bypass=off or drop --container-dns=false)"))
+		}
+	default:
+		if _, err := dataplane.ParseBypassMode(string(c.BridgeBypass)); err != nil {
+			errs = append(errs, fmt.Errorf("--bridge-bypass %w", err))
+		} else {
+			// true, false: the flag's spellings, not the Config's.
+			errs = append(errs, fmt.Errorf("--bridge-bypass %q: choose auto, on or off", c.BridgeBypass))
+		}
 	}
 	if c.DNSRateLimit < 0 || c.DNSRateLimit > 1e7 {
 		errs = append(errs, fmt.Errorf("--dns-rate-limit %v: give queries per second per source, or 0 for no limit", c.DNSRateLimit))

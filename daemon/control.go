@@ -10,6 +10,7 @@ import (
 	mdns "github.com/miekg/dns"
 
 	"github.com/meshnet/meshnet/control"
+	"github.com/meshnet/meshnet/dataplane"
 	"github.com/meshnet/meshnet/dns"
 	"github.com/meshnet/meshnet/gossip"
 	"github.com/meshnet/meshnet/internal/version"
@@ -59,6 +60,10 @@ func (b controlBackend) Status() control.Status {
 		DNS:       control.DNSInfo{Addr: d.cfg.DNSAddr, Domain: d.cfg.DNSDomain},
 	}
 	st.Refused = refusedRecords(d.store.Rejections(), snap.View())
+	st.Dataplane.BridgeBypass = dataplane.BypassStatus{Mode: d.cfg.BridgeBypassMode()}.String()
+	if w, ok := d.dp.(hostFilterWatcher); ok {
+		st.Dataplane.BridgeBypass = w.BypassStatus().String()
+	}
 	for _, m := range snap.Members {
 		switch m.State {
 		case gossip.StateAlive:

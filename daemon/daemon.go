@@ -110,6 +110,9 @@ type Daemon struct {
 	// vipTablesChanged hears when a container's own VIP table comes into
 	// place or goes (with the bridge bypass only: bridgedEndpoints).
 	vipTablesChanged chan struct{}
+	// hostFiltersChanged hears when the host's own forward filtering no
+	// longer agrees with the auto bridge bypass the last apply chose.
+	hostFiltersChanged chan struct{}
 	// labelErrs are local containers whose meshnet.publish does not parse.
 	labelErrs labelErrors
 }
@@ -206,9 +209,10 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 	d.dnsCounts, d.boxCounts = new(dns.Counts), new(dns.Counts)
 	d.dnsCfg.Counts = d.dnsCounts
 	d.vipTablesChanged = make(chan struct{}, 1)
+	d.hostFiltersChanged = make(chan struct{}, 1)
 	if cfg.ContainerDNS {
 		sc := sandbox.Config{Domain: cfg.DNSDomain, TTL: d.dnsCfg.TTL, Counts: d.boxCounts}
-		if cfg.BridgeBypass {
+		if cfg.BridgeBypassMode() != dataplane.BypassOff {
 			// Which containers the bypass may take past the bridge
 			// (bridgedEndpoints) follows their VIP tables.
 			sc.VIPTableChanged = func() { notify(d.vipTablesChanged) }
@@ -298,6 +302,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	run("ipam", d.ipam.Run, false)
 	run("ipam gate", d.runIPAMGate, false)
 	run("reconciler", d.reconcileLoop, false)
+	if w, ok := d.dp.(hostFilterWatcher); ok {
+		run("host firewall watch", func(ctx context.Context) error {
+			return w.WatchHostFilters(ctx, func() { notify(d.hostFiltersChanged) })
+		}, false)
+	}
 	run("dns table", d.dnsTableLoop, false)
 	run("dns", d.runDNS, false)
 	if d.sandboxes != nil {
@@ -360,6 +369,13 @@ func (d *Daemon) identityConflict(err error) error {
 	return IdentityConflictError{Err: err}
 }
 
+// hostFilterWatcher is a dataplane whose auto bridge bypass follows the
+// host's firewall (dataplane.Kernel.WatchHostFilters).
+type hostFilterWatcher interface {
+	WatchHostFilters(ctx context.Context, changed func()) error
+	BypassStatus() dataplane.BypassStatus
+}
+
 // notify wakes whoever waits on ch (a channel with room for one), without
 // blocking: a wake-up already pending covers this one.
 func notify(ch chan struct{}) {
@@ -393,6 +409,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) error {
 		case <-t.C:
 		case <-d.probeChanged:
 		case <-d.vipTablesChanged:
+		case <-d.hostFiltersChanged:
 		case <-heard:
 			heard = nil // closed for good: once is enough
 		}
@@ -419,7 +436,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	for _, v := range st.VIPs {
 		st.ServiceAddrs = append(st.ServiceAddrs, v.Addr)
 	}
-	if d.cfg.BridgeBypass && d.sandboxes != nil {
+	if d.cfg.BridgeBypassMode() != dataplane.BypassOff && d.sandboxes != nil {
 		bridgedEndpoints(&st, d.sandboxes.VIPTableReady())
 	}
 	st.AllowDockerBridges = d.cfg.AllowDockerBridges

@@ -21,7 +21,7 @@ func newDataplane(cfg Config, log *slog.Logger) (dataplane.Dataplane, error) {
 		return nil, err
 	}
 	dp, err := dataplane.New(log, dataplane.Options{WireGuard: dataplane.WireGuardOptions{PrivateKey: key, Mode: cfg.WireGuardMode}, GuardForwarding: true,
-		BridgeBypass: cfg.BridgeBypass})
+		BridgeBypass: cfg.BridgeBypassMode()})
 	if err != nil {
 		return nil, fmt.Errorf("start the dataplane: %w", err)
 	}

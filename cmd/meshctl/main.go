@@ -385,6 +385,9 @@ func printStatus(w io.Writer, st control.Status, now time.Time) error {
 		last = age(now, st.Dataplane.LastApply) + " ago"
 	}
 	fmt.Fprintf(tw, "Last apply:\t%s (%d applies)\n", last, st.Dataplane.Applies)
+	if st.Dataplane.BridgeBypass != "" {
+		fmt.Fprintf(tw, "Bridge bypass:\t%s\n", st.Dataplane.BridgeBypass)
+	}
 	if st.Dataplane.LastError != "" {
 		fmt.Fprintf(tw, "Apply error:\t%s\n", st.Dataplane.LastError)
 	}

@@ -1,10 +1,12 @@
 package main
 
 import (
-	"github.com/meshnet/meshnet/daemon"
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/meshnet/meshnet/daemon"
+	"github.com/meshnet/meshnet/dataplane"
 )
 
 func envMap(m map[string]string) func(string) string {
@@ -142,5 +144,38 @@ func TestGossipProfileFlag(t *testing.T) {
 	cfg, _ = parseFlags([]string{"--gossip-profile", "satellite"}, envMap(nil), io.Discard)
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "choose lan") {
 		t.Errorf("an unknown profile: %v", err)
+	}
+}
+
+// TestBridgeBypassFlag: auto by default; a bare --bridge-bypass (the
+// switch it was) is on; a bad mode is refused with the choices; on without
+// --container-dns is refused, auto without it is off.
+func TestBridgeBypassFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		env  map[string]string
+		want dataplane.BypassMode
+	}{
+		{nil, nil, dataplane.BypassAuto},
+		{[]string{"--bridge-bypass"}, nil, dataplane.BypassOn},
+		{[]string{"--bridge-bypass=false"}, nil, dataplane.BypassOff},
+		{[]string{"--bridge-bypass=off"}, nil, dataplane.BypassOff},
+		{nil, map[string]string{"MESHNET_BRIDGE_BYPASS": "on"}, dataplane.BypassOn},
+	} {
+		cfg, err := parseFlags(c.args, envMap(c.env), io.Discard)
+		if err != nil || cfg.BridgeBypass != c.want {
+			t.Errorf("%q %v: %q, %v; want %q", c.args, c.env, cfg.BridgeBypass, err, c.want)
+		}
+	}
+	if _, err := parseFlags([]string{"--bridge-bypass=sometimes"}, envMap(nil), io.Discard); err == nil || !strings.Contains(err.Error(), "choose auto") {
+		t.Errorf("--bridge-bypass=sometimes: %v", err)
+	}
+	cfg, _ := parseFlags([]string{"--bridge-bypass=on", "--container-dns=false", "--insecure"}, envMap(nil), io.Discard)
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--bridge-bypass=on needs --container-dns") {
+		t.Errorf("on without container DNS: %v", err)
+	}
+	cfg, _ = parseFlags([]string{"--container-dns=false", "--insecure", "--advertise-addr", "192.0.2.1"}, envMap(nil), io.Discard)
+	if err := cfg.Validate(); err != nil || cfg.BridgeBypassMode() != dataplane.BypassOff {
+		t.Errorf("auto without container DNS: %q, %v; want off, valid", cfg.BridgeBypassMode(), err)
 	}
 }

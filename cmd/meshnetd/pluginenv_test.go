@@ -134,6 +134,8 @@ func otherValue(f *flag.Flag) string {
 	switch f.Name {
 	case "advertise-addr", "bind-addr", "dns-addr", "dns-upstream":
 		return "198.18.7.7"
+	case "bridge-bypass":
+		return "off"
 	}
 	return "other-" + f.DefValue
 }

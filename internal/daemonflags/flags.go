@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/meshnet/meshnet/daemon"
+	"github.com/meshnet/meshnet/dataplane"
 )
 
 // Lists are the flags given as comma-separated text, split by the caller
@@ -47,7 +48,7 @@ func New(cfg *daemon.Config, l *Lists) *flag.FlagSet {
 	fs.Float64Var(&cfg.DNSRateLimit, "dns-rate-limit", cfg.DNSRateLimit, "DNS queries per second one source may send (bursts of twice that); over it UDP queries are answered truncated, so clients retry over TCP (a bucket of its own; REFUSED over that too), and past twice it dropped (a flood); 0 = no limit")
 	fs.BoolVar(&cfg.ContainerDNS, "container-dns", cfg.ContainerDNS, "answer each meshnet container's queries to Docker's resolver (127.0.0.11) in its own namespace first, so a bare service name, container name or alias resolves to every replica in the cluster; false: Docker's resolver alone (local replicas only), the DNS address for the rest")
 	fs.BoolVar(&cfg.AllowDockerBridges, "allow-docker-bridges", false, "let containers on Docker's own bridges (docker0, br-*, docker_gwbridge) and on meshnet networks open connections to each other; by default they are kept apart as Docker keeps its bridges apart (published ports stay reachable)")
-	fs.BoolVar(&cfg.BridgeBypass, "bridge-bypass", false, "hand a vxlan network's IPv4 between containers straight between their veths and the VXLAN device, past the host's bridge and netfilter hooks (less CPU per byte, as Swarm's overlay does by its own namespace); that traffic then skips the host's FORWARD chain, DOCKER-USER included, and VIPs must be balanced in containers (--container-dns, the default); egress, published ports and everything else keep the host's rules")
+	fs.Var((*bypassFlag)(&cfg.BridgeBypass), "bridge-bypass", "when to hand a vxlan network's IPv4 between containers straight between their veths and the VXLAN device, past the host's bridge and netfilter hooks (less CPU per byte, as Swarm's overlay gets from its own namespace): auto (on while the host's firewall has no forward rules of its own, DOCKER-USER empty; the moment one appears, every container goes back to the bridge), on (always: that traffic then skips the host's FORWARD chain, DOCKER-USER included) or off. Needs --container-dns (VIPs balanced in containers); egress, published ports and everything else keep the host's rules")
 	fs.DurationVar(&cfg.ReclaimAfter, "reclaim-after", cfg.ReclaimAfter, "free addresses and endpoint records no container on this host has held for this long (Docker's release calls lost while meshnetd was down); 0 = never")
 	fs.BoolVar(&cfg.LeaveOnStop, "leave-on-stop", false, "leave the cluster when stopped (SIGTERM), so peers withdraw this host's containers at once; by default a stop is a restart or upgrade: peers keep this host's entries while its data path answers, and traffic flows on")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
@@ -58,6 +59,30 @@ func New(cfg *daemon.Config, l *Lists) *flag.FlagSet {
 	fs.BoolVar(&cfg.ManagedPlugin, "managed-plugin", false, "running as a Docker managed plugin: also read the plugin's settings, one per flag, named as the flag in upper case with _ (VXLAN_PORT=4790; docker plugin set)")
 	return fs
 }
+
+// bypassFlag is --bridge-bypass: a mode, and a switch as it was before
+// (a bare --bridge-bypass is on).
+type bypassFlag dataplane.BypassMode
+
+func (f *bypassFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	return string(*f)
+}
+
+func (f *bypassFlag) Set(s string) error {
+	m, err := dataplane.ParseBypassMode(s)
+	if err != nil {
+		return err
+	}
+	*f = bypassFlag(m)
+	return nil
+}
+
+func (f *bypassFlag) IsBoolFlag() bool { return true }
+
+func (f *bypassFlag) Get() any { return dataplane.BypassMode(*f) }
 
 // EnvName is the environment variable of a flag: MESHNET_ and the flag in
 // upper case, - as _.
