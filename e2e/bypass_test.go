@@ -12,7 +12,7 @@ import (
 	"github.com/meshnet/meshnet/e2e/harness"
 )
 
-// TestBridgeBypass runs meshnetd --bridge-bypass on three Docker hosts
+// TestBridgeBypass runs meshnetd --bridge-bypass=on on three Docker hosts
 // (FORWARD policy DROP, br_netfilter on): containers reach each other
 // across hosts, and the tc filters on the vxlan devices count the frames
 // they handed past the bridge; a service VIP, balanced in the client's
@@ -23,7 +23,7 @@ func TestBridgeBypass(t *testing.T) {
 	c, hosts := meshHosts(t)
 	ctx := testCtx(t)
 	h1, h2, h3 := hosts[0], hosts[1], hosts[2]
-	startMesh(t, ctx, c, hosts, "--bridge-bypass")
+	startMesh(t, ctx, c, hosts, "--bridge-bypass=on")
 	waitAllAlive(t, ctx, c, hosts, 15*time.Second)
 	createNetworkEverywhere(t, ctx, hosts, "app", "10.49.0.0/24")
 	svc := []string{"--label", "meshnet.service=web", "--label", "meshnet.endpoint-mode=vip"}

@@ -252,6 +252,27 @@ func expectFetch(t *testing.T, ctx context.Context, h harness.Host, container st
 	})
 }
 
+// waitBypass waits up to 5 s (far less than the 30-second re-sync) for
+// meshctl status on h to say the bridge bypass is want (a prefix).
+func waitBypass(t *testing.T, ctx context.Context, c *harness.Cluster, h harness.Host, want string) {
+	t.Helper()
+	harness.Eventually(t, 5*time.Second, func() error {
+		out, err := c.MeshctlStatus(ctx, h)
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if v, ok := strings.CutPrefix(l, "Bridge bypass:"); ok {
+				if v = strings.TrimSpace(v); !strings.HasPrefix(v, want) {
+					return fmt.Errorf("%s: bridge bypass %q, want %q", h.Name(), v, want)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: meshctl status has no bridge bypass line:\n%s", h.Name(), out)
+	})
+}
+
 // expectNoFetch waits until container on h no longer reaches addr:port.
 func expectNoFetch(t *testing.T, ctx context.Context, h harness.Host, container string, addr netip.Addr, port uint16) {
 	t.Helper()
@@ -265,7 +286,7 @@ func expectNoFetch(t *testing.T, ctx context.Context, h harness.Host, container 
 
 // TestOperatorFirewall: the operator's own DOCKER-USER drops apply to meshnet containers
 // (one for a meshnet container's address, one for an address outside, as for a cloud
-// metadata service); containers on Docker's default bridge and on a meshnet network cannot
+// metadata service), the default bridge bypass yielding to them within seconds; containers on Docker's default bridge and on a meshnet network cannot
 // open connections to each other in either direction, while a published port stays
 // reachable; meshnetd --allow-docker-bridges lets them connect.
 func TestOperatorFirewall(t *testing.T) {
@@ -353,6 +374,7 @@ func TestOperatorFirewall(t *testing.T) {
 	}
 	t.Run("a DOCKER-USER drop made before the network", func(t *testing.T) {
 		expectFetch(t, ctx, h2, "web2", web1, 8080) // the overlay works
+		waitBypass(t, ctx, c, h1, "off (auto: DOCKER-USER holds 1 rule")
 		harness.Eventually(t, 15*time.Second, func() error { return pingFails(ctx, h1, "web1", h3.Addr()) })
 		if _, err := h1.Exec(ctx, append([]string{"iptables", "-D"}, early...)...); err != nil {
 			t.Fatal(err)
@@ -363,6 +385,34 @@ func TestOperatorFirewall(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
+
+	// meshnetd's default bridge bypass (auto) hands the network's traffic
+	// past host1's bridge while DOCKER-USER is empty, and yields the
+	// moment the operator adds a rule: the very next connection meets it,
+	// not one after the next 30-second re-sync.
+	t.Run("the auto bridge bypass yields to DOCKER-USER", func(t *testing.T) {
+		waitBypass(t, ctx, c, h1, "on (auto")
+		before := bypassed(t, ctx, h1)
+		expectFetch(t, ctx, h2, "web2", web1, 8080)
+		if after := bypassed(t, ctx, h1); after <= before {
+			t.Errorf("host1 handed no frame past its bridge with an empty DOCKER-USER (%d before, %d after)", before, after)
+		}
+		rule := []string{"DOCKER-USER", "-d", web1.String() + "/32", "-j", "DROP"}
+		start := time.Now()
+		if _, err := h1.Exec(ctx, append([]string{"iptables", "-I"}, rule...)...); err != nil {
+			t.Fatal(err)
+		}
+		waitBypass(t, ctx, c, h1, "off (auto: DOCKER-USER holds 1 rule")
+		t.Logf("host1's bypass off %v after the rule was inserted", time.Since(start).Round(time.Millisecond))
+		if got, err := fetchFrom(ctx, h2, "web2", web1, 8080); err == nil {
+			t.Errorf("web2 reached web1 through host1's DOCKER-USER drop (as %q)", got)
+		}
+		if _, err := h1.Exec(ctx, append([]string{"iptables", "-D"}, rule...)...); err != nil {
+			t.Fatal(err)
+		}
+		waitBypass(t, ctx, c, h1, "on (auto")
+		expectFetch(t, ctx, h2, "web2", web1, 8080)
+	})
 
 	// The engine re-inserts its jumps when it starts: still composed.
 	t.Run("after an engine restart", func(t *testing.T) {
