@@ -16,7 +16,10 @@ type Report struct {
 	Took    string    `json:"took"`
 	Command string    `json:"command"`
 	Machine Machine   `json:"machine"`
-	Rows    []Row     `json:"rows"`
+	// Setup says how meshnetd ran on the simulated hosts: its flags beyond
+	// the bench's own, and its bridge bypass as meshctl status reported it.
+	Setup string `json:"setup,omitempty"`
+	Rows  []Row  `json:"rows"`
 	// Raw holds each part's detailed measurements (per path, per run, per cluster size).
 	Raw map[string]any `json:"raw"`
 	// Profiles are where the CPU time went, by name (a path, the DNS server): the heaviest
@@ -97,6 +100,9 @@ func (r *Report) UpdateDoc(path string) error {
 	fmt.Fprintf(&b, "Machine: `%s`, %d CPUs (%s), kernel %s, %s memory; load average %s at the start, %s at the end.\n\n",
 		m.Hostname, m.CPUs, m.CPUModel, m.Kernel, m.MemoryGB, m.LoadStart, m.LoadEnd)
 	fmt.Fprintf(&b, "Versions: meshnet `%s`, %s; %s.\n\nModules: %s.\n\n", m.Meshnet, m.Go, joinMap(m.Tools), joinMap(m.Modules))
+	if r.Setup != "" {
+		fmt.Fprintf(&b, "meshnetd: %s.\n\n", r.Setup)
+	}
 	WriteMarkdown(&b, r.Rows)
 	fmt.Fprintln(&b)
 	fmt.Fprintln(&b, "Notes on the rows (from the same run):")

@@ -42,7 +42,7 @@ type options struct {
 	applySizes           []int
 	memEndpoints, memHst int
 	hold, profile        bool
-	bridgeBypass         bool
+	bridgeBypass         string
 	vmImage              string // -parts wgvm
 }
 
@@ -87,7 +87,7 @@ func parseFlags() (options, bool, error) {
 	underlay := flag.String("underlay", "198.18.77.0/24", "underlay of the simulated hosts (inside their namespaces)")
 	flag.StringVar(&o.vmImage, "vm-image", "bookworm", "Debian suite of the VM guests of -parts wgvm (bookworm, trixie, sid)")
 	flag.BoolVar(&o.profile, "profile", true, "perf profiles of the overlay paths and a pprof of the DNS server")
-	flag.BoolVar(&o.bridgeBypass, "bridge-bypass", false, "run meshnetd with --bridge-bypass")
+	flag.StringVar(&o.bridgeBypass, "bridge-bypass", "", "run meshnetd with --bridge-bypass=MODE (auto, on, off); default: meshnetd's own (auto)")
 	flag.BoolVar(&o.hold, "hold", false, "keep the hosts up after setting them up, until interrupted (debugging)")
 	quick := flag.Bool("quick", false, "short runs (1 round, 3 reachability runs, sizes 50,100) to try the tool")
 	verbose := flag.Bool("v", false, "debug logging")
@@ -265,6 +265,7 @@ func runHosts(ctx context.Context, o options, log *slog.Logger, rep *bench.Repor
 			log.Warn("tearing the hosts down", "err", err)
 		}
 	}()
+	rep.Setup = meshnetSetup(ctx, env, o.meshnetFlags())
 	if o.hold {
 		log.Info("holding the hosts until interrupted", "host1", env.A.AnchorPID(), "host2", env.B.AnchorPID(), "enter", "nsenter -t PID -n -u -m")
 		<-ctx.Done()
@@ -303,10 +304,29 @@ func runHosts(ctx context.Context, o options, log *slog.Logger, rep *bench.Repor
 	return dnsFigs, nil
 }
 
+// meshnetSetup describes meshnetd on the hosts: the flags the options
+// added, and the bridge bypass host A's meshctl status reports.
+func meshnetSetup(ctx context.Context, env *bench.Env, flags []string) string {
+	s := "default flags"
+	if len(flags) > 0 {
+		s = "with " + strings.Join(flags, " ")
+	}
+	out, err := env.C.MeshctlStatus(ctx, env.A)
+	if err != nil {
+		return s + "; bridge bypass unknown (meshctl status: " + err.Error() + ")"
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, "Bridge bypass:"); ok {
+			return s + "; bridge bypass on host A: " + strings.TrimSpace(v)
+		}
+	}
+	return s
+}
+
 // meshnetFlags are the meshnetd flags the options ask for.
 func (o options) meshnetFlags() []string {
-	if o.bridgeBypass {
-		return []string{"--bridge-bypass"}
+	if o.bridgeBypass != "" {
+		return []string{"--bridge-bypass=" + o.bridgeBypass}
 	}
 	return nil
 }
