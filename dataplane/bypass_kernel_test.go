@@ -146,6 +146,13 @@ func TestBridgeBypass(t *testing.T) {
 	// container back to the bridge, where the rule applies; its removal
 	// brings the bypass back.
 	auto := newTestDataplaneWith(t, h1ns, Options{BridgeBypass: BypassAuto})
+	// FORWARD as engine 20.10 fills it, written by iptables-nft itself:
+	// Docker's, not the operator's.
+	mustRunIn(t, h1ns, "iptables", "-N", "DOCKER")
+	for _, r := range [][]string{{"-o", "docker0", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"},
+		{"-o", "br-1a2b3c", "-j", "DOCKER"}, {"-i", "br-1a2b3c", "!", "-o", "br-1a2b3c", "-j", "ACCEPT"}, {"-i", "br-+", "-o", "docker0", "-j", "ACCEPT"}} {
+		mustRunIn(t, h1ns, "iptables", append([]string{"-A", "FORWARD"}, r...)...)
+	}
 	apply(t, auto, st1)
 	hasFilters := func() bool {
 		return strings.Contains(mustRunIn(t, h1ns, "tc", "filter", "show", "dev", "mnvx42", "ingress"), "mirred")
@@ -195,6 +202,20 @@ func TestBridgeBypass(t *testing.T) {
 		t.Errorf("auto once the rule is gone: %+v, filters %v", st, hasFilters())
 	}
 	reach(t)
+	// A FORWARD rule that is not Docker's (ufw jumps to its chains there).
+	mustRunIn(t, h1ns, "iptables", "-N", "ufw-before-forward")
+	mustRunIn(t, h1ns, "iptables", "-A", "FORWARD", "-j", "ufw-before-forward")
+	wake("a jump to ufw's chain in FORWARD")
+	apply(t, auto, st1)
+	if st := auto.BypassStatus(); st.On || len(st.Why) != 1 || !strings.Contains(st.Why[0], "FORWARD holds 1 rule") {
+		t.Errorf("auto with ufw's jump in FORWARD: %+v", st)
+	}
+	mustRunIn(t, h1ns, "iptables", "-D", "FORWARD", "-j", "ufw-before-forward")
+	wake("the jump's removal")
+	apply(t, auto, st1)
+	if st := auto.BypassStatus(); !st.On {
+		t.Errorf("auto once ufw's jump is gone: %+v", st)
+	}
 
 	// Off: the filters go, the bridge carries everything again.
 	for _, ns := range []netns.NsHandle{h1ns, h2ns} {

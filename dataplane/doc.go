@@ -648,12 +648,13 @@
 //
 // The first of those is why the default, BypassAuto, bypasses only a host
 // that filters no forwarded traffic of its own (hostfilter.go): DOCKER-USER
-// holds nothing but Docker's return, and no base chain at the forward hook
-// of another table (ip, inet or bridge family: an nftables ruleset,
-// firewalld, iptables' mangle FORWARD) holds a rule or drops by policy.
-// Docker's and meshnet's own tables, and IPv6 (never bypassed), do not
-// count; rules an operator adds to FORWARD itself or at other hooks are not
-// looked at (DOCKER-USER is where Docker tells them to filter). Apply reads
+// holds nothing but Docker's return, FORWARD nothing but Docker's jumps and
+// per-bridge accepts and meshnet's accepts (ufw's jumps to its chains
+// count), and no base chain at the forward hook of another table (ip, inet
+// or bridge family: an nftables ruleset, firewalld, iptables' mangle
+// FORWARD) holds a rule or drops by policy. Docker's nftables backend's
+// and meshnet's own tables, and IPv6 (never bypassed), do not count; rules
+// at other hooks (raw or mangle PREROUTING) are not looked at. Apply reads
 // this each time, and WatchHostFilters follows nftables' change
 // notifications so that the daemon applies again the moment it changes:
 // an operator's new rule takes every container back to the bridge within

@@ -68,10 +68,9 @@ func (s BypassStatus) String() string {
 	return "off"
 }
 
-// Tables whose forward chains are not the operator's: Docker's iptables-nft
-// filter table (its FORWARD holds Docker's jumps and meshnet's accepts; the
-// operator's place there is DOCKER-USER, judged on its own), Docker's
-// nftables firewall backend, and meshnet's own tables.
+// Tables whose forward chains are not the operator's as a whole: Docker's
+// iptables-nft filter table (its FORWARD and DOCKER-USER are judged rule by
+// rule), Docker's nftables firewall backend, and meshnet's own tables.
 var ownForwardTables = map[nftables.TableFamily][]string{
 	nftables.TableFamilyIPv4:   {iptFilterTable, "docker-bridges"},
 	nftables.TableFamilyINet:   {meshnetTable},
@@ -82,7 +81,9 @@ var ownForwardTables = map[nftables.TableFamily][]string{
 // a bypassed frame would skip, one line each, from every chain of the
 // host's nftables (iptables-nft included): rules of the operator's in
 // iptables' DOCKER-USER (Docker's own return, on engines that add one, and
-// meshnet's commented rules are not the operator's), and base chains at the
+// meshnet's commented rules are not the operator's) and in FORWARD itself
+// (where ufw hooks its chains; Docker's jumps and per-bridge accepts and
+// meshnet's accepts are not the operator's), and base chains at the
 // forward hook of the ip, inet and bridge families in tables that are
 // neither Docker's nor meshnet's that hold a rule or drop by policy (an
 // nftables ruleset of the operator's, firewalld's). IPv6 is never bypassed,
@@ -95,20 +96,24 @@ func hostForwardFilters(chains []*nftables.Chain, rules func(*nftables.Chain) ([
 			continue
 		}
 		fam := c.Table.Family
-		if fam == nftables.TableFamilyIPv4 && c.Table.Name == iptFilterTable && c.Name == iptDockerUser {
+		if fam == nftables.TableFamilyIPv4 && c.Table.Name == iptFilterTable && (c.Name == iptDockerUser || c.Name == iptForward) {
+			theirs := dockerUserRule
+			if c.Name == iptForward {
+				theirs = dockerForwardRule
+			}
 			rs, err := rules(c)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("list rules of %s: %w", iptDockerUser, err))
+				errs = append(errs, fmt.Errorf("list rules of %s: %w", c.Name, err))
 				continue
 			}
 			n := 0
 			for _, r := range rs {
-				if !dockerOrMeshnetRule(r) {
+				if !theirs(r) {
 					n++
 				}
 			}
 			if n > 0 {
-				why = append(why, fmt.Sprintf("%s holds %d rule(s) of the operator's", iptDockerUser, n))
+				why = append(why, fmt.Sprintf("%s holds %d rule(s) of the operator's", c.Name, n))
 			}
 			continue
 		}
@@ -135,11 +140,11 @@ func hostForwardFilters(chains []*nftables.Chain, rules func(*nftables.Chain) ([
 	return why, errors.Join(errs...)
 }
 
-// dockerOrMeshnetRule: a rule DOCKER-USER holds that is not the operator's:
+// dockerUserRule: a rule DOCKER-USER holds that is not the operator's:
 // Docker's plain "-j RETURN" (engine 20.10 adds it; a counter is all
 // iptables-nft puts beside it) or a meshnet rule an older meshnetd left
 // (commented; Apply removes it).
-func dockerOrMeshnetRule(r *nftables.Rule) bool {
+func dockerUserRule(r *nftables.Rule) bool {
 	if strings.HasPrefix(ruleComment(r.UserData), commentPrefix) {
 		return true
 	}
@@ -157,6 +162,57 @@ func dockerOrMeshnetRule(r *nftables.Rule) bool {
 		}
 	}
 	return ret
+}
+
+// dockerForwardRule: a rule of iptables' FORWARD that Docker or meshnet
+// wrote: meshnet's (commented), a jump to one of Docker's chains
+// (DOCKER-USER, DOCKER-ISOLATION-STAGE-1, DOCKER-FORWARD), or one that
+// names only Docker's bridges (engine 20.10's accepts per bridge, "-o
+// docker0 -m conntrack ... -j ACCEPT"). Anything else is the operator's or
+// another tool's (ufw's jumps to ufw-before-forward, a plain "-s ... -j
+// DROP").
+func dockerForwardRule(r *nftables.Rule) bool {
+	if strings.HasPrefix(ruleComment(r.UserData), commentPrefix) {
+		return true
+	}
+	names, docker := 0, true
+	var ifname bool // the previous expression loaded an interface name
+	for _, e := range r.Exprs {
+		switch e := e.(type) {
+		case *expr.Verdict:
+			if (e.Kind == expr.VerdictJump || e.Kind == expr.VerdictGoto) && strings.HasPrefix(e.Chain, "DOCKER") {
+				return true
+			}
+		case *expr.Meta:
+			ifname = e.Key == expr.MetaKeyIIFNAME || e.Key == expr.MetaKeyOIFNAME
+			continue
+		case *expr.Cmp:
+			if ifname {
+				names++
+				// iptables-nft writes "-o docker0" with its NUL, "-o br-+"
+				// as the prefix alone.
+				name, exact := strings.CutSuffix(string(e.Data), "\x00")
+				docker = docker && dockerBridgeName(strings.TrimRight(name, "\x00"), !exact)
+			}
+		}
+		ifname = false
+	}
+	return names > 0 && docker
+}
+
+// dockerBridgeName: name (a prefix if wildcard) is one of Docker's
+// bridges (dockerBridges).
+func dockerBridgeName(name string, wildcard bool) bool {
+	for _, p := range dockerBridges {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok {
+			if strings.HasPrefix(name, prefix) {
+				return true
+			}
+		} else if !wildcard && name == p {
+			return true
+		}
+	}
+	return false
 }
 
 // readHostFilters reads hostForwardFilters from the kernel through nft,

@@ -34,6 +34,32 @@ func TestHostForwardFilters(t *testing.T) {
 		&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}}
 	operatorAccept := &nftables.Rule{Exprs: []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictAccept}}}
 	dockerUser := &nftables.Chain{Name: iptDockerUser, Table: ip}
+	forward := base(ip, iptForward, nftables.ChainHookForward, drop)
+	ifname := func(key expr.MetaKey, op expr.CmpOp, data string) []expr.Any {
+		return []expr.Any{&expr.Meta{Key: key, Register: 1}, &expr.Cmp{Op: op, Register: 1, Data: []byte(data)}}
+	}
+	rule := func(parts ...[]expr.Any) *nftables.Rule {
+		r := &nftables.Rule{}
+		for _, p := range parts {
+			r.Exprs = append(r.Exprs, p...)
+		}
+		return r
+	}
+	jump := func(chain string) []expr.Any {
+		return []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}}
+	}
+	acceptV := []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictAccept}}
+	// FORWARD as engine 20.10 writes it, with meshnet's accept.
+	docker2010 := []*nftables.Rule{
+		rule(jump(iptDockerUser)), rule(jump("DOCKER-ISOLATION-STAGE-1")),
+		rule(ifname(expr.MetaKeyOIFNAME, expr.CmpOpEq, "docker0\x00"), []expr.Any{&expr.Ct{Register: 1, Key: expr.CtKeySTATE}, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}}}, acceptV),
+		rule(ifname(expr.MetaKeyOIFNAME, expr.CmpOpEq, "br-1a2b3c\x00"), jump("DOCKER")),
+		rule(ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, "br-1a2b3c\x00"), ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, "br-1a2b3c\x00"), acceptV),
+		rule(ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, "docker0\x00"), ifname(expr.MetaKeyOIFNAME, expr.CmpOpEq, "docker0\x00"), acceptV),
+		oldMeshnet,
+	}
+	ufw := rule(jump("ufw-before-forward"))
+	fromEth0 := rule(ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, "eth0\x00"), ifname(expr.MetaKeyOIFNAME, expr.CmpOpEq, "br-"), acceptV)
 	ownAccepting := base(own, "forward", nftables.ChainHookForward, accept)
 	mangleForward := base(mangle, "FORWARD", nftables.ChainHookForward, accept)
 	bridgeForward := base(opBridge, "fwd", nftables.ChainHookForward, accept)
@@ -46,6 +72,10 @@ func TestHostForwardFilters(t *testing.T) {
 	}{
 		{"docker 20.10: DOCKER-USER returns", []*nftables.Chain{base(ip, iptForward, nftables.ChainHookForward, drop), dockerUser},
 			map[*nftables.Chain][]*nftables.Rule{dockerUser: {dockerReturn}}, nil},
+		{"docker 20.10's FORWARD", []*nftables.Chain{forward}, map[*nftables.Chain][]*nftables.Rule{forward: docker2010}, nil},
+		{"docker 28's FORWARD", []*nftables.Chain{forward}, map[*nftables.Chain][]*nftables.Rule{forward: {rule(jump(iptDockerUser)), rule(jump("DOCKER-FORWARD"))}}, nil},
+		{"ufw's jump in FORWARD", []*nftables.Chain{forward}, map[*nftables.Chain][]*nftables.Rule{forward: append(slices.Clone(docker2010), ufw)}, []string{"FORWARD holds 1 rule"}},
+		{"a FORWARD rule naming another interface beside Docker's", []*nftables.Chain{forward}, map[*nftables.Chain][]*nftables.Rule{forward: {fromEth0, operatorDrop}}, []string{"FORWARD holds 2 rule"}},
 		{"docker 28: DOCKER-USER empty", []*nftables.Chain{dockerUser}, nil, nil},
 		{"a meshnet rule left in DOCKER-USER", []*nftables.Chain{dockerUser},
 			map[*nftables.Chain][]*nftables.Rule{dockerUser: {oldMeshnet, dockerReturn}}, nil},
