@@ -97,6 +97,8 @@ type DataplaneInfo struct {
 	// handed past the host's bridge, in which mode, and what keeps an
 	// auto bypass off (dataplane.BypassStatus).
 	BridgeBypass string `json:"bridge_bypass,omitempty"`
+	// BridgeBypassOn: the last apply handed that traffic past the bridge.
+	BridgeBypassOn bool `json:"bridge_bypass_on"`
 	// WireGuard is the host's WireGuard device (wireguard networks).
 	WireGuard *WireGuardInfo `json:"wireguard,omitempty"`
 }

@@ -60,10 +60,11 @@ func (b controlBackend) Status() control.Status {
 		DNS:       control.DNSInfo{Addr: d.cfg.DNSAddr, Domain: d.cfg.DNSDomain},
 	}
 	st.Refused = refusedRecords(d.store.Rejections(), snap.View())
-	st.Dataplane.BridgeBypass = dataplane.BypassStatus{Mode: d.cfg.BridgeBypassMode()}.String()
+	bypass := dataplane.BypassStatus{Mode: d.cfg.BridgeBypassMode()}
 	if w, ok := d.dp.(hostFilterWatcher); ok {
-		st.Dataplane.BridgeBypass = w.BypassStatus().String()
+		bypass = w.BypassStatus()
 	}
+	st.Dataplane.BridgeBypass, st.Dataplane.BridgeBypassOn = bypass.String(), bypass.On
 	for _, m := range snap.Members {
 		switch m.State {
 		case gossip.StateAlive:

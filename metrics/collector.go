@@ -30,6 +30,7 @@ var (
 	lastApplyOKDesc = desc("meshnet_dataplane_last_apply_success", "1 when the last dataplane apply did everything, 0 when it left errors (meshctl status shows them).")
 	fdbDesc         = desc("meshnet_dataplane_fdb_entries", "VXLAN forwarding (FDB) entries the last apply programmed: one per remote container on a VXLAN network.")
 	neighDesc       = desc("meshnet_dataplane_neighbor_entries", "Neighbour (ARP) entries the last apply programmed: one per remote container on a VXLAN network.")
+	bypassDesc      = desc("meshnet_dataplane_bridge_bypass", "1 while vxlan traffic between containers is handed past the host's bridge (--bridge-bypass; auto turns it off while the host filters forwarded traffic of its own, meshctl status says why), else 0.")
 
 	ownedDesc     = desc("meshnet_ipam_owned_addresses", "Addresses in the address blocks a node owns, per subnet.", "subnet", "node")
 	allocatedDesc = desc("meshnet_ipam_allocated_addresses", "Addresses a node has handed out, per subnet (exact for this node; for others as they last published).", "subnet", "node")
@@ -52,7 +53,7 @@ var (
 
 var allDescs = []*prometheus.Desc{
 	peersDesc, peerUpDesc, peerDataPathDesc, peerRTTDesc, recordsDesc, endpointsDesc, networksDesc,
-	lastApplyDesc, lastApplyOKDesc, fdbDesc, neighDesc,
+	lastApplyDesc, lastApplyOKDesc, fdbDesc, neighDesc, bypassDesc,
 	ownedDesc, allocatedDesc, sizeDesc, freeDesc, conflictsDesc,
 	dnsRepliesDesc, dnsRateLimitedDesc, dnsForwardDesc, dnsUpDesc,
 	wgHandshakeDesc, wgRxDesc, wgTxDesc, problemsDesc, infoDesc,
@@ -124,6 +125,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(lastApplyOKDesc, ok)
 	gauge(fdbDesc, float64(st.FDBEntries))
 	gauge(neighDesc, float64(st.NeighborEntries))
+	bypass := 0.0
+	if s.Dataplane.BridgeBypassOn {
+		bypass = 1
+	}
+	gauge(bypassDesc, bypass)
 
 	allocated := map[string]uint64{}
 	for _, p := range s.IPAM {
