@@ -1,9 +1,11 @@
 package dataplane
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink/nl"
@@ -42,10 +44,13 @@ func TestPlanBypass(t *testing.T) {
 		{VNI: 8, Subnet: netip.MustParsePrefix("fd08::/64"), Locals: []LocalEndpoint{a}},
 	}
 	brMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
-	got := planBypass(nets, func(Network) net.HardwareAddr { return brMAC })
+	got, over := planBypass(nets, func(Network) net.HardwareAddr { return brMAC })
+	if len(over) != 0 {
+		t.Errorf("networks over the limit: %q", over)
+	}
 	// The same in another order (the daemon builds Locals from maps).
 	nets[0].Locals = []LocalEndpoint{noMAC, b, a}
-	if again := planBypass(nets, func(Network) net.HardwareAddr { return brMAC }); !slices.EqualFunc(got, again, func(x, y bypassFilter) bool {
+	if again, _ := planBypass(nets, func(Network) net.HardwareAddr { return brMAC }); !slices.EqualFunc(got, again, func(x, y bypassFilter) bool {
 		return x.Dev == y.Dev && x.Prio == y.Prio && x.To == y.To && slices.Equal(x.Keys, y.Keys)
 	}) {
 		t.Errorf("another order of the locals gives other filters:\n%+v\n%+v", got, again)
@@ -85,7 +90,7 @@ func TestPlanBypassBridged(t *testing.T) {
 	c := testLocalEndpoint("b3b3b3b3b3b3b3", "02:42:00:00:00:03", "10.42.0.13/24")
 	c.Bridged = true
 	brMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
-	got := planBypass([]Network{testNet42([]LocalEndpoint{c, a, b})}, func(Network) net.HardwareAddr { return brMAC })
+	got, _ := planBypass([]Network{testNet42([]LocalEndpoint{c, a, b})}, func(Network) net.HardwareAddr { return brMAC })
 	rows := bypassRows(got)
 	for _, f := range got {
 		if f.Dev == c.HostIf || f.To == c.HostIf {
@@ -105,8 +110,39 @@ func TestPlanBypassBridged(t *testing.T) {
 	}
 	// Only bridged containers: nothing to bypass.
 	a.Bridged = true
-	if got := planBypass([]Network{testNet42([]LocalEndpoint{a, c})}, func(Network) net.HardwareAddr { return brMAC }); len(got) != 0 {
+	if got, _ := planBypass([]Network{testNet42([]LocalEndpoint{a, c})}, func(Network) net.HardwareAddr { return brMAC }); len(got) != 0 {
 		t.Errorf("filters with every container bridged: %+v", got)
+	}
+}
+
+// A network with more than bypassMaxLocals containers on the host
+// (bridged ones included) gets no filter and is named; one at the limit,
+// beside it, keeps its filters.
+func TestPlanBypassLimit(t *testing.T) {
+	locals := func(n int, bridged int) []LocalEndpoint {
+		var out []LocalEndpoint
+		for i := range n {
+			l := testLocalEndpoint(fmt.Sprintf("%04dc0000000000", i), fmt.Sprintf("02:42:00:00:01:%02x", i), fmt.Sprintf("10.42.0.%d/24", i+2))
+			l.Bridged = i < bridged
+			out = append(out, l)
+		}
+		return out
+	}
+	brMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
+	atLimit := testNet42(locals(bypassMaxLocals, 0))
+	over := testNet42(locals(bypassMaxLocals+1, 2))
+	over.VNI, over.Subnet = 43, netip.MustParsePrefix("10.43.0.0/24")
+	got, bridged := planBypass([]Network{atLimit, over}, func(Network) net.HardwareAddr { return brMAC })
+	if want := bypassMaxLocals*(bypassMaxLocals+1) + bypassMaxLocals; len(got) != want {
+		t.Errorf("%d filters, want %d (the network at the limit's alone)", len(got), want)
+	}
+	for _, f := range got {
+		if f.Dev == "mnvx43" || f.To == "mnvx43" {
+			t.Errorf("a filter of the network over the limit: %+v", f)
+		}
+	}
+	if len(bridged) != 1 || !strings.Contains(bridged[0], "10.43.0.0/24 on mnbr43: 33 containers here, over 32") {
+		t.Errorf("left on the bridge: %q", bridged)
 	}
 }
 

@@ -671,6 +671,16 @@
 // filters are rewritten whole per device when they differ; frames
 // meanwhile take the bridge.
 //
+// Its cost grows with the square of a network's containers on one host
+// (each veth holds a filter per other one; each change rewrites them all,
+// and a frame to another host walks them before the catch-all), so a
+// network with more than bypassMaxLocals (32) containers on a host stays
+// on the bridge there, named in meshctl status. The way past the bound: a
+// u32 hash table per network keyed on the destination MAC's last byte,
+// shared by its veths (a tc block), one root filter per veth checking the
+// container's own source and linking to it, entries added and removed one
+// by one: constant work per frame, linear per change.
+//
 // # Namespaces
 //
 // Options.NetNS points the dataplane at another network namespace; tests use

@@ -54,18 +54,27 @@ type BypassStatus struct {
 	// Why lists what keeps an auto bypass off: the host's own forward
 	// filtering, or why it could not be read.
 	Why []string
+	// Bridged lists the networks a bypass that is on leaves on the bridge
+	// (bypassMaxLocals).
+	Bridged []string
 }
 
 func (s BypassStatus) String() string {
+	var out string
 	switch {
 	case s.Mode == BypassAuto && s.On:
-		return "on (auto: the host filters no forwarded traffic of its own)"
+		out = "on (auto: the host filters no forwarded traffic of its own)"
 	case s.Mode == BypassAuto:
-		return "off (auto: " + strings.Join(s.Why, "; ") + ")"
+		out = "off (auto: " + strings.Join(s.Why, "; ") + ")"
 	case s.On:
-		return "on"
+		out = "on"
+	default:
+		out = "off"
 	}
-	return "off"
+	if len(s.Bridged) > 0 {
+		out += "; left on the bridge: " + strings.Join(s.Bridged, "; ")
+	}
+	return out
 }
 
 // Tables whose forward chains are not the operator's as a whole: Docker's

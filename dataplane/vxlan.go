@@ -300,7 +300,12 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	var bypass []bypassFilter
 	bypassSt := d.bypassWantedLocked()
 	if bypassSt.On {
-		bypass = planBypass(c.Networks, func(n Network) net.HardwareAddr { return bridgeMAC(st.Underlay.Addr, n.VNI) })
+		bypass, bypassSt.Bridged = planBypass(c.Networks, func(n Network) net.HardwareAddr { return bridgeMAC(st.Underlay.Addr, n.VNI) })
+		if prev := d.bypassStatus.Load(); prev == nil || !slices.Equal(prev.Bridged, bypassSt.Bridged) {
+			for _, b := range bypassSt.Bridged {
+				d.log.Warn("bridge bypass: a network with too many containers on this host stays on the bridge", "network", b)
+			}
+		}
 	}
 	// A bypass turned off as a whole is removed even while deletes are
 	// held: the bridge carries everything without it, and an operator's
