@@ -153,8 +153,8 @@ func planBypass(nets []Network, bridgeMACOf func(Network) net.HardwareAddr) (out
 // syncBypass makes each device of plan hold exactly its filters (with a
 // clsact qdisc), and removes them from meshnet's other veths and vxlan
 // devices in links (the kernel's reading) that have some, unless hold is
-// set. A device whose filters differ gets them all again: between the
-// delete and the add its frames take the bridge, none is lost. Which
+// set. A device whose filters differ has them replaced in place, one
+// priority at a time (syncDeviceBypass), under a clsact qdisc that stays. Which
 // devices to look at for removal: all of meshnet's at the first Apply (a
 // previous run may have left filters), then those this run wrote.
 func (d *Kernel) syncBypass(plan []bypassFilter, links map[string]link, hold bool) error {
@@ -198,7 +198,7 @@ func (d *Kernel) syncBypass(plan []bypassFilter, links map[string]link, hold boo
 		}
 		have, err := d.nl.FilterList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: l.Index}}, netlink.HANDLE_MIN_INGRESS)
 		if err == nil && len(have) > 0 {
-			if err := d.delClsact(l.Index); err != nil {
+			if err := d.delFilters(l.Index, have, nil); err != nil {
 				errs = append(errs, fmt.Errorf("remove the bridge bypass of %s: %w", name, err))
 				continue // tried again next time
 			}
@@ -244,34 +244,87 @@ func (d *Kernel) syncDeviceBypass(dev string, want []bypassFilter, ifindex func(
 	if err == nil && sameBypass(have, wantU32) {
 		return nil
 	}
-	if err := d.delClsact(idx); err != nil {
+	if err := d.ensureClsact(idx); err != nil {
 		return err
 	}
-	qd := &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Parent: netlink.HANDLE_CLSACT,
-		Handle: netlink.MakeHandle(0xffff, 0)}, QdiscType: "clsact"}
-	if err := d.nl.QdiscReplace(qd); err != nil {
-		return fmt.Errorf("add the clsact qdisc: %w", err)
+	// Each filter is replaced in place (by the handle of the one its
+	// priority holds) or added, then the priorities no longer wanted go: a
+	// frame meets the old filter or the new one, and the qdisc, whose
+	// replacement would drop frames, stays.
+	handles := map[uint16]uint32{}
+	for _, f := range have {
+		if u, ok := f.(*netlink.U32); ok && u.Sel != nil && len(u.Sel.Keys) > 0 {
+			if _, dup := handles[u.Priority]; dup {
+				handles[u.Priority] = 0 // two: rewritten whole below
+			} else {
+				handles[u.Priority] = u.Handle
+			}
+		}
 	}
 	for _, u := range wantU32 {
-		if err := d.nl.FilterAdd(u); err != nil {
-			return fmt.Errorf("add u32 filter priority %d: %w", u.Priority, err)
+		h, ok := handles[u.Priority]
+		switch {
+		case ok && h != 0:
+			u.Handle = h
+			err = d.nl.FilterReplace(u)
+		case ok:
+			del := &netlink.U32{FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.HANDLE_MIN_INGRESS, Priority: u.Priority, Protocol: u.Protocol}}
+			if err = d.nl.FilterDel(del); err == nil {
+				err = d.nl.FilterAdd(u)
+			}
+		default:
+			err = d.nl.FilterAdd(u)
 		}
+		if err != nil {
+			return fmt.Errorf("write u32 filter priority %d: %w", u.Priority, err)
+		}
+	}
+	keep := map[uint16]bool{}
+	for _, u := range wantU32 {
+		keep[u.Priority] = true
+	}
+	if err := d.delFilters(idx, have, keep); err != nil {
+		return err
 	}
 	d.changed(fmt.Sprintf("write %d bridge bypass filters on %s", len(wantU32), dev))
 	return nil
 }
 
-// delClsact removes the device's clsact qdisc (and every filter on it).
-func (d *Kernel) delClsact(idx int) error {
+// ensureClsact adds the device's clsact qdisc unless it has one. Adding or
+// removing a qdisc deactivates the device for a moment (qdisc_graft), and a
+// frame sent through it then is dropped; so the qdisc is added once and
+// never removed, and the filters change under it.
+func (d *Kernel) ensureClsact(idx int) error {
 	qds, err := d.nl.QdiscList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: idx}})
 	if err != nil {
 		return fmt.Errorf("list qdiscs: %w", err)
 	}
 	for _, q := range qds {
 		if q.Type() == "clsact" {
-			if err := d.nl.QdiscDel(q); err != nil {
-				return fmt.Errorf("delete the clsact qdisc: %w", err)
-			}
+			return nil
+		}
+	}
+	qd := &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Parent: netlink.HANDLE_CLSACT,
+		Handle: netlink.MakeHandle(0xffff, 0)}, QdiscType: "clsact"}
+	if err := d.nl.QdiscAdd(qd); err != nil {
+		return fmt.Errorf("add the clsact qdisc: %w", err)
+	}
+	return nil
+}
+
+// delFilters deletes the ingress filters of have whose priority keep
+// lacks, a priority at a time; the clsact qdisc stays (ensureClsact).
+func (d *Kernel) delFilters(idx int, have []netlink.Filter, keep map[uint16]bool) error {
+	done := map[uint16]bool{}
+	for _, f := range have {
+		a := f.Attrs()
+		if keep[a.Priority] || done[a.Priority] {
+			continue
+		}
+		done[a.Priority] = true
+		del := &netlink.U32{FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.HANDLE_MIN_INGRESS, Priority: a.Priority, Protocol: a.Protocol}}
+		if err := d.nl.FilterDel(del); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("delete u32 filters of priority %d: %w", a.Priority, err)
 		}
 	}
 	return nil

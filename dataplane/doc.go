@@ -667,9 +667,15 @@
 // LocalEndpoint.Bridged: it gets no filter, the vxlan device none to it,
 // and the others' veths leave frames to it to the bridge, so all of its
 // traffic crosses the bridge both ways and the host's VIP table, whose
-// conntrack must see the replica's reply, balances its connections. The
-// filters are rewritten whole per device when they differ; frames
-// meanwhile take the bridge.
+// conntrack must see the replica's reply, balances its connections. A
+// device's filters are replaced in place, a priority at a time, so a frame
+// meets either the old filter or the new one; the clsact qdisc under them
+// is added once and never removed, because adding or removing a qdisc
+// deactivates the device for a moment and drops what it sends then
+// (TestBypassFlipLosesNothing: 3 to 7 of 1,200 pings lost over 40 changes
+// that way, which e2e's no-loss restarts caught once the bypass was on by
+// default: a restarted meshnetd keeps containers bridged until their boxes
+// have written their VIP tables).
 //
 // Its cost grows with the square of a network's containers on one host
 // (each veth holds a filter per other one; each change rewrites them all,
