@@ -247,36 +247,38 @@ func (d *Kernel) syncDeviceBypass(dev string, want []bypassFilter, ifindex func(
 	if err := d.ensureClsact(idx); err != nil {
 		return err
 	}
-	// Each filter is replaced in place (by the handle of the one its
-	// priority holds) or added, then the priorities no longer wanted go: a
-	// frame meets the old filter or the new one, and the qdisc, whose
-	// replacement would drop frames, stays.
-	handles := map[uint16]uint32{}
-	for _, f := range have {
-		if u, ok := f.(*netlink.U32); ok && u.Sel != nil && len(u.Sel.Keys) > 0 {
-			if _, dup := handles[u.Priority]; dup {
-				handles[u.Priority] = 0 // two: rewritten whole below
-			} else {
-				handles[u.Priority] = u.Handle
+	// Under the qdisc, which stays (its replacement would drop frames),
+	// each wanted filter is kept, has its action replaced in place (the
+	// kernel keeps a u32 filter's keys on replace), or is added beside the
+	// old one of its priority, which then goes; priorities no longer
+	// wanted go last. A frame meets the old filter or the new one.
+	byPrio := u32ByPrio(have)
+	for _, u := range wantU32 {
+		var same *netlink.U32
+		for _, h := range byPrio[u.Priority] {
+			if same == nil && slices.Equal(h.Sel.Keys, u.Sel.Keys) {
+				same = h
 			}
 		}
-	}
-	for _, u := range wantU32 {
-		h, ok := handles[u.Priority]
 		switch {
-		case ok && h != 0:
-			u.Handle = h
+		case same != nil && sameActions(same, u):
+		case same != nil:
+			u.Handle = same.Handle
 			err = d.nl.FilterReplace(u)
-		case ok:
-			del := &netlink.U32{FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.HANDLE_MIN_INGRESS, Priority: u.Priority, Protocol: u.Protocol}}
-			if err = d.nl.FilterDel(del); err == nil {
-				err = d.nl.FilterAdd(u)
-			}
 		default:
 			err = d.nl.FilterAdd(u)
 		}
 		if err != nil {
 			return fmt.Errorf("write u32 filter priority %d: %w", u.Priority, err)
+		}
+		for _, h := range byPrio[u.Priority] {
+			if h == same {
+				continue
+			}
+			del := &netlink.U32{FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.HANDLE_MIN_INGRESS, Priority: h.Priority, Protocol: h.Protocol, Handle: h.Handle}}
+			if err := d.nl.FilterDel(del); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("delete the old u32 filter of priority %d: %w", h.Priority, err)
+			}
 		}
 	}
 	keep := map[uint16]bool{}
@@ -333,33 +335,40 @@ func (d *Kernel) delFilters(idx int, have []netlink.Filter, keep map[uint16]bool
 // sameBypass reports whether the filters read back are the wanted ones:
 // one u32 filter per priority with the same keys and action.
 func sameBypass(have []netlink.Filter, want []*netlink.U32) bool {
-	byPrio := map[uint16]*netlink.U32{}
-	for _, f := range have {
-		u, ok := f.(*netlink.U32)
-		if !ok || u.Sel == nil || len(u.Sel.Keys) == 0 {
-			continue // the hash table entries u32 lists besides the filters
-		}
-		if _, dup := byPrio[u.Priority]; dup {
-			return false
-		}
-		byPrio[u.Priority] = u
-	}
+	byPrio := u32ByPrio(have)
 	if len(byPrio) != len(want) {
 		return false
 	}
 	for _, w := range want {
-		h, ok := byPrio[w.Priority]
-		if !ok || !slices.Equal(h.Sel.Keys, w.Sel.Keys) || len(h.Actions) != len(w.Actions) {
-			return false
-		}
-		if len(w.Actions) == 0 {
-			continue
-		}
-		wa := w.Actions[0].(*netlink.MirredAction)
-		ha, ok := h.Actions[0].(*netlink.MirredAction)
-		if !ok || ha.Ifindex != wa.Ifindex || ha.MirredAction != wa.MirredAction {
+		h := byPrio[w.Priority]
+		if len(h) != 1 || !slices.Equal(h[0].Sel.Keys, w.Sel.Keys) || !sameActions(h[0], w) {
 			return false
 		}
 	}
 	return true
+}
+
+// u32ByPrio groups the u32 filters read back by priority, leaving out the
+// hash table entries u32 lists besides them.
+func u32ByPrio(have []netlink.Filter) map[uint16][]*netlink.U32 {
+	out := map[uint16][]*netlink.U32{}
+	for _, f := range have {
+		if u, ok := f.(*netlink.U32); ok && u.Sel != nil && len(u.Sel.Keys) > 0 {
+			out[u.Priority] = append(out[u.Priority], u)
+		}
+	}
+	return out
+}
+
+// sameActions: both filters redirect to the same device, or neither does.
+func sameActions(h, w *netlink.U32) bool {
+	if len(h.Actions) != len(w.Actions) {
+		return false
+	}
+	if len(w.Actions) == 0 {
+		return true
+	}
+	wa, _ := w.Actions[0].(*netlink.MirredAction)
+	ha, ok := h.Actions[0].(*netlink.MirredAction)
+	return ok && wa != nil && ha.Ifindex == wa.Ifindex && ha.MirredAction == wa.MirredAction
 }

@@ -217,6 +217,21 @@ func TestBridgeBypass(t *testing.T) {
 		t.Errorf("auto once ufw's jump is gone: %+v", st)
 	}
 
+	// a bridged: b's filters move to a's priorities, keys and all (the
+	// kernel keeps a u32 filter's keys when it is replaced, so a changed
+	// key must be a new filter), and a re-apply finds them as planned.
+	aBridged := st1
+	aBridged.Networks = []Network{testNet42([]LocalEndpoint{eA, eB}, remote(eC, "198.18.0.2"))}
+	aBridged.Networks[0].Locals[0].Bridged = true
+	for _, st := range []State{aBridged, st1} {
+		apply(t, d1, st)
+		apply(t, d1, st)
+		if len(d1.changes) != 0 {
+			t.Errorf("re-apply changed %q:\n%s", d1.changes, mustRunIn(t, h1ns, "tc", "filter", "show", "dev", "mnvx42", "ingress"))
+		}
+		reach(t)
+	}
+
 	// Off: the filters go, the bridge carries everything again.
 	for _, ns := range []netns.NsHandle{h1ns, h2ns} {
 		d := newTestDataplaneWith(t, ns, Options{})
