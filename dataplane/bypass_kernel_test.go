@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,15 +27,8 @@ func TestBridgeBypass(t *testing.T) {
 	requireRoot(t)
 	h1ns, h2ns, h1, h2 := twoHosts(t)
 	dockerHosts(t, h1ns, h2ns)
-	endpoint, remote := testLocalEndpoint, testRemoteEndpoint
-	eA := endpoint("p1p1p1p1p1p1p1", "02:42:00:00:00:21", "10.42.0.21/24")
-	eB := endpoint("p2p2p2p2p2p2p2", "02:42:00:00:00:22", "10.42.0.22/24")
-	eC := endpoint("p3p3p3p3p3p3p3", "02:42:00:00:00:23", "10.42.0.23/24")
-	members := []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")}
-	st1 := State{Underlay: UnderlayInfo{Addr: members[0]}, VXLANPort: 4790, Members: members,
-		Networks: []Network{testNet42([]LocalEndpoint{eA, eB}, remote(eC, "198.18.0.2"))}}
-	st2 := State{Underlay: UnderlayInfo{Addr: members[1]}, VXLANPort: 4790, Members: members,
-		Networks: []Network{testNet42([]LocalEndpoint{eC}, remote(eA, "198.18.0.1"), remote(eB, "198.18.0.1"))}}
+	eA, eB, eC := bypassEndpoints()
+	st1, st2 := bypassStates([]LocalEndpoint{eA, eB}, []LocalEndpoint{eC})
 	d1, d2 := newTestDataplaneWith(t, h1ns, Options{BridgeBypass: BypassOn}), newTestDataplaneWith(t, h2ns, Options{BridgeBypass: BypassOn})
 	apply(t, d1, st1)
 	apply(t, d2, st2)
@@ -115,8 +109,7 @@ func TestBridgeBypass(t *testing.T) {
 	// (Bridged): its traffic crosses the bridge both ways, so host 1's
 	// conntrack un-NATs the replica's reply; bypassed, that reply would
 	// reach b unchanged, from c's own address.
-	bridged := st1
-	bridged.Networks = []Network{testNet42([]LocalEndpoint{eA, eB}, remote(eC, "198.18.0.2"))}
+	bridged, _ := bypassStates([]LocalEndpoint{eA, eB}, []LocalEndpoint{eC})
 	bridged.Networks[0].Locals[1].Bridged = true
 	bridged.VIPs, bridged.ServiceAddrs = []VIP{vip}, []netip.Addr{vip.Addr}
 	apply(t, d1, bridged)
@@ -220,8 +213,7 @@ func TestBridgeBypass(t *testing.T) {
 	// a bridged: b's filters move to a's priorities, keys and all (the
 	// kernel keeps a u32 filter's keys when it is replaced, so a changed
 	// key must be a new filter), and a re-apply finds them as planned.
-	aBridged := st1
-	aBridged.Networks = []Network{testNet42([]LocalEndpoint{eA, eB}, remote(eC, "198.18.0.2"))}
+	aBridged, _ := bypassStates([]LocalEndpoint{eA, eB}, []LocalEndpoint{eC})
 	aBridged.Networks[0].Locals[0].Bridged = true
 	for _, st := range []State{aBridged, st1} {
 		apply(t, d1, st)
@@ -249,6 +241,32 @@ func TestBridgeBypass(t *testing.T) {
 	}
 }
 
+// bypassEndpoints are the bypass tests' containers a, b and c.
+func bypassEndpoints() (a, b, c LocalEndpoint) {
+	return testLocalEndpoint("p1p1p1p1p1p1p1", "02:42:00:00:00:21", "10.42.0.21/24"),
+		testLocalEndpoint("p2p2p2p2p2p2p2", "02:42:00:00:00:22", "10.42.0.22/24"),
+		testLocalEndpoint("p3p3p3p3p3p3p3", "02:42:00:00:00:23", "10.42.0.23/24")
+}
+
+// bypassStates are the states of host 1 (198.18.0.1), holding locals1,
+// and host 2 (198.18.0.2), holding locals2, on network 42: each host's
+// containers are the other's remotes.
+func bypassStates(locals1, locals2 []LocalEndpoint) (st1, st2 State) {
+	members := []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")}
+	remotes := func(ls []LocalEndpoint, vtep string) []RemoteEndpoint {
+		var out []RemoteEndpoint
+		for _, l := range ls {
+			out = append(out, testRemoteEndpoint(l, vtep))
+		}
+		return out
+	}
+	st1 = State{Underlay: UnderlayInfo{Addr: members[0]}, VXLANPort: 4790, Members: members,
+		Networks: []Network{testNet42(slices.Clone(locals1), remotes(locals2, "198.18.0.2")...)}}
+	st2 = State{Underlay: UnderlayInfo{Addr: members[1]}, VXLANPort: 4790, Members: members,
+		Networks: []Network{testNet42(slices.Clone(locals2), remotes(locals1, "198.18.0.1")...)}}
+	return st1, st2
+}
+
 // redirected sums the packets the mirred actions on dev's ingress sent.
 func redirected(t *testing.T, ns netns.NsHandle, dev string) int {
 	t.Helper()
@@ -271,14 +289,8 @@ func TestBypassFlipLosesNothing(t *testing.T) {
 	requireRoot(t)
 	h1ns, h2ns, h1, h2 := twoHosts(t)
 	dockerHosts(t, h1ns, h2ns)
-	endpoint, remote := testLocalEndpoint, testRemoteEndpoint
-	eA := endpoint("p1p1p1p1p1p1p1", "02:42:00:00:00:21", "10.42.0.21/24")
-	eC := endpoint("p3p3p3p3p3p3p3", "02:42:00:00:00:23", "10.42.0.23/24")
-	members := []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")}
-	st1 := State{Underlay: UnderlayInfo{Addr: members[0]}, VXLANPort: 4790, Members: members,
-		Networks: []Network{testNet42([]LocalEndpoint{eA}, remote(eC, "198.18.0.2"))}}
-	st2 := State{Underlay: UnderlayInfo{Addr: members[1]}, VXLANPort: 4790, Members: members,
-		Networks: []Network{testNet42([]LocalEndpoint{eC}, remote(eA, "198.18.0.1"))}}
+	eA, _, eC := bypassEndpoints()
+	st1, st2 := bypassStates([]LocalEndpoint{eA}, []LocalEndpoint{eC})
 	d1, d2 := newTestDataplaneWith(t, h1ns, Options{BridgeBypass: BypassOn}), newTestDataplaneWith(t, h2ns, Options{BridgeBypass: BypassOn})
 	apply(t, d1, st1)
 	apply(t, d2, st2)
@@ -287,8 +299,7 @@ func TestBypassFlipLosesNothing(t *testing.T) {
 	apply(t, d1, st1)
 	apply(t, d2, st2)
 	expectPing(t, cC, "10.42.0.21")
-	bridged := st1
-	bridged.Networks = []Network{testNet42([]LocalEndpoint{eA}, remote(eC, "198.18.0.2"))}
+	bridged, _ := bypassStates([]LocalEndpoint{eA}, []LocalEndpoint{eC})
 	bridged.Networks[0].Locals[0].Bridged = true
 	type result struct {
 		out string
