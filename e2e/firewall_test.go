@@ -286,9 +286,10 @@ func expectNoFetch(t *testing.T, ctx context.Context, h harness.Host, container 
 
 // TestOperatorFirewall: the operator's own DOCKER-USER drops apply to meshnet containers
 // (one for a meshnet container's address, one for an address outside, as for a cloud
-// metadata service), the default bridge bypass yielding to them within seconds; containers on Docker's default bridge and on a meshnet network cannot
-// open connections to each other in either direction, while a published port stays
-// reachable; meshnetd --allow-docker-bridges lets them connect.
+// metadata service), the default bridge bypass yielding to them within seconds; containers
+// on Docker's default bridge and on a meshnet network cannot open connections to each other
+// in either direction, while a published port stays reachable; meshnetd
+// --allow-docker-bridges lets them connect.
 func TestOperatorFirewall(t *testing.T) {
 	c, hosts := meshHosts(t)
 	ctx := testCtx(t)
