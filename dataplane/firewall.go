@@ -541,6 +541,18 @@ func (d *Kernel) syncFirewallDeletes(f firewallSpec, reserved map[string]bool) e
 	return errors.Join(errs...)
 }
 
+// legacyFilterTable reports whether iptables-legacy has a filter table in
+// the dataplane's namespace; file is ip_tables_names or ip6_tables_names.
+func (d *Kernel) legacyFilterTable(file string) bool {
+	var names []byte
+	_ = d.inNetNS(func() error {
+		var err error
+		names, err = os.ReadFile("/proc/thread-self/net/" + file)
+		return err
+	})
+	return slices.Contains(strings.Fields(string(names)), iptFilterTable)
+}
+
 // warnLegacyLocked logs, once, that an iptables-legacy filter table exists
 // while iptables-nft has none: meshnet cannot put its accepts there, and a
 // FORWARD DROP policy in it would eat overlay traffic.
@@ -555,13 +567,7 @@ func (d *Kernel) warnLegacyLocked(view firewallView) {
 		if _, ok := view.acceptChain[fam]; ok {
 			continue
 		}
-		var names []byte
-		_ = d.inNetNS(func() error {
-			var err error
-			names, err = os.ReadFile("/proc/thread-self/net/" + file)
-			return err
-		})
-		if slices.Contains(strings.Fields(string(names)), iptFilterTable) {
+		if d.legacyFilterTable(file) {
 			d.log.Warn("iptables-legacy filter table in use: meshnet writes its FORWARD accepts only through nftables "+
 				"(iptables-nft); if FORWARD's policy there is DROP, overlay traffic will be dropped. "+
 				"Switch the host to iptables-nft or accept mnbr+ traffic in legacy FORWARD by hand.",

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -241,13 +240,7 @@ func (d *Kernel) readHostFilters(nft *nftables.Conn) ([]string, error) {
 	if !slices.ContainsFunc(chains, func(c *nftables.Chain) bool {
 		return c.Table != nil && c.Table.Family == nftables.TableFamilyIPv4 && c.Table.Name == iptFilterTable && c.Name == iptForward
 	}) {
-		var names []byte
-		_ = d.inNetNS(func() error {
-			var err error
-			names, err = os.ReadFile("/proc/thread-self/net/ip_tables_names")
-			return err
-		})
-		if slices.Contains(strings.Fields(string(names)), iptFilterTable) {
+		if d.legacyFilterTable("ip_tables_names") {
 			why = append(why, "an iptables-legacy filter table is in use (its rules cannot be read)")
 		}
 	}
