@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/armon/go-metrics v0.4.1
+	github.com/cilium/ebpf v0.22.0
 	github.com/google/nftables v0.3.0
 	github.com/hashicorp/memberlist v0.5.4
 	github.com/miekg/dns v1.1.73

@@ -99,6 +99,9 @@ type DataplaneInfo struct {
 	BridgeBypass string `json:"bridge_bypass,omitempty"`
 	// BridgeBypassOn: the last apply handed that traffic past the bridge.
 	BridgeBypassOn bool `json:"bridge_bypass_on"`
+	// BridgeBypassFrames counts the frames handed past the bridge since
+	// meshnetd started: to other hosts, and into containers here.
+	BridgeBypassFrames *BypassFrames `json:"bridge_bypass_frames,omitempty"`
 	// WireGuard is the host's WireGuard device (wireguard networks).
 	WireGuard *WireGuardInfo `json:"wireguard,omitempty"`
 }
@@ -301,4 +304,10 @@ type RemovePeerRequest struct {
 	// (the operator knows it is gone, or is ready for its addresses to be
 	// held twice).
 	Force bool `json:"force,omitempty"`
+}
+
+// BypassFrames counts the frames the bridge bypass handed past the bridge.
+type BypassFrames struct {
+	ToOtherHosts uint64 `json:"to_other_hosts"`
+	ToContainers uint64 `json:"to_containers"`
 }

@@ -65,6 +65,9 @@ func (b controlBackend) Status() control.Status {
 		bypass = w.BypassStatus()
 	}
 	st.Dataplane.BridgeBypass, st.Dataplane.BridgeBypassOn = bypass.String(), bypass.On
+	if bypass.FramesToHosts+bypass.FramesToContainers > 0 || bypass.On {
+		st.Dataplane.BridgeBypassFrames = &control.BypassFrames{ToOtherHosts: bypass.FramesToHosts, ToContainers: bypass.FramesToContainers}
+	}
 	for _, m := range snap.Members {
 		switch m.State {
 		case gossip.StateAlive:

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -53,14 +52,16 @@ func TestBridgeBypass(t *testing.T) {
 		expectPing(t, cB, "10.42.0.23")
 	}
 	reach(t)
-	// The frames went past the bridge: each filter counted its own.
+	// The frames went past the bridge: the program counted them.
 	for _, c := range []struct {
-		ns       netns.NsHandle
-		dev, why string
-	}{{h1ns, eA.HostIf, "a to c, to the vxlan device"}, {h1ns, eA.HostIf, "a to b, to b's veth"},
-		{h2ns, "mnvx42", "from the overlay to c"}, {h1ns, "mnvx42", "from the overlay to a and b"}} {
-		if n := redirected(t, c.ns, c.dev); n == 0 {
-			t.Errorf("%s: no frame redirected on %s (%s)", c.why, c.dev, mustRunIn(t, c.ns, "tc", "-s", "filter", "show", "dev", c.dev, "ingress"))
+		d         *Kernel
+		toVX, toC bool
+		why       string
+	}{{d1, true, true, "host 1: a to c, to the vxlan device; a to b and the overlay to a and b, into the containers"},
+		{d2, true, true, "host 2: c to a and b, to the vxlan device; the overlay to c, into c"}} {
+		toVX, toC := bypassCounts(t, c.d)
+		if (toVX > 0) != c.toVX || (toC > 0) != c.toC {
+			t.Errorf("%s: %d frames to the vxlan device, %d into containers", c.why, toVX, toC)
 		}
 	}
 	// What needs the host's conntrack or routing crosses the bridge.
@@ -118,11 +119,8 @@ func TestBridgeBypass(t *testing.T) {
 		want bool
 	}{{eB.HostIf, false}, {eA.HostIf, true}, {"mnvx42", true}} {
 		out := mustRunIn(t, h1ns, "tc", "filter", "show", "dev", c.dev, "ingress")
-		if got := strings.Contains(out, "mirred"); got != c.want {
-			t.Errorf("b bridged: redirects on %s: %v, want %v\n%s", c.dev, got, c.want, out)
-		}
-		if strings.Contains(out, eB.HostIf) {
-			t.Errorf("b bridged: %s redirects to b's veth:\n%s", c.dev, out)
+		if got := strings.Contains(out, "mn_bypass"); got != c.want {
+			t.Errorf("b bridged: the program on %s: %v, want %v\n%s", c.dev, got, c.want, out)
 		}
 	}
 	waitVIP(t, cB, target)
@@ -148,7 +146,7 @@ func TestBridgeBypass(t *testing.T) {
 	}
 	apply(t, auto, st1)
 	hasFilters := func() bool {
-		return strings.Contains(mustRunIn(t, h1ns, "tc", "filter", "show", "dev", "mnvx42", "ingress"), "mirred")
+		return strings.Contains(mustRunIn(t, h1ns, "tc", "filter", "show", "dev", "mnvx42", "ingress"), "mn_bypass")
 	}
 	if st := auto.BypassStatus(); !st.On || !hasFilters() {
 		t.Fatalf("auto with an empty DOCKER-USER: %+v, filters %v", st, hasFilters())
@@ -210,9 +208,8 @@ func TestBridgeBypass(t *testing.T) {
 		t.Errorf("auto once ufw's jump is gone: %+v", st)
 	}
 
-	// a bridged: b's filters move to a's priorities, keys and all (the
-	// kernel keeps a u32 filter's keys when it is replaced, so a changed
-	// key must be a new filter), and a re-apply finds them as planned.
+	// a bridged, then bypassed again: a re-apply finds the program and
+	// its maps as planned, and every container still reaches the others.
 	aBridged, _ := bypassStates([]LocalEndpoint{eA, eB}, []LocalEndpoint{eC})
 	aBridged.Networks[0].Locals[0].Bridged = true
 	for _, st := range []State{aBridged, st1} {
@@ -229,16 +226,28 @@ func TestBridgeBypass(t *testing.T) {
 		d := newTestDataplaneWith(t, ns, Options{})
 		apply(t, d, map[netns.NsHandle]State{h1ns: st1, h2ns: st2}[ns])
 		for _, dev := range []string{"mnvx42", eA.HostIf, eB.HostIf, eC.HostIf} {
-			if out, _ := runIn(ns, "tc", "filter", "show", "dev", dev, "ingress"); strings.Contains(out, "u32") {
+			if out, _ := runIn(ns, "tc", "filter", "show", "dev", dev, "ingress"); strings.Contains(out, "filter") {
 				t.Errorf("bypass off: %s keeps filters:\n%s", dev, out)
 			}
 		}
 	}
-	before := redirected(t, h1ns, eA.HostIf)
+	vx0, c0 := bypassCounts(t, d1)
 	reach(t)
-	if after := redirected(t, h1ns, eA.HostIf); after != before {
-		t.Errorf("bypass off: %d frames redirected", after-before)
+	if vx1, c1 := bypassCounts(t, d1); vx1 != vx0 || c1 != c0 {
+		t.Errorf("bypass off: %d frames redirected", vx1-vx0+c1-c0)
 	}
+
+	// An older meshnetd's u32 filters (its bypass) on a veth give way to
+	// the program at the next run's first Apply.
+	mustRunIn(t, h1ns, "tc", "qdisc", "replace", "dev", eA.HostIf, "clsact")
+	for _, prio := range []string{"1", "10"} {
+		mustRunIn(t, h1ns, "tc", "filter", "add", "dev", eA.HostIf, "ingress", "protocol", "ip", "prio", prio, "u32", "match", "u32", "0", "0")
+	}
+	apply(t, newTestDataplaneWith(t, h1ns, Options{BridgeBypass: BypassOn}), st1)
+	if out := mustRunIn(t, h1ns, "tc", "filter", "show", "dev", eA.HostIf, "ingress"); strings.Contains(out, "u32") || !strings.Contains(out, "mn_bypass") {
+		t.Errorf("after an upgrade from u32 filters, %s holds:\n%s", eA.HostIf, out)
+	}
+	reach(t)
 }
 
 // bypassEndpoints are the bypass tests' containers a, b and c.
@@ -267,16 +276,20 @@ func bypassStates(locals1, locals2 []LocalEndpoint) (st1, st2 State) {
 	return st1, st2
 }
 
-// redirected sums the packets the mirred actions on dev's ingress sent.
-func redirected(t *testing.T, ns netns.NsHandle, dev string) int {
+// bypassCounts reads d's program's counters: frames sent to vxlan
+// devices, frames handed into containers.
+func bypassCounts(t *testing.T, d *Kernel) (toVXLAN, toContainer uint64) {
 	t.Helper()
-	out, _ := runIn(ns, "tc", "-s", "filter", "show", "dev", dev, "ingress")
-	n := 0
-	for _, m := range regexp.MustCompile(`Sent \d+ bytes (\d+) pkt`).FindAllStringSubmatch(out, -1) {
-		v, _ := strconv.Atoi(m[1])
-		n += v
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.bypassProg == nil {
+		t.Fatal("no bypass program loaded")
 	}
-	return n
+	toVXLAN, toContainer, err := d.bypassProg.counts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return toVXLAN, toContainer
 }
 
 // TestBypassFlipLosesNothing: a container going from bypassed to bridged

@@ -1,38 +1,20 @@
 package dataplane
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"testing"
 
-	"github.com/vishvananda/netlink/nl"
+	"github.com/cilium/ebpf"
 )
 
-// The words u32 compares, as tc writes them ("match u16 0x0242 0xffff at
-// -14" and so on, aligned down to 4 bytes).
-func TestBypassKeys(t *testing.T) {
-	mac := net.HardwareAddr{0x02, 0x42, 0x0a, 0x2a, 0x00, 0x15}
-	if got := macKeys(-14, mac); got[0] != (nl.TcU32Key{Off: -16, Mask: 0x0000ffff, Val: 0x0242}) || got[1] != (nl.TcU32Key{Off: -12, Mask: 0xffffffff, Val: 0x0a2a0015}) {
-		t.Errorf("destination MAC keys %+v", got)
-	}
-	if got := macKeys(-8, mac); got[0] != (nl.TcU32Key{Off: -8, Mask: 0xffffffff, Val: 0x02420a2a}) || got[1] != (nl.TcU32Key{Off: -4, Mask: 0xffff0000, Val: 0x00150000}) {
-		t.Errorf("source MAC keys %+v", got)
-	}
-	if got := ipKey(16, netip.MustParsePrefix("10.42.0.0/24")); got != (nl.TcU32Key{Off: 16, Mask: 0xffffff00, Val: 0x0a2a0000}) {
-		t.Errorf("destination subnet key %+v", got)
-	}
-	if got := ipKey(12, netip.MustParsePrefix("10.42.0.21/32")); got != (nl.TcU32Key{Off: 12, Mask: 0xffffffff, Val: 0x0a2a0015}) {
-		t.Errorf("source address key %+v", got)
-	}
-}
-
-// Per vxlan network with local containers: on each veth the gateway pass,
-// one redirect per other local container, the redirect to the vxlan
-// device; on the vxlan device one redirect per local container. wireguard
-// and IPv6-only networks and endpoints without a MAC get none.
+// Per vxlan network with local containers: each container's veth and the
+// vxlan device are ports, every container a destination. wireguard and
+// IPv6-only networks and endpoints without a MAC get none; the order of
+// the locals does not matter (the daemon builds them from maps).
 func TestPlanBypass(t *testing.T) {
 	a := testLocalEndpoint("b1b1b1b1b1b1b1", "02:42:00:00:00:01", "10.42.0.11/24")
 	b := testLocalEndpoint("b2b2b2b2b2b2b2", "02:42:00:00:00:02", "10.42.0.12/24")
@@ -44,120 +26,162 @@ func TestPlanBypass(t *testing.T) {
 		{VNI: 8, Subnet: netip.MustParsePrefix("fd08::/64"), Locals: []LocalEndpoint{a}},
 	}
 	brMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
-	got, over := planBypass(nets, func(Network) net.HardwareAddr { return brMAC })
-	if len(over) != 0 {
-		t.Errorf("networks over the limit: %q", over)
-	}
-	// The same in another order (the daemon builds Locals from maps).
+	ports, dests := planBypass(nets, func(Network) net.HardwareAddr { return brMAC })
 	nets[0].Locals = []LocalEndpoint{noMAC, b, a}
-	if again, _ := planBypass(nets, func(Network) net.HardwareAddr { return brMAC }); !slices.EqualFunc(got, again, func(x, y bypassFilter) bool {
-		return x.Dev == y.Dev && x.Prio == y.Prio && x.To == y.To && slices.Equal(x.Keys, y.Keys)
-	}) {
-		t.Errorf("another order of the locals gives other filters:\n%+v\n%+v", got, again)
+	ports2, dests2 := planBypass(nets, func(Network) net.HardwareAddr { return brMAC })
+	if fmt.Sprint(ports) != fmt.Sprint(ports2) || fmt.Sprint(dests) != fmt.Sprint(dests2) {
+		t.Errorf("another order of the locals gives another plan:\n%v %v\n%v %v", ports, dests, ports2, dests2)
 	}
-	rows := bypassRows(got)
-	want := []bypassRow{
-		{a.HostIf, bypassPrioGateway, ""}, {a.HostIf, bypassPrioLocal + 1, b.HostIf}, {a.HostIf, bypassPrioRemote, "mnvx42"},
-		{b.HostIf, bypassPrioGateway, ""}, {b.HostIf, bypassPrioLocal, a.HostIf}, {b.HostIf, bypassPrioRemote, "mnvx42"},
-		{"mnvx42", bypassPrioLocal, a.HostIf}, {"mnvx42", bypassPrioLocal + 1, b.HostIf},
+	subnet := netip.MustParsePrefix("10.42.0.0/24")
+	want := []bypassPort{
+		{Dev: a.HostIf, VXLAN: "mnvx42", Subnet: subnet, Addr: a.Addr.Addr(), MAC: a.MAC, GatewayMAC: brMAC},
+		{Dev: b.HostIf, VXLAN: "mnvx42", Subnet: subnet, Addr: b.Addr.Addr(), MAC: b.MAC, GatewayMAC: brMAC},
+		{Dev: "mnvx42", VXLAN: "mnvx42", Subnet: subnet},
 	}
-	if len(rows) != len(want) {
-		t.Fatalf("filters %+v\nwant %+v", rows, want)
+	if fmt.Sprint(ports) != fmt.Sprint(want) {
+		t.Errorf("ports\n%v\nwant\n%v", ports, want)
 	}
-	for i := range want {
-		if rows[i] != want[i] {
-			t.Errorf("filter %d: %+v, want %+v", i, rows[i], want[i])
-		}
-	}
-	// The redirect to the vxlan device asks for the container's own
-	// source MAC and address, a destination in the subnet, unicast.
-	remote := got[2].Keys
-	if len(remote) != 5 || remote[2] != ipKey(12, netip.MustParsePrefix("10.42.0.11/32")) || remote[3] != ipKey(16, netip.MustParsePrefix("10.42.0.0/24")) || remote[4] != unicastDstKey {
-		t.Errorf("keys of the redirect to the vxlan device: %+v", remote)
-	}
-	// From the overlay: a source in the subnet only.
-	if k := got[6].Keys; len(k) != 3 || k[2] != ipKey(12, netip.MustParsePrefix("10.42.0.0/24")) {
-		t.Errorf("keys of the redirect from the overlay: %+v", k)
+	wantDests := []bypassDest{{VXLAN: "mnvx42", MAC: a.MAC, Dev: a.HostIf}, {VXLAN: "mnvx42", MAC: b.MAC, Dev: b.HostIf}}
+	if fmt.Sprint(dests) != fmt.Sprint(wantDests) {
+		t.Errorf("destinations\n%v\nwant\n%v", dests, wantDests)
 	}
 }
 
-// A container kept on the bridge (its VIP table is not in place) gets no
-// filter of its own and none on the vxlan device; the others leave frames
-// to it to the bridge rather than send them to the vxlan device.
+// A container kept on the bridge (its VIP table is not in place) is no
+// port, and a destination marked so: frames to it are left to the bridge
+// rather than sent to the vxlan device, which does not know its MAC. With
+// every container kept there, the network has nothing to bypass.
 func TestPlanBypassBridged(t *testing.T) {
 	a := testLocalEndpoint("b1b1b1b1b1b1b1", "02:42:00:00:00:01", "10.42.0.11/24")
-	b := testLocalEndpoint("b2b2b2b2b2b2b2", "02:42:00:00:00:02", "10.42.0.12/24")
 	c := testLocalEndpoint("b3b3b3b3b3b3b3", "02:42:00:00:00:03", "10.42.0.13/24")
 	c.Bridged = true
 	brMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
-	got, _ := planBypass([]Network{testNet42([]LocalEndpoint{c, a, b})}, func(Network) net.HardwareAddr { return brMAC })
-	rows := bypassRows(got)
-	for _, f := range got {
-		if f.Dev == c.HostIf || f.To == c.HostIf {
-			t.Errorf("a filter on or to the bridged container: %+v", f)
-		}
-		if f.Prio == bypassPrioBridged && !slices.Equal(f.Keys, macKeys(-14, c.MAC)) {
-			t.Errorf("the pass to the bridged container matches %+v, want its MAC", f.Keys)
+	ports, dests := planBypass([]Network{testNet42([]LocalEndpoint{c, a})}, func(Network) net.HardwareAddr { return brMAC })
+	for _, p := range ports {
+		if p.Dev == c.HostIf {
+			t.Errorf("the bridged container's veth is a port: %v", p)
 		}
 	}
-	want := []bypassRow{
-		{a.HostIf, bypassPrioGateway, ""}, {a.HostIf, bypassPrioLocal + 1, b.HostIf}, {a.HostIf, bypassPrioBridged, ""}, {a.HostIf, bypassPrioRemote, "mnvx42"},
-		{b.HostIf, bypassPrioGateway, ""}, {b.HostIf, bypassPrioLocal, a.HostIf}, {b.HostIf, bypassPrioBridged, ""}, {b.HostIf, bypassPrioRemote, "mnvx42"},
-		{"mnvx42", bypassPrioLocal, a.HostIf}, {"mnvx42", bypassPrioLocal + 1, b.HostIf},
+	if len(ports) != 2 || len(dests) != 2 || dests[1].Dev != c.HostIf || !dests[1].Bridged || dests[0].Bridged {
+		t.Errorf("ports %v, destinations %v: want a's veth and the vxlan device; a, and c bridged", ports, dests)
 	}
-	if !slices.Equal(rows, want) {
-		t.Errorf("filters\n%+v\nwant\n%+v", rows, want)
-	}
-	// Only bridged containers: nothing to bypass.
 	a.Bridged = true
-	if got, _ := planBypass([]Network{testNet42([]LocalEndpoint{a, c})}, func(Network) net.HardwareAddr { return brMAC }); len(got) != 0 {
-		t.Errorf("filters with every container bridged: %+v", got)
+	if ports, dests := planBypass([]Network{testNet42([]LocalEndpoint{a, c})}, func(Network) net.HardwareAddr { return brMAC }); len(ports)+len(dests) != 0 {
+		t.Errorf("with every container bridged: %v %v", ports, dests)
 	}
 }
 
-// A network with more than bypassMaxLocals containers on the host
-// (bridged ones included) gets no filter and is named; one at the limit,
-// beside it, keeps its filters.
-func TestPlanBypassLimit(t *testing.T) {
-	locals := func(n int, bridged int) []LocalEndpoint {
-		var out []LocalEndpoint
-		for i := range n {
-			l := testLocalEndpoint(fmt.Sprintf("%04dc0000000000", i), fmt.Sprintf("02:42:00:00:01:%02x", i), fmt.Sprintf("10.42.0.%d/24", i+2))
-			l.Bridged = i < bridged
-			out = append(out, l)
+// Map entries are laid out as the program reads them: addresses, masks
+// and MACs as the frame carries them.
+func TestBypassEncode(t *testing.T) {
+	idx := map[string]int{"mnh1": 7, "mnvx42": 9}
+	ifindex := func(n string) (int, error) {
+		if i, ok := idx[n]; ok {
+			return i, nil
 		}
-		return out
+		return 0, fmt.Errorf("no device %s", n)
 	}
-	brMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
-	atLimit := testNet42(locals(bypassMaxLocals, 0))
-	over := testNet42(locals(bypassMaxLocals+1, 2))
-	over.VNI, over.Subnet = 43, netip.MustParsePrefix("10.43.0.0/24")
-	got, bridged := planBypass([]Network{atLimit, over}, func(Network) net.HardwareAddr { return brMAC })
-	if want := bypassMaxLocals*(bypassMaxLocals+1) + bypassMaxLocals; len(got) != want {
-		t.Errorf("%d filters, want %d (the network at the limit's alone)", len(got), want)
+	mac, gw := net.HardwareAddr{2, 0x42, 0, 0, 0, 1}, net.HardwareAddr{2, 0, 0, 0, 0, 0x99}
+	k, v, err := bypassPort{Dev: "mnh1", VXLAN: "mnvx42", Subnet: netip.MustParsePrefix("10.42.0.0/24"),
+		Addr: netip.MustParseAddr("10.42.0.11"), MAC: mac, GatewayMAC: gw}.encode(ifindex)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, f := range got {
-		if f.Dev == "mnvx43" || f.To == "mnvx43" {
-			t.Errorf("a filter of the network over the limit: %+v", f)
+	wantV := []byte{1, 0, 0, 0, 9, 0, 0, 0, 10, 42, 0, 0, 255, 255, 255, 0, 10, 42, 0, 11, 2, 0x42, 0, 0, 0, 1, 0, 0, 2, 0, 0, 0, 0, 0x99, 0, 0, 0, 0, 0, 0}
+	if binary.NativeEndian.Uint32(k) != 7 || !slices.Equal(v, wantV) {
+		t.Errorf("veth port: key %v value %v, want 7 and %v", k, v, wantV)
+	}
+	k, v, err = bypassDest{VXLAN: "mnvx42", MAC: mac, Dev: "mnh1", Bridged: true}.encode(ifindex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(k, []byte{9, 0, 0, 0, 2, 0x42, 0, 0, 0, 1, 0, 0}) || binary.NativeEndian.Uint32(v) != 7 || binary.NativeEndian.Uint32(v[4:]) != destBridged {
+		t.Errorf("destination: key %v value %v", k, v)
+	}
+	if _, _, err := (bypassDest{VXLAN: "mnvx42", MAC: mac, Dev: "gone"}).encode(ifindex); err == nil {
+		t.Error("a destination on a missing device encoded")
+	}
+}
+
+// The program's decisions, frame by frame, through the kernel's test run
+// (BPF_PROG_TEST_RUN: the program runs on a frame as if it arrived on a
+// device, and its verdict comes back without the redirect being done).
+// The device is lo; its ports entry says which kind of port it plays.
+func TestBypassProgram(t *testing.T) {
+	requireRoot(t)
+	p, err := loadBypassProgram()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	const lo, vx, vethB = 1, 9, 12
+	subnet := netip.MustParsePrefix("10.42.0.0/24")
+	macA, macB := net.HardwareAddr{2, 0x42, 0, 0, 0, 0x21}, net.HardwareAddr{2, 0x42, 0, 0, 0, 0x22}
+	macC, macGw := net.HardwareAddr{2, 0x42, 0, 0, 0, 0x23}, net.HardwareAddr{2, 0, 0, 0, 0, 0x99}
+	macBridged := net.HardwareAddr{2, 0x42, 0, 0, 0, 0x24}
+	ifindex := func(n string) (int, error) {
+		return map[string]int{"lo": lo, "mnvx42": vx, "vethB": vethB, "vethBridged": 13}[n], nil
+	}
+	asVeth := bypassPort{Dev: "lo", VXLAN: "mnvx42", Subnet: subnet, Addr: netip.MustParseAddr("10.42.0.21"), MAC: macA, GatewayMAC: macGw}
+	asVXLAN := bypassPort{Dev: "lo", VXLAN: "lo", Subnet: subnet}
+	dests := map[string]string{}
+	for _, d := range []bypassDest{{VXLAN: "mnvx42", MAC: macB, Dev: "vethB"}, {VXLAN: "mnvx42", MAC: macBridged, Dev: "vethBridged", Bridged: true},
+		{VXLAN: "lo", MAC: macB, Dev: "vethB"}, {VXLAN: "lo", MAC: macBridged, Dev: "vethBridged", Bridged: true}} {
+		k, v, _ := d.encode(ifindex)
+		dests[string(k)] = string(v)
+	}
+	port := func(pt bypassPort) {
+		k, v, _ := pt.encode(ifindex)
+		if _, err := p.write(map[string]string{string(k): string(v)}, dests); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if len(bridged) != 1 || !strings.Contains(bridged[0], "10.43.0.0/24 on mnbr43: 33 containers here, over 32") {
-		t.Errorf("left on the bridge: %q", bridged)
+	frame := func(dst, src net.HardwareAddr, ethType uint16, from, to string) []byte {
+		f := append(append(slices.Clone(dst), src...), byte(ethType>>8), byte(ethType))
+		ip := make([]byte, 20)
+		ip[0], ip[8], ip[9] = 0x45, 64, 17
+		s, d := netip.MustParseAddr(from).As4(), netip.MustParseAddr(to).As4()
+		copy(ip[12:], s[:])
+		copy(ip[16:], d[:])
+		return append(append(f, ip...), make([]byte, 32)...)
 	}
-}
-
-// bypassRow is a filter as the plan tests compare it: where, in which
-// order, to where.
-type bypassRow struct {
-	dev  string
-	prio uint16
-	to   string
-}
-
-func bypassRows(fs []bypassFilter) []bypassRow {
-	var rows []bypassRow
-	for _, f := range fs {
-		rows = append(rows, bypassRow{f.Dev, f.Prio, f.To})
+	const ok, redirect = 0, 7 // TC_ACT_OK, TC_ACT_REDIRECT
+	run := func(why string, f []byte, want uint32) {
+		t.Helper()
+		ctx := make([]byte, 44)
+		binary.NativeEndian.PutUint32(ctx[40:], lo) // __sk_buff.ifindex
+		got, err := p.prog.Run(&ebpf.RunOptions{Data: f, Context: ctx})
+		if err != nil {
+			t.Fatalf("%s: test run: %v", why, err)
+		}
+		if got != want {
+			t.Errorf("%s: verdict %d, want %d", why, got, want)
+		}
 	}
-	return rows
+	port(asVeth)
+	run("a to c on another host", frame(macC, macA, 0x0800, "10.42.0.21", "10.42.0.23"), redirect)
+	run("a to b on this host", frame(macB, macA, 0x0800, "10.42.0.21", "10.42.0.22"), redirect)
+	run("a to a container kept on the bridge", frame(macBridged, macA, 0x0800, "10.42.0.21", "10.42.0.24"), ok)
+	run("a to the gateway", frame(macGw, macA, 0x0800, "10.42.0.21", "10.42.0.1"), ok)
+	run("a routed off the subnet", frame(macGw, macA, 0x0800, "10.42.0.21", "192.0.2.1"), ok)
+	run("a to a MAC of the subnet, off-subnet address", frame(macC, macA, 0x0800, "10.42.0.21", "192.0.2.1"), ok)
+	run("a forging its source address", frame(macC, macA, 0x0800, "10.42.0.99", "10.42.0.23"), ok)
+	run("a forging its source MAC", frame(macC, macB, 0x0800, "10.42.0.21", "10.42.0.23"), ok)
+	run("a broadcasting", frame(net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, macA, 0x0800, "10.42.0.21", "10.42.0.255"), ok)
+	run("a's ARP", frame(macC, macA, 0x0806, "10.42.0.21", "10.42.0.23"), ok)
+	// (Shorter than its IPv4 header the test run refuses an IPv4 frame.)
+	run("a truncated frame", frame(macC, macA, 0x0806, "10.42.0.21", "10.42.0.23")[:30], ok)
+	port(asVXLAN)
+	run("from the overlay to b", frame(macB, macC, 0x0800, "10.42.0.23", "10.42.0.22"), redirect)
+	run("from the overlay to a container kept on the bridge", frame(macBridged, macC, 0x0800, "10.42.0.23", "10.42.0.24"), ok)
+	run("from the overlay to a MAC not here", frame(macA, macC, 0x0800, "10.42.0.23", "10.42.0.21"), ok)
+	run("from the overlay, a host's own address", frame(macB, macC, 0x0800, "198.18.0.2", "10.42.0.22"), ok)
+	if _, err := p.write(map[string]string{}, dests); err != nil {
+		t.Fatal(err)
+	}
+	run("a device that is no port", frame(macB, macC, 0x0800, "10.42.0.23", "10.42.0.22"), ok)
+	toVX, toC, err := p.counts()
+	if err != nil || toVX != 1 || toC != 2 {
+		t.Errorf("counters: %d to the vxlan device, %d to containers (%v); want 1 and 2", toVX, toC, err)
+	}
 }

@@ -617,20 +617,22 @@
 // What the namespace move buys (no frame between containers meets the
 // host's hooks) can be had without moving anything: the cost is in the
 // bridge, so a frame that needs nothing of the bridge need not cross it.
-// With Options.BridgeBypass (meshnetd --bridge-bypass), bypass.go puts tc
-// filters (u32 match, mirred redirect; the only classifier and action
-// this machine's kernel has besides bpf) on the ingress of each container's
-// host-side veth and of the vxlan device:
+// With Options.BridgeBypass (meshnetd --bridge-bypass), bypass.go attaches
+// one tc program (bypassprog.go; direct action, on the ingress of each
+// container's host-side veth and of the vxlan device) that reads two hash
+// maps, the bypass's ports (by ifindex) and destinations (by network and
+// MAC):
 //
-//   - veth: a frame to the bridge's own MAC is left to the bridge (the
-//     gateway: egress, DNS, published ports, VIPs balanced on the host);
-//     then, when its source MAC and IPv4 source are the container's own,
-//     one filter per other container of the network on this host redirects
-//     a frame to that container's MAC to its veth, and one redirects any
-//     unicast to the subnet to the vxlan device, whose static FDB sends it
-//     to the right host (an unknown MAC is dropped there, never flooded);
+//   - veth: when the frame's source MAC and IPv4 source are the
+//     container's own and its destination is in the subnet and not the
+//     bridge's own MAC (the gateway: egress, DNS, published ports, VIPs
+//     balanced on the host), a frame to another container of the network
+//     on this host goes straight into that container's namespace
+//     (bpf_redirect_peer), and any other unicast to the vxlan device, whose
+//     static FDB sends it to the right host (an unknown MAC is dropped
+//     there, never flooded);
 //   - vxlan device: a frame from a source in the subnet to a local
-//     container's MAC goes to its veth.
+//     container's MAC goes straight into that container's namespace.
 //
 // Everything else takes the bridge as before: ARP, IPv6, broadcast and
 // multicast, forged sources (so the anti-spoofing table still judges
@@ -667,25 +669,43 @@
 // LocalEndpoint.Bridged: it gets no filter, the vxlan device none to it,
 // and the others' veths leave frames to it to the bridge, so all of its
 // traffic crosses the bridge both ways and the host's VIP table, whose
-// conntrack must see the replica's reply, balances its connections. A
-// device's filters are replaced in place, a priority at a time, so a frame
-// meets either the old filter or the new one; the clsact qdisc under them
-// is added once and never removed, because adding or removing a qdisc
-// deactivates the device for a moment and drops what it sends then
-// (TestBypassFlipLosesNothing: 3 to 7 of 1,200 pings lost over 40 changes
-// that way, which e2e's no-loss restarts caught once the bypass was on by
-// default: a restarted meshnetd keeps containers bridged until their boxes
-// have written their VIP tables).
+// conntrack must see the replica's reply, balances its connections.
 //
-// Its cost grows with the square of a network's containers on one host
-// (each veth holds a filter per other one; each change rewrites them all,
-// and a frame to another host walks them before the catch-all), so a
-// network with more than bypassMaxLocals (32) containers on a host stays
-// on the bridge there, named in meshctl status. The way past the bound: a
-// u32 hash table per network keyed on the destination MAC's last byte,
-// shared by its veths (a tc block), one root filter per veth checking the
-// container's own source and linking to it, entries added and removed one
-// by one: constant work per frame, linear per change.
+// Why a BPF program, and this one. The first bypass was tc's u32
+// classifier and mirred action, which every kernel has: a filter per pair
+// of local containers on each veth, so its filters grew with the square of
+// a network's containers on a host (100 containers: 10,200 filters, 0.6 s
+// of writes per container started) and a frame walked them in turn; it was
+// bounded at 32 containers per network and host. The program does one hash
+// lookup per frame and a change writes a map entry or two and attaches to
+// one veth, whatever the count, so there is no bound. bpf_redirect_peer
+// (Linux 5.10) hands a frame into the container's namespace without the
+// host-side veth's transmit and the CPU backlog queue the mirred way paid
+// (that veth's peer receives it as if it had come through the pair); the
+// frame's type is set to PACKET_HOST first, as the veth's own receive sets
+// it, or the container's IP stack would drop it as another host's. The
+// program is built in Go (cilium/ebpf's asm), not compiled from C: no
+// clang at build time, and it is short enough to read whole
+// (bypassInstructions, with its C-like summary); TestBypassProgram runs it
+// on a frame per rule through the kernel's test run. Where the kernel
+// refuses it (no BPF, a kernel older than 5.10, no CAP_BPF or
+// CAP_SYS_ADMIN: the managed plugin has the latter), the bypass is off,
+// every container on the bridge, and meshctl status says why.
+//
+// Restarts: the program and its maps live as long as a tc filter holds the
+// program, so bypassed frames keep their way while meshnetd is down. A new
+// run loads a program of its own, writes its maps whole from the state,
+// and then replaces each device's filter in place (the same priority and
+// handle): a frame meets the old program or the new one, both with whole
+// maps, and the old one is freed with its last filter. Filters of an older
+// meshnetd's u32 bypass go first, the bridge carrying those frames
+// meanwhile. The clsact qdisc under the filter is added once and never
+// removed, because adding or removing a qdisc deactivates the device for a
+// moment and drops what it sends then (TestBypassFlipLosesNothing: 3 to 7
+// of 1,200 pings lost over 40 changes that way, which e2e's no-loss
+// restarts caught once the bypass was on by default: a restarted meshnetd
+// keeps containers bridged until their boxes have written their VIP
+// tables).
 //
 // # Namespaces
 //

@@ -50,30 +50,30 @@ func ParseBypassMode(s string) (BypassMode, error) {
 type BypassStatus struct {
 	Mode BypassMode
 	On   bool
-	// Why lists what keeps an auto bypass off: the host's own forward
-	// filtering, or why it could not be read.
+	// Why lists what keeps the bypass off: the host's own forward
+	// filtering (auto), why it could not be read, or why the kernel
+	// refused the bypass's program.
 	Why []string
-	// Bridged lists the networks a bypass that is on leaves on the bridge
-	// (bypassMaxLocals).
-	Bridged []string
+	// FramesToHosts and FramesToContainers count the frames this run's
+	// program handed past the bridge: to the vxlan device (another host's
+	// container) and into a container on this host (from the overlay or
+	// from another container here). They start at 0 with each run.
+	FramesToHosts, FramesToContainers uint64
 }
 
 func (s BypassStatus) String() string {
-	var out string
 	switch {
 	case s.Mode == BypassAuto && s.On:
-		out = "on (auto: the host filters no forwarded traffic of its own)"
-	case s.Mode == BypassAuto:
-		out = "off (auto: " + strings.Join(s.Why, "; ") + ")"
+		return "on (auto: the host filters no forwarded traffic of its own)"
 	case s.On:
-		out = "on"
+		return "on"
+	case s.Mode == BypassAuto:
+		return "off (auto: " + strings.Join(s.Why, "; ") + ")"
+	case len(s.Why) > 0:
+		return "off (" + strings.Join(s.Why, "; ") + ")"
 	default:
-		out = "off"
+		return "off"
 	}
-	if len(s.Bridged) > 0 {
-		out += "; left on the bridge: " + strings.Join(s.Bridged, "; ")
-	}
-	return out
 }
 
 // Tables whose forward chains are not the operator's as a whole: Docker's
@@ -273,10 +273,14 @@ func (d *Kernel) bypassWantedLocked() BypassStatus {
 // BypassStatus says whether the last Apply bypassed the bridge, and why
 // not.
 func (d *Kernel) BypassStatus() BypassStatus {
-	if st := d.bypassStatus.Load(); st != nil {
-		return *st
+	st := BypassStatus{Mode: d.bypassMode, On: d.bypassMode == BypassOn}
+	if last := d.bypassStatus.Load(); last != nil {
+		st = *last
 	}
-	return BypassStatus{Mode: d.bypassMode, On: d.bypassMode == BypassOn}
+	if p := d.bypassCounters.Load(); p != nil {
+		st.FramesToHosts, st.FramesToContainers, _ = p.counts() // closed: none
+	}
+	return st
 }
 
 // WatchHostFilters calls changed when the host's own forward filtering

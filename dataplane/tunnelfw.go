@@ -133,8 +133,11 @@ func tunnelRules(f firewallSpec) []ruleSpec {
 			inet(meshnetForward, fmt.Sprintf("tunnel udp %d drop forwarded to %s members", port, fam.name), false,
 				append(udpPortMatch(port, fam.v6, fam.set, true), drop...))
 			if port == f.VXLANPort && port != f.WireGuardPort {
+				// The socket's owner first: every packet the vxlan devices
+				// send meets this rule, and for them (no owner) it ends
+				// there, before the set lookup.
 				inet(meshnetLocalOut, fmt.Sprintf("tunnel udp %d drop host sockets to %s members", port, fam.name), false,
-					append(append(udpPortMatch(port, fam.v6, fam.set, true), hostSocketNotOverlay()...), drop...))
+					append(append(hostSocketNotOverlay(), udpPortMatch(port, fam.v6, fam.set, true)...), drop...))
 			}
 		}
 		inet(meshnetInput, fmt.Sprintf("tunnel udp %d drop others", port), false, append(udpPort(port), drop...))

@@ -310,9 +310,14 @@ func (d *Kernel) addVIPTable(t *nftables.Table, r serviceRules) error {
 // vipRejectExprs: ip daddr @vips counter reject (ICMP port unreachable):
 // a connection to a VIP that no chain DNATed fails at once.
 func vipRejectExprs(set *nftables.Set) []expr.Any {
+	return vipReject(&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID})
+}
+
+// vipReject: ip daddr MATCH counter reject, MATCH comparing register 1.
+func vipReject(match expr.Any) []expr.Any {
 	return []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}, // ip daddr
-		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
+		match,
 		&expr.Counter{},
 		&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 3}, // port unreachable
 	}

@@ -77,6 +77,11 @@ type Kernel struct {
 	// bypassSwept: the first Apply looked at every device (syncBypass).
 	bypassed    map[string]bool
 	bypassSwept bool
+	// bypassProg is this run's bypass program, loaded by the first Apply
+	// that bypasses anything.
+	bypassProg *bypassProgram
+	// bypassCounters is bypassProg for BypassStatus, read without the lock.
+	bypassCounters atomic.Pointer[bypassProgram]
 }
 
 var _ Dataplane = (*Kernel)(nil)
@@ -144,6 +149,11 @@ func (d *Kernel) Close() error {
 	if d.wg.dev != nil {
 		_ = d.wg.dev.close()
 		d.wg.dev = nil
+	}
+	if d.bypassProg != nil {
+		d.bypassCounters.Store(nil)
+		d.bypassProg.close() // the filters keep it for the next run
+		d.bypassProg = nil
 	}
 	d.closed = true
 	d.nl.Close()
@@ -297,20 +307,28 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	}
 	report(d.syncFirewallAdds(fw))
 	report(d.syncL2Adds(l2))
-	var bypass []bypassFilter
+	var bypassPorts []bypassPort
+	var bypassDests []bypassDest
 	bypassSt := d.bypassWantedLocked()
 	if bypassSt.On {
-		bypass, bypassSt.Bridged = planBypass(c.Networks, func(n Network) net.HardwareAddr { return bridgeMAC(st.Underlay.Addr, n.VNI) })
-		if prev := d.bypassStatus.Load(); prev == nil || !slices.Equal(prev.Bridged, bypassSt.Bridged) {
-			for _, b := range bypassSt.Bridged {
-				d.log.Warn("bridge bypass: a network with too many containers on this host stays on the bridge", "network", b)
+		bypassPorts, bypassDests = planBypass(c.Networks, func(n Network) net.HardwareAddr { return bridgeMAC(st.Underlay.Addr, n.VNI) })
+		if len(bypassPorts) > 0 && d.bypassProg == nil {
+			p, err := loadBypassProgram()
+			if err != nil {
+				// Off as a whole, as when the host filters: every
+				// container on the bridge, which needs nothing of BPF.
+				bypassSt.On, bypassSt.Why = false, append(bypassSt.Why, err.Error())
+				bypassPorts, bypassDests = nil, nil
+				if prev := d.bypassStatus.Load(); prev == nil || !slices.Equal(prev.Why, bypassSt.Why) {
+					d.log.Warn("bridge bypass off: its BPF program cannot be loaded; every container stays on the bridge", "err", err)
+				}
+			} else {
+				d.bypassProg = p
+				d.bypassCounters.Store(p)
 			}
 		}
 	}
-	// A bypass turned off as a whole is removed even while deletes are
-	// held: the bridge carries everything without it, and an operator's
-	// new rule must not wait for the hold to end.
-	report(d.syncBypass(bypass, have.Links, st.HoldDeletes && bypassSt.On))
+	report(d.syncBypass(bypassPorts, bypassDests, have.Links, st.HoldDeletes && bypassSt.On))
 	d.bypassStatus.Store(&bypassSt)
 	report(d.syncServiceAddrs(st.ServiceAddrs))
 	report(d.syncVIPs(serviceRules{VIPs: st.VIPs, Mesh: mesh, Marks: meshMarks(c.Networks, mesh, st.Underlay.Addr, st.Members, st.MeshProbeHosts),

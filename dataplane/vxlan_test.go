@@ -321,7 +321,7 @@ func checkKernel(t *testing.T, host hostNS, st State, underlayMTU int, acceptCha
 			fmt.Sprintf(`udp dport %d ip saddr @members4 fib saddr . iif oif != 0 counter`, port),
 			fmt.Sprintf(`udp dport %d counter packets 0 bytes 0 drop comment "meshnet: tunnel udp %d drop others"`, port, port),
 			fmt.Sprintf(`udp dport %d ip daddr @members4 counter packets 0 bytes 0 drop comment "meshnet: tunnel udp %d drop forwarded`, port, port),
-			fmt.Sprintf(`udp dport %d ip daddr @members4 meta skuid >= 0 meta mark & 0x01000000 == 0x00000000 counter`, port),
+			fmt.Sprintf(`meta skuid >= 0 meta mark & 0x01000000 == 0x00000000 udp dport %d ip daddr @members4 counter`, port),
 			`oifname "mnbr*" meta mark set meta mark | 0x01000000 counter`,
 		} {
 			if !strings.Contains(out, want) {

@@ -393,9 +393,9 @@ func TestOperatorFirewall(t *testing.T) {
 	// not one after the next 30-second re-sync.
 	t.Run("the auto bridge bypass yields to DOCKER-USER", func(t *testing.T) {
 		waitBypass(t, ctx, c, h1, "on (auto")
-		before := bypassed(t, ctx, h1)
+		before := bypassed(t, ctx, c, h1)
 		expectFetch(t, ctx, h2, "web2", web1, 8080)
-		if after := bypassed(t, ctx, h1); after <= before {
+		if after := bypassed(t, ctx, c, h1); after <= before {
 			t.Errorf("host1 handed no frame past its bridge with an empty DOCKER-USER (%d before, %d after)", before, after)
 		}
 		rule := []string{"DOCKER-USER", "-d", web1.String() + "/32", "-j", "DROP"}

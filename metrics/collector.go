@@ -26,11 +26,12 @@ var (
 	endpointsDesc    = desc("meshnet_endpoints", "Container endpoints known cluster-wide, by the node holding them (meshctl endpoints).", "node")
 	networksDesc     = desc("meshnet_networks", "meshnet networks this node has (docker network create on this host).")
 
-	lastApplyDesc   = desc("meshnet_dataplane_last_apply_timestamp_seconds", "When the last dataplane apply finished (Unix time); 0 before the first.")
-	lastApplyOKDesc = desc("meshnet_dataplane_last_apply_success", "1 when the last dataplane apply did everything, 0 when it left errors (meshctl status shows them).")
-	fdbDesc         = desc("meshnet_dataplane_fdb_entries", "VXLAN forwarding (FDB) entries the last apply programmed: one per remote container on a VXLAN network.")
-	neighDesc       = desc("meshnet_dataplane_neighbor_entries", "Neighbour (ARP) entries the last apply programmed: one per remote container on a VXLAN network.")
-	bypassDesc      = desc("meshnet_dataplane_bridge_bypass", "1 while vxlan traffic between containers is handed past the host's bridge (--bridge-bypass; auto turns it off while the host filters forwarded traffic of its own, meshctl status says why), else 0.")
+	lastApplyDesc    = desc("meshnet_dataplane_last_apply_timestamp_seconds", "When the last dataplane apply finished (Unix time); 0 before the first.")
+	lastApplyOKDesc  = desc("meshnet_dataplane_last_apply_success", "1 when the last dataplane apply did everything, 0 when it left errors (meshctl status shows them).")
+	fdbDesc          = desc("meshnet_dataplane_fdb_entries", "VXLAN forwarding (FDB) entries the last apply programmed: one per remote container on a VXLAN network.")
+	neighDesc        = desc("meshnet_dataplane_neighbor_entries", "Neighbour (ARP) entries the last apply programmed: one per remote container on a VXLAN network.")
+	bypassFramesDesc = desc("meshnet_dataplane_bridge_bypass_frames_total", "Frames the bridge bypass handed past the host's bridge since meshnetd started: to another host's container (to=\"other_host\") or into a container on this host (to=\"container\").", "to")
+	bypassDesc       = desc("meshnet_dataplane_bridge_bypass", "1 while vxlan traffic between containers is handed past the host's bridge (--bridge-bypass; auto turns it off while the host filters forwarded traffic of its own, meshctl status says why), else 0.")
 
 	ownedDesc     = desc("meshnet_ipam_owned_addresses", "Addresses in the address blocks a node owns, per subnet.", "subnet", "node")
 	allocatedDesc = desc("meshnet_ipam_allocated_addresses", "Addresses a node has handed out, per subnet (exact for this node; for others as they last published).", "subnet", "node")
@@ -53,7 +54,7 @@ var (
 
 var allDescs = []*prometheus.Desc{
 	peersDesc, peerUpDesc, peerDataPathDesc, peerRTTDesc, recordsDesc, endpointsDesc, networksDesc,
-	lastApplyDesc, lastApplyOKDesc, fdbDesc, neighDesc, bypassDesc,
+	lastApplyDesc, lastApplyOKDesc, fdbDesc, neighDesc, bypassDesc, bypassFramesDesc,
 	ownedDesc, allocatedDesc, sizeDesc, freeDesc, conflictsDesc,
 	dnsRepliesDesc, dnsRateLimitedDesc, dnsForwardDesc, dnsUpDesc,
 	wgHandshakeDesc, wgRxDesc, wgTxDesc, problemsDesc, infoDesc,
@@ -130,6 +131,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		bypass = 1
 	}
 	gauge(bypassDesc, bypass)
+	if f := s.Dataplane.BridgeBypassFrames; f != nil {
+		counter(bypassFramesDesc, float64(f.ToOtherHosts), "other_host")
+		counter(bypassFramesDesc, float64(f.ToContainers), "container")
+	}
 
 	allocated := map[string]uint64{}
 	for _, p := range s.IPAM {

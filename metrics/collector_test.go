@@ -36,6 +36,7 @@ func testState(t *testing.T) State {
 		Status: control.Status{
 			Node: "h1", Version: "v1.2.3", Networks: 1,
 			Dataplane: control.DataplaneInfo{LastApply: time.Unix(1_700_000_100, 500_000_000), Applies: 4, BridgeBypassOn: true,
+				BridgeBypassFrames: &control.BypassFrames{ToOtherHosts: 12, ToContainers: 34},
 				WireGuard: &control.WireGuardInfo{Peers: []control.WireGuardPeer{
 					{Node: "h2", LastHandshake: hs, RxBytes: 1000, TxBytes: 2000},
 					{PublicKey: "k3=", RxBytes: 0, TxBytes: 148},
@@ -165,6 +166,7 @@ func TestScrapePassesPromtool(t *testing.T) {
 		`meshnet_dataplane_apply_duration_seconds_bucket{le="0.005"} 1`,
 		`meshnet_gossip_packets_total{direction="sent"}`, `meshnet_build_info{node="h1",version="v1.2.3"} 1`,
 		"go_goroutines", "process_open_fds", "meshnet_dns_up 1", "meshnet_dataplane_bridge_bypass 1",
+		`meshnet_dataplane_bridge_bypass_frames_total{to="other_host"} 12`, `meshnet_dataplane_bridge_bypass_frames_total{to="container"} 34`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("scrape lacks %q", want)

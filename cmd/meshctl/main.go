@@ -387,6 +387,9 @@ func printStatus(w io.Writer, st control.Status, now time.Time) error {
 	fmt.Fprintf(tw, "Last apply:\t%s (%d applies)\n", last, st.Dataplane.Applies)
 	if st.Dataplane.BridgeBypass != "" {
 		fmt.Fprintf(tw, "Bridge bypass:\t%s\n", st.Dataplane.BridgeBypass)
+		if f := st.Dataplane.BridgeBypassFrames; f != nil {
+			fmt.Fprintf(tw, "Bypassed frames:\t%d to other hosts, %d into containers here (since meshnetd started)\n", f.ToOtherHosts, f.ToContainers)
+		}
 	}
 	if st.Dataplane.LastError != "" {
 		fmt.Fprintf(tw, "Apply error:\t%s\n", st.Dataplane.LastError)
