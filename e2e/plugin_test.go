@@ -253,6 +253,11 @@ func TestManagedPlugin(t *testing.T) {
 		if err := applyClean(ctx, c, h); err != nil {
 			t.Error(err)
 		}
+		// The bridge bypass's BPF program loads in the plugin (CAP_SYS_ADMIN): with
+		// DOCKER-USER empty, auto is on, not off for want of BPF.
+		if st, err := meshStatus(ctx, c, h); err != nil || !strings.HasPrefix(st.Dataplane.BridgeBypass, "on") {
+			t.Errorf("the plugin's bridge bypass on %s: %q (%v), want on", h.Name(), st.Dataplane.BridgeBypass, err)
+		}
 		// METRICS_ADDR reaches the plugin's meshnetd: ready, and its scrape sees the mesh.
 		if _, err := h.Exec(ctx, "curl", "-sSf", "--max-time", "5", "http://"+metricsAddr+"/readyz"); err != nil {
 			t.Errorf("the plugin's /readyz on %s: %v", h.Name(), err)

@@ -498,7 +498,7 @@ func (h *SimHost) restoreKernel(ctx context.Context) error {
 	}
 	sort.Strings(extra)
 	for _, l := range extra {
-		if _, err := h.Exec(ctx, "ip", "link", "del", l); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+		if _, err := h.Exec(ctx, "ip", "link", "del", l); err != nil && !linkGone(err) {
 			errs = append(errs, err)
 		}
 	}

@@ -554,6 +554,14 @@ func (h *SimHost) teardown() error {
 	return errors.Join(errs...)
 }
 
+// linkGone: ip link del failed because the link is not there, either before
+// it looked ("Cannot find device") or between its lookup and the delete, as
+// when the kernel is still taking down the namespace that held its peer ("No
+// such device").
+func linkGone(err error) bool {
+	return strings.Contains(err.Error(), "Cannot find device") || strings.Contains(err.Error(), "No such device")
+}
+
 func (sc *simCluster) close() error {
 	var errs []error
 	start := time.Now()
@@ -566,12 +574,12 @@ func (sc *simCluster) close() error {
 	for _, h := range sc.hosts {
 		// The veth pair goes away with the host's network namespace; this catches the case
 		// where the namespace outlived its processes.
-		if _, err := run(ctx, "ip", "link", "del", h.veth); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+		if _, err := run(ctx, "ip", "link", "del", h.veth); err != nil && !linkGone(err) {
 			errs = append(errs, err)
 		}
 	}
 	if sc.bridgeUp {
-		if _, err := run(ctx, "ip", "link", "del", sc.bridge); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+		if _, err := run(ctx, "ip", "link", "del", sc.bridge); err != nil && !linkGone(err) {
 			errs = append(errs, err)
 		}
 	}
