@@ -355,6 +355,18 @@ func (d *Kernel) createLink(w link) error {
 			return fmt.Errorf("set hairpin on bridge port %s: %w", w.Name, err)
 		}
 	}
+	if d.bypassMode != BypassOff && (w.Kind == kindVXLAN || w.Kind == kindVeth && w.Master != "") {
+		// The bypass's qdisc now, before anything flows: added later, it
+		// would deactivate the device for a moment and drop a frame (a
+		// new container's first ARP or ping reply, a second's retry).
+		created, err := d.linkByName(w.Name)
+		if err != nil {
+			return fmt.Errorf("find %s after creating it: %w", w.Name, err)
+		}
+		if err := d.ensureClsact(created.Attrs().Index); err != nil {
+			return fmt.Errorf("%s: %w", w.Name, err)
+		}
+	}
 	if err := d.nl.LinkSetUp(l); err != nil {
 		return fmt.Errorf("set %s up: %w", w.Name, err)
 	}

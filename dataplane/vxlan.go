@@ -328,6 +328,9 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 			}
 		}
 	}
+	// A bypass turned off as a whole is removed even while deletes are
+	// held: the bridge carries everything without it, and an operator's
+	// new rule must not wait for the hold to end.
 	report(d.syncBypass(bypassPorts, bypassDests, have.Links, st.HoldDeletes && bypassSt.On))
 	d.bypassStatus.Store(&bypassSt)
 	report(d.syncServiceAddrs(st.ServiceAddrs))
