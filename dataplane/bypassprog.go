@@ -67,14 +67,18 @@ type bypassDest struct {
 
 func (p bypassPort) veth() bool { return p.Dev != p.VXLAN }
 
+// ifindexes resolves an entry's device and its network's vxlan device.
+func ifindexes(ifindex func(string) (int, error), dev, vxlan string) (devIdx, vxIdx int, err error) {
+	if devIdx, err = ifindex(dev); err == nil {
+		vxIdx, err = ifindex(vxlan)
+	}
+	return devIdx, vxIdx, err
+}
+
 // encode lays the entry out as the program reads it; ifindex resolves
 // device names.
 func (p bypassPort) encode(ifindex func(string) (int, error)) (key, value []byte, err error) {
-	dev, err := ifindex(p.Dev)
-	if err != nil {
-		return nil, nil, err
-	}
-	vx, err := ifindex(p.VXLAN)
+	dev, vx, err := ifindexes(ifindex, p.Dev, p.VXLAN)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -97,11 +101,7 @@ func (p bypassPort) encode(ifindex func(string) (int, error)) (key, value []byte
 }
 
 func (d bypassDest) encode(ifindex func(string) (int, error)) (key, value []byte, err error) {
-	vx, err := ifindex(d.VXLAN)
-	if err != nil {
-		return nil, nil, err
-	}
-	dev, err := ifindex(d.Dev)
+	dev, vx, err := ifindexes(ifindex, d.Dev, d.VXLAN)
 	if err != nil {
 		return nil, nil, err
 	}
