@@ -359,11 +359,8 @@ func (d *Kernel) createLink(w link) error {
 		// The bypass's qdisc now, before anything flows: added later, it
 		// would deactivate the device for a moment and drop a frame (a
 		// new container's first ARP or ping reply, a second's retry).
-		created, err := d.linkByName(w.Name)
-		if err != nil {
-			return fmt.Errorf("find %s after creating it: %w", w.Name, err)
-		}
-		if err := d.ensureClsact(created.Attrs().Index); err != nil {
+		// (LinkAdd has looked the new device's index up.)
+		if err := d.ensureClsact(l.Attrs().Index); err != nil {
 			return fmt.Errorf("%s: %w", w.Name, err)
 		}
 	}
