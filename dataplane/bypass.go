@@ -103,7 +103,8 @@ func (d *Kernel) syncBypass(ports []bypassPort, dests []bypassDest, links map[st
 			}
 			wantDests[string(k)] = string(v)
 		}
-		n, err := d.bypassProg.write(wantPorts, wantDests)
+		prog := d.bypassProg.Load()
+		n, err := prog.write(wantPorts, wantDests)
 		if err != nil {
 			return errors.Join(append(errs, err)...) // no filter on maps half written
 		}
@@ -114,7 +115,7 @@ func (d *Kernel) syncBypass(ports []bypassPort, dests []bypassDest, links map[st
 			if !attach[p.Dev] {
 				continue
 			}
-			if err := d.attachBypass(p.Dev, links[p.Dev].Index); err != nil {
+			if err := d.attachBypass(prog, p.Dev, links[p.Dev].Index); err != nil {
 				errs = append(errs, fmt.Errorf("bridge bypass on %s: %w", p.Dev, err))
 			}
 		}
@@ -198,7 +199,7 @@ func (p *bypassProgram) write(ports, dests map[string]string) (int, error) {
 // (a frame meets the old program or the new one, both with whole maps);
 // anything else there (an older meshnetd's u32 filters) goes first, the
 // bridge carrying the frames meanwhile.
-func (d *Kernel) attachBypass(dev string, idx int) error {
+func (d *Kernel) attachBypass(prog *bypassProgram, dev string, idx int) error {
 	have, err := d.nl.FilterList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: idx}}, netlink.HANDLE_MIN_INGRESS)
 	if err != nil {
 		return fmt.Errorf("list ingress filters: %w", err)
@@ -206,7 +207,7 @@ func (d *Kernel) attachBypass(dev string, idx int) error {
 	keep := map[uint16]bool{}
 	for _, f := range have {
 		if b, ok := f.(*netlink.BpfFilter); ok && b.Priority == bypassPrio && b.Protocol == unix.ETH_P_IP {
-			if len(have) == 1 && b.Id == d.bypassProg.id {
+			if len(have) == 1 && b.Id == prog.id {
 				return nil
 			}
 			keep[bypassPrio] = true
@@ -221,7 +222,7 @@ func (d *Kernel) attachBypass(dev string, idx int) error {
 	f := &netlink.BpfFilter{
 		FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.HANDLE_MIN_INGRESS, Handle: bypassPrio,
 			Priority: bypassPrio, Protocol: unix.ETH_P_IP},
-		Fd: d.bypassProg.prog.FD(), Name: "mn_bypass", DirectAction: true,
+		Fd: prog.prog.FD(), Name: "mn_bypass", DirectAction: true,
 	}
 	if err := d.nl.FilterReplace(f); err != nil {
 		return fmt.Errorf("attach the bypass program: %w", err)

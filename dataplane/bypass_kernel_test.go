@@ -280,12 +280,11 @@ func bypassStates(locals1, locals2 []LocalEndpoint) (st1, st2 State) {
 // devices, frames handed into containers.
 func bypassCounts(t *testing.T, d *Kernel) (toVXLAN, toContainer uint64) {
 	t.Helper()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.bypassProg == nil {
+	p := d.bypassProg.Load()
+	if p == nil {
 		t.Fatal("no bypass program loaded")
 	}
-	toVXLAN, toContainer, err := d.bypassProg.counts()
+	toVXLAN, toContainer, err := p.counts()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -277,7 +277,7 @@ func (d *Kernel) BypassStatus() BypassStatus {
 	if last := d.bypassStatus.Load(); last != nil {
 		st = *last
 	}
-	if p := d.bypassCounters.Load(); p != nil {
+	if p := d.bypassProg.Load(); p != nil {
 		st.FramesToHosts, st.FramesToContainers, _ = p.counts() // closed: none
 	}
 	return st

@@ -78,10 +78,8 @@ type Kernel struct {
 	bypassed    map[string]bool
 	bypassSwept bool
 	// bypassProg is this run's bypass program, loaded by the first Apply
-	// that bypasses anything.
-	bypassProg *bypassProgram
-	// bypassCounters is bypassProg for BypassStatus, read without the lock.
-	bypassCounters atomic.Pointer[bypassProgram]
+	// that bypasses anything; set under mu, read by BypassStatus without it.
+	bypassProg atomic.Pointer[bypassProgram]
 }
 
 var _ Dataplane = (*Kernel)(nil)
@@ -150,10 +148,8 @@ func (d *Kernel) Close() error {
 		_ = d.wg.dev.close()
 		d.wg.dev = nil
 	}
-	if d.bypassProg != nil {
-		d.bypassCounters.Store(nil)
-		d.bypassProg.close() // the filters keep it for the next run
-		d.bypassProg = nil
+	if p := d.bypassProg.Swap(nil); p != nil {
+		p.close() // the filters keep it for the next run
 	}
 	d.closed = true
 	d.nl.Close()
@@ -312,7 +308,7 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	bypassSt := d.bypassWantedLocked()
 	if bypassSt.On {
 		bypassPorts, bypassDests = planBypass(c.Networks, func(n Network) net.HardwareAddr { return bridgeMAC(st.Underlay.Addr, n.VNI) })
-		if len(bypassPorts) > 0 && d.bypassProg == nil {
+		if len(bypassPorts) > 0 && d.bypassProg.Load() == nil {
 			p, err := loadBypassProgram()
 			if err != nil {
 				// Off as a whole, as when the host filters: every
@@ -323,8 +319,7 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 					d.log.Warn("bridge bypass off: its BPF program cannot be loaded; every container stays on the bridge", "err", err)
 				}
 			} else {
-				d.bypassProg = p
-				d.bypassCounters.Store(p)
+				d.bypassProg.Store(p)
 			}
 		}
 	}
