@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -13,15 +14,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The bridge bypass (doc.go, "The bridge bypass"): a vxlan network's IPv4
+// The bridge bypass (doc.go, "The bridge bypass"): a network's IPv4
 // unicast between containers does not cross the host's bridge, where
-// br_netfilter would walk every frame through the host's IPv4 hooks. A tc
-// program (bypassprog.go) on the ingress of each container's host-side
-// veth hands a frame straight to the vxlan device (another host's
+// br_netfilter would walk every frame through the host's IPv4 hooks, nor,
+// on a wireguard network, the host's routing and FORWARD. A tc program
+// (bypassprog.go) on the ingress of each container's host-side veth hands
+// a frame straight to the vxlan or WireGuard device (another host's
 // container) or into the other container's namespace (one on this host),
-// and on the vxlan device's ingress straight into the container's. A frame
-// that is not plainly the container's own IPv4 to a container of its
-// subnet (ARP, IPv6, broadcast, routed through the gateway, a forged
+// and on the vxlan and WireGuard devices' ingress straight into the
+// container's. A frame that is not plainly the container's own IPv4 to a
+// container of its subnet (ARP, IPv6, broadcast, for the gateway, a forged
 // source) goes to the bridge as before, where anti-spoofing and the
 // firewall judge it.
 
@@ -29,93 +31,144 @@ import (
 // device's ingress.
 const bypassPrio = 1
 
-// planBypass lists, for every vxlan network with containers here that are
-// not kept on the bridge, the ports the program runs on (their veths and
-// the network's vxlan device) and the destinations it hands frames to
-// (every local container with an IPv4 address and a MAC, those kept on the
-// bridge marked so). bridgeMACOf gives each network's bridge MAC.
-func planBypass(nets []Network, bridgeMACOf func(Network) net.HardwareAddr) (ports []bypassPort, dests []bypassDest) {
+// bypassPlan is what the program's maps hold and the devices it runs on
+// (the ports).
+type bypassPlan struct {
+	Ports []bypassPort
+	Dests []bypassDest
+	Addrs []bypassAddr
+}
+
+// planBypass lists, for every network with containers here that are not
+// kept on the bridge, the ports the program runs on (their veths, and the
+// network's vxlan device or the WireGuard device tunnel) and the
+// destinations it hands frames to (every local container with an IPv4
+// address and a MAC, those kept on the bridge marked so). bridgeMACOf gives
+// each network's bridge MAC; tunnel is "" when wireguard networks have no
+// device (they are then left alone).
+func planBypass(nets []Network, bridgeMACOf func(Network) net.HardwareAddr, tunnel string) bypassPlan {
+	var p bypassPlan
+	wg := false
 	for _, n := range nets {
-		if n.wireguard() || !n.Subnet.Addr().Is4() {
+		if !n.Subnet.Addr().Is4() || n.wireguard() && tunnel == "" {
 			continue
 		}
-		vx := VXLANName(n.VNI)
-		var netPorts []bypassPort
-		var netDests []bypassDest
+		kind, netDev, out := bypassKindVeth, VXLANName(n.VNI), VXLANName(n.VNI)
+		var gateway netip.Addr
+		if n.wireguard() {
+			kind, netDev, out, gateway = bypassKindVethWG, BridgeName(n.VNI), tunnel, n.Gateway
+		}
+		var ports []bypassPort
+		var dests []bypassDest
+		var addrs []bypassAddr
 		for _, l := range n.Locals {
 			if !l.Addr.Addr().Is4() || len(l.MAC) != 6 || l.HostIf == "" {
 				continue
 			}
-			netDests = append(netDests, bypassDest{VXLAN: vx, MAC: l.MAC, Dev: l.HostIf, Bridged: l.Bridged})
+			dests = append(dests, bypassDest{Net: netDev, MAC: l.MAC, Dev: l.HostIf, Bridged: l.Bridged})
+			if n.wireguard() {
+				addrs = append(addrs, bypassAddr{Addr: l.Addr.Addr(), Dev: l.HostIf, MAC: l.MAC, GatewayMAC: bridgeMACOf(n),
+					Subnet: n.Subnet.Masked(), Bridged: l.Bridged})
+			}
 			if !l.Bridged {
-				netPorts = append(netPorts, bypassPort{Dev: l.HostIf, VXLAN: vx, Subnet: n.Subnet.Masked(),
-					Addr: l.Addr.Addr(), MAC: l.MAC, GatewayMAC: bridgeMACOf(n)})
+				ports = append(ports, bypassPort{Kind: kind, Dev: l.HostIf, Net: netDev, Out: out, Subnet: n.Subnet.Masked(),
+					Addr: l.Addr.Addr(), MAC: l.MAC, GatewayMAC: bridgeMACOf(n), Gateway: gateway})
 			}
 		}
-		if len(netPorts) == 0 {
+		if len(ports) == 0 {
 			continue // every container here on the bridge: nothing to bypass
 		}
-		ports = append(ports, netPorts...)
-		ports = append(ports, bypassPort{Dev: vx, VXLAN: vx, Subnet: n.Subnet.Masked()})
-		dests = append(dests, netDests...)
+		if n.wireguard() {
+			wg = true
+		} else {
+			ports = append(ports, bypassPort{Kind: bypassKindVXLAN, Dev: out, Net: netDev, Subnet: n.Subnet.Masked()})
+		}
+		p.Ports = append(p.Ports, ports...)
+		p.Dests = append(p.Dests, dests...)
+		p.Addrs = append(p.Addrs, addrs...)
 	}
-	slices.SortFunc(ports, func(a, b bypassPort) int { return strings.Compare(a.Dev, b.Dev) })
-	slices.SortFunc(dests, func(a, b bypassDest) int {
-		return cmp.Or(strings.Compare(a.VXLAN, b.VXLAN), strings.Compare(a.Dev, b.Dev))
+	if wg {
+		p.Ports = append(p.Ports, bypassPort{Kind: bypassKindWireGuard, Dev: tunnel})
+	}
+	slices.SortFunc(p.Ports, func(a, b bypassPort) int { return strings.Compare(a.Dev, b.Dev) })
+	slices.SortFunc(p.Dests, func(a, b bypassDest) int {
+		return cmp.Or(strings.Compare(a.Net, b.Net), strings.Compare(a.Dev, b.Dev))
 	})
-	return ports, dests
+	slices.SortFunc(p.Addrs, func(a, b bypassAddr) int { return a.Addr.Compare(b.Addr) })
+	return p
 }
 
-// syncBypass writes the program's maps to hold exactly ports and dests,
+// syncBypass writes the program's maps to hold exactly what plan says,
 // attaches the program to each port's ingress (with a clsact qdisc), and
 // removes filters from meshnet's other veths and vxlan devices in links
-// (the kernel's reading), unless hold is set. Which devices to look at for
-// removal: all of meshnet's at the first Apply (a previous run, or an
-// older meshnetd's u32 filters, may be there), then those this run wrote.
-// The maps are written before any filter, so a device the program is
-// attached to finds its entries; they are this run's own (a fresh
-// program), so they are written whole, hold or not.
-func (d *Kernel) syncBypass(ports []bypassPort, dests []bypassDest, links map[string]link, hold bool) error {
-	ifindex := func(name string) (int, error) {
+// (the kernel's reading) and from the WireGuard device, unless hold is set.
+// Which devices to look at for removal: all of meshnet's at the first
+// Apply (a previous run, or an older meshnetd's u32 filters, may be
+// there), then those this run wrote. The maps are written before any
+// filter, so a device the program is attached to finds its entries; they
+// are this run's own (a fresh program), so they are written whole, hold or
+// not.
+func (d *Kernel) syncBypass(plan bypassPlan, links map[string]link, hold bool) error {
+	// The WireGuard device is not among links (not a device Apply's
+	// model owns): it is looked up.
+	index := func(name string) int {
 		if l, ok := links[name]; ok && l.Index > 0 {
-			return l.Index, nil
+			return l.Index
+		}
+		if name == WireGuardDevice {
+			if l, err := d.nl.LinkByName(name); err == nil {
+				return l.Attrs().Index
+			}
+		}
+		return 0
+	}
+	ifindex := func(name string) (int, error) {
+		if i := index(name); i > 0 {
+			return i, nil
 		}
 		return 0, fmt.Errorf("no device %s", name)
 	}
 	var errs []error
-	attach := map[string]bool{}
-	if len(ports) > 0 {
-		wantPorts, wantDests := map[string]string{}, map[string]string{}
-		for _, p := range ports {
-			k, v, err := p.encode(ifindex)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("bridge bypass on %s: %w", p.Dev, err))
-				continue
-			}
-			wantPorts[string(k)] = string(v)
-			attach[p.Dev] = true
-		}
-		for _, dst := range dests {
-			k, v, err := dst.encode(ifindex)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("bridge bypass to %s: %w", dst.Dev, err))
-				continue
-			}
-			wantDests[string(k)] = string(v)
-		}
+	attach := map[string]int{}
+	if len(plan.Ports) > 0 {
 		prog := d.bypassProg.Load()
-		n, err := prog.write(wantPorts, wantDests)
+		want := map[*ebpf.Map]map[string]string{prog.ports: {}, prog.dests: {}, prog.addrs: {}}
+		type entry interface {
+			encode(func(string) (int, error)) ([]byte, []byte, error)
+		}
+		put := func(m *ebpf.Map, e entry, what string) bool {
+			k, v, err := e.encode(ifindex)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("bridge bypass %s: %w", what, err))
+				return false
+			}
+			want[m][string(k)] = string(v)
+			return true
+		}
+		for _, p := range plan.Ports {
+			if put(prog.ports, p, "on "+p.Dev) {
+				attach[p.Dev] = index(p.Dev)
+			}
+		}
+		for _, dst := range plan.Dests {
+			put(prog.dests, dst, "to "+dst.Dev)
+		}
+		for _, a := range plan.Addrs {
+			put(prog.addrs, a, "to "+a.Dev)
+		}
+		n, err := prog.write(want)
 		if err != nil {
 			return errors.Join(append(errs, err)...) // no filter on maps half written
 		}
 		if n > 0 {
 			d.changed(fmt.Sprintf("write %d bridge bypass map entries", n))
 		}
-		for _, p := range ports {
-			if !attach[p.Dev] {
+		for _, p := range plan.Ports {
+			idx, ok := attach[p.Dev]
+			if !ok {
 				continue
 			}
-			if err := d.attachBypass(prog, p.Dev, links[p.Dev].Index); err != nil {
+			if err := d.attachBypass(prog, p.Dev, idx); err != nil {
 				errs = append(errs, fmt.Errorf("bridge bypass on %s: %w", p.Dev, err))
 			}
 		}
@@ -131,16 +184,22 @@ func (d *Kernel) syncBypass(ports []bypassPort, dests []bypassDest, links map[st
 	}
 	swept := d.bypassSwept
 	d.bypassSwept = true
+	candidates := map[string]int{}
 	for name, l := range links {
-		if attach[name] || l.Index <= 0 || !(strings.HasPrefix(name, HostVethPrefix) || strings.HasPrefix(name, VXLANPrefix)) {
+		if strings.HasPrefix(name, HostVethPrefix) || strings.HasPrefix(name, VXLANPrefix) {
+			candidates[name] = l.Index
+		}
+	}
+	if _, ok := attach[WireGuardDevice]; !ok && (!swept || d.bypassed[WireGuardDevice]) {
+		candidates[WireGuardDevice] = index(WireGuardDevice)
+	}
+	for name, idx := range candidates {
+		if _, ok := attach[name]; ok || idx <= 0 || swept && !d.bypassed[name] {
 			continue
 		}
-		if swept && !d.bypassed[name] {
-			continue
-		}
-		have, err := d.nl.FilterList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: l.Index}}, netlink.HANDLE_MIN_INGRESS)
+		have, err := d.nl.FilterList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: idx}}, netlink.HANDLE_MIN_INGRESS)
 		if err == nil && len(have) > 0 {
-			if err := d.delFilters(l.Index, have, nil); err != nil {
+			if err := d.delFilters(idx, have, nil); err != nil {
 				errs = append(errs, fmt.Errorf("remove the bridge bypass of %s: %w", name, err))
 				continue // tried again next time
 			}
@@ -149,49 +208,48 @@ func (d *Kernel) syncBypass(ports []bypassPort, dests []bypassDest, links map[st
 		delete(d.bypassed, name)
 	}
 	for name := range d.bypassed {
-		if _, ok := links[name]; !ok {
+		if _, ok := links[name]; !ok && index(name) == 0 {
 			delete(d.bypassed, name) // gone, its filter with it
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// write makes the maps hold exactly the wanted entries and returns how
-// many it wrote or deleted.
-func (p *bypassProgram) write(ports, dests map[string]string) (int, error) {
+// write makes the maps hold exactly the wanted entries (key → value, by
+// map) and returns how many it wrote or deleted.
+func (p *bypassProgram) write(want map[*ebpf.Map]map[string]string) (int, error) {
 	n := 0
-	for _, m := range []struct {
-		name       string
-		written    map[string]string
-		want       map[string]string
-		update     func(k, v []byte) error
-		deleteFrom func(k []byte) error
-	}{
-		{"ports", p.portsWritten, ports, func(k, v []byte) error { return p.ports.Put(k, v) }, func(k []byte) error { return p.ports.Delete(k) }},
-		{"dests", p.destsWritten, dests, func(k, v []byte) error { return p.dests.Put(k, v) }, func(k []byte) error { return p.dests.Delete(k) }},
-	} {
-		for k, v := range m.want {
-			if old, ok := m.written[k]; ok && old == v {
+	for _, m := range []*ebpf.Map{p.ports, p.dests, p.addrs} {
+		written := p.written[m]
+		for k, v := range want[m] {
+			if old, ok := written[k]; ok && old == v {
 				continue
 			}
-			if err := m.update([]byte(k), []byte(v)); err != nil {
-				return n, fmt.Errorf("write the bridge bypass's %s map: %w", m.name, err)
+			if err := m.Put([]byte(k), []byte(v)); err != nil {
+				return n, fmt.Errorf("write the bridge bypass's map %s: %w", mapName(m), err)
 			}
-			m.written[k] = v
+			written[k] = v
 			n++
 		}
-		for k := range m.written {
-			if _, ok := m.want[k]; ok {
+		for k := range written {
+			if _, ok := want[m][k]; ok {
 				continue
 			}
-			if err := m.deleteFrom([]byte(k)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				return n, fmt.Errorf("delete from the bridge bypass's %s map: %w", m.name, err)
+			if err := m.Delete([]byte(k)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return n, fmt.Errorf("delete from the bridge bypass's map %s: %w", mapName(m), err)
 			}
-			delete(m.written, k)
+			delete(written, k)
 			n++
 		}
 	}
 	return n, nil
+}
+
+func mapName(m *ebpf.Map) string {
+	if info, err := m.Info(); err == nil {
+		return info.Name
+	}
+	return m.String()
 }
 
 // attachBypass puts this run's program on dev's ingress, unless it is

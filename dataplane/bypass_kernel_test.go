@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netns"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // TestBridgeBypass: two Docker-like hosts (FORWARD policy DROP,
@@ -337,4 +339,147 @@ func TestBypassFlipLosesNothing(t *testing.T) {
 	if summary[1] != summary[2] {
 		t.Errorf("c -> a across 40 changes between bypassed and bridged: %s of %s answered; want all", summary[2], summary[1])
 	}
+}
+
+// TestWireGuardBypass: the bypass on a wireguard network, two Docker-like
+// hosts with the embedded WireGuard. Containers reach each other across
+// hosts and on one host, the program counts their frames on both hosts,
+// and with meshnet's FORWARD accepts deleted they still arrive: the
+// bridge, the host's routing and FORWARD are left out. A hop through a
+// host is still a routed hop (ping's TTL across is 62, as without the
+// bypass). What the host must see still crosses it: the gateway, egress,
+// another network, a container kept on the bridge; with every container
+// kept there, the WireGuard device's filter goes.
+func TestWireGuardBypass(t *testing.T) {
+	requireRoot(t)
+	h1ns, h2ns, h1, h2 := twoHosts(t)
+	dockerHost(t, h1ns)
+	dockerHost(t, h2ns)
+	e1 := testLocalEndpoint("g1g1g1g1g1g1g1", "02:42:00:00:08:05", "10.8.0.5/24")   // host 1
+	e4 := testLocalEndpoint("g4g4g4g4g4g4g4", "02:42:00:00:08:06", "10.8.0.6/24")   // host 1
+	e2 := testLocalEndpoint("g2g2g2g2g2g2g2", "02:42:00:00:08:20", "10.8.0.20/24")  // host 2
+	e3 := testLocalEndpoint("g3g3g3g3g3g3g3", "02:43:00:00:00:13", "10.43.0.13/24") // vxlan network, host 1
+	vxNet := Network{VNI: 43, Subnet: netip.MustParsePrefix("10.43.0.0/24"), Gateway: netip.MustParseAddr("10.43.0.1"),
+		Locals: []LocalEndpoint{e3}}
+	open := func(ns netns.NsHandle) *Kernel {
+		k, err := wgtypes.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := New(testLogger(t), Options{NetNS: ns, WireGuard: WireGuardOptions{PrivateKey: k}, BridgeBypass: BypassOn})
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		t.Cleanup(func() { d.Close() })
+		return d
+	}
+	d1, d2 := open(h1ns), open(h2ns)
+	members := []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")}
+	states := func(locals1 ...LocalEndpoint) (st1, st2 State) {
+		st1 = State{Underlay: UnderlayInfo{Addr: members[0]}, Members: members,
+			WireGuard: WireGuardState{Peers: []WireGuardPeer{testWGPeer(d2, "198.18.0.2:51820", "10.8.0.16/28")}},
+			Networks:  []Network{wgNetwork(8, "10.8.0.0/24", "10.8.0.1", locals1...), vxNet}}
+		st2 = State{Underlay: UnderlayInfo{Addr: members[1]}, Members: members,
+			WireGuard: WireGuardState{Peers: []WireGuardPeer{testWGPeer(d1, "198.18.0.1:51820", "10.8.0.0/28")}},
+			Networks:  []Network{wgNetwork(8, "10.8.0.0/24", "10.8.0.1", e2)}}
+		return st1, st2
+	}
+	st1, st2 := states(e1, e4)
+	applyWG(t, d1, st1)
+	applyWG(t, d2, st2)
+	c1 := moveIntoContainer(t, h1, e1, "10.8.0.1")
+	c4 := moveIntoContainer(t, h1, e4, "10.8.0.1")
+	c2 := moveIntoContainer(t, h2, e2, "10.8.0.1")
+	c3 := moveIntoContainer(t, h1, e3, "10.43.0.1")
+	applyWG(t, d1, st1)
+	applyWG(t, d2, st2)
+	if len(d1.changes)+len(d2.changes) != 0 {
+		t.Errorf("re-apply changed %q %q", d1.changes, d2.changes)
+	}
+	onTunnel := func(ns netns.NsHandle) bool {
+		return strings.Contains(mustRunIn(t, ns, "tc", "filter", "show", "dev", WireGuardDevice, "ingress"), "mn_bypass")
+	}
+	if !onTunnel(h1ns) || !onTunnel(h2ns) {
+		t.Fatalf("no bypass program on %s: host 1 %v, host 2 %v", WireGuardDevice, onTunnel(h1ns), onTunnel(h2ns))
+	}
+	srvC1 := serveIn(t, c1, "10.8.0.5:0")
+	srvC2 := serveIn(t, c2, "10.8.0.20:0")
+	srvC4 := serveIn(t, c4, "10.8.0.6:0")
+	srvGw := serveIn(t, h1ns, "10.8.0.1:0")
+	srvH1 := serveIn(t, h1ns, "198.18.0.1:0")
+	ttl := func(from netns.NsHandle, to string) string {
+		out, err := runIn(from, "ping", "-c", "1", "-W", "2", to)
+		if m := regexp.MustCompile(`ttl=(\d+)`).FindStringSubmatch(out); err == nil && m != nil {
+			return m[1]
+		}
+		return fmt.Sprintf("no reply (%v): %s", err, out)
+	}
+	reach := func(t *testing.T) {
+		t.Helper()
+		expectReach(t, c1, srvC2, "10.8.0.5") // across hosts
+		expectReach(t, c2, srvC1, "10.8.0.20")
+		expectReach(t, c1, srvC4, "10.8.0.5") // on one host
+		if got := ttl(c1, "10.8.0.20"); got != "62" {
+			t.Errorf("ping across hosts: TTL %s, want 62 (two routed hops)", got)
+		}
+	}
+	reach(t)
+	for _, c := range []struct {
+		d   *Kernel
+		why string
+	}{{d1, "host 1"}, {d2, "host 2"}} {
+		if toHosts, toC := bypassCounts(t, c.d); toHosts == 0 || toC == 0 {
+			t.Errorf("%s: %d frames to WireGuard, %d into containers; want both", c.why, toHosts, toC)
+		}
+	}
+	expectReach(t, c1, srvGw, "10.8.0.5")   // the gateway
+	expectReach(t, c2, srvH1, "198.18.0.2") // egress, masqueraded
+	expectBlocked(t, c3, srvC1)             // another network reaches neither local...
+	expectBlocked(t, c3, srvC2)             // ...nor remote wireguard addresses
+	expectBlocked(t, c1, "10.43.0.13:1")    // nor the other way
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// Without meshnet's FORWARD accepts routed traffic is dropped; the
+	// bypassed traffic never meets FORWARD.
+	for _, ns := range []netns.NsHandle{h1ns, h2ns} {
+		for _, l := range strings.Split(mustRunIn(t, ns, "iptables", "-S", "FORWARD"), "\n") {
+			if strings.Contains(l, "meshnet: accept") {
+				mustRunIn(t, ns, "sh", "-c", "iptables "+strings.Replace(l, "-A ", "-D ", 1))
+			}
+		}
+	}
+	reach(t)
+	expectBlocked(t, c2, srvH1) // egress is routed: FORWARD's drop applies
+	applyWG(t, d1, st1)
+	applyWG(t, d2, st2)
+
+	// c1 kept on the bridge: its traffic is routed by host 1 both ways,
+	// c4's still bypassed.
+	bridged := e1
+	bridged.Bridged = true
+	stB, _ := states(bridged, e4)
+	applyWG(t, d1, stB)
+	if out := mustRunIn(t, h1ns, "tc", "filter", "show", "dev", e1.HostIf, "ingress"); strings.Contains(out, "mn_bypass") || !onTunnel(h1ns) {
+		t.Errorf("c1 bridged: its veth holds %q, the program on %s: %v", out, WireGuardDevice, onTunnel(h1ns))
+	}
+	toHosts0, toC0 := bypassCounts(t, d1)
+	expectReach(t, c1, srvC2, "10.8.0.5")
+	expectReach(t, c2, srvC1, "10.8.0.20")
+	if toHosts, toC := bypassCounts(t, d1); toHosts != toHosts0 || toC != toC0 {
+		t.Errorf("c1 bridged: host 1 bypassed %d frames to WireGuard and %d into containers", toHosts-toHosts0, toC-toC0)
+	}
+	expectReach(t, c4, srvC2, "10.8.0.6")
+	// Every container kept there: nothing to bypass, the filter goes.
+	bridged4 := e4
+	bridged4.Bridged = true
+	stB, _ = states(bridged, bridged4)
+	applyWG(t, d1, stB)
+	if onTunnel(h1ns) {
+		t.Errorf("every container bridged: the program is still on %s", WireGuardDevice)
+	}
+	expectReach(t, c4, srvC2, "10.8.0.6")
+	applyWG(t, d1, st1)
+	reach(t)
 }

@@ -619,9 +619,10 @@
 // bridge, so a frame that needs nothing of the bridge need not cross it.
 // With Options.BridgeBypass (meshnetd --bridge-bypass), bypass.go attaches
 // one tc program (bypassprog.go; direct action, on the ingress of each
-// container's host-side veth and of the vxlan device) that reads two hash
-// maps, the bypass's ports (by ifindex) and destinations (by network and
-// MAC):
+// container's host-side veth, of the vxlan devices and of the WireGuard
+// device) that reads three hash maps, the bypass's ports (by ifindex),
+// destinations (by network and MAC) and, for wireguard networks, local
+// addresses (by IPv4 address):
 //
 //   - veth: when the frame's source MAC and IPv4 source are the
 //     container's own and its destination is in the subnet and not the
@@ -633,6 +634,32 @@
 //     there, never flooded);
 //   - vxlan device: a frame from a source in the subnet to a local
 //     container's MAC goes straight into that container's namespace.
+//
+// A wireguard network is routed, so what is bypassed there is the host's
+// routing hop as well as its bridge, br_netfilter and FORWARD:
+//
+//   - veth: the same checks; a frame to another container here by its MAC
+//     goes into it as above; one to the bridge's MAC (proxy_arp answers
+//     for every remote address) for an address of the subnet that is not
+//     the gateway nor a container here goes to the WireGuard device
+//     (bpf_redirect; the device has no link layer, so the Ethernet header
+//     is dropped), whose cryptokey routing picks the host;
+//   - WireGuard device: an IPv4 packet for a container here, from a source
+//     in that container's subnet (another network's goes to FORWARD, which
+//     refuses it), gets an Ethernet header (the container's MAC, the
+//     bridge's) pushed on and goes straight into the container.
+//
+// Both decrement the TTL and update the header's checksum as the host's
+// forwarding would (a container two hosts away is still two hops: ping
+// says ttl=62 with the bypass or without), and leave to the host a packet
+// whose TTL would expire, so that it answers time exceeded. WireGuard's
+// own source check (a peer's packets must come from its AllowedIPs) is what
+// ties a packet to its host, as before. The embedded WireGuard device is
+// made anew with each run of meshnetd (it lives in the process): between
+// the new device and the new run's first Apply, the old program's filters
+// on the veths send to the old device's index, which is gone, and those
+// frames are lost; the embedded device carries nothing while meshnetd is
+// down anyway.
 //
 // Everything else takes the bridge as before: ARP, IPv6, broadcast and
 // multicast, forged sources (so the anti-spoofing table still judges
@@ -678,7 +705,7 @@
 // a network's containers on a host (100 containers: 10,200 filters, 0.6 s
 // of writes per container started) and a frame walked them in turn; it was
 // bounded at 32 containers per network and host. The program does two hash
-// lookups per frame (its port, then the destination) and a change writes a
+// lookups per frame (its port, then the destination or address) and a change writes a
 // map entry or two and attaches to one veth, whatever the count, so there
 // is no bound. Its cost, by perf on the benchmark's hosts: about 5% of the
 // CPU a vxlan stream takes, where Swarm's bridge takes about 4%

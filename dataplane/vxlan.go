@@ -303,18 +303,17 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	}
 	report(d.syncFirewallAdds(fw))
 	report(d.syncL2Adds(l2))
-	var bypassPorts []bypassPort
-	var bypassDests []bypassDest
+	var bypass bypassPlan
 	bypassSt := d.bypassWantedLocked()
 	if bypassSt.On {
-		bypassPorts, bypassDests = planBypass(c.Networks, func(n Network) net.HardwareAddr { return bridgeMAC(st.Underlay.Addr, n.VNI) })
-		if len(bypassPorts) > 0 && d.bypassProg.Load() == nil {
+		bypass = planBypass(c.Networks, func(n Network) net.HardwareAddr { return bridgeMAC(st.Underlay.Addr, n.VNI) }, tunnel)
+		if len(bypass.Ports) > 0 && d.bypassProg.Load() == nil {
 			p, err := loadBypassProgram()
 			if err != nil {
 				// Off as a whole, as when the host filters: every
 				// container on the bridge, which needs nothing of BPF.
 				bypassSt.On, bypassSt.Why = false, append(bypassSt.Why, err.Error())
-				bypassPorts, bypassDests = nil, nil
+				bypass = bypassPlan{}
 				if prev := d.bypassStatus.Load(); prev == nil || !slices.Equal(prev.Why, bypassSt.Why) {
 					d.log.Warn("bridge bypass off: its BPF program cannot be loaded; every container stays on the bridge", "err", err)
 				}
@@ -326,7 +325,7 @@ func (d *Kernel) applyLocked(ctx context.Context, st State, tunnel string) error
 	// A bypass turned off as a whole is removed even while deletes are
 	// held: the bridge carries everything without it, and an operator's
 	// new rule must not wait for the hold to end.
-	report(d.syncBypass(bypassPorts, bypassDests, have.Links, st.HoldDeletes && bypassSt.On))
+	report(d.syncBypass(bypass, have.Links, st.HoldDeletes && bypassSt.On))
 	d.bypassStatus.Store(&bypassSt)
 	report(d.syncServiceAddrs(st.ServiceAddrs))
 	report(d.syncVIPs(serviceRules{VIPs: st.VIPs, Mesh: mesh, Marks: meshMarks(c.Networks, mesh, st.Underlay.Addr, st.Members, st.MeshProbeHosts),

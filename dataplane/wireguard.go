@@ -146,7 +146,8 @@ func (d *Kernel) ensureDeviceLocked(st State) error {
 			clear(d.wg.lastEndpoint)
 		}
 	}
-	if d.wg.dev == nil {
+	started := d.wg.dev == nil
+	if started {
 		if err := d.startLocked(mtu); err != nil {
 			d.wg.reason = err.Error()
 			return err
@@ -164,6 +165,13 @@ func (d *Kernel) ensureDeviceLocked(st State) error {
 	l, err := d.linkByName(WireGuardDevice)
 	if err != nil {
 		return err
+	}
+	if started && d.bypassMode != BypassOff {
+		// The bypass's qdisc before anything flows, as for veths
+		// (kernel.go, createLink).
+		if err := d.ensureClsact(l.Attrs().Index); err != nil {
+			return fmt.Errorf("%s: %w", WireGuardDevice, err)
+		}
 	}
 	if l.Attrs().MTU != mtu {
 		if err := d.nl.LinkSetMTU(l, mtu); err != nil {

@@ -99,9 +99,11 @@ func testWireGuardOverlay(t *testing.T, c *harness.Cluster, hosts []harness.Host
 	t.Run("underlay-carries-only-wireguard", func(t *testing.T) {
 		// A canary over TCP from w2 to w1 while host 1's underlay and host 1's WireGuard
 		// device are captured: it must show inside the device (so the capture would see it)
-		// and never on the underlay.
+		// and never on the underlay. The bridge bypass (on by default) carries it between
+		// w1's veth and the device: host 1's counters grow.
 		const canary = "MESHNET-PLAINTEXT-CANARY"
 		w1, w2 := ctrs[0], ctrs[1]
+		bypassedBefore := bypassed(t, ctx, c, hosts[0])
 		if _, err := harness.Docker(ctx, w1.h, "exec", "-d", w1.name, "sh", "-c", "nc -l -p 5001 > /tmp/got"); err != nil {
 			t.Fatal(err)
 		}
@@ -122,6 +124,9 @@ func testWireGuardOverlay(t *testing.T, c *harness.Cluster, hosts []harness.Host
 			t.Errorf("the canary crossed the underlay in clear")
 		}
 		checkUnderlayOnlyWireGuard(t, onWire, hosts)
+		if after := bypassed(t, ctx, c, hosts[0]); after <= bypassedBefore {
+			t.Errorf("%s: the bridge bypass carried none of w1's frames (%d before, %d after)", hosts[0].Name(), bypassedBefore, after)
+		}
 	})
 
 	t.Run("vxlan-beside-isolated", func(t *testing.T) {
