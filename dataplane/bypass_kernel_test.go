@@ -78,13 +78,7 @@ func TestBridgeBypass(t *testing.T) {
 
 	// Without meshnet's FORWARD accepts the bridged path is dropped
 	// (TestTwoHosts); the bypassed one never meets FORWARD.
-	for _, ns := range []netns.NsHandle{h1ns, h2ns} {
-		for _, l := range strings.Split(mustRunIn(t, ns, "iptables", "-S", "FORWARD"), "\n") {
-			if strings.Contains(l, "meshnet: accept") {
-				mustRunIn(t, ns, "sh", "-c", "iptables "+strings.Replace(l, "-A ", "-D ", 1))
-			}
-		}
-	}
+	deleteForwardAccepts(t, h1ns, h2ns)
 	reach(t)
 	expectBlocked(t, cC, srvH1) // egress is routed: FORWARD's drop applies
 	apply(t, d1, st1)
@@ -443,13 +437,7 @@ func TestWireGuardBypass(t *testing.T) {
 
 	// Without meshnet's FORWARD accepts routed traffic is dropped; the
 	// bypassed traffic never meets FORWARD.
-	for _, ns := range []netns.NsHandle{h1ns, h2ns} {
-		for _, l := range strings.Split(mustRunIn(t, ns, "iptables", "-S", "FORWARD"), "\n") {
-			if strings.Contains(l, "meshnet: accept") {
-				mustRunIn(t, ns, "sh", "-c", "iptables "+strings.Replace(l, "-A ", "-D ", 1))
-			}
-		}
-	}
+	deleteForwardAccepts(t, h1ns, h2ns)
 	reach(t)
 	expectBlocked(t, c2, srvH1) // egress is routed: FORWARD's drop applies
 	applyWG(t, d1, st1)
@@ -482,4 +470,18 @@ func TestWireGuardBypass(t *testing.T) {
 	expectReach(t, c4, srvC2, "10.8.0.6")
 	applyWG(t, d1, st1)
 	reach(t)
+}
+
+// deleteForwardAccepts deletes meshnet's accept rules from FORWARD in each
+// namespace (the next Apply writes them again): what still arrives then
+// never met FORWARD, whose policy is DROP.
+func deleteForwardAccepts(t *testing.T, namespaces ...netns.NsHandle) {
+	t.Helper()
+	for _, ns := range namespaces {
+		for _, l := range strings.Split(mustRunIn(t, ns, "iptables", "-S", "FORWARD"), "\n") {
+			if strings.Contains(l, "meshnet: accept") {
+				mustRunIn(t, ns, "sh", "-c", "iptables "+strings.Replace(l, "-A ", "-D ", 1))
+			}
+		}
+	}
 }
