@@ -55,9 +55,10 @@ type BypassStatus struct {
 	// refused the bypass's program.
 	Why []string
 	// FramesToHosts and FramesToContainers count the frames this run's
-	// program handed past the bridge: to the vxlan device (another host's
-	// container) and into a container on this host (from the overlay or
-	// from another container here). They start at 0 with each run.
+	// program handed past the bridge: to a vxlan or the WireGuard device
+	// (another host's container) and into a container on this host (from
+	// the overlay or from another container here). They start at 0 with
+	// each run.
 	FramesToHosts, FramesToContainers uint64
 }
 

@@ -31,7 +31,7 @@ var (
 	fdbDesc          = desc("meshnet_dataplane_fdb_entries", "VXLAN forwarding (FDB) entries the last apply programmed: one per remote container on a VXLAN network.")
 	neighDesc        = desc("meshnet_dataplane_neighbor_entries", "Neighbour (ARP) entries the last apply programmed: one per remote container on a VXLAN network.")
 	bypassFramesDesc = desc("meshnet_dataplane_bridge_bypass_frames_total", "Frames the bridge bypass handed past the host's bridge since meshnetd started: to another host's container (to=\"other_host\") or into a container on this host (to=\"container\").", "to")
-	bypassDesc       = desc("meshnet_dataplane_bridge_bypass", "1 while vxlan traffic between containers is handed past the host's bridge (--bridge-bypass; auto turns it off while the host filters forwarded traffic of its own, meshctl status says why), else 0.")
+	bypassDesc       = desc("meshnet_dataplane_bridge_bypass", "1 while traffic between containers of a network is handed past the host's bridge (--bridge-bypass; auto turns it off while the host filters forwarded traffic of its own, meshctl status says why), else 0.")
 
 	ownedDesc     = desc("meshnet_ipam_owned_addresses", "Addresses in the address blocks a node owns, per subnet.", "subnet", "node")
 	allocatedDesc = desc("meshnet_ipam_allocated_addresses", "Addresses a node has handed out, per subnet (exact for this node; for others as they last published).", "subnet", "node")
