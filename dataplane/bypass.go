@@ -110,17 +110,23 @@ func planBypass(nets []Network, bridgeMACOf func(Network) net.HardwareAddr, tunn
 // not.
 func (d *Kernel) syncBypass(plan bypassPlan, links map[string]link, hold bool) error {
 	// The WireGuard device is not among links (not a device Apply's
-	// model owns): it is looked up.
+	// model owns): it is looked up, once, since every wireguard port
+	// names it.
+	wgIndex := -1
 	index := func(name string) int {
 		if l, ok := links[name]; ok && l.Index > 0 {
 			return l.Index
 		}
-		if name == WireGuardDevice {
+		if name != WireGuardDevice {
+			return 0
+		}
+		if wgIndex < 0 {
+			wgIndex = 0
 			if l, err := d.nl.LinkByName(name); err == nil {
-				return l.Attrs().Index
+				wgIndex = l.Attrs().Index
 			}
 		}
-		return 0
+		return wgIndex
 	}
 	ifindex := func(name string) (int, error) {
 		if i := index(name); i > 0 {

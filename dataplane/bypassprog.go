@@ -325,8 +325,18 @@ func bypassInstructions(ports, dests, addrs, counters int) asm.Instructions {
 	)
 	// Registers kept across helper calls: R6 ctx, R7 port value, R8 frame,
 	// R9 subnet mask, then the target.
-	lookupDest := func(label string) asm.Instructions {
+	//
+	// lookup: R0 = map[the key already stored at R10+key].
+	lookup := func(m int, key int16) asm.Instructions {
 		return asm.Instructions{
+			asm.LoadMapPtr(asm.R1, m),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, int32(key)),
+			asm.FnMapLookupElem.Call(),
+		}
+	}
+	lookupDest := func(label string) asm.Instructions {
+		return append(asm.Instructions{
 			asm.LoadMem(asm.R1, asm.R7, 4, asm.Word).WithSymbol(label),
 			asm.StoreMem(asm.RFP, -16, asm.R1, asm.Word),
 			asm.LoadMem(asm.R1, asm.R8, 0, asm.Word),
@@ -334,38 +344,28 @@ func bypassInstructions(ports, dests, addrs, counters int) asm.Instructions {
 			asm.LoadMem(asm.R1, asm.R8, 4, asm.Half),
 			asm.StoreMem(asm.RFP, -8, asm.R1, asm.Half),
 			asm.StoreImm(asm.RFP, -6, 0, asm.Half),
-			asm.LoadMapPtr(asm.R1, dests),
-			asm.Mov.Reg(asm.R2, asm.RFP),
-			asm.Add.Imm(asm.R2, -16),
-			asm.FnMapLookupElem.Call(),
-		}
+		}, lookup(dests, -16)...)
 	}
 	// lookupAddr: R0 = addrs[the IPv4 address at R8+off].
 	lookupAddr := func(off int16) asm.Instructions {
-		return asm.Instructions{
+		return append(asm.Instructions{
 			asm.LoadMem(asm.R1, asm.R8, off, asm.Word),
 			asm.StoreMem(asm.RFP, -24, asm.R1, asm.Word),
-			asm.LoadMapPtr(asm.R1, addrs),
-			asm.Mov.Reg(asm.R2, asm.RFP),
-			asm.Add.Imm(asm.R2, -24),
-			asm.FnMapLookupElem.Call(),
-		}
+		}, lookup(addrs, -24)...)
 	}
 	count := func(label string, slot int32) asm.Instructions {
 		// counters[slot]++ (R1-R5 are free; R0 is what the caller keeps
 		// in R9 first).
-		return asm.Instructions{
+		in := append(asm.Instructions{
 			asm.StoreImm(asm.RFP, -20, int64(slot), asm.Word).WithSymbol(label),
-			asm.LoadMapPtr(asm.R1, counters),
-			asm.Mov.Reg(asm.R2, asm.RFP),
-			asm.Add.Imm(asm.R2, -20),
-			asm.FnMapLookupElem.Call(),
+		}, lookup(counters, -20)...)
+		return append(in,
 			asm.JEq.Imm(asm.R0, 0, label+"_done"),
 			asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
 			asm.Add.Imm(asm.R1, 1),
 			asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
-			asm.Mov.Imm(asm.R0, 0).WithSymbol(label + "_done"),
-		}
+			asm.Mov.Imm(asm.R0, 0).WithSymbol(label+"_done"),
+		)
 	}
 	// decTTL decrements the TTL of the IPv4 header at R8+ip and updates
 	// its checksum, as ip_decrease_ttl does; the caller has checked the
@@ -398,10 +398,9 @@ func bypassInstructions(ports, dests, addrs, counters int) asm.Instructions {
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.LoadMem(asm.R1, asm.R6, skbIfindex, asm.Word),
 		asm.StoreMem(asm.RFP, -4, asm.R1, asm.Word),
-		asm.LoadMapPtr(asm.R1, ports),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.FnMapLookupElem.Call(),
+	)
+	add(lookup(ports, -4)...)
+	add(
 		asm.JEq.Imm(asm.R0, 0, "ok"),
 		asm.Mov.Reg(asm.R7, asm.R0),
 		asm.LoadMem(asm.R1, asm.R7, 0, asm.Word),
