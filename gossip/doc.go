@@ -180,8 +180,13 @@
 // own history when that key's node record names this node's own address
 // and gossip port, or the address where a peer's member list at the join
 // reports this name dead or left (identity.go, mergeDelegate), and
-// predates this run (two live processes cannot share an address and port),
-// and the record also predates this run (earlierRunLocked). A node that
+// predates this run (two live processes cannot share an address and port);
+// or when the peer it came from also holds this run's node record, under
+// this run's key (that peer moved the name's pin to the new key, and what
+// it holds under the old one is history: a peer drops the old node record
+// once it has the new one, so this is what tells a node whose first
+// exchange failed on its side after the peer had read its state). The
+// record also predates this run (earlierRunLocked). A node that
 // started with an empty state folder adopts such records while it is new
 // to the cluster (newcomerWindow from its first full state): the name,
 // not the key, owns records, so whoever holds the name next holds its
@@ -215,9 +220,10 @@
 // lets it claim its address), and one that forges memberlist's own
 // messages (a leave of a live node, or an alive message at its address
 // with a higher incarnation and its own key, until the node refutes it)
-// can move the name on the nodes that believe it; and one that is first
-// to hand a node that has just started with an empty state folder made-up
-// records "of its earlier run" at its own address gets them adopted. Two
+// can move the name on the nodes that believe it; and one that hands a
+// node that has just started with an empty state folder (while it is new)
+// made-up records "of its earlier run", under a node record naming its
+// address or beside a copy of its own node record, gets them adopted. Two
 // nodes that share one node.key (a cloned state directory) are refused at
 // membership by address, but records the clone sends in its first
 // exchange are validly signed and taken.

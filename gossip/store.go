@@ -307,8 +307,9 @@ func (s *Store) Merge(recs []Record) ([]Record, error) {
 		})
 	}
 	s.mu.Lock()
+	peerPinsThisRun := s.peerPinsThisRunLocked(recs)
 	for _, r := range recs {
-		if reason, err := s.admitLocked(r); reason == quietSkip {
+		if reason, err := s.admitLocked(r, peerPinsThisRun); reason == quietSkip {
 			continue
 		} else if reason != "" {
 			s.rejectLocked(r.Owner, reason, err)

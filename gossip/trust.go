@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -90,7 +91,11 @@ const quietSkip = "-"
 // admitLocked decides whether a peer's record may enter the store. It
 // returns the reason and the detail when not. It pins a key seen for the
 // first time for a name (trust on first use).
-func (s *Store) admitLocked(r Record) (string, error) {
+//
+// peerPinsThisRun says that the batch r came in holds this node's own node
+// record under this run's key (peerPinsThisRunLocked): records of this
+// node's name under another key in it are an earlier run's.
+func (s *Store) admitLocked(r Record, peerPinsThisRun bool) (string, error) {
 	if err := r.validate(); err != nil {
 		return rejectMalformed, err
 	}
@@ -101,7 +106,7 @@ func (s *Store) admitLocked(r Record) (string, error) {
 	if err := checkValue(r); err != nil {
 		return rejectValue, err
 	}
-	if reason, err := s.authenticateLocked(r); reason != "" {
+	if reason, err := s.authenticateLocked(r, peerPinsThisRun); reason != "" {
 		return reason, err
 	}
 	if r.Kind == KindRemoval && !r.Deleted {
@@ -112,7 +117,7 @@ func (s *Store) admitLocked(r Record) (string, error) {
 
 // authenticateLocked checks the record's signature and that its signer
 // may write for the owner's name.
-func (s *Store) authenticateLocked(r Record) (string, error) {
+func (s *Store) authenticateLocked(r Record, peerPinsThisRun bool) (string, error) {
 	t := &s.trust
 	pin, pinned := t.pins[r.Owner]
 	if len(r.Signer) == 0 {
@@ -139,7 +144,7 @@ func (s *Store) authenticateLocked(r Record) (string, error) {
 		return rejectNodeKey, fmt.Errorf("node record %s names key %q, signed by %s", r.Key, nodeKeyOf(r), EncodeNodeKey(r.Signer))
 	}
 	if r.Owner == s.cfg.Self && t.key != nil && !bytes.Equal(r.Signer, t.pub) {
-		if s.earlierRunLocked(r) {
+		if s.earlierRunLocked(r, peerPinsThisRun) {
 			return "", nil // Merge adopts it or lets it be (store.go)
 		}
 		return rejectOwnName, s.ownNameLocked(r)
@@ -215,21 +220,42 @@ func (s *Store) pinMovesLocked(r Record, pin ed25519.PublicKey) bool {
 }
 
 // earlierRunLocked reports whether a record in this node's name, signed by
-// another node key, was written by an earlier run of this node: its key's
-// node record names this node's own address and gossip port, or one where
-// a peer saw this name dead or left (noteEarlierRun), and predates this
-// run (two live processes cannot share an address and port, so that run
-// is over: its state folder was wiped or its node.key lost). Such a
-// key's records written before this run are this node's own history: a
-// node that started with an empty state folder adopts them, signing them
-// again with its own key (Store.Merge); one that kept its state drops them.
-func (s *Store) earlierRunLocked(r Record) bool {
+// another node key, was written by an earlier run of this node. It
+// predates this run, and either
+//
+//   - its key's node record names this node's own address and gossip port,
+//     or one where a peer saw this name dead or left (noteEarlierRun): two
+//     live processes cannot share an address and port, so that run is over
+//     (its state folder was wiped or its node.key lost); or
+//   - it came in one batch with this node's own node record under this
+//     run's key (peerPinsThisRun): the peer it came from holds both, so it
+//     moved the name's pin from that key to this run's (pinMovesLocked: the
+//     name was dead or left there, or alive at this address with this key
+//     in its metadata, or removed), and what it still holds under the old
+//     key is that run's history, kept for this node to take back.
+//
+// The second is what a node that missed the first relies on: once a peer
+// has this run's node record it drops the earlier run's, so only the
+// peer's states from before that carry it, and the exchange that delivered
+// this run's node record to the peer may have failed on this side (a
+// timeout after the peer read it). Such a key's records are this node's
+// own history: a node that started with an empty state folder adopts them,
+// signing them again with its own key (Store.Merge); one that kept its
+// state drops them.
+func (s *Store) earlierRunLocked(r Record, peerPinsThisRun bool) bool {
 	t := &s.trust
 	key := EncodeNodeKey(r.Signer)
 	if r.Version >= t.runStart {
 		return false // written while this run is alive: not an earlier one
 	}
 	if t.earlier[key] {
+		return true
+	}
+	if len(t.earlier) >= maxRejectKeys {
+		return false
+	}
+	if peerPinsThisRun {
+		s.noteEarlierKeyLocked(key, "a peer holds this run's node record and records of this name under that key", "record", r.Key.String())
 		return true
 	}
 	if r.Kind != KindNode || r.Deleted {
@@ -239,24 +265,36 @@ func (s *Store) earlierRunLocked(r Record) bool {
 	theirAddr := net.JoinHostPort(theirs.Addr, strconv.Itoa(theirs.GossipPort))
 	// This run's address: its node record's, or before that is written
 	// the one the Cluster listens on (a peer's push/pull can arrive in
-	// between, and once the peer has this run's node record it drops the
-	// earlier run's: that first merge is the only chance to tell).
+	// between).
 	mine := t.ownAddr
 	if cur, ok := s.records[Key{Kind: KindNode, Owner: s.cfg.Self}]; ok && !cur.Deleted {
 		if info, err := DecodeNode(cur); err == nil {
 			mine = net.JoinHostPort(info.Addr, strconv.Itoa(info.GossipPort))
 		}
 	}
-	if mine == "" {
+	if mine == "" || theirAddr != mine && !t.goneAt[theirAddr] {
 		return false
 	}
-	if theirAddr != mine && !t.goneAt[theirAddr] || len(t.earlier) >= maxRejectKeys {
-		return false
-	}
-	t.earlier[key] = true
-	s.cfg.Log.Info("this node's name was used by an earlier run of this host with another node key (its state folder was wiped or its node.key lost)",
-		"node_key", key, "earlier_key", theirs.NodeKey, "started", theirs.Started.Format(time.RFC3339), "adopts_its_records", s.adoptingLocked())
+	s.noteEarlierKeyLocked(key, "its node record names this node's address", "addr", theirAddr, "started", theirs.Started.Format(time.RFC3339))
 	return true
+}
+
+// noteEarlierKeyLocked records key as an earlier run's and says so once.
+func (s *Store) noteEarlierKeyLocked(key, because string, attrs ...any) {
+	s.trust.earlier[key] = true
+	s.cfg.Log.Info("this node's name was used by an earlier run of this host with another node key (its state folder was wiped or its node.key lost)",
+		append([]any{"node_key", EncodeNodeKey(s.trust.pub), "earlier_key", key, "because", because, "adopts_its_records", s.adoptingLocked()}, attrs...)...)
+}
+
+// peerPinsThisRunLocked reports whether recs, one batch from a peer, hold
+// this node's own node record signed by this run's key (earlierRunLocked).
+func (s *Store) peerPinsThisRunLocked(recs []Record) bool {
+	if s.trust.key == nil {
+		return false
+	}
+	return slices.ContainsFunc(recs, func(r Record) bool {
+		return r.Kind == KindNode && r.Owner == s.cfg.Self && !r.Deleted && bytes.Equal(r.Signer, s.trust.pub) && verifySig(r)
+	})
 }
 
 // SetOwnAddress tells the store the address and gossip port this run

@@ -377,16 +377,22 @@ func TestRemovedNameTakenByNewKey(t *testing.T) {
 // no refusal on either side. A record hidden by a removal stays hidden.
 func TestWipedStateRejoinsWithNewKey(t *testing.T) {
 	for _, tc := range []struct {
-		name                     string
-		beforeDeath, mergedFirst bool
+		name                                string
+		beforeDeath, mergedFirst, peerFirst bool
 	}{
-		{"after death", false, false},
-		{"before death", true, false},
+		{"after death", false, false, false},
+		{"before death", true, false, false},
 		// The peer's push/pull reaches the new run once it listens, before
 		// it has written its node record: the earlier run is known by the
-		// address alone, and that merge is the only one to carry the old
-		// node record (the peer replaces it once it has the new one).
-		{"before death, merged before its node record", true, true},
+		// address alone (the peer replaces the old node record once it has
+		// the new one).
+		{"before death, merged before its node record", true, true, false},
+		// The join's exchange failed on the new run's side after the peer
+		// had read its state (a timeout): the peer holds the new node
+		// record, so no state the new run ever gets carries the old one;
+		// that the peer holds the new run's node record and the old key's
+		// records says they are an earlier run's.
+		{"after death, the join's answer lost", false, false, true},
 	} {
 		beforeDeath := tc.beforeDeath
 		t.Run(tc.name, func(t *testing.T) {
@@ -426,6 +432,12 @@ func TestWipedStateRejoinsWithNewKey(t *testing.T) {
 				c.SetMember(Member{Name: "x", Addr: "198.18.0.3", State: StateAlive, NodeKey: EncodeNodeKey(wiped.PublicKey())})
 			} else {
 				c.SetMember(Member{Name: "x", Addr: "198.18.0.3", State: StateDead})
+			}
+			if tc.peerFirst {
+				mustMerge(t, c.Store, wiped.All())
+				if r, _ := c.Snapshot().Get(KindNode, "x", ""); !bytes.Equal(r.Signer, wiped.PublicKey()) {
+					t.Fatal("the peer still holds the earlier run's node record")
+				}
 			}
 			refusedBefore := c.Rejections().Total
 			// The join's push/pull, both ways, then once more.
