@@ -26,6 +26,7 @@ func TestClusterCatchesUpAfterAHeal(t *testing.T) {
 	stopTogether(t, nodes)
 	b, x := nodes[1], nodes[3]
 	majority := nodes[:3]
+	meetAll(t, nodes) // push/pull is off
 	eventually(t, converge, "membership", func() error { return expectMembers(nodes, allAlive(nodes)) })
 
 	x.tr.setBlocked(true)

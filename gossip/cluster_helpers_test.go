@@ -233,6 +233,25 @@ func startClusterWith(t testing.TB, size int, blockable bool, adjust func(*Confi
 	return nodes
 }
 
+// meetAll has every pair of nodes exchange full state once (memberlist's
+// Join of a node is a push/pull). Tests that turn push/pull off need it:
+// nodes started together join their seed at about the same time, and one
+// whose join came before another's may never hear of it, as memberlist's
+// alive messages are sent a few times to whoever is known then, and only
+// push/pull repairs what they missed.
+func meetAll(t testing.TB, nodes []*testNode) {
+	t.Helper()
+	for _, a := range nodes {
+		for _, b := range nodes {
+			if a != b {
+				if _, err := a.c.ml.Join([]string{b.addr()}); err != nil {
+					t.Fatalf("%s joins %s: %v", a.name, b.name, err)
+				}
+			}
+		}
+	}
+}
+
 // stopTogether makes the nodes leave all at once when the test ends: one
 // by one, each graceful leave waits for its broadcast to be sent.
 func stopTogether(t testing.TB, nodes []*testNode) {
@@ -308,11 +327,14 @@ func allAlive(nodes []*testNode) map[string]MemberState {
 }
 
 func expectRecord(nodes []*testNode, kind Kind, owner, id string, present bool) error {
+	var wrong []string
 	for _, n := range nodes {
-		_, ok := n.store.Snapshot().Get(kind, owner, id)
-		if ok != present {
-			return fmt.Errorf("%s: record %s/%s/%s present=%v, want %v", n.name, kind, owner, id, ok, present)
+		if _, ok := n.store.Snapshot().Get(kind, owner, id); ok != present {
+			wrong = append(wrong, n.name)
 		}
+	}
+	if len(wrong) > 0 {
+		return fmt.Errorf("%s: record %s/%s/%s present=%v, want %v", strings.Join(wrong, ", "), kind, owner, id, !present, present)
 	}
 	return nil
 }

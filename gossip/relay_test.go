@@ -109,14 +109,8 @@ func TestOwnRecordsReachEveryPeerOfASmallCluster(t *testing.T) {
 	}
 	stopTogether(t, nodes)
 	// With one transmission per message memberlist's own alive messages
-	// may miss a node too: every pair exchanges state once (a push/pull).
-	for _, a := range nodes {
-		for _, b := range nodes {
-			if a != b {
-				_, _ = a.c.ml.Join([]string{b.addr()})
-			}
-		}
-	}
+	// may miss a node too.
+	meetAll(t, nodes)
 	eventually(t, 10*time.Second, "all up", func() error { return expectAllUp(nodes) })
 	const n = 30
 	for i := range n {
