@@ -49,8 +49,12 @@ check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 
+# gossip's cluster tests run up to 25 memberlist nodes in one process on real timers: under
+# -race beside another package's tests on two cores they time their own probes out and flap
+# (CI: a 25-node cluster still flapping 30 s on). So gossip runs alone, then the rest.
 unit:
-	go test -race -count=1 $(PURE)
+	go test -race -count=1 ./gossip/...
+	go test -race -count=1 $(filter-out ./gossip/...,$(PURE))
 
 kernel:
 	go test -count=1 -p 1 ./dataplane/... ./sandbox/...
