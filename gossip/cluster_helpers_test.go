@@ -238,14 +238,16 @@ func startClusterWith(t testing.TB, size int, blockable bool, adjust func(*Confi
 // nodes started together join their seed at about the same time, and one
 // whose join came before another's may never hear of it, as memberlist's
 // alive messages are sent a few times to whoever is known then, and only
-// push/pull repairs what they missed.
+// push/pull repairs what they missed. An exchange that fails (a timeout
+// under load) is logged: the pairs are many, and the test's own membership
+// check says whether they met.
 func meetAll(t testing.TB, nodes []*testNode) {
 	t.Helper()
 	for _, a := range nodes {
 		for _, b := range nodes {
 			if a != b {
 				if _, err := a.c.ml.Join([]string{b.addr()}); err != nil {
-					t.Fatalf("%s joins %s: %v", a.name, b.name, err)
+					t.Logf("%s joins %s: %v", a.name, b.name, err)
 				}
 			}
 		}
