@@ -114,10 +114,19 @@ func isVXLAN(kind string) bool { return kind == "" || kind == dataplane.KindVXLA
 // crashed, upgrading); its kernel still carries its containers' traffic.
 // A node that left, or whose probe has failed too (the host is gone), is
 // left as memberlist has it and withdrawn.
+//
+// A dead node the probe has not yet had a whole timeout to hear from
+// (unknown) stays too, until the probe says down: a probe's peers start
+// unknown when this daemon starts and when a peer enters its list again,
+// and withdrawing on that would cut a host whose kernel carries traffic (a
+// restarted daemon hearing, in its first seconds, that another daemon was
+// declared dead). A host really gone is withdrawn when its probe goes down,
+// one timeout (3 s) after it entered the list: a probe going down triggers
+// a reconcile.
 func dataPathView(snap *gossip.Snapshot, probes map[string]dataplane.ProbeStatus) *gossip.Snapshot {
 	var kept []string
 	for name, m := range snap.Members {
-		if m.State == gossip.StateDead && probes[name].State == dataplane.ProbeUp {
+		if m.State == gossip.StateDead && keptByProbe(probes[name].State) {
 			kept = append(kept, name)
 		}
 	}
@@ -136,13 +145,30 @@ func dataPathView(snap *gossip.Snapshot, probes map[string]dataplane.ProbeStatus
 	return snap.WithMembers(members)
 }
 
+// keptByProbe: what the probe says of a dead node keeps its entries (up,
+// or not known yet); down, or not probed at all (""), does not.
+func keptByProbe(s dataplane.ProbeState) bool {
+	return s == dataplane.ProbeUp || s == dataplane.ProbeUnknown
+}
+
 // anyTunnelUp merges the probes' views: a peer is up when any tunnel to it
-// answers (its host is there), else as the first probe has it.
+// answers (its host is there), else unknown while any tunnel has yet to
+// hear from it, else as the first probe has it.
 func anyTunnelUp(probes []*dataPathProbe) map[string]dataplane.ProbeStatus {
-	out := map[string]dataplane.ProbeStatus{}
+	statuses := make([]map[string]dataplane.ProbeStatus, 0, len(probes))
 	for _, p := range probes {
-		for name, s := range p.Status() {
-			if cur, ok := out[name]; !ok || (s.State == dataplane.ProbeUp && cur.State != dataplane.ProbeUp) {
+		statuses = append(statuses, p.Status())
+	}
+	return mergeProbeStatus(statuses)
+}
+
+// mergeProbeStatus is anyTunnelUp's merge, one map per probe.
+func mergeProbeStatus(statuses []map[string]dataplane.ProbeStatus) map[string]dataplane.ProbeStatus {
+	rank := map[dataplane.ProbeState]int{dataplane.ProbeUp: 2, dataplane.ProbeUnknown: 1}
+	out := map[string]dataplane.ProbeStatus{}
+	for _, st := range statuses {
+		for name, s := range st {
+			if cur, ok := out[name]; !ok || rank[s.State] > rank[cur.State] {
 				out[name] = s
 			}
 		}

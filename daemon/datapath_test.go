@@ -39,7 +39,10 @@ func TestDataPathView(t *testing.T) {
 		{"alive, data path down (blocked port)", "", dataplane.ProbeDown, true, true},
 		{"dead daemon, data path up", "h2", dataplane.ProbeUp, true, true},
 		{"dead host, data path down", "h2", dataplane.ProbeDown, false, false},
-		{"dead, not probed yet", "h2", dataplane.ProbeUnknown, false, false},
+		// Probed for less than a timeout (this daemon just started, or h2
+		// just entered the probe's list): kept until the probe says down.
+		{"dead, probe not answered yet", "h2", dataplane.ProbeUnknown, true, true},
+		{"dead, not probed at all", "h2", "", false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			snap := testSnapshot(t, tc.dead)
@@ -59,6 +62,29 @@ func TestDataPathView(t *testing.T) {
 	_ = dataPathView(snap, map[string]dataplane.ProbeStatus{"h2": {State: dataplane.ProbeUp}})
 	if snap.Members["h2"].State != gossip.StateDead {
 		t.Errorf("dataPathView changed the snapshot: h2 is %s", snap.Members["h2"].State)
+	}
+}
+
+// A peer is up when any tunnel answers, unknown while none answers and one
+// has yet to hear from it, down only when every tunnel probing it says so.
+func TestMergeProbeStatus(t *testing.T) {
+	st := func(s dataplane.ProbeState) dataplane.ProbeStatus { return dataplane.ProbeStatus{State: s} }
+	got := mergeProbeStatus([]map[string]dataplane.ProbeStatus{
+		{"up-down": st(dataplane.ProbeDown), "down-up": st(dataplane.ProbeUp), "down-unknown": st(dataplane.ProbeDown),
+			"unknown-down": st(dataplane.ProbeUnknown), "down-down": st(dataplane.ProbeDown), "vxlan-only": st(dataplane.ProbeDown)},
+		{"up-down": st(dataplane.ProbeUp), "down-up": st(dataplane.ProbeDown), "down-unknown": st(dataplane.ProbeUnknown),
+			"unknown-down": st(dataplane.ProbeDown), "down-down": st(dataplane.ProbeDown), "wireguard-only": st(dataplane.ProbeUnknown)},
+	})
+	want := map[string]dataplane.ProbeState{"up-down": dataplane.ProbeUp, "down-up": dataplane.ProbeUp,
+		"down-unknown": dataplane.ProbeUnknown, "unknown-down": dataplane.ProbeUnknown, "down-down": dataplane.ProbeDown,
+		"vxlan-only": dataplane.ProbeDown, "wireguard-only": dataplane.ProbeUnknown}
+	if len(got) != len(want) {
+		t.Errorf("merged %d peers, want %d: %v", len(got), len(want), got)
+	}
+	for name, w := range want {
+		if got[name].State != w {
+			t.Errorf("%s: merged %q, want %q", name, got[name].State, w)
+		}
 	}
 }
 

@@ -130,15 +130,20 @@
 //	alive       up          fine                           kept
 //	alive       down        tunnel port blocked            kept (gossip has it up)
 //	dead        up          daemon down, host carries on   kept (reconcile counts it up)
+//	dead        unknown     not probed for 3 s yet         kept until the probe says
 //	dead        down        host gone                      withdrawn
 //	left        any         told to leave                  withdrawn
 //
 // reconcile applies a view of the snapshot in which a dead node whose
 // probe through either tunnel is up counts as suspect (dataPathView): its endpoints, forwarding
 // and neighbour entries and its place in the tunnel guard's member set stay.
-// A probe going down triggers a reconcile, so a host that goes away is
-// withdrawn within the probe's 3 s of being declared dead (or of the
-// declaration, whichever is later). DNS still follows gossip alone: a dead
+// So does one a probe has not had a whole timeout to hear from yet
+// (unknown: this daemon just started, or the node just entered the probe's
+// list): a restarted daemon that hears in its first seconds that another
+// daemon was declared dead must not cut that host off before its probe
+// could answer. A probe going down triggers a reconcile, so a host that
+// goes away is withdrawn within the probe's 3 s of being declared dead (or
+// of entering the probe's list, whichever is later). DNS still follows gossip alone: a dead
 // daemon's services leave the answers, as before.
 //
 // A stopping meshnetd (SIGTERM: systemctl restart, a plugin disable or

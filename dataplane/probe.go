@@ -41,7 +41,7 @@ type ProbeState string
 const (
 	ProbeUp      ProbeState = "up"      // an echo came back within the timeout
 	ProbeDown    ProbeState = "down"    // none for a whole timeout
-	ProbeUnknown ProbeState = "unknown" // probed for less than a timeout, no answer yet
+	ProbeUnknown ProbeState = "unknown" // listed for less than a timeout, no answer yet
 )
 
 // ProbePeer is one host to probe: its node name and underlay address (its
@@ -102,10 +102,13 @@ type Probe struct {
 
 type probePeer struct {
 	ProbePeer
-	addr      netip.Addr // probe address (IPv6 link-local)
-	mac       net.HardwareAddr
-	firstSent time.Time
-	status    ProbeStatus
+	addr netip.Addr // probe address (IPv6 link-local)
+	mac  net.HardwareAddr
+	// listed is when the peer entered the probe's list: it is down once
+	// listed a whole timeout without an answer, sent to or not (a probe
+	// that cannot send must not leave its peers unknown for good).
+	listed time.Time
+	status ProbeStatus
 }
 
 // NewProbe makes a probe; nothing touches the kernel before Sync.
@@ -240,7 +243,7 @@ func (p *Probe) Sync(enabled bool, peers []ProbePeer, keep bool) error {
 		cur, ok := p.peers[name]
 		if !ok || cur.Underlay != pp.Underlay {
 			cur = &probePeer{ProbePeer: pp, addr: ProbeAddr(pp.Underlay), mac: ProbeMAC(pp.Underlay),
-				status: ProbeStatus{State: ProbeUnknown, Since: now}}
+				listed: now, status: ProbeStatus{State: ProbeUnknown, Since: now}}
 			p.peers[name] = cur
 		}
 	}
@@ -476,9 +479,16 @@ func (p *Probe) Status() map[string]ProbeStatus {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// The state as of now, not as the send loop last judged it: a loop
+	// that stopped (its socket refused) leaves no peer unknown for good.
+	now := time.Now()
 	out := make(map[string]ProbeStatus, len(p.peers))
 	for name, pp := range p.peers {
-		out[name] = pp.status
+		st := pp.status
+		if s := probeState(now, pp.listed, st.LastReply, p.cfg.Timeout); s != st.State {
+			st.State, st.Since = s, now
+		}
+		out[name] = st
 	}
 	return out
 }
@@ -531,11 +541,7 @@ func (p *Probe) send(fd int) {
 		addr netip.Addr
 	}
 	var dsts []dst
-	now := time.Now()
 	for _, pp := range p.peers {
-		if pp.firstSent.IsZero() {
-			pp.firstSent = now
-		}
 		dsts = append(dsts, dst{pp, pp.addr})
 	}
 	p.mu.Unlock()
@@ -587,7 +593,7 @@ func (p *Probe) evaluate(now time.Time) {
 	p.mu.Lock()
 	flipped := false
 	for name, pp := range p.peers {
-		st := probeState(now, pp.firstSent, pp.status.LastReply, p.cfg.Timeout)
+		st := probeState(now, pp.listed, pp.status.LastReply, p.cfg.Timeout)
 		if st != pp.status.State {
 			old := pp.status.State
 			pp.status.State, pp.status.Since = st, now
@@ -611,12 +617,12 @@ func (p *Probe) evaluate(now time.Time) {
 }
 
 // probeState: up while an answer came within timeout; down once the peer
-// has been probed for a whole timeout without one; unknown before.
-func probeState(now, firstSent, lastReply time.Time, timeout time.Duration) ProbeState {
+// has been in the list for a whole timeout without one; unknown before.
+func probeState(now, listed, lastReply time.Time, timeout time.Duration) ProbeState {
 	switch {
 	case !lastReply.IsZero() && now.Sub(lastReply) < timeout:
 		return ProbeUp
-	case !firstSent.IsZero() && now.Sub(firstSent) >= timeout:
+	case !listed.IsZero() && now.Sub(listed) >= timeout:
 		return ProbeDown
 	default:
 		return ProbeUnknown

@@ -27,18 +27,18 @@ func TestProbeState(t *testing.T) {
 	t0 := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
 	const timeout = 3 * time.Second
 	for _, tc := range []struct {
-		name            string
-		now, first, ans time.Time
-		want            ProbeState
+		name             string
+		now, listed, ans time.Time
+		want             ProbeState
 	}{
-		{"never sent", t0, time.Time{}, time.Time{}, ProbeUnknown},
-		{"sent, no answer yet", t0.Add(time.Second), t0, time.Time{}, ProbeUnknown},
+		{"just listed", t0, t0, time.Time{}, ProbeUnknown},
+		{"listed, no answer yet", t0.Add(time.Second), t0, time.Time{}, ProbeUnknown},
 		{"no answer for a whole timeout", t0.Add(timeout), t0, time.Time{}, ProbeDown},
 		{"answered", t0.Add(time.Second), t0, t0.Add(10 * time.Millisecond), ProbeUp},
 		{"answers stopped less than a timeout ago", t0.Add(timeout), t0, t0.Add(time.Second), ProbeUp},
 		{"answers stopped a timeout ago", t0.Add(timeout + time.Second), t0, t0.Add(time.Second), ProbeDown},
 	} {
-		if got := probeState(tc.now, tc.first, tc.ans, timeout); got != tc.want {
+		if got := probeState(tc.now, tc.listed, tc.ans, timeout); got != tc.want {
 			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
 		}
 	}
