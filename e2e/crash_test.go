@@ -139,6 +139,7 @@ func TestDaemonCrash(t *testing.T) {
 var (
 	pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
 	pingReply   = regexp.MustCompile(`\b(?:icmp_)?seq=(\d+)`)
+	pingStamp   = regexp.MustCompile(`^\[(\d+)\.(\d+)\]`)
 )
 
 // pingCounts reads ping's summary line.
@@ -155,13 +156,33 @@ func pingCounts(out string) (sent, received int, err error) {
 // pingGaps lists the sequence numbers from first on (busybox's ping counts
 // from 0, iputils' from 1) that ping printed no reply for, as ranges
 // ("412-418 (4.12 s)"), with when each range was sent given ping's
-// interval: what to look for in the daemons' logs when pings are lost.
+// interval and, where replies carry iputils' -D stamps, the last reply
+// before the range and the first after it in UTC: what to look for in the
+// daemons' logs when pings are lost.
 func pingGaps(out string, first, sent int, interval time.Duration) string {
 	answered := make([]bool, sent)
-	for _, m := range pingReply.FindAllStringSubmatch(out, -1) {
-		if n, err := strconv.Atoi(m[1]); err == nil && n-first >= 0 && n-first < sent {
-			answered[n-first] = true
+	stamps := map[int]time.Time{}
+	for _, line := range strings.Split(out, "\n") {
+		m := pingReply.FindStringSubmatch(line)
+		if m == nil {
+			continue
 		}
+		n, err := strconv.Atoi(m[1])
+		if err != nil || n-first < 0 || n-first >= sent {
+			continue
+		}
+		answered[n-first] = true
+		if d := pingStamp.FindStringSubmatch(line); d != nil {
+			sec, _ := strconv.ParseInt(d[1], 10, 64)
+			ns, _ := strconv.ParseInt((d[2] + "000000000")[:9], 10, 64)
+			stamps[n] = time.Unix(sec, ns).UTC()
+		}
+	}
+	stamp := func(n int) string {
+		if at, ok := stamps[n]; ok {
+			return at.Format("15:04:05.000")
+		}
+		return "?"
 	}
 	var gaps []string
 	for i := 0; i < sent; i++ {
@@ -173,11 +194,14 @@ func pingGaps(out string, first, sent int, interval time.Duration) string {
 			j++
 		}
 		at := (time.Duration(i) * interval).Seconds()
-		if j == i {
-			gaps = append(gaps, fmt.Sprintf("%d (%.2f s)", i+first, at))
-		} else {
-			gaps = append(gaps, fmt.Sprintf("%d-%d (%.2f s)", i+first, j+first, at))
+		g := fmt.Sprintf("%d (%.2f s", i+first, at)
+		if j > i {
+			g = fmt.Sprintf("%d-%d (%.2f s", i+first, j+first, at)
 		}
+		if len(stamps) > 0 {
+			g += fmt.Sprintf("; replies stop after %s and resume at %s UTC", stamp(i+first-1), stamp(j+first+1))
+		}
+		gaps = append(gaps, g+")")
 		i = j
 	}
 	return strings.Join(gaps, ", ")

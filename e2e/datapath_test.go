@@ -201,13 +201,18 @@ func expectTunnels(ctx context.Context, c *harness.Cluster, h harness.Host, peer
 }
 
 // pingStream pings addr from container about every 10 ms (pingInterval) for d and
-// returns ping's output, a line per reply. It is iputils' ping: busybox's
-// receive buffer loses bursts of replies (harness.IPutilsPing).
+// returns ping's output, a line per reply stamped with the time it came (-D). It is
+// iputils' ping: busybox's receive buffer loses bursts of replies (harness.IPutilsPing).
 func pingStream(ctx context.Context, h harness.Host, container string, addr netip.Addr, d time.Duration) <-chan string {
+	return pingRun(ctx, h, container, "-c", fmt.Sprint(int(d/pingInterval)), "-i", fmt.Sprintf("%.3f", pingInterval.Seconds()), "-W", "2", addr.String())
+}
+
+// pingRun runs iputils' ping with args in container, its replies stamped (-D), and
+// sends its output (with the error, if any) when it ends.
+func pingRun(ctx context.Context, h harness.Host, container string, args ...string) <-chan string {
 	out := make(chan string, 1)
-	n := int(d / pingInterval)
 	go func() {
-		s, err := harness.Docker(ctx, h, "exec", container, harness.IPutilsPing, "-c", fmt.Sprint(n), "-i", fmt.Sprintf("%.3f", pingInterval.Seconds()), "-W", "2", addr.String())
+		s, err := harness.Docker(ctx, h, append([]string{"exec", container, harness.IPutilsPing, "-D"}, args...)...)
 		if err != nil {
 			s += "\n" + err.Error()
 		}
@@ -218,8 +223,8 @@ func pingStream(ctx context.Context, h harness.Host, container string, addr neti
 
 // checkNoLoss fails t unless every ping of pingStream's output out was
 // answered. began is when the stream was asked for (its first echo follows
-// docker exec's start-up): with the lost ones' sequence numbers, what finds
-// them in the daemons' logs.
+// docker exec's start-up): with the lost ones' sequence numbers and the
+// replies' stamps around each gap, what finds them in the daemons' logs.
 func checkNoLoss(t *testing.T, path, what string, began time.Time, out string) {
 	t.Helper()
 	sent, received, err := pingCounts(out)

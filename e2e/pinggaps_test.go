@@ -25,4 +25,11 @@ func TestPingGaps(t *testing.T) {
 	if got := pingGaps(busybox, 1, 2, time.Second); got != "" {
 		t.Errorf("nothing lost: %q", got)
 	}
+	// -D stamps: the gap says when the replies stopped and came back.
+	stamped := "[1796593418.010000] 64 bytes from 10.44.0.240: icmp_seq=1 ttl=62 time=1.1 ms\n" +
+		"[1796593419.540250] 64 bytes from 10.44.0.240: icmp_seq=4 ttl=62 time=1.1 ms\n" +
+		"4 packets transmitted, 2 received, 50% packet loss\n"
+	if got, want := pingGaps(stamped, 1, 4, 9*time.Millisecond), "2-3 (0.01 s; replies stop after 21:43:38.010 and resume at 21:43:39.540 UTC)"; got != want {
+		t.Errorf("stamped: %q, want %q", got, want)
+	}
 }
