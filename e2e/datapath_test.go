@@ -204,15 +204,10 @@ func expectTunnels(ctx context.Context, c *harness.Cluster, h harness.Host, peer
 // returns ping's output, a line per reply stamped with the time it came (-D). It is
 // iputils' ping: busybox's receive buffer loses bursts of replies (harness.IPutilsPing).
 func pingStream(ctx context.Context, h harness.Host, container string, addr netip.Addr, d time.Duration) <-chan string {
-	return pingRun(ctx, h, container, "-c", fmt.Sprint(int(d/pingInterval)), "-i", fmt.Sprintf("%.3f", pingInterval.Seconds()), "-W", "2", addr.String())
-}
-
-// pingRun runs iputils' ping with args in container, its replies stamped (-D), and
-// sends its output (with the error, if any) when it ends.
-func pingRun(ctx context.Context, h harness.Host, container string, args ...string) <-chan string {
 	out := make(chan string, 1)
+	n := int(d / pingInterval)
 	go func() {
-		s, err := harness.Docker(ctx, h, append([]string{"exec", container, harness.IPutilsPing, "-D"}, args...)...)
+		s, err := harness.Docker(ctx, h, "exec", container, harness.IPutilsPing, "-D", "-c", fmt.Sprint(n), "-i", fmt.Sprintf("%.3f", pingInterval.Seconds()), "-W", "2", addr.String())
 		if err != nil {
 			s += "\n" + err.Error()
 		}
